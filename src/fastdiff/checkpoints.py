@@ -1,0 +1,146 @@
+"""Weights applied on top of a pipeline: full UNet state dicts (Lightning, DMD2) and LoRAs (fused).
+
+Every file is read and checked before any weight of the pipeline changes: a corrupt, missing or wrong-shape file
+is refused with a `FastDiffError` and the pipeline is left as it was.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from .errors import FastDiffError
+from .presets import Checkpoint, Preset, all_presets
+
+__all__ = [
+    "apply_lora",
+    "check_checkpoint_matches",
+    "load_unet_state_dict",
+    "pickle_refusal",
+    "validate_unet_state_dict",
+]
+
+LORA_ADAPTER = "fastdiff"
+
+
+def pickle_refusal(path: Path) -> FastDiffError:
+    """The error for a pickle file loaded without `allow_pickle=True`."""
+    return FastDiffError(
+        f"{path.name} is a pickle file (torch.load can run code from it); pass allow_pickle=True "
+        "(CLI: --allow-pickle) if you trust its source"
+    )
+
+
+def load_unet_state_dict(path: Path, *, allow_pickle: bool) -> dict[str, torch.Tensor]:
+    """Read a UNet checkpoint on the CPU: safetensors always, pickle (.bin/.pt) only when allowed."""
+    if not path.is_file():
+        raise FastDiffError(f"checkpoint {str(path)!r} does not exist; pass a path to a .safetensors file")
+    if path.suffix == ".safetensors":
+        try:
+            return load_file(str(path), device="cpu")
+        except (SafetensorError, OSError, ValueError) as err:
+            raise FastDiffError(
+                f"checkpoint {path.name} is corrupt or not safetensors ({err}); download it again"
+            ) from None
+    if not allow_pickle:
+        raise pickle_refusal(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a damaged pickle
+        raise FastDiffError(f"checkpoint {path.name} could not be read ({err}); download it again") from None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise FastDiffError(f"checkpoint {path.name} does not hold a state dict of tensors")
+    return state
+
+
+def validate_unet_state_dict(state: dict[str, torch.Tensor], unet: Any, *, name: str) -> None:
+    """Refuse a state dict that does not fit `unet` key for key and shape for shape."""
+    expected = {k: tuple(v.shape) for k, v in unet.state_dict().items()}
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != expected[k])
+    if missing or unexpected or wrong:
+        details = []
+        if missing:
+            details.append(f"{len(missing)} missing (e.g. {missing[0]})")
+        if unexpected:
+            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
+        if wrong:
+            k = wrong[0]
+            details.append(f"{len(wrong)} of wrong shape (e.g. {k}: {tuple(state[k].shape)} vs {expected[k]})")
+        raise FastDiffError(
+            f"checkpoint {name} does not fit this UNet: " + "; ".join(details) + ". It is for another model "
+            "family or a different file; check the preset's checkpoint and source."
+        )
+
+
+def check_checkpoint_matches(preset: Preset, path: Path) -> None:
+    """Refuse a known checkpoint file of another preset (e.g. the 2-step Lightning UNet for the 4-step preset)."""
+    owners = [p for p in all_presets() if p.checkpoint is not None and p.checkpoint.filename == path.name]
+    # Generic names (LCM's pytorch_lora_weights.safetensors) say nothing about which model a file is for.
+    for other in owners if len(owners) == 1 else []:
+        ckpt = other.checkpoint
+        assert ckpt is not None
+        if preset.checkpoint is not None and ckpt.filename == preset.checkpoint.filename:
+            return
+        raise FastDiffError(
+            f"{path.name} is the checkpoint of preset {other.name!r}, not {preset.name!r}; "
+            f"use FewStepGenerator.from_preset({other.name!r}, checkpoint=...)"
+        )
+    if preset.checkpoint is None:
+        raise FastDiffError(
+            f"{preset.name} takes no checkpoint (its weights are all in {preset.repo_id}); for a single-file "
+            "model pass source= instead"
+        )
+
+
+def _lora_state_check(path: Path) -> None:
+    if not path.is_file():
+        raise FastDiffError(f"LoRA {str(path)!r} does not exist; pass a path to a .safetensors file")
+    try:
+        keys = list(load_file(str(path), device="cpu"))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise FastDiffError(f"LoRA {path.name} is corrupt or not safetensors ({err}); download it again") from None
+    if not any("lora" in k.lower() for k in keys):
+        raise FastDiffError(f"{path.name} holds no LoRA weights; is it a full UNet checkpoint (kind='unet')?")
+
+
+def apply_lora(pipe: Any, path: Path, *, scale: float = 1.0) -> None:
+    """Load a LoRA file, fuse it into the base weights and drop the adapter layers (no per-call LoRA cost)."""
+    _lora_state_check(path)
+    had_adapters = bool(_adapter_names(pipe))
+    try:
+        pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=LORA_ADAPTER)
+    except Exception as err:  # diffusers/peft raise ValueError, RuntimeError, KeyError… on a mismatched LoRA
+        _roll_back(pipe, had_adapters)
+        raise FastDiffError(
+            f"LoRA {path.name} does not fit this pipeline ({type(err).__name__}: {str(err)[:200]}); "
+            "it is for another model family"
+        ) from None
+    pipe.fuse_lora(lora_scale=scale, adapter_names=[LORA_ADAPTER])
+    pipe.unload_lora_weights()  # the fused weights stay; the peft wrappers and their overhead go
+
+
+def _roll_back(pipe: Any, had_adapters: bool) -> None:
+    """Undo a half-loaded LoRA: unwrap the peft layers (or drop only ours when the user has adapters of their own)."""
+    if had_adapters:
+        if LORA_ADAPTER in _adapter_names(pipe):
+            pipe.delete_adapters(LORA_ADAPTER)
+    else:
+        pipe.unload_lora_weights()
+
+
+def _adapter_names(pipe: Any) -> set[str]:
+    try:
+        return {name for names in pipe.get_list_adapters().values() for name in names}
+    except Exception:  # no peft layers at all
+        return set()
+
+
+def checkpoint_label(ckpt: Checkpoint) -> str:
+    """ "repo/file" as shown in messages and `fastdiff download`."""
+    return f"{ckpt.repo_id}/{ckpt.filename}"

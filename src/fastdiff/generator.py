@@ -1,0 +1,290 @@
+"""`FewStepGenerator`: a preset composed with a diffusers pipeline and the adapter of its family.
+
+One request flows one way: validate against the preset → encode (cached) → noise (seeded, one CPU generator per
+image) → denoise (the pipeline's own loop with the preset's scheduler recipe) → decode → `GenerationResult`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import (
+    AutoPipelineForImage2Image,
+    AutoPipelineForText2Image,
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+)
+from PIL import Image
+
+from . import presets as preset_table
+from .adapters import Embeddings, adapter_for
+from .checkpoints import apply_lora, check_checkpoint_matches, load_unet_state_dict, validate_unet_state_dict
+from .devices import resolve_device, resolve_dtype, synchronizer
+from .embeddings import EmbeddingCache
+from .errors import FastDiffError, FastDiffWarning
+from .loading import checkpoint_path, classify_source, load_pipeline, load_unet_config
+from .presets import Preset
+from .result import GenerationResult
+from .schedulers import build_scheduler, img2img_schedule
+from .validation import Request, resolve_request
+
+__all__ = ["FewStepGenerator"]
+
+IMG2IMG_CLASSES: dict[str, Any] = {
+    "sd1": StableDiffusionImg2ImgPipeline,
+    "sd2": StableDiffusionImg2ImgPipeline,
+    "sdxl": StableDiffusionXLImg2ImgPipeline,
+}
+
+
+def _check_flag(name: str, value: object, *, optional: bool = False) -> None:
+    if not (isinstance(value, bool) or (optional and value is None)):
+        raise FastDiffError(f"{name} must be {'True, False or None' if optional else 'True or False'}, got {value!r}")
+
+
+def _build_unet(config: dict[str, Any], state: dict[str, torch.Tensor], *, name: str, dtype: torch.dtype) -> Any:
+    """An SDXL/SD UNet from its config, filled from a checkpoint (no throw-away random init: built on meta)."""
+    from diffusers import UNet2DConditionModel
+
+    unet_class: Any = UNet2DConditionModel
+    with torch.device("meta"):
+        unet = unet_class.from_config(config)
+    validate_unet_state_dict(state, unet, name=name)
+    unet.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
+    return unet
+
+
+class FewStepGenerator:
+    """Run a few-step model exactly as its model card does, with checked inputs and per-stage timings.
+
+    Build one with `from_preset` (loads weights) or `from_pipeline` (wraps a pipeline you already have), then
+    call it: `gen("a cat", steps=1, seed=0).images[0]`.
+    """
+
+    def __init__(self, preset: Preset, pipe: Any, *, embedding_cache_size: int = 32) -> None:
+        self.preset = preset
+        self.pipeline = pipe
+        self.adapter = adapter_for(preset.family)
+        self.embedding_cache = EmbeddingCache(embedding_cache_size)
+        self._img2img: Any = None
+        self._clock = synchronizer(self.device)
+        pipe.set_progress_bar_config(disable=True)
+
+    @property
+    def device(self) -> torch.device:
+        """The device the pipeline runs on (fastdiff never moves it after loading)."""
+        return torch.device(self.pipeline.device)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        """The dtype of the UNet weights."""
+        return self.pipeline.unet.dtype  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_preset(
+        cls,
+        preset: str | Preset,
+        *,
+        source: str | Path | None = None,
+        checkpoint: str | Path | None = None,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype | None = None,
+        local_files_only: bool | None = None,
+        cache_dir: str | Path | None = None,
+        allow_pickle: bool = False,
+    ) -> FewStepGenerator:
+        """Load the preset's weights (cache first, no network call when cached) and move them to `device`.
+
+        `source`: None for the preset's hub repo, a local diffusers folder, a single-file checkpoint or another
+        hub repo id of the same family. `checkpoint`: None for the preset's UNet/LoRA file from the hub, or a
+        local file. `allow_pickle` opts in to pickle files (`.bin`, `.pt`, `.ckpt`; DMD2's UNets), which
+        `torch.load` unpickles.
+        """
+        spec = preset_table.get(preset)
+        target = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, target)
+        _check_flag("local_files_only", local_files_only, optional=True)
+        _check_flag("allow_pickle", allow_pickle)
+        source_kind, location = classify_source(source)  # refuse a bad source before reading anything
+        ckpt = checkpoint_path(
+            spec, checkpoint, local_files_only=local_files_only, cache_dir=cache_dir, allow_pickle=allow_pickle
+        )
+        if ckpt is not None and checkpoint is not None:
+            check_checkpoint_matches(spec, ckpt)
+        components: dict[str, Any] = {}
+        if ckpt is not None and spec.checkpoint is not None and spec.checkpoint.kind == "unet":
+            state = load_unet_state_dict(ckpt, allow_pickle=allow_pickle)
+            config_source = location if source_kind in ("folder", "hub") and location else None
+            config = load_unet_config(spec, config_source, local_files_only=local_files_only, cache_dir=cache_dir)
+            components["unet"] = _build_unet(config, state, name=ckpt.name, dtype=torch_dtype)
+        pipe = load_pipeline(
+            spec,
+            source=source,
+            dtype=torch_dtype,
+            local_files_only=local_files_only,
+            cache_dir=cache_dir,
+            allow_pickle=allow_pickle,
+            components=components,
+        )
+        if ckpt is not None and spec.checkpoint is not None and spec.checkpoint.kind == "lora":
+            apply_lora(pipe, ckpt)
+        pipe.scheduler = build_scheduler(spec.scheduler, pipe.scheduler)
+        return cls(spec, pipe.to(target))
+
+    @classmethod
+    def from_pipeline(
+        cls, preset: str | Preset, pipe: Any, *, checkpoint: str | Path | None = None, allow_pickle: bool = False
+    ) -> FewStepGenerator:
+        """Wrap a diffusers pipeline you already loaded (device and dtype stay as they are).
+
+        The generator gets its own pipeline object sharing `pipe`'s modules, with the preset's scheduler, so
+        `pipe` keeps its scheduler and stays usable. A `checkpoint` file is loaded into the shared UNet.
+        """
+        spec = preset_table.get(preset)
+        _check_flag("allow_pickle", allow_pickle)
+        expected = "StableDiffusionXL" if spec.family == "sdxl" else "StableDiffusion"
+        name = type(pipe).__name__
+        if not name.startswith(expected) or (spec.family != "sdxl" and name.startswith("StableDiffusionXL")):
+            raise FastDiffError(f"{spec.name} needs a {expected}Pipeline, got {name}; pick a preset of its family")
+        own = AutoPipelineForText2Image.from_pipe(pipe)
+        own.scheduler = build_scheduler(spec.scheduler, type(pipe.scheduler).from_config(pipe.scheduler.config))
+        if checkpoint is not None:
+            path = checkpoint_path(spec, checkpoint, local_files_only=True, cache_dir=None)
+            assert path is not None and spec.checkpoint is not None  # a given checkpoint always resolves
+            check_checkpoint_matches(spec, path)
+            if spec.checkpoint.kind == "lora":
+                apply_lora(own, path)
+            else:
+                state = load_unet_state_dict(path, allow_pickle=allow_pickle)
+                validate_unet_state_dict(state, own.unet, name=path.name)
+                own.unet.load_state_dict(state)
+        return cls(spec, own)
+
+    def __call__(
+        self,
+        prompt: str,
+        *,
+        steps: int | None = None,
+        seed: int | None = None,
+        guidance_scale: float | None = None,
+        negative_prompt: str | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        num_images: int = 1,
+        image: Image.Image | None = None,
+        strength: float | None = None,
+    ) -> GenerationResult:
+        """Generate `num_images` images; image *i* is the image of `seed + i` alone. None means the preset's value."""
+        request = resolve_request(
+            self.preset,
+            vae_scale_factor=self.pipeline.vae_scale_factor,
+            default_strength=self._default_strength(),
+            prompt=prompt,
+            steps=steps,
+            seed=seed,
+            guidance_scale=guidance_scale,
+            negative_prompt=negative_prompt,
+            height=height,
+            width=width,
+            num_images=num_images,
+            image=image,
+            strength=strength,
+        )
+        self._warn_truncation(request.prompt)
+        if request.image is not None and (height is not None or width is not None):
+            request = _resized(request)
+        start = self._clock()
+        embeds = self.encode(request.prompt, request.negative_prompt, guidance=request.guidance)
+        encoded = self._clock()
+        latents = self._denoise(request, embeds)
+        denoised = self._clock()
+        images = self.adapter.decode(self.pipeline, latents)
+        done = self._clock()
+        timings = {"encode": encoded - start, "denoise": denoised - encoded, "decode": done - denoised}
+        timings["total"] = done - start
+        return GenerationResult(
+            images=images,
+            seed=request.seed,
+            steps=request.steps,
+            preset=self.preset.name,
+            guidance_scale=request.guidance_scale,
+            height=images[0].height,
+            width=images[0].width,
+            timings=timings,
+        )
+
+    def encode(self, prompt: str, negative_prompt: str | None = None, *, guidance: bool = False) -> Embeddings:
+        """Prompt embeddings for one image, from the LRU cache when this prompt was seen before."""
+
+        def compute() -> Embeddings:
+            with torch.no_grad():
+                return self.adapter.encode(self.pipeline, prompt, negative_prompt, guidance=guidance)
+
+        return self.embedding_cache.get((prompt, negative_prompt if guidance else None, guidance), compute)
+
+    def _denoise(self, request: Request, embeds: Embeddings) -> torch.Tensor:
+        """Run the pipeline's own denoising loop on precomputed embeddings; returns latents (B, 4, H/8, W/8)."""
+        seeds = range(request.seed, request.seed + request.num_images)
+        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
+        kwargs: dict[str, Any] = {
+            **embeds,
+            "guidance_scale": request.guidance_scale,
+            "num_images_per_prompt": request.num_images,
+            "generator": generators[0] if len(generators) == 1 else generators,
+            "output_type": "latent",
+        }
+        if self.preset.eta is not None:
+            kwargs["eta"] = self.preset.eta
+        timesteps = self.preset.timesteps
+        if request.image is None:
+            pipe, steps = self.pipeline, request.steps
+            kwargs.update(height=request.height, width=request.width)
+        else:
+            assert request.strength is not None
+            pipe = self._img2img_pipeline()
+            steps, strength, timesteps = img2img_schedule(request.steps, request.strength, timesteps)
+            kwargs.update(image=request.image, strength=strength)
+        kwargs["num_inference_steps"] = steps
+        if timesteps is not None:
+            kwargs["timesteps"] = list(timesteps)
+        with torch.no_grad():
+            latents: torch.Tensor = pipe(**kwargs).images
+        return latents
+
+    def _img2img_pipeline(self) -> Any:
+        if self._img2img is None:
+            self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipeline)
+            self._img2img.set_progress_bar_config(disable=True)
+        return self._img2img
+
+    def _default_strength(self) -> float:
+        """The img2img pipeline's own default strength (0.3 for SDXL, 0.8 for SD), as diffusers would use."""
+        cls = IMG2IMG_CLASSES[self.preset.family]
+        return float(inspect.signature(cls.__call__).parameters["strength"].default)
+
+    def _warn_truncation(self, prompt: str) -> None:
+        tokenizer = self.pipeline.tokenizer
+        count = len(tokenizer(prompt, truncation=False).input_ids)
+        if count > tokenizer.model_max_length:
+            warnings.warn(
+                f"the prompt is {count} tokens; CLIP reads only the first {tokenizer.model_max_length}, the rest "
+                "is cut. Shorten the prompt (put what matters first).",
+                FastDiffWarning,
+                stacklevel=3,
+            )
+
+    def __repr__(self) -> str:
+        return f"FewStepGenerator(preset={self.preset.name!r}, device={self.device}, dtype={self.dtype})"
+
+
+def _resized(request: Request) -> Request:
+    """img2img with explicit height/width: resize the input image to that size first."""
+    from dataclasses import replace
+
+    assert request.image is not None
+    image = request.image.convert("RGB").resize((request.width, request.height), Image.Resampling.LANCZOS)
+    return replace(request, image=image)

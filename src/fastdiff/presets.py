@@ -1,0 +1,271 @@
+"""Presets: plain data describing how each few-step family must be run.
+
+Each row reproduces its model card's diffusers snippet (scheduler, spacing, prediction type, explicit timesteps,
+eta, guidance, LoRA fused). Adding a family is one row here and at most one recipe in `schedulers.py`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Literal
+
+from .errors import FastDiffError, did_you_mean
+
+__all__ = ["Checkpoint", "Family", "Preset", "all_presets", "get", "names", "register", "replace"]
+
+Family = Literal["sd1", "sd2", "sdxl"]
+
+SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # runwayml/stable-diffusion-v1-5 was taken down
+SDXL_BASE_REPO = "stabilityai/stable-diffusion-xl-base-1.0"
+LIGHTNING_REPO = "ByteDance/SDXL-Lightning"
+HYPER_REPO = "ByteDance/Hyper-SD"
+DMD2_REPO = "tianweiy/DMD2"
+
+NON_COMMERCIAL = ("sai-nc-community", "cc-by-nc-sa-4.0")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """Weights applied on top of the pipeline repo: a full UNet state dict, or a LoRA that is fused."""
+
+    repo_id: str
+    filename: str
+    kind: Literal["unet", "lora"]
+
+    @property
+    def is_pickle(self) -> bool:
+        """True for `.bin`/`.pt` files, which `torch.load` unpickles (only loaded when the user opts in)."""
+        return not self.filename.endswith(".safetensors")
+
+
+@dataclass(frozen=True)
+class Preset:
+    """How to run one few-step model: where its weights live and the exact sampling recipe of its model card."""
+
+    name: str
+    family: Family
+    repo_id: str  # the diffusers pipeline repo
+    steps: tuple[int, ...]  # allowed step counts (diffusers' num_inference_steps)
+    default_steps: int
+    guidance_scale: float
+    height: int
+    width: int
+    scheduler: str  # a recipe name in fastdiff.schedulers
+    license: str
+    checkpoint: Checkpoint | None = None
+    timesteps: tuple[int, ...] | None = None  # explicit timesteps (DMD2), used instead of spacing
+    eta: float | None = None  # stochasticity of TCD's step
+    variant: str | None = "fp16"  # variant of the repo's files loaded for float16
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        if self.default_steps not in self.steps:
+            raise FastDiffError(f"preset {self.name!r}: default_steps {self.default_steps} not in steps {self.steps}")
+        if self.timesteps is not None and self.steps != (len(self.timesteps),):
+            raise FastDiffError(f"preset {self.name!r}: {len(self.timesteps)} explicit timesteps need steps=(N,)")
+
+    @property
+    def guidance_free(self) -> bool:
+        """True when the model was distilled to run without classifier-free guidance (guidance ≤ 1)."""
+        return self.guidance_scale <= 1.0
+
+    @property
+    def commercial_use(self) -> bool:
+        """False for the Turbo and DMD2 licences, which forbid commercial use."""
+        return self.license not in NON_COMMERCIAL
+
+    def steps_label(self) -> str:
+        """The allowed step counts for humans: "1-4", "4", "1-150"."""
+        lo, hi = self.steps[0], self.steps[-1]
+        if self.steps == tuple(range(lo, hi + 1)) and hi > lo:
+            return f"{lo}-{hi}"
+        return ",".join(str(s) for s in self.steps)
+
+
+def _lightning(steps: int, kind: Literal["unet", "lora"]) -> Preset:
+    # https://huggingface.co/ByteDance/SDXL-Lightning: UNet (or LoRA, fused) into SDXL base, Euler trailing,
+    # guidance 0, exactly the step count the checkpoint was distilled for; the 1-step UNet predicts x0.
+    x0 = steps == 1
+    filename = f"sdxl_lightning_{steps}step_{kind}{'_x0' if x0 else ''}.safetensors"
+    suffix = "-lora" if kind == "lora" else ""
+    return Preset(
+        name=f"sdxl-lightning-{steps}step{suffix}",
+        family="sdxl",
+        repo_id=SDXL_BASE_REPO,
+        checkpoint=Checkpoint(LIGHTNING_REPO, filename, kind),
+        steps=(steps,),
+        default_steps=steps,
+        guidance_scale=0.0,
+        height=1024,
+        width=1024,
+        scheduler="euler-trailing-x0" if x0 else "euler-trailing",
+        license="openrail++",
+        description=f"SDXL-Lightning {steps}-step {kind} (progressive adversarial distillation)",
+    )
+
+
+def _hyper_lora(steps: int) -> Preset:
+    # https://huggingface.co/ByteDance/Hyper-SD: LoRA fused into SDXL base, guidance 0; N-step LoRAs use DDIM
+    # with trailing spacing, the 1-step LoRA uses TCD with eta=1.0.
+    one = steps == 1
+    return Preset(
+        name=f"hyper-sdxl-{steps}step-lora",
+        family="sdxl",
+        repo_id=SDXL_BASE_REPO,
+        checkpoint=Checkpoint(HYPER_REPO, f"Hyper-SDXL-{steps}step{'' if one else 's'}-lora.safetensors", "lora"),
+        steps=(steps,),
+        default_steps=steps,
+        guidance_scale=0.0,
+        height=1024,
+        width=1024,
+        scheduler="tcd" if one else "ddim-trailing",
+        eta=1.0 if one else None,
+        license="openrail++",
+        description=f"Hyper-SDXL {steps}-step LoRA (trajectory segmented consistency distillation)",
+    )
+
+
+def _dmd2(timesteps: tuple[int, ...]) -> Preset:
+    # https://huggingface.co/tianweiy/DMD2: UNet (.bin, pickled) into SDXL base, LCMScheduler with the explicit
+    # timesteps of the card, guidance 0. Licence CC-BY-NC-SA: non-commercial.
+    steps = len(timesteps)
+    return Preset(
+        name=f"dmd2-sdxl-{steps}step",
+        family="sdxl",
+        repo_id=SDXL_BASE_REPO,
+        checkpoint=Checkpoint(DMD2_REPO, f"dmd2_sdxl_{steps}step_unet_fp16.bin", "unet"),
+        steps=(steps,),
+        default_steps=steps,
+        guidance_scale=0.0,
+        height=1024,
+        width=1024,
+        scheduler="lcm",
+        timesteps=timesteps,
+        license="cc-by-nc-sa-4.0",
+        description=f"DMD2 {steps}-step (improved distribution matching distillation)",
+    )
+
+
+_BUILTIN: tuple[Preset, ...] = (
+    # https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5: the baseline, the repo's PNDM scheduler.
+    Preset(
+        name="sd15",
+        family="sd1",
+        repo_id=SD15_REPO,
+        steps=tuple(range(1, 151)),
+        default_steps=20,
+        guidance_scale=7.5,
+        height=512,
+        width=512,
+        scheduler="repo",
+        license="creativeml-openrail-m",
+        description="Stable Diffusion 1.5, the 20-step baseline",
+    ),
+    # https://huggingface.co/stabilityai/sd-turbo: ADD-distilled SD 2.1, Euler trailing, guidance 0, 1-4 steps.
+    Preset(
+        name="sd-turbo",
+        family="sd2",
+        repo_id="stabilityai/sd-turbo",
+        steps=(1, 2, 3, 4),
+        default_steps=1,
+        guidance_scale=0.0,
+        height=512,
+        width=512,
+        scheduler="euler-trailing",
+        license="sai-nc-community",
+        description="SD-Turbo (adversarial diffusion distillation of SD 2.1)",
+    ),
+    # https://huggingface.co/stabilityai/sdxl-turbo: ADD-distilled SDXL at 512², the repo's Euler-ancestral with
+    # trailing spacing, guidance 0, 1-4 steps (img2img: steps × strength ≥ 1 in diffusers).
+    Preset(
+        name="sdxl-turbo",
+        family="sdxl",
+        repo_id="stabilityai/sdxl-turbo",
+        steps=(1, 2, 3, 4),
+        default_steps=1,
+        guidance_scale=0.0,
+        height=512,
+        width=512,
+        scheduler="euler-ancestral-trailing",
+        license="sai-nc-community",
+        description="SDXL-Turbo (adversarial diffusion distillation of SDXL)",
+    ),
+    *(_lightning(n, "unet") for n in (1, 2, 4, 8)),
+    *(_lightning(n, "lora") for n in (2, 4, 8)),
+    # https://huggingface.co/latent-consistency/lcm-lora-sdv1-5 and -sdxl: LCMScheduler, LoRA fused,
+    # 4-8 steps, guidance 1 (no CFG) as in diffusers' inference_with_lcm guide.
+    Preset(
+        name="lcm-lora-sd15",
+        family="sd1",
+        repo_id=SD15_REPO,
+        checkpoint=Checkpoint("latent-consistency/lcm-lora-sdv1-5", "pytorch_lora_weights.safetensors", "lora"),
+        steps=(4, 5, 6, 7, 8),
+        default_steps=4,
+        guidance_scale=1.0,
+        height=512,
+        width=512,
+        scheduler="lcm",
+        license="openrail++",
+        description="LCM-LoRA on SD 1.5 (latent consistency distillation)",
+    ),
+    Preset(
+        name="lcm-lora-sdxl",
+        family="sdxl",
+        repo_id=SDXL_BASE_REPO,
+        checkpoint=Checkpoint("latent-consistency/lcm-lora-sdxl", "pytorch_lora_weights.safetensors", "lora"),
+        steps=(4, 5, 6, 7, 8),
+        default_steps=4,
+        guidance_scale=1.0,
+        height=1024,
+        width=1024,
+        scheduler="lcm",
+        license="openrail++",
+        description="LCM-LoRA on SDXL (latent consistency distillation)",
+    ),
+    *(_hyper_lora(n) for n in (1, 2, 4, 8)),
+    _dmd2((399,)),
+    _dmd2((999, 749, 499, 249)),
+)
+
+_REGISTRY: dict[str, Preset] = {p.name: p for p in _BUILTIN}
+
+
+def names() -> list[str]:
+    """Names of every registered preset, in table order."""
+    return list(_REGISTRY)
+
+
+def all_presets() -> list[Preset]:
+    """Every registered preset, in table order."""
+    return list(_REGISTRY.values())
+
+
+def get(name: str | Preset) -> Preset:
+    """Look a preset up by name (a `Preset` is returned as is); unknown names raise with the closest match."""
+    if isinstance(name, Preset):
+        return name
+    if not isinstance(name, str):
+        raise FastDiffError(f"a preset is a name or a Preset, not {type(name).__name__}; see fastdiff.presets.names()")
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise FastDiffError(f"unknown preset {name!r}" + did_you_mean(name, _REGISTRY)) from None
+
+
+def register(preset: Preset, *, overwrite: bool = False) -> Preset:
+    """Add a preset to the table so `get`, `from_preset` and the CLI know it by name."""
+    from .schedulers import check_recipe
+
+    if not isinstance(preset, Preset):
+        raise FastDiffError(f"register() takes a Preset, not {type(preset).__name__}")
+    check_recipe(preset.scheduler)
+    if preset.name in _REGISTRY and not overwrite:
+        raise FastDiffError(f"preset {preset.name!r} already exists; pass overwrite=True to replace it")
+    _REGISTRY[preset.name] = preset
+    return preset
+
+
+def replace(preset: Preset, **changes: object) -> Preset:
+    """A copy of `preset` with some fields changed (a thin, typed wrapper over dataclasses.replace)."""
+    return dataclasses.replace(preset, **changes)  # type: ignore[arg-type]

@@ -1,0 +1,69 @@
+"""What a generation returns: the images, what was used to make them, and where the time went."""
+
+from __future__ import annotations
+
+import io
+import math
+from dataclasses import dataclass, field
+
+from PIL import Image
+
+__all__ = ["GenerationResult", "image_grid"]
+
+
+def image_grid(images: list[Image.Image], *, columns: int | None = None) -> Image.Image:
+    """Paste images into one near-square grid (row-major), the way a batch is shown in a notebook."""
+    if not images:
+        raise ValueError("image_grid needs at least one image")
+    cols = columns or math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / cols)
+    w, h = images[0].size
+    grid = Image.new("RGB", (cols * w, rows * h))
+    for i, img in enumerate(images):
+        grid.paste(img, ((i % cols) * w, (i // cols) * h))
+    return grid
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """Images plus what was actually used (seed chosen when None, steps, preset) and per-stage timings.
+
+    `timings` holds seconds measured on this call for "encode", "denoise", "decode" and "total" (the device is
+    synchronized before each clock read). Image *i* was made from seed `seed + i`. In Jupyter the result shows
+    itself as its image, or a grid for several.
+    """
+
+    images: list[Image.Image]
+    seed: int
+    steps: int
+    preset: str
+    guidance_scale: float
+    height: int
+    width: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def image(self) -> Image.Image:
+        """The first image (the only one unless num_images > 1)."""
+        return self.images[0]
+
+    @property
+    def seeds(self) -> list[int]:
+        """The seed of each image: `seed=seeds[i]` alone gives `images[i]` again (within 1/255: batched kernels)."""
+        return [self.seed + i for i in range(len(self.images))]
+
+    def grid(self, *, columns: int | None = None) -> Image.Image:
+        """All images in one grid."""
+        return image_grid(self.images, columns=columns)
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        (self.images[0] if len(self.images) == 1 else self.grid()).save(buffer, format="PNG")
+        return buffer.getvalue()
+
+    def __repr__(self) -> str:
+        ms = ", ".join(f"{k}={v * 1000:.1f}ms" for k, v in self.timings.items())
+        return (
+            f"GenerationResult({len(self.images)} image(s) {self.width}x{self.height}, preset={self.preset!r}, "
+            f"steps={self.steps}, seed={self.seed}, {ms})"
+        )

@@ -1,0 +1,27 @@
+"""Test helpers: tiny random-weight pipelines, a fake hub cache and original-format single files, all offline.
+
+Nothing here downloads anything: the models are built in code with the real wiring of each family and a few
+dozen channels, and laid out under the real repo ids and file names so code under test sees what it would see
+after a real download.
+"""
+
+from .hub_cache import cached_repo_path, make_hf_cache, repo_seed
+from .repo_configs import MODEL_INDEX_CLASSES, SCHEDULER_CONFIGS
+from .single_file import original_state_dict, save_single_file
+from .tiny import save_tiny_pipeline, tiny_lora, tiny_pipeline, tiny_tokenizer, tiny_unet, tiny_unet_checkpoint
+
+__all__ = [
+    "MODEL_INDEX_CLASSES",
+    "SCHEDULER_CONFIGS",
+    "cached_repo_path",
+    "make_hf_cache",
+    "original_state_dict",
+    "repo_seed",
+    "save_single_file",
+    "save_tiny_pipeline",
+    "tiny_lora",
+    "tiny_pipeline",
+    "tiny_tokenizer",
+    "tiny_unet",
+    "tiny_unet_checkpoint",
+]

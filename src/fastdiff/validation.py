@@ -1,0 +1,208 @@
+"""Check one generation request against its preset: refuse what cannot work, warn about what is likely wrong."""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets
+import warnings
+from dataclasses import dataclass
+
+from PIL import Image
+
+from .errors import FastDiffError, FastDiffWarning
+from .presets import Preset, all_presets
+
+__all__ = ["MAX_SIDE", "Request", "resolve_request"]
+
+MAX_SIDE = 4096  # beyond this no few-step model has been trained, and one latent alone would fill a GPU
+MAX_SEED = 2**63  # torch.Generator.manual_seed accepts up to 2**64, the batch rule adds num_images - 1
+MAX_IMAGES = 64
+
+
+@dataclass(frozen=True)
+class Request:
+    """One generation with every default filled in from the preset: what the result reports as used."""
+
+    prompt: str
+    negative_prompt: str | None
+    steps: int
+    seed: int
+    guidance_scale: float
+    height: int
+    width: int
+    num_images: int
+    image: Image.Image | None
+    strength: float | None
+
+    @property
+    def guidance(self) -> bool:
+        """Whether classifier-free guidance runs: diffusers only runs it for guidance_scale > 1."""
+        return self.guidance_scale > 1.0
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _sibling_for(preset: Preset, steps: int) -> Preset | None:
+    """The preset of the same family variant distilled for `steps` (sdxl-lightning-4step → -2step)."""
+    stem = re.sub(r"\d+step", "#step", preset.name)
+    for other in all_presets():
+        if other.name != preset.name and re.sub(r"\d+step", "#step", other.name) == stem and steps in other.steps:
+            return other
+    return None
+
+
+def check_steps(preset: Preset, steps: object) -> int:
+    """Default or validate the step count against the preset's allowed set."""
+    if steps is None:
+        return preset.default_steps
+    if not _is_int(steps):
+        raise FastDiffError(f"steps must be an int, not {steps!r}; {preset.name} runs {preset.steps_label()} steps")
+    assert isinstance(steps, int)
+    if steps in preset.steps:
+        return steps
+    if len(preset.steps) == 1:
+        hint = f"{preset.name} runs exactly {preset.steps[0]} steps (its checkpoint was distilled for that count)"
+    else:
+        hint = f"{preset.name} runs {preset.steps_label()} steps"
+    sibling = _sibling_for(preset, steps)
+    plural = "s" if steps != 1 else ""
+    fix = f"; for {steps} step{plural} use {sibling.name}" if sibling else f"; use steps={preset.default_steps}"
+    raise FastDiffError(f"{hint}, got steps={steps}{fix}")
+
+
+def check_seed(seed: object, num_images: int) -> int:
+    """A seed in [0, 2**63); None picks one at random (and the result reports it)."""
+    if seed is None:
+        return secrets.randbelow(2**32)
+    if not _is_int(seed) or not 0 <= seed < MAX_SEED - num_images:  # type: ignore[operator]
+        raise FastDiffError(f"seed must be an int in [0, 2**63), got {seed!r}; e.g. seed=0")
+    assert isinstance(seed, int)
+    return seed
+
+
+def check_guidance(preset: Preset, guidance_scale: object) -> float:
+    """A finite guidance ≥ 0; warn when a guidance-free model is given CFG."""
+    if guidance_scale is None:
+        return preset.guidance_scale
+    if not _is_number(guidance_scale) or not math.isfinite(guidance_scale) or guidance_scale < 0:  # type: ignore[arg-type, operator]
+        raise FastDiffError(
+            f"guidance_scale must be a finite number ≥ 0, got {guidance_scale!r}; "
+            f"{preset.name} uses guidance_scale={preset.guidance_scale}"
+        )
+    value = float(guidance_scale)  # type: ignore[arg-type]
+    if preset.guidance_free and value > 1.0:
+        warnings.warn(
+            f"{preset.name} was distilled to run without guidance; guidance_scale={value} doubles the UNet work "
+            f"and usually burns the image. Use guidance_scale={preset.guidance_scale}.",
+            FastDiffWarning,
+            stacklevel=4,
+        )
+    return value
+
+
+def check_side(name: str, value: object, native: int, vae_scale_factor: int) -> int:
+    """One image side: positive, a multiple of the VAE factor, not absurd."""
+    if value is None:
+        return native
+    if not _is_int(value) or value <= 0:  # type: ignore[operator]
+        raise FastDiffError(f"{name} must be a positive int, got {value!r}; the preset's native {name} is {native}")
+    assert isinstance(value, int)
+    if value > MAX_SIDE:
+        raise FastDiffError(f"{name}={value} is larger than {MAX_SIDE}; the preset's native {name} is {native}")
+    if value % vae_scale_factor:
+        lower = value // vae_scale_factor * vae_scale_factor
+        upper = lower + vae_scale_factor
+        options = f"{lower} or {upper}" if lower else str(upper)
+        raise FastDiffError(f"{name}={value} is not a multiple of the VAE factor {vae_scale_factor}; use {options}")
+    return value
+
+
+def _warn_size(preset: Preset, height: int, width: int) -> None:
+    ratio = (height * width) / (preset.height * preset.width)
+    if not 0.3 <= ratio <= 2.0:
+        warnings.warn(
+            f"{preset.name} was trained at {preset.width}x{preset.height}; at {width}x{height} expect "
+            "duplicated subjects (larger) or mush (smaller). Leave height/width unset for the native size.",
+            FastDiffWarning,
+            stacklevel=4,
+        )
+
+
+def check_img2img(image: object, strength: object, default_strength: float) -> float | None:
+    """img2img inputs: strength only with an image, and in (0, 1]."""
+    if image is None:
+        if strength is not None:
+            raise FastDiffError("strength only applies to img2img; pass image=... as well, or drop strength")
+        return None
+    if not isinstance(image, Image.Image):
+        raise FastDiffError(f"image must be a PIL.Image.Image, not {type(image).__name__}; use PIL.Image.open(path)")
+    if strength is None:
+        return default_strength
+    if not _is_number(strength) or not 0 < strength <= 1:  # type: ignore[operator]
+        raise FastDiffError(f"strength must be in (0, 1], got {strength!r}; e.g. strength=0.5 keeps half the image")
+    return float(strength)  # type: ignore[arg-type]
+
+
+def _check_text(prompt: object, negative_prompt: object) -> None:
+    if not isinstance(prompt, str):
+        raise FastDiffError(
+            f"prompt must be a str, not {type(prompt).__name__}; for several images of one prompt use num_images=K"
+        )
+    if negative_prompt is not None and not isinstance(negative_prompt, str):
+        raise FastDiffError(f"negative_prompt must be a str or None, not {type(negative_prompt).__name__}")
+
+
+def resolve_request(
+    preset: Preset,
+    *,
+    vae_scale_factor: int,
+    default_strength: float,
+    prompt: object,
+    steps: object,
+    seed: object,
+    guidance_scale: object,
+    negative_prompt: object,
+    height: object,
+    width: object,
+    num_images: object,
+    image: object,
+    strength: object,
+) -> Request:
+    """Validate every argument of a generation and fill the preset's defaults."""
+    _check_text(prompt, negative_prompt)
+    if not _is_int(num_images) or not 1 <= num_images <= MAX_IMAGES:  # type: ignore[operator]
+        raise FastDiffError(f"num_images must be an int in [1, {MAX_IMAGES}], got {num_images!r}")
+    assert isinstance(num_images, int)
+    resolved_steps = check_steps(preset, steps)
+    resolved_guidance = check_guidance(preset, guidance_scale)
+    resolved_strength = check_img2img(image, strength, default_strength)
+    h = check_side("height", height, preset.height, vae_scale_factor)
+    w = check_side("width", width, preset.width, vae_scale_factor)
+    if image is None or height is not None or width is not None:
+        _warn_size(preset, h, w)
+    if negative_prompt and resolved_guidance <= 1.0:
+        warnings.warn(
+            f"negative_prompt is ignored at guidance_scale={resolved_guidance} (diffusers only runs CFG above 1); "
+            "drop it, or raise guidance_scale on a model that supports CFG.",
+            FastDiffWarning,
+            stacklevel=3,
+        )
+    return Request(
+        prompt=prompt,  # type: ignore[arg-type]
+        negative_prompt=negative_prompt,  # type: ignore[arg-type]
+        steps=resolved_steps,
+        seed=check_seed(seed, num_images),
+        guidance_scale=resolved_guidance,
+        height=h,
+        width=w,
+        num_images=num_images,
+        image=image,  # type: ignore[arg-type]
+        strength=resolved_strength,
+    )

@@ -1,0 +1,114 @@
+"""Each model card's diffusers snippet, written out as the card has it, run on the test cache.
+
+These are deliberately independent of fastdiff's presets: the parity tests compare fastdiff against them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from diffusers import (
+    AutoPipelineForText2Image,
+    DDIMScheduler,
+    EulerDiscreteScheduler,
+    LCMScheduler,
+    StableDiffusionXLPipeline,
+    TCDScheduler,
+    UNet2DConditionModel,
+)
+from huggingface_hub import hf_hub_download
+from safetensors.torch import load_file
+
+BASE = "stabilityai/stable-diffusion-xl-base-1.0"
+
+
+def _hub(cache: Path) -> dict[str, Any]:
+    return {"cache_dir": cache, "local_files_only": True}
+
+
+def turbo(repo: str, cache: Path) -> tuple[Any, dict[str, Any]]:
+    """stabilityai/sdxl-turbo and sd-turbo cards: AutoPipelineForText2Image, guidance_scale=0.0."""
+    return AutoPipelineForText2Image.from_pretrained(repo, **_hub(cache)), {"guidance_scale": 0.0}
+
+
+def sd15(cache: Path) -> tuple[Any, dict[str, Any]]:
+    """The SD 1.5 card: the repo's own scheduler, guidance 7.5."""
+    repo = "stable-diffusion-v1-5/stable-diffusion-v1-5"
+    return AutoPipelineForText2Image.from_pretrained(repo, **_hub(cache)), {"guidance_scale": 7.5}
+
+
+def _unet_from(state: dict[str, torch.Tensor], cache: Path) -> Any:
+    unet = UNet2DConditionModel.from_config(UNet2DConditionModel.load_config(BASE, subfolder="unet", **_hub(cache)))
+    unet.load_state_dict(state)
+    return unet
+
+
+def lightning(steps: int, kind: str, cache: Path) -> tuple[Any, dict[str, Any]]:
+    """ByteDance/SDXL-Lightning card: UNet (or fused LoRA) into SDXL base, Euler trailing (1-step: sample)."""
+    name = f"sdxl_lightning_{steps}step_{kind}{'_x0' if steps == 1 else ''}.safetensors"
+    path = hf_hub_download("ByteDance/SDXL-Lightning", name, **_hub(cache))
+    if kind == "unet":
+        pipe = StableDiffusionXLPipeline.from_pretrained(BASE, unet=_unet_from(load_file(path), cache), **_hub(cache))
+    else:
+        pipe = StableDiffusionXLPipeline.from_pretrained(BASE, **_hub(cache))
+        pipe.load_lora_weights(path)
+        pipe.fuse_lora()
+    extra = {"prediction_type": "sample"} if steps == 1 else {}
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing", **extra)
+    return pipe, {"guidance_scale": 0}
+
+
+def lcm(family: str, cache: Path) -> tuple[Any, dict[str, Any]]:
+    """diffusers' inference_with_lcm guide: LCMScheduler, LCM-LoRA loaded and fused, guidance 1.0."""
+    base, lora = {
+        "sd15": ("stable-diffusion-v1-5/stable-diffusion-v1-5", "latent-consistency/lcm-lora-sdv1-5"),
+        "sdxl": (BASE, "latent-consistency/lcm-lora-sdxl"),
+    }[family]
+    pipe = AutoPipelineForText2Image.from_pretrained(base, **_hub(cache))
+    pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+    pipe.load_lora_weights(hf_hub_download(lora, "pytorch_lora_weights.safetensors", **_hub(cache)))
+    pipe.fuse_lora()
+    return pipe, {"guidance_scale": 1.0}
+
+
+def hyper(steps: int, cache: Path) -> tuple[Any, dict[str, Any]]:
+    """ByteDance/Hyper-SD card: LoRA fused; DDIM trailing for N steps, TCD with eta=1.0 for 1 step."""
+    name = f"Hyper-SDXL-{steps}step{'' if steps == 1 else 's'}-lora.safetensors"
+    pipe = StableDiffusionXLPipeline.from_pretrained(BASE, **_hub(cache))
+    pipe.load_lora_weights(hf_hub_download("ByteDance/Hyper-SD", name, **_hub(cache)))
+    pipe.fuse_lora()
+    if steps == 1:
+        pipe.scheduler = TCDScheduler.from_config(pipe.scheduler.config)
+        return pipe, {"guidance_scale": 0, "eta": 1.0}
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    return pipe, {"guidance_scale": 0}
+
+
+def dmd2(steps: int, cache: Path) -> tuple[Any, dict[str, Any]]:
+    """tianweiy/DMD2 card: UNet from torch.load, LCMScheduler, explicit timesteps."""
+    path = hf_hub_download("tianweiy/DMD2", f"dmd2_sdxl_{steps}step_unet_fp16.bin", **_hub(cache))
+    unet = _unet_from(torch.load(path, map_location="cpu", weights_only=True), cache)
+    pipe = StableDiffusionXLPipeline.from_pretrained(BASE, unet=unet, **_hub(cache))
+    pipe.scheduler = LCMScheduler.from_config(pipe.scheduler.config)
+    timesteps = [399] if steps == 1 else [999, 749, 499, 249]
+    return pipe, {"guidance_scale": 0, "timesteps": timesteps}
+
+
+def card_pipeline(preset: str, cache: Path) -> tuple[Any, dict[str, Any]]:
+    """The card's pipeline for a preset name, and the extra call arguments the card passes."""
+    if preset == "sd15":
+        return sd15(cache)
+    if preset in ("sd-turbo", "sdxl-turbo"):
+        return turbo(f"stabilityai/{preset}", cache)
+    if preset.startswith("sdxl-lightning-"):
+        steps = int(preset.split("-")[2].removesuffix("step"))
+        return lightning(steps, "lora" if preset.endswith("-lora") else "unet", cache)
+    if preset.startswith("lcm-lora-"):
+        return lcm(preset.removeprefix("lcm-lora-"), cache)
+    if preset.startswith("hyper-sdxl-"):
+        return hyper(int(preset.split("-")[2].removesuffix("step")), cache)
+    if preset.startswith("dmd2-sdxl-"):
+        return dmd2(int(preset.split("-")[2].removesuffix("step")), cache)
+    raise KeyError(preset)

@@ -1,0 +1,81 @@
+"""The `fastdiff` command: tables, PNGs and one-line errors (never a traceback)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fastdiff import presets
+from fastdiff.cli import main
+from fastdiff.testing import save_tiny_pipeline
+
+
+def test_presets_table_lists_every_preset_and_licence(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    for name in presets.names():
+        assert name in out
+    turbo_line = next(line for line in out.splitlines() if line.startswith("sdxl-turbo "))
+    assert "1-4" in turbo_line and "512x512" in turbo_line and "non-commercial" in turbo_line
+    assert "non-commercial" in next(line for line in out.splitlines() if line.startswith("dmd2-sdxl-4step"))
+    assert "non-commercial" not in next(line for line in out.splitlines() if line.startswith("sdxl-lightning-4step "))
+
+
+@pytest.fixture(scope="module")
+def tiny_sd2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_pipeline("sd2", tmp_path_factory.mktemp("cli") / "sd2")
+
+
+def test_generate_writes_pngs_and_timings(tiny_sd2: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "fox.png"
+    args = ["generate", "a red fox", "--preset", "sd-turbo", "--source", str(tiny_sd2), "--device", "cpu"]
+    assert (
+        main([*args, "--seed", "3", "--num-images", "2", "--height", "256", "--width", "256", "--output", str(out)])
+        == 0
+    )
+    captured = capsys.readouterr()
+    assert "warning: sd-turbo was trained at 512x512" in captured.err
+    images = [Image.open(tmp_path / f"fox-{i}.png") for i in range(2)]
+    assert all(img.size == (256, 256) for img in images)
+    assert "seed=3" in captured.out and "denoise" in captured.out
+    img2img = tmp_path / "fox2.png"
+    assert main([*args, "--image", str(tmp_path / "fox-0.png"), "--strength", "0.5", "--output", str(img2img)]) == 0
+    assert Image.open(img2img).size == (256, 256)
+
+
+@pytest.mark.parametrize(
+    ("argv", "hint"),
+    [
+        (["--preset", "sdxl_turbo"], "did you mean 'sdxl-turbo'?"),
+        (["--preset", "sd-turbo", "--steps", "9"], "runs 1-4 steps"),
+        (["--preset", "sd-turbo", "--height", "500"], "use 496 or 504"),
+        (["--preset", "sd-turbo", "--strength", "0.5"], "pass image="),
+        (["--preset", "sd-turbo", "--image", "/nonexistent.png"], "not a readable image"),
+        (["--preset", "sd-turbo", "--source", "/nonexistent"], "does not exist"),
+    ],
+)
+def test_generate_bad_input_is_one_line(
+    argv: list[str], hint: str, tiny_sd2: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = [] if "--source" in argv else ["--source", str(tiny_sd2)]
+    code = main(["generate", "a fox", *source, *argv, "--device", "cpu", "--output", str(tmp_path / "x.png")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert err.startswith("error: ") and "\n" not in err and "Traceback" not in err
+    assert hint in err
+
+
+def test_console_script_module_runs() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "fastdiff.cli", "generate", "x", "--preset", "nope", "--output", "x.png"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines()[-1].startswith("error: unknown preset 'nope'")
+    assert "Traceback" not in done.stderr

@@ -1,0 +1,83 @@
+"""Same image as diffusers: fastdiff vs each model card's own snippet, per preset and allowed step count."""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from fastdiff import presets
+
+from .cards import card_pipeline
+
+PROMPT = "a golden retriever in autumn leaves"
+# Presets trained at 1024² run here at 256²: the parity question does not depend on size, the test time does.
+SIZE = {512: 512, 1024: 256}
+# SD 1.5 allows 1-150 steps; these cover 1 step, PNDM's warm-up (≤ 3 steps) and the 20-step baseline.
+SD15_STEPS = (1, 3, 20)
+
+
+def cases() -> list[tuple[str, int]]:
+    out = []
+    for p in presets.all_presets():
+        steps = SD15_STEPS if p.name == "sd15" else p.steps
+        out.extend((p.name, n) for n in steps)
+    return out
+
+
+@cache
+def _card(name: str, cache_dir: Path) -> tuple[Any, dict[str, Any]]:
+    pipe, kwargs = card_pipeline(name, cache_dir)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe, kwargs
+
+
+def card_image(name: str, cache_dir: Path, *, steps: int, seed: int, size: int) -> np.ndarray:
+    pipe, kwargs = _card(name, cache_dir)
+    image = pipe(
+        PROMPT,
+        num_inference_steps=steps,
+        height=size,
+        width=size,
+        generator=torch.Generator("cpu").manual_seed(seed),
+        **kwargs,
+    ).images[0]
+    return np.asarray(image, dtype=np.int16)
+
+
+@pytest.mark.parametrize(("name", "steps"), cases())
+def test_same_image_as_model_card(name: str, steps: int, load: Any, hub_cache: Path, small_sizes: None) -> None:
+    preset = presets.get(name)
+    size = SIZE[preset.height]
+    result = load(name)(PROMPT, steps=steps, seed=7, height=size, width=size)
+    expected = card_image(name, hub_cache, steps=steps, seed=7, size=size)
+    got = np.asarray(result.images[0], dtype=np.int16)
+    assert got.shape == expected.shape == (size, size, 3)
+    assert expected.std() > 5, "the reference image is flat: the comparison would prove nothing"
+    assert np.abs(got - expected).max() <= 1, f"{name}@{steps} differs from the card's diffusers output"
+
+
+@pytest.mark.parametrize("name", ["sdxl-turbo", "sd-turbo", "sdxl-lightning-4step", "lcm-lora-sd15"])
+def test_batch_image_i_is_seed_plus_i(name: str, load: Any, small_sizes: None) -> None:
+    gen = load(name)
+    size = SIZE[presets.get(name).height]
+    batch = gen(PROMPT, seed=100, num_images=3, height=size, width=size)
+    assert batch.seeds == [100, 101, 102]
+    for i, image in enumerate(batch.images):
+        alone = gen(PROMPT, seed=100 + i, height=size, width=size).images[0]
+        assert np.abs(np.asarray(image, np.int16) - np.asarray(alone, np.int16)).max() <= 1
+    assert np.abs(np.asarray(batch.images[0], np.int16) - np.asarray(batch.images[1], np.int16)).max() > 10
+
+
+def test_seed_none_is_chosen_and_reported(load: Any) -> None:
+    gen = load("sdxl-turbo")
+    result = gen(PROMPT)
+    again = gen(PROMPT, seed=result.seed)
+    assert np.array_equal(np.asarray(result.images[0]), np.asarray(again.images[0]))
+    assert result.steps == 1 and result.preset == "sdxl-turbo"
+    assert set(result.timings) == {"encode", "denoise", "decode", "total"}
+    assert result.timings["total"] >= result.timings["denoise"] > 0
