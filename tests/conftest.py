@@ -14,7 +14,6 @@ import torch
 from fastdiff import FastDiffWarning, FewStepGenerator, presets
 from fastdiff.testing import make_hf_cache
 
-
 # Tiny models spend more time synchronizing two threads than computing; one thread is faster and steadier.
 torch.set_num_threads(1)
 

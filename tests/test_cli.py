@@ -39,12 +39,14 @@ def test_generate_writes_pngs_and_timings(tiny_sd2: Path, tmp_path: Path, capsys
     )
     captured = capsys.readouterr()
     assert "warning: sd-turbo was trained at 512x512" in captured.err
-    images = [Image.open(tmp_path / f"fox-{i}.png") for i in range(2)]
-    assert all(img.size == (256, 256) for img in images)
+    for i in range(2):
+        with Image.open(tmp_path / f"fox-{i}.png") as img:
+            assert img.size == (256, 256)
     assert "seed=3" in captured.out and "denoise" in captured.out
     img2img = tmp_path / "fox2.png"
     assert main([*args, "--image", str(tmp_path / "fox-0.png"), "--strength", "0.5", "--output", str(img2img)]) == 0
-    assert Image.open(img2img).size == (256, 256)
+    with Image.open(img2img) as img:
+        assert img.size == (256, 256)
 
 
 @pytest.mark.parametrize(

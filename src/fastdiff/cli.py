@@ -155,13 +155,13 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--device", default="auto", help="the device the weights are for (picks the default dtype)")
     dl.add_argument("--allow-pickle", action="store_true", help="also fetch pickle checkpoints (DMD2's .bin)")
     dl.set_defaults(func=_cmd_download)
-    for name, module, add, run in (
-        ("bench", "fastdiff.bench.cli", "add_bench_arguments", "run_bench"),
-        ("demo", "fastdiff.demo", "add_demo_arguments", "run_demo"),
+    for name, module, add, run, text in (
+        ("bench", "fastdiff.bench.cli", "add_bench_arguments", "run_bench", "time presets against SD 1.5@20"),
+        ("demo", "fastdiff.demo", "add_demo_arguments", "run_demo", "a local Gradio page that follows your typing"),
     ):
         mod = _optional(module)
         if mod is not None:
-            cmd = sub.add_parser(name, help=(mod.__doc__ or "").strip().splitlines()[0] if mod.__doc__ else None)
+            cmd = sub.add_parser(name, help=text)
             getattr(mod, add)(cmd)
             cmd.set_defaults(func=getattr(mod, run))
     return parser

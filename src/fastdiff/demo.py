@@ -1,0 +1,197 @@
+"""`fastdiff demo`: a local Gradio page whose image follows the prompt as you type, served by one `LiveSession`.
+
+Gradio drops the events that arrive while one is running (`trigger_mode="always_last"`, one worker) and the
+session drops states its worker had no time for, so typing never builds a backlog. Needs the `demo` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import threading
+import time
+import warnings
+from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+from PIL import Image
+
+from .errors import FastDiffError, FastDiffWarning
+from .realtime import Frame, LiveSession, LiveStats
+
+if TYPE_CHECKING:
+    import gradio as gr
+
+__all__ = ["WarningNotes", "add_demo_arguments", "build_demo", "main", "run_demo"]
+
+DEFAULT_STRENGTH = 0.5  # the sdxl-turbo / sd-turbo model cards' img2img example
+WAIT_S = 300.0  # a first call may compile or load; a frame later than this means something is stuck
+
+
+class WarningNotes:
+    """FastDiffWarnings caught while the demo runs, kept with their time so each frame shows its own."""
+
+    def __init__(self, maxlen: int = 64) -> None:
+        self._lock = threading.Lock()
+        self._notes: deque[tuple[float, str]] = deque(maxlen=maxlen)
+
+    @contextmanager
+    def capture(self) -> Iterator[WarningNotes]:
+        """Route FastDiffWarnings here (every time, not once) instead of stderr; others print as usual.
+
+        This changes the process-wide warning state, which is the application's to set: use it only around
+        the server's whole life, as `run_demo` does.
+        """
+        with warnings.catch_warnings():
+            shown = warnings.showwarning
+            warnings.simplefilter("always", FastDiffWarning)
+
+            def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+                if issubclass(category, FastDiffWarning):
+                    self.add(str(message))
+                else:
+                    shown(message, category, *args, **kwargs)
+
+            warnings.showwarning = show
+            yield self
+
+    def add(self, message: str) -> None:
+        with self._lock:
+            self._notes.append((time.perf_counter(), message))
+
+    def since(self, start: float) -> list[str]:
+        """The distinct messages noted at or after `start` (a `time.perf_counter()` value), oldest first."""
+        with self._lock:
+            return list(dict.fromkeys(message for t, message in self._notes if t >= start))
+
+
+def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `fastdiff demo`."""
+    parser.add_argument("--preset", required=True, help="preset name, e.g. sdxl-turbo")
+    parser.add_argument("--source", default=None, help="weights: a local diffusers folder, a single file or a hub id")
+    parser.add_argument("--checkpoint", default=None, help="a local UNet/LoRA file for presets that use one")
+    parser.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default)")
+    parser.add_argument("--dtype", default=None, help="float16, bfloat16 or float32 (default: per device)")
+    parser.add_argument("--height", type=int, default=None, help="image height (default: the preset's)")
+    parser.add_argument("--width", type=int, default=None, help="image width (default: the preset's)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    """Load the preset, open a live session and serve the page until interrupted; returns the exit status."""
+    try:
+        import gradio  # noqa: F401  (checked first: loading weights only to fail on a missing extra is slow)
+    except ImportError:
+        print("fastdiff demo needs Gradio: pip install 'fastdiff[demo]'", file=sys.stderr)
+        return 2
+    from .generator import FewStepGenerator
+
+    try:
+        generator = FewStepGenerator.from_preset(
+            args.preset, source=args.source, checkpoint=args.checkpoint, device=args.device, dtype=args.dtype
+        )
+    except FastDiffError as exc:
+        print(f"fastdiff demo: {exc}", file=sys.stderr)
+        return 2
+    notes = WarningNotes()
+    with notes.capture(), LiveSession(generator, height=args.height, width=args.width) as session:
+        demo = build_demo(session, notes=notes)
+        demo.queue(default_concurrency_limit=1)
+        print(f"fastdiff demo: {args.preset} on {generator.device}, http://{args.host}:{args.port}", flush=True)
+        demo.launch(server_name=args.host, server_port=args.port, show_error=True, footer_links=[])
+    return 0
+
+
+def build_demo(session: LiveSession, *, notes: WarningNotes | None = None) -> gr.Blocks:
+    """The page: prompt, sliders for steps, seed and strength, an optional input image; the image and its
+    measured latency on the right. Every input change updates `session` and shows its newest frame."""
+    import gradio as gr
+
+    preset = session.generator.preset
+    lo, hi = min(preset.steps), max(preset.steps)
+    demo = gr.Blocks(title=f"fastdiff live · {preset.name}", analytics_enabled=False)
+    with demo:
+        gr.Markdown(f"### fastdiff live · {preset.name}\nType: the image follows. Stale inputs are skipped.")
+        with gr.Row():
+            with gr.Column():
+                prompt = gr.Textbox(label="Prompt", placeholder="start typing…", lines=2, elem_id="prompt")
+                # A slider needs two ends: a preset distilled for one step count shows it, fixed.
+                steps = gr.Slider(
+                    lo, max(hi, lo + 1), value=session.state.steps or preset.default_steps, step=1,
+                    label="Steps", interactive=hi > lo, elem_id="steps",
+                )  # fmt: skip
+                seed = gr.Slider(0, 9999, value=session.state.seed or 0, step=1, label="Seed", elem_id="seed")
+                strength = gr.Slider(
+                    0.05, 1.0, value=DEFAULT_STRENGTH, step=0.05, label="Strength (img2img)", elem_id="strength"
+                )
+                source = gr.Image(
+                    label="Input image (optional)", type="pil", sources=["upload", "webcam", "clipboard"],
+                    elem_id="source",
+                )  # fmt: skip
+            with gr.Column():
+                output = gr.Image(label="Image", type="pil", format="png", interactive=False, elem_id="output")
+                status = gr.Markdown("waiting for a prompt", elem_id="status")
+        renderer = _Renderer(session, notes)
+        gr.on(
+            triggers=[prompt.input, steps.change, seed.change, strength.change, source.change],
+            fn=renderer,
+            inputs=[prompt, steps, seed, strength, source],
+            outputs=[output, status],
+            trigger_mode="always_last",
+            concurrency_limit=1,
+            show_progress="hidden",
+        )
+    return demo
+
+
+class _Renderer:
+    """The event handler: hand the inputs to the session, wait for the newest frame, describe it."""
+
+    def __init__(self, session: LiveSession, notes: WarningNotes | None) -> None:
+        self.session = session
+        self.notes = notes
+
+    def __call__(
+        self, prompt: str | None, steps: float, seed: float, strength: float, image: Image.Image | None
+    ) -> tuple[Any, str]:
+        import gradio as gr
+
+        self.session.update(prompt=prompt or "", steps=int(steps), seed=int(seed), image=image, strength=strength)
+        try:
+            frame = self.session.wait(timeout=WAIT_S)
+        except (FastDiffError, TimeoutError) as exc:  # keep the last image; say what is wrong under it
+            return gr.skip(), f"⚠️ {exc}"
+        started = frame.state.submitted + frame.timings["queued"]
+        cautions = self.notes.since(started) if self.notes is not None else []
+        return frame.image, describe(frame, self.session.stats, cautions)
+
+
+def _ms(seconds: float | None) -> str:
+    return "–" if seconds is None else f"{seconds * 1000:.0f} ms"
+
+
+def describe(frame: Frame, stats: LiveStats, cautions: list[str]) -> str:
+    """The line under the image: this frame's latency and cost, the session's percentiles and drop count."""
+    t = frame.timings
+    lines = [
+        f"**{_ms(t['latency'])}** input → frame · generation {_ms(t['total'])} (encode {_ms(t['encode'])}, "
+        f"denoise {_ms(t['denoise'])}, decode {_ms(t['decode'])}) · {frame.steps} step(s), seed {frame.seed}",
+        f"p50 {_ms(stats.latency_p50)} · p95 {_ms(stats.latency_p95)} · {stats.generated} frames for "
+        f"{stats.received} inputs ({stats.dropped} skipped)",
+        *(f"⚠️ {message}" for message in cautions),
+    ]
+    return "\n\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m fastdiff.demo ...` (the same options as `fastdiff demo`)."""
+    parser = argparse.ArgumentParser(prog="fastdiff demo", description=__doc__.splitlines()[0] if __doc__ else None)
+    add_demo_arguments(parser)
+    return run_demo(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
