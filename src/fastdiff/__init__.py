@@ -5,6 +5,7 @@ from __future__ import annotations
 from . import presets
 from .errors import FastDiffError, FastDiffWarning
 from .generator import FewStepGenerator
+from .optimize import Optimizations
 from .presets import Checkpoint, Preset
 from .result import GenerationResult
 
@@ -16,6 +17,7 @@ __all__ = [
     "FastDiffWarning",
     "FewStepGenerator",
     "GenerationResult",
+    "Optimizations",
     "Preset",
     "__version__",
     "presets",

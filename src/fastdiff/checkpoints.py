@@ -144,3 +144,15 @@ def _adapter_names(pipe: Any) -> set[str]:
 def checkpoint_label(ckpt: Checkpoint) -> str:
     """ "repo/file" as shown in messages and `fastdiff download`."""
     return f"{ckpt.repo_id}/{ckpt.filename}"
+
+
+def build_unet(config: dict[str, Any], state: dict[str, torch.Tensor], *, name: str, dtype: torch.dtype) -> Any:
+    """An SDXL/SD UNet from its config, filled from a checkpoint (no throw-away random init: built on meta)."""
+    from diffusers import UNet2DConditionModel
+
+    unet_class: Any = UNet2DConditionModel
+    with torch.device("meta"):
+        unet = unet_class.from_config(config)
+    validate_unet_state_dict(state, unet, name=name)
+    unet.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
+    return unet

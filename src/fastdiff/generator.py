@@ -7,6 +7,8 @@ image) → denoise (the pipeline's own loop with the preset's scheduler recipe) 
 from __future__ import annotations
 
 import inspect
+import logging
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -22,40 +24,32 @@ from PIL import Image
 
 from . import presets as preset_table
 from .adapters import Embeddings, adapter_for
-from .checkpoints import apply_lora, check_checkpoint_matches, load_unet_state_dict, validate_unet_state_dict
+from .checkpoints import (
+    apply_lora,
+    build_unet,
+    check_checkpoint_matches,
+    load_unet_state_dict,
+    validate_unet_state_dict,
+)
 from .devices import resolve_device, resolve_dtype, synchronizer
 from .embeddings import EmbeddingCache
 from .errors import FastDiffError, FastDiffWarning
 from .loading import checkpoint_path, classify_source, load_pipeline, load_unet_config
+from .optimize import Optimizations, apply_optimizations, compute_dtype, resolve_optimizations
 from .presets import Preset
 from .result import GenerationResult
 from .schedulers import build_scheduler, img2img_schedule
-from .validation import Request, resolve_request
+from .validation import Request, check_flag, resized_input, resolve_request, warn_truncation
 
 __all__ = ["FewStepGenerator"]
+
+log = logging.getLogger(__name__)
 
 IMG2IMG_CLASSES: dict[str, Any] = {
     "sd1": StableDiffusionImg2ImgPipeline,
     "sd2": StableDiffusionImg2ImgPipeline,
     "sdxl": StableDiffusionXLImg2ImgPipeline,
 }
-
-
-def _check_flag(name: str, value: object, *, optional: bool = False) -> None:
-    if not (isinstance(value, bool) or (optional and value is None)):
-        raise FastDiffError(f"{name} must be {'True, False or None' if optional else 'True or False'}, got {value!r}")
-
-
-def _build_unet(config: dict[str, Any], state: dict[str, torch.Tensor], *, name: str, dtype: torch.dtype) -> Any:
-    """An SDXL/SD UNet from its config, filled from a checkpoint (no throw-away random init: built on meta)."""
-    from diffusers import UNet2DConditionModel
-
-    unet_class: Any = UNet2DConditionModel
-    with torch.device("meta"):
-        unet = unet_class.from_config(config)
-    validate_unet_state_dict(state, unet, name=name)
-    unet.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
-    return unet
 
 
 class FewStepGenerator:
@@ -65,11 +59,13 @@ class FewStepGenerator:
     call it: `gen("a cat", steps=1, seed=0).images[0]`.
     """
 
-    def __init__(self, preset: Preset, pipe: Any, *, embedding_cache_size: int = 32) -> None:
+    def __init__(self, preset: Preset, pipe: Any, *, optimizations: Optimizations | None = None) -> None:
         self.preset = preset
         self.pipeline = pipe
+        self.optimizations = optimizations or Optimizations()
         self.adapter = adapter_for(preset.family)
-        self.embedding_cache = EmbeddingCache(embedding_cache_size)
+        self.embedding_cache = EmbeddingCache(self.optimizations.embedding_cache_size)
+        self._warm_shapes: set[tuple[int, int, int]] = set()
         self._img2img: Any = None
         self._clock = synchronizer(self.device)
         pipe.set_progress_bar_config(disable=True)
@@ -96,19 +92,23 @@ class FewStepGenerator:
         local_files_only: bool | None = None,
         cache_dir: str | Path | None = None,
         allow_pickle: bool = False,
+        optimize: str | Optimizations = "default",
     ) -> FewStepGenerator:
         """Load the preset's weights (cache first, no network call when cached) and move them to `device`.
 
         `source`: None for the preset's hub repo, a local diffusers folder, a single-file checkpoint or another
         hub repo id of the same family. `checkpoint`: None for the preset's UNet/LoRA file from the hub, or a
         local file. `allow_pickle` opts in to pickle files (`.bin`, `.pt`, `.ckpt`; DMD2's UNets), which
-        `torch.load` unpickles.
+        `torch.load` unpickles. `optimize`: "none" (bit-parity with diffusers), "default" (speedups within a
+        tested tolerance; on CPUs with native bf16 and no `dtype` given this computes in bfloat16), "max" (also
+        the tiny autoencoder), or an `Optimizations`.
         """
         spec = preset_table.get(preset)
+        opts = resolve_optimizations(optimize)
         target = resolve_device(device)
-        torch_dtype = resolve_dtype(dtype, target)
-        _check_flag("local_files_only", local_files_only, optional=True)
-        _check_flag("allow_pickle", allow_pickle)
+        torch_dtype = compute_dtype(opts, target, resolve_dtype(dtype, target), asked=dtype is not None)
+        check_flag("local_files_only", local_files_only, optional=True)
+        check_flag("allow_pickle", allow_pickle)
         source_kind, location = classify_source(source)  # refuse a bad source before reading anything
         ckpt = checkpoint_path(
             spec, checkpoint, local_files_only=local_files_only, cache_dir=cache_dir, allow_pickle=allow_pickle
@@ -120,7 +120,7 @@ class FewStepGenerator:
             state = load_unet_state_dict(ckpt, allow_pickle=allow_pickle)
             config_source = location if source_kind in ("folder", "hub") and location else None
             config = load_unet_config(spec, config_source, local_files_only=local_files_only, cache_dir=cache_dir)
-            components["unet"] = _build_unet(config, state, name=ckpt.name, dtype=torch_dtype)
+            components["unet"] = build_unet(config, state, name=ckpt.name, dtype=torch_dtype)
         pipe = load_pipeline(
             spec,
             source=source,
@@ -133,19 +133,30 @@ class FewStepGenerator:
         if ckpt is not None and spec.checkpoint is not None and spec.checkpoint.kind == "lora":
             apply_lora(pipe, ckpt)
         pipe.scheduler = build_scheduler(spec.scheduler, pipe.scheduler)
-        return cls(spec, pipe.to(target))
+        pipe = apply_optimizations(pipe.to(target), opts, family=spec.family, dtype=torch_dtype, cache_dir=cache_dir)
+        return cls(spec, pipe, optimizations=opts)
 
     @classmethod
     def from_pipeline(
-        cls, preset: str | Preset, pipe: Any, *, checkpoint: str | Path | None = None, allow_pickle: bool = False
+        cls,
+        preset: str | Preset,
+        pipe: Any,
+        *,
+        checkpoint: str | Path | None = None,
+        allow_pickle: bool = False,
+        optimize: str | Optimizations = "none",
     ) -> FewStepGenerator:
         """Wrap a diffusers pipeline you already loaded (device and dtype stay as they are).
 
         The generator gets its own pipeline object sharing `pipe`'s modules, with the preset's scheduler, so
         `pipe` keeps its scheduler and stays usable. A `checkpoint` file is loaded into the shared UNet.
+        `optimize` defaults to "none" here; other levels fuse QKV and change the memory format of the shared
+        modules (`pipe` keeps working, with the same images within the tolerance of docs/performance.md) but
+        never change their dtype unless `Optimizations.compute_dtype` names one.
         """
+        opts = resolve_optimizations(optimize)
         spec = preset_table.get(preset)
-        _check_flag("allow_pickle", allow_pickle)
+        check_flag("allow_pickle", allow_pickle)
         expected = "StableDiffusionXL" if spec.family == "sdxl" else "StableDiffusion"
         name = type(pipe).__name__
         if not name.startswith(expected) or (spec.family != "sdxl" and name.startswith("StableDiffusionXL")):
@@ -162,7 +173,9 @@ class FewStepGenerator:
                 state = load_unet_state_dict(path, allow_pickle=allow_pickle)
                 validate_unet_state_dict(state, own.unet, name=path.name)
                 own.unet.load_state_dict(state)
-        return cls(spec, own)
+        dtype = compute_dtype(opts, torch.device(own.device), own.unet.dtype, asked=True)
+        own = apply_optimizations(own, opts, family=spec.family, dtype=dtype)
+        return cls(spec, own, optimizations=opts)
 
     def __call__(
         self,
@@ -194,9 +207,10 @@ class FewStepGenerator:
             image=image,
             strength=strength,
         )
-        self._warn_truncation(request.prompt)
+        warn_truncation(self.pipeline.tokenizer, request.prompt)
+        self._warn_new_shape(request)
         if request.image is not None and (height is not None or width is not None):
-            request = _resized(request)
+            request = resized_input(request)
         start = self._clock()
         embeds = self.encode(request.prompt, request.negative_prompt, guidance=request.guidance)
         encoded = self._clock()
@@ -255,6 +269,34 @@ class FewStepGenerator:
             latents: torch.Tensor = pipe(**kwargs).images
         return latents
 
+    def warmup(self, *, height: int | None = None, width: int | None = None, batch: int = 1) -> float:
+        """Generate once at this shape so that compilation (and CUDA-graph capture) happens now, not on a user's
+        first call; returns the seconds it took (also logged). Later calls at this shape do not recompile."""
+        start = time.perf_counter()
+        runs = 2 if self.optimizations.compile else 1  # reduce-overhead records its CUDA graph on the second run
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FastDiffWarning)
+            for _ in range(runs):
+                result = self("warm-up", seed=0, height=height, width=width, num_images=batch)
+        seconds = time.perf_counter() - start
+        self._warm_shapes.add((result.height, result.width, batch))
+        log.info(
+            "%s: warm-up at %dx%d batch %d took %.2f s", self.preset.name, result.width, result.height, batch, seconds
+        )
+        return seconds
+
+    def _warn_new_shape(self, request: Request) -> None:
+        shape = (request.height, request.width, request.num_images)
+        if self.optimizations.compile and request.image is None and shape not in self._warm_shapes:
+            self._warm_shapes.add(shape)
+            warnings.warn(
+                f"first call at {request.width}x{request.height}, batch {request.num_images}: torch.compile compiles "
+                "for this shape now (this call is slow). Call gen.warmup(height=..., width=..., batch=...) at load "
+                "time for every shape you serve.",
+                FastDiffWarning,
+                stacklevel=3,
+            )
+
     def _img2img_pipeline(self) -> Any:
         if self._img2img is None:
             self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipeline)
@@ -266,25 +308,5 @@ class FewStepGenerator:
         cls = IMG2IMG_CLASSES[self.preset.family]
         return float(inspect.signature(cls.__call__).parameters["strength"].default)
 
-    def _warn_truncation(self, prompt: str) -> None:
-        tokenizer = self.pipeline.tokenizer
-        count = len(tokenizer(prompt, truncation=False).input_ids)
-        if count > tokenizer.model_max_length:
-            warnings.warn(
-                f"the prompt is {count} tokens; CLIP reads only the first {tokenizer.model_max_length}, the rest "
-                "is cut. Shorten the prompt (put what matters first).",
-                FastDiffWarning,
-                stacklevel=3,
-            )
-
     def __repr__(self) -> str:
         return f"FewStepGenerator(preset={self.preset.name!r}, device={self.device}, dtype={self.dtype})"
-
-
-def _resized(request: Request) -> Request:
-    """img2img with explicit height/width: resize the input image to that size first."""
-    from dataclasses import replace
-
-    assert request.image is not None
-    image = request.image.convert("RGB").resize((request.width, request.height), Image.Resampling.LANCZOS)
-    return replace(request, image=image)

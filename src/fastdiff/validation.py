@@ -6,7 +6,8 @@ import math
 import re
 import secrets
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import Any
 
 from PIL import Image
 
@@ -206,3 +207,28 @@ def resolve_request(
         image=image,  # type: ignore[arg-type]
         strength=resolved_strength,
     )
+
+
+def warn_truncation(tokenizer: Any, prompt: str) -> None:
+    """Warn when CLIP will cut the prompt (diffusers only logs it, which notebooks and services never show)."""
+    count = len(tokenizer(prompt, truncation=False).input_ids)
+    if count > tokenizer.model_max_length:
+        warnings.warn(
+            f"the prompt is {count} tokens; CLIP reads only the first {tokenizer.model_max_length}, the rest "
+            "is cut. Shorten the prompt (put what matters first).",
+            FastDiffWarning,
+            stacklevel=3,
+        )
+
+
+def resized_input(request: Request) -> Request:
+    """img2img with explicit height/width: the input image resized to that size first."""
+    assert request.image is not None
+    image = request.image.convert("RGB").resize((request.width, request.height), Image.Resampling.LANCZOS)
+    return replace(request, image=image)
+
+
+def check_flag(name: str, value: object, *, optional: bool = False) -> None:
+    """Refuse a non-bool for a True/False option (None too when `optional`)."""
+    if not (isinstance(value, bool) or (optional and value is None)):
+        raise FastDiffError(f"{name} must be {'True, False or None' if optional else 'True or False'}, got {value!r}")

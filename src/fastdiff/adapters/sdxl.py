@@ -38,6 +38,8 @@ class StableDiffusionXLAdapter:
         if needs_upcasting:
             pipe.upcast_vae()
             latents = latents.to(next(iter(vae.post_quant_conv.parameters())).dtype)
+        else:
+            latents = latents.to(vae.dtype)  # a bf16 VAE (optimize="default" on CUDA) decodes fp16 latents
         mean = getattr(vae.config, "latents_mean", None)
         std = getattr(vae.config, "latents_std", None)
         if mean is not None and std is not None:

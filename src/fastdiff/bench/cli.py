@@ -1,0 +1,140 @@
+"""`fastdiff bench`: every scenario measured the same way, in one run, on one device, with a table of where the
+time goes. `add_bench_arguments` and `run_bench` are what the main `fastdiff` CLI wires in as a subcommand."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import torch
+
+from ..devices import resolve_device, resolve_dtype
+from ..errors import FastDiffError
+from .report import collect_meta, device_description, format_table, seconds, to_markdown, write_json, write_plot
+from .runner import BenchRow, RunConfig, baseline_row, run_scenarios
+from .scenarios import DEFAULT_SCENARIOS, OPTIONAL_SCENARIOS, Scenario, parse_scenarios
+from .sources import make_source
+from .timing import auto_cpu_threads, make_clock
+
+__all__ = ["add_bench_arguments", "main", "run_bench"]
+
+EXAMPLE = "fastdiff bench --weights random --device cpu --height 128 --width 128 --repeats 2 --json out.json"
+
+
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the `bench` options to `parser`."""
+    parser.add_argument(
+        "--weights",
+        choices=("random", "hub", "tiny"),
+        default="random",
+        help="random: the real architectures with random weights, nothing downloaded (default); hub: real weights "
+        "from the Hugging Face cache/hub; tiny: the tiny test models (smoke tests only)",
+    )
+    parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
+    parser.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: float16 on GPU, else 32)")
+    parser.add_argument("--height", type=int, default=None, help="override every scenario's native height")
+    parser.add_argument("--width", type=int, default=None, help="override every scenario's native width")
+    parser.add_argument(
+        "--scenarios",
+        nargs="+",
+        default=list(DEFAULT_SCENARIOS),
+        metavar="SCENARIO",
+        help=f"PRESET@STEPS or diffusers:PRESET@STEPS (default: {' '.join(DEFAULT_SCENARIOS)}; "
+        f"also e.g. {' '.join(OPTIONAL_SCENARIOS)} or any preset name)",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per scenario (default 3)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed-for-latency warm-up runs (default 1)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default on CPU: torch's count, lowered to the cores other processes leave idle)",
+    )
+    parser.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="write rows and metadata")
+    parser.add_argument("--markdown", default=None, metavar="FILE", help="write the table as Markdown")
+    parser.add_argument("--plot", default=None, metavar="FILE.png", help="stacked bars by stage (needs matplotlib)")
+    parser.add_argument("--log-scale", action="store_true", help="log time axis for --plot")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _config(args: argparse.Namespace) -> RunConfig:
+    for name in ("repeats", "warmup", "threads", "height", "width"):
+        value = getattr(args, name)
+        minimum = 1 if name in ("repeats", "threads") else 0
+        if value is not None and value < minimum:
+            raise FastDiffError(f"--{name} must be ≥ {minimum}, got {value}")
+    for name in ("height", "width"):
+        value = getattr(args, name)
+        if value is not None and (value < 64 or value % 8):
+            raise FastDiffError(f"--{name} must be a multiple of 8 and ≥ 64, got {value}")
+    device = resolve_device(args.device)
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    elif device.type == "cpu":
+        torch.set_num_threads(auto_cpu_threads())
+    height = args.height if args.height is not None else args.width  # one given: a square image
+    width = args.width if args.width is not None else args.height
+    return RunConfig(
+        device=device,
+        dtype=resolve_dtype(args.dtype, device),
+        height=height,
+        width=width,
+        repeats=args.repeats,
+        warmup=args.warmup,
+        device_name=device_description(device),
+    )
+
+
+def _progress(total: int, disable: bool) -> Any:
+    from tqdm.auto import tqdm  # type: ignore[import-untyped, unused-ignore]
+
+    return tqdm(total=total, desc="fastdiff bench", unit="run", disable=disable, file=sys.stderr)
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Run the scenarios of `args`, print the table, write --json/--markdown/--plot; 0 on success, 2 on bad input."""
+    try:
+        config = _config(args)
+        scenarios = parse_scenarios(args.scenarios)
+    except FastDiffError as err:
+        print(f"fastdiff bench: error: {err}", file=sys.stderr)
+        return 2
+    meta = collect_meta(config, weights=args.weights)
+    if meta["note"]:
+        print(f"fastdiff bench: {meta['note']}", file=sys.stderr)
+    source = make_source(args.weights, device=config.device, dtype=config.dtype, clock=make_clock(config.device))
+    bar = _progress(len(scenarios) * (config.warmup + config.repeats), args.no_progress)
+
+    skipped: list[dict[str, str]] = []
+
+    def done(row: BenchRow) -> None:
+        bar.write(f"{row.scenario}: p50 {seconds(row.latency_s['p50'])} (load {seconds(row.load_s)})")
+
+    def skip(scenario: Scenario, reason: str) -> None:
+        bar.update(config.warmup + config.repeats)
+        bar.write(f"{scenario.name}: skipped: {reason}")
+        skipped.append({"scenario": scenario.name, "reason": reason})
+
+    with bar:
+        rows = run_scenarios(scenarios, source, config, tick=lambda: bar.update(1), on_row=done, on_skip=skip)
+    baseline = baseline_row(rows)
+    meta.update(baseline=baseline.scenario if baseline else None, skipped=skipped)
+    print(format_table(rows, meta))
+    if args.json_path:
+        print(f"wrote {write_json(args.json_path, rows, meta)}")
+    if args.markdown:
+        path = args.markdown
+        with open(path, "w") as handle:
+            handle.write(to_markdown(rows, meta))
+        print(f"wrote {path}")
+    if args.plot:
+        print(f"wrote {write_plot(args.plot, rows, meta, log_scale=args.log_scale)}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m fastdiff.bench …` until the main CLI has its `bench` subcommand."""
+    parser = argparse.ArgumentParser(prog="fastdiff bench", description=__doc__, epilog=f"example: {EXAMPLE}")
+    add_bench_arguments(parser)
+    return run_bench(parser.parse_args(argv))

@@ -1,0 +1,174 @@
+"""Where the time and the FLOPs go: forward hooks on each stage's modules, FlopCounterMode on the real shapes.
+
+`ModuleProbe` counts the calls of the text encoders, the UNet and the VAE decoder during a run, times each call
+with the synchronizing clock and keeps the inputs of its first call. FLOPs are then counted once per module on
+those inputs (matmuls, convolutions and attention, as `torch.utils.flop_counter` counts them) and multiplied by
+the number of calls: every call of a module in one generation has the same shapes.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.hooks import RemovableHandle
+
+from .timing import Clock
+
+__all__ = ["DEVICE_PEAK_TFLOPS", "FlopCache", "ModuleProbe", "count_flops", "device_peak_tflops", "stage_modules"]
+
+STAGES = ("encode", "denoise", "decode")
+
+# Dense fp16/bf16 tensor-core peaks from the vendors' datasheets, TFLOP/s (no sparsity). Looked up by substring of
+# torch.cuda.get_device_name(), first match wins: more specific names come first.
+DEVICE_PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("H100 PCIe", 756.0),
+    ("H100 NVL", 835.0),
+    ("H100", 989.0),  # SXM
+    ("H200", 989.0),  # same compute as H100 SXM, more and faster memory
+    ("A100", 312.0),
+    ("A10G", 125.0),
+    ("A10", 125.0),
+    ("L40S", 362.0),
+    ("L40", 181.0),
+    ("L4", 121.0),
+    ("RTX 4090", 165.0),
+    ("RTX 3090", 71.0),
+    ("V100", 125.0),
+    ("T4", 65.0),
+)
+
+FlopCache = dict[tuple[str, int, Any], int]  # (module class, parameter count, input shapes) -> FLOPs
+
+
+def count_flops(fn: Callable[[], object]) -> int:
+    """FLOPs (2 per multiply-add) of the matmuls, convolutions and attention that `fn()` runs."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        fn()
+    return int(counter.get_total_flops())
+
+
+def device_peak_tflops(device_name: str, dtype: torch.dtype) -> float | None:
+    """The dense half-precision peak of a known GPU; None on CPUs, unknown GPUs and float32 (TF32 or not)."""
+    if dtype not in (torch.float16, torch.bfloat16):
+        return None
+    for key, peak in DEVICE_PEAK_TFLOPS:
+        if key.lower() in device_name.lower():
+            return peak
+    return None
+
+
+def stage_modules(pipe: Any) -> dict[str, list[nn.Module]]:
+    """The modules that do each stage's work in a diffusers SD/SDXL pipeline."""
+    encoders = [m for m in (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)) if m]
+    vae = pipe.vae
+    decode = [m for m in (getattr(vae, "post_quant_conv", None), vae.decoder) if m is not None]
+    return {"encode": encoders, "denoise": [pipe.unet], "decode": decode}
+
+
+@dataclass
+class _Record:
+    stage: str
+    calls: int = 0
+    durations: list[float] = field(default_factory=list)
+    first_inputs: tuple[tuple[Any, ...], dict[str, Any]] | None = None
+    started: float = 0.0
+
+
+class ModuleProbe:
+    """Forward hooks on each stage's modules: call counts, synchronized call times and first-call inputs.
+
+    Use as a context manager around the runs (hooks are removed on exit); call `start_run()` before each run.
+    """
+
+    def __init__(self, stages: Mapping[str, Sequence[nn.Module]], clock: Clock) -> None:
+        self.clock = clock
+        self._modules = [(stage, module) for stage, modules in stages.items() for module in modules]
+        self._records = {id(m): _Record(stage) for stage, m in self._modules}
+        self._handles: list[RemovableHandle] = []
+        self.first_start: dict[str, float] = {}
+        self.last_end: dict[str, float] = {}
+
+    def __enter__(self) -> ModuleProbe:
+        for _, module in self._modules:
+            self._handles.append(module.register_forward_pre_hook(self._before, with_kwargs=True))
+            self._handles.append(module.register_forward_hook(self._after, with_kwargs=True))
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _before(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        record = self._records[id(module)]
+        if record.first_inputs is None:
+            record.first_inputs = (args, kwargs)
+        record.started = self.clock()
+        self.first_start.setdefault(record.stage, record.started)
+
+    def _after(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        record = self._records[id(module)]
+        end = self.clock()
+        record.calls += 1
+        record.durations.append(end - record.started)
+        self.last_end[record.stage] = end
+
+    def start_run(self) -> None:
+        """Forget the counts and times of the previous run (first-call inputs are kept)."""
+        for record in self._records.values():
+            record.calls = 0
+            record.durations.clear()
+        self.first_start.clear()
+        self.last_end.clear()
+
+    def calls(self, stage: str) -> int:
+        """Forward calls of the stage's modules in this run (the UNet's calls for "denoise")."""
+        return max((r.calls for r in self._records.values() if r.stage == stage), default=0)
+
+    def durations(self, stage: str) -> list[float]:
+        """Synchronized duration of every forward call of the stage's modules in this run."""
+        return [d for r in self._records.values() if r.stage == stage for d in r.durations]
+
+    def split(self, start: float, end: float) -> dict[str, float]:
+        """Stage times of a run from module boundaries: encode ends after the last text encoder call, decode
+        starts at the first VAE call, denoise is everything between (so the three add up to `end - start`)."""
+        encoded = self.last_end.get("encode", start)
+        decoding = self.first_start.get("decode", end)
+        return {"encode": encoded - start, "denoise": decoding - encoded, "decode": end - decoding}
+
+    def flops_by_stage(self, cache: FlopCache | None = None) -> dict[str, int]:
+        """FLOPs of one run per stage: each module's first call counted on its real inputs, times its calls.
+
+        Call it after the probe's context has exited (the re-run must not be recorded). `cache` maps
+        (module class, parameter count, input shapes) to FLOPs, so scenarios sharing modules and shapes count once.
+        """
+        cache = {} if cache is None else cache
+        totals = dict.fromkeys(STAGES, 0)
+        for _, module in self._modules:
+            record = self._records[id(module)]
+            if record.first_inputs is None or record.calls == 0:
+                continue
+            args, kwargs = record.first_inputs
+            key = (type(module).__qualname__, sum(p.numel() for p in module.parameters()), _signature((args, kwargs)))
+            if key not in cache:
+                cache[key] = count_flops(functools.partial(module, *args, **kwargs))
+            totals[record.stage] = totals.get(record.stage, 0) + cache[key] * record.calls
+        return totals
+
+
+def _signature(value: Any) -> Any:
+    """A hashable description of call inputs: shapes and dtypes for tensors, values for plain data."""
+    if isinstance(value, torch.Tensor):
+        return ("tensor", tuple(value.shape), str(value.dtype), value.device.type)
+    if isinstance(value, dict):
+        return tuple(sorted((str(k), _signature(v)) for k, v in value.items()))
+    if isinstance(value, list | tuple):
+        return tuple(_signature(v) for v in value)
+    return repr(value)

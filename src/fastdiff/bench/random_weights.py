@@ -1,0 +1,128 @@
+"""Random weights on the real architectures: timing without downloading anything.
+
+Latency does not depend on weight values, so a pipeline built from the real configs times like the real one; its
+images are noise. Modules are built with parameters on the meta device (no memory, no per-layer init) and filled
+once by tiling one seeded random pool: a random SDXL materializes as fast as the memory can be written.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+from torch import nn
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+from ..errors import FastDiffError
+from ..testing.tiny import tiny_tokenizer
+from .architectures import Architecture, architecture
+from .timing import available_memory
+
+__all__ = ["NotEnoughMemory", "pipeline_from", "random_components", "random_pipeline"]
+
+
+@contextmanager
+def _parameters_on_meta() -> Iterator[None]:
+    """Build modules with parameters on the meta device (no memory, no init) and buffers real (position ids)."""
+    register = nn.Module.register_parameter
+
+    def on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
+        register(module, name, param)
+        if param is not None:
+            meta = nn.Parameter(param.to("meta"), requires_grad=False)
+            module._parameters[name] = meta
+
+    nn.Module.register_parameter = on_meta  # type: ignore[method-assign, assignment]
+    try:
+        yield
+    finally:
+        nn.Module.register_parameter = register  # type: ignore[method-assign]
+
+
+def _materialize(modules: list[nn.Module], *, device: torch.device, dtype: torch.dtype, seed: int) -> None:
+    """Give every meta parameter real storage, filled by tiling one seeded N(0, 0.02²) pool (a copy, not a draw)."""
+    generator = torch.Generator("cpu").manual_seed(seed)
+    pool = (torch.randn(1 << 20, generator=generator) * 0.02).to(device=device, dtype=dtype)
+    offset = 0
+    for module in modules:
+        for sub in module.modules():
+            for name, param in list(sub._parameters.items()):
+                if param is None:
+                    continue
+                data = torch.empty(param.shape, device=device, dtype=dtype)
+                _fill(data.view(-1), pool, offset)
+                offset = (offset + 7919) % pool.numel()  # a new phase per tensor, so no two weights are equal
+                sub._parameters[name] = nn.Parameter(data, requires_grad=False)
+        module.to(device)  # buffers (CLIP position ids) were built real, on the CPU
+
+
+def _fill(flat: torch.Tensor, pool: torch.Tensor, offset: int) -> None:
+    """Copy `pool`, starting at `offset`, over `flat` as many times as it takes (plain copies: no draws, no cat)."""
+    size = pool.numel()
+    head = min(flat.numel(), size - offset)
+    flat[:head].copy_(pool[offset : offset + head])
+    rest = flat[head:]
+    whole = rest.numel() // size
+    if whole:
+        rest[: whole * size].view(whole, size).copy_(pool.expand(whole, size))
+    tail = rest.numel() - whole * size
+    if tail:
+        rest[whole * size :].copy_(pool[:tail])
+
+
+class NotEnoughMemory(FastDiffError):
+    """The weights of an architecture do not fit in the memory left on the device."""
+
+
+def _check_memory(modules: list[nn.Module], *, device: torch.device, dtype: torch.dtype, repo_id: str) -> None:
+    """Refuse to materialize what cannot fit, rather than being killed by the OOM killer halfway."""
+    need = sum(p.numel() for m in modules for p in m.parameters()) * torch.empty((), dtype=dtype).element_size()
+    free = available_memory(device)
+    if free is not None and need > 0.95 * free:
+        raise NotEnoughMemory(
+            f"{repo_id}: its weights need {need / 2**30:.1f} GiB in {str(dtype).removeprefix('torch.')} and only "
+            f"{free / 2**30:.1f} GiB is available on {device}; free memory (other processes) or use a GPU"
+        )
+
+
+def random_components(arch: Architecture, *, device: torch.device, dtype: torch.dtype, seed: int = 0) -> dict[str, Any]:
+    """The pipeline's modules with random weights (and code-made tokenizers), ready for `pipeline_from`."""
+    with _parameters_on_meta():
+        unet = UNet2DConditionModel.from_config(arch.unet)  # type: ignore[no-untyped-call]
+        vae = AutoencoderKL.from_config(arch.vae)  # type: ignore[no-untyped-call]
+        encoders: list[nn.Module] = [CLIPTextModel(CLIPTextConfig(**arch.text_encoders[0]))]
+        if len(arch.text_encoders) > 1:
+            encoders.append(CLIPTextModelWithProjection(CLIPTextConfig(**arch.text_encoders[1])))
+    modules: list[nn.Module] = [unet, vae, *encoders]
+    _check_memory(modules, device=device, dtype=dtype, repo_id=arch.repo_id)
+    _materialize(modules, device=device, dtype=dtype, seed=seed)
+    parts: dict[str, Any] = {"unet": unet.eval(), "vae": vae.eval()}
+    for i, (encoder, pad) in enumerate(zip(encoders, arch.pad_tokens, strict=True)):
+        suffix = "" if i == 0 else f"_{i + 1}"
+        parts[f"text_encoder{suffix}"] = encoder.eval()
+        parts[f"tokenizer{suffix}"] = tiny_tokenizer(pad_token=pad)
+    return parts
+
+
+def pipeline_from(arch: Architecture, components: dict[str, Any]) -> Any:
+    """A diffusers pipeline of `arch` over existing modules, with the repo's own scheduler."""
+    import diffusers
+
+    scheduler_cls = getattr(diffusers, arch.scheduler["_class_name"])
+    scheduler = scheduler_cls.from_config(arch.scheduler)
+    # The repo's default size lives in the UNet config; shared SDXL modules take the size of the repo in use.
+    components["unet"].register_to_config(sample_size=arch.unet["sample_size"])
+    if arch.pipeline == "StableDiffusionXLPipeline":
+        return StableDiffusionXLPipeline(**components, scheduler=scheduler, add_watermarker=False)  # type: ignore[no-untyped-call]
+    return StableDiffusionPipeline(  # type: ignore[no-untyped-call]
+        **components, scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False
+    )
+
+
+def random_pipeline(repo_id: str, *, device: torch.device, dtype: torch.dtype, seed: int = 0) -> Any:
+    """The real architecture of `repo_id` with random weights on `device` (its images are noise)."""
+    arch = architecture(repo_id)
+    return pipeline_from(arch, random_components(arch, device=device, dtype=dtype, seed=seed))

@@ -1,0 +1,187 @@
+"""Benchmark output: run metadata, a console table, JSON, Markdown and a stacked-bar plot of the stages."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .runner import BenchRow, RunConfig
+from .scenarios import BASELINE
+
+__all__ = ["collect_meta", "device_description", "format_table", "to_json", "to_markdown", "write_plot"]
+
+STAGE_COLORS = {"encode": "#4c72b0", "denoise": "#dd8452", "decode": "#55a868"}
+RANDOM_NOTE = "random weights on the real architectures: timings are real, images are noise"
+TINY_NOTE = "tiny test models (not the real architectures): for smoke tests only, not comparable to real timings"
+
+
+def device_description(device: torch.device) -> str:
+    """ "NVIDIA H100 80GB HBM3" on a GPU, "cpu: AMD EPYC (2 threads)" on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    if device.type == "cpu":
+        model = platform.processor() or platform.machine()
+        cpuinfo = Path("/proc/cpuinfo")
+        if cpuinfo.exists():
+            names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
+            model = names[0] if names else model
+        threads = torch.get_num_threads()
+        return f"cpu: {model} ({threads} thread{'s' if threads > 1 else ''})"
+    return device.type
+
+
+def _commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return (out.stdout.strip() or None) if out.returncode == 0 else None
+
+
+def collect_meta(config: RunConfig, *, weights: str) -> dict[str, Any]:
+    """Everything needed to reproduce or compare a run: device, versions, weights, dtype, commit, date."""
+    import diffusers
+
+    from .. import __version__
+
+    size = f"{config.width}x{config.height}" if config.height or config.width else "native"
+    notes = {"random": RANDOM_NOTE, "tiny": TINY_NOTE}
+    return {
+        "device": config.device_name or device_description(config.device),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "fastdiff": __version__,
+        "python": platform.python_version(),
+        "weights": weights,
+        "dtype": str(config.dtype).removeprefix("torch."),
+        "size": size,
+        "repeats": config.repeats,
+        "warmup": config.warmup,
+        "baseline": BASELINE,
+        "commit": _commit(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "note": notes.get(weights, ""),
+        **_cpu_context(config.device),
+    }
+
+
+def _cpu_context(device: torch.device) -> dict[str, Any]:
+    """On the CPU, the thread count and how busy the other cores were: a shared CPU inflates every timing."""
+    if device.type != "cpu":
+        return {}
+    from .timing import busy_cpus_elsewhere
+
+    return {"threads": torch.get_num_threads(), "busy_cpus_elsewhere_at_start": busy_cpus_elsewhere(samples=3)}
+
+
+def to_json(rows: list[BenchRow], meta: dict[str, Any]) -> dict[str, Any]:
+    """`{"meta": {...}, "rows": [...]}`, the file `--json` writes."""
+    return {"meta": meta, "rows": [row.as_dict() for row in rows]}
+
+
+def write_json(path: str | Path, rows: list[BenchRow], meta: dict[str, Any]) -> Path:
+    """Write `to_json` to `path` (parents created)."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(to_json(rows, meta), indent=2) + "\n")
+    return target
+
+
+def seconds(value: float | None) -> str:
+    """ "1.23 s", "45.6 ms", "-" for None."""
+    if value is None:
+        return "-"
+    if value >= 1:
+        return f"{value:.2f} s"
+    return f"{value * 1e3:.1f} ms" if value < 0.1 else f"{value * 1e3:.0f} ms"
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB"
+
+
+HEADERS = (
+    "scenario", "steps", "size", "p50", "p95", "min", "encode", "denoise", "(per UNet call)", "decode",
+    "load", "warm-up", "peak mem", "GFLOP", "TFLOP/s", "img/s", "speedup",
+)  # fmt: skip
+
+
+def _cells(row: BenchRow) -> list[str]:
+    stages, latency = row.stages_s, row.latency_s
+    calls = f"{seconds(row.per_unet_call_s)} ×{row.unet_calls}"
+    speedup = f"{row.speedup_vs_baseline:.2f}×" if row.speedup_vs_baseline is not None else "-"
+    tflops = f"{row.tflops_per_s:.3f}" + (f" ({row.peak_fraction:.0%})" if row.peak_fraction is not None else "")
+    load = seconds(row.load_s) + (" (shared)" if row.load_shared else "")
+    return [
+        row.scenario, str(row.steps), f"{row.width}x{row.height}", seconds(latency["p50"]), seconds(latency["p95"]),
+        seconds(latency["min"]), seconds(stages["encode"]), seconds(stages["denoise"]), calls,
+        seconds(stages["decode"]), load, seconds(row.warmup_s), _gib(row.peak_memory_bytes), f"{row.gflops:.1f}",
+        tflops, f"{row.images_per_s:.3f}", speedup,
+    ]  # fmt: skip
+
+
+def format_table(rows: list[BenchRow], meta: dict[str, Any]) -> str:
+    """The console table, with a header line of metadata and the note on random weights."""
+    table = [list(HEADERS), *(_cells(r) for r in rows)]
+    widths = [max(len(line[i]) for line in table) for i in range(len(HEADERS))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in table]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    head = f"{meta['device']} | {meta['dtype']} | weights: {meta['weights']} | size: {meta['size']} | "
+    head += f"{meta['repeats']} timed runs after {meta['warmup']} warm-up | torch {meta['torch']}"
+    footer = [f"note: {meta['note']}"] if meta.get("note") else []
+    footer += [f"skipped {s['scenario']}: {s['reason']}" for s in meta.get("skipped", [])]
+    footer.append("stages are p50 of each stage; 'hooks' rows are split at module boundaries (plain diffusers)")
+    return "\n".join([head, *lines, *footer])
+
+
+def to_markdown(rows: list[BenchRow], meta: dict[str, Any]) -> str:
+    """A GitHub Markdown table of the rows, preceded by the run's metadata."""
+    info = ", ".join(f"{k}: {meta[k]}" for k in ("device", "dtype", "weights", "size", "torch", "diffusers", "date"))
+    lines = [f"*{info}*", ""]
+    if meta.get("note"):
+        lines += [f"> {meta['note']}", ""]
+    lines += [f"> skipped {s['scenario']}: {s['reason']}\n" for s in meta.get("skipped", [])]
+    lines.append("| " + " | ".join(HEADERS) + " |")
+    lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(HEADERS))) + "|")
+    lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def write_plot(path: str | Path, rows: list[BenchRow], meta: dict[str, Any], *, log_scale: bool = False) -> Path:
+    """Stacked horizontal bars of each scenario's p50 stage times (matplotlib, from the `bench` extra)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as err:
+        raise ImportError("--plot needs matplotlib: pip install 'fastdiff[bench]'") from err
+    fig, ax = plt.subplots(figsize=(10, 0.6 * len(rows) + 1.8))
+    labels = [row.scenario for row in reversed(rows)]
+    floor = 1e-3 if log_scale else 0.0  # a log axis has no zero: bars start at 1 ms
+    left = [floor] * len(rows)
+    for stage, color in STAGE_COLORS.items():
+        widths = [row.stages_s[stage] for row in reversed(rows)]
+        ax.barh(labels, widths, left=left, color=color, label=stage)
+        left = [a + b for a, b in zip(left, widths, strict=True)]
+    for y, row in enumerate(reversed(rows)):
+        speedup = f"  {row.speedup_vs_baseline:.1f}× vs {meta['baseline']}" if row.speedup_vs_baseline else ""
+        ax.text(left[y], y, f" {seconds(row.latency_s['p50'])}{speedup}", va="center", fontsize=8)
+    if log_scale:
+        ax.set_xscale("log")
+    ax.set_xlim(right=max(left) * (8 if log_scale else 1.45))
+    ax.set_xlabel("seconds per image (p50 of each stage)" + (", log scale" if log_scale else ""))
+    ax.set_title(f"fastdiff bench — {meta['device']}, {meta['dtype']}, {meta['size']}, weights: {meta['weights']}")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, dpi=120)
+    plt.close(fig)
+    return target

@@ -1,0 +1,274 @@
+"""Run scenarios the same way, in one process on one device: load, warm up, time the steady state, count FLOPs.
+
+Each timed run uses a new prompt, so fastdiff's embedding cache misses and the text encoders run as they do in
+the plain-diffusers row (a repeated prompt would skip them). Stage times of fastdiff rows are fastdiff's own
+(`GenerationResult.timings`); the plain-diffusers row is split at module boundaries by forward hooks.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..errors import FastDiffWarning
+from .flops import FlopCache, ModuleProbe, device_peak_tflops, stage_modules
+from .random_weights import NotEnoughMemory
+from .scenarios import BASELINE, Scenario
+from .sources import Loaded, ModelSource
+from .timing import PeakMemory, make_clock, percentile, summarize
+
+__all__ = ["BenchRow", "RunConfig", "ScenarioRun", "baseline_row", "run_scenario", "run_scenarios"]
+
+PROMPT = "a photo of an astronaut riding a horse on the moon"
+Call = Callable[[str, int], dict[str, float] | None]  # (prompt, seed) -> stage seconds, or None when unknown
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """What every scenario shares: device, dtype, optional size override, repeats and warm-up runs."""
+
+    device: torch.device
+    dtype: torch.dtype
+    height: int | None = None
+    width: int | None = None
+    repeats: int = 3
+    warmup: int = 1
+    device_name: str = ""
+
+
+@dataclass
+class BenchRow:
+    """One scenario's measurements; `as_dict()` is its JSON form."""
+
+    scenario: str
+    preset: str
+    runner: str
+    steps: int
+    height: int
+    width: int
+    latency_s: dict[str, float]
+    stages_s: dict[str, float]
+    stages_method: str  # "fastdiff" (the generator's own timings) or "hooks" (module boundaries)
+    load_s: float
+    load_shared: bool
+    warmup_s: float
+    peak_memory_bytes: int
+    memory_kind: str
+    unet_calls: int
+    per_unet_call_s: float
+    gflops: float
+    gflops_by_stage: dict[str, float]
+    tflops_per_s: float
+    peak_tflops: float | None
+    peak_fraction: float | None
+    images_per_s: float
+    speedup_vs_baseline: float | None = None
+    runs_s: list[float] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as plain JSON data."""
+        return dict(self.__dict__)
+
+
+def _size(scenario: Scenario, config: RunConfig) -> tuple[int, int]:
+    return config.height or scenario.preset.height, config.width or scenario.preset.width
+
+
+def _make_call(scenario: Scenario, loaded: Loaded, config: RunConfig) -> Call:
+    """One generation, as fastdiff runs it (returning its stage timings) or as the card's diffusers snippet."""
+    size: dict[str, int] = {}
+    if config.height is not None:
+        size["height"] = config.height
+    if config.width is not None:
+        size["width"] = config.width
+    gen = loaded.generator
+    if gen is not None:
+
+        def fastdiff_call(prompt: str, seed: int) -> dict[str, float]:
+            with warnings.catch_warnings():
+                # --height/--width below a preset's native size is the point of a quick CPU run, not a mistake.
+                warnings.filterwarnings("ignore", message=r".*was trained at", category=FastDiffWarning)
+                result = gen(prompt, steps=scenario.steps, seed=seed, height=config.height, width=config.width)
+            return {k: v for k, v in result.timings.items() if k != "total"}
+
+        return fastdiff_call
+    pipe = loaded.pipe
+    pipe.set_progress_bar_config(disable=True)
+    guidance = scenario.preset.guidance_scale
+
+    def diffusers_call(prompt: str, seed: int) -> None:
+        generator = torch.Generator("cpu").manual_seed(seed)
+        with torch.no_grad():
+            pipe(prompt, num_inference_steps=scenario.steps, guidance_scale=guidance, generator=generator, **size)
+
+    return diffusers_call
+
+
+@dataclass
+class _Timed:
+    warmup_s: float = 0.0
+    totals: list[float] = field(default_factory=list)
+    stages: list[dict[str, float]] = field(default_factory=list)
+    method: str = "fastdiff"
+    unet_calls: int = 0
+    unet_call_s: list[float] = field(default_factory=list)
+
+
+class ScenarioRun:
+    """One scenario loaded and hooked: `warm_up()`, then `run()` as many times as wanted, then `row()`.
+
+    Use it as a context manager: peak memory covers warm-up and runs, and the hooks go away on exit. `run()`
+    synchronizes before its last clock read, so an outside timer (pytest-benchmark) can wrap it as well.
+    """
+
+    def __init__(self, scenario: Scenario, source: ModelSource, config: RunConfig) -> None:
+        self.scenario, self.config = scenario, config
+        self.clock = make_clock(config.device)
+        self.memory = PeakMemory(config.device)
+        self.loaded = source.load(scenario)
+        self._call = _make_call(scenario, self.loaded, config)
+        self._probe = ModuleProbe(stage_modules(self.loaded.pipe), self.clock)
+        self._timed = _Timed()
+        self.peak_memory = 0
+
+    def __enter__(self) -> ScenarioRun:
+        self.memory.reset()
+        self._probe.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._probe.__exit__(None, None, None)
+        self.peak_memory = self.memory.read()
+
+    def warm_up(self, tick: Callable[[], None] = lambda: None) -> float:
+        """`config.warmup` untimed-for-latency runs (first-call costs: allocations, kernel selection); their time."""
+        start = self.clock()
+        for i in range(self.config.warmup):
+            self._call(f"{PROMPT}, warm-up {i}", i)
+            tick()
+        self._timed.warmup_s = self.clock() - start
+        return self._timed.warmup_s
+
+    def run(self) -> float:
+        """One synchronized, recorded generation with a prompt never seen before; its seconds."""
+        timed, probe = self._timed, self._probe
+        i = len(timed.totals)
+        probe.start_run()
+        start = self.clock()
+        stages = self._call(f"{PROMPT}, take {i}", i)
+        end = self.clock()
+        timed.totals.append(end - start)
+        if stages is None:
+            stages, timed.method = probe.split(start, end), "hooks"
+        timed.stages.append(stages)
+        timed.unet_calls = probe.calls("denoise")
+        timed.unet_call_s.extend(probe.durations("denoise"))
+        return end - start
+
+    def row(self, flop_cache: FlopCache | None = None) -> BenchRow:
+        """The measurements so far (at least one `run()`), with FLOPs counted on the recorded shapes."""
+        if not self._timed.totals:
+            raise ValueError("row() needs at least one run()")
+        flops = self._probe.flops_by_stage(flop_cache)
+        return _row(self.scenario, self.config, self.loaded, self._timed, flops, self.peak_memory, self.memory.kind)
+
+
+def run_scenario(
+    scenario: Scenario,
+    source: ModelSource,
+    config: RunConfig,
+    *,
+    flop_cache: FlopCache | None = None,
+    tick: Callable[[], None] = lambda: None,
+) -> BenchRow:
+    """Load (or share) the scenario's model, warm up, time `config.repeats` runs and count their FLOPs."""
+    if config.repeats < 1 or config.warmup < 0:
+        raise ValueError("repeats must be ≥ 1 and warmup ≥ 0")
+    with ScenarioRun(scenario, source, config) as run:
+        run.warm_up(tick)
+        for _ in range(config.repeats):
+            run.run()
+            tick()
+    return run.row(flop_cache)
+
+
+def _row(
+    scenario: Scenario,
+    config: RunConfig,
+    loaded: Loaded,
+    timed: _Timed,
+    flops: dict[str, int],
+    peak_memory: int,
+    memory_kind: str,
+) -> BenchRow:
+    latency = summarize(timed.totals)
+    stages = {k: percentile([s[k] for s in timed.stages], 50) for k in ("encode", "denoise", "decode")}
+    gflops = sum(flops.values()) / 1e9
+    per_s = 1.0 / latency.p50 if latency.p50 > 0 else 0.0  # a zero-time run only happens with fake clocks
+    tflops_per_s = gflops * per_s / 1e3
+    peak = device_peak_tflops(config.device_name, config.dtype) if config.device.type == "cuda" else None
+    height, width = _size(scenario, config)
+    return BenchRow(
+        scenario=scenario.name,
+        preset=scenario.preset.name,
+        runner=scenario.runner,
+        steps=scenario.steps,
+        height=height,
+        width=width,
+        latency_s=latency.as_dict(),
+        stages_s=stages,
+        stages_method=timed.method,
+        load_s=loaded.load_s,
+        load_shared=loaded.shared,
+        warmup_s=timed.warmup_s,
+        peak_memory_bytes=peak_memory,
+        memory_kind=memory_kind,
+        unet_calls=timed.unet_calls,
+        per_unet_call_s=percentile(timed.unet_call_s, 50) if timed.unet_call_s else 0.0,
+        gflops=gflops,
+        gflops_by_stage={k: v / 1e9 for k, v in flops.items()},
+        tflops_per_s=tflops_per_s,
+        peak_tflops=peak,
+        peak_fraction=tflops_per_s / peak if peak else None,
+        images_per_s=per_s,
+        runs_s=timed.totals,
+    )
+
+
+def baseline_row(rows: list[BenchRow]) -> BenchRow | None:
+    """The row speedups are relative to: sd15@20 when it ran, else the first row."""
+    return next((r for r in rows if r.scenario == BASELINE), rows[0] if rows else None)
+
+
+def run_scenarios(
+    scenarios: list[Scenario],
+    source: ModelSource,
+    config: RunConfig,
+    *,
+    tick: Callable[[], None] = lambda: None,
+    on_row: Callable[[BenchRow], None] = lambda row: None,
+    on_skip: Callable[[Scenario, str], None] = lambda scenario, reason: None,
+) -> list[BenchRow]:
+    """Run every scenario in order (one whose weights do not fit is skipped and reported to `on_skip`), then set
+    each row's speedup over the baseline."""
+    rows: list[BenchRow] = []
+    flop_cache: FlopCache = {}
+    try:
+        for scenario in scenarios:
+            try:
+                rows.append(run_scenario(scenario, source, config, flop_cache=flop_cache, tick=tick))
+            except NotEnoughMemory as err:
+                source.release()
+                on_skip(scenario, str(err))
+                continue
+            on_row(rows[-1])
+    finally:
+        source.release()
+    baseline = baseline_row(rows)
+    for row in rows:
+        row.speedup_vs_baseline = baseline.latency_s["p50"] / row.latency_s["p50"] if baseline else None
+    return rows

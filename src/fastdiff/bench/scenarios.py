@@ -1,0 +1,104 @@
+"""Benchmark scenarios: a preset at a step count, run through fastdiff or through plain diffusers.
+
+Scenarios are named `PRESET@STEPS` (`sd15@20`, `sdxl-turbo@1`); a family prefix with the step count picks the
+preset distilled for it (`sdxl-lightning@4` → `sdxl-lightning-4step`), and `diffusers:` runs the repo's own
+diffusers snippet instead of fastdiff (`pipe(prompt, num_inference_steps=1, guidance_scale=0.0)`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from .. import presets as preset_table
+from ..errors import FastDiffError, did_you_mean
+from ..presets import Preset
+
+__all__ = ["BASELINE", "DEFAULT_SCENARIOS", "OPTIONAL_SCENARIOS", "Scenario", "parse_scenario", "parse_scenarios"]
+
+Runner = Literal["fastdiff", "diffusers"]
+
+# The seed's claim compares these: SD 1.5 at 20 steps with CFG 7.5 and its own PNDM scheduler is the baseline.
+BASELINE = "sd15@20"
+DEFAULT_SCENARIOS: tuple[str, ...] = (
+    BASELINE,
+    "sdxl-turbo@1",
+    "sdxl-turbo@4",
+    "diffusers:sdxl-turbo@1",  # what users would write instead of fastdiff
+    "sdxl-lightning@1",  # the 1-step x0 UNet
+    "sdxl-lightning@4",
+)
+OPTIONAL_SCENARIOS: tuple[str, ...] = ("sd-turbo@1", "sdxl-lightning@2", "sdxl-lightning@8")
+
+DIFFUSERS_PREFIX = "diffusers:"
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One row of the benchmark: `preset` run for `steps` steps by `runner`."""
+
+    name: str
+    preset: Preset
+    steps: int
+    runner: Runner = "fastdiff"
+
+    @property
+    def is_baseline(self) -> bool:
+        """True for the row every speedup is relative to."""
+        return self.name == BASELINE
+
+
+def _resolve_preset(name: str, steps: int | None) -> Preset:
+    known = preset_table.names()
+    if name in known:
+        return preset_table.get(name)
+    if steps is not None and f"{name}-{steps}step" in known:
+        return preset_table.get(f"{name}-{steps}step")
+    by_family: dict[str, list[str]] = {}
+    for n in known:
+        family, _, last = n.rpartition("-")
+        if last.endswith("step") and last[:-4].isdigit():
+            by_family.setdefault(family, []).append(last[:-4])
+    if name in by_family:
+        given = "" if steps is None else f", not {steps}"
+        raise FastDiffError(f"{name} is distilled for {', '.join(by_family[name])} steps{given}; e.g. '{name}@4'")
+    raise FastDiffError(f"unknown scenario preset {name!r}" + did_you_mean(name, [*known, *sorted(by_family)]))
+
+
+def parse_scenario(text: str) -> Scenario:
+    """`"sdxl-turbo@1"`, `"sdxl-lightning@4"`, `"diffusers:sdxl-turbo@1"` or a bare preset name (its default steps)."""
+    if not isinstance(text, str) or not text.strip():
+        raise FastDiffError(f"a scenario is a string like 'sdxl-turbo@1', got {text!r}")
+    body = text.strip()
+    runner: Runner = "fastdiff"
+    if body.startswith(DIFFUSERS_PREFIX):
+        runner, body = "diffusers", body[len(DIFFUSERS_PREFIX) :]
+    name, _, steps_text = body.partition("@")
+    steps: int | None = None
+    if steps_text:
+        if not steps_text.isdigit() or int(steps_text) < 1:
+            raise FastDiffError(f"scenario {text!r}: steps after '@' must be a positive integer, e.g. 'sd15@20'")
+        steps = int(steps_text)
+    preset = _resolve_preset(name, steps)
+    steps = preset.default_steps if steps is None else steps
+    if steps not in preset.steps:
+        raise FastDiffError(f"scenario {text!r}: {preset.name} runs {preset.steps_label()} steps, not {steps}")
+    if runner == "diffusers" and preset.checkpoint is not None:
+        raise FastDiffError(
+            f"scenario {text!r}: the plain-diffusers row runs a repo as its card's snippet does; {preset.name} "
+            "also needs a UNet/LoRA checkpoint, so time it through fastdiff (drop 'diffusers:')"
+        )
+    prefix = DIFFUSERS_PREFIX if runner == "diffusers" else ""
+    return Scenario(name=f"{prefix}{name}@{steps}", preset=preset, steps=steps, runner=runner)
+
+
+def parse_scenarios(texts: list[str] | tuple[str, ...]) -> list[Scenario]:
+    """Parse several scenarios (commas also separate them); duplicates are kept once, in order."""
+    names = [part.strip() for text in texts for part in text.split(",") if part.strip()]
+    scenarios: dict[str, Scenario] = {}
+    for name in names:
+        scenario = parse_scenario(name)
+        scenarios.setdefault(scenario.name, scenario)
+    if not scenarios:
+        raise FastDiffError("no scenarios given; e.g. --scenarios sd15@20 sdxl-turbo@1")
+    return list(scenarios.values())

@@ -1,0 +1,164 @@
+"""Where a scenario's pipeline comes from: random weights on the real architecture, tiny test models, or the hub.
+
+A source keeps one model in memory at a time; consecutive scenarios that need the same modules (SDXL-Turbo and
+SDXL-Lightning have the same architecture) share them, and the row says so (`load_shared`).
+"""
+
+from __future__ import annotations
+
+import gc
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import torch
+
+from ..generator import FewStepGenerator
+from .architectures import Architecture, architecture, shares_weights
+from .random_weights import pipeline_from, random_components
+from .scenarios import Scenario
+from .timing import Clock
+
+__all__ = ["HubSource", "Loaded", "ModelSource", "RandomSource", "Weights", "make_source"]
+
+Weights = Literal["random", "tiny", "hub"]
+_MODULES = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
+
+
+@dataclass
+class Loaded:
+    """A scenario's pipeline (and fastdiff generator for fastdiff rows) with its cold-start time."""
+
+    pipe: Any
+    generator: FewStepGenerator | None
+    load_s: float
+    shared: bool
+
+
+class ModelSource(Protocol):
+    """Gives each scenario its pipeline; `release()` frees whatever it holds."""
+
+    weights: Weights
+
+    def load(self, scenario: Scenario) -> Loaded:
+        """The pipeline of `scenario`, loading (or building) it unless the last one can be shared."""
+        ...
+
+    def release(self) -> None:
+        """Drop the model held, so the next one fits in memory."""
+        ...
+
+
+@contextmanager
+def _quiet_schedulers() -> Iterator[None]:
+    """Silence one third-party warning: diffusers' Euler-ancestral scheduler calls `np.array` on a tensor, which
+    numpy ≥ 2.4 flags as deprecated on every construction. Nothing a fastdiff user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"__array__ implementation doesn't accept a copy keyword")
+        yield
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+class RandomSource:
+    """The real architecture of each repo with random weights (`tiny=True`: the tiny test models of its family)."""
+
+    def __init__(self, *, device: torch.device, dtype: torch.dtype, clock: Clock, tiny: bool = False) -> None:
+        self.device, self.dtype, self.clock = device, dtype, clock
+        self.weights: Weights = "tiny" if tiny else "random"
+        self._arch: Architecture | None = None
+        self._family: str | None = None
+        self._components: dict[str, Any] = {}
+        self._load_s = 0.0
+
+    def _compatible(self, arch: Architecture, family: str) -> bool:
+        if self._arch is None:
+            return False
+        return family == self._family if self.weights == "tiny" else shares_weights(self._arch, arch)
+
+    def load(self, scenario: Scenario) -> Loaded:
+        """Build the modules (meta device, one fill) or reuse the last ones, then wrap them as the scenario asks."""
+        arch = architecture(scenario.preset.repo_id)
+        shared = self._compatible(arch, scenario.preset.family)
+        if not shared:
+            self.release()
+            start = self.clock()
+            self._components = self._build(arch, scenario)
+            self._arch, self._family = arch, scenario.preset.family
+            self._load_s = self.clock() - start
+        with _quiet_schedulers():
+            pipe = pipeline_from(arch, dict(self._components))
+            fastdiff = scenario.runner == "fastdiff"
+            generator = FewStepGenerator.from_pipeline(scenario.preset, pipe) if fastdiff else None
+        return Loaded(pipe=pipe, generator=generator, load_s=self._load_s, shared=shared)
+
+    def _build(self, arch: Architecture, scenario: Scenario) -> dict[str, Any]:
+        if self.weights == "random":
+            return random_components(arch, device=self.device, dtype=self.dtype)
+        from ..testing.tiny import tiny_pipeline
+
+        with _quiet_schedulers():
+            tiny = tiny_pipeline(scenario.preset.family, scheduler_config=arch.scheduler).to(self.device)
+        if self.dtype != torch.float32:  # tiny models are built in float32
+            tiny = tiny.to(dtype=self.dtype)
+        return {name: module for name, module in tiny.components.items() if name in _MODULES and module is not None}
+
+    def release(self) -> None:
+        """Drop the held modules."""
+        self._components, self._arch, self._family = {}, None, None
+        _free(self.device)
+
+
+class HubSource:
+    """Real weights from the Hugging Face cache (or the hub): `from_preset` for fastdiff rows, the card's
+    `AutoPipelineForText2Image.from_pretrained` for plain-diffusers rows. Loads are timed cold, one at a time."""
+
+    weights: Weights = "hub"
+
+    def __init__(self, *, device: torch.device, dtype: torch.dtype, clock: Clock) -> None:
+        self.device, self.dtype, self.clock = device, dtype, clock
+        self._key: tuple[str, str] | None = None
+        self._loaded: Loaded | None = None
+
+    def load(self, scenario: Scenario) -> Loaded:
+        """Load the scenario's weights unless the previous scenario used the very same ones."""
+        key = (scenario.runner, scenario.preset.name)
+        if self._loaded is not None and key == self._key:
+            return Loaded(self._loaded.pipe, self._loaded.generator, self._loaded.load_s, shared=True)
+        self.release()
+        start = self.clock()
+        with _quiet_schedulers():
+            if scenario.runner == "fastdiff":
+                gen = FewStepGenerator.from_preset(scenario.preset, device=self.device, dtype=self.dtype)
+                pipe: Any = gen.pipeline
+            else:
+                gen, pipe = None, self._diffusers_pipeline(scenario)
+        self._loaded = Loaded(pipe=pipe, generator=gen, load_s=self.clock() - start, shared=False)
+        self._key = key
+        return self._loaded
+
+    def _diffusers_pipeline(self, scenario: Scenario) -> Any:
+        from diffusers import AutoPipelineForText2Image
+
+        variant = "fp16" if self.dtype == torch.float16 and scenario.preset.variant == "fp16" else None
+        repo = scenario.preset.repo_id
+        pipe = AutoPipelineForText2Image.from_pretrained(repo, dtype=self.dtype, variant=variant)  # type: ignore[no-untyped-call]
+        return pipe.to(self.device)
+
+    def release(self) -> None:
+        """Drop the held pipeline."""
+        self._loaded, self._key = None, None
+        _free(self.device)
+
+
+def make_source(weights: Weights, *, device: torch.device, dtype: torch.dtype, clock: Clock) -> ModelSource:
+    """The source for `--weights random|tiny|hub`."""
+    if weights == "hub":
+        return HubSource(device=device, dtype=dtype, clock=clock)
+    return RandomSource(device=device, dtype=dtype, clock=clock, tiny=weights == "tiny")

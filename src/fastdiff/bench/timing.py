@@ -1,0 +1,172 @@
+"""The timing core: a clock that synchronizes the device before every read, percentiles, peak memory.
+
+As in gpt-fast, queued device work is waited for before each clock read (a CUDA launch returns before the kernel
+runs, so an unsynchronized timer measures launches), and warm-up is timed apart from the steady state.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+__all__ = [
+    "Clock",
+    "LatencySummary",
+    "PeakMemory",
+    "auto_cpu_threads",
+    "available_memory",
+    "busy_cpus_elsewhere",
+    "make_clock",
+    "percentile",
+    "summarize",
+    "synchronize",
+]
+
+Clock = Callable[[], float]
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait until every kernel queued on `device` has finished (a no-op on the CPU, which runs eagerly)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def make_clock(
+    device: torch.device,
+    *,
+    sync: Callable[[torch.device], None] | None = None,
+    timer: Callable[[], float] = time.perf_counter,
+) -> Clock:
+    """A clock in seconds that calls `sync(device)` (default: `synchronize`) before every read."""
+
+    def clock() -> float:
+        (sync or synchronize)(device)  # looked up per read, so tests can count calls by patching the module
+        return timer()
+
+    return clock
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0 ≤ q ≤ 100) with linear interpolation between ranks, numpy's default method."""
+    if not values:
+        raise ValueError("percentile of no values")
+    if not 0 <= q <= 100:
+        raise ValueError(f"q must be in [0, 100], got {q}")
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    lo, hi = math.floor(rank), math.ceil(rank)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
+
+
+@dataclass(frozen=True)
+class LatencySummary:
+    """p50 / p95 / min of repeated measurements, in seconds."""
+
+    p50: float
+    p95: float
+    min: float
+
+    def as_dict(self) -> dict[str, float]:
+        """`{"p50": …, "p95": …, "min": …}`, the JSON shape of `latency_s`."""
+        return {"p50": self.p50, "p95": self.p95, "min": self.min}
+
+
+def summarize(values: Sequence[float]) -> LatencySummary:
+    """Summarize steady-state measurements (warm-up runs must already be left out)."""
+    return LatencySummary(p50=percentile(values, 50), p95=percentile(values, 95), min=min(values))
+
+
+class PeakMemory:
+    """Peak memory over a region: the CUDA caching allocator's peak on a GPU, else the process's peak RSS.
+
+    On Linux the RSS high-water mark is reset by writing "5" to /proc/self/clear_refs, so each scenario gets
+    its own peak (weights resident plus activations); elsewhere it is the process-lifetime peak.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.kind = "cuda-allocator" if device.type == "cuda" else "process-rss"
+
+    def reset(self) -> None:
+        """Start a new measurement region."""
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            return
+        clear_refs = Path("/proc/self/clear_refs")
+        if clear_refs.exists():
+            try:
+                clear_refs.write_text("5")
+            except OSError:  # read-only /proc in some sandboxes: keep the lifetime peak
+                self.kind = "process-rss-lifetime"
+
+    def read(self) -> int:
+        """Peak bytes since the last `reset`."""
+        if self.device.type == "cuda":
+            synchronize(self.device)
+            return int(torch.cuda.max_memory_allocated(self.device))
+        return _peak_rss_bytes()
+
+
+def _peak_rss_bytes() -> int:
+    status = Path("/proc/self/status")
+    if status.exists():
+        match = re.search(r"VmHWM:\s+(\d+)\s+kB", status.read_text())
+        if match:
+            return int(match.group(1)) * 1024
+    try:
+        import resource
+    except ImportError:  # Windows: no getrusage
+        return 0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
+
+
+def busy_cpus_elsewhere(*, samples: int = 5, interval: float = 0.1) -> int | None:
+    """How many CPUs other tasks keep busy right now: the median count of runnable tasks in /proc/loadavg
+    (an instantaneous count, unlike the load averages), less this process. None where /proc is absent."""
+    loadavg = Path("/proc/loadavg")
+    if not loadavg.exists():
+        return None
+    counts = []
+    for i in range(samples):
+        if i:
+            time.sleep(interval)
+        running = int(loadavg.read_text().split()[3].split("/")[0])
+        counts.append(max(0, running - 1))  # this process is running while it reads
+    return round(percentile(counts, 50))
+
+
+def auto_cpu_threads() -> int:
+    """torch's thread count, lowered to the CPUs nobody else is using (at least 1).
+
+    Intra-op threads wait for each other at every parallel region; when other processes hold the cores, each wait
+    lasts a scheduler time slice and a run gets many times slower (measured: 80× for a tiny UNet on 2 busy cores).
+    """
+    default = torch.get_num_threads()
+    others = busy_cpus_elsewhere()
+    if others is None:
+        return default
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or default)
+    return max(1, min(default, cores - others))
+
+
+def available_memory(device: torch.device) -> int | None:
+    """Bytes that can still be allocated on `device` (CUDA free memory, Linux MemAvailable); None if unknown."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    meminfo = Path("/proc/meminfo")
+    if device.type == "cpu" and meminfo.exists():
+        match = re.search(r"MemAvailable:\s+(\d+)\s+kB", meminfo.read_text())
+        if match:
+            return int(match.group(1)) * 1024
+    return None
