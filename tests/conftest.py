@@ -49,7 +49,12 @@ def load(hub_cache: Path) -> Any:
         key = (name, hub_cache)
         if key not in _GENERATORS:
             _GENERATORS[key] = FewStepGenerator.from_preset(
-                name, device="cpu", cache_dir=hub_cache, local_files_only=True, allow_pickle=name.startswith("dmd2")
+                name,
+                device="cpu",
+                cache_dir=hub_cache,
+                local_files_only=True,
+                allow_pickle=name.startswith("dmd2"),
+                optimize="none",
             )
         return _GENERATORS[key]
 
