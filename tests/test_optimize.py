@@ -26,14 +26,23 @@ def psnr(a: Any, b: Any) -> float:
     return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
+def test_bf16_opt_in_follows_the_cpu(load: Any, hub_cache: Path, small_sizes: None) -> None:
+    opts = Optimizations.preset("default", compute_dtype="auto")
+    gen = FewStepGenerator.from_preset(
+        "sd-turbo", device="cpu", cache_dir=hub_cache, local_files_only=True, optimize=opts
+    )
+    assert gen.dtype == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+    exact = load("sd-turbo")(PROMPT, seed=0, height=128, width=128).images[0]
+    assert psnr(gen(PROMPT, seed=0, height=128, width=128).images[0], exact) >= 20.0  # bf16: a looser bound
+
+
 @pytest.mark.parametrize("name", ["sd-turbo", "sdxl-turbo", "lcm-lora-sd15", "sdxl-lightning-4step-lora"])
 def test_default_is_within_tolerance_of_none(name: str, hub_cache: Path, load: Any, small_sizes: None) -> None:
     exact = load(name)
     fast = FewStepGenerator.from_preset(
         name, device="cpu", cache_dir=hub_cache, local_files_only=True, optimize="default"
     )
-    expected_dtype = torch.bfloat16 if cpu_has_native_bf16() else torch.float32
-    assert fast.dtype == expected_dtype
+    assert fast.dtype == torch.float32  # bf16 on the CPU is opt-in: measured slower here (docs/performance.md)
     for seed in (0, 1):
         a = exact(PROMPT, seed=seed, height=128, width=128).images[0]
         b = fast(PROMPT, seed=seed, height=128, width=128).images[0]

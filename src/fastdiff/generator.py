@@ -100,8 +100,7 @@ class FewStepGenerator:
         hub repo id of the same family. `checkpoint`: None for the preset's UNet/LoRA file from the hub, or a
         local file. `allow_pickle` opts in to pickle files (`.bin`, `.pt`, `.ckpt`; DMD2's UNets), which
         `torch.load` unpickles. `optimize`: "none" (bit-parity with diffusers), "default" (speedups within a
-        tested tolerance; on CPUs with native bf16 and no `dtype` given this computes in bfloat16), "max" (also
-        the tiny autoencoder), or an `Optimizations`.
+        tested tolerance of "none"), "max" (also the tiny autoencoder), or an `Optimizations`.
         """
         spec = preset_table.get(preset)
         opts = resolve_optimizations(optimize)

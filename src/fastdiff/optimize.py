@@ -1,9 +1,11 @@
 """Load-time speedups: `optimize="none" | "default" | "max"` or an `Optimizations` for fine control.
 
 "none" is bit-parity with diffusers. "default" takes every speedup whose image stays within a tested tolerance
-of "none" (bf16 compute on CPUs with native bf16, channels_last, fused QKV, a bf16 VAE on GPUs instead of the fp32
-upcast, torch.compile on CUDA). "max" also swaps the VAE decoder for the tiny autoencoder (TAESD/TAESDXL), which
-trades fine detail for most of the decode time. docs/performance.md has the measured gain and cost of each.
+of "none" (channels_last, fused QKV, a bf16 VAE on GPUs instead of the fp32 upcast, torch.compile on CUDA, the
+prompt-embedding cache). bf16 compute on the CPU is opt-in (`compute_dtype="auto"`): on the avx512_bf16 CPU
+this was measured on (no AMX), eager bf16 SDXL was slower than fp32 and used more memory. "max" also swaps the
+VAE decoder for the tiny autoencoder (TAESD/TAESDXL), which trades fine detail for most of the
+decode time. docs/performance.md has the measured gain and cost of each.
 """
 
 from __future__ import annotations
@@ -62,7 +64,6 @@ class Optimizations:
         if level != "none":
             cuda = torch.cuda.is_available()
             base = cls(
-                compute_dtype="auto",
                 channels_last=True,
                 fuse_qkv=True,
                 bf16_vae=True,

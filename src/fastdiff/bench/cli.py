@@ -31,8 +31,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         help="random: the real architectures with random weights, nothing downloaded (default); hub: real weights "
         "from the Hugging Face cache/hub; tiny: the tiny test models (smoke tests only)",
     )
+    parser.add_argument("--cache-dir", default=None, help="hub cache for --weights hub (default: HF_HOME's)")
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
-    parser.add_argument("--dtype", default=None, help="float32, float16 or bfloat16 (default: float16 on GPU, else 32)")
+    parser.add_argument(
+        "--dtype", default=None, help="float32, float16 or bfloat16 (default: float16 on a GPU, float32 on the CPU)"
+    )
     parser.add_argument("--height", type=int, default=None, help="override every scenario's native height")
     parser.add_argument("--width", type=int, default=None, help="override every scenario's native width")
     parser.add_argument(
@@ -44,7 +47,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         f"also e.g. {' '.join(OPTIONAL_SCENARIOS)} or any preset name)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per scenario (default 3)")
-    parser.add_argument("--warmup", type=int, default=1, help="untimed-for-latency warm-up runs (default 1)")
+    parser.add_argument("--warmup", type=int, default=1, help="warm-up runs, timed apart (default 1)")
     parser.add_argument(
         "--threads",
         type=int,
@@ -103,7 +106,8 @@ def run_bench(args: argparse.Namespace) -> int:
     meta = collect_meta(config, weights=args.weights)
     if meta["note"]:
         print(f"fastdiff bench: {meta['note']}", file=sys.stderr)
-    source = make_source(args.weights, device=config.device, dtype=config.dtype, clock=make_clock(config.device))
+    clock = make_clock(config.device)
+    source = make_source(args.weights, device=config.device, dtype=config.dtype, clock=clock, cache_dir=args.cache_dir)
     bar = _progress(len(scenarios) * (config.warmup + config.repeats), args.no_progress)
 
     skipped: list[dict[str, str]] = []
