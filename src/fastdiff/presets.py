@@ -126,6 +126,28 @@ def _hyper_lora(steps: int) -> Preset:
     )
 
 
+def _lcm_lora(base: Literal["sd15", "sdxl"]) -> Preset:
+    # https://huggingface.co/latent-consistency/lcm-lora-sdv1-5 and -sdxl: LCMScheduler, LoRA fused, 4-8 steps,
+    # guidance 1 (no CFG) as in diffusers' inference_with_lcm guide; the base model's native size.
+    sdxl = base == "sdxl"
+    lora_repo = "latent-consistency/lcm-lora-sdxl" if sdxl else "latent-consistency/lcm-lora-sdv1-5"
+    side = 1024 if sdxl else 512
+    return Preset(
+        name=f"lcm-lora-{base}",
+        family="sdxl" if sdxl else "sd1",
+        repo_id=SDXL_BASE_REPO if sdxl else SD15_REPO,
+        checkpoint=Checkpoint(lora_repo, "pytorch_lora_weights.safetensors", "lora"),
+        steps=(4, 5, 6, 7, 8),
+        default_steps=4,
+        guidance_scale=1.0,
+        height=side,
+        width=side,
+        scheduler="lcm",
+        license="openrail++",
+        description=f"LCM-LoRA on {'SDXL' if sdxl else 'SD 1.5'} (latent consistency distillation)",
+    )
+
+
 def _dmd2(timesteps: tuple[int, ...]) -> Preset:
     # https://huggingface.co/tianweiy/DMD2: UNet (.bin, pickled) into SDXL base, LCMScheduler with the explicit
     # timesteps of the card, guidance 0. Licence CC-BY-NC-SA: non-commercial.
@@ -193,36 +215,8 @@ _BUILTIN: tuple[Preset, ...] = (
     ),
     *(_lightning(n, "unet") for n in (1, 2, 4, 8)),
     *(_lightning(n, "lora") for n in (2, 4, 8)),
-    # https://huggingface.co/latent-consistency/lcm-lora-sdv1-5 and -sdxl: LCMScheduler, LoRA fused,
-    # 4-8 steps, guidance 1 (no CFG) as in diffusers' inference_with_lcm guide.
-    Preset(
-        name="lcm-lora-sd15",
-        family="sd1",
-        repo_id=SD15_REPO,
-        checkpoint=Checkpoint("latent-consistency/lcm-lora-sdv1-5", "pytorch_lora_weights.safetensors", "lora"),
-        steps=(4, 5, 6, 7, 8),
-        default_steps=4,
-        guidance_scale=1.0,
-        height=512,
-        width=512,
-        scheduler="lcm",
-        license="openrail++",
-        description="LCM-LoRA on SD 1.5 (latent consistency distillation)",
-    ),
-    Preset(
-        name="lcm-lora-sdxl",
-        family="sdxl",
-        repo_id=SDXL_BASE_REPO,
-        checkpoint=Checkpoint("latent-consistency/lcm-lora-sdxl", "pytorch_lora_weights.safetensors", "lora"),
-        steps=(4, 5, 6, 7, 8),
-        default_steps=4,
-        guidance_scale=1.0,
-        height=1024,
-        width=1024,
-        scheduler="lcm",
-        license="openrail++",
-        description="LCM-LoRA on SDXL (latent consistency distillation)",
-    ),
+    _lcm_lora("sd15"),
+    _lcm_lora("sdxl"),
     *(_hyper_lora(n) for n in (1, 2, 4, 8)),
     _dmd2((399,)),
     _dmd2((999, 749, 499, 249)),
