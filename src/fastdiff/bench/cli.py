@@ -5,17 +5,26 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
-
-import torch
 
 from ..devices import resolve_device, resolve_dtype
 from ..errors import FastDiffError
-from .report import collect_meta, device_description, format_table, seconds, to_markdown, write_json, write_plot
+from .report import (
+    Meta,
+    collect_meta,
+    device_description,
+    format_table,
+    read_json,
+    seconds,
+    to_markdown,
+    write_json,
+    write_plot,
+)
 from .runner import BenchRow, RunConfig, baseline_row, run_scenarios
 from .scenarios import DEFAULT_SCENARIOS, OPTIONAL_SCENARIOS, Scenario, parse_scenarios
 from .sources import make_source
-from .timing import auto_cpu_threads, make_clock
+from .timing import make_clock
 
 __all__ = ["add_bench_arguments", "main", "run_bench"]
 
@@ -52,12 +61,15 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=None,
-        help="CPU threads for torch (default on CPU: torch's count, lowered to the cores other processes leave idle)",
+        help="CPU threads (default: torch's count, lowered per scenario to the cores other processes leave idle)",
     )
     parser.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="write rows and metadata")
     parser.add_argument("--markdown", default=None, metavar="FILE", help="write the table as Markdown")
     parser.add_argument("--plot", default=None, metavar="FILE.png", help="stacked bars by stage (needs matplotlib)")
     parser.add_argument("--log-scale", action="store_true", help="log time axis for --plot")
+    parser.add_argument(
+        "--from-json", default=None, metavar="FILE", help="no run: render the table/--markdown/--plot of a --json file"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -72,10 +84,6 @@ def _config(args: argparse.Namespace) -> RunConfig:
         if value is not None and (value < 64 or value % 8):
             raise FastDiffError(f"--{name} must be a multiple of 8 and ≥ 64, got {value}")
     device = resolve_device(args.device)
-    if args.threads is not None:
-        torch.set_num_threads(args.threads)
-    elif device.type == "cpu":
-        torch.set_num_threads(auto_cpu_threads())
     height = args.height if args.height is not None else args.width  # one given: a square image
     width = args.width if args.width is not None else args.height
     return RunConfig(
@@ -86,6 +94,7 @@ def _config(args: argparse.Namespace) -> RunConfig:
         repeats=args.repeats,
         warmup=args.warmup,
         device_name=device_description(device),
+        threads=args.threads,
     )
 
 
@@ -95,21 +104,14 @@ def _progress(total: int, disable: bool) -> Any:
     return tqdm(total=total, desc="fastdiff bench", unit="run", disable=disable, file=sys.stderr)
 
 
-def run_bench(args: argparse.Namespace) -> int:
-    """Run the scenarios of `args`, print the table, write --json/--markdown/--plot; 0 on success, 2 on bad input."""
-    try:
-        config = _config(args)
-        scenarios = parse_scenarios(args.scenarios)
-    except FastDiffError as err:
-        print(f"fastdiff bench: error: {err}", file=sys.stderr)
-        return 2
+def _measure(args: argparse.Namespace, config: RunConfig, scenarios: list[Scenario]) -> tuple[list[BenchRow], Meta]:
+    """Run the scenarios with a progress bar over scenarios and runs; the rows and the run's metadata."""
     meta = collect_meta(config, weights=args.weights)
     if meta["note"]:
         print(f"fastdiff bench: {meta['note']}", file=sys.stderr)
     clock = make_clock(config.device)
     source = make_source(args.weights, device=config.device, dtype=config.dtype, clock=clock, cache_dir=args.cache_dir)
     bar = _progress(len(scenarios) * (config.warmup + config.repeats), args.no_progress)
-
     skipped: list[dict[str, str]] = []
 
     def done(row: BenchRow) -> None:
@@ -124,17 +126,45 @@ def run_bench(args: argparse.Namespace) -> int:
         rows = run_scenarios(scenarios, source, config, tick=lambda: bar.update(1), on_row=done, on_skip=skip)
     baseline = baseline_row(rows)
     meta.update(baseline=baseline.scenario if baseline else None, skipped=skipped)
+    return rows, meta
+
+
+def _write(args: argparse.Namespace, rows: list[BenchRow], meta: Meta) -> None:
     print(format_table(rows, meta))
     if args.json_path:
         print(f"wrote {write_json(args.json_path, rows, meta)}")
     if args.markdown:
-        path = args.markdown
-        with open(path, "w") as handle:
-            handle.write(to_markdown(rows, meta))
+        path = Path(args.markdown)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(to_markdown(rows, meta))
         print(f"wrote {path}")
-    if args.plot:
+    if args.plot and rows:
         print(f"wrote {write_plot(args.plot, rows, meta, log_scale=args.log_scale)}")
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    """Run the scenarios of `args` (or read `--from-json`), print the table, write --json/--markdown/--plot.
+
+    Returns 0 on success, 2 on bad input.
+    """
+    try:
+        if args.from_json:
+            rows, meta = read_json(args.from_json)
+        else:
+            config, scenarios = _config(args), parse_scenarios(args.scenarios)
+    except FastDiffError as err:
+        return _fail(str(err))
+    except (OSError, ValueError, KeyError, TypeError) as err:  # an unreadable or foreign --from-json file
+        return _fail(f"cannot read {args.from_json}: {err}")
+    if not args.from_json:
+        rows, meta = _measure(args, config, scenarios)
+    _write(args, rows, meta)
     return 0
+
+
+def _fail(message: str) -> int:
+    print(f"fastdiff bench: error: {message}", file=sys.stderr)
+    return 2
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -66,7 +66,8 @@ def device_peak_tflops(device_name: str, dtype: torch.dtype) -> float | None:
 
 def stage_modules(pipe: Any) -> dict[str, list[nn.Module]]:
     """The modules that do each stage's work in a diffusers SD/SDXL pipeline."""
-    encoders = [m for m in (getattr(pipe, "text_encoder", None), getattr(pipe, "text_encoder_2", None)) if m]
+    encoders = [getattr(pipe, name, None) for name in ("text_encoder", "text_encoder_2")]
+    encoders = [m for m in encoders if m is not None]
     vae = pipe.vae
     decode = [m for m in (getattr(vae, "post_quant_conv", None), vae.decoder) if m is not None]
     return {"encode": encoders, "denoise": [pipe.unet], "decode": decode}

@@ -13,16 +13,28 @@ import torch
 
 from .runner import BenchRow, RunConfig
 from .scenarios import BASELINE
+from .timing import busy_cpus_elsewhere, cpu_count
 
-__all__ = ["collect_meta", "device_description", "format_table", "to_json", "to_markdown", "write_plot"]
+__all__ = [
+    "Meta",
+    "collect_meta",
+    "device_description",
+    "format_table",
+    "read_json",
+    "to_json",
+    "to_markdown",
+    "write_json",
+    "write_plot",
+]
 
 STAGE_COLORS = {"encode": "#4c72b0", "denoise": "#dd8452", "decode": "#55a868"}
+Meta = dict[str, Any]
 RANDOM_NOTE = "random weights on the real architectures: timings are real, images are noise"
 TINY_NOTE = "tiny test models (not the real architectures): for smoke tests only, not comparable to real timings"
 
 
 def device_description(device: torch.device) -> str:
-    """ "NVIDIA H100 80GB HBM3" on a GPU, "cpu: AMD EPYC (2 threads)" on the CPU."""
+    """ "NVIDIA H100 80GB HBM3" on a GPU, "cpu: AMD EPYC (2 cores)" on the CPU."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "cpu":
@@ -31,8 +43,7 @@ def device_description(device: torch.device) -> str:
         if cpuinfo.exists():
             names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
             model = names[0] if names else model
-        threads = torch.get_num_threads()
-        return f"cpu: {model} ({threads} thread{'s' if threads > 1 else ''})"
+        return f"cpu: {model} ({cpu_count()} cores)"
     return device.type
 
 
@@ -75,14 +86,18 @@ def _cpu_context(device: torch.device) -> dict[str, Any]:
     """On the CPU, the thread count and how busy the other cores were: a shared CPU inflates every timing."""
     if device.type != "cpu":
         return {}
-    from .timing import busy_cpus_elsewhere
-
-    return {"threads": torch.get_num_threads(), "busy_cpus_elsewhere_at_start": busy_cpus_elsewhere(samples=3)}
+    return {"busy_cpus_elsewhere_at_start": busy_cpus_elsewhere(samples=3)}
 
 
 def to_json(rows: list[BenchRow], meta: dict[str, Any]) -> dict[str, Any]:
     """`{"meta": {...}, "rows": [...]}`, the file `--json` writes."""
     return {"meta": meta, "rows": [row.as_dict() for row in rows]}
+
+
+def read_json(path: str | Path) -> tuple[list[BenchRow], Meta]:
+    """Rows and metadata of a file `write_json` wrote."""
+    data = json.loads(Path(path).read_text())
+    return [BenchRow(**row) for row in data["rows"]], data["meta"]
 
 
 def write_json(path: str | Path, rows: list[BenchRow], meta: dict[str, Any]) -> Path:
@@ -108,7 +123,7 @@ def _gib(n: int) -> str:
 
 HEADERS = (
     "scenario", "steps", "size", "p50", "p95", "min", "encode", "denoise", "(per UNet call)", "decode",
-    "load", "warm-up", "peak mem", "GFLOP", "TFLOP/s", "img/s", "speedup",
+    "load", "warm-up", "peak mem", "GFLOP", "TFLOP/s", "img/s", "speedup", "threads",
 )  # fmt: skip
 
 
@@ -122,7 +137,7 @@ def _cells(row: BenchRow) -> list[str]:
         row.scenario, str(row.steps), f"{row.width}x{row.height}", seconds(latency["p50"]), seconds(latency["p95"]),
         seconds(latency["min"]), seconds(stages["encode"]), seconds(stages["denoise"]), calls,
         seconds(stages["decode"]), load, seconds(row.warmup_s), _gib(row.peak_memory_bytes), f"{row.gflops:.1f}",
-        tflops, f"{row.images_per_s:.3f}", speedup,
+        tflops, f"{row.images_per_s:.3f}", speedup, "-" if row.threads is None else str(row.threads),
     ]  # fmt: skip
 
 
@@ -162,9 +177,11 @@ def write_plot(path: str | Path, rows: list[BenchRow], meta: dict[str, Any], *, 
         import matplotlib.pyplot as plt
     except ImportError as err:
         raise ImportError("--plot needs matplotlib: pip install 'fastdiff[bench]'") from err
-    fig, ax = plt.subplots(figsize=(10, 0.6 * len(rows) + 1.8))
+    fig, ax = plt.subplots(figsize=(10, 0.6 * len(rows) + 2.2))
     labels = [row.scenario for row in reversed(rows)]
-    floor = 1e-3 if log_scale else 0.0  # a log axis has no zero: bars start at 1 ms
+    # A log axis has no zero: bars start at half the shortest first stage (segment widths are then not to scale).
+    shortest = min((r.stages_s["encode"] for r in rows if r.stages_s["encode"] > 0), default=2e-3)
+    floor = shortest / 2 if log_scale else 0.0
     left = [floor] * len(rows)
     for stage, color in STAGE_COLORS.items():
         widths = [row.stages_s[stage] for row in reversed(rows)]
@@ -175,10 +192,10 @@ def write_plot(path: str | Path, rows: list[BenchRow], meta: dict[str, Any], *, 
         ax.text(left[y], y, f" {seconds(row.latency_s['p50'])}{speedup}", va="center", fontsize=8)
     if log_scale:
         ax.set_xscale("log")
-    ax.set_xlim(right=max(left) * (8 if log_scale else 1.45))
+    ax.set_xlim(left=floor, right=max(left) * (8 if log_scale else 1.45))
     ax.set_xlabel("seconds per image (p50 of each stage)" + (", log scale" if log_scale else ""))
     ax.set_title(f"fastdiff bench — {meta['device']}, {meta['dtype']}, {meta['size']}, weights: {meta['weights']}")
-    ax.legend(loc="lower right")
+    ax.legend(ncol=3, loc="upper center", bbox_to_anchor=(0.5, -0.1 - 0.2 / len(rows)), frameon=False)
     fig.tight_layout()
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ from .flops import FlopCache, ModuleProbe, device_peak_tflops, stage_modules
 from .random_weights import NotEnoughMemory
 from .scenarios import BASELINE, Scenario
 from .sources import Loaded, ModelSource
-from .timing import PeakMemory, make_clock, percentile, summarize
+from .timing import PeakMemory, auto_cpu_threads, make_clock, percentile, summarize
 
 __all__ = ["BenchRow", "RunConfig", "ScenarioRun", "baseline_row", "run_scenario", "run_scenarios"]
 
@@ -38,6 +38,7 @@ class RunConfig:
     repeats: int = 3
     warmup: int = 1
     device_name: str = ""
+    threads: int | None = None  # CPU threads; None: the cores idle when each scenario starts
 
 
 @dataclass
@@ -67,6 +68,7 @@ class BenchRow:
     peak_fraction: float | None
     images_per_s: float
     speedup_vs_baseline: float | None = None
+    threads: int | None = None  # CPU intra-op threads used (None on GPUs)
     runs_s: list[float] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, Any]:
@@ -134,8 +136,15 @@ class ScenarioRun:
         self._probe = ModuleProbe(stage_modules(self.loaded.pipe), self.clock)
         self._timed = _Timed()
         self.peak_memory = 0
+        self.threads: int | None = None
+        self._threads_before = 0
 
     def __enter__(self) -> ScenarioRun:
+        if self.config.device.type == "cpu":
+            # Decided per scenario: a thread waiting on a core another process holds stalls every parallel region.
+            self._threads_before = torch.get_num_threads()
+            self.threads = self.config.threads or auto_cpu_threads()
+            torch.set_num_threads(self.threads)
         self.memory.reset()
         self._probe.__enter__()
         return self
@@ -143,6 +152,8 @@ class ScenarioRun:
     def __exit__(self, *exc: object) -> None:
         self._probe.__exit__(None, None, None)
         self.peak_memory = self.memory.read()
+        if self.threads is not None:
+            torch.set_num_threads(self._threads_before)
 
     def warm_up(self, tick: Callable[[], None] = lambda: None) -> float:
         """`config.warmup` untimed-for-latency runs (first-call costs: allocations, kernel selection); their time."""
@@ -174,7 +185,9 @@ class ScenarioRun:
         if not self._timed.totals:
             raise ValueError("row() needs at least one run()")
         flops = self._probe.flops_by_stage(flop_cache)
-        return _row(self.scenario, self.config, self.loaded, self._timed, flops, self.peak_memory, self.memory.kind)
+        row = _row(self.scenario, self.config, self.loaded, self._timed, flops, self.peak_memory, self.memory.kind)
+        row.threads = self.threads
+        return row
 
 
 def run_scenario(

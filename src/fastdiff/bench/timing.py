@@ -24,6 +24,7 @@ __all__ = [
     "auto_cpu_threads",
     "available_memory",
     "busy_cpus_elsewhere",
+    "cpu_count",
     "make_clock",
     "percentile",
     "summarize",
@@ -131,10 +132,11 @@ def _peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
 
 
-def busy_cpus_elsewhere(*, samples: int = 5, interval: float = 0.1) -> int | None:
+def busy_cpus_elsewhere(
+    *, samples: int = 5, interval: float = 0.1, loadavg: Path = Path("/proc/loadavg")
+) -> int | None:
     """How many CPUs other tasks keep busy right now: the median count of runnable tasks in /proc/loadavg
     (an instantaneous count, unlike the load averages), less this process. None where /proc is absent."""
-    loadavg = Path("/proc/loadavg")
     if not loadavg.exists():
         return None
     counts = []
@@ -156,8 +158,12 @@ def auto_cpu_threads() -> int:
     others = busy_cpus_elsewhere()
     if others is None:
         return default
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or default)
-    return max(1, min(default, cores - others))
+    return max(1, min(default, cpu_count() - others))
+
+
+def cpu_count() -> int:
+    """CPUs this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def available_memory(device: torch.device) -> int | None:

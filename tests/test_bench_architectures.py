@@ -1,0 +1,125 @@
+"""The real architectures (checked by parameter count, built on meta: no memory) and the random-weight builder."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import pytest
+import torch
+from diffusers import AutoencoderKL, UNet2DConditionModel
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+from fastdiff.bench import random_weights
+from fastdiff.bench.architectures import (
+    ARCHITECTURES,
+    SD15_REPO,
+    SD_TURBO_REPO,
+    SDXL_BASE_REPO,
+    SDXL_TURBO_REPO,
+    shares_weights,
+)
+from fastdiff.bench.random_weights import (
+    NotEnoughMemory,
+    _materialize,
+    _parameters_on_meta,
+    pipeline_from,
+    random_components,
+)
+from fastdiff.testing.tiny import tiny_tokenizer
+
+
+def _count(module: torch.nn.Module) -> int:
+    assert all(p.is_meta for p in module.parameters())
+    return sum(p.numel() for p in module.parameters())
+
+
+# Parameter counts of the published checkpoints (diffusers / transformers layouts).
+@pytest.mark.parametrize(
+    ("repo", "unet", "encoders"),
+    [
+        (SD15_REPO, 859_520_964, (123_060_480,)),
+        (SDXL_BASE_REPO, 2_567_463_684, (123_060_480, 694_659_840)),
+        (SD_TURBO_REPO, 865_910_724, (340_387_840,)),
+    ],
+)
+def test_architectures_have_the_real_parameter_counts(repo: str, unet: int, encoders: tuple[int, ...]) -> None:
+    arch = ARCHITECTURES[repo]
+    classes = (CLIPTextModel, CLIPTextModelWithProjection)
+    with _parameters_on_meta():
+        assert _count(UNet2DConditionModel.from_config(arch.unet)) == unet
+        assert _count(AutoencoderKL.from_config(arch.vae)) == 83_653_863
+        counts = tuple(
+            _count(cls(CLIPTextConfig(**cfg))) for cls, cfg in zip(classes, arch.text_encoders, strict=False)
+        )
+    assert counts == encoders
+
+
+def test_turbo_and_base_share_modules() -> None:
+    assert shares_weights(ARCHITECTURES[SDXL_TURBO_REPO], ARCHITECTURES[SDXL_BASE_REPO])
+    assert not shares_weights(ARCHITECTURES[SD15_REPO], ARCHITECTURES[SD_TURBO_REPO])
+    assert ARCHITECTURES[SDXL_TURBO_REPO].unet["sample_size"] == 64  # 512 px
+    assert ARCHITECTURES[SDXL_BASE_REPO].unet["sample_size"] == 128  # 1024 px
+
+
+def _small_clip() -> CLIPTextConfig:
+    return CLIPTextConfig(
+        hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, vocab_size=49408
+    )
+
+
+def test_materialize_fills_every_parameter_and_keeps_buffers() -> None:
+    with _parameters_on_meta():
+        first, second = CLIPTextModel(_small_clip()), CLIPTextModel(_small_clip())
+    _materialize([first], device=torch.device("cpu"), dtype=torch.float32, seed=0)
+    _materialize([second], device=torch.device("cpu"), dtype=torch.float32, seed=0)
+    params = list(first.parameters())
+    assert params and not any(p.is_meta for p in params)
+    assert all(torch.isfinite(p).all() and p.std() > 0 for p in params if p.numel() > 1)
+    assert all(torch.equal(a, b) for a, b in zip(params, second.parameters(), strict=True))  # deterministic in the seed
+    assert not torch.equal(params[0].flatten()[:64], params[1].flatten()[:64])  # tensors differ from each other
+    position_ids = next(b for name, b in first.named_buffers() if name.endswith("position_ids"))
+    assert torch.equal(position_ids, torch.arange(77).unsqueeze(0))
+
+
+def test_code_made_tokenizer_stays_inside_the_real_vocabulary() -> None:
+    ids = tiny_tokenizer()("ÿ a photo, of ~everything~ ✓", padding="max_length", max_length=77).input_ids
+    assert len(ids) == 77 and max(ids) < 49408
+
+
+def _small_sdxl() -> Any:
+    """SDXL wiring at toy widths, with the real vocabulary size."""
+    real = ARCHITECTURES[SDXL_TURBO_REPO]
+    unet = {
+        **real.unet,
+        "block_out_channels": [32, 64],
+        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
+        "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
+        "attention_head_dim": [2, 4],
+        "transformer_layers_per_block": [1, 1],
+        "norm_num_groups": 8,
+        "cross_attention_dim": 64,
+        "addition_time_embed_dim": 8,
+        "projection_class_embeddings_input_dim": 80,
+    }
+    vae = {**real.vae, "block_out_channels": [8, 8, 16, 16], "norm_num_groups": 4, "layers_per_block": 1}
+    small = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2}
+    encoders = tuple({**cfg, **small, "projection_dim": 32} for cfg in real.text_encoders)
+    return dataclasses.replace(real, unet=unet, vae=vae, text_encoders=encoders)
+
+
+def test_random_components_make_a_working_pipeline() -> None:
+    arch = _small_sdxl()
+    parts = random_components(arch, device=torch.device("cpu"), dtype=torch.float32)
+    assert parts["text_encoder"].config.vocab_size == 49408
+    pipe = pipeline_from(arch, parts)
+    pipe.set_progress_bar_config(disable=True)
+    assert type(pipe.scheduler).__name__ == "EulerAncestralDiscreteScheduler"
+    image = pipe("a cat", num_inference_steps=1, guidance_scale=0.0, height=64, width=64).images[0]
+    assert image.size == (64, 64)
+
+
+def test_too_large_for_memory_is_refused_before_allocating(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(random_weights, "available_memory", lambda device: 1000)
+    with pytest.raises(NotEnoughMemory, match="GiB is available"):
+        random_components(_small_sdxl(), device=torch.device("cpu"), dtype=torch.float32)

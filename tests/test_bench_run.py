@@ -1,0 +1,164 @@
+"""The harness end to end on tiny models: rows, stage split, synchronization, outputs and the CLI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from fastdiff.bench import runner, timing
+from fastdiff.bench.cli import add_bench_arguments, run_bench
+from fastdiff.bench.runner import RunConfig, run_scenario, run_scenarios
+from fastdiff.bench.scenarios import parse_scenario, parse_scenarios
+from fastdiff.bench.sources import HubSource, Loaded, RandomSource, make_source
+
+CPU = torch.device("cpu")
+ROW_KEYS = {
+    "scenario", "preset", "steps", "height", "width", "latency_s", "stages_s", "load_s", "warmup_s",
+    "peak_memory_bytes", "gflops", "tflops_per_s", "images_per_s", "speedup_vs_baseline", "per_unet_call_s",
+    "gflops_by_stage", "unet_calls",
+}  # fmt: skip
+
+
+def _source() -> RandomSource:
+    return RandomSource(device=CPU, dtype=torch.float32, clock=timing.make_clock(CPU), tiny=True)
+
+
+def _config(repeats: int = 2) -> RunConfig:
+    # one thread: tiny ops gain nothing from more, and one thread is immune to other processes holding the cores
+    return RunConfig(device=CPU, dtype=torch.float32, height=64, width=64, repeats=repeats, warmup=1, threads=1)
+
+
+def test_rows_have_every_field_and_stages_add_up() -> None:
+    scenarios = parse_scenarios(["sd15@2", "sdxl-turbo@1", "diffusers:sdxl-turbo@1", "sdxl-lightning@4"])
+    ticks: list[int] = []
+    rows = run_scenarios(scenarios, _source(), _config(), tick=lambda: ticks.append(1))
+    assert len(ticks) == 4 * 3  # one per warm-up and timed run
+    by_name = {row.scenario: row for row in rows}
+    for row in rows:
+        data = row.as_dict()
+        assert set(data) >= ROW_KEYS
+        assert set(data["latency_s"]) == {"p50", "p95", "min"} and set(data["stages_s"]) == {
+            "encode",
+            "denoise",
+            "decode",
+        }
+        assert data["latency_s"]["min"] <= data["latency_s"]["p50"] <= data["latency_s"]["p95"]
+        assert sum(row.stages_s.values()) == pytest.approx(row.latency_s["p50"], rel=0.25)
+        assert row.gflops == pytest.approx(sum(row.gflops_by_stage.values())) and row.gflops > 0
+        assert row.peak_memory_bytes > 0 and (row.height, row.width) == (64, 64) and row.warmup_s > 0
+        assert row.threads == 1
+    assert by_name["sd15@2"].speedup_vs_baseline == 1.0  # no sd15@20: the first row is the baseline
+    assert by_name["sd15@2"].unet_calls == 3  # PNDM: N steps = N + 1 UNet calls, batch 2 under CFG
+    assert by_name["sdxl-lightning@4"].unet_calls == 4
+    assert by_name["diffusers:sdxl-turbo@1"].stages_method == "hooks"
+    assert by_name["sdxl-turbo@1"].stages_method == "fastdiff"
+    assert by_name["diffusers:sdxl-turbo@1"].load_shared and not by_name["sd15@2"].load_shared
+    # FLOPs: CFG doubles the UNet batch, so one sd15 call costs about 2 turbo-wiring calls of the same tiny size
+    turbo = by_name["sdxl-turbo@1"].gflops_by_stage["denoise"]
+    assert by_name["sdxl-lightning@4"].gflops_by_stage["denoise"] == pytest.approx(4 * turbo)
+    assert by_name["diffusers:sdxl-turbo@1"].gflops == pytest.approx(by_name["sdxl-turbo@1"].gflops)
+
+
+def test_every_clock_read_is_synchronized(monkeypatch: pytest.MonkeyPatch) -> None:
+    events: list[str] = []
+
+    def recording_clock(device: torch.device) -> timing.Clock:
+        def sync(dev: torch.device) -> None:
+            assert dev == device
+            events.append("sync")
+
+        def timer() -> float:
+            events.append("read")
+            return float(len(events))
+
+        return timing.make_clock(device, sync=sync, timer=timer)
+
+    monkeypatch.setattr(runner, "make_clock", recording_clock)
+    run_scenario(parse_scenario("sdxl-turbo@1"), _source(), _config(repeats=2))
+    assert events[::2] == ["sync"] * (len(events) // 2) and events[1::2] == ["read"] * (len(events) // 2)
+    # per timed run: 2 reads around the run + 2 per hooked call (2 text encoders, 1 UNet, post_quant_conv, decoder)
+    assert len(events) // 2 >= 2 * (2 + 2 * 5)
+
+
+def test_hub_source_times_cold_loads_and_shares_repeats(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastdiff import FewStepGenerator
+    from fastdiff.testing.tiny import tiny_pipeline
+
+    loads: list[str] = []
+
+    def from_preset(preset: Any, **kwargs: Any) -> FewStepGenerator:
+        loads.append(preset.name)
+        return FewStepGenerator.from_pipeline(preset, tiny_pipeline(preset.family))
+
+    monkeypatch.setattr(FewStepGenerator, "from_preset", from_preset)
+    source = HubSource(device=CPU, dtype=torch.float32, clock=timing.make_clock(CPU))
+    first: Loaded = source.load(parse_scenario("sdxl-turbo@1"))
+    again = source.load(parse_scenario("sdxl-turbo@4"))
+    other = source.load(parse_scenario("sd15@2"))
+    assert loads == ["sdxl-turbo", "sd15"]
+    assert not first.shared and again.shared and not other.shared and first.load_s > 0
+    source.release()
+
+
+def _args(tmp_path: Path, *extra: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_bench_arguments(parser)
+    base = ["--weights", "tiny", "--device", "cpu", "--height", "64", "--repeats", "1", "--warmup", "0"]
+    return parser.parse_args([*base, "--no-progress", "--threads", "1", *extra])
+
+
+def test_cli_writes_json_markdown_and_plot(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("matplotlib")
+    out = {name: tmp_path / name for name in ("out.json", "out.md", "out.png")}
+    args = _args(
+        tmp_path, "--scenarios", "sd15@2", "sdxl-turbo@1", "--json", str(out["out.json"]),
+        "--markdown", str(out["out.md"]), "--plot", str(out["out.png"]), "--log-scale",
+    )  # fmt: skip
+    assert run_bench(args) == 0
+    data = json.loads(out["out.json"].read_text())
+    assert {"device", "torch", "diffusers", "fastdiff", "weights", "dtype", "commit", "date"} <= set(data["meta"])
+    assert data["meta"]["weights"] == "tiny" and data["meta"]["size"] == "64x64"
+    assert [row["scenario"] for row in data["rows"]] == ["sd15@2", "sdxl-turbo@1"]
+    assert "| sdxl-turbo@1 |" in out["out.md"].read_text()
+    assert out["out.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = capsys.readouterr().out
+    assert "sd15@2" in table and "speedup" in table and "tiny test models" in table
+    again = tmp_path / "again.md"  # re-render from the JSON, without running anything
+    assert run_bench(_args(tmp_path, "--from-json", str(out["out.json"]), "--markdown", str(again))) == 0
+    assert again.read_text() == out["out.md"].read_text()
+    assert run_bench(_args(tmp_path, "--from-json", str(tmp_path / "missing.json"))) == 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (("--scenarios", "sdxl-turbo@9"), "runs 1-4 steps"),
+        (("--width", "100"), "multiple of 8"),
+        (("--repeats", "0"), "≥ 1"),
+    ],
+)
+def test_cli_refuses_bad_input(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: tuple[str, ...], message: str
+) -> None:
+    assert run_bench(_args(tmp_path, *extra)) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_hub_weights_from_a_cache(tmp_path: Path, no_network: None) -> None:
+    from fastdiff.testing import make_hf_cache
+
+    cache = make_hf_cache(tmp_path / "hub", ["sdxl-turbo"])
+    source = make_source("hub", device=CPU, dtype=torch.float32, clock=timing.make_clock(CPU), cache_dir=cache)
+    scenarios = parse_scenarios(["sdxl-turbo@1", "sdxl-turbo@2", "diffusers:sdxl-turbo@1"])
+    rows = run_scenarios(scenarios, source, _config(repeats=1))
+    assert [(r.scenario, r.load_shared) for r in rows] == [
+        ("sdxl-turbo@1", False),
+        ("sdxl-turbo@2", True),
+        ("diffusers:sdxl-turbo@1", False),  # the card's from_pretrained, loaded (and timed) on its own
+    ]
+    assert all(r.load_s > 0 and r.unet_calls >= 1 for r in rows)

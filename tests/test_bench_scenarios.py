@@ -1,0 +1,60 @@
+"""Scenario names: presets at step counts, family shorthands, the plain-diffusers row."""
+
+from __future__ import annotations
+
+import pytest
+
+from fastdiff import FastDiffError
+from fastdiff.bench.scenarios import DEFAULT_SCENARIOS, OPTIONAL_SCENARIOS, parse_scenario, parse_scenarios
+
+
+@pytest.mark.parametrize(
+    ("text", "preset", "steps", "runner"),
+    [
+        ("sd15@20", "sd15", 20, "fastdiff"),
+        ("sdxl-turbo@1", "sdxl-turbo", 1, "fastdiff"),
+        ("sdxl-lightning@1", "sdxl-lightning-1step", 1, "fastdiff"),
+        ("sdxl-lightning@4", "sdxl-lightning-4step", 4, "fastdiff"),
+        ("dmd2-sdxl@4", "dmd2-sdxl-4step", 4, "fastdiff"),
+        ("sdxl-turbo", "sdxl-turbo", 1, "fastdiff"),
+        ("hyper-sdxl-2step-lora", "hyper-sdxl-2step-lora", 2, "fastdiff"),
+        ("diffusers:sdxl-turbo@1", "sdxl-turbo", 1, "diffusers"),
+    ],
+)
+def test_parse(text: str, preset: str, steps: int, runner: str) -> None:
+    scenario = parse_scenario(text)
+    assert (scenario.preset.name, scenario.steps, scenario.runner) == (preset, steps, runner)
+
+
+def test_every_listed_scenario_parses() -> None:
+    names = [s.name for s in parse_scenarios(list(DEFAULT_SCENARIOS + OPTIONAL_SCENARIOS))]
+    assert names == list(DEFAULT_SCENARIOS + OPTIONAL_SCENARIOS)
+    assert parse_scenario("sd15@20").is_baseline
+
+
+def test_commas_and_duplicates() -> None:
+    assert [s.name for s in parse_scenarios(["sd15@20,sdxl-turbo@1", "sd15@20"])] == ["sd15@20", "sdxl-turbo@1"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("sdxl-turbo@5", "runs 1-4 steps"),
+        ("sdxl-lightning@3", "distilled for 1, 2, 4, 8 steps, not 3"),
+        ("sdxl-lightning", "distilled for 1, 2, 4, 8 steps"),
+        ("nonsense@3", "unknown scenario preset"),
+        ("sdxl-turbo@x", "positive integer"),
+        ("sdxl-turbo@0", "positive integer"),
+        ("sdxl-turb@1", "did you mean 'sdxl-turbo'"),
+        ("diffusers:sdxl-lightning@4", "drop 'diffusers:'"),
+        ("", "a scenario is a string"),
+    ],
+)
+def test_errors_name_the_fix(text: str, message: str) -> None:
+    with pytest.raises(FastDiffError, match=message):
+        parse_scenario(text)
+
+
+def test_no_scenarios() -> None:
+    with pytest.raises(FastDiffError, match="no scenarios"):
+        parse_scenarios([" , "])

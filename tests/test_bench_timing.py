@@ -1,0 +1,106 @@
+"""The timing core: percentiles, the synchronizing clock, peak memory."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from fastdiff.bench import timing
+from fastdiff.bench.timing import PeakMemory, make_clock, percentile, summarize, synchronize
+
+
+@pytest.mark.parametrize(("q", "expected"), [(0, 1.0), (50, 2.5), (95, 3.85), (100, 4.0), (25, 1.75)])
+def test_percentile_interpolates_between_ranks(q: float, expected: float) -> None:
+    assert percentile([4.0, 1.0, 3.0, 2.0], q) == pytest.approx(expected)
+
+
+def test_percentile_matches_numpy() -> None:
+    rng = random.Random(0)
+    for n in (1, 2, 3, 7, 20):
+        values = [rng.uniform(0, 10) for _ in range(n)]
+        for q in (0, 5, 50, 95, 99, 100):
+            assert percentile(values, q) == pytest.approx(float(np.percentile(values, q)))
+
+
+@pytest.mark.parametrize(("values", "q"), [([], 50), ([1.0], -1), ([1.0], 101)])
+def test_percentile_rejects_bad_input(values: list[float], q: float) -> None:
+    with pytest.raises(ValueError):
+        percentile(values, q)
+
+
+def test_summarize_reports_p50_p95_min() -> None:
+    summary = summarize([0.3, 0.1, 0.2])
+    assert summary.as_dict() == {"p50": pytest.approx(0.2), "p95": pytest.approx(0.29), "min": 0.1}
+
+
+def test_clock_synchronizes_before_every_read() -> None:
+    events: list[str] = []
+    ticks = iter([1.0, 3.5])
+
+    def sync(device: torch.device) -> None:
+        events.append(f"sync {device}")
+
+    def timer() -> float:
+        events.append("read")
+        return next(ticks)
+
+    clock = make_clock(torch.device("cpu"), sync=sync, timer=timer)
+    assert clock() == 1.0 and clock() == 3.5
+    assert events == ["sync cpu", "read", "sync cpu", "read"]
+
+
+def test_default_clock_uses_module_synchronize(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[torch.device] = []
+    monkeypatch.setattr(timing, "synchronize", calls.append)
+    clock = make_clock(torch.device("cpu"))
+    clock(), clock(), clock()
+    assert calls == [torch.device("cpu")] * 3
+
+
+def test_synchronize_waits_for_cuda_only_on_cuda(monkeypatch: pytest.MonkeyPatch) -> None:
+    waited: list[Any] = []
+    monkeypatch.setattr(torch.cuda, "synchronize", waited.append)
+    synchronize(torch.device("cpu"))
+    assert waited == []
+    synchronize(torch.device("cuda", 1))
+    assert waited == [torch.device("cuda", 1)]
+
+
+def test_cpu_peak_memory_is_per_region() -> None:
+    memory = PeakMemory(torch.device("cpu"))
+    block = torch.ones(128 * 2**20 // 4)  # 128 MiB, touched: the peak includes it
+    high = memory.read()
+    del block  # freed (munmap): the resident size drops, the lifetime peak does not
+    memory.reset()
+    low = memory.read()
+    assert memory.kind == "process-rss"
+    assert high - low >= 96 * 2**20
+
+
+def test_cuda_peak_memory_uses_the_allocator(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[str] = []
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device: calls.append("reset"))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device: calls.append("sync"))
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device: 12345)
+    memory = PeakMemory(torch.device("cuda"))
+    memory.reset()
+    assert memory.read() == 12345
+    assert memory.kind == "cuda-allocator"
+    assert calls == ["reset", "sync"]
+
+
+def test_busy_cpus_and_auto_threads_read_the_runnable_count(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text("5.91 5.16 5.16 3/109 31120\n")  # 3 runnable: this process and 2 others
+    assert timing.busy_cpus_elsewhere(samples=3, interval=0.0, loadavg=loadavg) == 2
+    assert timing.busy_cpus_elsewhere(loadavg=tmp_path / "absent") is None
+    monkeypatch.setattr(timing, "cpu_count", lambda: 4)
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 4)
+    for others, threads in ((0, 4), (1, 3), (3, 1), (7, 1)):
+        monkeypatch.setattr(timing, "busy_cpus_elsewhere", lambda others=others: others)
+        assert timing.auto_cpu_threads() == threads
