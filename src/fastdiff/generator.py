@@ -6,7 +6,6 @@ image) → denoise (the pipeline's own loop with the preset's scheduler recipe) 
 
 from __future__ import annotations
 
-import inspect
 import logging
 import time
 import warnings
@@ -14,16 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import (
-    AutoPipelineForImage2Image,
-    AutoPipelineForText2Image,
-    StableDiffusionImg2ImgPipeline,
-    StableDiffusionXLImg2ImgPipeline,
-)
+from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
 from PIL import Image
 
 from . import presets as preset_table
-from .adapters import Embeddings, adapter_for
+from .adapters import Embeddings, adapter_for, default_strength
 from .checkpoints import (
     apply_lora,
     build_unet,
@@ -44,12 +38,6 @@ from .validation import Request, check_flag, resized_input, resolve_request, war
 __all__ = ["FewStepGenerator"]
 
 log = logging.getLogger(__name__)
-
-IMG2IMG_CLASSES: dict[str, Any] = {
-    "sd1": StableDiffusionImg2ImgPipeline,
-    "sd2": StableDiffusionImg2ImgPipeline,
-    "sdxl": StableDiffusionXLImg2ImgPipeline,
-}
 
 
 class FewStepGenerator:
@@ -194,7 +182,7 @@ class FewStepGenerator:
         request = resolve_request(
             self.preset,
             vae_scale_factor=self.pipeline.vae_scale_factor,
-            default_strength=self._default_strength(),
+            default_strength=default_strength(self.preset.family),
             prompt=prompt,
             steps=steps,
             seed=seed,
@@ -301,11 +289,6 @@ class FewStepGenerator:
             self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipeline)
             self._img2img.set_progress_bar_config(disable=True)
         return self._img2img
-
-    def _default_strength(self) -> float:
-        """The img2img pipeline's own default strength (0.3 for SDXL, 0.8 for SD), as diffusers would use."""
-        cls = IMG2IMG_CLASSES[self.preset.family]
-        return float(inspect.signature(cls.__call__).parameters["strength"].default)
 
     def __repr__(self) -> str:
         return f"FewStepGenerator(preset={self.preset.name!r}, device={self.device}, dtype={self.dtype})"

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
+from diffusers import StableDiffusionImg2ImgPipeline, StableDiffusionXLImg2ImgPipeline
+
 from ..errors import FastDiffError, did_you_mean
 from .base import Embeddings, ModelAdapter
 from .sd import StableDiffusionAdapter
@@ -29,3 +34,15 @@ def adapter_for(family: str) -> ModelAdapter:
         return ADAPTERS[family]
     except KeyError:
         raise FastDiffError(f"no adapter for family {family!r}" + did_you_mean(family, ADAPTERS)) from None
+
+
+IMG2IMG_CLASSES: dict[str, Any] = {
+    "sd1": StableDiffusionImg2ImgPipeline,
+    "sd2": StableDiffusionImg2ImgPipeline,
+    "sdxl": StableDiffusionXLImg2ImgPipeline,
+}
+
+
+def default_strength(family: str) -> float:
+    """The img2img pipeline's own default strength (0.3 for SDXL, 0.8 for SD), as diffusers would use it."""
+    return float(inspect.signature(IMG2IMG_CLASSES[family].__call__).parameters["strength"].default)
