@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from .errors import FastDiffError
@@ -81,15 +81,11 @@ def validate_unet_state_dict(state: dict[str, torch.Tensor], unet: Any, *, name:
 def check_checkpoint_matches(preset: Preset, path: Path) -> None:
     """Refuse a known checkpoint file of another preset (e.g. the 2-step Lightning UNet for the 4-step preset)."""
     owners = [p for p in all_presets() if p.checkpoint is not None and p.checkpoint.filename == path.name]
-    # Generic names (LCM's pytorch_lora_weights.safetensors) say nothing about which model a file is for.
-    for other in owners if len(owners) == 1 else []:
-        ckpt = other.checkpoint
-        assert ckpt is not None
-        if preset.checkpoint is not None and ckpt.filename == preset.checkpoint.filename:
-            return
+    # Only a name that one preset owns identifies a file: LCM's pytorch_lora_weights.safetensors says nothing.
+    if len(owners) == 1 and owners[0].name != preset.name:
         raise FastDiffError(
-            f"{path.name} is the checkpoint of preset {other.name!r}, not {preset.name!r}; "
-            f"use FewStepGenerator.from_preset({other.name!r}, checkpoint=...)"
+            f"{path.name} is the checkpoint of preset {owners[0].name!r}, not {preset.name!r}; "
+            f"use FewStepGenerator.from_preset({owners[0].name!r}, checkpoint=...)"
         )
     if preset.checkpoint is None:
         raise FastDiffError(
@@ -102,7 +98,8 @@ def _lora_state_check(path: Path) -> None:
     if not path.is_file():
         raise FastDiffError(f"LoRA {str(path)!r} does not exist; pass a path to a .safetensors file")
     try:
-        keys = list(load_file(str(path), device="cpu"))
+        with safe_open(str(path), framework="pt") as handle:  # the header only: no tensor is read
+            keys = list(handle.keys())
     except (SafetensorError, OSError, ValueError) as err:
         raise FastDiffError(f"LoRA {path.name} is corrupt or not safetensors ({err}); download it again") from None
     if not any("lora" in k.lower() for k in keys):

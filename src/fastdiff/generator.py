@@ -194,7 +194,6 @@ class FewStepGenerator:
             image=image,
             strength=strength,
         )
-        warn_truncation(self.pipeline.tokenizer, request.prompt)
         self._warn_new_shape(request)
         if request.image is not None and (height is not None or width is not None):
             request = resized_input(request)
@@ -222,6 +221,7 @@ class FewStepGenerator:
         """Prompt embeddings for one image, from the LRU cache when this prompt was seen before."""
 
         def compute() -> Embeddings:
+            warn_truncation(self.pipeline.tokenizer, prompt)  # on a cache miss only: no per-call tokenizing
             with torch.no_grad():
                 return self.adapter.encode(self.pipeline, prompt, negative_prompt, guidance=guidance)
 

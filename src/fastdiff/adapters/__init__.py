@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any
 
@@ -43,6 +44,7 @@ IMG2IMG_CLASSES: dict[str, Any] = {
 }
 
 
+@functools.cache
 def default_strength(family: str) -> float:
     """The img2img pipeline's own default strength (0.3 for SDXL, 0.8 for SD), as diffusers would use it."""
     return float(inspect.signature(IMG2IMG_CLASSES[family].__call__).parameters["strength"].default)

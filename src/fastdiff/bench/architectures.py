@@ -59,13 +59,9 @@ _CLIP_COMMON: dict[str, Any] = {
     "pad_token_id": 1,
 }
 
-_SD15_UNET: dict[str, Any] = {
+# Keys every SD 1.x/2.x/SDXL UNet config of these repos publishes with the same value.
+_UNET_COMMON: dict[str, Any] = {
     "act_fn": "silu",
-    "attention_head_dim": 8,
-    "block_out_channels": [320, 640, 1280, 1280],
-    "cross_attention_dim": 768,
-    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
-    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
     "downsample_padding": 1,
     "flip_sin_to_cos": True,
     "freq_shift": 0,
@@ -75,6 +71,15 @@ _SD15_UNET: dict[str, Any] = {
     "mid_block_scale_factor": 1,
     "norm_eps": 1e-05,
     "norm_num_groups": 32,
+}
+
+_SD15_UNET: dict[str, Any] = {
+    **_UNET_COMMON,
+    "attention_head_dim": 8,
+    "block_out_channels": [320, 640, 1280, 1280],
+    "cross_attention_dim": 768,
+    "down_block_types": ["CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D"],
     "sample_size": 64,
 }
 
@@ -87,7 +92,7 @@ _SD21_UNET: dict[str, Any] = {
 }
 
 _SDXL_UNET: dict[str, Any] = {
-    "act_fn": "silu",
+    **_UNET_COMMON,
     "addition_embed_type": "text_time",
     "addition_embed_type_num_heads": 64,
     "addition_time_embed_dim": 256,
@@ -96,16 +101,7 @@ _SDXL_UNET: dict[str, Any] = {
     "cross_attention_dim": 2048,  # CLIP-L (768) + OpenCLIP-bigG (1280) hidden states, concatenated
     "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
     "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
-    "downsample_padding": 1,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "in_channels": 4,
-    "out_channels": 4,
-    "layers_per_block": 2,
-    "mid_block_scale_factor": 1,
     "mid_block_type": "UNetMidBlock2DCrossAttn",
-    "norm_eps": 1e-05,
-    "norm_num_groups": 32,
     "projection_class_embeddings_input_dim": 2816,  # 6 time ids x 256 + pooled bigG projection (1280)
     "transformer_layers_per_block": [1, 2, 10],
     "use_linear_projection": True,
