@@ -64,6 +64,42 @@ def test_rows_have_every_field_and_stages_add_up() -> None:
     assert by_name["diffusers:sdxl-turbo@1"].gflops == pytest.approx(by_name["sdxl-turbo@1"].gflops)
 
 
+def test_rows_of_the_same_work_run_interleaved_on_shared_weights() -> None:
+    from diffusers import AutoencoderTiny
+
+    from fastdiff.cpu_kernels import OneDNNConv2d
+
+    names = ["diffusers:sdxl-turbo@1", "fastdiff:default:sdxl-turbo@1", "fastdiff:max:sdxl-turbo@1"]
+    order: list[str] = []
+    original = runner.ScenarioRun.run
+
+    def recording(self: runner.ScenarioRun) -> float:
+        order.append(self.scenario.name)
+        return original(self)
+
+    source = _source()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(runner.ScenarioRun, "run", recording)
+        rows = run_scenarios(parse_scenarios(["sd15@2", *names]), source, _config(repeats=3))
+    assert order == ["sd15@2"] * 3 + names * 3  # round by round, not row by row
+    by_name = {row.scenario: row for row in rows}
+    assert by_name["fastdiff:default:sdxl-turbo@1"].load_shared and by_name["fastdiff:max:sdxl-turbo@1"].load_shared
+    assert by_name["diffusers:sdxl-turbo@1"].speedup_vs_diffusers == 1.0
+    assert by_name["sd15@2"].speedup_vs_diffusers is None  # no diffusers row of its own
+    for name in names[1:]:
+        row = by_name[name]
+        pairwise = sorted(d / f for d, f in zip(by_name[names[0]].runs_s, row.runs_s, strict=True))[1]
+        assert row.speedup_vs_diffusers == pytest.approx(pairwise)
+        assert row.unet_calls == 1 and row.gflops > 0  # its own calls only, though the modules are shared
+    # FLOPs are the math's: the optimized UNet counts as the stock one
+    denoise = {name: by_name[name].gflops_by_stage["denoise"] for name in names}
+    assert denoise[names[1]] == pytest.approx(denoise[names[0]]) == pytest.approx(denoise[names[2]])
+    assert by_name[names[2]].gflops_by_stage["decode"] > 0  # the tiny VAE's decoder, counted as well
+    loaded = source.load(parse_scenario(names[2]))
+    assert isinstance(loaded.pipe.vae, AutoencoderTiny) and isinstance(loaded.pipe.unet.conv_in, OneDNNConv2d)
+    source.release()
+
+
 def test_every_clock_read_is_synchronized(monkeypatch: pytest.MonkeyPatch) -> None:
     events: list[str] = []
 

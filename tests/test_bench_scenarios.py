@@ -19,11 +19,18 @@ from fastdiff.bench.scenarios import DEFAULT_SCENARIOS, OPTIONAL_SCENARIOS, pars
         ("sdxl-turbo", "sdxl-turbo", 1, "fastdiff"),
         ("hyper-sdxl-2step-lora", "hyper-sdxl-2step-lora", 2, "fastdiff"),
         ("diffusers:sdxl-turbo@1", "sdxl-turbo", 1, "diffusers"),
+        ("fastdiff:max:sdxl-lightning@4", "sdxl-lightning-4step", 4, "fastdiff"),
     ],
 )
 def test_parse(text: str, preset: str, steps: int, runner: str) -> None:
     scenario = parse_scenario(text)
     assert (scenario.preset.name, scenario.steps, scenario.runner) == (preset, steps, runner)
+
+
+def test_optimize_levels() -> None:
+    assert parse_scenario("sdxl-turbo@1").optimize == "none"  # a bare name computes as diffusers does
+    default = parse_scenario("fastdiff:default:sdxl-turbo@1")
+    assert (default.optimize, default.name) == ("default", "fastdiff:default:sdxl-turbo@1")
 
 
 def test_every_listed_scenario_parses() -> None:
@@ -48,6 +55,9 @@ def test_commas_and_duplicates() -> None:
         ("sdxl-turb@1", "did you mean 'sdxl-turbo'"),
         ("diffusers:sdxl-lightning@4", "drop 'diffusers:'"),
         ("", "a scenario is a string"),
+        ("fastdiff:fast:sdxl-turbo@1", "write fastdiff:LEVEL:PRESET@STEPS"),
+        ("fastdiff:defualt:sdxl-turbo@1", "did you mean 'default'"),
+        ("fastdiff:max", "write fastdiff:LEVEL:PRESET@STEPS"),
     ],
 )
 def test_errors_name_the_fix(text: str, message: str) -> None:

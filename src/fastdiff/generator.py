@@ -91,8 +91,8 @@ class FewStepGenerator:
         tested tolerance of "none"), "max" (also the tiny autoencoder), or an `Optimizations`.
         """
         spec = preset_table.get(preset)
-        opts = resolve_optimizations(optimize)
         target = resolve_device(device)
+        opts = resolve_optimizations(optimize).resolved(target)
         torch_dtype = compute_dtype(opts, target, resolve_dtype(dtype, target), asked=dtype is not None)
         check_flag("local_files_only", local_files_only, optional=True)
         check_flag("allow_pickle", allow_pickle)
@@ -137,9 +137,9 @@ class FewStepGenerator:
 
         The generator gets its own pipeline object sharing `pipe`'s modules, with the preset's scheduler, so
         `pipe` keeps its scheduler and stays usable. A `checkpoint` file is loaded into the shared UNet.
-        `optimize` defaults to "none" here; other levels fuse QKV and change the memory format of the shared
-        modules (`pipe` keeps working, with the same images within the tolerance of docs/performance.md) but
-        never change their dtype unless `Optimizations.compute_dtype` names one.
+        `optimize` defaults to "none" here; other levels optimize fastdiff's own copies of the modules, which
+        share the weight tensors with `pipe` (no second copy of the weights) and leave `pipe` as it was. The
+        dtype stays `pipe`'s unless `Optimizations.compute_dtype` names one.
         """
         opts = resolve_optimizations(optimize)
         spec = preset_table.get(preset)
@@ -160,6 +160,7 @@ class FewStepGenerator:
                 state = load_unet_state_dict(path, allow_pickle=allow_pickle)
                 validate_unet_state_dict(state, own.unet, name=path.name)
                 own.unet.load_state_dict(state)
+        opts = opts.resolved(torch.device(own.device))
         dtype = compute_dtype(opts, torch.device(own.device), own.unet.dtype, asked=True)
         own = apply_optimizations(own, opts, family=spec.family, dtype=dtype)
         return cls(spec, own, optimizations=opts)

@@ -1,22 +1,30 @@
 """Load-time speedups: `optimize="none" | "default" | "max"` or an `Optimizations` for fine control.
 
 "none" is bit-parity with diffusers. "default" takes every speedup whose image stays within a tested tolerance
-of "none" (channels_last, fused QKV, a bf16 VAE on GPUs instead of the fp32 upcast, torch.compile on CUDA, the
-prompt-embedding cache). bf16 compute on the CPU is opt-in (`compute_dtype="auto"`): on the avx512_bf16 CPU
-this was measured on (no AMX), eager bf16 SDXL was slower than fp32 and used more memory. "max" also swaps the
-VAE decoder for the tiny autoencoder (TAESD/TAESDXL), which trades fine detail for most of the
-decode time. docs/performance.md has the measured gain and cost of each.
+of "none": the prompt-embedding cache everywhere; on the CPU the oneDNN kernels of `cpu_kernels` (NHWC convs
+with packed weights, oneDNN Linear, cross-attention keys/values reused for a repeated prompt); on CUDA
+channels_last, fused QKV, a bf16 VAE instead of the fp32 upcast and torch.compile with CUDA graphs. "max" also
+swaps the VAE decoder for the tiny autoencoder (TAESD/TAESDXL), which trades fine detail for most of the decode
+time. Measured gains and costs: docs/performance.md.
+
+The optimized modules are fastdiff's own copies that share the weight tensors with the pipeline they came from:
+a dtype or memory-format change makes new tensors in the copies, so the caller's pipeline is left as it was.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
+from torch import nn
 
+from .cpu_kernels import use_cpu_kernels
 from .errors import FastDiffError, did_you_mean
 
 __all__ = ["LEVELS", "Optimizations", "cpu_has_native_bf16", "resolve_optimizations"]
@@ -34,22 +42,31 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
+Auto = Literal["auto"]
+
+
 @dataclass(frozen=True)
 class Optimizations:
     """What `from_preset`/`from_pipeline` do to a pipeline at load time; `Optimizations.preset(level)` builds one.
 
+    "auto" means: where it was measured to pay, which `resolved(device)` turns into True or False.
     `compute_dtype`: "auto" runs in bfloat16 on CPUs with native bf16 when no dtype was asked for; or a dtype.
+    `cpu_kernels`: on the CPU, oneDNN Linear, NHWC convs with packed weights, reused cross-attention K/V.
+    `channels_last`, `fuse_qkv`: NHWC weights and one QKV projection ("auto": on CUDA; on the CPU
+    `cpu_kernels` runs convs NHWC already, and diffusers' fused QKV measured slower there and keeps a copy).
     `bf16_vae`: decode SDXL in bfloat16 on CUDA instead of diffusers' fp32 upcast of the fp16 VAE.
-    `compile`: torch.compile the UNet and the VAE decoder (`compile_mode="reduce-overhead"` adds CUDA graphs);
-    the first call at each new shape compiles, so call `gen.warmup(height=, width=, batch=)` first.
+    `compile`: torch.compile the UNet and the VAE decoder ("auto": on CUDA, where `compile_mode` None means
+    "reduce-overhead", i.e. CUDA graphs); the first call at each new shape compiles, so call
+    `gen.warmup(height=, width=, batch=)` first.
     `tiny_vae`: None, "auto" (the family's TAESD from the hub), a hub id, a local folder or an `AutoencoderTiny`.
     """
 
-    compute_dtype: Literal["auto"] | torch.dtype | None = None
-    channels_last: bool = False
-    fuse_qkv: bool = False
+    compute_dtype: Auto | torch.dtype | None = None
+    cpu_kernels: bool = False
+    channels_last: bool | Auto = False
+    fuse_qkv: bool | Auto = False
     bf16_vae: bool = False
-    compile: bool = False
+    compile: bool | Auto = False
     compile_mode: str | None = None
     compile_backend: str = "inductor"
     tiny_vae: Any = None
@@ -62,19 +79,32 @@ class Optimizations:
             raise FastDiffError(f"unknown optimize level {level!r}" + did_you_mean(level, LEVELS))
         base = cls()
         if level != "none":
-            cuda = torch.cuda.is_available()
             base = cls(
-                channels_last=True,
-                fuse_qkv=True,
+                cpu_kernels=True,
+                channels_last="auto",
+                fuse_qkv="auto",
                 bf16_vae=True,
-                compile=cuda,  # on CPU inductor's compile takes minutes on few cores and gains little (measured)
-                compile_mode="reduce-overhead" if cuda else None,
+                compile="auto",  # CPU: inductor took 65 s to compile the SDXL decoder on 2 cores and gained 7 %
                 tiny_vae="auto" if level == "max" else None,
             )
         try:
             return dataclasses.replace(base, **overrides)
         except TypeError as err:
             raise FastDiffError(f"{err}; see the fields of fastdiff.Optimizations") from None
+
+    def resolved(self, device: torch.device) -> Optimizations:
+        """These optimizations with every "auto" switch decided for `device`."""
+        cuda = device.type == "cuda"
+        compile = cuda if self.compile == "auto" else bool(self.compile)
+        mode = self.compile_mode if self.compile_mode or not (compile and cuda) else "reduce-overhead"
+        return dataclasses.replace(
+            self,
+            cpu_kernels=self.cpu_kernels and device.type == "cpu",
+            channels_last=cuda if self.channels_last == "auto" else bool(self.channels_last),
+            fuse_qkv=cuda if self.fuse_qkv == "auto" else bool(self.fuse_qkv),
+            compile=compile,
+            compile_mode=mode,
+        )
 
 
 def resolve_optimizations(optimize: str | Optimizations) -> Optimizations:
@@ -101,7 +131,7 @@ def _tiny_vae(spec: Any, family: str, dtype: torch.dtype, cache_dir: str | Path 
     AutoencoderTiny: Any = _AutoencoderTiny
     if isinstance(spec, _AutoencoderTiny):
         instance: Any = spec
-        return instance.to(dtype)
+        return instance if instance.dtype == dtype else instance.to(dtype)
     location = TINY_VAE_REPOS[family] if spec == "auto" else spec
     if not isinstance(location, (str, Path)):
         raise FastDiffError(f"tiny_vae must be 'auto', a hub id, a folder or an AutoencoderTiny, not {spec!r}")
@@ -114,30 +144,60 @@ def _tiny_vae(spec: Any, family: str, dtype: torch.dtype, cache_dir: str | Path 
         ) from None
 
 
+@contextmanager
+def _new_parameters() -> Iterator[None]:
+    """Make `module.to(...)` put new Parameter objects in the module instead of swapping `.data` of shared ones."""
+    before = torch.__future__.get_overwrite_module_params_on_conversion()
+    torch.__future__.set_overwrite_module_params_on_conversion(True)
+    try:
+        yield
+    finally:
+        torch.__future__.set_overwrite_module_params_on_conversion(before)
+
+
+def _own_copy(module: nn.Module) -> nn.Module:
+    """A new module tree over the same weight tensors: changing its structure or classes leaves `module` alone.
+    (Hooks come along: transformers' text encoders collect their hidden states with forward hooks.)"""
+    shared: dict[int, Any] = {id(t): t for t in (*module.parameters(), *module.buffers())}
+    return copy.deepcopy(module, memo=shared)
+
+
 def apply_optimizations(
     pipe: Any, opts: Optimizations, *, family: str, dtype: torch.dtype, cache_dir: str | Path | None = None
 ) -> Any:
-    """Return `pipe` optimized in place (modules cast/fused/compiled); a tiny VAE gives a new pipeline object."""
-    if opts.tiny_vae is not None:
-        from diffusers import AutoPipelineForText2Image
+    """A new pipeline over optimized copies of `pipe`'s modules (`opts` resolved for the pipeline's device)."""
+    from diffusers import AutoencoderTiny, AutoPipelineForText2Image
 
-        pipe = AutoPipelineForText2Image.from_pipe(pipe, vae=_tiny_vae(opts.tiny_vae, family, dtype, cache_dir))
-    if pipe.unet.dtype != dtype:
-        pipe.to(dtype=dtype)
     device = torch.device(pipe.device)
-    if opts.bf16_vae and device.type == "cuda" and pipe.vae.dtype == torch.float16:
-        pipe.vae.to(dtype=torch.bfloat16)  # bf16 has fp32's range: no overflow, no fp32 upcast (diffusers #4325)
+    names = [n for n in ("unet", "vae", "text_encoder", "text_encoder_2") if getattr(pipe, n, None) is not None]
+    cuda_fp16_vae = opts.bf16_vae and device.type == "cuda" and pipe.vae.dtype == torch.float16
+    work = (opts.cpu_kernels, opts.channels_last, opts.fuse_qkv, opts.compile, opts.tiny_vae is not None)
+    if not any(work) and not cuda_fp16_vae and all(getattr(pipe, n).dtype == dtype for n in names):
+        return pipe  # "none": the very pipeline, for bit-parity
+    own: dict[str, Any] = {}
+    if opts.tiny_vae is not None:
+        own["vae"] = _tiny_vae(opts.tiny_vae, family, dtype, cache_dir).to(device)
+    own |= {name: _own_copy(getattr(pipe, name)) for name in names if name not in own}
+    with _new_parameters():
+        for module in own.values():
+            if module.dtype != dtype:
+                module.to(dtype=dtype)
+        if cuda_fp16_vae and own["vae"].dtype == torch.float16:
+            own["vae"].to(dtype=torch.bfloat16)  # bf16 has fp32's range: no overflow, no fp32 upcast (diffusers #4325)
+        if opts.channels_last:
+            own["unet"].to(memory_format=torch.channels_last)
+            own["vae"].to(memory_format=torch.channels_last)
     if opts.fuse_qkv:
-        from diffusers import AutoencoderKL
-
-        pipe.fuse_qkv_projections(vae=isinstance(pipe.vae, AutoencoderKL))  # the tiny VAE has no attention
-    if opts.channels_last:
-        pipe.unet.to(memory_format=torch.channels_last)
-        pipe.vae.to(memory_format=torch.channels_last)
+        own["unet"].fuse_qkv_projections()
+        if not isinstance(own["vae"], AutoencoderTiny):  # the tiny VAE has no attention
+            own["vae"].fuse_qkv_projections()
+    if opts.cpu_kernels:
+        for module in own.values():
+            use_cpu_kernels(module)
     if opts.compile:
         kwargs: dict[str, Any] = {"backend": opts.compile_backend, "fullgraph": False}
         if opts.compile_mode:
             kwargs["mode"] = opts.compile_mode
-        pipe.unet = torch.compile(pipe.unet, **kwargs)
-        pipe.vae.decoder = torch.compile(pipe.vae.decoder, **kwargs)
-    return pipe
+        own["unet"] = torch.compile(own["unet"], **kwargs)
+        own["vae"].decoder = torch.compile(own["vae"].decoder, **kwargs)
+    return AutoPipelineForText2Image.from_pipe(pipe, **own)

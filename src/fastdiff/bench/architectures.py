@@ -18,6 +18,7 @@ __all__ = [
     "SDXL_BASE_REPO",
     "SDXL_TURBO_REPO",
     "SD_TURBO_REPO",
+    "TINY_VAE",
     "Architecture",
     "architecture",
     "shares_weights",
@@ -105,6 +106,22 @@ _SDXL_UNET: dict[str, Any] = {
     "projection_class_embeddings_input_dim": 2816,  # 6 time ids x 256 + pooled bigG projection (1280)
     "transformer_layers_per_block": [1, 2, 10],
     "use_linear_projection": True,
+}
+
+
+# TAESD and TAESDXL (madebyollin/taesd, madebyollin/taesdxl): the same layout, other weights; these are also
+# `AutoencoderTiny`'s defaults. `optimize="max"` decodes with it.
+TINY_VAE: dict[str, Any] = {
+    "act_fn": "relu",
+    "encoder_block_out_channels": [64, 64, 64, 64],
+    "decoder_block_out_channels": [64, 64, 64, 64],
+    "num_encoder_blocks": [1, 3, 3, 3],
+    "num_decoder_blocks": [3, 3, 3, 1],
+    "latent_channels": 4,
+    "latent_magnitude": 3,
+    "latent_shift": 0.5,
+    "scaling_factor": 1.0,
+    "upsampling_scaling_factor": 2,
 }
 
 

@@ -58,6 +58,12 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per scenario (default 3)")
     parser.add_argument("--warmup", type=int, default=1, help="warm-up runs, timed apart (default 1)")
     parser.add_argument(
+        "--repeat-prompt",
+        action="store_true",
+        help="every run uses the same prompt, so fastdiff's prompt-embedding cache hits as in a live session "
+        "(default: a new prompt per run, so the text encoders always run)",
+    )
+    parser.add_argument(
         "--threads",
         type=int,
         default=None,
@@ -93,6 +99,7 @@ def _config(args: argparse.Namespace) -> RunConfig:
         width=width,
         repeats=args.repeats,
         warmup=args.warmup,
+        repeat_prompt=args.repeat_prompt,
         device_name=device_description(device),
         threads=args.threads,
     )

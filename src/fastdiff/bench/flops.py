@@ -19,6 +19,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.hooks import RemovableHandle
 
+from ..cpu_kernels import stock_kernels
 from .timing import Clock
 
 __all__ = ["DEVICE_PEAK_TFLOPS", "FlopCache", "ModuleProbe", "count_flops", "device_peak_tflops", "stage_modules"]
@@ -49,7 +50,7 @@ FlopCache = dict[tuple[str, int, Any], int]  # (module class, parameter count, i
 
 def count_flops(fn: Callable[[], object]) -> int:
     """FLOPs (2 per multiply-add) of the matmuls, convolutions and attention that `fn()` runs."""
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+    with torch.no_grad(), stock_kernels(), FlopCounterMode(display=False) as counter:
         fn()
     return int(counter.get_total_flops())
 
@@ -95,6 +96,7 @@ class ModuleProbe:
         self._handles: list[RemovableHandle] = []
         self.first_start: dict[str, float] = {}
         self.last_end: dict[str, float] = {}
+        self._recording = True  # from the start: warm-up calls give the first-call inputs
 
     def __enter__(self) -> ModuleProbe:
         for _, module in self._modules:
@@ -108,6 +110,8 @@ class ModuleProbe:
         self._handles.clear()
 
     def _before(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if not self._recording:
+            return
         record = self._records[id(module)]
         if record.first_inputs is None:
             record.first_inputs = (args, kwargs)
@@ -115,6 +119,8 @@ class ModuleProbe:
         self.first_start.setdefault(record.stage, record.started)
 
     def _after(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
+        if not self._recording:
+            return
         record = self._records[id(module)]
         end = self.clock()
         record.calls += 1
@@ -128,6 +134,12 @@ class ModuleProbe:
             record.durations.clear()
         self.first_start.clear()
         self.last_end.clear()
+        self._recording = True
+
+    def end_run(self) -> None:
+        """Stop recording until the next `start_run()`: rows run interleaved share modules, and another row's
+        calls must not count as this row's."""
+        self._recording = False
 
     def calls(self, stage: str) -> int:
         """Forward calls of the stage's modules in this run (the UNet's calls for "denoise")."""

@@ -18,10 +18,10 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from ..errors import FastDiffError
 from ..testing.tiny import tiny_tokenizer
-from .architectures import Architecture, architecture
+from .architectures import TINY_VAE, Architecture, architecture
 from .timing import available_memory
 
-__all__ = ["NotEnoughMemory", "pipeline_from", "random_components", "random_pipeline"]
+__all__ = ["NotEnoughMemory", "pipeline_from", "random_components", "random_pipeline", "random_tiny_vae"]
 
 
 @contextmanager
@@ -105,6 +105,16 @@ def random_components(arch: Architecture, *, device: torch.device, dtype: torch.
         parts[f"text_encoder{suffix}"] = encoder.eval()
         parts[f"tokenizer{suffix}"] = tiny_tokenizer(pad_token=pad)
     return parts
+
+
+def random_tiny_vae(*, device: torch.device, dtype: torch.dtype, seed: int = 1) -> Any:
+    """TAESD/TAESDXL's architecture (`AutoencoderTiny`) with random weights: what `optimize="max"` decodes with."""
+    from diffusers import AutoencoderTiny
+
+    with _parameters_on_meta():
+        vae = AutoencoderTiny.from_config(TINY_VAE)  # type: ignore[no-untyped-call]
+    _materialize([vae], device=device, dtype=dtype, seed=seed)
+    return vae.eval()
 
 
 def pipeline_from(arch: Architecture, components: dict[str, Any]) -> Any:

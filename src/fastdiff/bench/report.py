@@ -74,6 +74,7 @@ def collect_meta(config: RunConfig, *, weights: str) -> dict[str, Any]:
         "size": size,
         "repeats": config.repeats,
         "warmup": config.warmup,
+        "repeat_prompt": config.repeat_prompt,
         "baseline": BASELINE,
         "commit": _commit(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -123,7 +124,7 @@ def _gib(n: int) -> str:
 
 HEADERS = (
     "scenario", "steps", "size", "p50", "p95", "min", "encode", "denoise", "(per UNet call)", "decode",
-    "load", "warm-up", "peak mem", "GFLOP", "TFLOP/s", "img/s", "speedup", "threads",
+    "load", "warm-up", "peak mem", "GFLOP", "TFLOP/s", "img/s", "speedup", "vs diffusers", "threads",
 )  # fmt: skip
 
 
@@ -131,13 +132,14 @@ def _cells(row: BenchRow) -> list[str]:
     stages, latency = row.stages_s, row.latency_s
     calls = f"{seconds(row.per_unet_call_s)} ×{row.unet_calls}"
     speedup = f"{row.speedup_vs_baseline:.2f}×" if row.speedup_vs_baseline is not None else "-"
+    vs_diffusers = f"{row.speedup_vs_diffusers:.2f}×" if row.speedup_vs_diffusers is not None else "-"
     tflops = f"{row.tflops_per_s:.3f}" + (f" ({row.peak_fraction:.0%})" if row.peak_fraction is not None else "")
     load = seconds(row.load_s) + (" (shared)" if row.load_shared else "")
     return [
         row.scenario, str(row.steps), f"{row.width}x{row.height}", seconds(latency["p50"]), seconds(latency["p95"]),
         seconds(latency["min"]), seconds(stages["encode"]), seconds(stages["denoise"]), calls,
         seconds(stages["decode"]), load, seconds(row.warmup_s), _gib(row.peak_memory_bytes), f"{row.gflops:.1f}",
-        tflops, f"{row.images_per_s:.3f}", speedup, "-" if row.threads is None else str(row.threads),
+        tflops, f"{row.images_per_s:.3f}", speedup, vs_diffusers, "-" if row.threads is None else str(row.threads),
     ]  # fmt: skip
 
 
@@ -149,6 +151,7 @@ def format_table(rows: list[BenchRow], meta: dict[str, Any]) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     head = f"{meta['device']} | {meta['dtype']} | weights: {meta['weights']} | size: {meta['size']} | "
     head += f"{meta['repeats']} timed runs after {meta['warmup']} warm-up | torch {meta['torch']}"
+    head += " | one prompt (cache hits)" if meta.get("repeat_prompt") else " | a new prompt per run"
     footer = [f"note: {meta['note']}"] if meta.get("note") else []
     footer += [f"skipped {s['scenario']}: {s['reason']}" for s in meta.get("skipped", [])]
     footer.append("stages are p50 of each stage; 'hooks' rows are split at module boundaries (plain diffusers)")

@@ -1,7 +1,8 @@
 """Run scenarios the same way, in one process on one device: load, warm up, time the steady state, count FLOPs.
 
 Each timed run uses a new prompt, so fastdiff's embedding cache misses and the text encoders run as they do in
-the plain-diffusers row (a repeated prompt would skip them). Stage times of fastdiff rows are fastdiff's own
+the plain-diffusers row; `repeat_prompt=True` measures the cache-hit case instead (a live session's sliders).
+Stage times of fastdiff rows are fastdiff's own
 (`GenerationResult.timings`); the plain-diffusers row is split at module boundaries by forward hooks.
 """
 
@@ -9,19 +10,20 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 
 from ..errors import FastDiffWarning
 from .flops import FlopCache, ModuleProbe, device_peak_tflops, stage_modules
 from .random_weights import NotEnoughMemory
-from .scenarios import BASELINE, Scenario
+from .rows import BenchRow, baseline_row, set_speedup_vs_diffusers
+from .scenarios import Scenario
 from .sources import Loaded, ModelSource
 from .timing import PeakMemory, auto_cpu_threads, make_clock, percentile, summarize
 
-__all__ = ["BenchRow", "RunConfig", "ScenarioRun", "baseline_row", "run_scenario", "run_scenarios"]
+__all__ = ["BenchRow", "RunConfig", "ScenarioRun", "baseline_row", "run_interleaved", "run_scenario", "run_scenarios"]
 
 PROMPT = "a photo of an astronaut riding a horse on the moon"
 Call = Callable[[str, int], dict[str, float] | None]  # (prompt, seed) -> stage seconds, or None when unknown
@@ -37,43 +39,9 @@ class RunConfig:
     width: int | None = None
     repeats: int = 3
     warmup: int = 1
+    repeat_prompt: bool = False  # True: one prompt for every run (embedding cache hits); False: a new one per run
     device_name: str = ""
     threads: int | None = None  # CPU threads; None: the cores idle when each scenario starts
-
-
-@dataclass
-class BenchRow:
-    """One scenario's measurements; `as_dict()` is its JSON form."""
-
-    scenario: str
-    preset: str
-    runner: str
-    steps: int
-    height: int
-    width: int
-    latency_s: dict[str, float]
-    stages_s: dict[str, float]
-    stages_method: str  # "fastdiff" (the generator's own timings) or "hooks" (module boundaries)
-    load_s: float
-    load_shared: bool
-    warmup_s: float
-    peak_memory_bytes: int
-    memory_kind: str
-    unet_calls: int
-    per_unet_call_s: float
-    gflops: float
-    gflops_by_stage: dict[str, float]
-    tflops_per_s: float
-    peak_tflops: float | None
-    peak_fraction: float | None
-    images_per_s: float
-    speedup_vs_baseline: float | None = None
-    threads: int | None = None  # CPU intra-op threads used (None on GPUs)
-    runs_s: list[float] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The row as plain JSON data."""
-        return dict(self.__dict__)
 
 
 def _size(scenario: Scenario, config: RunConfig) -> tuple[int, int]:
@@ -155,11 +123,14 @@ class ScenarioRun:
         if self.threads is not None:
             torch.set_num_threads(self._threads_before)
 
+    def _prompt(self, tag: str) -> str:
+        return PROMPT if self.config.repeat_prompt else f"{PROMPT}, {tag}"
+
     def warm_up(self, tick: Callable[[], None] = lambda: None) -> float:
         """`config.warmup` untimed-for-latency runs (first-call costs: allocations, kernel selection); their time."""
         start = self.clock()
         for i in range(self.config.warmup):
-            self._call(f"{PROMPT}, warm-up {i}", i)
+            self._call(self._prompt(f"warm-up {i}"), i)
             tick()
         self._timed.warmup_s = self.clock() - start
         return self._timed.warmup_s
@@ -170,8 +141,9 @@ class ScenarioRun:
         i = len(timed.totals)
         probe.start_run()
         start = self.clock()
-        stages = self._call(f"{PROMPT}, take {i}", i)
+        stages = self._call(self._prompt(f"take {i}"), i)
         end = self.clock()
+        probe.end_run()
         timed.totals.append(end - start)
         if stages is None:
             stages, timed.method = probe.split(start, end), "hooks"
@@ -199,14 +171,7 @@ def run_scenario(
     tick: Callable[[], None] = lambda: None,
 ) -> BenchRow:
     """Load (or share) the scenario's model, warm up, time `config.repeats` runs and count their FLOPs."""
-    if config.repeats < 1 or config.warmup < 0:
-        raise ValueError("repeats must be ≥ 1 and warmup ≥ 0")
-    with ScenarioRun(scenario, source, config) as run:
-        run.warm_up(tick)
-        for _ in range(config.repeats):
-            run.run()
-            tick()
-    return run.row(flop_cache)
+    return run_interleaved([scenario], source, config, flop_cache=flop_cache, tick=tick)[0]
 
 
 def _row(
@@ -252,9 +217,44 @@ def _row(
     )
 
 
-def baseline_row(rows: list[BenchRow]) -> BenchRow | None:
-    """The row speedups are relative to: sd15@20 when it ran, else the first row."""
-    return next((r for r in rows if r.scenario == BASELINE), rows[0] if rows else None)
+def _interleavable(a: Scenario, b: Scenario, source: ModelSource) -> bool:
+    """Rows doing the same work (preset and steps) whose source can hold both at once (shared weights)."""
+    return source.shares_weights and (a.preset.name, a.steps) == (b.preset.name, b.steps)
+
+
+def _groups(scenarios: list[Scenario], source: ModelSource) -> list[list[Scenario]]:
+    groups: list[list[Scenario]] = []
+    for scenario in scenarios:
+        if groups and _interleavable(groups[-1][0], scenario, source):
+            groups[-1].append(scenario)
+        else:
+            groups.append([scenario])
+    return groups
+
+
+def run_interleaved(
+    scenarios: list[Scenario],
+    source: ModelSource,
+    config: RunConfig,
+    *,
+    flop_cache: FlopCache | None = None,
+    tick: Callable[[], None] = lambda: None,
+) -> list[BenchRow]:
+    """Rows that do the same work on the same weights, measured pairwise: every row warms up, then each round
+    runs every row once, so slow drift of the machine (thermal, other tenants) hits all rows alike."""
+    if config.repeats < 1 or config.warmup < 0:
+        raise ValueError("repeats must be ≥ 1 and warmup ≥ 0")
+    runs = [ScenarioRun(scenario, source, config) for scenario in scenarios]  # all loaded before any probe hooks
+    with ExitStack() as stack:
+        for run in runs:
+            stack.enter_context(run)
+        for run in runs:
+            run.warm_up(tick)
+        for _ in range(config.repeats):
+            for run in runs:
+                run.run()
+                tick()
+    return [run.row(flop_cache) for run in runs]
 
 
 def run_scenarios(
@@ -266,22 +266,27 @@ def run_scenarios(
     on_row: Callable[[BenchRow], None] = lambda row: None,
     on_skip: Callable[[Scenario, str], None] = lambda scenario, reason: None,
 ) -> list[BenchRow]:
-    """Run every scenario in order (one whose weights do not fit is skipped and reported to `on_skip`), then set
-    each row's speedup over the baseline."""
+    """Run every scenario in order (consecutive rows of the same preset and steps interleaved when they share
+    weights; one whose weights do not fit is skipped and reported to `on_skip`), then set each row's speedup
+    over the baseline."""
     rows: list[BenchRow] = []
     flop_cache: FlopCache = {}
     try:
-        for scenario in scenarios:
+        for group in _groups(scenarios, source):
             try:
-                rows.append(run_scenario(scenario, source, config, flop_cache=flop_cache, tick=tick))
+                done = run_interleaved(group, source, config, flop_cache=flop_cache, tick=tick)
             except NotEnoughMemory as err:
                 source.release()
-                on_skip(scenario, str(err))
+                for scenario in group:
+                    on_skip(scenario, str(err))
                 continue
-            on_row(rows[-1])
+            for row in done:
+                rows.append(row)
+                on_row(row)
     finally:
         source.release()
     baseline = baseline_row(rows)
     for row in rows:
         row.speedup_vs_baseline = baseline.latency_s["p50"] / row.latency_s["p50"] if baseline else None
+    set_speedup_vs_diffusers(rows)
     return rows

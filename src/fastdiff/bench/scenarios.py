@@ -1,8 +1,10 @@
 """Benchmark scenarios: a preset at a step count, run through fastdiff or through plain diffusers.
 
 Scenarios are named `PRESET@STEPS` (`sd15@20`, `sdxl-turbo@1`); a family prefix with the step count picks the
-preset distilled for it (`sdxl-lightning@4` → `sdxl-lightning-4step`), and `diffusers:` runs the repo's own
-diffusers snippet instead of fastdiff (`pipe(prompt, num_inference_steps=1, guidance_scale=0.0)`).
+preset distilled for it (`sdxl-lightning@4` → `sdxl-lightning-4step`). A bare name runs fastdiff with
+`optimize="none"` (diffusers' own computation), `fastdiff:LEVEL:` with that optimize level
+(`fastdiff:default:sdxl-turbo@1`), and `diffusers:` the repo's own diffusers snippet instead of fastdiff
+(`pipe(prompt, num_inference_steps=1, guidance_scale=0.0)`).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Literal
 
 from .. import presets as preset_table
 from ..errors import FastDiffError, did_you_mean
+from ..optimize import LEVELS
 from ..presets import Preset
 
 __all__ = ["BASELINE", "DEFAULT_SCENARIOS", "OPTIONAL_SCENARIOS", "Scenario", "parse_scenario", "parse_scenarios"]
@@ -22,15 +25,18 @@ Runner = Literal["fastdiff", "diffusers"]
 BASELINE = "sd15@20"
 DEFAULT_SCENARIOS: tuple[str, ...] = (
     BASELINE,
-    "sdxl-turbo@1",
     "sdxl-turbo@4",
+    "sdxl-turbo@1",  # the four sdxl-turbo@1 rows run interleaved, on the same weights
     "diffusers:sdxl-turbo@1",  # what users would write instead of fastdiff
+    "fastdiff:default:sdxl-turbo@1",  # the speedups, measured beside it (interleaved, same weights)
+    "fastdiff:max:sdxl-turbo@1",
     "sdxl-lightning@1",  # the 1-step x0 UNet
     "sdxl-lightning@4",
 )
 OPTIONAL_SCENARIOS: tuple[str, ...] = ("sd-turbo@1", "sdxl-lightning@2", "sdxl-lightning@8")
 
 DIFFUSERS_PREFIX = "diffusers:"
+FASTDIFF_PREFIX = "fastdiff:"
 
 
 @dataclass(frozen=True)
@@ -41,6 +47,7 @@ class Scenario:
     preset: Preset
     steps: int
     runner: Runner = "fastdiff"
+    optimize: str = "none"  # fastdiff rows: the optimize level
 
     @property
     def is_baseline(self) -> bool:
@@ -66,13 +73,21 @@ def _resolve_preset(name: str, steps: int | None) -> Preset:
 
 
 def parse_scenario(text: str) -> Scenario:
-    """`"sdxl-turbo@1"`, `"sdxl-lightning@4"`, `"diffusers:sdxl-turbo@1"` or a bare preset name (its default steps)."""
+    """`"sdxl-turbo@1"`, `"sdxl-lightning@4"`, `"diffusers:sdxl-turbo@1"`, `"fastdiff:max:sdxl-turbo@1"` or a bare
+    preset name (its default steps)."""
     if not isinstance(text, str) or not text.strip():
         raise FastDiffError(f"a scenario is a string like 'sdxl-turbo@1', got {text!r}")
     body = text.strip()
     runner: Runner = "fastdiff"
+    level = "none"
     if body.startswith(DIFFUSERS_PREFIX):
         runner, body = "diffusers", body[len(DIFFUSERS_PREFIX) :]
+    elif body.startswith(FASTDIFF_PREFIX):
+        level, _, body = body[len(FASTDIFF_PREFIX) :].partition(":")
+        if level not in LEVELS or not body:
+            hint = did_you_mean(level, LEVELS) if level not in LEVELS else ""
+            example = "e.g. 'fastdiff:max:sdxl-turbo@1'"
+            raise FastDiffError(f"scenario {text!r}: write fastdiff:LEVEL:PRESET@STEPS, {example}{hint}")
     name, _, steps_text = body.partition("@")
     steps: int | None = None
     if steps_text:
@@ -89,7 +104,9 @@ def parse_scenario(text: str) -> Scenario:
             "also needs a UNet/LoRA checkpoint, so time it through fastdiff (drop 'diffusers:')"
         )
     prefix = DIFFUSERS_PREFIX if runner == "diffusers" else ""
-    return Scenario(name=f"{prefix}{name}@{steps}", preset=preset, steps=steps, runner=runner)
+    if level != "none":
+        prefix = f"{FASTDIFF_PREFIX}{level}:"
+    return Scenario(name=f"{prefix}{name}@{steps}", preset=preset, steps=steps, runner=runner, optimize=level)
 
 
 def parse_scenarios(texts: list[str] | tuple[str, ...]) -> list[Scenario]:

@@ -17,8 +17,9 @@ from typing import Any, Literal, Protocol
 import torch
 
 from ..generator import FewStepGenerator
+from ..optimize import Optimizations
 from .architectures import Architecture, architecture, shares_weights
-from .random_weights import pipeline_from, random_components
+from .random_weights import pipeline_from, random_components, random_tiny_vae
 from .scenarios import Scenario
 from .timing import Clock
 
@@ -42,6 +43,7 @@ class ModelSource(Protocol):
     """Gives each scenario its pipeline; `release()` frees whatever it holds."""
 
     weights: Weights
+    shares_weights: bool  # True: rows loaded one after another share the modules, so several can be held at once
 
     def load(self, scenario: Scenario) -> Loaded:
         """The pipeline of `scenario`, loading (or building) it unless the last one can be shared."""
@@ -73,6 +75,7 @@ class RandomSource:
     def __init__(self, *, device: torch.device, dtype: torch.dtype, clock: Clock, tiny: bool = False) -> None:
         self.device, self.dtype, self.clock = device, dtype, clock
         self.weights: Weights = "tiny" if tiny else "random"
+        self.shares_weights = True
         self._arch: Architecture | None = None
         self._family: str | None = None
         self._components: dict[str, Any] = {}
@@ -95,9 +98,23 @@ class RandomSource:
             self._load_s = self.clock() - start
         with _quiet_schedulers():
             pipe = pipeline_from(arch, dict(self._components))
-            fastdiff = scenario.runner == "fastdiff"
-            generator = FewStepGenerator.from_pipeline(scenario.preset, pipe) if fastdiff else None
-        return Loaded(pipe=pipe, generator=generator, load_s=self._load_s, shared=shared)
+            generator = None
+            if scenario.runner == "fastdiff":
+                optimize = Optimizations.preset(scenario.optimize, tiny_vae=self._tiny_vae(scenario))
+                generator = FewStepGenerator.from_pipeline(scenario.preset, pipe, optimize=optimize)
+        used = generator.pipeline if generator is not None else pipe  # optimized rows run their own module copies
+        return Loaded(pipe=used, generator=generator, load_s=self._load_s, shared=shared)
+
+    def _tiny_vae(self, scenario: Scenario) -> Any:
+        """For "max" rows: TAESD's architecture with random weights (tiny weights: a tiny one), nothing downloaded."""
+        if scenario.optimize != "max":
+            return None
+        if self.weights == "random":
+            return random_tiny_vae(device=self.device, dtype=self.dtype)
+        from diffusers import AutoencoderTiny
+
+        tiny: Any = AutoencoderTiny(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4)  # type: ignore[no-untyped-call]
+        return tiny.to(self.device) if self.dtype == torch.float32 else tiny.to(self.device, self.dtype)
 
     def _build(self, arch: Architecture, scenario: Scenario) -> dict[str, Any]:
         if self.weights == "random":
@@ -121,17 +138,18 @@ class HubSource:
     `AutoPipelineForText2Image.from_pretrained` for plain-diffusers rows. Loads are timed cold, one at a time."""
 
     weights: Weights = "hub"
+    shares_weights = False  # each row loads its own weights (the card's pipeline, or from_preset)
 
     def __init__(
         self, *, device: torch.device, dtype: torch.dtype, clock: Clock, cache_dir: str | Path | None = None
     ) -> None:
         self.device, self.dtype, self.clock, self.cache_dir = device, dtype, clock, cache_dir
-        self._key: tuple[str, str] | None = None
+        self._key: tuple[str, str, str] | None = None
         self._loaded: Loaded | None = None
 
     def load(self, scenario: Scenario) -> Loaded:
         """Load the scenario's weights unless the previous scenario used the very same ones."""
-        key = (scenario.runner, scenario.preset.name)
+        key = (scenario.runner, scenario.optimize, scenario.preset.name)
         if self._loaded is not None and key == self._key:
             return Loaded(self._loaded.pipe, self._loaded.generator, self._loaded.load_s, shared=True)
         self.release()
@@ -139,7 +157,11 @@ class HubSource:
         with _quiet_schedulers():
             if scenario.runner == "fastdiff":
                 gen = FewStepGenerator.from_preset(
-                    scenario.preset, device=self.device, dtype=self.dtype, cache_dir=self.cache_dir
+                    scenario.preset,
+                    device=self.device,
+                    dtype=self.dtype,
+                    cache_dir=self.cache_dir,
+                    optimize=scenario.optimize,
                 )
                 pipe: Any = gen.pipeline
             else:

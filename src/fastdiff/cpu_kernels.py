@@ -1,0 +1,221 @@
+"""Eager CPU inference kernels, swapped in module by module: the same math as PyTorch's, arranged to run faster.
+
+- `Linear` → oneDNN's inner product. PyTorch runs fp32 `Linear` through MKL's sgemm, which on the AVX2 EPYC
+  measured here reaches 50-75 GFLOP/s on the UNet's small-M shapes (64 tokens × 1280 → 10240) where oneDNN
+  reaches 105-110, on the same weights (no copy).
+- `Conv2d` → oneDNN with the weight reordered once into oneDNN's blocked layout, activations in NHWC. PyTorch
+  reorders the weight on every call: for SDXL's 1280-channel convs on 8×8 latents that reorder is 70 % of the
+  call (50 ms → 15 ms packed). Packing copies the weight, so it is done only where it pays: small inputs.
+- diffusers' `Upsample2D` (nearest 2x, 3x3 conv) → one 2x2 conv of the small input (`SubpixelUpsample2D`).
+- cross-attention `to_k`/`to_v` → the same, plus the last input and output kept: a repeated prompt (the
+  embedding cache hands out the same tensors) skips 140 projections of the 77 text tokens per SDXL UNet call.
+
+Only float32 inputs on the CPU with autograd off take these paths (oneDNN has no bf16 kernels without native
+bf16); anything else runs the stock `forward`, so a swapped module stays correct everywhere.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from diffusers.models.upsampling import Upsample2D
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+__all__ = ["CachedKVLinear", "OneDNNConv2d", "OneDNNLinear", "SubpixelUpsample2D", "stock_kernels", "use_cpu_kernels"]
+
+# Packed weights pay on small inputs only (measured: 3.5x at 8x8, 1.3x at 16x16, nothing from 32x32 up, where
+# the compute dwarfs the reorder), so larger inputs keep the stock path and no weight copy.
+PACK_MAX_PIXELS = 32 * 32
+
+
+_stock_only = threading.local()
+
+
+@contextmanager
+def stock_kernels() -> Iterator[None]:
+    """Run the swapped modules' stock `forward` inside this block (e.g. for FlopCounterMode, which counts aten
+    ops only)."""
+    before = getattr(_stock_only, "on", False)
+    _stock_only.on = True
+    try:
+        yield
+    finally:
+        _stock_only.on = before
+
+
+def _fast_path(x: Tensor, weight: Tensor) -> bool:
+    return (
+        not getattr(_stock_only, "on", False)
+        and x.device.type == "cpu"
+        and x.dtype == torch.float32
+        and weight.dtype == torch.float32
+        and not torch.is_grad_enabled()
+    )
+
+
+def _version(t: Tensor) -> int:
+    """The in-place write counter of `t`; inference-mode tensors have none (and diffusers never writes to a
+    projection's output or a weight during inference)."""
+    return 0 if t.is_inference() else t._version
+
+
+class OneDNNLinear(nn.Linear):
+    """`nn.Linear` through oneDNN's inner product instead of MKL's sgemm (fp32 CPU inference only)."""
+
+    def forward(self, input: Tensor) -> Tensor:
+        if not _fast_path(input, self.weight):
+            return F.linear(input, self.weight, self.bias)
+        out: Tensor = torch.ops.mkldnn._linear_pointwise(input, self.weight, self.bias, "none", [], "")
+        return out
+
+
+class CachedKVLinear(OneDNNLinear):
+    """A cross-attention key/value projection that returns its last output again for an equal input.
+
+    The text embeddings do not change across the denoising steps of one image nor across images of one prompt;
+    the equality check (a memcmp of 77 × 2048 floats) costs ~0.1 % of the projection it saves.
+    """
+
+    _last: tuple[Tensor, int, Tensor, int] | None = None  # input, its version, output, its version
+
+    def forward(self, input: Tensor) -> Tensor:
+        if not _fast_path(input, self.weight):
+            return super().forward(input)
+        last = self._last
+        if last is not None:
+            seen, seen_version, out, out_version = last
+            unchanged = _version(seen) == seen_version and _version(out) == out_version  # nobody wrote in place
+            if unchanged and seen.shape == input.shape and (seen is input or torch.equal(seen, input)):
+                return out
+        out = super().forward(input)
+        self._last = (input, _version(input), out, _version(out))
+        return out
+
+
+class OneDNNConv2d(nn.Conv2d):
+    """`nn.Conv2d` in NHWC through oneDNN, with the weight packed once for small inputs (fp32 CPU inference)."""
+
+    _packed: tuple[tuple[Any, ...], Tensor] | None = None  # (weight identity, packed weight)
+
+    def forward(self, input: Tensor) -> Tensor:
+        stock: Tensor
+        if not _fast_path(input, self.weight) or self.padding_mode != "zeros" or isinstance(self.padding, str):
+            stock = self._conv_forward(input, self.weight, self.bias)
+            return stock
+        x = input.contiguous(memory_format=torch.channels_last)
+        if x.dim() != 4 or x.shape[-2] * x.shape[-1] > PACK_MAX_PIXELS:
+            stock = self._conv_forward(x, self.weight, self.bias)  # NHWC in, NHWC out
+            return stock
+        padding, stride, dilation = list(self.padding), list(self.stride), list(self.dilation)
+        out: Tensor = torch.ops.mkldnn._convolution_pointwise(
+            x, self._packed_weight(x, padding, stride, dilation), self.bias, padding, stride, dilation, self.groups,
+            "none", [], "",
+        )  # fmt: skip
+        return out
+
+    def _packed_weight(self, x: Tensor, padding: list[int], stride: list[int], dilation: list[int]) -> Tensor:
+        weight = self.weight
+        # A new tensor (`.to()`, a loaded state dict) or an in-place change (fused LoRA) repacks.
+        identity = (weight.data_ptr(), _version(weight), weight.shape, weight.dtype)
+        if self._packed is None or self._packed[0] != identity:
+            packed = torch.ops.mkldnn._reorder_convolution_weight(
+                weight, padding, stride, dilation, self.groups, list(x.shape)
+            )
+            self._packed = (identity, packed)
+        return self._packed[1]
+
+
+# Nearest 2x upsampling then a 3x3 conv equals, per output phase (row parity a, column parity b), a 2x2 conv of
+# the low-resolution input whose taps are sums of the 3x3 taps: `_PHASE_ROWS[a]` maps 3 taps to 2.
+_PHASE_ROWS = (((1.0, 0.0, 0.0), (0.0, 1.0, 1.0)), ((1.0, 1.0, 0.0), (0.0, 0.0, 1.0)))  # fmt: skip
+
+
+class SubpixelUpsample2D(Upsample2D):
+    """diffusers' `Upsample2D` (nearest 2x, then 3x3 conv) as one 2x2 conv of the small input with 4x the output
+    channels, interleaved: 16 taps per input pixel instead of 36, the same sums (Shi et al. 2016, sub-pixel conv).
+
+    Measured here: 2.1x on SDXL's VAE upsampler at 64x64 → 128x128, 1.5x at 128 → 256, max error ~3e-6 relative.
+    """
+
+    _phases: tuple[tuple[Any, ...], OneDNNConv2d] | None = None
+
+    def forward(self, hidden_states: Tensor, output_size: Any = None, *args: Any, **kwargs: Any) -> Tensor:
+        conv: Any = self.conv if self.name == "conv" else self.Conv2d_0
+        x = hidden_states
+        plain = (
+            self.norm is not None
+            or self.use_conv_transpose
+            or not (self.interpolate and self.use_conv and type(conv) is OneDNNConv2d)
+            or conv.kernel_size != (3, 3)
+            or conv.padding != (1, 1)
+            or conv.stride != (1, 1)
+            or conv.dilation != (1, 1)
+            or conv.groups != 1
+            or x.dim() != 4
+            or (output_size is not None and tuple(output_size) != (2 * x.shape[-2], 2 * x.shape[-1]))
+            or not _fast_path(x, conv.weight)
+        )
+        if plain:
+            return super().forward(hidden_states, output_size, *args, **kwargs)
+        batch, _, height, width = x.shape
+        out = self._phase_conv(conv)(x).permute(0, 2, 3, 1)  # NHWC (B, H+1, W+1, 4·C): phase-major channels
+        channels = out.shape[-1] // 4
+        y = torch.empty(batch, channels, 2 * height, 2 * width, dtype=x.dtype, memory_format=torch.channels_last)
+        phases = y.permute(0, 2, 3, 1).view(batch, height, 2, width, 2, channels)
+        for a in (0, 1):
+            for b in (0, 1):
+                p = 2 * a + b
+                phases[:, :, a, :, b, :] = out[:, a : a + height, b : b + width, p * channels : (p + 1) * channels]
+        return y
+
+    def _phase_conv(self, conv: nn.Conv2d) -> OneDNNConv2d:
+        weight = conv.weight
+        identity = (weight.data_ptr(), _version(weight), weight.shape, weight.dtype)
+        if self._phases is None or self._phases[0] != identity:
+            rows = torch.tensor(_PHASE_ROWS, dtype=weight.dtype)
+            taps = [torch.einsum("rk,oikl,sl->oirs", rows[a], weight, rows[b]) for a in (0, 1) for b in (0, 1)]
+            phase = OneDNNConv2d(weight.shape[1], 4 * weight.shape[0], 2, padding=1, bias=conv.bias is not None)
+            phase.weight = nn.Parameter(torch.cat(taps).contiguous(memory_format=torch.channels_last), False)
+            if conv.bias is not None:
+                phase.bias = nn.Parameter(conv.bias.detach().repeat(4), requires_grad=False)
+            self._phases = (identity, phase)  # a plain attribute: derived weights stay out of the state dict
+        return self._phases[1]
+
+
+def _cross_attention_projections(module: nn.Module) -> set[int]:
+    """ids of the key/value projections that read the text embeddings (diffusers' `Attention`)."""
+    ids: set[int] = set()
+    for sub in module.modules():
+        if getattr(sub, "is_cross_attention", False):
+            for name in ("to_k", "to_v", "to_kv"):
+                projection = getattr(sub, name, None)
+                if isinstance(projection, nn.Linear):
+                    ids.add(id(projection))
+    return ids
+
+
+def use_cpu_kernels(module: nn.Module) -> int:
+    """Swap every plain `nn.Linear`/`nn.Conv2d` inside `module` for its fast twin in place; returns how many.
+
+    Only the class changes (the weights are the same tensors), so state dicts, hooks and `.to()` keep working.
+    Subclasses with their own `forward` (LoRA layers' own modules excepted: their inner Linears are plain) are
+    left alone.
+    """
+    kv = _cross_attention_projections(module)
+    swapped = 0
+    for sub in module.modules():
+        if type(sub) is nn.Linear:
+            sub.__class__ = CachedKVLinear if id(sub) in kv else OneDNNLinear
+        elif type(sub) is nn.Conv2d:
+            sub.__class__ = OneDNNConv2d
+        elif type(sub) is Upsample2D:
+            sub.__class__ = SubpixelUpsample2D
+        else:
+            continue
+        swapped += 1
+    return swapped
