@@ -8,7 +8,7 @@
   call (50 ms → 15 ms packed). Packing copies the weight, so it is done only where it pays: small inputs.
 - diffusers' `Upsample2D` (nearest 2x, 3x3 conv) → one 2x2 conv of the small input (`SubpixelUpsample2D`).
 - cross-attention `to_k`/`to_v` → the same, plus the last input and output kept: a repeated prompt (the
-  embedding cache hands out the same tensors) skips 140 projections of the 77 text tokens per SDXL UNet call.
+  embedding cache hands out equal tensors) skips 140 projections of the 77 text tokens per SDXL UNet call.
 
 Only float32 inputs on the CPU with autograd off take these paths (oneDNN has no bf16 kernels without native
 bf16); anything else runs the stock `forward`, so a swapped module stays correct everywhere.
@@ -28,8 +28,8 @@ from torch.nn import functional as F
 
 __all__ = ["CachedKVLinear", "OneDNNConv2d", "OneDNNLinear", "SubpixelUpsample2D", "stock_kernels", "use_cpu_kernels"]
 
-# Packed weights pay on small inputs only (measured: 3.5x at 8x8, 1.3x at 16x16, nothing from 32x32 up, where
-# the compute dwarfs the reorder), so larger inputs keep the stock path and no weight copy.
+# Packed weights pay on small inputs only (measured: 3.5x at 8x8, 1.3x at 16x16; from 32x32 up the reorder is
+# lost in the compute), so larger inputs keep the stock path and no weight copy.
 PACK_MAX_PIXELS = 32 * 32
 
 

@@ -143,6 +143,10 @@ def _cells(row: BenchRow) -> list[str]:
     ]  # fmt: skip
 
 
+def _prompt_mode(meta: dict[str, Any]) -> str:
+    return "one prompt for every run (cache hits)" if meta.get("repeat_prompt") else "a new prompt per run"
+
+
 def format_table(rows: list[BenchRow], meta: dict[str, Any]) -> str:
     """The console table, with a header line of metadata and the note on random weights."""
     table = [list(HEADERS), *(_cells(r) for r in rows)]
@@ -151,7 +155,7 @@ def format_table(rows: list[BenchRow], meta: dict[str, Any]) -> str:
     lines.insert(1, "  ".join("-" * w for w in widths))
     head = f"{meta['device']} | {meta['dtype']} | weights: {meta['weights']} | size: {meta['size']} | "
     head += f"{meta['repeats']} timed runs after {meta['warmup']} warm-up | torch {meta['torch']}"
-    head += " | one prompt (cache hits)" if meta.get("repeat_prompt") else " | a new prompt per run"
+    head += f" | {_prompt_mode(meta)}"
     footer = [f"note: {meta['note']}"] if meta.get("note") else []
     footer += [f"skipped {s['scenario']}: {s['reason']}" for s in meta.get("skipped", [])]
     footer.append("stages are p50 of each stage; 'hooks' rows are split at module boundaries (plain diffusers)")
@@ -161,6 +165,7 @@ def format_table(rows: list[BenchRow], meta: dict[str, Any]) -> str:
 def to_markdown(rows: list[BenchRow], meta: dict[str, Any]) -> str:
     """A GitHub Markdown table of the rows, preceded by the run's metadata."""
     info = ", ".join(f"{k}: {meta[k]}" for k in ("device", "dtype", "weights", "size", "torch", "diffusers", "date"))
+    info += ", " + _prompt_mode(meta)
     lines = [f"*{info}*", ""]
     if meta.get("note"):
         lines += [f"> {meta['note']}", ""]
