@@ -10,7 +10,6 @@ this script.
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import time
 from collections.abc import Callable
@@ -22,7 +21,14 @@ from torch import nn
 
 from fastdiff.bench.architectures import architecture
 from fastdiff.bench.random_weights import _materialize, _parameters_on_meta
-from fastdiff.cpu_kernels import CachedKVLinear, OneDNNConv2d, OneDNNLinear, SubpixelUpsample2D
+from fastdiff.cpu_kernels import (
+    CachedKVLinear,
+    OneDNNConv2d,
+    OneDNNLinear,
+    SubpixelUpsample2D,
+    _cross_attention_projections,
+)
+from fastdiff.optimize import _own_copy
 
 Swap = dict[type, type]
 STEPS: list[tuple[str, Swap]] = [
@@ -36,8 +42,8 @@ KV_STEP = ("+ cross-attention K/V reused", {})
 
 def swapped(module: nn.Module, swap: Swap, *, reuse_kv: bool = False) -> nn.Module:
     """A copy of `module` sharing its weights, with the classes in `swap` replaced (as `use_cpu_kernels` does)."""
-    out = copy.deepcopy(module, memo={id(p): p for p in module.parameters()})
-    kv = {id(getattr(m, n)) for m in out.modules() if getattr(m, "is_cross_attention", False) for n in ("to_k", "to_v")}
+    out = _own_copy(module)
+    kv = _cross_attention_projections(out)
     for sub in out.modules():
         new = swap.get(type(sub))
         if new is OneDNNLinear and reuse_kv and id(sub) in kv:

@@ -13,6 +13,7 @@ import torch
 from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator, Optimizations
 from fastdiff.cpu_kernels import OneDNNConv2d
 from fastdiff.optimize import cpu_has_native_bf16
+from fastdiff.testing import tiny_autoencoder_tiny
 
 PROMPT = "a watercolor fox in the snow"
 # Bound for "default" vs "none" on the same weights, on the CPU: both compute in float32; "default" only changes
@@ -89,7 +90,7 @@ def test_warmup_then_no_recompilation(load: Any, small_sizes: None) -> None:
 def test_max_uses_the_tiny_autoencoder(load: Any, small_sizes: None) -> None:
     from diffusers import AutoencoderTiny
 
-    tiny = AutoencoderTiny(encoder_block_out_channels=(8, 8, 8, 8), decoder_block_out_channels=(8, 8, 8, 8))
+    tiny = tiny_autoencoder_tiny()
     opts = Optimizations.preset("max", tiny_vae=tiny, compute_dtype=torch.float32)
     gen = FewStepGenerator.from_pipeline("sdxl-turbo", load("sdxl-turbo").pipeline, optimize=opts)
     assert isinstance(gen.pipeline.vae, AutoencoderTiny)
@@ -114,9 +115,7 @@ def test_from_pipeline_default_leaves_the_users_pipeline_as_it_was(load: Any, sm
         return np.asarray(out.images[0])
 
     before, first = snapshot(), image()
-    from diffusers import AutoencoderTiny
-
-    tiny = AutoencoderTiny(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4)
+    tiny = tiny_autoencoder_tiny()
     opts = Optimizations.preset("max", tiny_vae=tiny)  # every CPU swap, and a new VAE
     gen = FewStepGenerator.from_pipeline("sdxl-turbo", user, optimize=opts)
     gen("a cat", seed=0, height=64, width=64)

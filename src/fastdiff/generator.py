@@ -50,7 +50,7 @@ class FewStepGenerator:
     def __init__(self, preset: Preset, pipe: Any, *, optimizations: Optimizations | None = None) -> None:
         self.preset = preset
         self.pipeline = pipe
-        self.optimizations = optimizations or Optimizations()
+        self.optimizations = (optimizations or Optimizations()).resolved(torch.device(pipe.device))
         self.adapter = adapter_for(preset.family)
         self.embedding_cache = EmbeddingCache(self.optimizations.embedding_cache_size)
         self._warm_shapes: set[tuple[int, int, int]] = set()

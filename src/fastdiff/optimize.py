@@ -131,7 +131,7 @@ def _tiny_vae(spec: Any, family: str, dtype: torch.dtype, cache_dir: str | Path 
     AutoencoderTiny: Any = _AutoencoderTiny
     if isinstance(spec, _AutoencoderTiny):
         instance: Any = spec
-        return instance if instance.dtype == dtype else instance.to(dtype)
+        return _own_copy(instance)  # over the same weights; moved and cast in apply_optimizations, never the caller's
     location = TINY_VAE_REPOS[family] if spec == "auto" else spec
     if not isinstance(location, (str, Path)):
         raise FastDiffError(f"tiny_vae must be 'auto', a hub id, a folder or an AutoencoderTiny, not {spec!r}")
@@ -176,9 +176,10 @@ def apply_optimizations(
         return pipe  # "none": the very pipeline, for bit-parity
     own: dict[str, Any] = {}
     if opts.tiny_vae is not None:
-        own["vae"] = _tiny_vae(opts.tiny_vae, family, dtype, cache_dir).to(device)
+        own["vae"] = _tiny_vae(opts.tiny_vae, family, dtype, cache_dir)
     own |= {name: _own_copy(getattr(pipe, name)) for name in names if name not in own}
     with _new_parameters():
+        own["vae"].to(device)
         for module in own.values():
             if module.dtype != dtype:
                 module.to(dtype=dtype)

@@ -111,9 +111,9 @@ class RandomSource:
             return None
         if self.weights == "random":
             return random_tiny_vae(device=self.device, dtype=self.dtype)
-        from diffusers import AutoencoderTiny
+        from ..testing.tiny import tiny_autoencoder_tiny
 
-        tiny: Any = AutoencoderTiny(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4)  # type: ignore[no-untyped-call]
+        tiny = tiny_autoencoder_tiny()
         return tiny.to(self.device) if self.dtype == torch.float32 else tiny.to(self.device, self.dtype)
 
     def _build(self, arch: Architecture, scenario: Scenario) -> dict[str, Any]:

@@ -8,7 +8,15 @@ after a real download.
 from .hub_cache import cached_repo_path, make_hf_cache, repo_seed
 from .repo_configs import MODEL_INDEX_CLASSES, SCHEDULER_CONFIGS
 from .single_file import original_state_dict, save_single_file
-from .tiny import save_tiny_pipeline, tiny_lora, tiny_pipeline, tiny_tokenizer, tiny_unet, tiny_unet_checkpoint
+from .tiny import (
+    save_tiny_pipeline,
+    tiny_autoencoder_tiny,
+    tiny_lora,
+    tiny_pipeline,
+    tiny_tokenizer,
+    tiny_unet,
+    tiny_unet_checkpoint,
+)
 
 __all__ = [
     "MODEL_INDEX_CLASSES",
@@ -19,6 +27,7 @@ __all__ = [
     "repo_seed",
     "save_single_file",
     "save_tiny_pipeline",
+    "tiny_autoencoder_tiny",
     "tiny_lora",
     "tiny_pipeline",
     "tiny_tokenizer",

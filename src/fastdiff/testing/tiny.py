@@ -27,7 +27,15 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 from ..presets import Family
 from .repo_configs import SCHEDULER_CONFIGS
 
-__all__ = ["save_tiny_pipeline", "tiny_lora", "tiny_pipeline", "tiny_tokenizer", "tiny_unet", "tiny_unet_checkpoint"]
+__all__ = [
+    "save_tiny_pipeline",
+    "tiny_autoencoder_tiny",
+    "tiny_lora",
+    "tiny_pipeline",
+    "tiny_tokenizer",
+    "tiny_unet",
+    "tiny_unet_checkpoint",
+]
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
@@ -141,6 +149,16 @@ def tiny_unet(family: Family, *, seed: int = 0) -> UNet2DConditionModel:
         unet: UNet2DConditionModel = UNet2DConditionModel(**_UNET[family])
     unet.eval()  # as from_pretrained leaves it
     return unet
+
+
+def tiny_autoencoder_tiny(*, seed: int = 0) -> Any:
+    """TAESD's layout (diffusers' `AutoencoderTiny`) with 8 channels: a stand-in for `optimize="max"`'s decoder."""
+    from diffusers import AutoencoderTiny
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae: Any = AutoencoderTiny(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4)  # type: ignore[no-untyped-call]
+    return vae.eval()
 
 
 def _scheduler(family: Family, config: dict[str, Any] | None) -> SchedulerMixin:
