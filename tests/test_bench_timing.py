@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from fastdiff import devices
 from fastdiff.bench import timing
 from fastdiff.bench.timing import PeakMemory, make_clock, percentile, summarize, synchronize
 
@@ -56,7 +57,7 @@ def test_clock_synchronizes_before_every_read() -> None:
 
 def test_default_clock_uses_module_synchronize(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[torch.device] = []
-    monkeypatch.setattr(timing, "synchronize", calls.append)
+    monkeypatch.setattr(devices, "synchronize", calls.append)
     clock = make_clock(torch.device("cpu"))
     clock(), clock(), clock()
     assert calls == [torch.device("cpu")] * 3

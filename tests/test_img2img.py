@@ -62,11 +62,37 @@ FAMILIES = [
 ]
 
 
+def _diffusers_img2img(gen: Any, image: Image.Image, *, steps: int, strength: float, seed: int) -> np.ndarray:
+    """Plain diffusers' img2img on the generator's own modules and scheduler, given the (steps, strength,
+    timesteps) that `img2img_schedule` maps to (that mapping is pinned by the tests above)."""
+    from diffusers import AutoPipelineForImage2Image
+
+    preset = gen.preset
+    pipe = AutoPipelineForImage2Image.from_pipe(gen.pipeline)
+    pipe.set_progress_bar_config(disable=True)
+    n, s, timesteps = img2img_schedule(steps, strength, preset.timesteps)
+    extra: dict[str, Any] = {"timesteps": list(timesteps)} if timesteps is not None else {}
+    if preset.eta is not None:
+        extra["eta"] = preset.eta
+    out = pipe(
+        PROMPT,
+        image=image,
+        num_inference_steps=n,
+        strength=s,
+        guidance_scale=preset.guidance_scale,
+        generator=torch.Generator("cpu").manual_seed(seed),
+        **extra,
+    ).images[0]
+    return np.asarray(out, np.int16)
+
+
 @pytest.mark.parametrize("name", FAMILIES)
 @pytest.mark.parametrize("strength", [0.25, 0.5, 1.0])
 def test_img2img_runs_at_one_and_two_steps(name: str, strength: float, load: Any) -> None:
     gen = load(name)
     preset = presets.get(name)
+    if preset.timesteps is not None and min(abs(t / 1000 - strength) for t in preset.timesteps) > 0.15:
+        pytest.skip(f"{name} starts only at its timesteps {preset.timesteps}: strength {strength} is refused")
     steps = [n for n in (1, 2) if n in preset.steps] or [preset.default_steps]
     size = 128
     for n in steps:
@@ -76,7 +102,8 @@ def test_img2img_runs_at_one_and_two_steps(name: str, strength: float, load: Any
         finally:
             handle.remove()
         assert result.images[0].size == (size, size)
-        assert np.isfinite(np.asarray(result.images[0], np.float32)).all()
+        reference = _diffusers_img2img(gen, _photo(size), steps=n, strength=strength, seed=1)
+        assert np.abs(np.asarray(result.images[0], np.int16) - reference).max() <= 1  # plain diffusers' image
         expected = max(1, int(n * strength)) if preset.timesteps is None else 1
         # CFG batches both halves into one UNet call; PNDM (SD 1.5's own scheduler) adds one warm-up call.
         assert len(seen) - expected in ((0, 1) if preset.scheduler == "repo" else (0,))

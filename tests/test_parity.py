@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -79,5 +80,36 @@ def test_seed_none_is_chosen_and_reported(load: Any) -> None:
     again = gen(PROMPT, seed=result.seed)
     assert np.array_equal(np.asarray(result.images[0]), np.asarray(again.images[0]))
     assert result.steps == 1 and result.preset == "sdxl-turbo"
-    assert set(result.timings) == {"encode", "denoise", "decode", "total"}
-    assert result.timings["total"] >= result.timings["denoise"] > 0
+
+
+def _sleep_before(module: torch.nn.Module, seconds: float) -> Any:
+    return module.register_forward_pre_hook(lambda *_: time.sleep(seconds))
+
+
+def test_timings_charge_each_stage_its_own_time(load: Any, small_sizes: None) -> None:
+    """Each stage's module made slow by a known amount: the time shows up in that stage and no other."""
+    gen = load("sdxl-turbo")
+    pipe = gen.pipeline
+    # Any two sleeps differ by more than the margin (and a tiny 128² run by less): a misplaced clock read shows.
+    slow, margin = {"encode": 0.3, "denoise": 0.4, "decode": 0.5}, 0.25
+    hooks = [
+        _sleep_before(pipe.text_encoder, slow["encode"] / 2),
+        _sleep_before(pipe.text_encoder_2, slow["encode"] / 2),
+        _sleep_before(pipe.unet, slow["denoise"]),
+        _sleep_before(pipe.vae.decoder, slow["decode"]),
+    ]
+    try:
+        miss = gen("a prompt only this test uses", seed=0, height=128, width=128).timings
+        hit = gen("a prompt only this test uses", seed=1, height=128, width=128).timings  # a cache hit: no encoder
+    finally:
+        for hook in hooks:
+            hook.remove()
+    for timings in (miss, hit):
+        assert set(timings) == {"encode", "denoise", "decode", "total"}
+        stages = timings["encode"] + timings["denoise"] + timings["decode"]
+        assert stages == pytest.approx(timings["total"], rel=0.01)
+    for stage in ("denoise", "decode"):
+        for timings in (miss, hit):
+            assert slow[stage] <= timings[stage] < slow[stage] + margin, (stage, timings)
+    assert slow["encode"] <= miss["encode"] < slow["encode"] + margin, miss
+    assert hit["encode"] < 0.05, hit

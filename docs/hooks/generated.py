@@ -20,7 +20,13 @@ from fastdiff.presets import Preset
 from fastdiff.schedulers import RECIPES, build_scheduler, img2img_schedule
 
 HUB = "https://huggingface.co"
-OPTIONAL_PAGES = {"benchmarks.md": "Benchmarks", "performance.md": "Performance", "realtime.md": "Real-time"}
+OPTIONAL_PAGES = {
+    "benchmarks.md": "Benchmarks",
+    "performance.md": "Performance",
+    "realtime.md": "Real-time",
+    "serving.md": "Serving",
+    "distill.md": "Distillation",
+}
 OPTIONAL_BEFORE = "API"  # optional pages go just before this nav entry
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import presets
+from . import _quiet, presets  # noqa: F401  (_quiet first: it filters library noise before transformers loads)
 from .errors import FastDiffError, FastDiffWarning
 from .generator import FewStepGenerator
 from .optimize import Optimizations

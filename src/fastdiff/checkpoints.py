@@ -10,15 +10,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import hf_hub_download
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
 from .errors import FastDiffError
-from .presets import Checkpoint, Preset, all_presets
+from .hub import cache_first
+from .presets import Preset, all_presets
 
 __all__ = [
+    "apply_checkpoint",
     "apply_lora",
+    "build_unet",
     "check_checkpoint_matches",
+    "checkpoint_path",
     "load_unet_state_dict",
     "pickle_refusal",
     "validate_unet_state_dict",
@@ -138,11 +143,6 @@ def _adapter_names(pipe: Any) -> set[str]:
         return set()
 
 
-def checkpoint_label(ckpt: Checkpoint) -> str:
-    """ "repo/file" as shown in messages and `fastdiff download`."""
-    return f"{ckpt.repo_id}/{ckpt.filename}"
-
-
 def build_unet(config: dict[str, Any], state: dict[str, torch.Tensor], *, name: str, dtype: torch.dtype) -> Any:
     """An SDXL/SD UNet from its config, filled from a checkpoint (no throw-away random init: built on meta)."""
     from diffusers import UNet2DConditionModel
@@ -153,3 +153,47 @@ def build_unet(config: dict[str, Any], state: dict[str, torch.Tensor], *, name: 
     validate_unet_state_dict(state, unet, name=name)
     unet.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
     return unet
+
+
+def checkpoint_path(
+    preset: Preset,
+    checkpoint: str | Path | None,
+    *,
+    local_files_only: bool | None,
+    cache_dir: str | Path | None,
+    dtype: torch.dtype,
+    allow_pickle: bool = True,
+) -> Path | None:
+    """The local path of the preset's checkpoint: the user's file (checked to be the preset's), or the preset's
+    hub file (cache first); None for a preset without one."""
+    if checkpoint is not None:
+        if not isinstance(checkpoint, (str, Path)):
+            raise FastDiffError(f"checkpoint must be a path, not {type(checkpoint).__name__}")
+        path = Path(checkpoint).expanduser()
+        if not path.is_file():
+            raise FastDiffError(f"checkpoint {str(checkpoint)!r} does not exist; pass the path of a weights file")
+        check_checkpoint_matches(preset, path)
+        return path
+    ckpt = preset.checkpoint
+    if ckpt is None:
+        return None
+    if ckpt.is_pickle and not allow_pickle:  # refuse before a multi-GB download, not after
+        raise pickle_refusal(Path(ckpt.filename))
+
+    def fetch(local: bool) -> Path:
+        return Path(hf_hub_download(ckpt.repo_id, ckpt.filename, local_files_only=local, cache_dir=cache_dir))
+
+    return cache_first(fetch, preset, local_files_only, cache_dir, dtype)
+
+
+def apply_checkpoint(pipe: Any, preset: Preset, path: Path, *, allow_pickle: bool) -> None:
+    """Put the preset's checkpoint into `pipe`'s UNet (compiled or not): a LoRA fused, or a full UNet state dict
+    loaded in place, each checked first so that a file that does not fit leaves the weights as they were."""
+    assert preset.checkpoint is not None  # checkpoint_path() refuses a checkpoint for a preset without one
+    if preset.checkpoint.kind == "lora":
+        apply_lora(pipe, path)
+        return
+    unet = getattr(pipe.unet, "_orig_mod", pipe.unet)  # a compiled UNet's state dict keys start with _orig_mod.
+    state = load_unet_state_dict(path, allow_pickle=allow_pickle)
+    validate_unet_state_dict(state, unet, name=path.name)
+    unet.load_state_dict(state)

@@ -102,12 +102,15 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 
 def _cmd_download(args: argparse.Namespace) -> int:
     from .devices import resolve_device, resolve_dtype
-    from .loading import download
+    from .families import family
+    from .hub import download
 
     preset = preset_table.get(args.name)
-    # By default, the files that `from_preset` loads on this machine: fp16 variants on a GPU, fp32 on a CPU.
+    # By default the files `from_preset` loads on this machine (fp16 variants on a GPU, fp32 on a CPU); a CPU box
+    # that fetches for a GPU box says --dtype float16.
     dtype = resolve_dtype(args.dtype, resolve_device(args.device))
-    for path in download(preset, dtype=dtype, allow_pickle=args.allow_pickle):
+    tiny_vae = None if args.no_tiny_vae else family(preset.family).tiny_vae_repo
+    for path in download(preset, dtype=dtype, allow_pickle=args.allow_pickle, tiny_vae=tiny_vae):
         print(path)
     return 0
 
@@ -151,13 +154,20 @@ def build_parser() -> argparse.ArgumentParser:
     _add_generate(sub)
     dl = sub.add_parser("download", help="fetch only the files a preset needs into the hub cache")
     dl.add_argument("name")
-    dl.add_argument("--dtype", choices=["float32", "float16"], help="weights for this dtype (default: as --device)")
+    dl.add_argument(
+        "--dtype",
+        choices=["float32", "float16"],
+        help="fetch the files for this dtype: float16 takes the fp16 variant files (default: what --device runs)",
+    )
     dl.add_argument("--device", default="auto", help="the device the weights are for (picks the default dtype)")
     dl.add_argument("--allow-pickle", action="store_true", help="also fetch pickle checkpoints (DMD2's .bin)")
+    dl.add_argument("--no-tiny-vae", action="store_true", help="skip the family's tiny autoencoder (optimize='max')")
     dl.set_defaults(func=_cmd_download)
     for name, module, add, run, text in (
         ("bench", "fastdiff.bench.cli", "add_bench_arguments", "run_bench", "time presets against SD 1.5@20"),
         ("demo", "fastdiff.demo", "add_demo_arguments", "run_demo", "a local Gradio page that follows your typing"),
+        ("distill", "fastdiff.distill.cli", "add_distill_arguments", "run_distill", "ADD-train a few-step student"),
+        ("batch", "fastdiff.bulk.cli", "add_batch_arguments", "run_batch", "every prompt of a file to DIR, resumable"),
     ):
         mod = _optional(module)
         if mod is not None:

@@ -26,7 +26,17 @@ from diffusers.models.upsampling import Upsample2D
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-__all__ = ["CachedKVLinear", "OneDNNConv2d", "OneDNNLinear", "SubpixelUpsample2D", "stock_kernels", "use_cpu_kernels"]
+from .stamps import TensorStamp, version
+
+__all__ = [
+    "CachedKVLinear",
+    "OneDNNConv2d",
+    "OneDNNLinear",
+    "SubpixelUpsample2D",
+    "onednn_usable",
+    "stock_kernels",
+    "use_cpu_kernels",
+]
 
 # Packed weights pay on small inputs only (measured: 3.5x at 8x8, 1.3x at 16x16; from 32x32 up the reorder is
 # lost in the compute), so larger inputs keep the stock path and no weight copy.
@@ -48,20 +58,22 @@ def stock_kernels() -> Iterator[None]:
         _stock_only.on = before
 
 
+def onednn_usable() -> bool:
+    """True when this torch has oneDNN and it is enabled (`torch.backends.mkldnn.flags(enabled=False)` turns the
+    fast paths off, as it does torch's own oneDNN use)."""
+    mkldnn: Any = torch.backends.mkldnn
+    return bool(mkldnn.is_available() and mkldnn.enabled)
+
+
 def _fast_path(x: Tensor, weight: Tensor) -> bool:
     return (
         not getattr(_stock_only, "on", False)
+        and onednn_usable()
         and x.device.type == "cpu"
         and x.dtype == torch.float32
         and weight.dtype == torch.float32
         and not torch.is_grad_enabled()
     )
-
-
-def _version(t: Tensor) -> int:
-    """The in-place write counter of `t`; inference-mode tensors have none (and diffusers never writes to a
-    projection's output or a weight during inference)."""
-    return 0 if t.is_inference() else t._version
 
 
 class OneDNNLinear(nn.Linear):
@@ -75,32 +87,37 @@ class OneDNNLinear(nn.Linear):
 
 
 class CachedKVLinear(OneDNNLinear):
-    """A cross-attention key/value projection that returns its last output again for an equal input.
+    """A cross-attention key/value projection that returns its last output again for an equal input and the
+    same, unwritten weights (a fused LoRA or a loaded state dict computes anew).
 
     The text embeddings do not change across the denoising steps of one image nor across images of one prompt;
     the equality check (a memcmp of 77 × 2048 floats) costs ~0.1 % of the projection it saves.
     """
 
-    _last: tuple[Tensor, int, Tensor, int] | None = None  # input, its version, output, its version
+    _last: tuple[TensorStamp, TensorStamp, TensorStamp, Tensor, int] | None = None  # input, weight, bias, output
 
     def forward(self, input: Tensor) -> Tensor:
         if not _fast_path(input, self.weight):
             return super().forward(input)
         last = self._last
         if last is not None:
-            seen, seen_version, out, out_version = last
-            unchanged = _version(seen) == seen_version and _version(out) == out_version  # nobody wrote in place
-            if unchanged and seen.shape == input.shape and (seen is input or torch.equal(seen, input)):
+            seen, weight, bias, out, out_version = last
+            unchanged = seen.matches(seen.tensor) and version(out) == out_version  # nobody wrote in place
+            unchanged = unchanged and weight.matches(self.weight) and bias.matches(self.bias)
+            previous = seen.tensor
+            assert previous is not None
+            same_input = seen.matches(input) or (previous.shape == input.shape and torch.equal(previous, input))
+            if unchanged and same_input:
                 return out
         out = super().forward(input)
-        self._last = (input, _version(input), out, _version(out))
+        self._last = (TensorStamp(input), TensorStamp(self.weight), TensorStamp(self.bias), out, version(out))
         return out
 
 
 class OneDNNConv2d(nn.Conv2d):
     """`nn.Conv2d` in NHWC through oneDNN, with the weight packed once for small inputs (fp32 CPU inference)."""
 
-    _packed: tuple[tuple[Any, ...], Tensor] | None = None  # (weight identity, packed weight)
+    _packed: tuple[TensorStamp, Tensor] | None = None  # (the weight it was packed from, packed weight)
 
     def forward(self, input: Tensor) -> Tensor:
         stock: Tensor
@@ -121,12 +138,11 @@ class OneDNNConv2d(nn.Conv2d):
     def _packed_weight(self, x: Tensor, padding: list[int], stride: list[int], dilation: list[int]) -> Tensor:
         weight = self.weight
         # A new tensor (`.to()`, a loaded state dict) or an in-place change (fused LoRA) repacks.
-        identity = (weight.data_ptr(), _version(weight), weight.shape, weight.dtype)
-        if self._packed is None or self._packed[0] != identity:
+        if self._packed is None or not self._packed[0].matches(weight):
             packed = torch.ops.mkldnn._reorder_convolution_weight(
                 weight, padding, stride, dilation, self.groups, list(x.shape)
             )
-            self._packed = (identity, packed)
+            self._packed = (TensorStamp(weight), packed)
         return self._packed[1]
 
 
@@ -142,7 +158,7 @@ class SubpixelUpsample2D(Upsample2D):
     Measured here: 2.1x on SDXL's VAE upsampler at 64x64 → 128x128, 1.5x at 128 → 256, max error ~3e-6 relative.
     """
 
-    _phases: tuple[tuple[Any, ...], OneDNNConv2d] | None = None
+    _phases: tuple[TensorStamp, TensorStamp, OneDNNConv2d] | None = None  # the weight and bias it was derived from
 
     def forward(self, hidden_states: Tensor, output_size: Any = None, *args: Any, **kwargs: Any) -> Tensor:
         conv: Any = self.conv if self.name == "conv" else self.Conv2d_0
@@ -175,16 +191,16 @@ class SubpixelUpsample2D(Upsample2D):
 
     def _phase_conv(self, conv: nn.Conv2d) -> OneDNNConv2d:
         weight = conv.weight
-        identity = (weight.data_ptr(), _version(weight), weight.shape, weight.dtype)
-        if self._phases is None or self._phases[0] != identity:
+        if self._phases is None or not (self._phases[0].matches(weight) and self._phases[1].matches(conv.bias)):
             rows = torch.tensor(_PHASE_ROWS, dtype=weight.dtype)
             taps = [torch.einsum("rk,oikl,sl->oirs", rows[a], weight, rows[b]) for a in (0, 1) for b in (0, 1)]
             phase = OneDNNConv2d(weight.shape[1], 4 * weight.shape[0], 2, padding=1, bias=conv.bias is not None)
             phase.weight = nn.Parameter(torch.cat(taps).contiguous(memory_format=torch.channels_last), False)
             if conv.bias is not None:
                 phase.bias = nn.Parameter(conv.bias.detach().repeat(4), requires_grad=False)
-            self._phases = (identity, phase)  # a plain attribute: derived weights stay out of the state dict
-        return self._phases[1]
+            # A plain attribute: the derived weights stay out of the state dict.
+            self._phases = (TensorStamp(weight), TensorStamp(conv.bias), phase)
+        return self._phases[2]
 
 
 def _cross_attention_projections(module: nn.Module) -> set[int]:

@@ -1,15 +1,16 @@
-"""Device and dtype resolution: "auto" means cuda, else mps, else cpu; float16 on accelerators, float32 on CPU."""
+"""Devices: "auto" means cuda, else mps, else cpu; float16 on accelerators, float32 on CPU; synchronized clocks."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from .errors import FastDiffError
 
-__all__ = ["DTYPES", "resolve_device", "resolve_dtype", "synchronizer"]
+__all__ = ["DTYPES", "make_clock", "offloaded", "resolve_device", "resolve_dtype", "synchronize"]
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -61,14 +62,30 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     raise FastDiffError(f"unknown dtype {dtype!r}; use 'float32', 'float16' or 'bfloat16'")
 
 
-def synchronizer(device: torch.device) -> Callable[[], float]:
-    """A clock that first waits for queued device work, so that stage timings are real (not launch times)."""
+def synchronize(device: torch.device) -> None:
+    """Wait until every kernel queued on `device` has finished (a no-op on the CPU, which runs eagerly)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def make_clock(
+    device: torch.device,
+    *,
+    sync: Callable[[torch.device], None] | None = None,
+    timer: Callable[[], float] = time.perf_counter,
+) -> Callable[[], float]:
+    """A clock in seconds that first waits for queued device work (`sync`, default `synchronize`), so that
+    timings are real, not launch times."""
 
     def clock() -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        elif device.type == "mps":
-            torch.mps.synchronize()
-        return time.perf_counter()
+        (sync or synchronize)(device)  # looked up per read, so tests can count calls by patching the module
+        return timer()
 
     return clock
+
+
+def offloaded(pipe: Any) -> bool:
+    """True when accelerate hooks move the pipeline's modules per call (`enable_model_cpu_offload` and kin)."""
+    return any(hasattr(m, "_hf_hook") for m in pipe.components.values() if isinstance(m, torch.nn.Module))

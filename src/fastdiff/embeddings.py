@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from torch import nn
 
 from .adapters import Embeddings
+from .stamps import TensorStamp, stamps_match
 
 __all__ = ["EmbeddingCache"]
 
@@ -13,18 +17,40 @@ Key = tuple[str, str | None, bool]
 
 
 class EmbeddingCache:
-    """Least-recently-used cache from (prompt, negative prompt, guidance on) to embeddings, with hit counters."""
+    """Least-recently-used cache from (prompt, negative prompt, guidance on) to embeddings, with hit counters.
 
-    def __init__(self, maxsize: int = 32) -> None:
+    Given the text encoders, it forgets every entry once their weights change (a fused LoRA, a loaded state dict,
+    a new tensor): checked on every `get` by comparing stamps of the weights (a few hundred pointer and counter
+    comparisons, no tensor read).
+    """
+
+    def __init__(self, maxsize: int = 32, encoders: Sequence[nn.Module] = ()) -> None:
         if maxsize < 0:
             raise ValueError("maxsize must be ≥ 0")
         self.maxsize = maxsize
         self.hits = 0
         self.misses = 0
         self._entries: OrderedDict[Key, Embeddings] = OrderedDict()
+        self._encoders = list(encoders)
+        self._stamps = self._stamp()
+
+    @classmethod
+    def for_pipeline(cls, pipe: Any, maxsize: int = 32) -> EmbeddingCache:
+        """A cache over the pipeline's text encoders (one for SD, two for SDXL)."""
+        encoders = [m for m in (pipe.text_encoder, getattr(pipe, "text_encoder_2", None)) if m is not None]
+        return cls(maxsize, encoders)
+
+    def _weights(self) -> list[nn.Parameter]:
+        return [p for encoder in self._encoders for p in encoder.parameters()]
+
+    def _stamp(self) -> list[TensorStamp]:
+        return [TensorStamp(p) for p in self._weights()]
 
     def get(self, key: Key, compute: Callable[[], Embeddings]) -> Embeddings:
         """The cached embeddings of `key`, computing (and storing) them on a miss."""
+        if self._encoders and not stamps_match(self._stamps, self._weights()):
+            self.clear()
+            self._stamps = self._stamp()
         if key in self._entries:
             self.hits += 1
             self._entries.move_to_end(key)
@@ -37,8 +63,11 @@ class EmbeddingCache:
                 self._entries.popitem(last=False)
         return value
 
+    def __contains__(self, key: object) -> bool:
+        return key in self._entries
+
     def clear(self) -> None:
-        """Forget every entry (needed after the text encoders' weights change)."""
+        """Forget every entry."""
         self._entries.clear()
 
     def __len__(self) -> int:

@@ -2,38 +2,43 @@
 
 One request flows one way: validate against the preset → encode (cached) → noise (seeded, one CPU generator per
 image) → denoise (the pipeline's own loop with the preset's scheduler recipe) → decode → `GenerationResult`.
+Building one reads the same way: load (`loading.load`) → optimize (`apply_optimizations`) → wrap.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import threading
 import time
-import warnings
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoPipelineForImage2Image, AutoPipelineForText2Image
+from diffusers import AutoPipelineForImage2Image
 from PIL import Image
 
 from . import presets as preset_table
-from .adapters import Embeddings, adapter_for, default_strength
-from .checkpoints import (
-    apply_lora,
-    build_unet,
-    check_checkpoint_matches,
-    load_unet_state_dict,
-    validate_unet_state_dict,
-)
-from .devices import resolve_device, resolve_dtype, synchronizer
+from .adapters import Embeddings
+from .batching import BatchStats, Coalescer, check_batching
+from .denoising import batch_key, generate_batch
+from .devices import make_clock, offloaded, resolve_device, resolve_dtype
 from .embeddings import EmbeddingCache
-from .errors import FastDiffError, FastDiffWarning
-from .loading import checkpoint_path, classify_source, load_pipeline, load_unet_config
-from .optimize import Optimizations, apply_optimizations, compute_dtype, resolve_optimizations
+from .errors import FastDiffError
+from .families import family
+from .loading import adopt, load, load_tiny_vae
+from .mapping import map_requests, run_in_order, sized
+from .optimize import Optimizations, apply_optimizations, resolve_optimizations
 from .presets import Preset
 from .result import GenerationResult
-from .schedulers import build_scheduler, img2img_schedule
+from .shapes import CompiledShapes
 from .validation import Request, check_flag, resized_input, resolve_request, warn_truncation
+
+# Images per pipeline call when coalescing concurrent calls (`max_batch`), by device type. CPU: measured on the
+# 2-core EPYC, where a batch is as slow per image as single calls (compute-bound), so little is gained past 4
+# and a lone caller's latency grows with the batch it joins; CUDA: a batch of 8 costs far less than 8 calls.
+DEFAULT_MAX_BATCH = {"cpu": 4, "cuda": 8, "mps": 4}
 
 __all__ = ["FewStepGenerator"]
 
@@ -44,24 +49,40 @@ class FewStepGenerator:
     """Run a few-step model exactly as its model card does, with checked inputs and per-stage timings.
 
     Build one with `from_preset` (loads weights) or `from_pipeline` (wraps a pipeline you already have), then
-    call it: `gen("a cat", steps=1, seed=0).images[0]`.
+    call it: `gen("a cat", steps=1, seed=0).images[0]`. `optimizations` is the recipe that was applied, decided
+    for the device.
     """
 
-    def __init__(self, preset: Preset, pipe: Any, *, optimizations: Optimizations | None = None) -> None:
+    def __init__(
+        self,
+        preset: Preset,
+        pipe: Any,
+        *,
+        optimizations: Optimizations | None = None,
+        max_batch: int | None = None,
+        max_wait_ms: float = 0.0,
+    ) -> None:
         self.preset = preset
         self.pipeline = pipe
-        self.optimizations = (optimizations or Optimizations()).resolved(torch.device(pipe.device))
-        self.adapter = adapter_for(preset.family)
-        self.embedding_cache = EmbeddingCache(self.optimizations.embedding_cache_size)
-        self._warm_shapes: set[tuple[int, int, int]] = set()
-        self._img2img: Any = None
-        self._clock = synchronizer(self.device)
-        pipe.set_progress_bar_config(disable=True)
+        self.optimizations = (optimizations or Optimizations()).resolved(self.device)
+        self.adapter = family(preset.family).adapter
+        self.embedding_cache = EmbeddingCache.for_pipeline(pipe, self.optimizations.embedding_cache_size)
+        self._shapes = CompiledShapes(enabled=bool(self.optimizations.compile))
+        self._img2img = AutoPipelineForImage2Image.from_pipe(pipe)
+        self._clock = make_clock(self.device)
+        self._lock = threading.RLock()  # one pipeline call at a time: diffusers pipelines keep per-call state
+        default = DEFAULT_MAX_BATCH.get(self.device.type, 4)
+        batch, wait = check_batching(default if max_batch is None else max_batch, max_wait_ms)
+        self._coalescer: Coalescer[Request, GenerationResult] = Coalescer(
+            self._generate, key=batch_key, size=lambda r: r.num_images, max_batch=batch, max_wait_ms=wait
+        )
+        for p in (pipe, self._img2img):
+            p.set_progress_bar_config(disable=True)
 
     @property
     def device(self) -> torch.device:
-        """The device the pipeline runs on (fastdiff never moves it after loading)."""
-        return torch.device(self.pipeline.device)
+        """The device the pipeline computes on (with `enable_model_cpu_offload`, the accelerator, not the CPU)."""
+        return torch.device(self.pipeline._execution_device)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -81,6 +102,8 @@ class FewStepGenerator:
         cache_dir: str | Path | None = None,
         allow_pickle: bool = False,
         optimize: str | Optimizations = "default",
+        max_batch: int | None = None,
+        max_wait_ms: float = 0.0,
     ) -> FewStepGenerator:
         """Load the preset's weights (cache first, no network call when cached) and move them to `device`.
 
@@ -88,40 +111,25 @@ class FewStepGenerator:
         hub repo id of the same family. `checkpoint`: None for the preset's UNet/LoRA file from the hub, or a
         local file. `allow_pickle` opts in to pickle files (`.bin`, `.pt`, `.ckpt`; DMD2's UNets), which
         `torch.load` unpickles. `optimize`: "none" (bit-parity with diffusers), "default" (speedups within a
-        tested tolerance of "none"), "max" (also the tiny autoencoder), or an `Optimizations`.
+        tested tolerance of "none"), "max" (also the tiny autoencoder), or an `Optimizations`. `max_batch`: the
+        most images one pipeline call makes when concurrent calls are coalesced (None: by device; 1: never
+        coalesce); `max_wait_ms`: how long a batch may wait to fill (0: never wait).
         """
         spec = preset_table.get(preset)
         target = resolve_device(device)
-        opts = resolve_optimizations(optimize).resolved(target)
-        torch_dtype = compute_dtype(opts, target, resolve_dtype(dtype, target), asked=dtype is not None)
+        opts = resolve_optimizations(optimize)
+        if dtype is not None and opts.compute_dtype == "auto":  # the dtype asked for wins over "auto"
+            opts = dataclasses.replace(opts, compute_dtype=None)
+        opts = opts.resolved(target)
+        torch_dtype = opts.compute_dtype if isinstance(opts.compute_dtype, torch.dtype) else None
+        torch_dtype = torch_dtype or resolve_dtype(dtype, target)
         check_flag("local_files_only", local_files_only, optional=True)
         check_flag("allow_pickle", allow_pickle)
-        source_kind, location = classify_source(source)  # refuse a bad source before reading anything
-        ckpt = checkpoint_path(
-            spec, checkpoint, local_files_only=local_files_only, cache_dir=cache_dir, allow_pickle=allow_pickle
-        )
-        if ckpt is not None and checkpoint is not None:
-            check_checkpoint_matches(spec, ckpt)
-        components: dict[str, Any] = {}
-        if ckpt is not None and spec.checkpoint is not None and spec.checkpoint.kind == "unet":
-            state = load_unet_state_dict(ckpt, allow_pickle=allow_pickle)
-            config_source = location if source_kind in ("folder", "hub") and location else None
-            config = load_unet_config(spec, config_source, local_files_only=local_files_only, cache_dir=cache_dir)
-            components["unet"] = build_unet(config, state, name=ckpt.name, dtype=torch_dtype)
-        pipe = load_pipeline(
-            spec,
-            source=source,
-            dtype=torch_dtype,
-            local_files_only=local_files_only,
-            cache_dir=cache_dir,
-            allow_pickle=allow_pickle,
-            components=components,
-        )
-        if ckpt is not None and spec.checkpoint is not None and spec.checkpoint.kind == "lora":
-            apply_lora(pipe, ckpt)
-        pipe.scheduler = build_scheduler(spec.scheduler, pipe.scheduler)
-        pipe = apply_optimizations(pipe.to(target), opts, family=spec.family, dtype=torch_dtype, cache_dir=cache_dir)
-        return cls(spec, pipe, optimizations=opts)
+        hub: dict[str, Any] = {"local_files_only": local_files_only, "cache_dir": cache_dir, "dtype": torch_dtype}
+        pipe = load(spec, source=source, checkpoint=checkpoint, allow_pickle=allow_pickle, **hub)
+        tiny = None if opts.tiny_vae is None else load_tiny_vae(opts.tiny_vae, spec, **hub)
+        pipe = apply_optimizations(pipe.to(target), opts, tiny_vae=tiny)
+        return cls(spec, pipe, optimizations=opts, max_batch=max_batch, max_wait_ms=max_wait_ms)
 
     @classmethod
     def from_pipeline(
@@ -132,38 +140,32 @@ class FewStepGenerator:
         checkpoint: str | Path | None = None,
         allow_pickle: bool = False,
         optimize: str | Optimizations = "none",
+        max_batch: int | None = None,
+        max_wait_ms: float = 0.0,
     ) -> FewStepGenerator:
         """Wrap a diffusers pipeline you already loaded (device and dtype stay as they are).
 
         The generator gets its own pipeline object sharing `pipe`'s modules, with the preset's scheduler, so
         `pipe` keeps its scheduler and stays usable. A `checkpoint` file is loaded into the shared UNet.
-        `optimize` defaults to "none" here; other levels optimize fastdiff's own copies of the modules, which
-        share the weight tensors with `pipe` (no second copy of the weights) and leave `pipe` as it was. The
-        dtype stays `pipe`'s unless `Optimizations.compute_dtype` names one.
+        `optimize` defaults to "none" here; other levels apply the recipe `from_preset` applies on the pipeline's
+        device, to fastdiff's own copies of the modules, which share the weight tensors with `pipe` (no second
+        copy of the weights) and leave `pipe` as it was. A compiled pipeline (a generator's `.pipeline` on CUDA)
+        is accepted: its modules are used uncompiled and compiled once more only if the recipe says so.
+        `max_batch`, `max_wait_ms`: as in `from_preset`.
         """
-        opts = resolve_optimizations(optimize)
         spec = preset_table.get(preset)
+        opts = resolve_optimizations(optimize)
         check_flag("allow_pickle", allow_pickle)
-        expected = "StableDiffusionXL" if spec.family == "sdxl" else "StableDiffusion"
-        name = type(pipe).__name__
-        if not name.startswith(expected) or (spec.family != "sdxl" and name.startswith("StableDiffusionXL")):
-            raise FastDiffError(f"{spec.name} needs a {expected}Pipeline, got {name}; pick a preset of its family")
-        own = AutoPipelineForText2Image.from_pipe(pipe)
-        own.scheduler = build_scheduler(spec.scheduler, type(pipe.scheduler).from_config(pipe.scheduler.config))
-        if checkpoint is not None:
-            path = checkpoint_path(spec, checkpoint, local_files_only=True, cache_dir=None)
-            assert path is not None and spec.checkpoint is not None  # a given checkpoint always resolves
-            check_checkpoint_matches(spec, path)
-            if spec.checkpoint.kind == "lora":
-                apply_lora(own, path)
-            else:
-                state = load_unet_state_dict(path, allow_pickle=allow_pickle)
-                validate_unet_state_dict(state, own.unet, name=path.name)
-                own.unet.load_state_dict(state)
-        opts = opts.resolved(torch.device(own.device))
-        dtype = compute_dtype(opts, torch.device(own.device), own.unet.dtype, asked=True)
-        own = apply_optimizations(own, opts, family=spec.family, dtype=dtype)
-        return cls(spec, own, optimizations=opts)
+        opts = opts.resolved(torch.device(pipe._execution_device))
+        if offloaded(pipe) and opts.changes_modules:
+            raise FastDiffError("a pipeline with CPU offload hooks takes optimize='none' (its modules move per call)")
+        own = adopt(spec, pipe, checkpoint=checkpoint, allow_pickle=allow_pickle)
+        tiny = None
+        if opts.tiny_vae is not None:
+            dtype = opts.compute_dtype if isinstance(opts.compute_dtype, torch.dtype) else own.unet.dtype
+            tiny = load_tiny_vae(opts.tiny_vae, spec, dtype=dtype)
+        own = apply_optimizations(own, opts, tiny_vae=tiny)
+        return cls(spec, own, optimizations=opts, max_batch=max_batch, max_wait_ms=max_wait_ms)
 
     def __call__(
         self,
@@ -178,118 +180,133 @@ class FewStepGenerator:
         num_images: int = 1,
         image: Image.Image | None = None,
         strength: float | None = None,
+        coalesce: bool = True,
     ) -> GenerationResult:
-        """Generate `num_images` images; image *i* is the image of `seed + i` alone. None means the preset's value."""
+        """Generate `num_images` images; image *i* is the image of `seed + i` alone. None means the preset's value.
+
+        Safe to call from many threads: calls that arrive while the model is busy are batched with compatible
+        ones (same steps, size, guidance, img2img strength) into one pipeline call, and each gets the images it
+        would get alone. `coalesce=False` runs this call alone (e.g. one that a hook may interrupt).
+        """
+        kwargs: dict[str, Any] = {
+            "steps": steps,
+            "seed": seed,
+            "guidance_scale": guidance_scale,
+            "negative_prompt": negative_prompt,
+        }
+        kwargs |= {"height": height, "width": width, "num_images": num_images, "image": image, "strength": strength}
+        request = self._request(prompt, **kwargs)
+        self._shapes.warn_if_new(request, stacklevel=3)
+        self._warn_truncation(request)
+        return self._coalescer.submit(request, solo=not coalesce)
+
+    def map(
+        self,
+        prompts: Iterable[str],
+        *,
+        seeds: Iterable[int] | None = None,
+        batch_size: int | None = None,
+        progress: bool = True,
+        **call_kwargs: Any,
+    ) -> Iterator[GenerationResult]:
+        """One result per prompt, in order, `batch_size` prompts per pipeline call (default `max_batch`).
+
+        Prompt *i* gets `seeds[i]`, else `seed + i` when `seed=` is among `call_kwargs` (the arguments of a call,
+        the same for every prompt), else a random seed; its images equal those of that call alone. A tqdm bar
+        shows the progress. Other threads' calls interleave between batches.
+        """
+        size = check_batching(batch_size or self.max_batch, 0)[0]
+        requests = map_requests(self._request, prompts, seeds=seeds, batch_size=size, call_kwargs=call_kwargs)
+        yield from run_in_order(
+            self._coalescer.run_now, requests, total=sized(prompts), desc=self.preset.name, progress=progress
+        )
+
+    def _request(self, prompt: object, **kwargs: Any) -> Request:
+        """A call's arguments checked against the preset, with every default filled in."""
         request = resolve_request(
             self.preset,
             vae_scale_factor=self.pipeline.vae_scale_factor,
-            default_strength=default_strength(self.preset.family),
+            default_strength=family(self.preset.family).default_strength,
             prompt=prompt,
-            steps=steps,
-            seed=seed,
-            guidance_scale=guidance_scale,
-            negative_prompt=negative_prompt,
-            height=height,
-            width=width,
-            num_images=num_images,
-            image=image,
-            strength=strength,
+            **kwargs,
         )
-        self._warn_new_shape(request)
-        if request.image is not None and (height is not None or width is not None):
+        if request.image is not None and (kwargs["height"] is not None or kwargs["width"] is not None):
             request = resized_input(request)
-        start = self._clock()
-        embeds = self.encode(request.prompt, request.negative_prompt, guidance=request.guidance)
-        encoded = self._clock()
-        latents = self._denoise(request, embeds)
-        denoised = self._clock()
-        images = self.adapter.decode(self.pipeline, latents)
-        done = self._clock()
-        timings = {"encode": encoded - start, "denoise": denoised - encoded, "decode": done - denoised}
-        timings["total"] = done - start
-        return GenerationResult(
-            images=images,
-            seed=request.seed,
-            steps=request.steps,
-            preset=self.preset.name,
-            guidance_scale=request.guidance_scale,
-            height=images[0].height,
-            width=images[0].width,
-            timings=timings,
-        )
+        return request
+
+    @property
+    def stats(self) -> BatchStats:
+        """Calls, pipeline batches, mean images per batch, and queue wait p50/p95 (seconds) so far."""
+        return self._coalescer.stats()
+
+    @property
+    def max_batch(self) -> int:
+        """The most images one pipeline call makes when concurrent calls are coalesced."""
+        return self._coalescer.max_batch
 
     def encode(self, prompt: str, negative_prompt: str | None = None, *, guidance: bool = False) -> Embeddings:
-        """Prompt embeddings for one image, from the LRU cache when this prompt was seen before."""
-
-        def compute() -> Embeddings:
+        """Prompt embeddings for one image, from the LRU cache when this prompt was seen before (and the text
+        encoders' weights have not changed since)."""
+        key = (prompt, negative_prompt if guidance else None, guidance)
+        if key not in self.embedding_cache:
             warn_truncation(self.pipeline.tokenizer, prompt)  # on a cache miss only: no per-call tokenizing
+        with self._lock:
+            return self._embeddings(prompt, negative_prompt, guidance)
+
+    def _warn_truncation(self, request: Request) -> None:
+        """The prompt-length warning in the caller's own thread (its batch may run on another)."""
+        negative = request.negative_prompt if request.guidance else None
+        if (request.prompt, negative, request.guidance) not in self.embedding_cache:
+            warn_truncation(self.pipeline.tokenizer, request.prompt)
+
+    def _embeddings(self, prompt: str, negative_prompt: str | None, guidance: bool) -> Embeddings:
+        def compute() -> Embeddings:
             with torch.no_grad():
                 return self.adapter.encode(self.pipeline, prompt, negative_prompt, guidance=guidance)
 
         return self.embedding_cache.get((prompt, negative_prompt if guidance else None, guidance), compute)
 
-    def _denoise(self, request: Request, embeds: Embeddings) -> torch.Tensor:
-        """Run the pipeline's own denoising loop on precomputed embeddings; returns latents (B, 4, H/8, W/8)."""
-        seeds = range(request.seed, request.seed + request.num_images)
-        generators = [torch.Generator("cpu").manual_seed(s) for s in seeds]
-        kwargs: dict[str, Any] = {
-            **embeds,
-            "guidance_scale": request.guidance_scale,
-            "num_images_per_prompt": request.num_images,
-            "generator": generators[0] if len(generators) == 1 else generators,
-            "output_type": "latent",
-        }
-        if self.preset.eta is not None:
-            kwargs["eta"] = self.preset.eta
-        timesteps = self.preset.timesteps
-        if request.image is None:
-            pipe, steps = self.pipeline, request.steps
-            kwargs.update(height=request.height, width=request.width)
-        else:
-            assert request.strength is not None
-            pipe = self._img2img_pipeline()
-            steps, strength, timesteps = img2img_schedule(request.steps, request.strength, timesteps)
-            kwargs.update(image=request.image, strength=strength)
-        kwargs["num_inference_steps"] = steps
-        if timesteps is not None:
-            kwargs["timesteps"] = list(timesteps)
-        with torch.no_grad():
-            latents: torch.Tensor = pipe(**kwargs).images
-        return latents
-
-    def warmup(self, *, height: int | None = None, width: int | None = None, batch: int = 1) -> float:
-        """Generate once at this shape so that compilation (and CUDA-graph capture) happens now, not on a user's
-        first call; returns the seconds it took (also logged). Later calls at this shape do not recompile."""
-        start = time.perf_counter()
-        runs = 2 if self.optimizations.compile else 1  # reduce-overhead records its CUDA graph on the second run
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FastDiffWarning)
-            for _ in range(runs):
-                result = self("warm-up", seed=0, height=height, width=width, num_images=batch)
-        seconds = time.perf_counter() - start
-        self._warm_shapes.add((result.height, result.width, batch))
-        log.info(
-            "%s: warm-up at %dx%d batch %d took %.2f s", self.preset.name, result.width, result.height, batch, seconds
-        )
-        return seconds
-
-    def _warn_new_shape(self, request: Request) -> None:
-        shape = (request.height, request.width, request.num_images)
-        if self.optimizations.compile and request.image is None and shape not in self._warm_shapes:
-            self._warm_shapes.add(shape)
-            warnings.warn(
-                f"first call at {request.width}x{request.height}, batch {request.num_images}: torch.compile compiles "
-                "for this shape now (this call is slow). Call gen.warmup(height=..., width=..., batch=...) at load "
-                "time for every shape you serve.",
-                FastDiffWarning,
-                stacklevel=3,
+    def _generate(self, requests: Sequence[Request]) -> list[GenerationResult]:
+        """One pipeline call for compatible `requests` (equal `batch_key`); one result per request."""
+        with self._lock:
+            return generate_batch(
+                self.preset,
+                self.adapter,
+                (self.pipeline, self._img2img),
+                requests,
+                embed=lambda r: self._embeddings(r.prompt, r.negative_prompt, r.guidance),
+                clock=self._clock,
             )
 
-    def _img2img_pipeline(self) -> Any:
-        if self._img2img is None:
-            self._img2img = AutoPipelineForImage2Image.from_pipe(self.pipeline)
-            self._img2img.set_progress_bar_config(disable=True)
-        return self._img2img
+    @property
+    def warmup_runs(self) -> int:
+        """Calls at a new shape before the steady state: two with CUDA graphs (the second records the graph)."""
+        return 2 if self.optimizations.cuda_graphs else 1
+
+    def warmup(
+        self,
+        *,
+        height: int | None = None,
+        width: int | None = None,
+        batch: int = 1,
+        guidance_scale: float | None = None,
+        img2img: bool = False,
+    ) -> float:
+        """Generate at this shape now, so that compilation (and CUDA-graph capture) happens now, not on a user's
+        first call; returns the seconds it took (also logged). `guidance_scale` > 1 warms the CFG shape (the UNet
+        batch doubles), `img2img` the image-to-image path. Later calls at this shape do not recompile."""
+        h, w = height or self.preset.height, width or self.preset.width
+        image = Image.new("RGB", (w, h), (127, 127, 127)) if img2img else None
+        kwargs: dict[str, Any] = {"steps": None, "seed": 0, "guidance_scale": guidance_scale, "negative_prompt": None}
+        kwargs |= {"height": height, "width": width, "num_images": batch, "image": image, "strength": None}
+        request = self._request("warm-up", **kwargs)
+        self._shapes.mark(request)  # no "first call at this shape" warning for the warm-up itself
+        start = time.perf_counter()
+        for _ in range(self.warmup_runs):
+            self._generate([request])
+        seconds = time.perf_counter() - start
+        log.info("%s: warm-up at %dx%d batch %d took %.2f s", self.preset.name, w, h, batch, seconds)
+        return seconds
 
     def __repr__(self) -> str:
         return f"FewStepGenerator(preset={self.preset.name!r}, device={self.device}, dtype={self.dtype})"

@@ -1,141 +1,32 @@
-"""Where weights come from: the preset's hub repo (cache first), a local diffusers folder, or a single file.
+"""Where weights come from, as one stage: preset + source + checkpoint → a pipeline with the preset's scheduler.
 
-With `local_files_only=None` (the default) every hub read first tries the cache without any network call, and
-goes online only for what is missing, so a cached model loads offline exactly as it does online.
+Sources: the preset's hub repo (cache first), another hub repo, a local diffusers folder or a single file; on top,
+the preset's UNet or LoRA checkpoint. With `local_files_only=None` (the default) every hub read first tries the
+cache without any network call, and goes online only for what is missing, so a cached model loads offline
+exactly as it does online. The tiny autoencoders of optimize="max" load the same way.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import warnings
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import torch
-from diffusers import AutoPipelineForText2Image, StableDiffusionPipeline, StableDiffusionXLPipeline
-from huggingface_hub import constants, hf_hub_download, snapshot_download, try_to_load_from_cache
+from diffusers import AutoPipelineForText2Image
 
-from .checkpoints import pickle_refusal
+from .checkpoints import apply_checkpoint, build_unet, checkpoint_path, load_unet_state_dict
 from .errors import FastDiffError
+from .families import family
+from .hub import cache_first, quietly
+from .optimize import own_copy
 from .presets import Preset
+from .schedulers import build_scheduler
 
-__all__ = ["checkpoint_path", "classify_source", "download", "load_pipeline", "load_unet_config", "missing_files"]
+__all__ = ["SINGLE_FILE_SUFFIXES", "adopt", "classify_source", "load", "load_tiny_vae"]
 
-T = TypeVar("T")
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
-PIPELINE_CLASSES: dict[str, Any] = {
-    "sd1": StableDiffusionPipeline,
-    "sd2": StableDiffusionPipeline,
-    "sdxl": StableDiffusionXLPipeline,
-}
-
-
-def _offline() -> bool:
-    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
-
-
-def missing_files(preset: Preset, *, cache_dir: str | Path | None = None) -> list[str]:
-    """The hub files of `preset` that are not in the cache ("repo" for a whole pipeline repo)."""
-    missing = []
-    if not isinstance(try_to_load_from_cache(preset.repo_id, "model_index.json", cache_dir=cache_dir), str):
-        missing.append(f"{preset.repo_id} (pipeline)")
-    ckpt = preset.checkpoint
-    if ckpt and not isinstance(try_to_load_from_cache(ckpt.repo_id, ckpt.filename, cache_dir=cache_dir), str):
-        missing.append(f"{ckpt.repo_id}/{ckpt.filename}")
-    return missing
-
-
-def _missing_error(preset: Preset, cache_dir: str | Path | None, err: Exception) -> FastDiffError:
-    missing = missing_files(preset, cache_dir=cache_dir) or [str(err).splitlines()[0][:200]]
-    where = "offline (HF_HUB_OFFLINE or local_files_only)" if _offline() else "could not be downloaded"
-    return FastDiffError(
-        f"{preset.name}: files not in the Hugging Face cache and {where}: {', '.join(missing)}. "
-        f"Run `fastdiff download {preset.name}` on a machine with internet (same HF_HOME), "
-        "or pass source= a local diffusers folder"
-    )
-
-
-def _quietly(fetch: Callable[[bool], T], local: bool) -> T:
-    # diffusers still passes `local_dir_use_symlinks` to huggingface_hub, which warns on every load: noise the
-    # user can do nothing about (diffusers #1057-style warning fatigue).
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*", category=UserWarning)
-        return fetch(local)
-
-
-def _cache_first(
-    fetch: Callable[[bool], T], preset: Preset, local_files_only: bool | None, cache_dir: str | Path | None
-) -> T:
-    """Call `fetch(local_files_only)`: the cache first when None, the network only for what is missing."""
-    if local_files_only is None:
-        try:
-            return _quietly(fetch, True)
-        except OSError as err:  # LocalEntryNotFoundError and diffusers' "not cached" are OSErrors
-            if _offline():
-                raise _missing_error(preset, cache_dir, err) from None
-    try:
-        return _quietly(fetch, bool(local_files_only))
-    except OSError as err:
-        raise _missing_error(preset, cache_dir, err) from None
-
-
-def checkpoint_path(
-    preset: Preset,
-    checkpoint: str | Path | None,
-    *,
-    local_files_only: bool | None,
-    cache_dir: str | Path | None,
-    allow_pickle: bool = True,
-) -> Path | None:
-    """The local path of the preset's checkpoint: the user's file, or the preset's hub file (cache first)."""
-    if checkpoint is not None:
-        if not isinstance(checkpoint, (str, Path)):
-            raise FastDiffError(f"checkpoint must be a path, not {type(checkpoint).__name__}")
-        path = Path(checkpoint).expanduser()
-        if not path.is_file():
-            raise FastDiffError(f"checkpoint {str(checkpoint)!r} does not exist; pass the path of a weights file")
-        return path
-    ckpt = preset.checkpoint
-    if ckpt is None:
-        return None
-    if ckpt.is_pickle and not allow_pickle:  # refuse before a multi-GB download, not after
-        raise pickle_refusal(Path(ckpt.filename))
-
-    def fetch(local: bool) -> Path:
-        return Path(hf_hub_download(ckpt.repo_id, ckpt.filename, local_files_only=local, cache_dir=cache_dir))
-
-    return _cache_first(fetch, preset, local_files_only, cache_dir)
-
-
-def _variant(preset: Preset, dtype: torch.dtype, folder: str = "") -> str | None:
-    """The preset's fp16 variant when loading float16 — unless a local folder ships no variant files."""
-    if dtype != torch.float16 or preset.variant is None:
-        return None
-    if folder and not any(Path(folder).glob(f"*/*.{preset.variant}.safetensors")):
-        return None
-    return preset.variant
-
-
-def load_unet_config(
-    preset: Preset, source: str | Path | None, *, local_files_only: bool | None, cache_dir: str | Path | None
-) -> dict[str, Any]:
-    """The UNet config of the pipeline (to build an empty UNet that a full UNet checkpoint fills)."""
-    from diffusers import UNet2DConditionModel
-
-    location = str(source) if source is not None else preset.repo_id
-
-    def fetch(local: bool) -> dict[str, Any]:
-        config: dict[str, Any] = UNet2DConditionModel.load_config(
-            location, subfolder="unet", local_files_only=local, cache_dir=cache_dir
-        )
-        return config
-
-    if source is not None and Path(source).is_dir():
-        return _quietly(fetch, True)
-    return _cache_first(fetch, preset, local_files_only, cache_dir)
 
 
 def classify_source(source: str | Path | None) -> tuple[str, str]:
@@ -158,22 +49,101 @@ def classify_source(source: str | Path | None) -> tuple[str, str]:
     raise FastDiffError(f"source {str(source)!r} does not exist; pass a diffusers folder, a .safetensors file or None")
 
 
-def load_pipeline(
+def load(
     preset: Preset,
     *,
     source: str | Path | None,
+    checkpoint: str | Path | None,
+    dtype: torch.dtype,
+    local_files_only: bool | None,
+    cache_dir: str | Path | None,
+    allow_pickle: bool,
+) -> Any:
+    """The pipeline of `preset` on the CPU in `dtype`: weights from `source`, the preset's (or the given)
+    checkpoint applied, the preset's scheduler recipe. Everything is checked before anything large is read."""
+    kind, location = classify_source(source)
+    hub: dict[str, Any] = {"local_files_only": local_files_only, "cache_dir": cache_dir, "dtype": dtype}
+    ckpt = checkpoint_path(preset, checkpoint, allow_pickle=allow_pickle, **hub)
+    components: dict[str, Any] = {}
+    if ckpt is not None and preset.checkpoint is not None and preset.checkpoint.kind == "unet":
+        # A full UNet checkpoint replaces the repo's UNet: build it from the config alone (no second UNet read).
+        state = load_unet_state_dict(ckpt, allow_pickle=allow_pickle)
+        config = _unet_config(preset, location if kind in ("folder", "hub") and location else None, **hub)
+        components["unet"] = build_unet(config, state, name=ckpt.name, dtype=dtype)
+    pipe = _load_pipeline(preset, kind, location, allow_pickle=allow_pickle, components=components, **hub)
+    if ckpt is not None and "unet" not in components:
+        apply_checkpoint(pipe, preset, ckpt, allow_pickle=allow_pickle)
+    pipe.scheduler = build_scheduler(preset.scheduler, pipe.scheduler)
+    return pipe
+
+
+def adopt(preset: Preset, pipe: Any, *, checkpoint: str | Path | None, allow_pickle: bool) -> Any:
+    """A new pipeline over `pipe`'s modules with the preset's scheduler (`pipe` keeps its own) and, when given,
+    the checkpoint applied, into the shared UNet: what `from_pipeline` wraps."""
+    kind = family(preset.family)
+    if not kind.accepts(pipe):
+        raise FastDiffError(
+            f"{preset.name} needs a {kind.pipeline.__name__} (or its img2img twin), got {type(pipe).__name__}; "
+            "pick a preset of its family, or build that pipeline from the same modules"
+        )
+    own = AutoPipelineForText2Image.from_pipe(pipe)
+    own.scheduler = build_scheduler(preset.scheduler, type(pipe.scheduler).from_config(pipe.scheduler.config))
+    if checkpoint is not None:
+        path = checkpoint_path(preset, checkpoint, local_files_only=True, cache_dir=None, dtype=own.unet.dtype)
+        assert path is not None  # a given checkpoint always resolves
+        apply_checkpoint(own, preset, path, allow_pickle=allow_pickle)
+    return own
+
+
+def _unet_config(
+    preset: Preset,
+    source: str | None,
+    *,
+    local_files_only: bool | None,
+    cache_dir: str | Path | None,
+    dtype: torch.dtype,
+) -> dict[str, Any]:
+    """The UNet config of the pipeline (to build an empty UNet that a full UNet checkpoint fills)."""
+    from diffusers import UNet2DConditionModel
+
+    location = source or preset.repo_id
+
+    def fetch(local: bool) -> dict[str, Any]:
+        config: dict[str, Any] = UNet2DConditionModel.load_config(
+            location, subfolder="unet", local_files_only=local, cache_dir=cache_dir
+        )
+        return config
+
+    if source is not None and Path(source).is_dir():
+        return quietly(fetch, True)
+    return cache_first(fetch, preset, local_files_only, cache_dir, dtype)
+
+
+def _variant(preset: Preset, dtype: torch.dtype, folder: str = "") -> str | None:
+    """The preset's fp16 variant when loading float16 — unless a local folder ships no variant files."""
+    if dtype != torch.float16 or preset.variant is None:
+        return None
+    if folder and not any(Path(folder).glob(f"*/*.{preset.variant}.safetensors")):
+        return None
+    return preset.variant
+
+
+def _load_pipeline(
+    preset: Preset,
+    kind: str,
+    location: str,
+    *,
     dtype: torch.dtype,
     local_files_only: bool | None,
     cache_dir: str | Path | None,
     allow_pickle: bool,
     components: dict[str, Any],
 ) -> Any:
-    """Load the diffusers pipeline of `preset` on the CPU (the caller moves it), with `components` replaced."""
-    kind, location = classify_source(source)
+    """The diffusers pipeline of `preset` on the CPU, with `components` replaced."""
     if kind == "file":
         if location.endswith(".ckpt") and not allow_pickle:
             raise FastDiffError(f"{Path(location).name} is a pickle checkpoint; pass allow_pickle=True to load it")
-        single: Any = PIPELINE_CLASSES[preset.family]
+        single: Any = family(preset.family).pipeline
 
         def fetch_single(local: bool) -> Any:
             # config= takes the architecture and the scheduler from the preset's repo, never guessed from keys:
@@ -182,45 +152,52 @@ def load_pipeline(
                 location, config=preset.repo_id, dtype=dtype, local_files_only=local, cache_dir=cache_dir, **components
             )
 
-        return _cache_first(fetch_single, preset, local_files_only, cache_dir)
+        return cache_first(fetch_single, preset, local_files_only, cache_dir, dtype)
     repo = location or preset.repo_id
     variant = _variant(preset, dtype, location if kind == "folder" else "")
-    kwargs = {"dtype": dtype, "variant": variant, "cache_dir": cache_dir, **components}
-
     auto: Any = AutoPipelineForText2Image
 
     def fetch(local: bool) -> Any:
-        return auto.from_pretrained(repo, local_files_only=local, **kwargs)
+        try:
+            return auto.from_pretrained(
+                repo, local_files_only=local, dtype=dtype, variant=variant, cache_dir=cache_dir, **components
+            )
+        except ValueError as err:
+            if variant is None or "variant" not in str(err):
+                raise
+            raise FastDiffError(
+                f"{repo} has no {variant} files for dtype float16; load its full-precision files as float16 with "
+                f"preset=fastdiff.presets.replace(preset, variant=None), or pass dtype='float32'"
+            ) from None
 
     if kind == "folder":
-        return _quietly(fetch, True)
-    return _cache_first(fetch, preset, local_files_only, cache_dir)
+        return quietly(fetch, True)
+    return cache_first(fetch, preset, local_files_only, cache_dir, dtype)
 
 
-def download(
+def load_tiny_vae(
+    spec: Any,
     preset: Preset,
     *,
-    dtype: torch.dtype = torch.float16,
+    dtype: torch.dtype,
+    local_files_only: bool | None = None,
     cache_dir: str | Path | None = None,
-    allow_pickle: bool = False,
-) -> list[str]:
-    """Fetch only the files `preset` needs into the hub cache (allow-patterns), returning local paths."""
-    if preset.checkpoint and preset.checkpoint.is_pickle and not allow_pickle:
-        raise pickle_refusal(Path(preset.checkpoint.filename))
-    variant = _variant(preset, dtype)
-    suffix = ".fp16.safetensors" if variant else ".safetensors"
-    weights = [f"*/diffusion_pytorch_model{suffix}", f"*/model{suffix}"]
-    patterns = [
-        "model_index.json",
-        "*/config.json",
-        "*/preprocessor_config.json",
-        "scheduler/*",
-        "tokenizer*/*",
-        *weights,
-    ]
-    ignore = ["unet/*.safetensors"] if preset.checkpoint and preset.checkpoint.kind == "unet" else []
-    paths = [snapshot_download(preset.repo_id, allow_patterns=patterns, ignore_patterns=ignore, cache_dir=cache_dir)]
-    if preset.checkpoint:
-        ckpt = preset.checkpoint
-        paths.append(hf_hub_download(ckpt.repo_id, ckpt.filename, cache_dir=cache_dir))
-    return paths
+) -> Any:
+    """The tiny autoencoder of `Optimizations.tiny_vae` on the CPU: "auto" (the family's TAESD), a hub id or a
+    folder (cache first, like every weight), or a given `AutoencoderTiny` (copied: the caller's is never changed)."""
+    from diffusers import AutoencoderTiny
+
+    if isinstance(spec, AutoencoderTiny):
+        given: Any = spec
+        return own_copy(given)
+    location = family(preset.family).tiny_vae_repo if spec == "auto" else spec
+    if not isinstance(location, (str, Path)):
+        raise FastDiffError(f"tiny_vae must be 'auto', a hub id, a folder or an AutoencoderTiny, not {spec!r}")
+    tiny: Any = AutoencoderTiny
+
+    def fetch(local: bool) -> Any:
+        return tiny.from_pretrained(str(location), dtype=dtype, local_files_only=local, cache_dir=cache_dir)
+
+    if Path(location).is_dir():
+        return quietly(fetch, True)
+    return cache_first(fetch, preset, local_files_only, cache_dir, dtype, what=f"tiny VAE {location}")

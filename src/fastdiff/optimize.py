@@ -1,37 +1,35 @@
 """Load-time speedups: `optimize="none" | "default" | "max"` or an `Optimizations` for fine control.
 
-"none" is bit-parity with diffusers. "default" takes every speedup whose image stays within a tested tolerance
-of "none": the prompt-embedding cache everywhere; on the CPU the oneDNN kernels of `cpu_kernels` (NHWC convs
-with packed weights, oneDNN Linear, cross-attention keys/values reused for a repeated prompt); on CUDA
-channels_last, fused QKV, a bf16 VAE instead of the fp32 upcast and torch.compile with CUDA graphs. "max" also
-swaps the VAE decoder for the tiny autoencoder (TAESD/TAESDXL), which trades fine detail for most of the decode
-time. Measured gains and costs: docs/performance.md.
+A recipe is data, decided once: `Optimizations.resolved(device)` turns every "auto" switch into a yes or no for
+that device, and `apply_optimizations` then does exactly what the resolved recipe says, on whatever device the
+pipeline is (so the CUDA recipe can run, and be tested, on CPU tensors). "none" is bit-parity with diffusers.
+"default" takes every speedup whose image stays within a tested tolerance of "none": the prompt-embedding cache
+everywhere; on the CPU the oneDNN kernels of `cpu_kernels`; on CUDA channels_last, fused QKV, a bf16 VAE
+instead of the fp32 upcast and torch.compile with CUDA graphs. "max" also swaps the VAE for the tiny
+autoencoder (TAESD/TAESDXL). Measured gains and costs: docs/performance.md.
 
 The optimized modules are fastdiff's own copies that share the weight tensors with the pipeline they came from:
-a dtype or memory-format change makes new tensors in the copies, so the caller's pipeline is left as it was.
+a dtype or memory-format change gives the copies new tensors, so the caller's pipeline is left as it was.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from .cpu_kernels import use_cpu_kernels
+from .cpu_kernels import onednn_usable, use_cpu_kernels
 from .errors import FastDiffError, did_you_mean
 
-__all__ = ["LEVELS", "Optimizations", "cpu_has_native_bf16", "resolve_optimizations"]
+__all__ = ["LEVELS", "Optimizations", "apply_optimizations", "cpu_has_native_bf16", "resolve_optimizations"]
 
 Level = Literal["none", "default", "max"]
 LEVELS: tuple[Level, ...] = ("none", "default", "max")
-TINY_VAE_REPOS = {"sd1": "madebyollin/taesd", "sd2": "madebyollin/taesd", "sdxl": "madebyollin/taesdxl"}
+Auto = Literal["auto"]
 
 
 def cpu_has_native_bf16() -> bool:
@@ -42,35 +40,35 @@ def cpu_has_native_bf16() -> bool:
         return False
 
 
-Auto = Literal["auto"]
-
-
 @dataclass(frozen=True)
 class Optimizations:
     """What `from_preset`/`from_pipeline` do to a pipeline at load time; `Optimizations.preset(level)` builds one.
 
-    "auto" means: where it was measured to pay, which `resolved(device)` turns into True or False.
-    `compute_dtype`: "auto" runs in bfloat16 on CPUs with native bf16 when no dtype was asked for; or a dtype.
-    `cpu_kernels`: on the CPU, oneDNN Linear, NHWC convs with packed weights, reused cross-attention K/V.
+    "auto" means: where it was measured to pay, which `resolved(device)` decides (`resolved_for` then names the
+    device type; a resolved recipe is applied as it says on any device).
+    `compute_dtype`: a dtype, None (keep the loaded one) or "auto" (bfloat16 on CPUs with native bf16).
+    `cpu_kernels`: oneDNN Linear, NHWC convs with packed weights, reused cross-attention K/V ("auto": on the CPU
+    where oneDNN is available and enabled).
     `channels_last`, `fuse_qkv`: NHWC weights and one QKV projection ("auto": on CUDA; on the CPU
     `cpu_kernels` runs convs NHWC already, and diffusers' fused QKV measured slower there and keeps a copy).
-    `bf16_vae`: decode SDXL in bfloat16 on CUDA instead of diffusers' fp32 upcast of the fp16 VAE.
-    `compile`: torch.compile the UNet and the VAE decoder ("auto": on CUDA, where `compile_mode` None means
-    "reduce-overhead", i.e. CUDA graphs); the first call at each new shape compiles, so call
-    `gen.warmup(height=, width=, batch=)` first.
-    `tiny_vae`: None, "auto" (the family's TAESD from the hub), a hub id, a local folder or an `AutoencoderTiny`.
+    `bf16_vae`: an fp16 VAE becomes bfloat16, which has fp32's range, instead of diffusers' fp32 upcast ("auto":
+    on CUDA).
+    `compile`: torch.compile the UNet and the VAE decoder ("auto": on CUDA), `compile_mode` None there means
+    "reduce-overhead" (CUDA graphs); each new shape compiles on its first call, so call `gen.warmup(...)` first.
+    `tiny_vae`: None, "auto" (the family's TAESD, cache first), a hub id, a local folder or an `AutoencoderTiny`.
     """
 
     compute_dtype: Auto | torch.dtype | None = None
-    cpu_kernels: bool = False
+    cpu_kernels: bool | Auto = False
     channels_last: bool | Auto = False
     fuse_qkv: bool | Auto = False
-    bf16_vae: bool = False
+    bf16_vae: bool | Auto = False
     compile: bool | Auto = False
     compile_mode: str | None = None
     compile_backend: str = "inductor"
     tiny_vae: Any = None
     embedding_cache_size: int = 32
+    resolved_for: str | None = None
 
     @classmethod
     def preset(cls, level: str, **overrides: Any) -> Optimizations:
@@ -80,10 +78,10 @@ class Optimizations:
         base = cls()
         if level != "none":
             base = cls(
-                cpu_kernels=True,
+                cpu_kernels="auto",
                 channels_last="auto",
                 fuse_qkv="auto",
-                bf16_vae=True,
+                bf16_vae="auto",
                 compile="auto",  # CPU: inductor took 65 s to compile the SDXL decoder on 2 cores and gained 7 %
                 tiny_vae="auto" if level == "max" else None,
             )
@@ -92,19 +90,46 @@ class Optimizations:
         except TypeError as err:
             raise FastDiffError(f"{err}; see the fields of fastdiff.Optimizations") from None
 
+    @property
+    def is_resolved(self) -> bool:
+        """True once `resolved(device)` has decided every device-dependent switch."""
+        return self.resolved_for is not None
+
     def resolved(self, device: torch.device) -> Optimizations:
-        """These optimizations with every "auto" switch decided for `device`."""
-        cuda = device.type == "cuda"
-        compile = cuda if self.compile == "auto" else bool(self.compile)
-        mode = self.compile_mode if self.compile_mode or not (compile and cuda) else "reduce-overhead"
+        """These optimizations with every "auto" switch decided for `device` (a resolved recipe is returned as is)."""
+        if self.is_resolved:
+            return self
+        cuda, cpu = device.type == "cuda", device.type == "cpu"
+
+        def auto(value: bool | Auto, where: bool) -> bool:
+            return where if value == "auto" else bool(value)
+
+        compile = auto(self.compile, cuda)
+        dtype = self.compute_dtype
+        if dtype == "auto":
+            dtype = torch.bfloat16 if cpu and cpu_has_native_bf16() else None
         return dataclasses.replace(
             self,
-            cpu_kernels=self.cpu_kernels and device.type == "cpu",
-            channels_last=cuda if self.channels_last == "auto" else bool(self.channels_last),
-            fuse_qkv=cuda if self.fuse_qkv == "auto" else bool(self.fuse_qkv),
+            compute_dtype=dtype,
+            cpu_kernels=auto(self.cpu_kernels, cpu and onednn_usable()),
+            channels_last=auto(self.channels_last, cuda),
+            fuse_qkv=auto(self.fuse_qkv, cuda),
+            bf16_vae=auto(self.bf16_vae, cuda),
             compile=compile,
-            compile_mode=mode,
+            compile_mode=self.compile_mode or ("reduce-overhead" if compile and cuda else None),
+            resolved_for=device.type,
         )
+
+    @property
+    def changes_modules(self) -> bool:
+        """True when applying this (resolved) recipe may replace, cast, swap or compile modules."""
+        switches = (self.cpu_kernels, self.channels_last, self.fuse_qkv, self.bf16_vae, self.compile)
+        return any(s is True for s in switches) or self.tiny_vae is not None or self.compute_dtype is not None
+
+    @property
+    def cuda_graphs(self) -> bool:
+        """True when compiled with CUDA graphs, which record on the second call at a shape (two warm-up runs)."""
+        return bool(self.compile) and self.compile_mode is not None and "reduce-overhead" in self.compile_mode
 
 
 def resolve_optimizations(optimize: str | Optimizations) -> Optimizations:
@@ -116,78 +141,84 @@ def resolve_optimizations(optimize: str | Optimizations) -> Optimizations:
     raise FastDiffError(f"optimize must be 'none', 'default', 'max' or an Optimizations, not {optimize!r}")
 
 
-def compute_dtype(opts: Optimizations, device: torch.device, loaded: torch.dtype, *, asked: bool) -> torch.dtype:
-    """The dtype the pipeline should compute in once optimized."""
-    if isinstance(opts.compute_dtype, torch.dtype):
-        return opts.compute_dtype
-    if opts.compute_dtype == "auto" and not asked and device.type == "cpu" and cpu_has_native_bf16():
-        return torch.bfloat16
-    return loaded
+def _cast(t: torch.Tensor, dtype: torch.dtype | None, channels_last: bool, device: torch.device | None) -> torch.Tensor:
+    """`t` on `device`, in `dtype` (floating tensors only) and NHWC (4-D only), as `Module.to` makes it — or `t`."""
+    out = t.detach()
+    if device is not None and t.device != device:
+        out = out.to(device)
+    if dtype is not None and t.is_floating_point() and t.dtype != dtype:
+        out = out.to(dtype)
+    if channels_last and t.dim() == 4:
+        out = out.contiguous(memory_format=torch.channels_last)
+    return t if out.device == t.device and out.dtype == t.dtype and out.data_ptr() == t.data_ptr() else out
 
 
-def _tiny_vae(spec: Any, family: str, dtype: torch.dtype, cache_dir: str | Path | None) -> Any:
-    from diffusers import AutoencoderTiny as _AutoencoderTiny
-
-    AutoencoderTiny: Any = _AutoencoderTiny
-    if isinstance(spec, _AutoencoderTiny):
-        instance: Any = spec
-        return _own_copy(instance)  # over the same weights; moved and cast in apply_optimizations, never the caller's
-    location = TINY_VAE_REPOS[family] if spec == "auto" else spec
-    if not isinstance(location, (str, Path)):
-        raise FastDiffError(f"tiny_vae must be 'auto', a hub id, a folder or an AutoencoderTiny, not {spec!r}")
-    try:
-        return AutoencoderTiny.from_pretrained(str(location), dtype=dtype, cache_dir=cache_dir)
-    except OSError as err:
-        raise FastDiffError(
-            f"tiny VAE {str(location)!r} could not be loaded ({str(err).splitlines()[0][:120]}); pass a local "
-            "folder or an AutoencoderTiny instance as Optimizations.preset('max', tiny_vae=...)"
-        ) from None
-
-
-@contextmanager
-def _new_parameters() -> Iterator[None]:
-    """Make `module.to(...)` put new Parameter objects in the module instead of swapping `.data` of shared ones."""
-    before = torch.__future__.get_overwrite_module_params_on_conversion()
-    torch.__future__.set_overwrite_module_params_on_conversion(True)
-    try:
-        yield
-    finally:
-        torch.__future__.set_overwrite_module_params_on_conversion(before)
+def convert_own_copy(
+    module: nn.Module,
+    *,
+    dtype: torch.dtype | None = None,
+    channels_last: bool = False,
+    device: torch.device | None = None,
+) -> None:
+    """`module.to(device, dtype, memory_format)` for fastdiff's own module copy: changed tensors become new
+    Parameters and buffers of the copy only, so the weights it shares with the caller are never written. (Not
+    torch's process-wide `overwrite_module_params_on_conversion` flag, which other threads would see flipped.)"""
+    for sub in module.modules():
+        for name, param in list(sub._parameters.items()):
+            if param is not None and (new := _cast(param, dtype, channels_last, device)) is not param:
+                sub._parameters[name] = nn.Parameter(new, requires_grad=param.requires_grad)
+        for name, buffer in list(sub._buffers.items()):
+            if buffer is not None and (new := _cast(buffer, dtype, channels_last, device)) is not buffer:
+                sub._buffers[name] = new
 
 
-def _own_copy(module: nn.Module) -> nn.Module:
-    """A new module tree over the same weight tensors: changing its structure or classes leaves `module` alone.
-    (Hooks come along: transformers' text encoders collect their hidden states with forward hooks.)"""
+def uncompiled(module: Any) -> Any:
+    """`module` without torch.compile wrappers (`_orig_mod`), at the top and inside (a compiled VAE decoder)."""
+    module = getattr(module, "_orig_mod", module)
+    for parent in module.modules():
+        for name, child in list(parent.named_children()):
+            if hasattr(child, "_orig_mod"):
+                setattr(parent, name, child._orig_mod)
+    return module
+
+
+def own_copy(module: nn.Module) -> nn.Module:
+    """A new, uncompiled module tree over the same weight tensors: changing its structure or classes leaves
+    `module` alone. (Hooks come along: transformers' text encoders collect their hidden states with them.)"""
     shared: dict[int, Any] = {id(t): t for t in (*module.parameters(), *module.buffers())}
-    return copy.deepcopy(module, memo=shared)
+    copied: nn.Module = uncompiled(copy.deepcopy(module, memo=shared))
+    return copied
 
 
-def apply_optimizations(
-    pipe: Any, opts: Optimizations, *, family: str, dtype: torch.dtype, cache_dir: str | Path | None = None
-) -> Any:
-    """A new pipeline over optimized copies of `pipe`'s modules (`opts` resolved for the pipeline's device)."""
+def _target_dtypes(pipe: Any, opts: Optimizations, vae: Any) -> dict[str, torch.dtype]:
+    """The dtype each module computes in under `opts`: the compute dtype (or the loaded one), and bfloat16 for an
+    fp16 VAE when `bf16_vae` (it has fp32's range: no overflow, no fp32 upcast; diffusers #4325)."""
+    dtype = opts.compute_dtype if isinstance(opts.compute_dtype, torch.dtype) else None
+    names = [n for n in ("unet", "text_encoder", "text_encoder_2") if getattr(pipe, n, None) is not None]
+    targets = {name: dtype or getattr(pipe, name).dtype for name in names}
+    targets["vae"] = dtype or (vae.dtype if vae is pipe.vae else pipe.unet.dtype)  # a tiny VAE runs as the UNet
+    if opts.bf16_vae and targets["vae"] == torch.float16:
+        targets["vae"] = torch.bfloat16
+    return targets
+
+
+def apply_optimizations(pipe: Any, opts: Optimizations, *, tiny_vae: Any = None) -> Any:
+    """A new pipeline over optimized copies of `pipe`'s modules, doing what the resolved `opts` say; `tiny_vae`
+    (fastdiff's own `AutoencoderTiny` copy) replaces the VAE and is moved to the pipeline's device."""
     from diffusers import AutoencoderTiny, AutoPipelineForText2Image
 
-    device = torch.device(pipe.device)
-    names = [n for n in ("unet", "vae", "text_encoder", "text_encoder_2") if getattr(pipe, n, None) is not None]
-    cuda_fp16_vae = opts.bf16_vae and device.type == "cuda" and pipe.vae.dtype == torch.float16
-    work = (opts.cpu_kernels, opts.channels_last, opts.fuse_qkv, opts.compile, opts.tiny_vae is not None)
-    if not any(work) and not cuda_fp16_vae and all(getattr(pipe, n).dtype == dtype for n in names):
+    if not opts.is_resolved:
+        raise FastDiffError("apply_optimizations needs a resolved recipe: pass opts.resolved(device)")
+    targets = _target_dtypes(pipe, opts, pipe.vae if tiny_vae is None else tiny_vae)
+    work = (opts.cpu_kernels, opts.channels_last, opts.fuse_qkv, opts.compile, tiny_vae is not None)
+    if not any(work) and all(getattr(pipe, name).dtype == dtype for name, dtype in targets.items()):
         return pipe  # "none": the very pipeline, for bit-parity
-    own: dict[str, Any] = {}
-    if opts.tiny_vae is not None:
-        own["vae"] = _tiny_vae(opts.tiny_vae, family, dtype, cache_dir)
-    own |= {name: _own_copy(getattr(pipe, name)) for name in names if name not in own}
-    with _new_parameters():
-        own["vae"].to(device)
-        for module in own.values():
-            if module.dtype != dtype:
-                module.to(dtype=dtype)
-        if cuda_fp16_vae and own["vae"].dtype == torch.float16:
-            own["vae"].to(dtype=torch.bfloat16)  # bf16 has fp32's range: no overflow, no fp32 upcast (diffusers #4325)
-        if opts.channels_last:
-            own["unet"].to(memory_format=torch.channels_last)
-            own["vae"].to(memory_format=torch.channels_last)
+    own: dict[str, Any] = {name: own_copy(getattr(pipe, name)) for name in targets if name != "vae" or tiny_vae is None}
+    if tiny_vae is not None:
+        own["vae"] = tiny_vae
+    for name, module in own.items():
+        nhwc = bool(opts.channels_last) and name in ("unet", "vae")
+        convert_own_copy(module, dtype=targets[name], channels_last=nhwc, device=pipe._execution_device)
     if opts.fuse_qkv:
         own["unet"].fuse_qkv_projections()
         if not isinstance(own["vae"], AutoencoderTiny):  # the tiny VAE has no attention

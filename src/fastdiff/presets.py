@@ -18,6 +18,8 @@ Family = Literal["sd1", "sd2", "sdxl"]
 
 SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # runwayml/stable-diffusion-v1-5 was taken down
 SDXL_BASE_REPO = "stabilityai/stable-diffusion-xl-base-1.0"
+SD_TURBO_REPO = "stabilityai/sd-turbo"
+SDXL_TURBO_REPO = "stabilityai/sdxl-turbo"
 LIGHTNING_REPO = "ByteDance/SDXL-Lightning"
 HYPER_REPO = "ByteDance/Hyper-SD"
 DMD2_REPO = "tianweiy/DMD2"
@@ -188,7 +190,7 @@ _BUILTIN: tuple[Preset, ...] = (
     Preset(
         name="sd-turbo",
         family="sd2",
-        repo_id="stabilityai/sd-turbo",
+        repo_id=SD_TURBO_REPO,
         steps=(1, 2, 3, 4),
         default_steps=1,
         guidance_scale=0.0,
@@ -203,7 +205,7 @@ _BUILTIN: tuple[Preset, ...] = (
     Preset(
         name="sdxl-turbo",
         family="sdxl",
-        repo_id="stabilityai/sdxl-turbo",
+        repo_id=SDXL_TURBO_REPO,
         steps=(1, 2, 3, 4),
         default_steps=1,
         guidance_scale=0.0,

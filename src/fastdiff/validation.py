@@ -108,8 +108,13 @@ def check_guidance(preset: Preset, guidance_scale: object) -> float:
     return value
 
 
+def size_step(vae_scale_factor: int) -> int:
+    """What image sides must be a multiple of: the VAE factor, and never less than diffusers' own check of 8."""
+    return math.lcm(8, vae_scale_factor)
+
+
 def check_side(name: str, value: object, native: int, vae_scale_factor: int) -> int:
-    """One image side: positive, a multiple of the VAE factor, not absurd."""
+    """One image side: positive, a multiple of 8 and of the VAE factor, not absurd."""
     if value is None:
         return native
     if not _is_int(value) or value <= 0:  # type: ignore[operator]
@@ -117,12 +122,43 @@ def check_side(name: str, value: object, native: int, vae_scale_factor: int) -> 
     assert isinstance(value, int)
     if value > MAX_SIDE:
         raise FastDiffError(f"{name}={value} is larger than {MAX_SIDE}; the preset's native {name} is {native}")
-    if value % vae_scale_factor:
-        lower = value // vae_scale_factor * vae_scale_factor
-        upper = lower + vae_scale_factor
+    step = size_step(vae_scale_factor)
+    if value % step:
+        lower = value // step * step
+        upper = lower + step
         options = f"{lower} or {upper}" if lower else str(upper)
-        raise FastDiffError(f"{name}={value} is not a multiple of the VAE factor {vae_scale_factor}; use {options}")
+        raise FastDiffError(
+            f"{name}={value} is not a multiple of {step} (diffusers and the VAE need it): use {options}"
+        )
     return value
+
+
+def _check_input_image(image: Image.Image, vae_scale_factor: int) -> None:
+    """An img2img input the pipeline can encode: at least one latent pixel, at most MAX_SIDE a side."""
+    step = size_step(vae_scale_factor)
+    if max(image.size) > MAX_SIDE or min(image.size) < step:
+        raise FastDiffError(
+            f"image is {image.width}x{image.height}; img2img takes sides from {step} to {MAX_SIDE} pixels: resize it "
+            "first, or pass height=/width= to resize it to the size you want"
+        )
+
+
+def check_explicit_strength(preset: Preset, steps: int, strength: float) -> None:
+    """Refuse a strength that a preset with explicit timesteps (DMD2) cannot honour: img2img can start only at one
+    of its timesteps, so a strength far from all of them would be silently replaced by another."""
+    if preset.timesteps is None:
+        return
+    from .schedulers import img2img_schedule
+
+    _, mapped, timesteps = img2img_schedule(steps, strength, preset.timesteps)
+    assert timesteps is not None
+    start = timesteps[len(timesteps) - max(1, int(len(timesteps) * mapped))]
+    if abs(start / 1000 - strength) > 0.15:
+        usable = ", ".join(f"{round(t / 1000, 2):g}" for t in preset.timesteps)
+        raise FastDiffError(
+            f"{preset.name} starts img2img only at its timesteps {preset.timesteps}, so strength={strength} would "
+            f"run as {start / 1000:.2f}; pass a strength near {usable}"
+        )
 
 
 def _warn_size(preset: Preset, height: int, width: int) -> None:
@@ -184,6 +220,10 @@ def resolve_request(
     resolved_steps = check_steps(preset, steps)
     resolved_guidance = check_guidance(preset, guidance_scale)
     resolved_strength = check_img2img(image, strength, default_strength)
+    if isinstance(image, Image.Image):
+        _check_input_image(image, vae_scale_factor)
+    if resolved_strength is not None:
+        check_explicit_strength(preset, resolved_steps, resolved_strength)
     h = check_side("height", height, preset.height, vae_scale_factor)
     w = check_side("width", width, preset.width, vae_scale_factor)
     if image is None or height is not None or width is not None:

@@ -1,13 +1,15 @@
-"""The one interface a model family implements: prompt → embeddings, latents → images."""
+"""The one interface a model family implements: prompt → embeddings, image → latents, latents → images."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Protocol
 
 import torch
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
 from PIL import Image
 
-__all__ = ["Embeddings", "ModelAdapter"]
+__all__ = ["Embeddings", "ModelAdapter", "image_latents"]
 
 # Keyword arguments for the diffusers pipeline call (`prompt_embeds=`, `pooled_prompt_embeds=`, …).
 Embeddings = dict[str, torch.Tensor]
@@ -18,15 +20,39 @@ class ModelAdapter(Protocol):
 
     `encode` returns the embeddings of ONE image's prompt, exactly as the pipeline's `encode_prompt` computes
     them (negative embeddings only when `guidance` is true), ready to be passed to the pipeline as keyword
-    arguments; the pipeline repeats them per image. `decode` turns final latents `(B, 4, H/8, W/8)` into PIL
-    images exactly as the pipeline's own `output_type="pil"` path does, so that fastdiff matches diffusers
-    pixel for pixel while timing each stage apart.
+    arguments; the pipeline repeats them per image. `encode_image` turns img2img inputs into the scaled initial
+    latents `(B, 4, H/8, W/8)` in `dtype` that the img2img pipeline's `prepare_latents` would compute before adding
+    noise (one VAE sample per generator, drawn from that generator), whatever the VAE's own dtype. `decode` turns
+    final latents into PIL images exactly as the pipeline's own `output_type="pil"` path does. So fastdiff
+    matches diffusers pixel for pixel while timing each stage apart, and a VAE in another dtype than the UNet
+    (bf16 on CUDA) works on every path.
     """
 
     def encode(self, pipe: Any, prompt: str, negative_prompt: str | None, *, guidance: bool) -> Embeddings:
         """Encode one prompt (and its negative when `guidance`) with the pipeline's text encoder(s)."""
         ...
 
+    def encode_image(
+        self, pipe: Any, images: Sequence[Image.Image], generators: Sequence[torch.Generator], dtype: torch.dtype
+    ) -> torch.Tensor:
+        """Initial img2img latents: image i sampled through the VAE encoder with generator i."""
+        ...
+
     def decode(self, pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
         """Decode final latents to images, mirroring the pipeline's decode and post-processing."""
         ...
+
+
+def image_latents(
+    pipe: Any, images: Sequence[Image.Image], generators: Sequence[torch.Generator], dtype: torch.dtype
+) -> torch.Tensor:
+    """`vae.encode` of each image (preprocessed as the pipeline does, cast as it does to `dtype`, then to the VAE's
+    dtype) sampled with its generator, as diffusers' `prepare_latents` does for a list of generators; unscaled."""
+    vae, device = pipe.vae, pipe._execution_device
+    pixels: dict[int, torch.Tensor] = {}  # each distinct image preprocessed once: (1, 3, H, W) in [-1, 1]
+    samples = []
+    for image, generator in zip(images, generators, strict=True):
+        if id(image) not in pixels:
+            pixels[id(image)] = pipe.image_processor.preprocess(image).to(device=device, dtype=dtype).to(vae.dtype)
+        samples.append(retrieve_latents(vae.encode(pixels[id(image)]), generator=generator))
+    return torch.cat(samples)

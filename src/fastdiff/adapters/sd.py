@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from PIL import Image
 
-from .base import Embeddings
+from .base import Embeddings, image_latents
 
 __all__ = ["StableDiffusionAdapter"]
 
@@ -26,9 +27,19 @@ class StableDiffusionAdapter:
         return embeds
 
     @torch.no_grad()
+    def encode_image(
+        self, pipe: Any, images: Sequence[Image.Image], generators: Sequence[torch.Generator], dtype: torch.dtype
+    ) -> torch.Tensor:
+        """As `StableDiffusionImg2ImgPipeline.prepare_latents`: VAE sample × scaling factor."""
+        scale: float = pipe.vae.config.scaling_factor
+        return (scale * image_latents(pipe, images, generators, dtype)).to(dtype)  # (B, 4, H/8, W/8)
+
+    @torch.no_grad()
     def decode(self, pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
         """VAE decode, safety checker when the pipeline has one, then post-processing (as in diffusers)."""
-        image = pipe.vae.decode(latents / pipe.vae.config.scaling_factor, return_dict=False)[0]  # (B, 3, H, W)
+        vae = pipe.vae
+        # In the VAE's own dtype: a bf16 VAE (optimize="default" on CUDA) decodes the fp16 UNet's latents.
+        image = vae.decode((latents / vae.config.scaling_factor).to(vae.dtype), return_dict=False)[0]  # (B, 3, H, W)
         nsfw = None
         if getattr(pipe, "safety_checker", None) is not None:
             image, nsfw = pipe.run_safety_checker(image, latents.device, latents.dtype)

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import FastDiffError, did_you_mean
+from ..presets import SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO, SDXL_TURBO_REPO
 from ..testing.repo_configs import SCHEDULER_CONFIGS
 
 __all__ = [
@@ -24,10 +25,6 @@ __all__ = [
     "shares_weights",
 ]
 
-SD15_REPO = "stable-diffusion-v1-5/stable-diffusion-v1-5"
-SD_TURBO_REPO = "stabilityai/sd-turbo"
-SDXL_TURBO_REPO = "stabilityai/sdxl-turbo"
-SDXL_BASE_REPO = "stabilityai/stable-diffusion-xl-base-1.0"
 
 # The VAE of SD 1.x/2.x and SDXL: same layout, SDXL adds its own scaling factor and fp32 upcast.
 _VAE: dict[str, Any] = {

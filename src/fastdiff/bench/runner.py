@@ -126,10 +126,17 @@ class ScenarioRun:
     def _prompt(self, tag: str) -> str:
         return PROMPT if self.config.repeat_prompt else f"{PROMPT}, {tag}"
 
+    @property
+    def warmup_runs(self) -> int:
+        """`config.warmup`, but never fewer than the generator needs (two with CUDA graphs: the second records)."""
+        generator = self.loaded.generator
+        return max(self.config.warmup, generator.warmup_runs if generator is not None else 0)
+
     def warm_up(self, tick: Callable[[], None] = lambda: None) -> float:
-        """`config.warmup` untimed-for-latency runs (first-call costs: allocations, kernel selection); their time."""
+        """`warmup_runs` untimed-for-latency runs (first-call costs: compilation, CUDA-graph capture, allocations,
+        kernel selection); their time."""
         start = self.clock()
-        for i in range(self.config.warmup):
+        for i in range(self.warmup_runs):
             self._call(self._prompt(f"warm-up {i}"), i)
             tick()
         self._timed.warmup_s = self.clock() - start

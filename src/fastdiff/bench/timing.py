@@ -17,6 +17,8 @@ from pathlib import Path
 
 import torch
 
+from ..devices import make_clock, synchronize
+
 __all__ = [
     "Clock",
     "LatencySummary",
@@ -32,29 +34,6 @@ __all__ = [
 ]
 
 Clock = Callable[[], float]
-
-
-def synchronize(device: torch.device) -> None:
-    """Wait until every kernel queued on `device` has finished (a no-op on the CPU, which runs eagerly)."""
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    elif device.type == "mps":
-        torch.mps.synchronize()
-
-
-def make_clock(
-    device: torch.device,
-    *,
-    sync: Callable[[torch.device], None] | None = None,
-    timer: Callable[[], float] = time.perf_counter,
-) -> Clock:
-    """A clock in seconds that calls `sync(device)` (default: `synchronize`) before every read."""
-
-    def clock() -> float:
-        (sync or synchronize)(device)  # looked up per read, so tests can count calls by patching the module
-        return timer()
-
-    return clock
 
 
 def percentile(values: Sequence[float], q: float) -> float:

@@ -43,7 +43,8 @@ class LiveSession:
     The keyword arguments are the initial state, as in the generator's call (None: the preset's value, so one
     step for the Turbo presets; `seed=0` rather than random, so that a session is reproducible).
     `on_frame` / `on_error` run on the worker thread: keep them short, they delay the next generation. While
-    the session is open, do not call the generator from other threads.
+    the session is open, other threads may call the same generator: their calls and the session's share it
+    (coalesced into batches when compatible; with `interrupt=True` the session's calls run alone).
     """
 
     def __init__(
@@ -227,7 +228,8 @@ class LiveSession:
             assert state.prompt is not None  # only states with a prompt are put
             started = time.perf_counter()
             try:
-                result = self.generator(state.prompt, **state.call_kwargs())
+                # An interruptible generation runs alone: its hook must never cut other callers' images short.
+                result = self.generator(state.prompt, coalesce=not self.interrupt, **state.call_kwargs())
             except _Superseded:
                 self._box.count("interrupted")
                 continue

@@ -23,9 +23,10 @@ from pathlib import Path
 
 import torch
 
+from ..families import FAMILIES
 from ..presets import Checkpoint, Family, Preset, get
 from .repo_configs import SCHEDULER_CONFIGS
-from .tiny import save_tiny_pipeline, tiny_lora, tiny_unet_checkpoint
+from .tiny import save_tiny_pipeline, tiny_autoencoder_tiny, tiny_lora, tiny_unet_checkpoint
 
 __all__ = ["cached_repo_path", "make_hf_cache", "repo_seed"]
 
@@ -54,7 +55,8 @@ def cached_repo_path(cache_dir: str | Path, repo_id: str) -> Path:
 
 
 def make_hf_cache(cache_dir: str | Path, presets: Iterable[str | Preset], *, fp16_variant: bool = True) -> Path:
-    """Lay out, in a hub cache, the pipeline repo and checkpoint file of each preset as tiny random models."""
+    """Lay out, in a hub cache, the pipeline repo and checkpoint file of each preset as tiny random models, and
+    the tiny autoencoder repo of its family (optimize="max")."""
     cache_dir = Path(cache_dir)
     # Seeds come from the names: a repo gets the same weights in every cache and a checkpoint is its base repo's
     # UNet perturbed (float16, like the real files). Files already in the cache are left as they are.
@@ -68,7 +70,18 @@ def make_hf_cache(cache_dir: str | Path, presets: Iterable[str | Preset], *, fp1
             if not (snapshot / ckpt.filename).exists():
                 data = _checkpoint_bytes(ckpt, preset.family, repo_seed(preset.repo_id))
                 _write_repo(cache_dir, ckpt.repo_id, {ckpt.filename: data}, listing=False)
+        tiny_repo = FAMILIES[preset.family].tiny_vae_repo
+        if not (_repo_dir(cache_dir, tiny_repo) / "refs" / "main").exists():
+            _write_repo(cache_dir, tiny_repo, _tiny_vae_files(tiny_repo), listing=True)
     return cache_dir
+
+
+@lru_cache(maxsize=4)
+def _tiny_vae_files(repo_id: str) -> dict[str, bytes]:
+    """A tiny `AutoencoderTiny` laid out as TAESD's repo (config.json, diffusion_pytorch_model.safetensors)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tiny_autoencoder_tiny(seed=repo_seed(repo_id)).save_pretrained(tmp)
+        return {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir()) if p.is_file()}
 
 
 @lru_cache(maxsize=8)

@@ -24,6 +24,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
 
+from ..families import FAMILIES
 from ..presets import Family
 from .repo_configs import SCHEDULER_CONFIGS
 
@@ -39,12 +40,6 @@ __all__ = [
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
-# The repo whose scheduler a family gets by default: its own base model's (SD 2 is only used as sd-turbo here).
-_DEFAULT_SCHEDULER_REPO: dict[str, str] = {
-    "sd1": "stable-diffusion-v1-5/stable-diffusion-v1-5",
-    "sd2": "stabilityai/sd-turbo",
-    "sdxl": "stabilityai/stable-diffusion-xl-base-1.0",
-}
 
 # UNets: the real wiring (no attention on the first level, SDXL's text-time embedding, SD 2's linear projections)
 # on three levels of 16-64 channels, one layer each: a 1024² SDXL step stays well under a second on a CPU.
@@ -162,7 +157,7 @@ def tiny_autoencoder_tiny(*, seed: int = 0) -> Any:
 
 
 def _scheduler(family: Family, config: dict[str, Any] | None) -> SchedulerMixin:
-    config = config if config is not None else SCHEDULER_CONFIGS[_DEFAULT_SCHEDULER_REPO[family]]
+    config = config if config is not None else SCHEDULER_CONFIGS[FAMILIES[family].base_repo]  # the base model's
     cls: Any = getattr(diffusers, config["_class_name"])
     scheduler: SchedulerMixin = cls.from_config(config)
     return scheduler

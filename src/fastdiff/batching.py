@@ -1,0 +1,179 @@
+"""Coalescing concurrent calls: whoever finds the model idle runs what is queued, as few pipeline calls as fit.
+
+No thread of its own and no added wait for a lone call: a caller that finds the model idle leads, runs the
+oldest queued call together with every queued call it is compatible with (same `batch_key`, up to `max_batch`
+images), hands each caller its result, and leads again until its own call is done. Calls that arrive while a
+batch runs queue up and form the next batch (continuous batching, as LLM servers do it). `max_wait_ms` > 0 lets
+a leader wait that long for a batch to fill (throughput first); a solo call (a live session's, which may be
+interrupted) runs alone and only on its own thread.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+__all__ = ["BatchStats", "Coalescer", "check_batching"]
+
+R = TypeVar("R")  # a request
+T = TypeVar("T")  # its result
+WAITS_KEPT = 4096
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """Counters of a generator's coalescing: calls, pipeline batches, mean images per batch, queue wait (s)."""
+
+    calls: int
+    batches: int
+    mean_batch_size: float
+    queue_wait_p50: float
+    queue_wait_p95: float
+
+
+@dataclass(eq=False)
+class _Ticket(Generic[R, T]):
+    request: R
+    key: Hashable
+    size: int
+    solo: bool
+    owner: threading.Thread = field(default_factory=threading.current_thread)
+    queued: float = field(default_factory=time.perf_counter)
+    done: bool = False
+    result: T | None = None
+    error: BaseException | None = None
+
+
+class Coalescer(Generic[R, T]):
+    """Runs `run(requests)` (one result per request, in order) for batches of compatible queued requests.
+
+    `key(request)` says which requests may share a batch, `size(request)` how many images one adds. When a batch
+    raises, each of its requests is run again alone, so that a bad one fails by itself and the others succeed.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[Sequence[R]], Sequence[T]],
+        *,
+        key: Callable[[R], Hashable],
+        size: Callable[[R], int],
+        max_batch: int,
+        max_wait_ms: float = 0.0,
+    ) -> None:
+        self._run, self._key, self._size = run, key, size
+        self.max_batch, self.max_wait_ms = max_batch, max_wait_ms
+        self._cond = threading.Condition()
+        self._queue: deque[_Ticket[R, T]] = deque()
+        self._leading = False
+        self._calls = self._batches = self._images = 0
+        self._waits: deque[float] = deque(maxlen=WAITS_KEPT)
+
+    def submit(self, request: R, *, solo: bool = False) -> T:
+        """Run `request`, in a batch with others' compatible requests unless `solo`; returns its result."""
+        ticket: _Ticket[R, T] = _Ticket(request, self._key(request), self._size(request), solo)
+        with self._cond:
+            self._queue.append(ticket)
+            self._calls += 1
+            self._cond.notify_all()  # a leader waiting for its batch to fill (max_wait_ms) looks again
+            while not ticket.done and self._leading:
+                self._cond.wait()
+            lead = not ticket.done
+            self._leading = self._leading or lead
+        if lead:
+            try:
+                while (batch := self._next_batch(ticket)) is not None:
+                    self._execute(batch)
+            finally:
+                with self._cond:
+                    self._leading = False
+                    self._cond.notify_all()
+        if ticket.error is not None:
+            raise ticket.error
+        return ticket.result  # type: ignore[return-value]
+
+    def _eligible(self, ticket: _Ticket[R, T], me: threading.Thread) -> bool:
+        return not ticket.solo or ticket.owner is me
+
+    def _next_batch(self, own: _Ticket[R, T]) -> list[_Ticket[R, T]] | None:
+        """The oldest runnable ticket and the compatible ones after it (None once `own` is done)."""
+        me = threading.current_thread()
+        with self._cond:
+            if own.done:
+                return None
+            head = next(t for t in self._queue if self._eligible(t, me))  # `own` at least is eligible
+            deadline = time.perf_counter() + self.max_wait_ms / 1000
+            while True:
+                batch = self._compatible(head)
+                left = deadline - time.perf_counter()
+                if head.solo or sum(t.size for t in batch) >= self.max_batch or left <= 0:
+                    break
+                self._cond.wait(left)  # throughput first: give the batch time to fill
+            now = time.perf_counter()
+            for t in batch:
+                self._queue.remove(t)
+                self._waits.append(now - t.queued)
+            self._batches += 1
+            self._images += sum(t.size for t in batch)
+            return batch
+
+    def _compatible(self, head: _Ticket[R, T]) -> list[_Ticket[R, T]]:
+        if head.solo:
+            return [head]
+        batch, images = [head], head.size
+        for t in self._queue:
+            if t is not head and not t.solo and t.key == head.key and images + t.size <= self.max_batch:
+                batch.append(t)
+                images += t.size
+        return batch
+
+    def _execute(self, batch: list[_Ticket[R, T]]) -> None:
+        """Run one batch outside the queue's lock and hand each ticket its outcome."""
+        outcomes = self._outcomes([t.request for t in batch])
+        with self._cond:
+            for t, (result, error) in zip(batch, outcomes, strict=True):
+                t.result, t.error, t.done = result, error, True
+            self._cond.notify_all()
+
+    def _outcomes(self, requests: list[R]) -> list[tuple[T | None, BaseException | None]]:
+        """`run(requests)`; on failure, each request alone, so each gets its own error or its result."""
+        try:
+            return [(r, None) for r in self._run(requests)]
+        except BaseException as err:
+            if len(requests) == 1:
+                return [(None, err)]
+            return [self._outcomes([r])[0] for r in requests]
+
+    def run_now(self, requests: Sequence[R]) -> list[tuple[T | None, BaseException | None]]:
+        """Run `requests` as one batch from this thread (bulk work: `gen.map`), between others' batches; one
+        (result, error) per request, in order."""
+        with self._cond:
+            self._calls += len(requests)
+            self._batches += 1
+            self._images += sum(self._size(r) for r in requests)
+        return self._outcomes(list(requests))
+
+    def stats(self) -> BatchStats:
+        """A snapshot of the counters."""
+        with self._cond:
+            waits = sorted(self._waits)
+            calls, batches, images = self._calls, self._batches, self._images
+
+        def pick(q: float) -> float:
+            return waits[min(len(waits) - 1, int(q * len(waits)))] if waits else 0.0
+
+        return BatchStats(calls, batches, images / batches if batches else 0.0, pick(0.5), pick(0.95))
+
+
+def check_batching(max_batch: object, max_wait_ms: object) -> tuple[int, float]:
+    """`max_batch` ≥ 1 (1: never coalesce) and `max_wait_ms` in [0, 60000), or a `FastDiffError`."""
+    from .errors import FastDiffError
+
+    if not isinstance(max_batch, int) or isinstance(max_batch, bool) or max_batch < 1:
+        raise FastDiffError(f"max_batch must be an int ≥ 1 (1 turns coalescing off), got {max_batch!r}")
+    if not isinstance(max_wait_ms, (int, float)) or isinstance(max_wait_ms, bool) or not 0 <= max_wait_ms < 60_000:
+        raise FastDiffError(f"max_wait_ms must be a number of milliseconds in [0, 60000), got {max_wait_ms!r}")
+    return max_batch, float(max_wait_ms)

@@ -1,0 +1,196 @@
+"""`fastdiff batch PROMPTS --preset NAME --out DIR`: every prompt of a file to DIR/NNNNNN.png, resumable.
+
+Also runnable as `python -m fastdiff.bulk.cli PROMPTS ...`. The driver (this process) reads the prompt file, opens
+DIR (refusing one made by another run), hands the prompts not yet done to a runner (in-process, a process pool,
+or Ray actors) and writes what comes back: image first, then its manifest line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from .. import __version__
+from .. import presets as preset_table
+from ..errors import FastDiffError, FastDiffWarning
+from .local import run_in_process, run_process_pool
+from .manifest import RunDir
+from .prompts import Job, make_jobs, prompts_sha256, read_prompt_file
+from .worker import LoadSpec, Made
+
+__all__ = ["add_batch_arguments", "main", "run_batch"]
+
+_DEFAULTS = ("steps", "negative_prompt", "guidance_scale", "height", "width")  # a .jsonl line may override these
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, got {value}")
+    return value
+
+
+def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of `fastdiff batch`."""
+    add = parser.add_argument
+    add("prompts", metavar="PROMPTS", help=".txt (one prompt a line) or .jsonl ({'prompt': ..., 'seed': ...} a line)")
+    add("--preset", required=True, help="a preset name (see `fastdiff presets`)")
+    add("--out", required=True, help="output folder: NNNNNN.png, manifest.jsonl, run.json")
+    add("--source", help="local diffusers folder, single-file checkpoint or hub repo (default: the preset's repo)")
+    add("--checkpoint", help="local UNet/LoRA file (default: the preset's file from the hub)")
+    add("--steps", type=int, help="default steps (a .jsonl line may set its own)")
+    add("--seed", type=int, default=0, metavar="BASE", help="prompt i gets seed BASE+i unless its line names one")
+    add("--guidance-scale", type=float)
+    add("--negative-prompt")
+    add("--height", type=int)
+    add("--width", type=int)
+    add("--batch-size", type=_positive, default=1, help="images per pipeline call in each worker")
+    add("--workers", type=_positive, default=1, help="worker processes (with --ray: actors per CPU node)")
+    add("--threads", type=_positive, help="torch CPU threads per worker (default: cores // workers)")
+    add("--ray", nargs="?", const="", metavar="ADDRESS", help="run on Ray: alone ray.init(), or join ADDRESS/auto")
+    add("--device", default="auto")
+    add("--dtype", choices=["float32", "float16", "bfloat16"])
+    add("--optimize", choices=["none", "default", "max"], default="default")
+    add("--cache-dir", help="Hugging Face cache folder (default: HF_HOME's)")
+    add("--local-files-only", "--offline", action="store_true", help="load from the cache only, no network")
+    add("--allow-pickle", action="store_true", help="allow .bin/.ckpt files (unpickled by torch)")
+    add("--force", action="store_true", help="delete DIR's images and manifest and start over")
+    add("--no-progress", action="store_true", help="no progress bar (the summary line is still printed)")
+
+
+def _local_path(value: str | None) -> str | None:
+    """Local paths made absolute (a worker may start elsewhere); a hub repo id stays as it is."""
+    return str(Path(value).resolve()) if value is not None and Path(value).exists() else value
+
+
+def _header(args: argparse.Namespace, entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """What DIR records about its run: every setting that changes the images, and the prompt list's hash."""
+    settings = {
+        "preset": args.preset,
+        "source": _local_path(args.source),
+        "checkpoint": _local_path(args.checkpoint),
+        "dtype": args.dtype,
+        "optimize": args.optimize,
+        "seed": args.seed,
+        **{key: getattr(args, key) for key in _DEFAULTS},
+    }
+    return {
+        "format": 1,
+        "settings": settings,
+        "count": len(entries),
+        "prompts_sha256": prompts_sha256(entries),
+        "prompts_file": str(Path(args.prompts).resolve()),
+        "fastdiff": __version__,
+    }
+
+
+def _load_spec(args: argparse.Namespace) -> LoadSpec:
+    return LoadSpec(
+        preset=args.preset,
+        source=_local_path(args.source),
+        checkpoint=_local_path(args.checkpoint),
+        device=args.device,
+        dtype=args.dtype,
+        cache_dir=None if args.cache_dir is None else str(Path(args.cache_dir).resolve()),
+        local_files_only=True if args.local_files_only else None,
+        allow_pickle=args.allow_pickle,
+        optimize=args.optimize,
+        batch_size=args.batch_size,
+        threads=args.threads,
+    )
+
+
+def _runner(args: argparse.Namespace, chunks: list[list[Job]]) -> Iterator[Made]:
+    spec = _load_spec(args)
+    if not chunks:
+        return iter(())
+    if args.ray is not None:
+        from .ray_runner import run_on_ray
+
+        return run_on_ray(spec, chunks, address=args.ray or None, workers=args.workers)
+    if args.workers > 1:
+        return run_process_pool(spec, chunks, workers=args.workers)
+    return run_in_process(spec, chunks)
+
+
+def _progress(*, total: int, done: int, disable: bool) -> Any:
+    from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
+
+    return tqdm(total=total, initial=done, desc="fastdiff batch", unit="img", disable=disable, file=sys.stderr)
+
+
+def _drain(run_dir: RunDir, made: Iterator[Made], *, jobs: list[Job], preset: str, bar: Any) -> tuple[int, int]:
+    """Write every image that comes back (image, then manifest line); returns (images written, failures)."""
+    shown: set[str] = set()
+    written = failed = 0
+    for batch in made:
+        if batch.fatal is not None:
+            raise FastDiffError(batch.fatal)
+        for message in dict.fromkeys(batch.warnings):
+            if message not in shown:  # every worker warns about the same size: say it once
+                shown.add(message)
+                warnings.warn(message, FastDiffWarning, stacklevel=2)
+        for outcome in batch.outcomes:
+            job = jobs[outcome.index]
+            if outcome.error is not None:
+                failed += 1
+                bar.write(f"error: prompt {job.index} {job.prompt[:60]!r}: {outcome.error}", file=sys.stderr)
+            else:
+                entry = {"index": job.index, "prompt": job.prompt, "seed": outcome.seed, "steps": outcome.steps}
+                run_dir.record({**entry, "preset": preset, "timings": outcome.timings}, outcome.png)
+                written += 1
+            bar.update(1)
+    return written, failed
+
+
+def run_batch(args: argparse.Namespace) -> int:
+    """Run `fastdiff batch`; 0 when every prompt has its image, 1 when some were refused (named on stderr)."""
+    preset = preset_table.get(args.preset).name  # a wrong name is refused before DIR is touched
+    entries = read_prompt_file(args.prompts)
+    jobs = make_jobs(entries, base_seed=args.seed, defaults={key: getattr(args, key) for key in _DEFAULTS})
+    run_dir = RunDir.open(args.out, header=_header(args, entries), force=args.force)
+    todo = [job for job in jobs if job.index not in run_dir.done]
+    chunks = [todo[k : k + args.batch_size] for k in range(0, len(todo), args.batch_size)]
+    skipped = len(jobs) - len(todo)
+    start = time.perf_counter()
+    bar = _progress(total=len(jobs), done=skipped, disable=args.no_progress)
+    try:
+        written, failed = _drain(run_dir, _runner(args, chunks), jobs=jobs, preset=preset, bar=bar)
+    finally:
+        bar.close()
+        run_dir.close()
+    seconds = time.perf_counter() - start
+    rate = written / seconds if seconds > 0 else 0.0
+    print(
+        f"fastdiff batch: made {written}, skipped {skipped} (done before), failed {failed} in {seconds:.1f} s "
+        f"({rate:.2f} images/s, loading included) -> {run_dir.root}"
+    )
+    return 1 if failed else 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m fastdiff.bulk.cli`: the same as `fastdiff batch`."""
+    from ..cli import _show_warning
+
+    parser = argparse.ArgumentParser(prog="fastdiff batch", description=__doc__.splitlines()[0] if __doc__ else None)
+    add_batch_arguments(parser)
+    args = parser.parse_args(argv)
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", FastDiffWarning)
+        warnings.showwarning = _show_warning
+        try:
+            return run_batch(args)
+        except FastDiffError as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

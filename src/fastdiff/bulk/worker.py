@@ -1,0 +1,139 @@
+"""One worker of a batch run: it holds one generator and turns jobs into PNG bytes for the driver to write.
+
+The same `Worker` runs in the driver (one worker), in a spawned process (`--workers N`) and as a Ray actor
+(`--ray`). It returns bytes rather than writing files so that one process, the driver, owns the output folder and
+its manifest: a Ray node needs no shared filesystem, and the manifest has a single writer.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
+
+from ..errors import FastDiffError, FastDiffWarning
+from .prompts import Job
+
+if TYPE_CHECKING:
+    from ..generator import FewStepGenerator
+    from ..result import GenerationResult
+
+__all__ = ["LoadSpec", "Made", "Outcome", "Worker"]
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    """How a worker loads its generator (fields named as `FewStepGenerator.from_preset`'s arguments) and runs it."""
+
+    preset: str
+    source: str | None = None
+    checkpoint: str | None = None
+    device: str = "auto"
+    dtype: str | None = None
+    cache_dir: str | None = None
+    local_files_only: bool | None = None
+    allow_pickle: bool = False
+    optimize: str = "default"
+    batch_size: int = 1
+    threads: int | None = None  # torch CPU threads of this worker; None keeps the process's setting
+
+    def load(self) -> FewStepGenerator:
+        """`FewStepGenerator.from_preset` with this spec's fields of the same names."""
+        from ..generator import FewStepGenerator
+
+        options = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_LOAD_OPTIONS}
+        return FewStepGenerator.from_preset(self.preset, **options)
+
+
+_NOT_LOAD_OPTIONS = ("preset", "batch_size", "threads")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One job's image as PNG bytes with what made it, or the error that refused it."""
+
+    index: int
+    png: bytes = b""
+    seed: int = 0
+    steps: int = 0
+    timings: dict[str, float] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Made:
+    """What one `Worker.make` call returns: its outcomes, the FastDiffWarnings raised meanwhile, or a load error."""
+
+    outcomes: list[Outcome] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    fatal: str | None = None
+
+
+def _outcome(index: int, result: GenerationResult) -> Outcome:
+    buffer = io.BytesIO()
+    result.images[0].save(buffer, format="PNG")
+    return Outcome(index, buffer.getvalue(), result.seed, result.steps, dict(result.timings))
+
+
+class Worker:
+    """Loads its generator on the first `make` (and again after a restart), then makes every job it is given."""
+
+    def __init__(self, spec: LoadSpec) -> None:
+        self.spec = spec
+        self._gen: FewStepGenerator | None = None
+
+    def make(self, jobs: list[Job]) -> Made:
+        """Make `jobs` (one batched call per run of jobs with equal options when batch_size > 1)."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", FastDiffWarning)
+            try:
+                gen = self._generator()
+            except FastDiffError as err:
+                return Made(fatal=str(err))
+            outcomes = [outcome for group in _groups(jobs) for outcome in self._make_group(gen, group)]
+        forwarded = []
+        for w in caught:  # FastDiffWarnings go to the driver, which shows each once; the rest warn here as usual
+            if issubclass(w.category, FastDiffWarning):
+                forwarded.append(str(w.message))
+            else:
+                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+        return Made(outcomes=outcomes, warnings=forwarded)
+
+    def _generator(self) -> FewStepGenerator:
+        if self._gen is None:
+            import torch
+
+            from ..cli import _quiet_libraries
+
+            if self.spec.threads is not None:
+                torch.set_num_threads(self.spec.threads)
+            _quiet_libraries()
+            self._gen = self.spec.load()
+        return self._gen
+
+    def _make_group(self, gen: FewStepGenerator, jobs: list[Job]) -> list[Outcome]:
+        if self.spec.batch_size > 1 and len(jobs) > 1:
+            prompts, seeds = [job.prompt for job in jobs], [job.seed for job in jobs]
+            size = self.spec.batch_size
+            try:
+                results = gen.map(prompts, seeds=seeds, batch_size=size, progress=False, **jobs[0].options)
+                return [_outcome(job.index, result) for job, result in zip(jobs, results, strict=True)]
+            except FastDiffError:
+                pass  # one bad job refuses the whole batch: make them one by one to fail only that one
+        return [self._make_one(gen, job) for job in jobs]
+
+    @staticmethod
+    def _make_one(gen: FewStepGenerator, job: Job) -> Outcome:
+        try:
+            return _outcome(job.index, gen(job.prompt, seed=job.seed, **job.options))
+        except FastDiffError as err:
+            return Outcome(job.index, error=str(err))
+
+
+def _groups(jobs: list[Job]) -> Iterator[list[Job]]:
+    """Consecutive jobs with the same call options (those can share one batched call)."""
+    for _, group in itertools.groupby(jobs, key=lambda job: sorted(job.options.items())):
+        yield list(group)

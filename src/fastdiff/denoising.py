@@ -1,0 +1,112 @@
+"""One pipeline call for a batch of compatible requests: per-image embeddings, seeds and (img2img) latents in,
+final latents out, through the diffusers pipeline's own denoising loop (so the scheduler recipe is diffusers')."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+
+from .adapters import Embeddings, ModelAdapter
+from .presets import Preset
+from .result import GenerationResult
+from .schedulers import img2img_schedule
+from .validation import Request
+
+__all__ = ["batch_key", "denoise", "generate_batch", "per_image_embeddings"]
+
+
+def batch_key(request: Request) -> tuple[Any, ...]:
+    """Requests with equal keys can run as one pipeline call (the same steps, size, guidance and strength)."""
+    size = request.image.size if request.image is not None else (request.width, request.height)
+    return (request.steps, size, request.guidance_scale, request.image is not None, request.strength)
+
+
+def per_image_embeddings(requests: Sequence[Request], embeds: Sequence[Embeddings]) -> Embeddings:
+    """Each request's embeddings repeated once per image, stacked: what `num_images_per_prompt` would build."""
+    return {
+        key: torch.cat([e[key].repeat_interleave(r.num_images, dim=0) for r, e in zip(requests, embeds, strict=True)])
+        for key in embeds[0]
+    }
+
+
+def denoise(
+    preset: Preset,
+    adapter: ModelAdapter,
+    pipes: tuple[Any, Any],
+    requests: Sequence[Request],
+    embeds: Sequence[Embeddings],
+) -> torch.Tensor:
+    """Run the text-to-image (or image-to-image) pipeline of `pipes` once for all `requests`; image *i* of a
+    request is drawn from its own CPU generator seeded `seed + i`. Returns latents (B, 4, H/8, W/8)."""
+    first = requests[0]
+    generators = [
+        torch.Generator("cpu").manual_seed(r.seed + i) for r in requests for i in range(r.num_images)
+    ]  # one per image: the same noise as the image made alone
+    merged = per_image_embeddings(requests, embeds)
+    kwargs: dict[str, Any] = {
+        **merged,
+        "guidance_scale": first.guidance_scale,
+        "num_images_per_prompt": 1,
+        "generator": generators[0] if len(generators) == 1 else generators,
+        "output_type": "latent",
+    }
+    if preset.eta is not None:
+        kwargs["eta"] = preset.eta
+    timesteps = preset.timesteps
+    text2img, img2img = pipes
+    if first.image is None:
+        pipe, steps = text2img, first.steps
+        kwargs.update(height=first.height, width=first.width)
+    else:
+        assert first.strength is not None
+        pipe = img2img
+        steps, strength, timesteps = img2img_schedule(first.steps, first.strength, timesteps)
+        images = [r.image for r in requests for _ in range(r.num_images)]
+        dtype = merged["prompt_embeds"].dtype
+        latents = adapter.encode_image(pipe, images, generators, dtype)  # type: ignore[arg-type]
+        kwargs.update(image=latents, strength=strength)
+    kwargs["num_inference_steps"] = steps
+    if timesteps is not None:
+        kwargs["timesteps"] = list(timesteps)
+    with torch.no_grad():
+        out: torch.Tensor = pipe(**kwargs).images
+    return out
+
+
+def generate_batch(
+    preset: Preset,
+    adapter: ModelAdapter,
+    pipes: tuple[Any, Any],
+    requests: Sequence[Request],
+    *,
+    embed: Callable[[Request], Embeddings],
+    clock: Callable[[], float],
+) -> list[GenerationResult]:
+    """encode → denoise → decode for compatible `requests`, timed per stage (the batch's time, in each result)."""
+    start = clock()
+    embeds = [embed(r) for r in requests]
+    encoded = clock()
+    latents = denoise(preset, adapter, pipes, requests, embeds)
+    denoised = clock()
+    images = adapter.decode(pipes[0], latents)
+    done = clock()
+    timings = {"encode": encoded - start, "denoise": denoised - encoded, "decode": done - denoised}
+    timings["total"] = done - start
+    results, first = [], 0
+    for r in requests:
+        mine, first = images[first : first + r.num_images], first + r.num_images
+        results.append(
+            GenerationResult(
+                images=mine,
+                seed=r.seed,
+                steps=r.steps,
+                preset=preset.name,
+                guidance_scale=r.guidance_scale,
+                height=mine[0].height,
+                width=mine[0].width,
+                timings=dict(timings),
+            )
+        )
+    return results

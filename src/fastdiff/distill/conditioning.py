@@ -1,0 +1,138 @@
+"""What the trainer feeds the UNets: the noise schedule, text conditioning and VAE latents of a batch."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+
+__all__ = ["Conditioning", "NoiseSchedule", "decode_latents", "encode_captions", "encode_images", "family_of"]
+
+
+class NoiseSchedule:
+    """ᾱ_t of the teacher's scheduler config (DDPM, Ho et al. 2020): x_t = α_t·x0 + σ_t·ε, α = √ᾱ, σ = √(1 − ᾱ)."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        steps = int(config.get("num_train_timesteps", 1000))
+        start, end = float(config.get("beta_start", 0.0001)), float(config.get("beta_end", 0.02))
+        kind = config.get("beta_schedule", "linear")
+        if kind == "scaled_linear":  # SD's schedule
+            betas = torch.linspace(start**0.5, end**0.5, steps, dtype=torch.float64) ** 2
+        elif kind == "linear":
+            betas = torch.linspace(start, end, steps, dtype=torch.float64)
+        else:
+            raise ValueError(f"beta_schedule {kind!r} is not supported by the distillation trainer")
+        self.alphas_cumprod = torch.cumprod(1.0 - betas, dim=0).float()  # (T,)
+        self.num_train_timesteps = steps
+        self.prediction_type = str(config.get("prediction_type", "epsilon"))
+
+    def alpha_sigma(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(α_t, σ_t), each (B,), on the device of `t`."""
+        abar = self.alphas_cumprod.to(t.device)[t]
+        return abar.sqrt(), (1 - abar).sqrt()
+
+    def noise(
+        self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, *, zero_terminal: bool = False
+    ) -> torch.Tensor:
+        """x_t; with `zero_terminal` the last timestep drops the signal (α = 0: zero SNR) and keeps σ·ε.
+
+        That is exactly the UNet input of a trailing Euler sampler at t = 999: latents σ_E·ε (its init noise sigma
+        for trailing spacing is σ_max, not √(σ_max² + 1)) scaled by 1/√(σ_E² + 1), i.e. √(1 − ᾱ)·ε.
+        """
+        alpha, sigma = self.alpha_sigma(t)
+        if zero_terminal:
+            alpha = torch.where(t == self.num_train_timesteps - 1, 0.0, alpha)
+        return alpha.view(-1, 1, 1, 1) * x0 + sigma.view(-1, 1, 1, 1) * eps
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Text conditioning of a batch: the UNet's `encoder_hidden_states` (B, L, D), a pooled (B, P), SDXL extras."""
+
+    hidden: torch.Tensor
+    pooled: torch.Tensor
+    added: dict[str, torch.Tensor] | None = None
+
+    def unet_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for `UNet2DConditionModel.forward`."""
+        kwargs: dict[str, Any] = {"encoder_hidden_states": self.hidden}
+        if self.added is not None:
+            kwargs["added_cond_kwargs"] = self.added
+        return kwargs
+
+    def to_unet_dtype(self, dtype: torch.dtype) -> Conditioning:
+        """The UNet inputs cast to `dtype`; the pooled embedding (the heads' input) kept float32."""
+        added = {k: v.to(dtype) for k, v in self.added.items()} if self.added is not None else None
+        return Conditioning(self.hidden.to(dtype), self.pooled.float(), added)
+
+    def repeat(self, n: int) -> Conditioning:
+        """A one-row conditioning (the empty prompt's) repeated to `n` rows."""
+        added = {k: v.expand(n, -1) for k, v in self.added.items()} if self.added is not None else None
+        return Conditioning(self.hidden.expand(n, -1, -1), self.pooled.expand(n, -1), added)
+
+    def cat(self, other: Conditioning) -> Conditioning:
+        """Both batches stacked (self first), for classifier-free guidance in one teacher call."""
+        added = None
+        if self.added is not None and other.added is not None:
+            added = {k: torch.cat([v, other.added[k]]) for k, v in self.added.items()}
+        return Conditioning(torch.cat([self.hidden, other.hidden]), torch.cat([self.pooled, other.pooled]), added)
+
+
+def family_of(pipe: Any) -> str:
+    """ "sdxl" with two text encoders, else "sd2" for OpenCLIP's gelu encoder, else "sd1" (CLIP's quick_gelu)."""
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        return "sdxl"
+    return "sd2" if pipe.text_encoder.config.hidden_act == "gelu" else "sd1"
+
+
+@torch.no_grad()
+def encode_captions(pipe: Any, captions: Sequence[str], *, height: int, width: int) -> Conditioning:
+    """The frozen text encoder(s)' embeddings of `captions`, as the pipeline computes them."""
+    device = pipe.text_encoder.device
+    if getattr(pipe, "text_encoder_2", None) is not None:
+        hidden, _, pooled, _ = pipe.encode_prompt(
+            prompt=list(captions), device=device, num_images_per_prompt=1, do_classifier_free_guidance=False
+        )
+        time_ids = torch.tensor([[height, width, 0, 0, height, width]], device=device, dtype=hidden.dtype)
+        added = {"text_embeds": pooled, "time_ids": time_ids.repeat(len(captions), 1)}
+        return Conditioning(hidden, pooled, added)
+    tokens = pipe.tokenizer(
+        list(captions), padding="max_length", max_length=pipe.tokenizer.model_max_length, truncation=True
+    )
+    ids = torch.tensor(tokens.input_ids, device=device)
+    out = pipe.text_encoder(ids)
+    return Conditioning(out[0], out.pooler_output)  # (B, 77, D), (B, D): CLIP's EOS token
+
+
+def _latent_stats(vae: Any, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """SDXL-style per-channel latent mean and std of the VAE config, when it has them."""
+    mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
+    if mean is None or std is None:
+        return None
+    return torch.tensor(mean).view(1, -1, 1, 1).to(like), torch.tensor(std).view(1, -1, 1, 1).to(like)
+
+
+@torch.no_grad()
+def encode_images(vae: Any, images: torch.Tensor) -> torch.Tensor:
+    """(B, 3, H, W) in [-1, 1] → scaled latents (B, 4, H/8, W/8): the posterior's mean, so a batch is deterministic."""
+    latents: torch.Tensor = vae.encode(images.to(vae.device, vae.dtype)).latent_dist.mode()
+    stats = _latent_stats(vae, latents)
+    if stats is not None:
+        latents = (latents - stats[0]) / stats[1]
+    scaled: torch.Tensor = latents * vae.config.scaling_factor
+    return scaled
+
+
+@torch.no_grad()
+def decode_latents(vae: Any, latents: torch.Tensor) -> list[Image.Image]:
+    """The inverse of `encode_images`, to PIL images (a plain decode: no safety checker, no watermark)."""
+    z = latents.to(vae.device, vae.dtype) / vae.config.scaling_factor
+    stats = _latent_stats(vae, z)
+    if stats is not None:
+        z = z * stats[1] + stats[0]
+    pixels = vae.decode(z, return_dict=False)[0].float().clamp(-1, 1)  # (B, 3, H, W)
+    array = ((pixels + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return [Image.fromarray(a) for a in array]

@@ -1,0 +1,77 @@
+"""The facts of each model family, in one place: its diffusers pipeline classes, adapter, base repo, tiny VAE.
+
+A preset names its family (`Preset.family`); everything fastdiff needs to know about that family is here.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from dataclasses import dataclass
+from typing import Any
+
+from diffusers import (
+    StableDiffusionImg2ImgPipeline,
+    StableDiffusionPipeline,
+    StableDiffusionXLImg2ImgPipeline,
+    StableDiffusionXLPipeline,
+)
+
+from .adapters import ModelAdapter, StableDiffusionAdapter, StableDiffusionXLAdapter
+from .errors import FastDiffError, did_you_mean
+from .presets import SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO
+
+__all__ = ["FAMILIES", "FamilySpec", "family"]
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """One model family: what loads it, what runs it, and the repos its defaults come from."""
+
+    name: str
+    pipeline: Any  # the text-to-image pipeline class (also what single files load into)
+    img2img: Any  # the image-to-image pipeline class over the same modules
+    adapter: ModelAdapter
+    base_repo: str  # the repo whose architecture and scheduler config stand for the family (tiny/random models)
+    tiny_vae_repo: str  # TAESD for the family's latent space (optimize="max")
+
+    @property
+    def default_strength(self) -> float:
+        """The img2img pipeline's own default strength (0.3 for SDXL, 0.8 for SD), as diffusers would use it."""
+        return _default_strength(self.img2img)
+
+    def accepts(self, pipe: object) -> bool:
+        """True for a text-to-image or image-to-image pipeline of this family (not ControlNet, inpaint, SD3…)."""
+        return isinstance(pipe, (self.pipeline, self.img2img))
+
+
+@functools.cache
+def _default_strength(img2img: Any) -> float:
+    return float(inspect.signature(img2img.__call__).parameters["strength"].default)
+
+
+_SD = StableDiffusionAdapter()
+FAMILIES: dict[str, FamilySpec] = {
+    "sd1": FamilySpec(
+        "sd1", StableDiffusionPipeline, StableDiffusionImg2ImgPipeline, _SD, SD15_REPO, "madebyollin/taesd"
+    ),
+    "sd2": FamilySpec(
+        "sd2", StableDiffusionPipeline, StableDiffusionImg2ImgPipeline, _SD, SD_TURBO_REPO, "madebyollin/taesd"
+    ),
+    "sdxl": FamilySpec(
+        "sdxl",
+        StableDiffusionXLPipeline,
+        StableDiffusionXLImg2ImgPipeline,
+        StableDiffusionXLAdapter(),
+        SDXL_BASE_REPO,
+        "madebyollin/taesdxl",
+    ),
+}
+
+
+def family(name: str) -> FamilySpec:
+    """The family called `name` ("sd1", "sd2", "sdxl"); register a new one by adding it to `FAMILIES`."""
+    try:
+        return FAMILIES[name]
+    except KeyError:
+        raise FastDiffError(f"no model family {name!r}" + did_you_mean(name, FAMILIES)) from None

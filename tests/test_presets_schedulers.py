@@ -1,0 +1,102 @@
+"""Each preset runs the scheduler its model card asks for (docs: /work/shared/FAMILIES.md): class, spacing,
+prediction type, and the timesteps the UNet actually sees at every allowed step count, written out by hand."""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import pytest
+import torch
+
+from fastdiff import presets
+
+TRAILING = {  # diffusers' trailing spacing: round(1000 - 1000·i/n) - 1, as the Turbo/Lightning/Hyper cards use
+    1: [999],
+    2: [999, 499],
+    3: [999, 666, 332],
+    4: [999, 749, 499, 249],
+    8: [999, 874, 749, 624, 499, 374, 249, 124],
+}
+LCM = {  # LCMScheduler: n of the 50 "original" steps 999, 979, …, 19, evenly skipped (4: the LCM paper's)
+    4: [999, 759, 499, 259],
+    5: [999, 799, 599, 399, 199],
+    6: [999, 839, 679, 499, 339, 179],
+    7: [999, 859, 719, 579, 439, 299, 159],
+    8: [999, 879, 759, 639, 499, 379, 259, 139],
+}
+# SD 1.5's PNDM, leading spacing with steps_offset 1 and skip_prk_steps: N steps are N + 1 UNet calls, the
+# second timestep repeated (PLMS's warm-up).
+PNDM = {1: [1], 3: [667, 334, 334, 1], 20: [951, 901, *range(901, 0, -50)]}
+
+# preset → (scheduler class, timestep_spacing or None where the class has none, prediction type, timesteps by steps)
+EXPECTED: dict[str, tuple[str, str | None, str, dict[int, list[int]]]] = {
+    "sd15": ("PNDMScheduler", "leading", "epsilon", PNDM),
+    "sd-turbo": ("EulerDiscreteScheduler", "trailing", "epsilon", {n: TRAILING[n] for n in (1, 2, 3, 4)}),
+    "sdxl-turbo": ("EulerAncestralDiscreteScheduler", "trailing", "epsilon", {n: TRAILING[n] for n in (1, 2, 3, 4)}),
+    "sdxl-lightning-1step": ("EulerDiscreteScheduler", "trailing", "sample", {1: TRAILING[1]}),  # the x0 UNet
+    **{
+        f"sdxl-lightning-{n}step{kind}": ("EulerDiscreteScheduler", "trailing", "epsilon", {n: TRAILING[n]})
+        for n in (2, 4, 8)
+        for kind in ("", "-lora")
+    },
+    "lcm-lora-sd15": ("LCMScheduler", None, "epsilon", LCM),
+    "lcm-lora-sdxl": ("LCMScheduler", None, "epsilon", LCM),
+    "hyper-sdxl-1step-lora": ("TCDScheduler", None, "epsilon", {1: [999]}),
+    **{f"hyper-sdxl-{n}step-lora": ("DDIMScheduler", "trailing", "epsilon", {n: TRAILING[n]}) for n in (2, 4, 8)},
+    "dmd2-sdxl-1step": ("LCMScheduler", None, "epsilon", {1: [399]}),  # the card's explicit timesteps
+    "dmd2-sdxl-4step": ("LCMScheduler", None, "epsilon", {4: [999, 749, 499, 249]}),
+}
+# The eta each scheduler step gets: TCD's gamma 1.0 from Hyper-SD's card for its 1-step LoRA; DDIM the pipeline's
+# default 0.0 (deterministic), as the card leaves it; None where the step takes no eta.
+ETA = {"hyper-sdxl-1step-lora": 1.0, **{f"hyper-sdxl-{n}step-lora": 0.0 for n in (2, 4, 8)}}
+
+
+def test_every_preset_has_an_expected_schedule() -> None:
+    assert set(EXPECTED) == set(presets.names())
+    for name, (_, _, _, by_steps) in EXPECTED.items():
+        preset = presets.get(name)
+        assert set(by_steps) <= set(preset.steps)
+        assert name == "sd15" or set(by_steps) == set(preset.steps), name  # every allowed count but SD 1.5's 150
+
+
+def _run(gen: Any, steps: int) -> tuple[list[int], list[Any]]:
+    """Generate once at 64²; the timestep of every UNet call and the `eta` of every scheduler step."""
+    timesteps: list[int] = []
+    etas: list[Any] = []
+
+    def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
+        timesteps.append(round(float(torch.as_tensor(t).flatten()[0])))
+
+    scheduler = gen.pipeline.scheduler
+    step = scheduler.step
+
+    @functools.wraps(step)  # keeps the signature: diffusers passes eta only to a step that takes it
+    def recording_step(*args: Any, **kwargs: Any) -> Any:
+        etas.append(kwargs.get("eta"))
+        return step(*args, **kwargs)
+
+    handle = gen.pipeline.unet.register_forward_pre_hook(hook, with_kwargs=True)
+    scheduler.step = recording_step
+    try:
+        gen("a lighthouse at dusk", steps=steps, seed=0, height=64, width=64)
+    finally:
+        handle.remove()
+        del scheduler.step
+    return timesteps, etas
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_scheduler_and_timesteps_follow_the_card(name: str, load: Any, small_sizes: None) -> None:
+    cls, spacing, prediction, by_steps = EXPECTED[name]
+    gen = load(name)
+    scheduler = gen.pipeline.scheduler
+    assert type(scheduler).__name__ == cls
+    assert scheduler.config.prediction_type == prediction
+    if spacing is not None:
+        assert scheduler.config.timestep_spacing == spacing
+    for steps, expected in by_steps.items():
+        timesteps, etas = _run(gen, steps)
+        assert timesteps == expected, f"{name}@{steps}"
+        assert set(etas) == {ETA.get(name)}, f"{name}@{steps}: eta {etas}"
