@@ -142,20 +142,9 @@ def _measure_group(group: list[tuple[Scenario, int, bool]], source: RandomSource
     return measured
 
 
-@contextlib.contextmanager
-def _eager() -> Iterator[None]:
-    """FLOPs are counted on the eager modules: a compiled module under FlopCounterMode would compile again."""
-    set_stance = getattr(torch.compiler, "set_stance", None)
-    with warnings.catch_warnings(), set_stance("force_eager") if set_stance else contextlib.nullcontext():
-        # FlopCounterMode's global module hooks make every compiled module warn once; the count is unaffected.
-        warnings.filterwarnings("ignore", message=r"Using `torch.compile\(module\)` when there are global hooks")
-        yield
-
-
 def _row(m: Measured, flops: FlopCache, peak_tflops: float | None) -> tuple[BenchRow, dict[str, Any]]:
     checks = m.check.close()  # before the FLOP count, which runs the modules again
-    with _eager():
-        row = m.run.row(flops)
+    row = m.run.row(flops)  # FLOPs counted on the eager modules (fastdiff.bench.flops.count_flops)
     row.warmup_s = m.warmup_s
     calls = max(row.unet_calls, 1)
     unet_tflops = row.gflops_by_stage["denoise"] / calls / row.per_unet_call_s / 1e3 if row.per_unet_call_s else 0.0

@@ -94,6 +94,16 @@ def test_many_threads_get_their_own_images(gen: FewStepGenerator) -> None:
     assert stats.calls == len(cases) + 8 * 50 and stats.batches < stats.calls  # some calls did share a batch
 
 
+def test_new_prompts_from_many_threads(gen: FewStepGenerator) -> None:
+    """Every call a cache miss: the prompt-length check in each caller's thread and the text encoders in the
+    leader's share one tokenizer, whose truncation settings a fast tokenizer keeps between calls."""
+    prompts = [f"a small {w} house by the sea, number {i}" for i in range(12) for w in ("red", "blue", "tall", "old")]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda p: gen(p, seed=1, **SIZE), prompts))
+    for prompt, got in zip(prompts[::7], results[::7], strict=True):
+        assert np.abs(_pixels(got) - _solo(gen, prompt, seed=1)).max() <= 1
+
+
 def test_compatible_calls_queued_behind_a_busy_model_run_as_one_batch(gen: FewStepGenerator) -> None:
     calls = [{"prompt": f"a cat number {i}", "seed": 10 + i} for i in range(3)]
     solo = [_solo(gen, c["prompt"], seed=c["seed"]) for c in calls]

@@ -160,6 +160,9 @@ def test_compiled_recipe_warms_up_then_never_recompiles(
             warnings.filterwarnings("ignore", message=".*distilled to run without guidance", category=FastDiffWarning)
             with pytest.raises(_Stop):
                 gen("a new prompt", seed=0, steps=2, guidance_scale=1.0 if name == "sd15" else 2.0, height=64, width=64)
+        if img2img:  # img2img at its input image's size, which is new
+            with pytest.warns(FastDiffWarning, match="first call at 96x96"), pytest.raises(_Stop):
+                gen("another prompt", image=Image.new("RGB", (96, 96)), strength=0.5, steps=2)
     finally:
         stop.remove()
 

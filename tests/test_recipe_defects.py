@@ -195,3 +195,22 @@ def test_cli_start_prints_no_library_warning() -> None:
     done = subprocess.run([sys.executable, "-m", "fastdiff.cli", "presets"], capture_output=True, text=True)
     assert done.returncode == 0 and "sdxl-turbo" in done.stdout
     assert done.stderr == ""
+
+
+def test_bench_warms_a_cuda_graph_row_twice() -> None:
+    """reduce-overhead records its CUDA graph on the second call: one warm-up run would time the recording."""
+    from types import SimpleNamespace
+
+    from fastdiff.bench.runner import ScenarioRun
+
+    calls: list[str] = []
+    run = ScenarioRun.__new__(ScenarioRun)  # the warm-up logic alone, without loading a model
+    run.config = SimpleNamespace(warmup=1, repeat_prompt=True)  # type: ignore[assignment]
+    run._call = lambda prompt, i: calls.append(prompt)  # type: ignore[assignment, misc]
+    run.clock = lambda: 0.0
+    run._timed = SimpleNamespace(warmup_s=0.0)  # type: ignore[assignment]
+    for generator, expected in ((SimpleNamespace(warmup_runs=2), 2), (None, 1)):
+        calls.clear()
+        run.loaded = SimpleNamespace(generator=generator)  # type: ignore[assignment]
+        run.warm_up()
+        assert len(calls) == expected

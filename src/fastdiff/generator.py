@@ -35,9 +35,10 @@ from .result import GenerationResult
 from .shapes import CompiledShapes
 from .validation import Request, check_flag, resized_input, resolve_request, warn_truncation
 
-# Images per pipeline call when coalescing concurrent calls (`max_batch`), by device type. CPU: measured on the
-# 2-core EPYC, where a batch is as slow per image as single calls (compute-bound), so little is gained past 4
-# and a lone caller's latency grows with the batch it joins; CUDA: a batch of 8 costs far less than 8 calls.
+# Images per pipeline call when coalescing concurrent calls (`max_batch`), by device type. CPU, measured on the
+# 2-core EPYC (docs/serving.md): the real SDXL-Turbo is compute-bound (4 callers: 1.01x the serial loop), a tiny
+# model gains from amortized per-call overhead (8 callers: 1.7-1.8x), so a moderate 4; CUDA: a batch of 8 costs
+# far less than 8 calls (unmeasured here: no GPU was lent).
 DEFAULT_MAX_BATCH = {"cpu": 4, "cuda": 8, "mps": 4}
 
 __all__ = ["FewStepGenerator"]
@@ -71,6 +72,9 @@ class FewStepGenerator:
         self._img2img = AutoPipelineForImage2Image.from_pipe(pipe)
         self._clock = make_clock(self.device)
         self._lock = threading.RLock()  # one pipeline call at a time: diffusers pipelines keep per-call state
+        # A fast tokenizer keeps its truncation and padding settings between calls: counting a prompt's tokens in
+        # a caller's thread while the model encodes another prompt must not interleave with it.
+        self._tokenizer_lock = threading.Lock()
         default = DEFAULT_MAX_BATCH.get(self.device.type, 4)
         batch, wait = check_batching(default if max_batch is None else max_batch, max_wait_ms)
         self._coalescer: Coalescer[Request, GenerationResult] = Coalescer(
@@ -197,7 +201,7 @@ class FewStepGenerator:
         kwargs |= {"height": height, "width": width, "num_images": num_images, "image": image, "strength": strength}
         request = self._request(prompt, **kwargs)
         self._shapes.warn_if_new(request, stacklevel=3)
-        self._warn_truncation(request)
+        self._warn_truncation(request.prompt, request.negative_prompt, request.guidance)
         return self._coalescer.submit(request, solo=not coalesce)
 
     def map(
@@ -247,21 +251,20 @@ class FewStepGenerator:
     def encode(self, prompt: str, negative_prompt: str | None = None, *, guidance: bool = False) -> Embeddings:
         """Prompt embeddings for one image, from the LRU cache when this prompt was seen before (and the text
         encoders' weights have not changed since)."""
-        key = (prompt, negative_prompt if guidance else None, guidance)
-        if key not in self.embedding_cache:
-            warn_truncation(self.pipeline.tokenizer, prompt)  # on a cache miss only: no per-call tokenizing
+        self._warn_truncation(prompt, negative_prompt, guidance)
         with self._lock:
             return self._embeddings(prompt, negative_prompt, guidance)
 
-    def _warn_truncation(self, request: Request) -> None:
-        """The prompt-length warning in the caller's own thread (its batch may run on another)."""
-        negative = request.negative_prompt if request.guidance else None
-        if (request.prompt, negative, request.guidance) not in self.embedding_cache:
-            warn_truncation(self.pipeline.tokenizer, request.prompt)
+    def _warn_truncation(self, prompt: str, negative_prompt: str | None, guidance: bool) -> None:
+        """The prompt-length warning, on a cache miss only (no per-call tokenizing), in the caller's own thread:
+        its batch may run on another."""
+        if (prompt, negative_prompt if guidance else None, guidance) not in self.embedding_cache:
+            with self._tokenizer_lock:
+                warn_truncation(self.pipeline.tokenizer, prompt)
 
     def _embeddings(self, prompt: str, negative_prompt: str | None, guidance: bool) -> Embeddings:
         def compute() -> Embeddings:
-            with torch.no_grad():
+            with torch.no_grad(), self._tokenizer_lock:
                 return self.adapter.encode(self.pipeline, prompt, negative_prompt, guidance=guidance)
 
         return self.embedding_cache.get((prompt, negative_prompt if guidance else None, guidance), compute)

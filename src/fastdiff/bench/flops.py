@@ -8,7 +8,9 @@ the number of calls: every call of a module in one generation has the same shape
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -49,9 +51,14 @@ FlopCache = dict[tuple[str, int, Any], int]  # (module class, parameter count, i
 
 
 def count_flops(fn: Callable[[], object]) -> int:
-    """FLOPs (2 per multiply-add) of the matmuls, convolutions and attention that `fn()` runs."""
-    with torch.no_grad(), stock_kernels(), FlopCounterMode(display=False) as counter:
-        fn()
+    """FLOPs (2 per multiply-add) of the matmuls, convolutions and attention that `fn()` runs, counted on the
+    eager modules: a compiled module under FlopCounterMode would compile again (and warn about global hooks)."""
+    set_stance: Any = getattr(torch.compiler, "set_stance", None)
+    eager = set_stance("force_eager") if set_stance is not None else contextlib.nullcontext()
+    with warnings.catch_warnings(), eager, torch.no_grad(), stock_kernels():
+        warnings.filterwarnings("ignore", message=r"Using `torch.compile\(module\)` when there are global hooks")
+        with FlopCounterMode(display=False) as counter:
+            fn()
     return int(counter.get_total_flops())
 
 
