@@ -48,11 +48,11 @@ def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_hf_cache(tmp_path_factory.mktemp("hub"), presets)
 
 
-def _generate(pipe: Any, size: int = 64, steps: int = 2) -> np.ndarray:
+def _generate(pipe: Any, size: int = 64, steps: int = 2, prompt: str = "a red fox") -> np.ndarray:
     pipe.set_progress_bar_config(disable=True)
     generator = torch.Generator().manual_seed(0)  # Euler ancestral draws noise at every step
     kw = {"height": size, "width": size, "num_inference_steps": steps, "guidance_scale": 0.0, "generator": generator}
-    out = pipe("a red fox", output_type="np", **kw)
+    out = pipe(prompt, output_type="np", **kw)
     return np.asarray(out.images)
 
 
@@ -87,7 +87,9 @@ def test_tiny_pipelines_generate_finite_images(family: str) -> None:
     pipe = tiny_pipeline(family)  # type: ignore[arg-type]
     assert pipe.vae_scale_factor == 8 and not pipe.unet.training
     image = _generate(pipe)
-    assert image.shape == (1, 64, 64, 3) and np.isfinite(image).all() and image.std() > 0
+    assert image.shape == (1, 64, 64, 3) and np.isfinite(image).all() and image.std() > 0.02
+    assert np.array_equal(_generate(pipe), image)  # deterministic in the seed
+    assert np.abs(_generate(pipe, prompt="a blue boat") - image).max() > 0.01  # the prompt reaches the image
 
 
 def test_weights_follow_the_seed_and_leave_the_global_rng_alone() -> None:
