@@ -21,7 +21,7 @@ from PIL import Image
 
 from . import presets as preset_table
 from .adapters import Embeddings
-from .batching import BatchStats, Coalescer, check_batching
+from .batching import BatchStats, Coalescer, check_batching, default_max_batch
 from .denoising import batch_key, generate_batch
 from .devices import make_clock, offloaded, resolve_device, resolve_dtype
 from .embeddings import EmbeddingCache
@@ -34,12 +34,6 @@ from .presets import Preset
 from .result import GenerationResult
 from .shapes import CompiledShapes
 from .validation import Request, check_flag, resized_input, resolve_request, warn_truncation
-
-# Images per pipeline call when coalescing concurrent calls (`max_batch`), by device type. CPU, measured on the
-# 2-core EPYC (docs/serving.md): the real SDXL-Turbo is compute-bound (4 callers: 1.01x the serial loop), a tiny
-# model gains from amortized per-call overhead (8 callers: 1.7-1.8x), so a moderate 4; CUDA: a batch of 8 costs
-# far less than 8 calls (unmeasured here: no GPU was lent).
-DEFAULT_MAX_BATCH = {"cpu": 4, "cuda": 8, "mps": 4}
 
 __all__ = ["FewStepGenerator"]
 
@@ -75,8 +69,7 @@ class FewStepGenerator:
         # A fast tokenizer keeps its truncation and padding settings between calls: counting a prompt's tokens in
         # a caller's thread while the model encodes another prompt must not interleave with it.
         self._tokenizer_lock = threading.Lock()
-        default = DEFAULT_MAX_BATCH.get(self.device.type, 4)
-        batch, wait = check_batching(default if max_batch is None else max_batch, max_wait_ms)
+        batch, wait = check_batching(default_max_batch(self.device) if max_batch is None else max_batch, max_wait_ms)
         self._coalescer: Coalescer[Request, GenerationResult] = Coalescer(
             self._generate, key=batch_key, size=lambda r: r.num_images, max_batch=batch, max_wait_ms=wait
         )
