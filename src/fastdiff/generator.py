@@ -29,6 +29,7 @@ from .errors import FastDiffError
 from .families import family
 from .loading import adopt, load, load_tiny_vae
 from .mapping import map_requests, run_in_order, sized
+from .openvino_engine import expected_shapes
 from .optimize import Optimizations, apply_optimizations, resolve_optimizations
 from .presets import Preset
 from .result import GenerationResult
@@ -298,8 +299,9 @@ class FewStepGenerator:
         request = self._request("warm-up", **kwargs)
         self._shapes.mark(request)  # no "first call at this shape" warning for the warm-up itself
         start = time.perf_counter()
-        for _ in range(self.warmup_runs):
-            self._generate([request])
+        with expected_shapes():  # nor the OpenVINO engine's "new shape converts now" one
+            for _ in range(self.warmup_runs):
+                self._generate([request])
         seconds = time.perf_counter() - start
         log.info("%s: warm-up at %dx%d batch %d took %.2f s", self.preset.name, w, h, batch, seconds)
         return seconds

@@ -24,12 +24,14 @@ from torch import nn
 
 from .cpu_kernels import onednn_usable, use_cpu_kernels
 from .errors import FastDiffError, did_you_mean
+from .openvino_cache import openvino_usable
 
 __all__ = ["LEVELS", "Optimizations", "apply_optimizations", "cpu_has_native_bf16", "resolve_optimizations"]
 
 Level = Literal["none", "default", "max"]
 LEVELS: tuple[Level, ...] = ("none", "default", "max")
 Auto = Literal["auto"]
+Engine = Literal["torch", "openvino", "auto"]
 
 
 def cpu_has_native_bf16() -> bool:
@@ -56,6 +58,9 @@ class Optimizations:
     `compile`: torch.compile the UNet and the VAE decoder ("auto": on CUDA), `compile_mode` None there means
     "reduce-overhead" (CUDA graphs); each new shape compiles on its first call, so call `gen.warmup(...)` first.
     `tiny_vae`: None, "auto" (the family's TAESD, cache first), a hub id, a local folder or an `AutoencoderTiny`.
+    `engine`: "torch", or "openvino" (CPU only: the UNet, text encoders and VAE decoder compiled by OpenVINO at
+    static shapes, cached on disk; `openvino_engine`), "auto": OpenVINO on the CPU when it is installed, else
+    torch. `openvino_precision`: None for OpenVINO's default (bf16 on native-bf16 CPUs, f32 elsewhere), or "f32".
     """
 
     compute_dtype: Auto | torch.dtype | None = None
@@ -68,6 +73,8 @@ class Optimizations:
     compile_backend: str = "inductor"
     tiny_vae: Any = None
     embedding_cache_size: int = 32
+    engine: Engine = "torch"
+    openvino_precision: str | None = None
     resolved_for: str | None = None
 
     @classmethod
@@ -105,6 +112,12 @@ class Optimizations:
             return where if value == "auto" else bool(value)
 
         compile = auto(self.compile, cuda)
+        engine = self.engine
+        if engine == "auto":
+            engine = "openvino" if cpu and openvino_usable() else "torch"
+        elif engine == "openvino" and not (cpu and openvino_usable()):
+            where = "pip install 'fastdiff[cpu]'" if cpu else f"it runs on the CPU, not {device.type}"
+            raise FastDiffError(f"engine='openvino' needs OpenVINO: {where}")
         dtype = self.compute_dtype
         if dtype == "auto":
             dtype = torch.bfloat16 if cpu and cpu_has_native_bf16() else None
@@ -116,6 +129,7 @@ class Optimizations:
             fuse_qkv=auto(self.fuse_qkv, cuda),
             bf16_vae=auto(self.bf16_vae, cuda),
             compile=compile,
+            engine=engine,
             compile_mode=self.compile_mode or ("reduce-overhead" if compile and cuda else None),
             resolved_for=device.type,
         )
@@ -124,7 +138,8 @@ class Optimizations:
     def changes_modules(self) -> bool:
         """True when applying this (resolved) recipe may replace, cast, swap or compile modules."""
         switches = (self.cpu_kernels, self.channels_last, self.fuse_qkv, self.bf16_vae, self.compile)
-        return any(s is True for s in switches) or self.tiny_vae is not None or self.compute_dtype is not None
+        changed = self.tiny_vae is not None or self.compute_dtype is not None or self.engine == "openvino"
+        return any(s is True for s in switches) or changed
 
     @property
     def cuda_graphs(self) -> bool:
@@ -210,7 +225,8 @@ def apply_optimizations(pipe: Any, opts: Optimizations, *, tiny_vae: Any = None)
     if not opts.is_resolved:
         raise FastDiffError("apply_optimizations needs a resolved recipe: pass opts.resolved(device)")
     targets = _target_dtypes(pipe, opts, pipe.vae if tiny_vae is None else tiny_vae)
-    work = (opts.cpu_kernels, opts.channels_last, opts.fuse_qkv, opts.compile, tiny_vae is not None)
+    openvino = opts.engine == "openvino"
+    work = (opts.cpu_kernels, opts.channels_last, opts.fuse_qkv, opts.compile, tiny_vae is not None, openvino)
     if not any(work) and all(getattr(pipe, name).dtype == dtype for name, dtype in targets.items()):
         return pipe  # "none": the very pipeline, for bit-parity
     own: dict[str, Any] = {name: own_copy(getattr(pipe, name)) for name in targets if name != "vae" or tiny_vae is None}
@@ -223,9 +239,14 @@ def apply_optimizations(pipe: Any, opts: Optimizations, *, tiny_vae: Any = None)
         own["unet"].fuse_qkv_projections()
         if not isinstance(own["vae"], AutoencoderTiny):  # the tiny VAE has no attention
             own["vae"].fuse_qkv_projections()
-    if opts.cpu_kernels:
-        for module in own.values():
-            use_cpu_kernels(module)
+    if opts.cpu_kernels:  # under OpenVINO only the torch-run VAE encoder (img2img) keeps them
+        for module in [getattr(own["vae"], "encoder", None)] if openvino else own.values():
+            if module is not None:
+                use_cpu_kernels(module)
+    if openvino:
+        from .openvino_engine import use_openvino
+
+        use_openvino(own, precision=opts.openvino_precision)
     if opts.compile:
         kwargs: dict[str, Any] = {"backend": opts.compile_backend, "fullgraph": False}
         if opts.compile_mode:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..errors import FastDiffWarning
+from ..openvino_engine import expected_shapes
 from .flops import FlopCache, ModuleProbe, device_peak_tflops, stage_modules
 from .random_weights import NotEnoughMemory
 from .rows import BenchRow, baseline_row, set_speedup_vs_diffusers
@@ -136,9 +137,10 @@ class ScenarioRun:
         """`warmup_runs` untimed-for-latency runs (first-call costs: compilation, CUDA-graph capture, allocations,
         kernel selection); their time."""
         start = self.clock()
-        for i in range(self.warmup_runs):
-            self._call(self._prompt(f"warm-up {i}"), i)
-            tick()
+        with expected_shapes():  # an OpenVINO row converts its shapes here, as warm-up should
+            for i in range(self.warmup_runs):
+                self._call(self._prompt(f"warm-up {i}"), i)
+                tick()
         self._timed.warmup_s = self.clock() - start
         return self._timed.warmup_s
 

@@ -4,7 +4,9 @@ Scenarios are named `PRESET@STEPS` (`sd15@20`, `sdxl-turbo@1`); a family prefix 
 preset distilled for it (`sdxl-lightning@4` → `sdxl-lightning-4step`). A bare name runs fastdiff with
 `optimize="none"` (diffusers' own computation), `fastdiff:LEVEL:` with that optimize level
 (`fastdiff:default:sdxl-turbo@1`), and `diffusers:` the repo's own diffusers snippet instead of fastdiff
-(`pipe(prompt, num_inference_steps=1, guidance_scale=0.0)`).
+(`pipe(prompt, num_inference_steps=1, guidance_scale=0.0)`). `openvino:` runs that same snippet with the text
+encoder(s), the UNet and the VAE decoder compiled by plain OpenVINO at static shapes in its default precision,
+as optimum-intel and fastsdcpu run them: the peer fastdiff's CPU speed is measured against.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from ..presets import Preset
 
 __all__ = ["BASELINE", "DEFAULT_SCENARIOS", "OPTIONAL_SCENARIOS", "Scenario", "parse_scenario", "parse_scenarios"]
 
-Runner = Literal["fastdiff", "diffusers"]
+Runner = Literal["fastdiff", "diffusers", "openvino"]
 
 # The seed's claim compares these: SD 1.5 at 20 steps with CFG 7.5 and its own PNDM scheduler is the baseline.
 BASELINE = "sd15@20"
@@ -37,6 +39,7 @@ OPTIONAL_SCENARIOS: tuple[str, ...] = ("sd-turbo@1", "sdxl-lightning@2", "sdxl-l
 
 DIFFUSERS_PREFIX = "diffusers:"
 FASTDIFF_PREFIX = "fastdiff:"
+OPENVINO_PREFIX = "openvino:"
 
 
 @dataclass(frozen=True)
@@ -73,8 +76,8 @@ def _resolve_preset(name: str, steps: int | None) -> Preset:
 
 
 def parse_scenario(text: str) -> Scenario:
-    """`"sdxl-turbo@1"`, `"sdxl-lightning@4"`, `"diffusers:sdxl-turbo@1"`, `"fastdiff:max:sdxl-turbo@1"` or a bare
-    preset name (its default steps)."""
+    """`"sdxl-turbo@1"`, `"sdxl-lightning@4"`, `"diffusers:sdxl-turbo@1"`, `"fastdiff:max:sdxl-turbo@1"`,
+    `"openvino:sdxl-turbo@1"` or a bare preset name (its default steps)."""
     if not isinstance(text, str) or not text.strip():
         raise FastDiffError(f"a scenario is a string like 'sdxl-turbo@1', got {text!r}")
     body = text.strip()
@@ -82,6 +85,8 @@ def parse_scenario(text: str) -> Scenario:
     level = "none"
     if body.startswith(DIFFUSERS_PREFIX):
         runner, body = "diffusers", body[len(DIFFUSERS_PREFIX) :]
+    elif body.startswith(OPENVINO_PREFIX):
+        runner, body = "openvino", body[len(OPENVINO_PREFIX) :]
     elif body.startswith(FASTDIFF_PREFIX):
         level, _, body = body[len(FASTDIFF_PREFIX) :].partition(":")
         if level not in LEVELS or not body:
@@ -98,12 +103,12 @@ def parse_scenario(text: str) -> Scenario:
     steps = preset.default_steps if steps is None else steps
     if steps not in preset.steps:
         raise FastDiffError(f"scenario {text!r}: {preset.name} runs {preset.steps_label()} steps, not {steps}")
-    if runner == "diffusers" and preset.checkpoint is not None:
+    if runner != "fastdiff" and preset.checkpoint is not None:
         raise FastDiffError(
-            f"scenario {text!r}: the plain-diffusers row runs a repo as its card's snippet does; {preset.name} "
-            "also needs a UNet/LoRA checkpoint, so time it through fastdiff (drop 'diffusers:')"
+            f"scenario {text!r}: the plain {runner} row runs a repo as its card's snippet does; {preset.name} "
+            f"also needs a UNet/LoRA checkpoint, so time it through fastdiff (drop '{runner}:')"
         )
-    prefix = DIFFUSERS_PREFIX if runner == "diffusers" else ""
+    prefix = {"diffusers": DIFFUSERS_PREFIX, "openvino": OPENVINO_PREFIX}.get(runner, "")
     if level != "none":
         prefix = f"{FASTDIFF_PREFIX}{level}:"
     return Scenario(name=f"{prefix}{name}@{steps}", preset=preset, steps=steps, runner=runner, optimize=level)

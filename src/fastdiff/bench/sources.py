@@ -17,6 +17,7 @@ from typing import Any, Literal, Protocol
 import torch
 
 from ..generator import FewStepGenerator
+from ..openvino_engine import openvino_pipeline
 from ..optimize import Optimizations
 from .architectures import Architecture, architecture, shares_weights
 from .random_weights import pipeline_from, random_components, random_tiny_vae
@@ -99,7 +100,9 @@ class RandomSource:
         with _quiet_schedulers():
             pipe = pipeline_from(arch, dict(self._components))
             generator = None
-            if scenario.runner == "fastdiff":
+            if scenario.runner == "openvino":
+                pipe = openvino_pipeline(pipe)
+            elif scenario.runner == "fastdiff":
                 optimize = Optimizations.preset(scenario.optimize, tiny_vae=self._tiny_vae(scenario))
                 generator = FewStepGenerator.from_pipeline(scenario.preset, pipe, optimize=optimize)
         used = generator.pipeline if generator is not None else pipe  # optimized rows run their own module copies
@@ -166,6 +169,8 @@ class HubSource:
                 pipe: Any = gen.pipeline
             else:
                 gen, pipe = None, self._diffusers_pipeline(scenario)
+                if scenario.runner == "openvino":
+                    pipe = openvino_pipeline(pipe)
         self._loaded = Loaded(pipe=pipe, generator=gen, load_s=self.clock() - start, shared=False)
         self._key = key
         return self._loaded

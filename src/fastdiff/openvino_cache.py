@@ -1,0 +1,234 @@
+"""OpenVINO models converted once per (weights, input shapes), kept on disk, compiled per precision.
+
+`compiled_model(module, call, example, ...)` is the one entry. It returns the compiled model this process holds
+already for the same key and precision (two pipelines over the same weights share one), else compiles the IR the
+disk cache holds for the key, else traces `call` (fastdiff's module copy: its torch weights are shared with the
+converted model, not copied) with OpenVINO's PyTorch frontend at the example's static shapes, saves the IR and
+compiles it. The key hashes the weights' bytes (SHA-256 with names, shapes and dtypes), the input shapes and
+dtypes, and the versions of OpenVINO, torch, diffusers and transformers. The cache is `$FASTDIFF_CACHE/openvino`
+(default `~/.cache/fastdiff/openvino`), one folder per key holding `model.xml` and `model.bin` (f32 weights).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import threading
+import warnings
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from importlib.metadata import version as package_version
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.jit import TracerWarning  # type: ignore[attr-defined]
+
+from .stamps import version
+
+__all__ = ["cache_dir", "compiled_model", "conversions", "openvino_usable", "weights_digest"]
+
+_state = threading.local()
+_counts = {"conversions": 0, "cache_loads": 0}
+_lock = threading.Lock()
+_digests: dict[tuple[Any, ...], tuple[list[weakref.ref[torch.Tensor]], str]] = {}
+_live: weakref.WeakValueDictionary[str, Shared] = weakref.WeakValueDictionary()
+
+
+class Shared:
+    """A compiled model held by every wrapper that runs it: two pipelines over the same weights at the same shape
+    and precision (the bench's fastdiff and openvino rows) hold one copy of the compiled weights."""
+
+    def __init__(self, model: Any) -> None:
+        self.model = model
+
+
+def openvino_usable() -> bool:
+    """True when `import openvino` works (the `fastdiff[cpu]` extra)."""
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def conversions() -> dict[str, int]:
+    """How many models this process converted+compiled, and how many it loaded from the disk cache."""
+    with _lock:
+        return dict(_counts)
+
+
+def cache_dir() -> Path:
+    """Where compiled models are kept: `$FASTDIFF_CACHE/openvino`, else `~/.cache/fastdiff/openvino`."""
+    root = os.environ.get("FASTDIFF_CACHE")
+    return (Path(root) if root else Path.home() / ".cache" / "fastdiff") / "openvino"
+
+
+def _core() -> Any:
+    core = getattr(_state, "core", None)
+    if core is None:
+        import openvino as ov
+
+        core = _state.core = ov.Core()
+    return core
+
+
+def _tensor_digest(t: torch.Tensor) -> bytes:
+    head = f"{tuple(t.shape)}:{t.dtype};".encode()
+    return hashlib.sha256(head + t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().data).digest()
+
+
+def weights_digest(module: nn.Module) -> str:
+    """SHA-256 over every parameter and buffer (name, shape, dtype, bytes): equal weights give equal digests in
+    any process. Remembered for as long as the very same tensors live (weak references: the digest of module
+    copies sharing them is not computed again, and a freed tensor's address reused by another never matches)."""
+    named = [*module.named_parameters(), *module.named_buffers()]
+    ident = (type(module).__qualname__, *((n, t.data_ptr(), t.shape, t.dtype, version(t)) for n, t in named))
+    with _lock:
+        known = _digests.get(ident)
+    if known is not None and all(ref() is not None for ref in known[0]):
+        return known[1]
+    with ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads())) as pool:  # hashlib releases the GIL
+        parts = list(pool.map(_tensor_digest, [t for _, t in named]))
+    h = hashlib.sha256(type(module).__qualname__.encode())
+    for (name, _), part in zip(named, parts, strict=True):
+        h.update(name.encode() + part)
+    digest = h.hexdigest()
+    with _lock:
+        for key in [k for k, (refs, _) in _digests.items() if any(ref() is None for ref in refs)]:
+            del _digests[key]
+        _digests[ident] = ([weakref.ref(t) for _, t in named], digest)
+    return digest
+
+
+def _config(precision: str | None) -> dict[str, Any]:
+    config: dict[str, Any] = {"INFERENCE_NUM_THREADS": torch.get_num_threads()}
+    if precision is not None:
+        config["INFERENCE_PRECISION_HINT"] = precision
+    return config
+
+
+def effective_precision(precision: str | None) -> str:
+    """The precision the CPU plugin computes in: `precision`, else its default (bf16 on native-bf16 CPUs)."""
+    if precision is not None:
+        return precision
+    return str(_core().get_property("CPU", "INFERENCE_PRECISION_HINT")).lower()
+
+
+def _key(module: nn.Module, example: Sequence[torch.Tensor], names: Sequence[str]) -> str:
+    """The converted model's name on disk: the weights, the input shapes and dtypes, and the software versions
+    (the IR holds the f32 graph: the precision is chosen when it is compiled)."""
+    import openvino as ov
+
+    versions = [ov.__version__, torch.__version__, *(package_version(p) for p in ("diffusers", "transformers"))]
+    inputs = ";".join(f"{n}:{tuple(t.shape)}:{t.dtype}" for n, t in zip(names, example, strict=True))
+    return hashlib.sha256("|".join([weights_digest(module), inputs, *versions]).encode()).hexdigest()[:32]
+
+
+@contextmanager
+def _quiet_tracing() -> Iterator[None]:
+    """Tracing diffusers/transformers code for OpenVINO warns about what tracing cannot see (the traced graph is
+    specialized to static shapes on purpose) and about deprecations no fastdiff user can act on."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=TracerWarning)
+        warnings.filterwarnings(
+            "ignore", message=r"`torch\.jit\.trace(_method)?` is deprecated", category=DeprecationWarning
+        )
+        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
+        yield
+
+
+def compiled_model(
+    module: nn.Module,
+    call: Callable[..., tuple[torch.Tensor, ...]],
+    example: Sequence[torch.Tensor],
+    names: Sequence[str],
+    *,
+    precision: str | None,
+    use_cache: bool = True,
+) -> Shared:
+    """`call(*example)` (tensors in, a tuple of tensors out, computed by `module`'s weights) as a compiled
+    OpenVINO model for the example's shapes: the one this process holds already, else the disk cache's, else
+    converted now (and cached)."""
+    key = _key(module, example, names)
+    live = f"{key}:{effective_precision(precision)}:{torch.get_num_threads()}"
+    with _lock:
+        held = _live.get(live)
+    if held is not None:
+        return held
+    model = _load(key, use_cache, precision)
+    if model is None:
+        model = _convert_and_compile(key, module, call, example, names, precision, use_cache)
+    shared = Shared(model)
+    with _lock:
+        _live[live] = shared
+    return shared
+
+
+def _load(key: str, use_cache: bool, precision: str | None) -> Any:
+    """The model converted under `key`, compiled from its IR (memory-mapped); None when there is none."""
+    xml = cache_dir() / key / "model.xml"
+    if not (use_cache and xml.is_file() and xml.with_suffix(".bin").is_file()):
+        return None
+    try:
+        model = _core().compile_model(str(xml), "CPU", _config(precision))
+    except RuntimeError:  # a truncated or foreign IR: convert again and overwrite it
+        return None
+    with _lock:
+        _counts["cache_loads"] += 1
+    return model
+
+
+def _convert_and_compile(
+    key: str,
+    module: nn.Module,
+    call: Callable[..., tuple[torch.Tensor, ...]],
+    example: Sequence[torch.Tensor],
+    names: Sequence[str],
+    precision: str | None,
+    use_cache: bool,
+) -> Any:
+    import openvino as ov
+
+    converted = _convert(_Traced(module, call), example)
+    for port, name in zip(converted.inputs, names, strict=True):
+        port.get_tensor().set_names({name})
+    if use_cache:  # the IR, written as it is serialized: no in-memory copy (an exported blob would be one)
+        partial = cache_dir() / f"{key}.{os.getpid()}.part"
+        partial.mkdir(parents=True, exist_ok=True)
+        ov.save_model(converted, partial / "model.xml", compress_to_fp16=False)
+        shutil.rmtree(cache_dir() / key, ignore_errors=True)
+        os.replace(partial, cache_dir() / key)
+    compiled = _core().compile_model(converted, "CPU", _config(precision))
+    del converted  # the compiled model keeps what it needs of it
+    with _lock:
+        _counts["conversions"] += 1
+    return compiled
+
+
+def _convert(traced: nn.Module, example: Sequence[torch.Tensor]) -> Any:
+    """The PyTorch frontend of `openvino.convert_model` without its offline passes (MOC transformations and an
+    empty preprocessing build, 5 of the 9 s of a tiny UNet's conversion here): the CPU plugin runs its own."""
+    from openvino.frontend import FrontEndManager
+    from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
+
+    with _quiet_tracing(), torch.no_grad():
+        decoder = TorchScriptPythonDecoder(traced, example_input=tuple(example), shared_memory=True)
+    frontend = FrontEndManager().load_by_framework("pytorch")
+    return frontend.convert(frontend.load(decoder))
+
+
+class _Traced(nn.Module):
+    """`call` as a module holding `module`, so tracing sees its weights as parameters (shared, not copied)."""
+
+    def __init__(self, module: nn.Module, call: Callable[..., tuple[torch.Tensor, ...]]) -> None:
+        super().__init__()
+        self.inner = module
+        self._call = call
+
+    def forward(self, *tensors: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self._call(*tensors)

@@ -1,0 +1,228 @@
+"""The CPU engine: fastdiff's module copies run through OpenVINO, inside diffusers' own pipeline loop.
+
+`use_openvino(modules)` keeps each torch module object (the pipeline reads `unet.config`, `.dtype`, `.device`,
+`unet.add_embedding.linear_1.in_features`, …) and replaces only its `forward` with `OpenVINOForward`: the call's
+tensors go to an OpenVINO model compiled for exactly their shapes (static shapes: converted, compiled and cached
+on disk once per shape by `openvino_cache`), and come back as what diffusers expects of that module. Converted:
+the UNet, the text encoder(s) and the VAE's decoder (the tiny decoder too); the VAE encoder (img2img) stays torch.
+A call with an argument the engine does not take (a LoRA scale in `cross_attention_kwargs`, an attention mask,
+bf16 tensors) runs the torch forward instead, so a wrapped module is correct on every path. Inside
+`cpu_kernels.stock_kernels()` (FLOP counting) the torch forward runs too.
+
+The precision is OpenVINO's default for the CPU (bf16 on CPUs with native bf16, f32 elsewhere) unless `precision`
+says otherwise ("f32", "bf16"). A module's weights are read once, when its first shape converts: writes to them
+later are not seen.
+"""
+
+from __future__ import annotations
+
+import inspect
+import threading
+import time
+import types
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from . import cpu_kernels
+from .errors import FastDiffError, FastDiffWarning
+from .openvino_cache import compiled_model, openvino_usable
+
+__all__ = ["OpenVINOForward", "expected_shapes", "use_openvino"]
+
+Kind = Literal["unet", "text_encoder", "decoder"]
+_OPTIONS: dict[Kind, tuple[str, ...]] = {
+    "unet": ("return_dict",),
+    "text_encoder": ("return_dict", "output_hidden_states"),
+    "decoder": (),
+}
+_DICTS = ("added_cond_kwargs",)  # SDXL's text_embeds and time_ids
+_DTYPES = (torch.float32, torch.int64, torch.int32)
+_quiet: ContextVar[bool] = ContextVar("fastdiff_openvino_quiet", default=False)
+
+
+@contextmanager
+def expected_shapes() -> Iterator[None]:
+    """New shapes converted inside this block (a warm-up) do not warn."""
+    token = _quiet.set(True)
+    try:
+        yield
+    finally:
+        _quiet.reset(token)
+
+
+@dataclass
+class _Entry:
+    model: Any
+    structure: dict[str, Any] = field(default_factory=dict)  # what the traced call returned, to rebuild it
+
+
+def _flatten(kind: Kind, arguments: dict[str, Any]) -> tuple[list[str], list[torch.Tensor], dict[str, Any]] | None:
+    """The call's tensors by name (dict entries as `name.key`) and its options; None when the engine cannot take
+    the call (a non-tensor argument, a dtype numpy lacks)."""
+    names: list[str] = []
+    tensors: list[torch.Tensor] = []
+    options: dict[str, Any] = {}
+    items = list(arguments.items())
+    while items:
+        name, value = items.pop(0)
+        if name == "kwargs" and isinstance(value, dict):  # transformers' **kwargs
+            items.extend(value.items())
+        elif name in _OPTIONS[kind]:
+            options[name] = value
+        elif value is None or (name == "output_attentions" and not value):
+            continue
+        elif kind == "unet" and name == "timestep" and isinstance(value, int | float):
+            names.append(name)
+            tensors.append(torch.tensor(value))
+        elif isinstance(value, torch.Tensor):
+            names.append(name)
+            tensors.append(value)
+        elif name in _DICTS and isinstance(value, dict) and all(isinstance(v, torch.Tensor) for v in value.values()):
+            for key in sorted(value):
+                names.append(f"{name}.{key}")
+                tensors.append(value[key])
+        else:
+            return None
+    if any(t.dtype not in _DTYPES or t.device.type != "cpu" for t in tensors):
+        return None
+    return names, [t.detach().contiguous() for t in tensors], options
+
+
+def _unflatten(names: list[str], tensors: tuple[torch.Tensor, ...]) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {}
+    for name, tensor in zip(names, tensors, strict=True):
+        head, _, key = name.partition(".")
+        if key:
+            kwargs.setdefault(head, {})[key] = tensor
+        else:
+            kwargs[name] = tensor
+    return kwargs
+
+
+class OpenVINOForward:
+    """A module's `forward` computed by OpenVINO, one compiled model per input signature (names, shapes, dtypes)."""
+
+    def __init__(self, module: nn.Module, kind: Kind, *, precision: str | None, use_cache: bool) -> None:
+        self.module, self.kind, self.precision, self.use_cache = module, kind, precision, use_cache
+        self.torch_forward = types.MethodType(type(module).forward, module)
+        self._signature = inspect.signature(self.torch_forward)
+        self._entries: dict[tuple[Any, ...], _Entry] = {}
+        self._lock = threading.Lock()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> Any:
+        """A copy of the wrapped module (`own_copy`) is a torch module again: the recipe decides anew."""
+        copied = memo.get(id(self.module), self.module)
+        return types.MethodType(type(self.module).forward, copied)
+
+    @property
+    def shapes(self) -> list[tuple[Any, ...]]:
+        """The input signatures compiled so far."""
+        return list(self._entries)
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        if getattr(cpu_kernels._stock_only, "on", False):
+            return self.torch_forward(*args, **kwargs)
+        flat = _flatten(self.kind, self._signature.bind(*args, **kwargs).arguments)
+        if flat is None:
+            return self.torch_forward(*args, **kwargs)
+        names, tensors, options = flat
+        key = tuple((n, tuple(t.shape), t.dtype) for n, t in zip(names, tensors, strict=True))
+        entry = self._entries.get(key)
+        if entry is None:
+            with self._lock:
+                entry = self._entries.get(key) or self._compile(key, names, tensors)
+        outputs = entry.model.model([t.numpy() for t in tensors], share_inputs=True)
+        result = [torch.from_numpy(outputs[i]) for i in range(len(outputs))]
+        return self._rebuild(result, entry.structure, options)
+
+    def _compile(self, key: tuple[Any, ...], names: list[str], tensors: list[torch.Tensor]) -> _Entry:
+        entry = _Entry(model=None)
+
+        def traced(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            return self._traced_call(_unflatten(names, inputs), entry.structure)
+
+        start = time.perf_counter()
+        entry.model = compiled_model(
+            self.module, traced, tensors, names, precision=self.precision, use_cache=self.use_cache
+        )
+        if self.kind == "text_encoder" and not entry.structure:  # from the disk cache: learn the output fields
+            with torch.no_grad():  # from one token, which costs next to nothing
+                self._traced_call(_unflatten(names, tuple(t[:, :1] for t in tensors)), entry.structure)
+        self._entries[key] = entry
+        if not _quiet.get():
+            shapes = ", ".join(f"{n} {tuple(t.shape)}" for n, t in zip(names, tensors, strict=True))
+            warnings.warn(
+                f"OpenVINO: first call of the {self.kind} at {shapes}: compiled for it now "
+                f"({time.perf_counter() - start:.1f} s, kept on disk for later loads). Call gen.warmup(height=..., "
+                "width=..., batch=..., guidance_scale=..., img2img=...) at load time for every shape you serve.",
+                FastDiffWarning,
+                stacklevel=4,
+            )
+        return entry
+
+    def _traced_call(self, kwargs: dict[str, Any], structure: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        """The torch forward with fixed options, its output flattened to a tuple (its structure noted)."""
+        with cpu_kernels.stock_kernels():
+            if self.kind == "unet":
+                return (self.torch_forward(**kwargs, return_dict=False)[0],)
+            if self.kind == "decoder":
+                return (self.torch_forward(**kwargs),)
+            out = self.torch_forward(**kwargs, output_hidden_states=True, return_dict=True)
+        keys = [k for k in out.keys() if k != "hidden_states"]  # noqa: SIM118 (ModelOutput)
+        structure.update(cls=type(out), keys=keys)
+        return (*(out[k] for k in keys), *out.hidden_states)
+
+    def _rebuild(self, outputs: list[torch.Tensor], structure: dict[str, Any], options: dict[str, Any]) -> Any:
+        """What the torch forward would have returned for these options."""
+        if self.kind == "decoder":
+            return outputs[0]
+        if self.kind == "unet":
+            if options.get("return_dict", True) is False:
+                return (outputs[0],)
+            from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
+
+            return UNet2DConditionOutput(sample=outputs[0])
+        keys: list[str] = structure["keys"]
+        fields: dict[str, Any] = dict(zip(keys, outputs, strict=False))
+        if options.get("output_hidden_states"):
+            fields["hidden_states"] = tuple(outputs[len(keys) :])
+        out = structure["cls"](**fields)
+        return out.to_tuple() if options.get("return_dict") is False else out
+
+
+def _wrap(module: nn.Module, kind: Kind, *, precision: str | None, use_cache: bool) -> None:
+    object.__setattr__(module, "forward", OpenVINOForward(module, kind, precision=precision, use_cache=use_cache))
+
+
+def use_openvino(modules: dict[str, nn.Module], *, precision: str | None = None, use_cache: bool = True) -> None:
+    """Run the UNet (`"unet"`), the text encoders (`"text_encoder*"`) and the VAE decoder (`"vae"`: its
+    `.decoder`) of `modules` through OpenVINO, each shape converted on its first call. Others are left alone."""
+    for name, module in modules.items():
+        if name == "unet":
+            _wrap(module, "unet", precision=precision, use_cache=use_cache)
+        elif name.startswith("text_encoder"):
+            _wrap(module, "text_encoder", precision=precision, use_cache=use_cache)
+        elif name == "vae" and isinstance(module.decoder, nn.Module):
+            _wrap(module.decoder, "decoder", precision=precision, use_cache=use_cache)
+
+
+def openvino_pipeline(pipe: Any) -> Any:
+    """The bench's peer: `pipe` with plain OpenVINO in its default precision running copies of its text
+    encoder(s), UNet and VAE decoder (weights shared with `pipe`, which is left as it was), nothing else changed."""
+    from diffusers import AutoPipelineForText2Image
+
+    from .optimize import own_copy
+
+    if not openvino_usable():
+        raise FastDiffError("the openvino: rows need OpenVINO: pip install 'fastdiff[cpu]'")
+    names = ("unet", "text_encoder", "text_encoder_2", "vae")
+    own = {name: own_copy(getattr(pipe, name)) for name in names if getattr(pipe, name, None) is not None}
+    use_openvino(own)
+    return AutoPipelineForText2Image.from_pipe(pipe, **own)
