@@ -54,7 +54,10 @@ def test_embedding_cache_forgets_after_a_text_encoder_change(load: Any, small_si
 
 def test_from_pipeline_takes_a_compiled_pipeline(load: Any, tmp_path: Path, small_sizes: None) -> None:
     recipe = Optimizations.preset("none", compile=True, compile_backend="eager")
-    compiled = FewStepGenerator.from_pipeline("sdxl-lightning-4step", load("sdxl-turbo").pipeline, optimize=recipe)
+    mine_to_change = copy.deepcopy(
+        load("sdxl-turbo").pipeline
+    )  # the checkpoint goes into this UNet, not the shared one
+    compiled = FewStepGenerator.from_pipeline("sdxl-lightning-4step", mine_to_change, optimize=recipe)
     assert hasattr(compiled.pipeline.unet, "_orig_mod")
     mine = tiny_unet_checkpoint("sdxl", tmp_path / "mine.safetensors", seed=3, base_seed=1)
     again = FewStepGenerator.from_pipeline("sdxl-lightning-4step", compiled.pipeline, checkpoint=mine, optimize=recipe)

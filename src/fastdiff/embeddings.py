@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from typing import Any
 
+import torch
 from torch import nn
 
-from .adapters import Embeddings
+from .adapters import Embeddings, ModelAdapter
 from .stamps import TensorStamp, stamps_match
 
-__all__ = ["EmbeddingCache"]
+__all__ = ["EmbeddingCache", "PromptEncoder"]
 
 Key = tuple[str, str | None, bool]
 
@@ -72,3 +74,33 @@ class EmbeddingCache:
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+class PromptEncoder:
+    """The encode stage: the family adapter's text encoders behind the cache, and the prompt-length warning.
+
+    Call it with the model lock held. `warn_if_truncated` runs in the caller's own thread (its batch may run on
+    another), and shares a lock with the encoders: a fast tokenizer keeps its truncation and padding settings
+    between calls, so counting one prompt's tokens must not interleave with encoding another.
+    """
+
+    def __init__(self, pipe: Any, adapter: ModelAdapter, cache: EmbeddingCache) -> None:
+        self.pipe, self.adapter, self.cache = pipe, adapter, cache
+        self._tokenizer_lock = threading.Lock()
+
+    def warn_if_truncated(self, prompt: str, negative_prompt: str | None, guidance: bool) -> None:
+        """On a cache miss only (no per-call tokenizing): warn when CLIP will cut the prompt."""
+        from .validation import warn_truncation
+
+        if (prompt, negative_prompt if guidance else None, guidance) not in self.cache:
+            with self._tokenizer_lock:
+                warn_truncation(self.pipe.tokenizer, prompt)
+
+    def __call__(self, prompt: str, negative_prompt: str | None, guidance: bool) -> Embeddings:
+        """The embeddings of one image's prompt, cached."""
+
+        def compute() -> Embeddings:
+            with torch.no_grad(), self._tokenizer_lock:
+                return self.adapter.encode(self.pipe, prompt, negative_prompt, guidance=guidance)
+
+        return self.cache.get((prompt, negative_prompt if guidance else None, guidance), compute)

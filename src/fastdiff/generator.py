@@ -24,7 +24,7 @@ from .adapters import Embeddings
 from .batching import BatchStats, Coalescer, check_batching, default_max_batch
 from .denoising import batch_key, generate_batch
 from .devices import make_clock, offloaded, resolve_device, resolve_dtype
-from .embeddings import EmbeddingCache
+from .embeddings import EmbeddingCache, PromptEncoder
 from .errors import FastDiffError
 from .families import family
 from .loading import adopt, load, load_tiny_vae
@@ -34,7 +34,7 @@ from .optimize import Optimizations, apply_optimizations, resolve_optimizations
 from .presets import Preset
 from .result import GenerationResult
 from .shapes import CompiledShapes
-from .validation import Request, check_flag, resized_input, resolve_request, warn_truncation
+from .validation import Request, check_flag, resized_input, resolve_request
 
 __all__ = ["FewStepGenerator"]
 
@@ -67,9 +67,7 @@ class FewStepGenerator:
         self._img2img = AutoPipelineForImage2Image.from_pipe(pipe)
         self._clock = make_clock(self.device)
         self._lock = threading.RLock()  # one pipeline call at a time: diffusers pipelines keep per-call state
-        # A fast tokenizer keeps its truncation and padding settings between calls: counting a prompt's tokens in
-        # a caller's thread while the model encodes another prompt must not interleave with it.
-        self._tokenizer_lock = threading.Lock()
+        self._encoder = PromptEncoder(pipe, self.adapter, self.embedding_cache)
         batch, wait = check_batching(default_max_batch(self.device) if max_batch is None else max_batch, max_wait_ms)
         self._coalescer: Coalescer[Request, GenerationResult] = Coalescer(
             self._generate, key=batch_key, size=lambda r: r.num_images, max_batch=batch, max_wait_ms=wait
@@ -195,7 +193,7 @@ class FewStepGenerator:
         kwargs |= {"height": height, "width": width, "num_images": num_images, "image": image, "strength": strength}
         request = self._request(prompt, **kwargs)
         self._shapes.warn_if_new(request, stacklevel=3)
-        self._warn_truncation(request.prompt, request.negative_prompt, request.guidance)
+        self._encoder.warn_if_truncated(request.prompt, request.negative_prompt, request.guidance)  # this thread
         return self._coalescer.submit(request, solo=not coalesce)
 
     def map(
@@ -219,8 +217,9 @@ class FewStepGenerator:
             self._coalescer.run_now, requests, total=sized(prompts), desc=self.preset.name, progress=progress
         )
 
-    def _request(self, prompt: object, **kwargs: Any) -> Request:
+    def _request(self, prompt: object, **given: Any) -> Request:
         """A call's arguments checked against the preset, with every default filled in."""
+        kwargs = {"steps": None, "negative_prompt": None, "strength": None, **given}
         request = resolve_request(
             self.preset,
             vae_scale_factor=self.pipeline.vae_scale_factor,
@@ -245,23 +244,9 @@ class FewStepGenerator:
     def encode(self, prompt: str, negative_prompt: str | None = None, *, guidance: bool = False) -> Embeddings:
         """Prompt embeddings for one image, from the LRU cache when this prompt was seen before (and the text
         encoders' weights have not changed since)."""
-        self._warn_truncation(prompt, negative_prompt, guidance)
+        self._encoder.warn_if_truncated(prompt, negative_prompt, guidance)
         with self._lock:
-            return self._embeddings(prompt, negative_prompt, guidance)
-
-    def _warn_truncation(self, prompt: str, negative_prompt: str | None, guidance: bool) -> None:
-        """The prompt-length warning, on a cache miss only (no per-call tokenizing), in the caller's own thread:
-        its batch may run on another."""
-        if (prompt, negative_prompt if guidance else None, guidance) not in self.embedding_cache:
-            with self._tokenizer_lock:
-                warn_truncation(self.pipeline.tokenizer, prompt)
-
-    def _embeddings(self, prompt: str, negative_prompt: str | None, guidance: bool) -> Embeddings:
-        def compute() -> Embeddings:
-            with torch.no_grad(), self._tokenizer_lock:
-                return self.adapter.encode(self.pipeline, prompt, negative_prompt, guidance=guidance)
-
-        return self.embedding_cache.get((prompt, negative_prompt if guidance else None, guidance), compute)
+            return self._encoder(prompt, negative_prompt, guidance)
 
     def _generate(self, requests: Sequence[Request]) -> list[GenerationResult]:
         """One pipeline call for compatible `requests` (equal `batch_key`); one result per request."""
@@ -271,7 +256,7 @@ class FewStepGenerator:
                 self.adapter,
                 (self.pipeline, self._img2img),
                 requests,
-                embed=lambda r: self._embeddings(r.prompt, r.negative_prompt, r.guidance),
+                embed=lambda r: self._encoder(r.prompt, r.negative_prompt, r.guidance),
                 clock=self._clock,
             )
 
@@ -294,9 +279,8 @@ class FewStepGenerator:
         batch doubles), `img2img` the image-to-image path. Later calls at this shape do not recompile."""
         h, w = height or self.preset.height, width or self.preset.width
         image = Image.new("RGB", (w, h), (127, 127, 127)) if img2img else None
-        kwargs: dict[str, Any] = {"steps": None, "seed": 0, "guidance_scale": guidance_scale, "negative_prompt": None}
-        kwargs |= {"height": height, "width": width, "num_images": batch, "image": image, "strength": None}
-        request = self._request("warm-up", **kwargs)
+        shape = {"height": height, "width": width, "num_images": batch, "image": image}
+        request = self._request("warm-up", seed=0, guidance_scale=guidance_scale, **shape)
         self._shapes.mark(request)  # no "first call at this shape" warning for the warm-up itself
         start = time.perf_counter()
         with expected_shapes():  # nor the OpenVINO engine's "new shape converts now" one

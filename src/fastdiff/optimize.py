@@ -187,8 +187,9 @@ def convert_own_copy(
                 sub._buffers[name] = new
 
 
-def uncompiled(module: Any) -> Any:
-    """`module` without torch.compile wrappers (`_orig_mod`), at the top and inside (a compiled VAE decoder)."""
+def _strip_compiled(module: Any) -> Any:
+    """`module` without torch.compile wrappers (`_orig_mod`), at the top and inside (a compiled VAE decoder).
+    It changes `module` in place: only for fastdiff's own fresh copies."""
     module = getattr(module, "_orig_mod", module)
     for parent in module.modules():
         for name, child in list(parent.named_children()):
@@ -201,7 +202,7 @@ def own_copy(module: nn.Module) -> nn.Module:
     """A new, uncompiled module tree over the same weight tensors: changing its structure or classes leaves
     `module` alone. (Hooks come along: transformers' text encoders collect their hidden states with them.)"""
     shared: dict[int, Any] = {id(t): t for t in (*module.parameters(), *module.buffers())}
-    copied: nn.Module = uncompiled(copy.deepcopy(module, memo=shared))
+    copied: nn.Module = _strip_compiled(copy.deepcopy(module, memo=shared))
     return copied
 
 

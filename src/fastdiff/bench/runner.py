@@ -134,8 +134,7 @@ class ScenarioRun:
         return max(self.config.warmup, generator.warmup_runs if generator is not None else 0)
 
     def warm_up(self, tick: Callable[[], None] = lambda: None) -> float:
-        """`warmup_runs` untimed-for-latency runs (first-call costs: compilation, CUDA-graph capture, allocations,
-        kernel selection); their time."""
+        """`warmup_runs` untimed-for-latency runs (compilation, CUDA graphs, allocations, kernels); their time."""
         start = self.clock()
         with expected_shapes():  # an OpenVINO row converts its shapes here, as warm-up should
             for i in range(self.warmup_runs):
