@@ -96,8 +96,23 @@ def dmd2(steps: int, cache: Path) -> tuple[Any, dict[str, Any]]:
     return pipe, {"guidance_scale": 0, "timesteps": timesteps}
 
 
+def shapes(name: str) -> tuple[Any, dict[str, Any]]:
+    """docs/distill.md for the shipped models: the teacher with its own scheduler and CFG 2; the student with
+    Euler trailing and guidance 0, as SD-Turbo's card."""
+    import fastdiff
+
+    folder = Path(fastdiff.__file__).parent / "distill" / "models" / name
+    pipe = AutoPipelineForText2Image.from_pretrained(folder, dtype=torch.float32)
+    if name == "fastdiff-shapes-teacher":
+        return pipe, {"guidance_scale": 2.0}
+    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    return pipe, {"guidance_scale": 0.0}
+
+
 def card_pipeline(preset: str, cache: Path) -> tuple[Any, dict[str, Any]]:
     """The card's pipeline for a preset name, and the extra call arguments the card passes."""
+    if preset.startswith("fastdiff-shapes"):
+        return shapes(preset)
     if preset == "sd15":
         return sd15(cache)
     if preset in ("sd-turbo", "sdxl-turbo"):

@@ -81,3 +81,14 @@ def test_console_script_module_runs() -> None:
     assert done.returncode == 2
     assert done.stderr.strip().splitlines()[-1].startswith("error: unknown preset 'nope'")
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.usefixtures("no_network")
+def test_generate_without_a_preset_runs_the_shipped_student_offline(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "circle.png"
+    assert main(["generate", "a large red circle on a blue background", "--seed", "0", "--output", str(out)]) == 0
+    assert "fastdiff-shapes steps=1 seed=0" in capsys.readouterr().out
+    with Image.open(out) as img:
+        assert img.size == (64, 64)

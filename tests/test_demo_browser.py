@@ -213,3 +213,18 @@ def test_run_demo_binds_to_localhost_and_reports_a_bad_preset(
     assert calls and calls[0]["server_name"] == "127.0.0.1" and calls[0]["server_port"] == 7999
     assert run_demo(parser.parse_args(["--preset", "sdxl-turbbo"])) == 2
     assert "did you mean 'sdxl-turbo'" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("no_network")
+def test_run_demo_defaults_to_the_shipped_student_offline(monkeypatch: pytest.MonkeyPatch) -> None:
+    import gradio as gr
+
+    from fastdiff.demo import add_demo_arguments, run_demo
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(gr.Blocks, "launch", lambda self, **kwargs: calls.append(kwargs))
+    parser = argparse.ArgumentParser()
+    add_demo_arguments(parser)
+    args = parser.parse_args(["--device", "cpu"])
+    assert args.preset == "fastdiff-shapes"
+    assert run_demo(args) == 0 and calls

@@ -25,14 +25,6 @@ PROMPTS = 32
 _LOADED: dict[str, FewStepGenerator] = {}
 
 
-@pytest.fixture(autouse=True)
-def _shipped_presets_registered_here_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Register the shipped presets for this module's tests and take them out again afterwards: the preset table
-    the rest of the suite walks (parity cards, docs, CLI) does not hold them yet."""
-    monkeypatch.setattr(presets, "_REGISTRY", dict(presets._REGISTRY))
-    register_shipped()
-
-
 def _generator(name: str) -> FewStepGenerator:
     if name not in _LOADED:
         _LOADED[name] = FewStepGenerator.from_preset(name, device="cpu")
@@ -50,11 +42,15 @@ def _count_unet_calls(gen: FewStepGenerator, **kwargs: object) -> list[int]:
     return batches
 
 
-def test_register_shipped_is_idempotent_and_points_into_the_package():
-    first = register_shipped()
-    assert register_shipped() == first == (TEACHER, STUDENT)
-    for preset in first:
+def test_the_shipped_presets_are_in_the_default_table_and_point_into_the_package(monkeypatch):
+    assert presets.get("fastdiff-shapes") == STUDENT and presets.get("fastdiff-shapes-teacher") == TEACHER
+    for preset in (TEACHER, STUDENT):
+        assert presets.is_shipped(preset)
         assert Path(preset.repo_id).is_absolute() and (Path(preset.repo_id) / "model_index.json").is_file()
+    assert not presets.is_shipped(presets.get("sdxl-turbo"))
+    monkeypatch.setattr(presets, "_REGISTRY", {k: v for k, v in presets._REGISTRY.items() if k != "fastdiff-shapes"})
+    assert register_shipped() == register_shipped() == (TEACHER, STUDENT)
+    assert presets.get("fastdiff-shapes") == STUDENT
 
 
 @pytest.mark.usefixtures("no_network")
@@ -93,3 +89,15 @@ def test_the_student_follows_the_prompt_at_one_step():
         scores = accuracy(shipped_classifier().float(), images_to_tensor(np.stack(images)), specs)
     assert scores["color"] >= COLOR_THRESHOLD, scores
     assert scores["all"] >= ALL_THRESHOLD, scores
+
+
+@pytest.mark.usefixtures("no_network")
+def test_max_keeps_the_shipped_vae_and_download_has_nothing_to_fetch(capsys: pytest.CaptureFixture[str]) -> None:
+    from fastdiff.cli import main
+
+    gen = FewStepGenerator.from_preset("fastdiff-shapes", device="cpu", optimize="max")
+    # TAESD decodes SD's latent space, not this VAE's: "max" keeps the model's own (already tiny) VAE.
+    assert type(gen.pipeline.vae).__name__ == "AutoencoderKL"
+    assert gen("a red circle on a blue background", seed=0).images[0].size == (64, 64)
+    assert main(["download", "fastdiff-shapes"]) == 0
+    assert capsys.readouterr().out.strip() == STUDENT.repo_id

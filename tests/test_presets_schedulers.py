@@ -46,7 +46,12 @@ EXPECTED: dict[str, tuple[str, str | None, str, dict[int, list[int]]]] = {
     **{f"hyper-sdxl-{n}step-lora": ("DDIMScheduler", "trailing", "epsilon", {n: TRAILING[n]}) for n in (2, 4, 8)},
     "dmd2-sdxl-1step": ("LCMScheduler", None, "epsilon", {1: [399]}),  # the card's explicit timesteps
     "dmd2-sdxl-4step": ("LCMScheduler", None, "epsilon", {4: [999, 749, 499, 249]}),
+    # The shipped toy models: the teacher with SD 1.5's own scheduler config, the student as SD-Turbo.
+    "fastdiff-shapes-teacher": ("PNDMScheduler", "leading", "epsilon", PNDM),
+    "fastdiff-shapes": ("EulerDiscreteScheduler", "trailing", "epsilon", {n: TRAILING[n] for n in (1, 2, 3, 4)}),
 }
+# Presets allowing many step counts (SD 1.5's 1-150): only these counts are written out.
+WIDE = {"sd15", "fastdiff-shapes-teacher"}
 # The eta each scheduler step gets: TCD's gamma 1.0 from Hyper-SD's card for its 1-step LoRA; DDIM the pipeline's
 # default 0.0 (deterministic), as the card leaves it; None where the step takes no eta.
 ETA = {"hyper-sdxl-1step-lora": 1.0, **{f"hyper-sdxl-{n}step-lora": 0.0 for n in (2, 4, 8)}}
@@ -57,7 +62,7 @@ def test_every_preset_has_an_expected_schedule() -> None:
     for name, (_, _, _, by_steps) in EXPECTED.items():
         preset = presets.get(name)
         assert set(by_steps) <= set(preset.steps)
-        assert name == "sd15" or set(by_steps) == set(preset.steps), name  # every allowed count but SD 1.5's 150
+        assert name in WIDE or set(by_steps) == set(preset.steps), name  # every allowed count
 
 
 def _run(gen: Any, steps: int) -> tuple[list[int], list[Any]]:
@@ -80,7 +85,8 @@ def _run(gen: Any, steps: int) -> tuple[list[int], list[Any]]:
     handle = gen.pipeline.unet.register_forward_pre_hook(hook, with_kwargs=True)
     scheduler.step = recording_step
     try:
-        gen("a lighthouse at dusk", steps=steps, seed=0, height=64, width=64)
+        prompt = "a red circle on a blue background" if gen.preset.name.startswith("fastdiff-") else "a lighthouse"
+        gen(prompt, steps=steps, seed=0, height=64, width=64)
     finally:
         handle.remove()
         del scheduler.step

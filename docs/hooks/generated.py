@@ -39,6 +39,12 @@ def _repo_link(repo_id: str) -> str:
     return f"[{repo_id}]({HUB}/{repo_id})"
 
 
+def _pipeline_cell(preset: Preset) -> str:
+    if presets.is_shipped(preset):  # an absolute path on the machine that built the docs: name it in the package
+        return f"shipped: `fastdiff/distill/models/{preset.name}`"
+    return _repo_link(preset.repo_id)
+
+
 def _checkpoint_cell(preset: Preset) -> str:
     ckpt = preset.checkpoint
     if ckpt is None:
@@ -73,7 +79,7 @@ def presets_table() -> str:
             [
                 f"`{p.name}`",
                 p.family,
-                _repo_link(p.repo_id),
+                _pipeline_cell(p),
                 _checkpoint_cell(p),
                 _steps_cell(p),
                 f"{p.guidance_scale:g}",

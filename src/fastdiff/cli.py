@@ -118,7 +118,11 @@ def _cmd_download(args: argparse.Namespace) -> int:
 def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gen = sub.add_parser("generate", help="generate image(s) from a prompt")
     gen.add_argument("prompt")
-    gen.add_argument("--preset", required=True, help="a preset name (see `fastdiff presets`)")
+    gen.add_argument(
+        "--preset",
+        default=preset_table.DEFAULT_PRESET,
+        help=f"a preset name (see `fastdiff presets`; default {preset_table.DEFAULT_PRESET}, shipped: no download)",
+    )
     gen.add_argument("--source", help="local diffusers folder or single-file checkpoint (default: the hub repo)")
     gen.add_argument("--checkpoint", help="local UNet/LoRA file (default: the preset's file from the hub)")
     gen.add_argument("--steps", type=int)
@@ -168,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("demo", "fastdiff.demo", "add_demo_arguments", "run_demo", "a local Gradio page that follows your typing"),
         ("distill", "fastdiff.distill.cli", "add_distill_arguments", "run_distill", "ADD-train a few-step student"),
         ("batch", "fastdiff.bulk.cli", "add_batch_arguments", "run_batch", "every prompt of a file to DIR, resumable"),
+        ("showcase", "fastdiff.distill.showcase", "add_showcase_arguments", "run_showcase", "the shipped models"),
     ):
         mod = _optional(module)
         if mod is not None:

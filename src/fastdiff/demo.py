@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from .errors import FastDiffError, FastDiffWarning
+from .presets import DEFAULT_PRESET
 from .realtime import Frame, LiveSession, LiveStats
 
 if TYPE_CHECKING:
@@ -69,7 +70,11 @@ class WarningNotes:
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `fastdiff demo`."""
-    parser.add_argument("--preset", required=True, help="preset name, e.g. sdxl-turbo")
+    parser.add_argument(
+        "--preset",
+        default=DEFAULT_PRESET,
+        help=f"preset name, e.g. sdxl-turbo (default {DEFAULT_PRESET}: shipped in the package, runs offline)",
+    )
     parser.add_argument("--source", default=None, help="weights: a local diffusers folder, a single file or a hub id")
     parser.add_argument("--checkpoint", default=None, help="a local UNet/LoRA file for presets that use one")
     parser.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default)")

@@ -14,7 +14,7 @@ import torch
 from huggingface_hub import constants, hf_hub_download, snapshot_download, try_to_load_from_cache
 
 from .errors import FastDiffError
-from .presets import Preset
+from .presets import Preset, is_shipped
 
 __all__ = ["cache_first", "download", "missing_files", "quietly"]
 
@@ -114,6 +114,8 @@ def download(
     tiny autoencoder repo `tiny_vae` (optimize="max"), so that every level then loads offline."""
     from .checkpoints import pickle_refusal
 
+    if is_shipped(preset):
+        return [preset.repo_id]  # in the package already
     if preset.checkpoint and preset.checkpoint.is_pickle and not allow_pickle:
         raise pickle_refusal(Path(preset.checkpoint.filename))
     patterns = _component_patterns(preset, _weights_suffix(preset, dtype), cache_dir)

@@ -20,7 +20,7 @@ from .errors import FastDiffError
 from .families import family
 from .hub import cache_first, quietly
 from .optimize import own_copy
-from .presets import Preset
+from .presets import Preset, is_shipped
 from .schedulers import build_scheduler
 
 __all__ = ["SINGLE_FILE_SUFFIXES", "adopt", "classify_source", "load", "load_tiny_vae"]
@@ -183,13 +183,16 @@ def load_tiny_vae(
     local_files_only: bool | None = None,
     cache_dir: str | Path | None = None,
 ) -> Any:
-    """The tiny autoencoder of `Optimizations.tiny_vae` on the CPU: "auto" (the family's TAESD), a hub id or a
-    folder (cache first, like every weight), or a given `AutoencoderTiny` (copied: the caller's is never changed)."""
+    """The tiny autoencoder of `Optimizations.tiny_vae` on the CPU: "auto" (the family's TAESD; None for the
+    shipped models), a hub id or a folder (cache first, like every weight), or a given `AutoencoderTiny` (copied:
+    the caller's is never changed)."""
     from diffusers import AutoencoderTiny
 
     if isinstance(spec, AutoencoderTiny):
         given: Any = spec
         return own_copy(given)
+    if spec == "auto" and is_shipped(preset):
+        return None  # its own VAE is already tiny, and TAESD was trained for another latent space
     location = family(preset.family).tiny_vae_repo if spec == "auto" else spec
     if not isinstance(location, (str, Path)):
         raise FastDiffError(f"tiny_vae must be 'auto', a hub id, a folder or an AutoencoderTiny, not {spec!r}")

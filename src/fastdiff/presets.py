@@ -8,11 +8,24 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Literal
 
 from .errors import FastDiffError, did_you_mean
 
-__all__ = ["Checkpoint", "Family", "Preset", "all_presets", "get", "names", "register", "replace"]
+__all__ = [
+    "DEFAULT_PRESET",
+    "SHIPPED_MODELS",
+    "Checkpoint",
+    "Family",
+    "Preset",
+    "all_presets",
+    "get",
+    "is_shipped",
+    "names",
+    "register",
+    "replace",
+]
 
 Family = Literal["sd1", "sd2", "sdxl"]
 
@@ -23,6 +36,11 @@ SDXL_TURBO_REPO = "stabilityai/sdxl-turbo"
 LIGHTNING_REPO = "ByteDance/SDXL-Lightning"
 HYPER_REPO = "ByteDance/Hyper-SD"
 DMD2_REPO = "tianweiy/DMD2"
+
+# The models fastdiff ships in the package (fp16 diffusers folders, no variant suffix), so that a fresh machine
+# makes real images offline; `python -m fastdiff.distill.recipe` reproduces them (docs/distill.md).
+SHIPPED_MODELS = Path(__file__).resolve().parent / "distill" / "models"
+DEFAULT_PRESET = "fastdiff-shapes"  # what `fastdiff generate` and `fastdiff demo` run when no preset is named
 
 NON_COMMERCIAL = ("sai-nc-community", "cc-by-nc-sa-4.0")
 
@@ -171,6 +189,20 @@ def _dmd2(timesteps: tuple[int, ...]) -> Preset:
     )
 
 
+def _shipped(name: str, **recipe: object) -> Preset:
+    """A preset for the packaged folder `distill/models/<name>`: SD 1.x wiring, 64×64, fp16 files, no variant."""
+    return Preset(
+        name=name,
+        family="sd1",
+        repo_id=str(SHIPPED_MODELS / name),
+        height=64,
+        width=64,
+        license="apache-2.0",
+        variant=None,
+        **recipe,  # type: ignore[arg-type]
+    )
+
+
 _BUILTIN: tuple[Preset, ...] = (
     # https://huggingface.co/stable-diffusion-v1-5/stable-diffusion-v1-5: the baseline, the repo's PNDM scheduler.
     Preset(
@@ -222,6 +254,26 @@ _BUILTIN: tuple[Preset, ...] = (
     *(_hyper_lora(n) for n in (1, 2, 4, 8)),
     _dmd2((399,)),
     _dmd2((999, 749, 499, 249)),
+    # Shipped, docs/distill.md: a toy teacher trained on the drawn `shapes` set, run as SD 1.5 is (its own PNDM
+    # scheduler, 20 steps, CFG 2.0: the best of 1, 2, 4, 7.5 on held-out prompts in the recipe's run) ...
+    _shipped(
+        "fastdiff-shapes-teacher",
+        steps=tuple(range(1, 51)),
+        default_steps=20,
+        guidance_scale=2.0,
+        scheduler="repo",
+        description="toy SD 1.x-style teacher trained on the drawn `shapes` set (64×64): 20 steps with CFG",
+    ),
+    # ... and its ADD student (fastdiff.distill, Sauer et al. 2023), run as SDXL-Turbo is: 1-4 steps, guidance 0,
+    # Euler with trailing spacing.
+    _shipped(
+        "fastdiff-shapes",
+        steps=(1, 2, 3, 4),
+        default_steps=1,
+        guidance_scale=0.0,
+        scheduler="euler-trailing",
+        description="ADD student of fastdiff-shapes-teacher (fastdiff.distill): 1-4 steps, `shapes` prompts, 64×64",
+    ),
 )
 
 _REGISTRY: dict[str, Preset] = {p.name: p for p in _BUILTIN}
@@ -247,6 +299,11 @@ def get(name: str | Preset) -> Preset:
         return _REGISTRY[name]
     except KeyError:
         raise FastDiffError(f"unknown preset {name!r}" + did_you_mean(name, _REGISTRY)) from None
+
+
+def is_shipped(preset: Preset) -> bool:
+    """True for a model that ships inside the package: nothing to download, no hub cache involved."""
+    return Path(preset.repo_id).parent == SHIPPED_MODELS
 
 
 def register(preset: Preset, *, overwrite: bool = False) -> Preset:

@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from ..families import FAMILIES
-from ..presets import Checkpoint, Family, Preset, get
+from ..presets import Checkpoint, Family, Preset, get, is_shipped
 from .repo_configs import SCHEDULER_CONFIGS
 from .tiny import save_tiny_pipeline, tiny_autoencoder_tiny, tiny_lora, tiny_unet_checkpoint
 
@@ -61,6 +61,8 @@ def make_hf_cache(cache_dir: str | Path, presets: Iterable[str | Preset], *, fp1
     # Seeds come from the names: a repo gets the same weights in every cache and a checkpoint is its base repo's
     # UNet perturbed (float16, like the real files). Files already in the cache are left as they are.
     for preset in map(get, presets):
+        if is_shipped(preset):  # its real files ship in the package: nothing to lay out
+            continue
         if not (_repo_dir(cache_dir, preset.repo_id) / "refs" / "main").exists():
             files = _pipeline_files(preset.family, preset.repo_id, fp16_variant)
             _write_repo(cache_dir, preset.repo_id, files, listing=True)

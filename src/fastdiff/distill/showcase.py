@@ -1,0 +1,138 @@
+"""`fastdiff showcase`: the shipped toy models side by side, offline — the teacher at 20 steps against its ADD
+student at 1 step, as SD 1.5@20 against SDXL-Turbo@1: time per image, speed-up, prompt accuracy, and a PNG.
+
+Both load through `FewStepGenerator.from_preset` (the path every preset takes) from the folders in the package;
+each image is one call with a prompt the generator has not seen (its text embedding is computed in the call), and
+the shipped `shapes` classifier reads the prompt's shape, colour, background and position back from it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import textwrap
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageDraw
+
+from ..bench.report import device_description
+from ..generator import FewStepGenerator
+from .classifier import accuracy, images_to_tensor, shipped_classifier
+from .recipe import eval_specs
+from .shapes import ShapeSpec, caption
+
+__all__ = ["Row", "add_showcase_arguments", "compare", "run_showcase", "side_by_side"]
+
+RUNS = (("fastdiff-shapes-teacher", 20), ("fastdiff-shapes", 1))  # (preset, steps): the baseline first
+ATTRIBUTES = ("all", "shape", "color", "background", "position")
+SCALE = 4  # the models make 64×64 images: shown 4× larger, pixel for pixel
+
+
+@dataclass(frozen=True)
+class Row:
+    """One model's run over the prompt set: its images, the median seconds per image and the classifier's scores."""
+
+    preset: str
+    steps: int
+    device: str
+    images: list[Image.Image]
+    seconds: float
+    warmup_seconds: float
+    scores: dict[str, float]
+
+
+def _run(gen: FewStepGenerator, steps: int, specs: Sequence[ShapeSpec]) -> Row:
+    """Warm up (reported apart), then one call per prompt, seed i for prompt i."""
+    warmup = gen.warmup()
+    images, seconds = [], []
+    for i, spec in enumerate(specs):
+        start = time.perf_counter()
+        images.append(gen(caption(spec), steps=steps, seed=i).images[0])
+        seconds.append(time.perf_counter() - start)
+    tensor = images_to_tensor(np.stack([np.asarray(im) for im in images]))
+    scores = accuracy(shipped_classifier().float(), tensor, specs)
+    return Row(gen.preset.name, steps, str(gen.device), images, statistics.median(seconds), warmup, scores)
+
+
+def compare(*, prompts: int = 48, device: str = "cpu") -> list[Row]:
+    """Each model of `RUNS` on the first `prompts` of the recipe's fixed prompt set."""
+    specs = eval_specs()[:prompts]
+    return [_run(FewStepGenerator.from_preset(name, device=device), steps, specs) for name, steps in RUNS]
+
+
+def side_by_side(rows: Sequence[Row], prompts: Sequence[str], columns: int = 8) -> Image.Image:
+    """One row per model and one column per prompt (captioned at the top), 4× enlarged, each row labelled."""
+    cell, label, head = 64 * SCALE, 18, 34
+    columns = min(columns, len(prompts))
+    sheet = Image.new("RGB", (columns * cell, head + len(rows) * (cell + label)), "white")
+    draw = ImageDraw.Draw(sheet)
+    for c, prompt in enumerate(prompts[:columns]):
+        draw.multiline_text((c * cell + 4, 2), textwrap.fill(prompt, 40), fill="black", spacing=2)
+    for r, row in enumerate(rows):
+        top = head + r * (cell + label)
+        draw.text((4, top + 3), f"{row.preset} @{row.steps}: {row.seconds * 1000:.0f} ms/image", fill="black")
+        for c, image in enumerate(row.images[:columns]):
+            sheet.paste(image.resize((cell, cell), Image.Resampling.NEAREST), (c * cell, top + label))
+    return sheet
+
+
+def _table(rows: Sequence[Row]) -> str:
+    base = rows[0].seconds
+    lines = ["| model | steps | ms / image | speed-up | all four | shape | colour | background | position |"]
+    lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for row in rows:
+        scores = " | ".join(f"{row.scores[k]:.2f}" for k in ATTRIBUTES)
+        lines.append(
+            f"| {row.preset} | {row.steps} | {row.seconds * 1000:.1f} | {base / row.seconds:.1f}× | {scores} |"
+        )
+    return "\n".join(lines)
+
+
+def add_showcase_arguments(parser: argparse.ArgumentParser) -> None:
+    """The flags of `fastdiff showcase`."""
+    parser.add_argument("--out", type=Path, default=Path("showcase"), help="folder for the PNG and the JSON")
+    parser.add_argument("--prompts", type=int, default=48, help="how many of the fixed prompts (1-48)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, mps or auto")
+
+
+def run_showcase(args: argparse.Namespace) -> int:
+    """Run the comparison, print its table, write `side-by-side.png` and `showcase.json` to `--out`."""
+    from ..cli import _quiet_libraries
+    from ..errors import FastDiffError
+
+    if not 1 <= args.prompts <= 48:
+        raise FastDiffError(f"--prompts must be 1-48 (the fixed prompt set), not {args.prompts}")
+    args.out.mkdir(parents=True, exist_ok=True)
+    _quiet_libraries()
+    start = time.perf_counter()
+    rows = compare(prompts=args.prompts, device=args.device)
+    prompts = [caption(s) for s in eval_specs()[: args.prompts]]
+    side_by_side(rows, prompts).save(args.out / "side-by-side.png")
+    for row in rows:
+        folder = args.out / row.preset
+        folder.mkdir(exist_ok=True)
+        for i, image in enumerate(row.images):
+            image.save(folder / f"{i:02d}.png")
+    device = device_description(torch.device(rows[0].device))
+    print(f"fastdiff showcase: the shipped toy models (64×64), {len(prompts)} new prompts, one call each, on")
+    print(f"{device}, {torch.get_num_threads()} threads; warm-up runs reported apart:\n")
+    print(_table(rows))
+    print(f"\nwarm-up: {', '.join(f'{r.preset} {r.warmup_seconds:.2f} s' for r in rows)}")
+    print("accuracy: the shipped classifier reads the prompt's attributes back (all four: the whole prompt)")
+    print(f"wrote {args.out / 'side-by-side.png'} (top: teacher@20, bottom: student@1)")
+    print(f"done in {time.perf_counter() - start:.1f} s. Next: the real architectures' timing, random weights:")
+    print("  fastdiff bench --weights random --device cpu --height 128 --width 128 --repeats 2")
+    record = {
+        "prompts": prompts,
+        "rows": [{k: v for k, v in vars(r).items() if k != "images"} for r in rows],
+        "device": device,
+        "threads": torch.get_num_threads(),
+    }
+    (args.out / "showcase.json").write_text(json.dumps(record, indent=1) + "\n")
+    return 0

@@ -1,0 +1,42 @@
+"""`fastdiff showcase`, the README's main job: both shipped models, offline, a table, a side-by-side PNG."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fastdiff.cli import main
+
+
+@pytest.mark.usefixtures("no_network")
+def test_showcase_compares_teacher_and_student_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "showcase"
+    assert main(["showcase", "--out", str(out), "--prompts", "3"]) == 0
+    printed = capsys.readouterr().out
+    teacher = next(line for line in printed.splitlines() if line.startswith("| fastdiff-shapes-teacher | 20 |"))
+    student = next(line for line in printed.splitlines() if line.startswith("| fastdiff-shapes | 1 |"))
+    assert "| 1.0× |" in teacher and "fastdiff bench --weights random" in printed
+    record = json.loads((out / "showcase.json").read_text())
+    rows = {row["preset"]: row for row in record["rows"]}
+    assert len(record["prompts"]) == 3 and set(rows) == {"fastdiff-shapes-teacher", "fastdiff-shapes"}
+    # 21 guided UNet calls against one: the student must be the faster, by far, on any machine.
+    speedup = rows["fastdiff-shapes-teacher"]["seconds"] / rows["fastdiff-shapes"]["seconds"]
+    assert speedup > 3 and f"| {speedup:.1f}× |" in student
+    for row in rows.values():
+        assert set(row["scores"]) >= {"all", "shape", "color", "background", "position"}
+        assert all(0.0 <= v <= 1.0 for v in row["scores"].values())
+    with Image.open(out / "side-by-side.png") as sheet:
+        assert sheet.width == 3 * 256 and sheet.height > 2 * 256  # 3 prompts, two rows of 4×-enlarged images
+    images = sorted((out / "fastdiff-shapes").glob("*.png"))
+    assert len(images) == 3
+    with Image.open(images[0]) as first:
+        colours = first.getcolors(maxcolors=4096)  # None: more than 4096
+        assert first.size == (64, 64) and (colours is None or len(colours) > 10)  # a picture, not a flat square
+
+
+def test_showcase_refuses_a_prompt_count_outside_the_fixed_set(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["showcase", "--prompts", "49"]) == 2
+    assert "--prompts must be 1-48" in capsys.readouterr().err
