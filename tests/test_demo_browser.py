@@ -59,6 +59,20 @@ def _missing(*, browser: bool) -> str | None:
     return None
 
 
+def headless_chromium(profile: Path) -> Any:
+    """Debian's Chromium, headless, with its own profile folder, driven by Selenium (20 s page-load limit)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which(CHROMIUM) or CHROMIUM
+    for flag in [*BROWSER_FLAGS, f"--user-data-dir={profile}"]:
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=Service(shutil.which(CHROMEDRIVER) or CHROMEDRIVER))
+    driver.set_page_load_timeout(20)
+    return driver
+
+
 needs_browser = pytest.mark.skipif(_missing(browser=True) is not None, reason=str(_missing(browser=True)))
 pytestmark = [
     pytest.mark.skipif(_missing(browser=False) is not None, reason=str(_missing(browser=False))),
@@ -98,25 +112,17 @@ def free_port() -> int:
 @pytest.fixture
 def page(generator: FewStepGenerator, tmp_path: Path) -> Iterator[tuple[Any, str]]:
     """The demo served in this process on a free port, and a headless Chromium pointed at it."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
     from fastdiff.demo import WarningNotes, build_demo
     from fastdiff.realtime import LiveSession
 
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which(CHROMIUM) or CHROMIUM
-    for flag in [*BROWSER_FLAGS, f"--user-data-dir={tmp_path / 'profile'}"]:
-        options.add_argument(flag)
     notes = WarningNotes()
     port = free_port()
     with notes.capture(), LiveSession(generator, **SIZE) as session:
         demo = build_demo(session, notes=notes)
         demo.queue(default_concurrency_limit=1)
         demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-        driver = webdriver.Chrome(options=options, service=Service(shutil.which(CHROMEDRIVER) or CHROMEDRIVER))
+        driver = headless_chromium(tmp_path / "profile")
         try:
-            driver.set_page_load_timeout(20)
             yield driver, f"http://127.0.0.1:{port}"
         finally:
             driver.quit()

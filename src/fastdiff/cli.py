@@ -172,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
         ("demo", "fastdiff.demo", "add_demo_arguments", "run_demo", "a local Gradio page that follows your typing"),
         ("distill", "fastdiff.distill.cli", "add_distill_arguments", "run_distill", "ADD-train a few-step student"),
         ("batch", "fastdiff.bulk.cli", "add_batch_arguments", "run_batch", "every prompt of a file to DIR, resumable"),
+        ("export", "fastdiff.export.cli", "add_export_arguments", "run_export", "ONNX files, or a page that runs them"),
         ("showcase", "fastdiff.distill.showcase", "add_showcase_arguments", "run_showcase", "the shipped models"),
     ):
         mod = _optional(module)

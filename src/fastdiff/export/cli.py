@@ -1,0 +1,106 @@
+"""`fastdiff export onnx|web`: ONNX files with their manifest, or a static site that generates in the browser."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+from typing import Any
+
+from ..errors import FastDiffError
+
+__all__ = ["add_export_arguments", "run_export"]
+
+
+def _common(parser: argparse.ArgumentParser, *, default_dtype: str) -> None:
+    parser.add_argument("--preset", help="a preset name (see `fastdiff presets`)")
+    parser.add_argument("--source", help="local diffusers folder or single-file checkpoint (default: the hub repo)")
+    parser.add_argument("--checkpoint", help="local UNet/LoRA file (default: the preset's file from the hub)")
+    parser.add_argument("--allow-pickle", action="store_true", help="allow .bin/.ckpt files (unpickled by torch)")
+    parser.add_argument("--out", required=True, help="output folder (created if missing)")
+    parser.add_argument(
+        "--dtype",
+        choices=["float32", "float16"],
+        default=default_dtype,
+        help=f"weights as stored in the files; computation stays float32 (default: {default_dtype})",
+    )
+    parser.add_argument("--height", type=int, help="image height the files are fixed to (default: the preset's)")
+    parser.add_argument("--width", type=int, help="image width the files are fixed to (default: the preset's)")
+
+
+def add_export_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `onnx` and `web` subcommands of `fastdiff export`."""
+    sub = parser.add_subparsers(dest="export_command", required=True)
+    onnx = sub.add_parser("onnx", help="text encoder(s), UNet and VAE decoder as ONNX, checked with onnxruntime")
+    _common(onnx, default_dtype="float32")
+    onnx.add_argument("--tiny-vae", help="export this tiny autoencoder (a hub id or folder, or 'auto') as decoder")
+    web = sub.add_parser("web", help="a static site that generates as you type (onnxruntime-web, no server)")
+    _common(web, default_dtype="float16")
+    web.add_argument("--onnx", help="build the site from this `fastdiff export onnx` folder instead of --preset")
+
+
+def _generator(args: argparse.Namespace) -> Any:
+    from ..cli import _quiet_libraries
+    from ..distill.shipped import register_shipped
+    from ..generator import FewStepGenerator
+
+    register_shipped()  # the packaged fastdiff-shapes presets (a no-op once they are in the table)
+    _quiet_libraries()
+    return FewStepGenerator.from_preset(
+        args.preset,
+        source=args.source,
+        checkpoint=args.checkpoint,
+        allow_pickle=args.allow_pickle,
+        device="cpu",
+        dtype="float32",
+        optimize="none",
+    )
+
+
+def _tiny_vae(spec: str | None, generator: Any) -> Any:
+    if spec is None:
+        return None
+    import torch
+
+    from ..loading import load_tiny_vae
+
+    return load_tiny_vae(spec, generator.preset, dtype=torch.float32)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    """Load the preset on the CPU in float32, export, and print what was written."""
+    missing = [m for m in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise FastDiffError(f"export needs {', '.join(missing)}: pip install 'fastdiff[web]'")
+    return _run_onnx(args) if args.export_command == "onnx" else _run_web(args)
+
+
+def _run_onnx(args: argparse.Namespace) -> int:
+    from .bundle import export_onnx
+
+    if args.preset is None:
+        raise FastDiffError("fastdiff export onnx needs --preset NAME")
+    gen = _generator(args)
+    tiny = _tiny_vae(args.tiny_vae, gen)
+    done = export_onnx(gen, args.out, dtype=args.dtype, height=args.height, width=args.width, tiny_vae=tiny)
+    print(done.summary())
+    print(f"wrote {done.folder} in {done.seconds:.0f} s")
+    return 0
+
+
+def _run_web(args: argparse.Namespace) -> int:
+    from .web import build_site, export_web
+
+    if (args.preset is None) == (args.onnx is None):
+        raise FastDiffError("fastdiff export web needs --preset NAME or --onnx DIR (one of them)")
+    if args.onnx is not None:
+        site = build_site(args.onnx, args.out)
+    else:
+        site = export_web(_generator(args), args.out, dtype=args.dtype, height=args.height, width=args.width)
+    for name, spec in site.manifest["models"].items():
+        print(f"{name + '.onnx':<20} {spec['bytes'] / 1e6:8.2f} MB")
+    total = sum(site.sizes().values())
+    print(f"wrote {site.folder} ({total / 1e6:.1f} MB with onnxruntime-web {site.ort_version}); serve it with")
+    print(
+        f"  python -m http.server --directory {site.folder} --bind 127.0.0.1 8000   # then open http://127.0.0.1:8000"
+    )
+    return 0
