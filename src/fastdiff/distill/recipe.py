@@ -35,7 +35,19 @@ from .trainer import train
 
 _D: Any = diffusers  # its classes are untyped
 
-__all__ = ["SCHEDULER_CONFIG", "build_pipeline", "eval_specs", "generate", "main", "prompt_accuracy", "tokenizer"]
+__all__ = [
+    "SCHEDULER_CONFIG",
+    "build_pipeline",
+    "eval_specs",
+    "generate",
+    "image_rows",
+    "main",
+    "prompt_accuracy",
+    "save_fp16",
+    "student_config",
+    "student_pipeline",
+    "tokenizer",
+]
 
 # SD 1.5's scheduler/scheduler_config.json (PNDM over the scaled-linear DDPM betas).
 SCHEDULER_CONFIG: dict[str, Any] = {
@@ -214,14 +226,14 @@ def prompt_accuracy(pipe: Any, specs: Sequence[ShapeSpec], *, steps: int, guidan
     return accuracy(shipped_classifier().float(), images, specs) | {"seconds_per_image": seconds}
 
 
-def _save_fp16(pipe: Any, folder: Path) -> int:
+def save_fp16(pipe: Any, folder: Path) -> int:
     """Write `pipe` as an fp16 diffusers folder (no variant suffix) and keep the fp16-rounded weights in memory."""
     pipe.to(torch.float16).save_pretrained(folder)
     pipe.to(torch.float32)  # what is evaluated and distilled from is exactly what ships
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def _student_pipeline(pipe: Any, unet: Any) -> Any:
+def student_pipeline(pipe: Any, unet: Any) -> Any:
     """The teacher's VAE, text encoder and tokenizer with the student UNet and Euler trailing (SDXL-Turbo's recipe)."""
     parts = {k: getattr(pipe, k) for k in ("vae", "text_encoder", "tokenizer")}
     euler = _D.EulerDiscreteScheduler.from_config(SCHEDULER_CONFIG, timestep_spacing="trailing")
@@ -230,7 +242,7 @@ def _student_pipeline(pipe: Any, unet: Any) -> Any:
     )
 
 
-def _grid(rows: Sequence[torch.Tensor], path: Path) -> None:
+def image_rows(rows: Sequence[torch.Tensor], path: Path) -> None:
     """Rows of (N, 3, 64, 64) images in [-1, 1], pasted one row each."""
     arrays = [((r.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy() for r in rows]
     Image.fromarray(np.concatenate([np.concatenate(list(a), axis=1) for a in arrays], axis=0)).save(path)
@@ -244,6 +256,14 @@ def _pick_guidance(pipe: Any) -> tuple[float, dict[str, dict[str, float]]]:
     return best, scores
 
 
+def student_config(steps: int, *, guidance: float, seed: int) -> ADDConfig:
+    """The shipped student's ADD run: λ = 2.5, teacher target guided at `guidance`, student LR 1e-4, EMA 0.99."""
+    return ADDConfig(
+        max_steps=steps, batch_size=16, learning_rate=1e-4, warmup_steps=20, ema_decay=0.99,
+        teacher_guidance_scale=guidance, seed=seed,
+    )  # fmt: skip
+
+
 def _train_all(out: Path, steps: dict[str, int], seed: int) -> tuple[Any, Any, dict[str, Any]]:
     """(a)-(d) of the module docstring: the teacher and student pipelines, and the figures of their training."""
     clock, times = time.perf_counter(), {}
@@ -254,17 +274,14 @@ def _train_all(out: Path, steps: dict[str, int], seed: int) -> tuple[Any, Any, d
     latents = _encode(pipe.vae, images) * pipe.vae.config.scaling_factor  # (N, 4, 8, 8)
     times["vae"] = time.perf_counter() - clock
     train_teacher(pipe, latents, data.captions, steps["teacher"], seed=seed, log=out / "teacher_losses.csv")
-    sizes = {"teacher": _save_fp16(pipe, out / "teacher")}
+    sizes = {"teacher": save_fp16(pipe, out / "teacher")}
     guidance, guidance_scores = _pick_guidance(pipe)
     times["teacher"] = time.perf_counter() - clock - times["vae"]
-    config = ADDConfig(
-        max_steps=steps["student"], batch_size=16, learning_rate=1e-4, warmup_steps=20, ema_decay=0.99,
-        teacher_guidance_scale=guidance, seed=seed,
-    )  # fmt: skip
+    config = student_config(steps["student"], guidance=guidance, seed=seed)
     images_u8 = torch.tensor(data.images).permute(0, 3, 1, 2).contiguous()
     result = train(pipe, images_u8, data.captions, out_dir=out / "add", config=config)
-    student = _student_pipeline(pipe, result.student.float())
-    sizes["student"] = _save_fp16(student, out / "student")
+    student = student_pipeline(pipe, result.student.float())
+    sizes["student"] = save_fp16(student, out / "student")
     times["student"] = time.perf_counter() - clock - times["vae"] - times["teacher"]
     figures = {"steps": steps, "teacher_guidance": guidance, "guidance_search": guidance_scores}
     return pipe, student, figures | {"seconds": times, "bytes": sizes}
@@ -286,7 +303,7 @@ def run(out: Path, *, minutes: float, seed: int = 0) -> dict[str, Any]:
     }
     prompts = [caption(s) for s in specs[:12]]
     rows = [generate(pipe, prompts, steps=20, guidance=guidance), generate(student, prompts, steps=1, guidance=0.0)]
-    _grid(rows, out / "grid.png")
+    image_rows(rows, out / "grid.png")
     figures["seconds"]["total"] = time.perf_counter() - clock
     figures |= {"minutes": minutes, "seed": seed, "prompts_in_grid": prompts}
     (out / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
