@@ -144,8 +144,6 @@ def test_second_load_reads_the_disk_cache(ov_load: Any, ov_cache: Path, small_si
     assert after["cache_loads"] - before["cache_loads"] == 4  # ...both text encoders, the UNet and the decoder
     assert np.array_equal(image, same) and seconds < 10
     assert len(list(ov_cache.glob("openvino/*/model.xml"))) >= 4
-    # OpenVINO's own compiled blobs beside each IR: a cached load imports them instead of compiling again.
-    assert len({p.parent.parent for p in ov_cache.glob("openvino/*/compiled/*.blob")}) >= 4
 
 
 def test_stock_kernels_run_torch(ov_load: Any, load: Any) -> None:

@@ -105,12 +105,10 @@ def weights_digest(module: nn.Module) -> str:
     return digest
 
 
-def _config(precision: str | None, key: str | None = None) -> dict[str, Any]:
+def _config(precision: str | None) -> dict[str, Any]:
     config: dict[str, Any] = {"INFERENCE_NUM_THREADS": torch.get_num_threads()}
     if precision is not None:
         config["INFERENCE_PRECISION_HINT"] = precision
-    if key is not None:  # OpenVINO's own cache of the compiled model (per precision and threads), beside its IR
-        config["CACHE_DIR"] = str(cache_dir() / key / "compiled")
     return config
 
 
@@ -177,7 +175,7 @@ def _load(key: str, use_cache: bool, precision: str | None) -> Any:
     if not (use_cache and xml.is_file() and xml.with_suffix(".bin").is_file()):
         return None
     try:
-        model = _core().compile_model(str(xml), "CPU", _config(precision, key))
+        model = _core().compile_model(str(xml), "CPU", _config(precision))
     except RuntimeError:  # a truncated or foreign IR: convert again and overwrite it
         return None
     with _lock:
@@ -199,16 +197,14 @@ def _convert_and_compile(
     converted = _convert(_Traced(module, call), example)
     for port, name in zip(converted.inputs, names, strict=True):
         port.get_tensor().set_names({name})
-    if not use_cache:
-        compiled = _core().compile_model(converted, "CPU", _config(precision))
-    else:  # the IR, written as it is serialized, then compiled from the file so OpenVINO keeps the compiled blob
+    if use_cache:  # the IR, written as it is serialized: no in-memory copy (an exported blob would be one)
         partial = cache_dir() / f"{key}.{os.getpid()}.part"
         partial.mkdir(parents=True, exist_ok=True)
         ov.save_model(converted, partial / "model.xml", compress_to_fp16=False)
-        del converted
         shutil.rmtree(cache_dir() / key, ignore_errors=True)
         os.replace(partial, cache_dir() / key)
-        compiled = _core().compile_model(str(cache_dir() / key / "model.xml"), "CPU", _config(precision, key))
+    compiled = _core().compile_model(converted, "CPU", _config(precision))
+    del converted  # the compiled model keeps what it needs of it
     with _lock:
         _counts["conversions"] += 1
     return compiled
