@@ -32,6 +32,8 @@ import torch
 from PIL import Image
 
 from fastdiff import FastDiffError
+from fastdiff.distill.classifier import accuracy, images_to_tensor, shipped_classifier
+from fastdiff.distill.shapes import parse_caption
 
 from .test_demo_browser import CHROMEDRIVER, CHROMIUM, headless_chromium  # the same Chromium, driven the same way
 from .test_export_onnx import MISSING, PROMPT, family_export, shapes_export, shapes_generator
@@ -253,6 +255,10 @@ def test_typing_regenerates_latest_wins_and_ends_on_the_python_image(page: tuple
         diff = np.abs(canvas(driver).astype(int) - want)
         print(f"{steps} steps: page vs FewStepGenerator, max {diff.max()}/255, mean {diff.mean():.5f}/255")
         assert diff.max() <= 1, steps
+        if steps == "4":  # and it reads as the prompt: the shipped classifier, as in the next test
+            image = images_to_tensor(canvas(driver)[None])
+            read = accuracy(shipped_classifier().float(), image, [parse_caption(PROMPT)])
+            assert read["shape"] == read["color"] == read["background"] == 1.0, read
         if steps == "4" and (out := os.environ.get("FASTDIFF_BROWSER_SCREENSHOT")):
             driver.save_screenshot(out)  # docs/img/browser.png
 
@@ -260,9 +266,6 @@ def test_typing_regenerates_latest_wins_and_ends_on_the_python_image(page: tuple
 @needs_onnx
 @needs_browser
 def test_with_its_own_noise_the_page_follows_the_prompt(page: tuple[Any, str]) -> None:
-    from fastdiff.distill.classifier import accuracy, images_to_tensor, shipped_classifier
-    from fastdiff.distill.shapes import parse_caption
-
     driver, url = page
     driver.get(f"{url}/shapes/?backend=wasm&prompt={quote(PROMPT)}")
     wait_for(driver, lambda s: s.get("ready"), "the models")
