@@ -50,9 +50,6 @@ def shapes_export(root: Path) -> Path:
 
 
 def shapes_generator() -> FewStepGenerator:
-    from fastdiff.distill.shipped import register_shipped
-
-    register_shipped()  # a no-op now that the presets table holds it
     return FewStepGenerator.from_preset("fastdiff-shapes", device="cpu", dtype="float32", optimize="none")
 
 

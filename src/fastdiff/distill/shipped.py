@@ -7,24 +7,11 @@ Their presets are rows of the default table (`fastdiff.presets`); this module na
 
 from __future__ import annotations
 
-from ..errors import FastDiffError
-from ..presets import SHIPPED_MODELS, Preset, get, register
+from ..presets import SHIPPED_MODELS, get
 
-__all__ = ["GUIDANCE", "MODELS", "STUDENT", "TEACHER", "register_shipped"]
+__all__ = ["GUIDANCE", "MODELS", "STUDENT", "TEACHER"]
 
 MODELS = SHIPPED_MODELS
 TEACHER = get("fastdiff-shapes-teacher")
 STUDENT = get("fastdiff-shapes")
 GUIDANCE = TEACHER.guidance_scale  # figures.json "teacher_guidance" of the shipped run
-
-
-def register_shipped() -> tuple[Preset, Preset]:
-    """Put both shipped presets back in the table if a caller replaced or removed them; return (teacher, student)."""
-    for preset in (TEACHER, STUDENT):
-        try:
-            known = get(preset.name)
-        except FastDiffError:  # removed from the table
-            known = None
-        if known != preset:
-            register(preset, overwrite=True)
-    return TEACHER, STUDENT

@@ -40,10 +40,8 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _generator(args: argparse.Namespace) -> Any:
     from ..cli import _quiet_libraries
-    from ..distill.shipped import register_shipped
     from ..generator import FewStepGenerator
 
-    register_shipped()  # the packaged fastdiff-shapes presets (a no-op once they are in the table)
     _quiet_libraries()
     return FewStepGenerator.from_preset(
         args.preset,
