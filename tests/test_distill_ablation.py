@@ -20,7 +20,7 @@ from fastdiff.distill.ablation import (
     sharpness_split,
     student_configs,
 )
-from fastdiff.distill.recipe import eval_specs
+from fastdiff.distill.evaluation import eval_specs
 from fastdiff.testing import tiny_pipeline
 
 

@@ -11,7 +11,7 @@ from safetensors import safe_open
 
 from fastdiff import FewStepGenerator, presets
 from fastdiff.distill.classifier import accuracy, images_to_tensor, shipped_classifier
-from fastdiff.distill.recipe import eval_specs
+from fastdiff.distill.evaluation import eval_specs
 from fastdiff.distill.shapes import caption
 from fastdiff.distill.shipped import MODELS, STUDENT, TEACHER
 

@@ -28,7 +28,8 @@ from PIL import Image, ImageDraw
 from . import shipped as _shipped
 from .classifier import ShapesClassifier, accuracy, images_to_tensor, shipped_classifier
 from .config import ADDConfig
-from .recipe import SHARE, STEP_SECONDS, eval_specs, generate, image_rows, save_fp16, student_config, student_pipeline
+from .evaluation import eval_specs, generate, image_rows
+from .recipe import SHARE, STEP_SECONDS, save_fp16, student_config, student_pipeline
 from .shapes import ShapeSpec, caption, draw, make_shapes
 from .shipped import MODELS, STUDENT, TEACHER
 from .trainer import train
@@ -127,7 +128,7 @@ def _load(folder: Path) -> Any:
 def _timed(
     pipe: Any, prompts: Sequence[str], *, steps: int, guidance: float, repeats: int
 ) -> tuple[torch.Tensor, float]:
-    """The images of `recipe.generate` on all `prompts` (one batch) and the median seconds per image after a warm-up."""
+    """`evaluation.generate` on all `prompts` (one batch) and the median seconds per image after a warm-up."""
     images, times = generate(pipe, prompts, steps=steps, guidance=guidance), []
     for _ in range(repeats):
         start = time.perf_counter()
@@ -197,7 +198,7 @@ def _max_unet_difference(a: Any, b: Any) -> float:
 
 
 def _labelled_grid(rows: Sequence[torch.Tensor], labels: Sequence[str], path: Path, *, zoom: int = 2) -> None:
-    """`recipe.image_rows` of the rows, enlarged `zoom`×, with each row's label in a left margin."""
+    """`evaluation.image_rows` of the rows, enlarged `zoom`×, with each row's label in a left margin."""
     image_rows(rows, path)
     grid = Image.open(path).convert("RGB")
     grid = grid.resize((grid.width * zoom, grid.height * zoom), Image.Resampling.NEAREST)

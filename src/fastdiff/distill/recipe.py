@@ -21,33 +21,20 @@ from pathlib import Path
 from typing import Any
 
 import diffusers
-import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
-from .classifier import accuracy, images_to_tensor, shipped_classifier
+from .classifier import images_to_tensor
 from .conditioning import NoiseSchedule
 from .config import ADDConfig
-from .shapes import COLORS, POSITIONS, SHAPES, ShapeSpec, caption, make_shapes, sample_specs
+from .evaluation import eval_specs, generate, image_rows, prompt_accuracy
+from .shapes import COLORS, POSITIONS, SHAPES, caption, make_shapes
 from .trainer import train
 
 _D: Any = diffusers  # its classes are untyped
 
-__all__ = [
-    "SCHEDULER_CONFIG",
-    "build_pipeline",
-    "eval_specs",
-    "generate",
-    "image_rows",
-    "main",
-    "prompt_accuracy",
-    "save_fp16",
-    "student_config",
-    "student_pipeline",
-    "tokenizer",
-]
+__all__ = ["SCHEDULER_CONFIG", "build_pipeline", "main", "save_fp16", "student_config", "student_pipeline", "tokenizer"]
 
 # SD 1.5's scheduler/scheduler_config.json (PNDM over the scaled-linear DDPM betas).
 SCHEDULER_CONFIG: dict[str, Any] = {
@@ -205,27 +192,6 @@ def _write_log(path: Path, fields: Sequence[str], rows: Iterator[tuple[int, floa
             out.writerow(row)
 
 
-def eval_specs(n: int = 48, *, seed: int = 12345) -> list[ShapeSpec]:
-    """The fixed prompt set of the figures (and of the shipped model's test)."""
-    return sample_specs(n, seed=seed)
-
-
-@torch.no_grad()
-def generate(pipe: Any, prompts: Sequence[str], *, steps: int, guidance: float, seed: int = 0) -> torch.Tensor:
-    """Images (N, 3, 64, 64) in [-1, 1] from the pipeline as it is (its own scheduler), one seed for the batch."""
-    gen = torch.Generator().manual_seed(seed)
-    out = pipe(list(prompts), num_inference_steps=steps, guidance_scale=guidance, generator=gen, output_type="np")
-    return images_to_tensor((out.images * 255).round().astype(np.uint8))
-
-
-def prompt_accuracy(pipe: Any, specs: Sequence[ShapeSpec], *, steps: int, guidance: float) -> dict[str, float]:
-    """The shipped classifier's accuracy on images made from the captions of `specs`, and the seconds per image."""
-    start = time.perf_counter()
-    images = generate(pipe, [caption(s) for s in specs], steps=steps, guidance=guidance)
-    seconds = (time.perf_counter() - start) / len(specs)
-    return accuracy(shipped_classifier().float(), images, specs) | {"seconds_per_image": seconds}
-
-
 def save_fp16(pipe: Any, folder: Path) -> int:
     """Write `pipe` as an fp16 diffusers folder (no variant suffix) and keep the fp16-rounded weights in memory."""
     pipe.to(torch.float16).save_pretrained(folder)
@@ -240,12 +206,6 @@ def student_pipeline(pipe: Any, unet: Any) -> Any:
     return _D.StableDiffusionPipeline(
         **parts, unet=unet, scheduler=euler, safety_checker=None, feature_extractor=None, requires_safety_checker=False
     )
-
-
-def image_rows(rows: Sequence[torch.Tensor], path: Path) -> None:
-    """Rows of (N, 3, 64, 64) images in [-1, 1], pasted one row each."""
-    arrays = [((r.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy() for r in rows]
-    Image.fromarray(np.concatenate([np.concatenate(list(a), axis=1) for a in arrays], axis=0)).save(path)
 
 
 def _pick_guidance(pipe: Any) -> tuple[float, dict[str, dict[str, float]]]:

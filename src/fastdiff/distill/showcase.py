@@ -24,7 +24,7 @@ from PIL import Image, ImageDraw
 from ..bench.report import device_description
 from ..generator import FewStepGenerator
 from .classifier import accuracy, images_to_tensor, shipped_classifier
-from .recipe import eval_specs
+from .evaluation import eval_specs
 from .shapes import ShapeSpec, caption
 
 __all__ = ["Row", "add_showcase_arguments", "compare", "run_showcase", "side_by_side"]

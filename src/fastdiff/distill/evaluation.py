@@ -1,0 +1,47 @@
+"""How the shipped models are measured: the fixed prompt set, batched generation, prompt accuracy, image rows.
+
+The recipe's figures, the ablation, `fastdiff showcase` and the shipped model's tests all read them from here.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .classifier import accuracy, images_to_tensor, shipped_classifier
+from .shapes import ShapeSpec, caption, sample_specs
+
+__all__ = ["eval_specs", "generate", "image_rows", "prompt_accuracy"]
+
+
+def eval_specs(n: int = 48, *, seed: int = 12345) -> list[ShapeSpec]:
+    """The fixed prompt set of the figures (and of the shipped model's test)."""
+    return sample_specs(n, seed=seed)
+
+
+@torch.no_grad()
+def generate(pipe: Any, prompts: Sequence[str], *, steps: int, guidance: float, seed: int = 0) -> torch.Tensor:
+    """Images (N, 3, 64, 64) in [-1, 1] from the pipeline as it is (its own scheduler), one seed for the batch."""
+    gen = torch.Generator().manual_seed(seed)
+    out = pipe(list(prompts), num_inference_steps=steps, guidance_scale=guidance, generator=gen, output_type="np")
+    return images_to_tensor((out.images * 255).round().astype(np.uint8))
+
+
+def prompt_accuracy(pipe: Any, specs: Sequence[ShapeSpec], *, steps: int, guidance: float) -> dict[str, float]:
+    """The shipped classifier's accuracy on images made from the captions of `specs`, and the seconds per image."""
+    start = time.perf_counter()
+    images = generate(pipe, [caption(s) for s in specs], steps=steps, guidance=guidance)
+    seconds = (time.perf_counter() - start) / len(specs)
+    return accuracy(shipped_classifier().float(), images, specs) | {"seconds_per_image": seconds}
+
+
+def image_rows(rows: Sequence[torch.Tensor], path: Path) -> None:
+    """Rows of (N, 3, 64, 64) images in [-1, 1], pasted one row each."""
+    arrays = [((r.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy() for r in rows]
+    Image.fromarray(np.concatenate([np.concatenate(list(a), axis=1) for a in arrays], axis=0)).save(path)
