@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import random
 from pathlib import Path
 from typing import Any
@@ -74,9 +75,14 @@ def test_synchronize_waits_for_cuda_only_on_cuda(monkeypatch: pytest.MonkeyPatch
 
 def test_cpu_peak_memory_is_per_region() -> None:
     memory = PeakMemory(torch.device("cpu"))
-    block = torch.ones(128 * 2**20 // 4)  # 128 MiB, touched: the peak includes it
+    memory.reset()
+    # An anonymous mapping of its own, so that freeing it surely unmaps it (an allocator may keep a freed tensor's
+    # pages resident for reuse, and then no peak can drop).
+    block = mmap.mmap(-1, 128 * 2**20)
+    for offset in range(0, len(block), mmap.PAGESIZE):  # touched page by page: 128 MiB resident
+        block[offset] = 1
     high = memory.read()
-    del block  # freed (munmap): the resident size drops, the lifetime peak does not
+    block.close()  # munmap: the resident size drops, the peak of the region does not
     memory.reset()
     low = memory.read()
     assert memory.kind == "process-rss"
