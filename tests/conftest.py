@@ -27,6 +27,15 @@ def hub_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture
+def fresh_accelerator_state() -> Iterator[None]:
+    """accelerate keeps one process-wide state (mixed precision, device): a trainer test leaves none behind."""
+    yield
+    from accelerate.state import AcceleratorState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+
+@pytest.fixture
 def no_network(monkeypatch: pytest.MonkeyPatch) -> None:
     """Fail the test on any attempt to open a network connection (the weights are cached: none is needed)."""
 

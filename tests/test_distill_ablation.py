@@ -23,14 +23,7 @@ from fastdiff.distill.ablation import (
 from fastdiff.distill.evaluation import eval_specs
 from fastdiff.testing import tiny_pipeline
 
-
-@pytest.fixture(autouse=True)
-def _fresh_accelerator_state():
-    """accelerate keeps one process-wide state; leave none behind for the other test modules."""
-    yield
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
+pytestmark = pytest.mark.usefixtures("fresh_accelerator_state")
 
 
 @pytest.fixture(scope="module")

@@ -18,13 +18,7 @@ from fastdiff.testing import tiny_pipeline, tiny_unet
 LOSSES = ("loss_g", "loss_distill", "loss_adv_g", "loss_d", "loss_d_hinge", "r1")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_accelerator_state():
-    """accelerate keeps one process-wide state; a test that changes mixed precision must not leak it."""
-    yield
-    from accelerate.state import AcceleratorState
-
-    AcceleratorState._reset_state(reset_partial_state=True)
+pytestmark = pytest.mark.usefixtures("fresh_accelerator_state")
 
 
 @pytest.fixture(scope="module")
