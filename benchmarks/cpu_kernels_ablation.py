@@ -28,7 +28,7 @@ from fastdiff.cpu_kernels import (
     SubpixelUpsample2D,
     _cross_attention_projections,
 )
-from fastdiff.optimize import _own_copy
+from fastdiff.optimize import own_copy
 
 Swap = dict[type, type]
 STEPS: list[tuple[str, Swap]] = [
@@ -42,7 +42,7 @@ KV_STEP = ("+ cross-attention K/V reused", {})
 
 def swapped(module: nn.Module, swap: Swap, *, reuse_kv: bool = False) -> nn.Module:
     """A copy of `module` sharing its weights, with the classes in `swap` replaced (as `use_cpu_kernels` does)."""
-    out = _own_copy(module)
+    out = own_copy(module)
     kv = _cross_attention_projections(out)
     for sub in out.modules():
         new = swap.get(type(sub))

@@ -68,6 +68,7 @@ def test_rows_of_the_same_work_run_interleaved_on_shared_weights() -> None:
     from diffusers import AutoencoderTiny
 
     from fastdiff.cpu_kernels import OneDNNConv2d
+    from fastdiff.openvino_engine import OpenVINOForward
 
     names = ["diffusers:sdxl-turbo@1", "fastdiff:default:sdxl-turbo@1", "fastdiff:max:sdxl-turbo@1"]
     order: list[str] = []
@@ -94,7 +95,13 @@ def test_rows_of_the_same_work_run_interleaved_on_shared_weights() -> None:
     assert denoise[names[1]] == pytest.approx(denoise[names[0]]) == pytest.approx(denoise[names[2]])
     assert by_name[names[2]].gflops_by_stage["decode"] > 0  # the tiny VAE's decoder, counted as well
     loaded = source.load(parse_scenario(names[2]))
-    assert isinstance(loaded.pipe.vae, AutoencoderTiny) and isinstance(loaded.pipe.unet.conv_in, OneDNNConv2d)
+    assert isinstance(loaded.pipe.vae, AutoencoderTiny)
+    assert loaded.generator is not None
+    optimized = loaded.generator.optimizations  # the level's own recipe: OpenVINO where installed, else the kernels
+    if optimized.engine == "openvino":
+        assert isinstance(loaded.pipe.unet.forward, OpenVINOForward)
+    else:
+        assert isinstance(loaded.pipe.unet.conv_in, OneDNNConv2d)
     source.release()
 
 

@@ -147,3 +147,23 @@ def test_swap_keeps_state_dict_and_leaves_subclasses_alone() -> None:
     assert use_cpu_kernels(model) == 2
     assert set(model.state_dict()) == keys
     assert type(model[2]) is Custom
+
+
+def test_traced_subpixel_upsampler_is_diffusers_upsampler() -> None:
+    """What OpenVINO converts for the decoder's upsamplers: plain conv + interleave ops, equal to diffusers'."""
+    torch.manual_seed(0)
+    up = Upsample2D(8, use_conv=True).eval()
+    x = torch.randn(2, 8, 5, 6)
+    with torch.no_grad():
+        expected = up(x)
+        sub = copy.deepcopy(up)
+        sub.__class__ = SubpixelUpsample2D
+        sub.derive_taps()
+        traced = torch.jit.trace(sub, (x,))
+    ops = {node.kind() for node in traced.inlined_graph.nodes()}
+    assert "aten::upsample_nearest2d" not in ops  # the sub-pixel graph, not nearest-then-3x3
+    assert torch.allclose(traced(x), expected, atol=1e-5)
+    with torch.no_grad():
+        sub.conv.weight.mul_(2.0)  # taps derived from old weights are not used: the plain graph is traced
+        retraced = torch.jit.trace(sub, (x,))
+    assert "aten::upsample_nearest2d" in {node.kind() for node in retraced.inlined_graph.nodes()}

@@ -24,6 +24,8 @@ from fastdiff.openvino_cache import conversions
 from fastdiff.openvino_engine import OpenVINOForward, openvino_pipeline
 from fastdiff.testing import tiny_autoencoder_tiny
 
+pytestmark = pytest.mark.usefixtures("cpu_engine_default")  # the engine users get by default
+
 PROMPT = "a watercolor fox in the snow"
 SIZE = {"height": 64, "width": 64}
 # Bound for OpenVINO in f32 against fp32 "none" on the same weights. Both compute in float32; OpenVINO fuses
@@ -105,7 +107,8 @@ def test_within_tolerance_of_none(name: str, steps: int, guidance: float | None,
 def test_max_runs_the_tiny_decoder(hub_cache: Path, small_sizes: None, ov_cache: Path) -> None:
     tiny = tiny_autoencoder_tiny()
     where: dict[str, Any] = {"device": "cpu", "cache_dir": hub_cache, "local_files_only": True}
-    plain = FewStepGenerator.from_preset("sdxl-turbo", optimize=Optimizations.preset("max", tiny_vae=tiny), **where)
+    torch_max = Optimizations.preset("max", tiny_vae=tiny, engine="torch")
+    plain = FewStepGenerator.from_preset("sdxl-turbo", optimize=torch_max, **where)
     opts = Optimizations.preset("max", tiny_vae=tiny, engine="openvino", openvino_precision="f32")
     fast = FewStepGenerator.from_preset("sdxl-turbo", optimize=opts, **where)
     assert isinstance(fast.pipeline.vae.decoder.forward, OpenVINOForward)
@@ -119,10 +122,14 @@ def test_warmup_covers_a_new_shape(ov_load: Any, small_sizes: None) -> None:
     gen = ov_load("sd-turbo")
     gen(PROMPT, seed=0, **SIZE)  # the text encoder is compiled (shared by all sizes)
     converted = conversions()
-    gen.warmup(height=96, width=96)  # converts the new shape, quietly (filterwarnings = error: no warning)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="OpenVINO", category=FastDiffWarning)
+        gen.warmup(height=96, width=96)  # converts the new shape, quietly
     before = conversions()
     assert before != converted  # the warm-up did convert (or load) the shape
-    gen(PROMPT, seed=1, height=96, width=96)  # no warning (filterwarnings = error): the shape was warmed up
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="OpenVINO", category=FastDiffWarning)
+        gen(PROMPT, seed=1, height=96, width=96)  # no warning: the shape was warmed up
     assert conversions() == before
 
 
@@ -160,6 +167,16 @@ def test_stock_kernels_run_torch(ov_load: Any, load: Any) -> None:
 def test_engine_resolution() -> None:
     assert Optimizations(engine="auto").resolved(torch.device("cpu")).engine == "openvino"
     assert Optimizations(engine="auto").resolved(torch.device("cuda")).engine == "torch"
+    assert Optimizations.preset("default").resolved(torch.device("cpu")).engine == "openvino"
+
+
+def test_the_engine_can_be_kept_torch_process_wide(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FASTDIFF_CPU_ENGINE", "torch")
+    assert Optimizations.preset("default").resolved(torch.device("cpu")).engine == "torch"
+    assert Optimizations(engine="openvino").resolved(torch.device("cpu")).engine == "openvino"  # asked by name
+    monkeypatch.setenv("FASTDIFF_CPU_ENGINE", "openvino")
+    with pytest.raises(FastDiffError, match="FASTDIFF_CPU_ENGINE must be 'auto' or 'torch'"):
+        Optimizations.preset("default").resolved(torch.device("cpu"))
     assert Optimizations.preset("none").resolved(torch.device("cpu")).engine == "torch"
     with pytest.raises(FastDiffError, match="runs on the CPU"):
         Optimizations(engine="openvino").resolved(torch.device("cuda"))

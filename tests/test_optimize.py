@@ -1,4 +1,6 @@
-"""optimize=: "default" stays within a stated tolerance of "none"; warm-up means no recompilation later."""
+"""optimize=: the torch engine's "default" (the CPU kernels: what runs without OpenVINO) stays within a stated
+tolerance of "none"; warm-up means no recompilation later. The OpenVINO engine, which "default" picks on the CPU
+where it is installed, is tested in test_openvino_engine.py."""
 
 from __future__ import annotations
 
@@ -16,11 +18,13 @@ from fastdiff.optimize import cpu_has_native_bf16
 from fastdiff.testing import tiny_autoencoder_tiny
 
 PROMPT = "a watercolor fox in the snow"
-# Bound for "default" vs "none" on the same weights, on the CPU: both compute in float32; "default" only changes
-# the order of the sums (oneDNN instead of MKL, packed weights, the sub-pixel upsampler's pre-added taps), which
-# moves the latents by ~1e-6 relative. Through the VAE and the rounding to uint8 that can flip a pixel by one
-# step and no more: so at most 1/255 per channel (and PSNR ≥ 45 dB). A wrong kernel, scheduler or dtype is off by
-# far more (the sub-pixel upsampler with one tap misplaced: 255/255 on the tiny SDXL).
+TORCH = {"engine": "torch"}  # "default" without OpenVINO installed
+# Bound for "default" (torch engine) vs "none" on the same weights, on the CPU: both compute in float32;
+# "default" only changes the order of the sums (oneDNN instead of MKL, packed weights, the sub-pixel
+# upsampler's pre-added taps), which moves the latents by ~1e-6 relative. Through the VAE and the rounding to
+# uint8 that can flip a pixel by one step and no more: so at most 1/255 per channel (and PSNR ≥ 45 dB). A wrong
+# kernel, scheduler or dtype is off by far more (the sub-pixel upsampler with one tap misplaced: 255/255 on the
+# tiny SDXL).
 MAX_PIXEL_STEPS = 1
 MIN_PSNR_DB = 45.0
 
@@ -32,7 +36,7 @@ def psnr(a: Any, b: Any) -> float:
 
 
 def test_bf16_opt_in_follows_the_cpu(load: Any, hub_cache: Path, small_sizes: None) -> None:
-    opts = Optimizations.preset("default", compute_dtype="auto")
+    opts = Optimizations.preset("default", compute_dtype="auto", **TORCH)
     gen = FewStepGenerator.from_preset(
         "sd-turbo", device="cpu", cache_dir=hub_cache, local_files_only=True, optimize=opts
     )
@@ -42,10 +46,11 @@ def test_bf16_opt_in_follows_the_cpu(load: Any, hub_cache: Path, small_sizes: No
 
 
 @pytest.mark.parametrize("name", ["sd-turbo", "sdxl-turbo", "lcm-lora-sd15", "sdxl-lightning-4step-lora"])
-def test_default_is_within_tolerance_of_none(name: str, hub_cache: Path, load: Any, small_sizes: None) -> None:
+def test_torch_default_is_within_tolerance_of_none(name: str, hub_cache: Path, load: Any, small_sizes: None) -> None:
     exact = load(name)
+    kernels = Optimizations.preset("default", **TORCH)
     fast = FewStepGenerator.from_preset(
-        name, device="cpu", cache_dir=hub_cache, local_files_only=True, optimize="default"
+        name, device="cpu", cache_dir=hub_cache, local_files_only=True, optimize=kernels
     )
     assert fast.dtype == torch.float32  # bf16 on the CPU is opt-in: measured slower here (docs/performance.md)
     assert isinstance(fast.pipeline.unet.conv_in, OneDNNConv2d)  # the CPU kernels are in use...
@@ -91,7 +96,7 @@ def test_max_uses_the_tiny_autoencoder(load: Any, small_sizes: None) -> None:
     from diffusers import AutoencoderTiny
 
     tiny = tiny_autoencoder_tiny()
-    opts = Optimizations.preset("max", tiny_vae=tiny, compute_dtype=torch.float32)
+    opts = Optimizations.preset("max", tiny_vae=tiny, compute_dtype=torch.float32, **TORCH)
     gen = FewStepGenerator.from_pipeline("sdxl-turbo", load("sdxl-turbo").pipeline, optimize=opts)
     assert isinstance(gen.pipeline.vae, AutoencoderTiny)
     result = gen(PROMPT, seed=0, height=128, width=128)
@@ -106,7 +111,10 @@ def test_max_uses_the_tiny_autoencoder(load: Any, small_sizes: None) -> None:
     assert np.abs(full_vae - expected).mean() > 5  # and it is the tiny decoder's image, not the full VAE's
 
 
-def test_from_pipeline_default_leaves_the_users_pipeline_as_it_was(load: Any, small_sizes: None) -> None:
+@pytest.mark.parametrize("engine", ["torch", "auto"])  # "auto": OpenVINO where installed
+def test_from_pipeline_default_leaves_the_users_pipeline_as_it_was(
+    engine: str, load: Any, small_sizes: None, cpu_engine_default: None
+) -> None:
     user = load("sdxl-turbo").pipeline
 
     def snapshot() -> list[tuple[str, type, int, tuple[int, ...], torch.dtype]]:
@@ -123,8 +131,9 @@ def test_from_pipeline_default_leaves_the_users_pipeline_as_it_was(load: Any, sm
 
     before, first = snapshot(), image()
     tiny = tiny_autoencoder_tiny()
-    opts = Optimizations.preset("max", tiny_vae=tiny)  # every CPU swap, and a new VAE
+    opts = Optimizations.preset("max", tiny_vae=tiny, engine=engine)  # every CPU swap, and a new VAE
     gen = FewStepGenerator.from_pipeline("sdxl-turbo", user, optimize=opts)
+    gen.warmup(height=64, width=64)
     gen("a cat", seed=0, height=64, width=64)
     assert gen.pipeline is not user and gen.pipeline.unet is not user.unet
     assert gen.dtype == user.unet.dtype  # from_pipeline never changes the dtype
@@ -150,7 +159,7 @@ def test_unknown_optimization_field() -> None:
 
 
 def test_auto_switches_follow_the_device() -> None:
-    opts = Optimizations.preset("default")
+    opts = Optimizations.preset("default", **TORCH)
     cpu, cuda = opts.resolved(torch.device("cpu")), opts.resolved(torch.device("cuda"))
     assert (cpu.cpu_kernels, cpu.channels_last, cpu.fuse_qkv, cpu.compile) == (True, False, False, False)
     assert (cuda.cpu_kernels, cuda.channels_last, cuda.fuse_qkv, cuda.compile) == (False, True, True, True)

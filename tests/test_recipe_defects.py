@@ -33,7 +33,8 @@ def _fresh(name: str, hub_cache: Path, **kwargs: Any) -> FewStepGenerator:
 def test_cached_kv_follows_a_new_unet_checkpoint(hub_cache: Path, tmp_path: Path, small_sizes: None) -> None:
     """K/V reuse keyed on the input only served the old weights' K/V after a checkpoint went into a shared UNet."""
     base = _fresh("sdxl-lightning-4step", hub_cache, optimize="none")
-    fast = FewStepGenerator.from_pipeline("sdxl-lightning-4step", base.pipeline, optimize="default")
+    kernels = Optimizations.preset("default", engine="torch")  # the CPU kernels (OpenVINO: test_cpu_default.py)
+    fast = FewStepGenerator.from_pipeline("sdxl-lightning-4step", base.pipeline, optimize=kernels)
     assert any(isinstance(m, CachedKVLinear) for m in fast.pipeline.unet.modules())
     before = _pixels(fast)
     mine = tiny_unet_checkpoint("sdxl", tmp_path / "mine.safetensors", seed=7, base_seed=1)

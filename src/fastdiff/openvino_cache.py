@@ -17,9 +17,8 @@ import shutil
 import threading
 import warnings
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
@@ -41,10 +40,28 @@ _live: weakref.WeakValueDictionary[str, Shared] = weakref.WeakValueDictionary()
 
 class Shared:
     """A compiled model held by every wrapper that runs it: two pipelines over the same weights at the same shape
-    and precision (the bench's fastdiff and openvino rows) hold one copy of the compiled weights."""
+    and precision (the bench's fastdiff and openvino rows) hold one copy of the compiled weights.
+
+    `infer` is safe to call from many threads: each call takes an idle infer request of its own (a compiled
+    model's own `__call__` shares one request, which two threads would overwrite) and returns copies."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
+        self._idle: list[Any] = []
+        self._requests = threading.Lock()
+
+    def infer(self, inputs: list[Any]) -> list[torch.Tensor]:
+        """The model's outputs for `inputs` (numpy arrays, read in place), as torch tensors of their own."""
+        with self._requests:
+            request = self._idle.pop() if self._idle else None
+        if request is None:
+            request = self.model.create_infer_request()
+        try:
+            outputs = request.infer(inputs, share_inputs=True, share_outputs=False)
+            return [torch.from_numpy(outputs[i]) for i in range(len(outputs))]
+        finally:
+            with self._requests:
+                self._idle.append(request)
 
 
 def openvino_usable() -> bool:
@@ -113,33 +130,45 @@ def _config(precision: str | None) -> dict[str, Any]:
 
 
 def effective_precision(precision: str | None) -> str:
-    """The precision the CPU plugin computes in: `precision`, else its default (bf16 on native-bf16 CPUs)."""
-    if precision is not None:
-        return precision
-    return str(_core().get_property("CPU", "INFERENCE_PRECISION_HINT")).lower()
+    """The precision the CPU plugin computes in ("bf16", "f32", "f16"): `precision`, else its default (bf16 on
+    native-bf16 CPUs)."""
+    if precision is None:
+        value = _core().get_property("CPU", "INFERENCE_PRECISION_HINT")  # an openvino.Type
+        precision = str(value.get_type_name() if hasattr(value, "get_type_name") else value)
+    names = {"bfloat16": "bf16", "float32": "f32", "float16": "f16"}
+    return names.get(precision.lower(), precision.lower())
 
 
 def _key(module: nn.Module, example: Sequence[torch.Tensor], names: Sequence[str]) -> str:
-    """The converted model's name on disk: the weights, the input shapes and dtypes, and the software versions
-    (the IR holds the f32 graph: the precision is chosen when it is compiled)."""
+    """The converted model's name on disk: the weights, the module classes (a swapped class traces another
+    graph), the input shapes and dtypes, and the software versions (the IR holds the f32 graph: the precision is
+    chosen when it is compiled)."""
     import openvino as ov
 
     versions = [ov.__version__, torch.__version__, *(package_version(p) for p in ("diffusers", "transformers"))]
+    classes = ",".join(sorted({type(m).__qualname__ for m in module.modules()}))
     inputs = ";".join(f"{n}:{tuple(t.shape)}:{t.dtype}" for n, t in zip(names, example, strict=True))
-    return hashlib.sha256("|".join([weights_digest(module), inputs, *versions]).encode()).hexdigest()[:32]
+    return hashlib.sha256("|".join([weights_digest(module), classes, inputs, *versions]).encode()).hexdigest()[:32]
 
 
-@contextmanager
-def _quiet_tracing() -> Iterator[None]:
+def _silence_tracing_warnings() -> None:
     """Tracing diffusers/transformers code for OpenVINO warns about what tracing cannot see (the traced graph is
-    specialized to static shapes on purpose) and about deprecations no fastdiff user can act on."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", category=TracerWarning)
-        warnings.filterwarnings(
-            "ignore", message=r"`torch\.jit\.trace(_method)?` is deprecated", category=DeprecationWarning
-        )
-        warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-        yield
+    specialized to static shapes on purpose) and about deprecations no fastdiff user can act on. These filters
+    are installed once, when fastdiff is imported, and are narrow (by category and the warning module), because
+    a `warnings.catch_warnings()` around each conversion would flip the process-wide filters under other
+    threads' feet."""
+    warnings.filterwarnings("ignore", category=TracerWarning, module=r"(diffusers|transformers|torch)\.")
+    warnings.filterwarnings(
+        "ignore", message=r"`torch\.jit\.trace(_method)?` is deprecated", category=DeprecationWarning,
+        module=r"(openvino|torch)\.",
+    )  # fmt: skip
+    warnings.filterwarnings(
+        "ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning,
+        module=r"(diffusers|transformers|torch|openvino)\.",
+    )  # fmt: skip
+
+
+_silence_tracing_warnings()
 
 
 def compiled_model(
@@ -216,7 +245,7 @@ def _convert(traced: nn.Module, example: Sequence[torch.Tensor]) -> Any:
     from openvino.frontend import FrontEndManager
     from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
 
-    with _quiet_tracing(), torch.no_grad():
+    with torch.no_grad():
         decoder = TorchScriptPythonDecoder(traced, example_input=tuple(example), shared_memory=True)
     frontend = FrontEndManager().load_by_framework("pytorch")
     return frontend.convert(frontend.load(decoder))

@@ -7,11 +7,12 @@ on disk once per shape by `openvino_cache`), and come back as what diffusers exp
 the UNet, the text encoder(s) and the VAE's decoder (the tiny decoder too); the VAE encoder (img2img) stays torch.
 A call with an argument the engine does not take (a LoRA scale in `cross_attention_kwargs`, an attention mask,
 bf16 tensors) runs the torch forward instead, so a wrapped module is correct on every path. Inside
-`cpu_kernels.stock_kernels()` (FLOP counting) the torch forward runs too.
+`cpu_kernels.stock_kernels()` (FLOP counting) the torch forward runs too. A batch runs item by item through the
+model compiled for one item (`_split_batch`), so a new batch size converts nothing; many threads may call at once.
 
 The precision is OpenVINO's default for the CPU (bf16 on CPUs with native bf16, f32 elsewhere) unless `precision`
-says otherwise ("f32", "bf16"). A module's weights are read once, when its first shape converts: writes to them
-later are not seen.
+says otherwise ("f32", "bf16"). A module's weights are read when a shape converts; a call after they were replaced
+or written in place (a fused LoRA) warns and converts again.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from torch import nn
 from . import cpu_kernels
 from .errors import FastDiffError, FastDiffWarning
 from .openvino_cache import compiled_model, openvino_usable
+from .stamps import version
 
 __all__ = ["OpenVINOForward", "expected_shapes", "use_openvino"]
 
@@ -95,6 +97,25 @@ def _flatten(kind: Kind, arguments: dict[str, Any]) -> tuple[list[str], list[tor
     return names, [t.detach().contiguous() for t in tensors], options
 
 
+def _weights_stamp(module: nn.Module) -> tuple[tuple[int, int], ...]:
+    """Each weight's address and write counter: a new tensor or an in-place write changes it (~1 ms for SDXL's
+    UNet, once per call)."""
+    return tuple((t.data_ptr(), version(t)) for t in (*module.parameters(), *module.buffers()))
+
+
+def _split_batch(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    """The call as one call per batch item: the tensors whose first dimension is the batch (that of the first
+    tensor: the sample, the token ids or the latents) are sliced, the others (a scalar timestep) go whole.
+
+    One compiled model per image size then serves every batch (CFG's two predictions, coalesced calls) without
+    a conversion per batch size: a CPU is compute-bound, so a batch of N costs N calls' time either way (the real
+    SDXL-Turbo measured 1.01x with 4 coalesced callers, docs/serving.md)."""
+    batch = tensors[0].shape[0] if tensors[0].dim() else 1
+    if batch == 1:
+        return [tensors]
+    return [[t[i : i + 1] if t.dim() and t.shape[0] == batch else t for t in tensors] for i in range(batch)]
+
+
 def _unflatten(names: list[str], tensors: tuple[torch.Tensor, ...]) -> dict[str, Any]:
     kwargs: dict[str, Any] = {}
     for name, tensor in zip(names, tensors, strict=True):
@@ -115,6 +136,7 @@ class OpenVINOForward:
         self._signature = inspect.signature(self.torch_forward)
         self._entries: dict[tuple[Any, ...], _Entry] = {}
         self._lock = threading.Lock()
+        self._weights = _weights_stamp(module)  # what the compiled models were converted from
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Any:
         """A copy of the wrapped module (`own_copy`) is a torch module again: the recipe decides anew."""
@@ -133,14 +155,31 @@ class OpenVINOForward:
         if flat is None:
             return self.torch_forward(*args, **kwargs)
         names, tensors, options = flat
-        key = tuple((n, tuple(t.shape), t.dtype) for n, t in zip(names, tensors, strict=True))
+        if _weights_stamp(self.module) != self._weights:
+            self._weights_changed()
+        items = _split_batch(tensors)
+        key = tuple((n, tuple(t.shape), t.dtype) for n, t in zip(names, items[0], strict=True))
         entry = self._entries.get(key)
         if entry is None:
             with self._lock:
-                entry = self._entries.get(key) or self._compile(key, names, tensors)
-        outputs = entry.model.model([t.numpy() for t in tensors], share_inputs=True)
-        result = [torch.from_numpy(outputs[i]) for i in range(len(outputs))]
-        return self._rebuild(result, entry.structure, options)
+                entry = self._entries.get(key) or self._compile(key, names, items[0])
+        results = [entry.model.infer([t.numpy() for t in item]) for item in items]
+        outputs = results[0] if len(results) == 1 else [torch.cat(parts) for parts in zip(*results, strict=True)]
+        return self._rebuild(outputs, entry.structure, options)
+
+    def _weights_changed(self) -> None:
+        """The module's weights were replaced or written in place (a LoRA fused, a state dict loaded): every
+        shape converts again, from the new weights."""
+        with self._lock:
+            if _weights_stamp(self.module) == self._weights:
+                return
+            self._entries.clear()
+            self._weights = _weights_stamp(self.module)
+        warnings.warn(
+            f"OpenVINO: the {self.kind}'s weights changed since they were converted; converting again",
+            FastDiffWarning,
+            stacklevel=4,
+        )
 
     def _compile(self, key: tuple[Any, ...], names: list[str], tensors: list[torch.Tensor]) -> _Entry:
         entry = _Entry(model=None)
@@ -149,6 +188,9 @@ class OpenVINOForward:
             return self._traced_call(_unflatten(names, inputs), entry.structure)
 
         start = time.perf_counter()
+        for sub in self.module.modules():  # constants of the traced graph, derived from the current weights
+            if isinstance(sub, cpu_kernels.SubpixelUpsample2D):
+                sub.derive_taps()
         entry.model = compiled_model(
             self.module, traced, tensors, names, precision=self.precision, use_cache=self.use_cache
         )
@@ -201,15 +243,22 @@ def _wrap(module: nn.Module, kind: Kind, *, precision: str | None, use_cache: bo
     object.__setattr__(module, "forward", OpenVINOForward(module, kind, precision=precision, use_cache=use_cache))
 
 
-def use_openvino(modules: dict[str, nn.Module], *, precision: str | None = None, use_cache: bool = True) -> None:
+def use_openvino(
+    modules: dict[str, nn.Module], *, precision: str | None = None, use_cache: bool = True, subpixel: bool = False
+) -> None:
     """Run the UNet (`"unet"`), the text encoders (`"text_encoder*"`) and the VAE decoder (`"vae"`: its
-    `.decoder`) of `modules` through OpenVINO, each shape converted on its first call. Others are left alone."""
+    `.decoder`) of `modules` through OpenVINO, each shape converted on its first call. Others are left alone.
+    `subpixel`: the decoder's upsamplers are converted as sub-pixel convolutions (`cpu_kernels.SubpixelUpsample2D`:
+    the same sums with 16 taps per input pixel instead of 36); the UNet's are left as they are, so its compiled
+    model stays the one plain OpenVINO (the bench's peer) compiles, and is shared with it."""
     for name, module in modules.items():
         if name == "unet":
             _wrap(module, "unet", precision=precision, use_cache=use_cache)
         elif name.startswith("text_encoder"):
             _wrap(module, "text_encoder", precision=precision, use_cache=use_cache)
         elif name == "vae" and isinstance(module.decoder, nn.Module):
+            if subpixel:
+                cpu_kernels.use_subpixel_upsampling(module.decoder)
             _wrap(module.decoder, "decoder", precision=precision, use_cache=use_cache)
 
 

@@ -4,7 +4,8 @@ A recipe is data, decided once: `Optimizations.resolved(device)` turns every "au
 that device, and `apply_optimizations` then does exactly what the resolved recipe says, on whatever device the
 pipeline is (so the CUDA recipe can run, and be tested, on CPU tensors). "none" is bit-parity with diffusers.
 "default" takes every speedup whose image stays within a tested tolerance of "none": the prompt-embedding cache
-everywhere; on the CPU the oneDNN kernels of `cpu_kernels`; on CUDA channels_last, fused QKV, a bf16 VAE
+everywhere; on the CPU the OpenVINO engine where it is installed (`fastdiff[cpu]`; bf16 on CPUs with native
+bf16), else the oneDNN kernels of `cpu_kernels`; on CUDA channels_last, fused QKV, a bf16 VAE
 instead of the fp32 upcast and torch.compile with CUDA graphs. "max" also swaps the VAE for the tiny
 autoencoder (TAESD/TAESDXL). Measured gains and costs: docs/performance.md.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -60,7 +62,8 @@ class Optimizations:
     `tiny_vae`: None, "auto" (the family's TAESD, cache first), a hub id, a local folder or an `AutoencoderTiny`.
     `engine`: "torch", or "openvino" (CPU only: the UNet, text encoders and VAE decoder compiled by OpenVINO at
     static shapes, cached on disk; `openvino_engine`), "auto": OpenVINO on the CPU when it is installed, else
-    torch. `openvino_precision`: None for OpenVINO's default (bf16 on native-bf16 CPUs, f32 elsewhere), or "f32".
+    torch (the environment variable `FASTDIFF_CPU_ENGINE=torch` makes "auto" torch). `openvino_precision`: None
+    for OpenVINO's default (bf16 on native-bf16 CPUs, f32 elsewhere), or "f32".
     """
 
     compute_dtype: Auto | torch.dtype | None = None
@@ -91,6 +94,7 @@ class Optimizations:
                 bf16_vae="auto",
                 compile="auto",  # CPU: inductor took 65 s to compile the SDXL decoder on 2 cores and gained 7 %
                 tiny_vae="auto" if level == "max" else None,
+                engine="auto",  # CPU: OpenVINO where installed (2.0-2.3x plain diffusers, docs/performance.md)
             )
         try:
             return dataclasses.replace(base, **overrides)
@@ -113,8 +117,11 @@ class Optimizations:
 
         compile = auto(self.compile, cuda)
         engine = self.engine
-        if engine == "auto":
-            engine = "openvino" if cpu and openvino_usable() else "torch"
+        if engine == "auto":  # FASTDIFF_CPU_ENGINE=torch keeps the torch engine process-wide (no conversions)
+            wanted = os.environ.get("FASTDIFF_CPU_ENGINE", "auto")
+            if wanted not in ("auto", "torch"):
+                raise FastDiffError(f"FASTDIFF_CPU_ENGINE must be 'auto' or 'torch', not {wanted!r}")
+            engine = "openvino" if cpu and wanted == "auto" and openvino_usable() else "torch"
         elif engine == "openvino" and not (cpu and openvino_usable()):
             where = "pip install 'fastdiff[cpu]'" if cpu else f"it runs on the CPU, not {device.type}"
             raise FastDiffError(f"engine='openvino' needs OpenVINO: {where}")
@@ -247,7 +254,7 @@ def apply_optimizations(pipe: Any, opts: Optimizations, *, tiny_vae: Any = None)
     if openvino:
         from .openvino_engine import use_openvino
 
-        use_openvino(own, precision=opts.openvino_precision)
+        use_openvino(own, precision=opts.openvino_precision, subpixel=True)
     if opts.compile:
         kwargs: dict[str, Any] = {"backend": opts.compile_backend, "fullgraph": False}
         if opts.compile_mode:
