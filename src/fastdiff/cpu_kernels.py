@@ -34,6 +34,7 @@ __all__ = [
     "OneDNNLinear",
     "SubpixelUpsample2D",
     "onednn_usable",
+    "prepare_for_tracing",
     "stock_kernels",
     "subpixel_taps",
     "subpixel_upsample",
@@ -177,8 +178,7 @@ def subpixel_upsample(x: Tensor, taps: Tensor, bias: Tensor | None) -> Tensor:
 
 
 def _identity(conv: nn.Conv2d) -> tuple[int, ...]:
-    """The conv's weight and bias tensors and their write counters, as plain ints (a trace records tensor
-    comparisons, not these)."""
+    """The conv's weight and bias addresses and write counters, as plain ints."""
     bias = conv.bias
     ids = (conv.weight.data_ptr(), version(conv.weight))
     return ids if bias is None else (*ids, bias.data_ptr(), version(bias))
@@ -194,18 +194,24 @@ class SubpixelUpsample2D(Upsample2D):
     """
 
     _phases: tuple[TensorStamp, TensorStamp, OneDNNConv2d] | None = None  # the weight and bias it was derived from
-    _taps: tuple[tuple[int, ...], Tensor, Tensor | None] | None = None  # what tracing uses, derived before it
+    # What tracing uses, derived before it: the weights' identity as ints (a trace records tensor comparisons),
+    # the taps, and the weights themselves (held, so that a new weight cannot reuse their address).
+    _taps: tuple[tuple[int, ...], Tensor, Tensor | None, tuple[Tensor, Tensor | None]] | None = None
+
+    @property
+    def _conv(self) -> Any:
+        return self.conv if self.name == "conv" else self.Conv2d_0
 
     def derive_taps(self) -> None:
         """Derive the sub-pixel taps from the current weights, outside a trace (in which they are constants)."""
-        conv: Any = self.conv if self.name == "conv" else self.Conv2d_0
+        conv = self._conv
         if isinstance(conv, nn.Conv2d) and (self._taps is None or self._taps[0] != _identity(conv)):
             with torch.no_grad():
-                self._taps = (_identity(conv), *subpixel_taps(conv.weight, conv.bias))
+                self._taps = (_identity(conv), *subpixel_taps(conv.weight, conv.bias), (conv.weight, conv.bias))
 
     def _applies(self, x: Tensor, output_size: Any) -> nn.Conv2d | None:
         """The 3x3 conv when this upsampler is exactly nearest 2x then that conv, else None."""
-        conv: Any = self.conv if self.name == "conv" else self.Conv2d_0
+        conv = self._conv
         exact = (
             self.norm is None
             and not self.use_conv_transpose
@@ -282,12 +288,18 @@ def use_cpu_kernels(module: nn.Module) -> int:
             sub.__class__ = CachedKVLinear if id(sub) in kv else OneDNNLinear
         elif type(sub) is nn.Conv2d:
             sub.__class__ = OneDNNConv2d
-        elif type(sub) is Upsample2D:
-            sub.__class__ = SubpixelUpsample2D
         else:
             continue
         swapped += 1
-    return swapped
+    return swapped + use_subpixel_upsampling(module)
+
+
+def prepare_for_tracing(module: nn.Module) -> None:
+    """Derive what the swapped modules inside `module` use when traced (the sub-pixel taps), from the current
+    weights: call it right before tracing."""
+    for sub in module.modules():
+        if isinstance(sub, SubpixelUpsample2D):
+            sub.derive_taps()
 
 
 def use_subpixel_upsampling(module: nn.Module) -> int:
