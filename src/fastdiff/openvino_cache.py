@@ -36,6 +36,7 @@ _counts = {"conversions": 0, "cache_loads": 0}
 _lock = threading.Lock()
 _digests: dict[tuple[Any, ...], tuple[list[weakref.ref[torch.Tensor]], str]] = {}
 _live: weakref.WeakValueDictionary[str, Shared] = weakref.WeakValueDictionary()
+_IR_FORMAT = "static-shapes"  # part of the key: IRs saved before inputs were made static convert again
 
 
 class Shared:
@@ -148,7 +149,8 @@ def _key(module: nn.Module, example: Sequence[torch.Tensor], names: Sequence[str
     versions = [ov.__version__, torch.__version__, *(package_version(p) for p in ("diffusers", "transformers"))]
     classes = ",".join(sorted({type(m).__qualname__ for m in module.modules()}))
     inputs = ";".join(f"{n}:{tuple(t.shape)}:{t.dtype}" for n, t in zip(names, example, strict=True))
-    return hashlib.sha256("|".join([weights_digest(module), classes, inputs, *versions]).encode()).hexdigest()[:32]
+    parts = [weights_digest(module), classes, inputs, _IR_FORMAT, *versions]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
 def _silence_tracing_warnings() -> None:
@@ -226,6 +228,10 @@ def _convert_and_compile(
     converted = _convert(_Traced(module, call), example)
     for port, name in zip(converted.inputs, names, strict=True):
         port.get_tensor().set_names({name})
+    # The frontend leaves the batch and spatial dimensions dynamic; the CPU plugin plans memory and picks kernels
+    # once for static ones (the SDXL UNet at 256²: 1.40 against 1.52 s per call, interleaved), as optimum-intel's
+    # `reshape` does. The trace is only valid at its own shapes anyway (Python ints baked in).
+    converted.reshape({name: ov.PartialShape(list(t.shape)) for name, t in zip(names, example, strict=True)})
     if use_cache:  # the IR, written as it is serialized: no in-memory copy (an exported blob would be one)
         partial = cache_dir() / f"{key}.{os.getpid()}.part"
         partial.mkdir(parents=True, exist_ok=True)

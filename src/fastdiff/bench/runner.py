@@ -249,7 +249,9 @@ def run_interleaved(
     tick: Callable[[], None] = lambda: None,
 ) -> list[BenchRow]:
     """Rows that do the same work on the same weights, measured pairwise: every row warms up, then each round
-    runs every row once, so slow drift of the machine (thermal, other tenants) hits all rows alike."""
+    runs every row once, so slow drift of the machine (thermal, other tenants) hits all rows alike. Each round
+    starts one row later than the last, so no row always runs right after the same one (after plain diffusers
+    has paged 13 GB of fp32 weights through memory, the next row's first call pays for its pages again)."""
     if config.repeats < 1 or config.warmup < 0:
         raise ValueError("repeats must be ≥ 1 and warmup ≥ 0")
     runs = [ScenarioRun(scenario, source, config) for scenario in scenarios]  # all loaded before any probe hooks
@@ -258,8 +260,9 @@ def run_interleaved(
             stack.enter_context(run)
         for run in runs:
             run.warm_up(tick)
-        for _ in range(config.repeats):
-            for run in runs:
+        for round_ in range(config.repeats):
+            start = round_ % len(runs)
+            for run in runs[start:] + runs[:start]:
                 run.run()
                 tick()
     return [run.row(flop_cache) for run in runs]

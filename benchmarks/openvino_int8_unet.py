@@ -1,0 +1,82 @@
+"""NNCF int8 weight compression of a converted UNet against OpenVINO's bf16/f32, speed and error, interleaved.
+
+    pip install nncf
+    python benchmarks/openvino_int8_unet.py ~/.cache/fastdiff/openvino/<key> --rounds 8
+
+`<key>` is the folder of an SDXL UNet IR that fastdiff's OpenVINO engine saved (the largest `model.bin` there,
+written by `fastdiff bench --weights random --height 256 --width 256 --scenarios fastdiff:default:sdxl-turbo@1`).
+Each variant is compiled once; then every round calls each once, so the machine's drift hits all alike. The
+error is relative to the f32 compile of the same IR on the same inputs (L2 norm of the difference over that of
+the output). Figures and the decision (not shipped: it does not pay in speed here) are in docs/performance.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import openvino as ov
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    import nncf  # not a dependency of fastdiff: this script measures whether it should be one
+
+    core = ov.Core()
+    xml = str(args.folder / "model.xml")
+    probe = core.read_model(xml)
+    rng = np.random.default_rng(0)
+    inputs: dict[str, np.ndarray] = {}
+    for port in probe.inputs:
+        name, shape = port.get_any_name(), port.get_partial_shape()
+        if not shape.is_static:
+            raise SystemExit(f"{name} has shape {shape}: save the IR with a fastdiff that compiles static shapes")
+        dims = list(shape.to_shape())
+        inputs[name] = np.full(dims, 999, np.float32) if name == "timestep" else rng.standard_normal(dims, np.float32)
+    del probe
+
+    def build(label: str, mode: Any = None, precision: str | None = None) -> tuple[str, Any]:
+        model = core.read_model(xml)
+        start = time.perf_counter()
+        if mode is not None:
+            model = nncf.compress_weights(model, mode=mode)
+        compressed = time.perf_counter()
+        config: dict[str, Any] = {"INFERENCE_NUM_THREADS": args.threads}
+        if precision:
+            config["INFERENCE_PRECISION_HINT"] = precision
+        request = core.compile_model(model, "CPU", config).create_infer_request()
+        print(f"{label}: compress {compressed - start:.1f} s, compile {time.perf_counter() - compressed:.1f} s")
+        request.infer(inputs)  # first call apart: it pages the weights in
+        return label, request
+
+    reference = np.array(build("f32", precision="f32")[1].infer(inputs, share_outputs=False)[0])
+    requests = dict(
+        [
+            build("bf16 (OpenVINO's default here)"),
+            build("int8_sym weights", nncf.CompressWeightsMode.INT8_SYM),
+            build("int8_asym weights", nncf.CompressWeightsMode.INT8_ASYM),
+        ]
+    )
+    times: dict[str, list[float]] = {label: [] for label in requests}
+    outputs: dict[str, np.ndarray] = {}
+    for _ in range(args.rounds):
+        for label, request in requests.items():
+            start = time.perf_counter()
+            outputs[label] = np.array(request.infer(inputs, share_outputs=False)[0])
+            times[label].append(time.perf_counter() - start)
+    base = float(np.median(times["bf16 (OpenVINO's default here)"]))
+    for label, values in times.items():
+        error = np.linalg.norm(outputs[label] - reference) / np.linalg.norm(reference)
+        median = float(np.median(values))
+        print(f"{label}: median {median:.3f} s ({base / median:.2f}x bf16), relative error vs f32 {error:.4f}")
+
+
+if __name__ == "__main__":
+    main()
