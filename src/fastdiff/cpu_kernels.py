@@ -27,6 +27,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .stamps import TensorStamp, version
+from .subpixel import subpixel_taps, subpixel_upsample
 
 __all__ = [
     "CachedKVLinear",
@@ -36,8 +37,6 @@ __all__ = [
     "onednn_usable",
     "prepare_for_tracing",
     "stock_kernels",
-    "subpixel_taps",
-    "subpixel_upsample",
     "use_cpu_kernels",
     "use_subpixel_upsampling",
 ]
@@ -148,33 +147,6 @@ class OneDNNConv2d(nn.Conv2d):
             )
             self._packed = (TensorStamp(weight), packed)
         return self._packed[1]
-
-
-# Nearest 2x upsampling then a 3x3 conv equals, per output phase (row parity a, column parity b), a 2x2 conv of
-# the low-resolution input whose taps are sums of the 3x3 taps: `_PHASE_ROWS[a]` maps 3 taps to 2.
-_PHASE_ROWS = (((1.0, 0.0, 0.0), (0.0, 1.0, 1.0)), ((1.0, 1.0, 0.0), (0.0, 0.0, 1.0)))  # fmt: skip
-
-
-def subpixel_taps(weight: Tensor, bias: Tensor | None) -> tuple[Tensor, Tensor | None]:
-    """The 2x2 conv (4x the output channels, phase-major) that equals nearest 2x upsampling then `weight`'s 3x3
-    conv, and its bias."""
-    rows = torch.tensor(_PHASE_ROWS, dtype=weight.dtype)
-    taps = [torch.einsum("rk,oikl,sl->oirs", rows[a], weight.detach(), rows[b]) for a in (0, 1) for b in (0, 1)]
-    return torch.cat(taps).contiguous(), None if bias is None else bias.detach().repeat(4)
-
-
-def subpixel_upsample(x: Tensor, taps: Tensor, bias: Tensor | None) -> Tensor:
-    """`subpixel_taps`' conv of `x` with its four phases interleaved into the 2x output, in plain torch ops (what
-    a graph compiler such as OpenVINO traces)."""
-    batch, _, height, width = x.shape
-    out = F.conv2d(x, taps, bias, padding=1)  # (B, 4·C, H+1, W+1)
-    channels = out.shape[1] // 4
-    rows = [
-        torch.stack([out[:, (2 * a + b) * channels : (2 * a + b + 1) * channels, a : a + height, b : b + width]
-                     for b in (0, 1)], dim=-1)
-        for a in (0, 1)
-    ]  # fmt: skip
-    return torch.stack(rows, dim=3).reshape(batch, channels, 2 * height, 2 * width)  # (B, C, H, 2, W, 2) → 2H, 2W
 
 
 def _identity(conv: nn.Conv2d) -> tuple[int, ...]:

@@ -248,10 +248,8 @@ def run_interleaved(
     flop_cache: FlopCache | None = None,
     tick: Callable[[], None] = lambda: None,
 ) -> list[BenchRow]:
-    """Rows that do the same work on the same weights, measured pairwise: every row warms up, then each round
-    runs every row once, so slow drift of the machine (thermal, other tenants) hits all rows alike. Each round
-    starts one row later than the last, so no row always runs right after the same one (after plain diffusers
-    has paged 13 GB of fp32 weights through memory, the next row's first call pays for its pages again)."""
+    """Rows doing the same work on the same weights, pairwise: all warm up, then each round runs every row once
+    (drift hits all alike), one row later than the last round (no row always follows the same one)."""
     if config.repeats < 1 or config.warmup < 0:
         raise ValueError("repeats must be ≥ 1 and warmup ≥ 0")
     runs = [ScenarioRun(scenario, source, config) for scenario in scenarios]  # all loaded before any probe hooks
@@ -261,8 +259,7 @@ def run_interleaved(
         for run in runs:
             run.warm_up(tick)
         for round_ in range(config.repeats):
-            start = round_ % len(runs)
-            for run in runs[start:] + runs[:start]:
+            for run in runs[round_ % len(runs) :] + runs[: round_ % len(runs)]:
                 run.run()
                 tick()
     return [run.row(flop_cache) for run in runs]
