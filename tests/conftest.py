@@ -37,6 +37,15 @@ def cpu_engine_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("FASTDIFF_CPU_ENGINE", raising=False)
 
 
+@pytest.fixture(scope="module")
+def ov_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A fresh OpenVINO disk cache (FASTDIFF_CACHE) for one test module's tests."""
+    root = tmp_path_factory.mktemp("fastdiff-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("FASTDIFF_CACHE", str(root))
+        yield root
+
+
 @pytest.fixture(scope="session")
 def hub_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Every preset's repo and checkpoint, laid out as a hub cache snapshot (built once per test session)."""

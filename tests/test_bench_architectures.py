@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -127,6 +128,37 @@ def test_random_components_make_a_working_pipeline() -> None:
     assert type(pipe.scheduler).__name__ == "EulerAncestralDiscreteScheduler"
     image = pipe("a cat", num_inference_steps=1, guidance_scale=0.0, height=64, width=64).images[0]
     assert image.size == (64, 64)
+
+
+def _mapped_file(address: int) -> str | None:
+    """The file mapped at `address` in this process (/proc/self/maps), if any."""
+    for line in Path("/proc/self/maps").read_text().splitlines():
+        span, *_, path = line.split(maxsplit=5) if line.count(" ") >= 5 else [*line.split(), ""]
+        low, high = (int(x, 16) for x in span.split("-"))
+        if low <= address < high:
+            return path.strip() or None
+    return None
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="reads Linux's /proc/self/maps")
+def test_random_weights_in_a_folder_are_written_once_and_memory_mapped(tmp_path: Path) -> None:
+    arch, cpu = _small_sdxl(), torch.device("cpu")
+    first = random_components(arch, device=cpu, dtype=torch.float32, folder=tmp_path)
+    files = sorted(tmp_path.glob("*.safetensors"))
+    assert len(files) == 4 and not list(tmp_path.glob("*.part"))  # UNet, VAE, both text encoders
+    written = {f: f.stat().st_mtime_ns for f in files}
+    again = random_components(arch, device=cpu, dtype=torch.float32, folder=tmp_path)
+    assert {f: f.stat().st_mtime_ns for f in files} == written  # read, not written again
+    for name in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        a, b = first[name].state_dict(), again[name].state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+        assert all(p.device.type == "cpu" and not p.requires_grad for p in again[name].parameters())
+    weight = again["unet"].conv_in.weight
+    assert weight.abs().sum() > 0
+    assert _mapped_file(weight.data_ptr()) in {str(f) for f in files}  # the file's pages, not a copy
+    pipe = pipeline_from(arch, again)
+    pipe.set_progress_bar_config(disable=True)
+    assert pipe("a cat", num_inference_steps=1, guidance_scale=0.0, height=64, width=64).images[0].size == (64, 64)
 
 
 def test_too_large_for_memory_is_refused_before_allocating(monkeypatch: pytest.MonkeyPatch) -> None:

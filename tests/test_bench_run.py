@@ -221,6 +221,7 @@ def test_cli_writes_json_markdown_and_plot(tmp_path: Path, capsys: pytest.Captur
         (("--scenarios", "sdxl-turbo@9"), "runs 1-4 steps"),
         (("--width", "100"), "multiple of 8"),
         (("--repeats", "0"), "≥ 1"),
+        (("--weights-dir", "somewhere"), "--weights-dir is for --weights random"),
     ],
 )
 def test_cli_refuses_bad_input(

@@ -19,6 +19,8 @@ from fastdiff import FastDiffWarning, FewStepGenerator
 from fastdiff.openvino_cache import conversions, effective_precision
 from fastdiff.openvino_engine import OpenVINOForward
 
+from .images import psnr
+
 pytestmark = pytest.mark.usefixtures("cpu_engine_default")  # the engine users get by default
 
 PROMPT = "a watercolor fox in the snow"
@@ -38,11 +40,6 @@ BOUNDS = {  # precision → {cfg: (max steps per channel, min PSNR dB)}
 # (preset, steps, guidance): SD 1.x with CFG, SD 2.x, SDXL (fused LoRAs such as lcm-lora-sd15 and
 # sdxl-lightning-4step-lora measured within the same bounds: 3-5/255 and 50.8-51.7 dB for LCM)
 FAMILIES = [("sd15", 2, 7.5), ("sd-turbo", 1, None), ("sdxl-turbo", 1, None)]
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def _pixels(result: Any, i: int = 0) -> np.ndarray:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import time
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,8 @@ from fastdiff.bench.timing import make_clock
 from fastdiff.openvino_cache import conversions
 from fastdiff.openvino_engine import OpenVINOForward, openvino_pipeline
 from fastdiff.testing import tiny_autoencoder_tiny
+
+from .images import psnr
 
 pytestmark = pytest.mark.usefixtures("cpu_engine_default")  # the engine users get by default
 
@@ -42,20 +43,6 @@ MAX_STEPS, MIN_PSNR = {False: 2, True: 4}, {False: 45.0, True: 40.0}
 # bf16 (AMD EPYC with avx512_bf16): max 7 steps, PSNR 50 dB. Allowed: 24 steps and 35 dB (an f32 CPU gives ~0).
 MAX_STEPS_DEFAULT_PRECISION, MIN_PSNR_DEFAULT_PRECISION = 24, 35.0
 CASES = [("sd15", 2, 7.5), ("sd-turbo", 1, None), ("sdxl-turbo", 1, None)]  # (preset, steps, guidance)
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
-
-
-@pytest.fixture(scope="module")
-def ov_cache(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """A fresh OpenVINO disk cache for this module's tests (FASTDIFF_CACHE)."""
-    root = tmp_path_factory.mktemp("fastdiff-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("FASTDIFF_CACHE", str(root))
-        yield root
 
 
 _GENERATORS: dict[str, FewStepGenerator] = {}

@@ -17,6 +17,8 @@ from fastdiff.cpu_kernels import OneDNNConv2d
 from fastdiff.optimize import cpu_has_native_bf16
 from fastdiff.testing import tiny_autoencoder_tiny
 
+from .images import psnr
+
 PROMPT = "a watercolor fox in the snow"
 TORCH = {"engine": "torch"}  # "default" without OpenVINO installed
 # Bound for "default" (torch engine) vs "none" on the same weights, on the CPU: both compute in float32;
@@ -27,12 +29,6 @@ TORCH = {"engine": "torch"}  # "default" without OpenVINO installed
 # tiny SDXL).
 MAX_PIXEL_STEPS = 1
 MIN_PSNR_DB = 45.0
-
-
-def psnr(a: Any, b: Any) -> float:
-    x, y = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    mse = float(np.mean((x - y) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(255.0**2 / mse)
 
 
 def test_bf16_opt_in_follows_the_cpu(load: Any, hub_cache: Path, small_sizes: None) -> None:

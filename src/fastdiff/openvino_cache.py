@@ -5,8 +5,9 @@ already for the same key and precision (two pipelines over the same weights shar
 disk cache holds for the key, else traces `call` (fastdiff's module copy: its torch weights are shared with the
 converted model, not copied) with OpenVINO's PyTorch frontend at the example's static shapes, saves the IR and
 compiles it. The key hashes the weights' bytes (SHA-256 with names, shapes and dtypes), the input shapes and
-dtypes, and the versions of OpenVINO, torch, diffusers and transformers. The cache is `$FASTDIFF_CACHE/openvino`
-(default `~/.cache/fastdiff/openvino`), one folder per key holding `model.xml` and `model.bin` (f32 weights).
+dtypes, the weight format and the versions of OpenVINO, torch, diffusers and transformers (and NNCF for int8).
+The cache is `$FASTDIFF_CACHE/openvino` (default `~/.cache/fastdiff/openvino`), one folder per key holding
+`model.xml` and `model.bin` (f32 weights, or int8 ones with `weights="int8"`).
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
@@ -27,16 +27,27 @@ import torch
 from torch import nn
 from torch.jit import TracerWarning  # type: ignore[attr-defined]
 
-from .stamps import version
+from .errors import FastDiffError
+from .stamps import weights_digest
 
-__all__ = ["cache_dir", "compiled_model", "conversions", "openvino_usable", "weights_digest"]
+__all__ = [
+    "WEIGHT_FORMATS",
+    "cache_dir",
+    "compiled_model",
+    "conversions",
+    "nncf_usable",
+    "openvino_usable",
+    "weights_digest",
+]
 
 _state = threading.local()
 _counts = {"conversions": 0, "cache_loads": 0}
 _lock = threading.Lock()
-_digests: dict[tuple[Any, ...], tuple[list[weakref.ref[torch.Tensor]], str]] = {}
 _live: weakref.WeakValueDictionary[str, Shared] = weakref.WeakValueDictionary()
 _IR_FORMAT = "static-shapes"  # part of the key: IRs saved before inputs were made static convert again
+# Weight formats an IR can be saved in besides f32: NNCF's per-output-channel int8 with a zero point (asymmetric,
+# its default int8 mode and optimum-intel's `--weight-format int8`), decompressed inside OpenVINO's kernels.
+WEIGHT_FORMATS = ("int8",)
 
 
 class Shared:
@@ -74,6 +85,15 @@ def openvino_usable() -> bool:
     return True
 
 
+def nncf_usable() -> bool:
+    """True when `import nncf` works (the `fastdiff[int8]` extra: OpenVINO's weight compression)."""
+    try:
+        import nncf  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
 def conversions() -> dict[str, int]:
     """How many models this process converted+compiled, and how many it loaded from the disk cache."""
     with _lock:
@@ -95,34 +115,6 @@ def _core() -> Any:
     return core
 
 
-def _tensor_digest(t: torch.Tensor) -> bytes:
-    head = f"{tuple(t.shape)}:{t.dtype};".encode()
-    return hashlib.sha256(head + t.detach().contiguous().reshape(-1).view(torch.uint8).numpy().data).digest()
-
-
-def weights_digest(module: nn.Module) -> str:
-    """SHA-256 over every parameter and buffer (name, shape, dtype, bytes): equal weights give equal digests in
-    any process. Remembered for as long as the very same tensors live (weak references: the digest of module
-    copies sharing them is not computed again, and a freed tensor's address reused by another never matches)."""
-    named = [*module.named_parameters(), *module.named_buffers()]
-    ident = (type(module).__qualname__, *((n, t.data_ptr(), t.shape, t.dtype, version(t)) for n, t in named))
-    with _lock:
-        known = _digests.get(ident)
-    if known is not None and all(ref() is not None for ref in known[0]):
-        return known[1]
-    with ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads())) as pool:  # hashlib releases the GIL
-        parts = list(pool.map(_tensor_digest, [t for _, t in named]))
-    h = hashlib.sha256(type(module).__qualname__.encode())
-    for (name, _), part in zip(named, parts, strict=True):
-        h.update(name.encode() + part)
-    digest = h.hexdigest()
-    with _lock:
-        for key in [k for k, (refs, _) in _digests.items() if any(ref() is None for ref in refs)]:
-            del _digests[key]
-        _digests[ident] = ([weakref.ref(t) for _, t in named], digest)
-    return digest
-
-
 def _config(precision: str | None) -> dict[str, Any]:
     config: dict[str, Any] = {"INFERENCE_NUM_THREADS": torch.get_num_threads()}
     if precision is not None:
@@ -140,16 +132,18 @@ def effective_precision(precision: str | None) -> str:
     return names.get(precision.lower(), precision.lower())
 
 
-def _key(module: nn.Module, example: Sequence[torch.Tensor], names: Sequence[str]) -> str:
+def _key(module: nn.Module, example: Sequence[torch.Tensor], names: Sequence[str], weights: str | None) -> str:
     """The converted model's name on disk: the weights, the module classes (a swapped class traces another
-    graph), the input shapes and dtypes, and the software versions (the IR holds the f32 graph: the precision is
-    chosen when it is compiled)."""
+    graph), the input shapes and dtypes, the weight format and the software versions (the IR holds the f32 graph,
+    or int8 weights: the precision is chosen when it is compiled)."""
     import openvino as ov
 
-    versions = [ov.__version__, torch.__version__, *(package_version(p) for p in ("diffusers", "transformers"))]
+    packages = ("diffusers", "transformers", *(("nncf",) if weights else ()))
+    versions = [ov.__version__, torch.__version__, *(package_version(p) for p in packages)]
     classes = ",".join(sorted({type(m).__qualname__ for m in module.modules()}))
     inputs = ";".join(f"{n}:{tuple(t.shape)}:{t.dtype}" for n, t in zip(names, example, strict=True))
-    parts = [weights_digest(module), classes, inputs, _IR_FORMAT, *versions]
+    compression = [f"weights={weights}"] if weights else []  # absent for f32: the keys of f32 IRs stay as they were
+    parts = [weights_digest(module), classes, inputs, _IR_FORMAT, *versions, *compression]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
@@ -181,11 +175,14 @@ def compiled_model(
     *,
     precision: str | None,
     use_cache: bool = True,
+    weights: str | None = None,
 ) -> Shared:
     """`call(*example)` (tensors in, a tuple of tensors out, computed by `module`'s weights) as a compiled
     OpenVINO model for the example's shapes: the one this process holds already, else the disk cache's, else
-    converted now (and cached)."""
-    key = _key(module, example, names)
+    converted now (and cached). `weights="int8"` compresses the weights with NNCF first (`WEIGHT_FORMATS`)."""
+    if weights is not None and weights not in WEIGHT_FORMATS:
+        raise FastDiffError(f"OpenVINO weights must be None or one of {WEIGHT_FORMATS}, not {weights!r}")
+    key = _key(module, example, names, weights)
     live = f"{key}:{effective_precision(precision)}:{torch.get_num_threads()}"
     with _lock:
         held = _live.get(live)
@@ -193,7 +190,7 @@ def compiled_model(
         return held
     model = _load(key, use_cache, precision)
     if model is None:
-        model = _convert_and_compile(key, module, call, example, names, precision, use_cache)
+        model = _convert_and_compile(key, module, call, example, names, precision, use_cache, weights)
     shared = Shared(model)
     with _lock:
         _live[live] = shared
@@ -222,6 +219,7 @@ def _convert_and_compile(
     names: Sequence[str],
     precision: str | None,
     use_cache: bool,
+    weights: str | None,
 ) -> Any:
     import openvino as ov
 
@@ -232,6 +230,8 @@ def _convert_and_compile(
     # once for static ones (the SDXL UNet at 256²: 1.40 against 1.52 s per call, interleaved), as optimum-intel's
     # `reshape` does. The trace is only valid at its own shapes anyway (Python ints baked in).
     converted.reshape({name: ov.PartialShape(list(t.shape)) for name, t in zip(names, example, strict=True)})
+    if weights == "int8":
+        converted = _compress_int8(converted)
     if use_cache:  # the IR, written as it is serialized: no in-memory copy (an exported blob would be one)
         partial = cache_dir() / f"{key}.{os.getpid()}.part"
         partial.mkdir(parents=True, exist_ok=True)
@@ -243,6 +243,18 @@ def _convert_and_compile(
     with _lock:
         _counts["conversions"] += 1
     return compiled
+
+
+def _compress_int8(model: Any) -> Any:
+    """`model` with int8 weights (NNCF's `compress_weights`, INT8_ASYM: per output channel, with a zero point)."""
+    if not nncf_usable():
+        raise FastDiffError("openvino_weights='int8' needs NNCF: pip install 'fastdiff[int8]'")
+    import logging
+
+    import nncf
+
+    nncf.set_log_level(logging.ERROR)  # its INFO lines and progress bars on every conversion
+    return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
 
 
 def _convert(traced: nn.Module, example: Sequence[torch.Tensor]) -> Any:

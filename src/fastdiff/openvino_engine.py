@@ -128,8 +128,11 @@ def _unflatten(names: list[str], tensors: tuple[torch.Tensor, ...]) -> dict[str,
 class OpenVINOForward:
     """A module's `forward` computed by OpenVINO, one compiled model per input signature (names, shapes, dtypes)."""
 
-    def __init__(self, module: nn.Module, kind: Kind, *, precision: str | None, use_cache: bool) -> None:
+    def __init__(
+        self, module: nn.Module, kind: Kind, *, precision: str | None, use_cache: bool, weights: str | None = None
+    ) -> None:
         self.module, self.kind, self.precision, self.use_cache = module, kind, precision, use_cache
+        self.weights = weights  # None (f32 in the IR) or "int8" (openvino_cache.WEIGHT_FORMATS)
         self.torch_forward = types.MethodType(type(module).forward, module)
         self._signature = inspect.signature(self.torch_forward)
         self._entries: dict[tuple[Any, ...], _Entry] = {}
@@ -188,8 +191,9 @@ class OpenVINOForward:
         start = time.perf_counter()
         cpu_kernels.prepare_for_tracing(self.module)
         entry.model = compiled_model(
-            self.module, traced, tensors, names, precision=self.precision, use_cache=self.use_cache
-        )
+            self.module, traced, tensors, names, precision=self.precision, use_cache=self.use_cache,
+            weights=self.weights,
+        )  # fmt: skip
         if self.kind == "text_encoder" and not entry.structure:  # from the disk cache: learn the output fields
             with torch.no_grad():  # from one token, which costs next to nothing
                 self._traced_call(_unflatten(names, tuple(t[:, :1] for t in tensors)), entry.structure)
@@ -235,21 +239,28 @@ class OpenVINOForward:
         return out.to_tuple() if options.get("return_dict") is False else out
 
 
-def _wrap(module: nn.Module, kind: Kind, *, precision: str | None, use_cache: bool) -> None:
-    object.__setattr__(module, "forward", OpenVINOForward(module, kind, precision=precision, use_cache=use_cache))
+def _wrap(module: nn.Module, kind: Kind, *, precision: str | None, use_cache: bool, weights: str | None = None) -> None:
+    forward = OpenVINOForward(module, kind, precision=precision, use_cache=use_cache, weights=weights)
+    object.__setattr__(module, "forward", forward)
 
 
 def use_openvino(
-    modules: dict[str, nn.Module], *, precision: str | None = None, use_cache: bool = True, subpixel: bool = False
+    modules: dict[str, nn.Module],
+    *,
+    precision: str | None = None,
+    use_cache: bool = True,
+    subpixel: bool = False,
+    unet_weights: str | None = None,
 ) -> None:
     """Run the UNet (`"unet"`), the text encoders (`"text_encoder*"`) and the VAE decoder (`"vae"`: its
     `.decoder`) of `modules` through OpenVINO, each shape converted on its first call. Others are left alone.
     `subpixel`: the decoder's upsamplers are converted as sub-pixel convolutions (`cpu_kernels.SubpixelUpsample2D`:
     the same sums with 16 taps per input pixel instead of 36); the UNet's are left as they are, so its compiled
-    model stays the one plain OpenVINO (the bench's peer) compiles, and is shared with it."""
+    model stays the one plain OpenVINO (the bench's peer) compiles, and is shared with it. `unet_weights="int8"`:
+    the UNet's weights compressed to int8 by NNCF (`fastdiff[int8]`; its own cache key)."""
     for name, module in modules.items():
         if name == "unet":
-            _wrap(module, "unet", precision=precision, use_cache=use_cache)
+            _wrap(module, "unet", precision=precision, use_cache=use_cache, weights=unet_weights)
         elif name.startswith("text_encoder"):
             _wrap(module, "text_encoder", precision=precision, use_cache=use_cache)
         elif name == "vae" and isinstance(module.decoder, nn.Module):

@@ -26,7 +26,7 @@ from torch import nn
 
 from .cpu_kernels import onednn_usable, use_cpu_kernels
 from .errors import FastDiffError, did_you_mean
-from .openvino_cache import openvino_usable
+from .openvino_cache import WEIGHT_FORMATS, nncf_usable, openvino_usable
 
 __all__ = ["LEVELS", "Optimizations", "apply_optimizations", "cpu_has_native_bf16", "resolve_optimizations"]
 
@@ -63,7 +63,9 @@ class Optimizations:
     `engine`: "torch", or "openvino" (CPU only: the UNet, text encoders and VAE decoder compiled by OpenVINO at
     static shapes, cached on disk; `openvino_engine`), "auto": OpenVINO on the CPU when it is installed, else
     torch (the environment variable `FASTDIFF_CPU_ENGINE=torch` makes "auto" torch). `openvino_precision`: None
-    for OpenVINO's default (bf16 on native-bf16 CPUs, f32 elsewhere), or "f32".
+    for OpenVINO's default (bf16 on native-bf16 CPUs, f32 elsewhere), or "f32". `openvino_weights`: None (the
+    UNet's weights as they are) or "int8": compressed by NNCF (`pip install 'fastdiff[int8]'`), an opt-in with its
+    own tolerance (docs/performance.md); it needs the OpenVINO engine.
     """
 
     compute_dtype: Auto | torch.dtype | None = None
@@ -78,6 +80,7 @@ class Optimizations:
     embedding_cache_size: int = 32
     engine: Engine = "torch"
     openvino_precision: str | None = None
+    openvino_weights: str | None = None
     resolved_for: str | None = None
 
     @classmethod
@@ -125,6 +128,8 @@ class Optimizations:
         elif engine == "openvino" and not (cpu and openvino_usable()):
             where = "pip install 'fastdiff[cpu]'" if cpu else f"it runs on the CPU, not {device.type}"
             raise FastDiffError(f"engine='openvino' needs OpenVINO: {where}")
+        if self.openvino_weights is not None:
+            _check_openvino_weights(self.openvino_weights, engine)
         dtype = self.compute_dtype
         if dtype == "auto":
             dtype = torch.bfloat16 if cpu and cpu_has_native_bf16() else None
@@ -152,6 +157,18 @@ class Optimizations:
     def cuda_graphs(self) -> bool:
         """True when compiled with CUDA graphs, which record on the second call at a shape (two warm-up runs)."""
         return bool(self.compile) and self.compile_mode is not None and "reduce-overhead" in self.compile_mode
+
+
+def _check_openvino_weights(weights: str, engine: str) -> None:
+    if weights not in WEIGHT_FORMATS:
+        raise FastDiffError(f"openvino_weights must be None or one of {WEIGHT_FORMATS}, not {weights!r}")
+    if engine != "openvino":
+        raise FastDiffError(
+            f"openvino_weights={weights!r} compresses the OpenVINO engine's UNet, and this recipe runs {engine}: "
+            "use it on the CPU with OpenVINO installed (pip install 'fastdiff[cpu]'), without FASTDIFF_CPU_ENGINE=torch"
+        )
+    if not nncf_usable():
+        raise FastDiffError(f"openvino_weights={weights!r} needs NNCF: pip install 'fastdiff[int8]'")
 
 
 def resolve_optimizations(optimize: str | Optimizations) -> Optimizations:
@@ -254,7 +271,7 @@ def apply_optimizations(pipe: Any, opts: Optimizations, *, tiny_vae: Any = None)
     if openvino:
         from .openvino_engine import use_openvino
 
-        use_openvino(own, precision=opts.openvino_precision, subpixel=True)
+        use_openvino(own, precision=opts.openvino_precision, subpixel=True, unet_weights=opts.openvino_weights)
     if opts.compile:
         kwargs: dict[str, Any] = {"backend": opts.compile_backend, "fullgraph": False}
         if opts.compile_mode:

@@ -41,6 +41,13 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "from the Hugging Face cache/hub; tiny: the tiny test models (smoke tests only)",
     )
     parser.add_argument("--cache-dir", default=None, help="hub cache for --weights hub (default: HF_HOME's)")
+    parser.add_argument(
+        "--weights-dir",
+        default=None,
+        metavar="DIR",
+        help="for --weights random: write the random weights to DIR once and memory-map them from there, as "
+        "from_pretrained maps a checkpoint (page cache, not process memory: an engine's compiled copy fits beside)",
+    )
     parser.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     parser.add_argument(
         "--dtype", default=None, help="float32, float16 or bfloat16 (default: float16 on a GPU, float32 on the CPU)"
@@ -80,6 +87,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> RunConfig:
+    if args.weights_dir and args.weights != "random":
+        raise FastDiffError(f"--weights-dir is for --weights random, not {args.weights}")
     for name in ("repeats", "warmup", "threads", "height", "width"):
         value = getattr(args, name)
         minimum = 1 if name in ("repeats", "threads") else 0
@@ -113,11 +122,15 @@ def _progress(total: int, disable: bool) -> Any:
 
 def _measure(args: argparse.Namespace, config: RunConfig, scenarios: list[Scenario]) -> tuple[list[BenchRow], Meta]:
     """Run the scenarios with a progress bar over scenarios and runs; the rows and the run's metadata."""
-    meta = collect_meta(config, weights=args.weights)
+    weights_dir = args.weights_dir if args.weights == "random" else None
+    meta = collect_meta(config, weights=args.weights + (" (memory-mapped)" if weights_dir else ""))
     if meta["note"]:
         print(f"fastdiff bench: {meta['note']}", file=sys.stderr)
     clock = make_clock(config.device)
-    source = make_source(args.weights, device=config.device, dtype=config.dtype, clock=clock, cache_dir=args.cache_dir)
+    source = make_source(
+        args.weights, device=config.device, dtype=config.dtype, clock=clock, cache_dir=args.cache_dir,
+        weights_dir=weights_dir,
+    )  # fmt: skip
     bar = _progress(len(scenarios) * (config.warmup + config.repeats), args.no_progress)
     skipped: list[dict[str, str]] = []
 

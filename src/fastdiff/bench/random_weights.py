@@ -3,12 +3,20 @@
 Latency does not depend on weight values, so a pipeline built from the real configs times like the real one; its
 images are noise. Modules are built with parameters on the meta device (no memory, no per-layer init) and filled
 once by tiling one seeded random pool: a random SDXL materializes as fast as the memory can be written.
+
+With a `folder`, each module's random weights are written there once (safetensors) and memory-mapped from it, as
+diffusers' `from_pretrained` maps a user's checkpoint: the weights are then page cache the kernel can drop and
+read again, not the process's own memory, so an engine's compiled copy fits beside them as it does for a user.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -73,6 +81,28 @@ def _fill(flat: torch.Tensor, pool: torch.Tensor, offset: int) -> None:
         rest[whole * size :].copy_(pool[:tail])
 
 
+def _weights_file(folder: Path, arch: Architecture, index: int, dtype: torch.dtype, seed: int) -> Path:
+    """Where module `index` of `arch` (UNet, VAE, text encoders) is kept: named by its config, dtype and seed."""
+    config = [arch.unet, arch.vae, *arch.text_encoders][index]
+    tag = hashlib.sha256(json.dumps([config, str(dtype), seed, index], sort_keys=True).encode()).hexdigest()[:16]
+    return Path(folder) / f"{arch.repo_id.replace('/', '--')}-{index}-{tag}.safetensors"
+
+
+def _memory_mapped(module: nn.Module, path: Path, *, device: torch.device, dtype: torch.dtype, seed: int) -> None:
+    """`module`'s weights from `path` (memory-mapped on the CPU), written there first if it is missing."""
+    from safetensors.torch import load_file, save_file
+
+    if not path.is_file():
+        _check_memory([module], device=device, dtype=dtype, repo_id=path.stem)
+        _materialize([module], device=device, dtype=dtype, seed=seed)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_name(f"{path.name}.{os.getpid()}.part")
+        save_file({name: t.contiguous() for name, t in module.state_dict().items()}, str(partial))
+        os.replace(partial, path)  # a killed writer leaves a .part file, never a truncated weights file
+    module.load_state_dict(load_file(str(path), device=str(device)), strict=True, assign=True)
+    module.requires_grad_(False).to(device)  # buffers left out of the state dict were built on the CPU
+
+
 class NotEnoughMemory(FastDiffError):
     """The weights of an architecture do not fit in the memory left on the device."""
 
@@ -88,8 +118,11 @@ def _check_memory(modules: list[nn.Module], *, device: torch.device, dtype: torc
         )
 
 
-def random_components(arch: Architecture, *, device: torch.device, dtype: torch.dtype, seed: int = 0) -> dict[str, Any]:
-    """The pipeline's modules with random weights (and code-made tokenizers), ready for `pipeline_from`."""
+def random_components(
+    arch: Architecture, *, device: torch.device, dtype: torch.dtype, seed: int = 0, folder: Path | None = None
+) -> dict[str, Any]:
+    """The pipeline's modules with random weights (and code-made tokenizers), ready for `pipeline_from`; with
+    `folder`, memory-mapped from files written there on first use (module docstring)."""
     with _parameters_on_meta():
         unet = UNet2DConditionModel.from_config(arch.unet)  # type: ignore[no-untyped-call]
         vae = AutoencoderKL.from_config(arch.vae)  # type: ignore[no-untyped-call]
@@ -97,8 +130,13 @@ def random_components(arch: Architecture, *, device: torch.device, dtype: torch.
         if len(arch.text_encoders) > 1:
             encoders.append(CLIPTextModelWithProjection(CLIPTextConfig(**arch.text_encoders[1])))
     modules: list[nn.Module] = [unet, vae, *encoders]
-    _check_memory(modules, device=device, dtype=dtype, repo_id=arch.repo_id)
-    _materialize(modules, device=device, dtype=dtype, seed=seed)
+    if folder is None:
+        _check_memory(modules, device=device, dtype=dtype, repo_id=arch.repo_id)
+        _materialize(modules, device=device, dtype=dtype, seed=seed)
+    else:
+        for i, module in enumerate(modules):  # one module's weights in memory at a time while they are written
+            path = _weights_file(folder, arch, i, dtype, seed)
+            _memory_mapped(module, path, device=device, dtype=dtype, seed=seed + i)
     parts: dict[str, Any] = {"unet": unet.eval(), "vae": vae.eval()}
     for i, (encoder, pad) in enumerate(zip(encoders, arch.pad_tokens, strict=True)):
         suffix = "" if i == 0 else f"_{i + 1}"

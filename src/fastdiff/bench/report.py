@@ -78,7 +78,7 @@ def collect_meta(config: RunConfig, *, weights: str) -> dict[str, Any]:
         "baseline": BASELINE,
         "commit": _commit(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "note": notes.get(weights, ""),
+        "note": notes.get(weights.split(" ")[0], ""),
         **_cpu_context(config.device),
     }
 

@@ -71,10 +71,13 @@ def _free(device: torch.device) -> None:
 
 
 class RandomSource:
-    """The real architecture of each repo with random weights (`tiny=True`: the tiny test models of its family)."""
+    """The real architecture of each repo with random weights (`tiny=True`: the tiny test models of its family);
+    with `folder`, the random weights are written there once and memory-mapped, as a checkpoint a user loads."""
 
-    def __init__(self, *, device: torch.device, dtype: torch.dtype, clock: Clock, tiny: bool = False) -> None:
-        self.device, self.dtype, self.clock = device, dtype, clock
+    def __init__(
+        self, *, device: torch.device, dtype: torch.dtype, clock: Clock, tiny: bool = False, folder: Path | None = None
+    ) -> None:
+        self.device, self.dtype, self.clock, self.folder = device, dtype, clock, folder
         self.weights: Weights = "tiny" if tiny else "random"
         self.shares_weights = True
         self._arch: Architecture | None = None
@@ -121,7 +124,7 @@ class RandomSource:
 
     def _build(self, arch: Architecture, scenario: Scenario) -> dict[str, Any]:
         if self.weights == "random":
-            return random_components(arch, device=self.device, dtype=self.dtype)
+            return random_components(arch, device=self.device, dtype=self.dtype, folder=self.folder)
         from ..testing.tiny import tiny_pipeline
 
         with _quiet_schedulers():
@@ -195,9 +198,17 @@ class HubSource:
 
 
 def make_source(
-    weights: Weights, *, device: torch.device, dtype: torch.dtype, clock: Clock, cache_dir: str | Path | None = None
+    weights: Weights,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    clock: Clock,
+    cache_dir: str | Path | None = None,
+    weights_dir: str | Path | None = None,
 ) -> ModelSource:
-    """The source for `--weights random|tiny|hub` (`cache_dir`: the hub cache, for `hub` only)."""
+    """The source for `--weights random|tiny|hub` (`cache_dir`: the hub cache, for `hub` only; `weights_dir`: where
+    `random` weights are kept and memory-mapped from, for `random` only)."""
     if weights == "hub":
         return HubSource(device=device, dtype=dtype, clock=clock, cache_dir=cache_dir)
-    return RandomSource(device=device, dtype=dtype, clock=clock, tiny=weights == "tiny")
+    folder = Path(weights_dir) if weights_dir is not None and weights == "random" else None
+    return RandomSource(device=device, dtype=dtype, clock=clock, tiny=weights == "tiny", folder=folder)

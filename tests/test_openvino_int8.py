@@ -1,0 +1,113 @@
+"""Optimizations(openvino_weights="int8"): the OpenVINO engine's UNet with NNCF's int8 weights, within a stated
+tolerance of fp32 "none", kept on disk under its own key, and refused with the fix where it cannot run."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+pytest.importorskip("openvino", reason="the OpenVINO engine needs `pip install 'fastdiff[cpu]'`")
+pytest.importorskip("nncf", reason="int8 weights need `pip install 'fastdiff[int8]'`")
+
+import openvino as ov
+
+from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator, Optimizations
+from fastdiff.openvino_engine import OpenVINOForward
+
+from .images import psnr
+
+pytestmark = pytest.mark.usefixtures("cpu_engine_default")
+
+PROMPT = "a watercolor fox in the snow"
+SIZE = {"height": 64, "width": 64}
+# Bound for int8 UNet weights (f32 compute) against fp32 "none" on the same weights. NNCF stores each output
+# channel as 8-bit integers with its own scale and zero point: a weight moves by up to half a step of 1/255 of
+# its channel's range, ~0.2 % of the largest weight, a relative error like bf16's 2^-9 but in the UNet only. Its
+# effect on the image is a few steps per pixel, and CFG (sd15, guidance 7.5) scales the difference of the two
+# predictions by 7.5. Measured on these tiny models (AMD EPYC, AVX2, f32): sd15 with CFG 3 steps and 52.3 dB,
+# sd-turbo 2 and 57.3 dB, sdxl-turbo 4 and 52.2 dB. Allowed: 12 steps and 40 dB (CFG: 24 and 35 dB). A UNet left
+# in f32 (no compression) is 0-1 steps off and fails the check below that the IR holds 8-bit weights; a broken
+# compression (a wrong zero point or scale) moves the image by tens of steps.
+MAX_STEPS, MIN_PSNR = {False: 12, True: 24}, {False: 40.0, True: 35.0}
+CASES = [("sd15", 2, 7.5), ("sd-turbo", 1, None), ("sdxl-turbo", 1, None)]  # (preset, steps, guidance)
+
+
+def _int8(name: str, hub_cache: Path) -> FewStepGenerator:
+    opts = Optimizations.preset("default", engine="openvino", openvino_precision="f32", openvino_weights="int8")
+    return FewStepGenerator.from_preset(name, device="cpu", cache_dir=hub_cache, local_files_only=True, optimize=opts)
+
+
+def _image(gen: FewStepGenerator, **kwargs: Any) -> np.ndarray:
+    return np.asarray(gen(PROMPT, seed=0, **SIZE, **kwargs).images[0], np.int16)
+
+
+def _weight_types(xml: Path) -> set[str]:
+    """The element types of the IR's weight constants (a MatMul's or convolution's second input, through the
+    decompression subgraph NNCF inserts)."""
+    model = ov.Core().read_model(str(xml))
+    return {op.get_element_type().get_type_name() for op in model.get_ops() if op.get_type_name() == "Constant"}
+
+
+@pytest.mark.parametrize(("name", "steps", "guidance"), CASES)
+def test_int8_unet_within_tolerance_of_none(
+    name: str, steps: int, guidance: float | None, load: Any, hub_cache: Path, ov_cache: Path
+) -> None:
+    exact, fast = load(name), _int8(name, hub_cache)
+    assert fast.optimizations.openvino_weights == "int8"
+    assert isinstance(fast.pipeline.unet.forward, OpenVINOForward) and fast.pipeline.unet.forward.weights == "int8"
+    assert fast.pipeline.text_encoder.forward.weights is None  # the UNet only
+    before = set(ov_cache.glob("openvino/*/model.xml"))
+    call = {"steps": steps, "guidance_scale": guidance}
+    cfg = bool(guidance and guidance > 1)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*was trained at", category=FastDiffWarning)
+        warnings.filterwarnings("ignore", message="OpenVINO: first call", category=FastDiffWarning)
+        reference, ours = _image(exact, **call), _image(fast, **call)
+    diff = np.abs(reference - ours)
+    print(f"{name}: int8 UNet max {diff.max()}/255, PSNR {psnr(reference, ours):.1f} dB")
+    assert diff.max() <= MAX_STEPS[cfg] and psnr(reference, ours) >= MIN_PSNR[cfg], f"{name}: int8 drifted"
+    new = set(ov_cache.glob("openvino/*/model.xml")) - before
+    assert any({"u8", "i8"} & _weight_types(xml) for xml in new), "no IR with 8-bit weights was saved"
+
+
+def test_int8_and_f32_unets_are_cached_apart(load: Any, hub_cache: Path, ov_cache: Path) -> None:
+    from fastdiff import openvino_cache
+
+    int8 = _int8("sd-turbo", hub_cache)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FastDiffWarning)
+        first = _image(int8)
+        opts = Optimizations.preset("default", engine="openvino", openvino_precision="f32")
+        f32 = FewStepGenerator.from_preset("sd-turbo", device="cpu", cache_dir=hub_cache, local_files_only=True,
+                                           optimize=opts)  # fmt: skip
+        plain = _image(f32)
+        openvino_cache._live.clear()  # as in a new process: the int8 UNet comes back from its own IR
+        before = openvino_cache.conversions()
+        again = _image(_int8("sd-turbo", hub_cache))
+    after = openvino_cache.conversions()
+    assert after["conversions"] == before["conversions"] and after["cache_loads"] > before["cache_loads"]
+    assert np.array_equal(first, again)
+    assert not np.array_equal(first, plain)  # the f32 UNet is another model, not the int8 one read back
+    compiled = [{id(e.model) for e in g.pipeline.unet.forward._entries.values()} for g in (f32, int8)]
+    assert all(compiled) and not compiled[0] & compiled[1]  # one compiled model each, none shared
+
+
+def test_int8_is_refused_where_it_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    with pytest.raises(FastDiffError, match="runs torch"):
+        Optimizations.preset("default", engine="torch", openvino_weights="int8").resolved(cpu)
+    with pytest.raises(FastDiffError, match="runs torch"):
+        Optimizations.preset("default", openvino_weights="int8").resolved(torch.device("cuda"))
+    with pytest.raises(FastDiffError, match="one of"):
+        Optimizations.preset("default", openvino_weights="int4").resolved(cpu)
+    from fastdiff import optimize
+
+    monkeypatch.setattr(optimize, "nncf_usable", lambda: False)
+    with pytest.raises(FastDiffError, match=r"pip install 'fastdiff\[int8\]'"):
+        Optimizations.preset("default", openvino_weights="int8").resolved(cpu)
+    assert Optimizations.preset("max").resolved(cpu).openvino_weights is None  # an opt-in, never a level's default
