@@ -3,6 +3,7 @@ tolerance of fp32 "none", kept on disk under its own key, and refused with the f
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -78,6 +79,7 @@ def test_int8_unet_within_tolerance_of_none(
 def test_int8_and_f32_unets_are_cached_apart(load: Any, hub_cache: Path, ov_cache: Path) -> None:
     from fastdiff import openvino_cache
 
+    openvino_cache._live.clear()  # no compiled model of other modules' generators (another disk cache) stands in
     int8 = _int8("sd-turbo", hub_cache)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FastDiffWarning)
@@ -111,3 +113,11 @@ def test_int8_is_refused_where_it_cannot_run(monkeypatch: pytest.MonkeyPatch) ->
     with pytest.raises(FastDiffError, match=r"pip install 'fastdiff\[int8\]'"):
         Optimizations.preset("default", openvino_weights="int8").resolved(cpu)
     assert Optimizations.preset("max").resolved(cpu).openvino_weights is None  # an opt-in, never a level's default
+
+
+def test_nncf_is_imported_with_its_telemetry_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastdiff import openvino_cache
+
+    monkeypatch.delenv("NNCF_CI", raising=False)  # NNCF sends usage data unless it sees NNCF_CI (or CI) set
+    assert openvino_cache.nncf_usable()
+    assert os.environ.get("NNCF_CI") == "1"

@@ -85,10 +85,19 @@ def openvino_usable() -> bool:
     return True
 
 
+def _import_nncf() -> Any:
+    # NNCF sends usage telemetry over the network unless its consent file says no or it believes it runs in CI;
+    # fastdiff makes no network call of its own accord, so it says CI (NNCF reads it once, at its first import).
+    os.environ.setdefault("NNCF_CI", "1")
+    import nncf
+
+    return nncf
+
+
 def nncf_usable() -> bool:
     """True when `import nncf` works (the `fastdiff[int8]` extra: OpenVINO's weight compression)."""
     try:
-        import nncf  # noqa: F401
+        _import_nncf()
     except ImportError:
         return False
     return True
@@ -251,8 +260,7 @@ def _compress_int8(model: Any) -> Any:
         raise FastDiffError("openvino_weights='int8' needs NNCF: pip install 'fastdiff[int8]'")
     import logging
 
-    import nncf
-
+    nncf = _import_nncf()
     nncf.set_log_level(logging.ERROR)  # its INFO lines and progress bars on every conversion
     return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
 
