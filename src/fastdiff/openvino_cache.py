@@ -33,6 +33,7 @@ from .stamps import weights_digest
 __all__ = [
     "WEIGHT_FORMATS",
     "cache_dir",
+    "check_weight_format",
     "compiled_model",
     "conversions",
     "nncf_usable",
@@ -48,6 +49,12 @@ _IR_FORMAT = "static-shapes"  # part of the key: IRs saved before inputs were ma
 # Weight formats an IR can be saved in besides f32: NNCF's per-output-channel int8 with a zero point (asymmetric,
 # its default int8 mode and optimum-intel's `--weight-format int8`), decompressed inside OpenVINO's kernels.
 WEIGHT_FORMATS = ("int8",)
+
+
+def check_weight_format(weights: str | None) -> None:
+    """Raise unless `weights` is None (the weights as they are) or one of `WEIGHT_FORMATS`."""
+    if weights is not None and weights not in WEIGHT_FORMATS:
+        raise FastDiffError(f"openvino_weights must be None or one of {WEIGHT_FORMATS}, not {weights!r}")
 
 
 class Shared:
@@ -189,8 +196,7 @@ def compiled_model(
     """`call(*example)` (tensors in, a tuple of tensors out, computed by `module`'s weights) as a compiled
     OpenVINO model for the example's shapes: the one this process holds already, else the disk cache's, else
     converted now (and cached). `weights="int8"` compresses the weights with NNCF first (`WEIGHT_FORMATS`)."""
-    if weights is not None and weights not in WEIGHT_FORMATS:
-        raise FastDiffError(f"OpenVINO weights must be None or one of {WEIGHT_FORMATS}, not {weights!r}")
+    check_weight_format(weights)
     key = _key(module, example, names, weights)
     live = f"{key}:{effective_precision(precision)}:{torch.get_num_threads()}"
     with _lock:

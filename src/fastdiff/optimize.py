@@ -26,7 +26,7 @@ from torch import nn
 
 from .cpu_kernels import onednn_usable, use_cpu_kernels
 from .errors import FastDiffError, did_you_mean
-from .openvino_cache import WEIGHT_FORMATS, nncf_usable, openvino_usable
+from .openvino_cache import check_weight_format, nncf_usable, openvino_usable
 
 __all__ = ["LEVELS", "Optimizations", "apply_optimizations", "cpu_has_native_bf16", "resolve_optimizations"]
 
@@ -160,8 +160,7 @@ class Optimizations:
 
 
 def _check_openvino_weights(weights: str, engine: str) -> None:
-    if weights not in WEIGHT_FORMATS:
-        raise FastDiffError(f"openvino_weights must be None or one of {WEIGHT_FORMATS}, not {weights!r}")
+    check_weight_format(weights)
     if engine != "openvino":
         raise FastDiffError(
             f"openvino_weights={weights!r} compresses the OpenVINO engine's UNet, and this recipe runs {engine}: "

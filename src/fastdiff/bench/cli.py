@@ -122,14 +122,13 @@ def _progress(total: int, disable: bool) -> Any:
 
 def _measure(args: argparse.Namespace, config: RunConfig, scenarios: list[Scenario]) -> tuple[list[BenchRow], Meta]:
     """Run the scenarios with a progress bar over scenarios and runs; the rows and the run's metadata."""
-    weights_dir = args.weights_dir if args.weights == "random" else None
-    meta = collect_meta(config, weights=args.weights + (" (memory-mapped)" if weights_dir else ""))
+    meta = collect_meta(config, weights=args.weights + (" (memory-mapped)" if args.weights_dir else ""))
     if meta["note"]:
         print(f"fastdiff bench: {meta['note']}", file=sys.stderr)
     clock = make_clock(config.device)
     source = make_source(
         args.weights, device=config.device, dtype=config.dtype, clock=clock, cache_dir=args.cache_dir,
-        weights_dir=weights_dir,
+        weights_dir=args.weights_dir,  # `_config` refused it for other weights
     )  # fmt: skip
     bar = _progress(len(scenarios) * (config.warmup + config.repeats), args.no_progress)
     skipped: list[dict[str, str]] = []

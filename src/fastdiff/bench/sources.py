@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 
 import torch
 
+from ..errors import FastDiffError
 from ..generator import FewStepGenerator
 from ..openvino_engine import openvino_pipeline
 from ..optimize import Optimizations
@@ -210,5 +211,7 @@ def make_source(
     `random` weights are kept and memory-mapped from, for `random` only)."""
     if weights == "hub":
         return HubSource(device=device, dtype=dtype, clock=clock, cache_dir=cache_dir)
-    folder = Path(weights_dir) if weights_dir is not None and weights == "random" else None
+    if weights_dir is not None and weights != "random":
+        raise FastDiffError(f"weights_dir is for random weights, not {weights}")
+    folder = Path(weights_dir) if weights_dir is not None else None
     return RandomSource(device=device, dtype=dtype, clock=clock, tiny=weights == "tiny", folder=folder)
