@@ -19,7 +19,7 @@ import torch
 
 from fastdiff import FastDiffWarning, FewStepGenerator, Optimizations, presets
 from fastdiff.bench.random_weights import random_pipeline, random_tiny_vae
-from fastdiff.openvino_cache import effective_precision, openvino_usable
+from fastdiff.openvino_cache import openvino_usable
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -37,7 +37,8 @@ def main() -> None:
     preset, repo = args.preset, presets.get(args.preset).repo_id
     pipe = random_pipeline(repo, device=torch.device("cpu"), dtype=torch.float32)
     exact = FewStepGenerator.from_pipeline(preset, pipe, optimize="none")
-    engine = f"OpenVINO, {effective_precision(None)}" if openvino_usable() else "torch (no OpenVINO)"
+    precision = Optimizations.preset("default").resolved(torch.device("cpu")).openvino_precision
+    engine = f"OpenVINO, {precision}" if openvino_usable() else "torch (no OpenVINO)"
     print(f"{repo} ({preset}), real architecture, random weights, {args.size}², engine {engine}")
     size = {"height": args.size, "width": args.size}
     prompts = [f"a photo of a {w} in the rain, number {i}" for i, w in enumerate(("fox", "boat", "lamp", "tree"))]

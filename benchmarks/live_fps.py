@@ -21,7 +21,7 @@ import torch
 
 from fastdiff import FastDiffWarning, FewStepGenerator, Optimizations, presets
 from fastdiff.bench.random_weights import random_pipeline, random_tiny_vae
-from fastdiff.openvino_cache import effective_precision, openvino_usable
+from fastdiff.openvino_cache import openvino_usable
 from fastdiff.realtime import LiveSession
 
 TEXT = "a watercolor painting of a lighthouse on a cliff at dawn, seagulls, soft light, detailed waves"
@@ -63,7 +63,8 @@ def main() -> None:
         from fastdiff.testing import tiny_pipeline
 
         pipe = tiny_pipeline(presets.get(preset).family)
-    engine = f"OpenVINO {effective_precision(None)}" if openvino_usable() else "torch"
+    precision = Optimizations.preset("default").resolved(torch.device("cpu")).openvino_precision
+    engine = f"OpenVINO {precision}" if openvino_usable() else "torch"
     print(f"{preset}, {args.weights} weights, {args.size}², {torch.get_num_threads()} threads, CPU engine: {engine}")
     size = {"height": args.size, "width": args.size}
     print("level    warm-up  typing fps  p50 latency  slider fps  p50 latency")

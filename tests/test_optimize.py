@@ -14,7 +14,8 @@ import torch
 
 from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator, Optimizations
 from fastdiff.cpu_kernels import OneDNNConv2d
-from fastdiff.optimize import cpu_has_native_bf16
+from fastdiff.devices import bf16_pays_on
+from fastdiff.optimize import cpu_bf16_pays, cpu_has_native_bf16
 from fastdiff.testing import tiny_autoencoder_tiny
 
 from .images import psnr
@@ -36,7 +37,7 @@ def test_bf16_opt_in_follows_the_cpu(load: Any, hub_cache: Path, small_sizes: No
     gen = FewStepGenerator.from_preset(
         "sd-turbo", device="cpu", cache_dir=hub_cache, local_files_only=True, optimize=opts
     )
-    assert gen.dtype == (torch.bfloat16 if cpu_has_native_bf16() else torch.float32)
+    assert gen.dtype == (torch.bfloat16 if cpu_bf16_pays() else torch.float32)
     exact = load("sd-turbo")(PROMPT, seed=0, height=128, width=128).images[0]
     assert psnr(gen(PROMPT, seed=0, height=128, width=128).images[0], exact) >= 20.0  # bf16: a looser bound
 
@@ -162,3 +163,50 @@ def test_auto_switches_follow_the_device() -> None:
     assert cuda.compile_mode == "reduce-overhead" and cpu.compile_mode is None
     forced = Optimizations.preset("default", compile=True, compile_mode="max-autotune").resolved(torch.device("cpu"))
     assert forced.compile is True and forced.compile_mode == "max-autotune"
+
+
+# lscpu's flags of the CPUs measured (docs/performance.md), trimmed to the ones that decide
+ZEN3 = {"avx2", "fma"}
+ZEN4 = {"avx2", "fma", "avx512f", "avx512_bf16"}
+XEON_NO_AMX = {"avx2", "fma", "avx512f", "avx512_bf16", "avx512_fp16"}  # family 6 model 207, AMX hidden by KVM
+XEON_AMX = XEON_NO_AMX | {"amx_bf16", "amx_tile", "amx_int8"}
+
+
+@pytest.mark.parametrize(
+    ("vendor", "flags", "pays"),
+    [
+        ("AuthenticAMD", ZEN3, False),
+        ("AuthenticAMD", ZEN4, True),  # measured: bf16 2.4-3.0x plain fp32 diffusers there, f32 OpenVINO ~1.3x
+        ("GenuineIntel", XEON_NO_AMX, False),  # measured: the SDXL UNet 1.55x slower in bf16 than in f32
+        ("GenuineIntel", XEON_AMX, True),
+    ],
+)
+def test_bf16_is_chosen_only_where_it_is_faster(vendor: str, flags: set[str], pays: bool) -> None:
+    assert bf16_pays_on(vendor, flags) is pays
+
+
+@pytest.mark.parametrize("pays", [True, False])
+def test_the_levels_openvino_precision_follows_the_cpu(pays: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("fastdiff.optimize.cpu_bf16_pays", lambda: pays)
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    for level in ("default", "max"):
+        assert Optimizations.preset(level).resolved(cpu).openvino_precision == ("bf16" if pays else "f32")
+    assert Optimizations.preset("default").resolved(cuda).openvino_precision == "f32"  # no bf16 CPU to pay
+    assert Optimizations.preset("default", compute_dtype="auto").resolved(cpu).compute_dtype == (
+        torch.bfloat16 if pays else None
+    )
+    # None is OpenVINO's own default (the bench's peer row); an explicit precision is kept
+    for given in (None, "f32", "bf16"):
+        assert Optimizations.preset("default", openvino_precision=given).resolved(cpu).openvino_precision == given
+    with pytest.raises(FastDiffError, match="openvino_precision must be one of"):
+        Optimizations.preset("default", openvino_precision="fp8").resolved(cpu)
+
+
+def test_this_cpu_reads_its_own_flags() -> None:
+    info = Path("/proc/cpuinfo")
+    if not info.is_file():
+        pytest.skip("no /proc/cpuinfo: native bf16 support decides")
+    text = info.read_text()
+    vendor = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("vendor_id"))
+    flags = set(next(line.split(":", 1)[1] for line in text.splitlines() if line.startswith("flags")).split())
+    assert cpu_bf16_pays() is (bf16_pays_on(vendor, flags) and cpu_has_native_bf16())

@@ -140,7 +140,7 @@ def _config(precision: str | None) -> dict[str, Any]:
 
 def effective_precision(precision: str | None) -> str:
     """The precision the CPU plugin computes in ("bf16", "f32", "f16"): `precision`, else its default (bf16 on
-    native-bf16 CPUs)."""
+    CPUs with avx512_bf16 or AMX, even where f32 is faster)."""
     if precision is None:
         value = _core().get_property("CPU", "INFERENCE_PRECISION_HINT")  # an openvino.Type
         precision = str(value.get_type_name() if hasattr(value, "get_type_name") else value)

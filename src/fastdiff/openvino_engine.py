@@ -10,9 +10,10 @@ bf16 tensors) runs the torch forward instead, so a wrapped module is correct on 
 `cpu_kernels.stock_kernels()` (FLOP counting) the torch forward runs too. A batch runs item by item through the
 model compiled for one item (`_split_batch`), so a new batch size converts nothing; many threads may call at once.
 
-The precision is OpenVINO's default for the CPU (bf16 on CPUs with native bf16, f32 elsewhere) unless `precision`
-says otherwise ("f32", "bf16"). A module's weights are read when a shape converts; a call after they were replaced
-or written in place (a fused LoRA) warns and converts again.
+The precision is `precision` ("f32", "bf16"; the levels pass the one `Optimizations.resolved` chose), or with
+None OpenVINO's own default for the CPU (bf16 wherever avx512_bf16 is present, f32 elsewhere: the peer row's).
+A module's weights are read when a shape converts; a call after they were replaced or written in place (a fused
+LoRA) warns and converts again.
 """
 
 from __future__ import annotations

@@ -4,9 +4,9 @@ A recipe is data, decided once: `Optimizations.resolved(device)` turns every "au
 that device, and `apply_optimizations` then does exactly what the resolved recipe says, on whatever device the
 pipeline is (so the CUDA recipe can run, and be tested, on CPU tensors). "none" is bit-parity with diffusers.
 "default" takes every speedup whose image stays within a tested tolerance of "none": the prompt-embedding cache
-everywhere; on the CPU the OpenVINO engine where it is installed (`fastdiff[cpu]`; bf16 on CPUs with native
-bf16), else the oneDNN kernels of `cpu_kernels`; on CUDA channels_last, fused QKV, a bf16 VAE
-instead of the fp32 upcast and torch.compile with CUDA graphs. "max" also swaps the VAE for the tiny
+everywhere; on the CPU the OpenVINO engine where it is installed (`fastdiff[cpu]`; bf16 where the CPU computes
+it faster than fp32, f32 elsewhere), else the oneDNN kernels of `cpu_kernels`; on CUDA channels_last, fused QKV,
+a bf16 VAE instead of the fp32 upcast and torch.compile with CUDA graphs. "max" also swaps the VAE for the tiny
 autoencoder (TAESD/TAESDXL). Measured gains and costs: docs/performance.md.
 
 The optimized modules are fastdiff's own copies that share the weight tensors with the pipeline they came from:
@@ -25,23 +25,24 @@ import torch
 from torch import nn
 
 from .cpu_kernels import onednn_usable, use_cpu_kernels
+from .devices import cpu_bf16_pays, cpu_has_native_bf16
 from .errors import FastDiffError, did_you_mean
 from .openvino_cache import check_weight_format, nncf_usable, openvino_usable
 
-__all__ = ["LEVELS", "Optimizations", "apply_optimizations", "cpu_has_native_bf16", "resolve_optimizations"]
+__all__ = [
+    "LEVELS",
+    "Optimizations",
+    "apply_optimizations",
+    "cpu_bf16_pays",
+    "cpu_has_native_bf16",
+    "resolve_optimizations",
+]
 
 Level = Literal["none", "default", "max"]
 LEVELS: tuple[Level, ...] = ("none", "default", "max")
 Auto = Literal["auto"]
 Engine = Literal["torch", "openvino", "auto"]
-
-
-def cpu_has_native_bf16() -> bool:
-    """True when oneDNN can run bf16 matmuls/convs natively (avx512_bf16 or AMX): then bf16 beats fp32."""
-    try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
-        return False
+PRECISIONS = (None, "auto", "f32", "bf16")
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,8 @@ class Optimizations:
 
     "auto" means: where it was measured to pay, which `resolved(device)` decides (`resolved_for` then names the
     device type; a resolved recipe is applied as it says on any device).
-    `compute_dtype`: a dtype, None (keep the loaded one) or "auto" (bfloat16 on CPUs with native bf16).
+    `compute_dtype`: a dtype, None (keep the loaded one) or "auto" (bfloat16 on CPUs where it beats fp32,
+    `cpu_bf16_pays`).
     `cpu_kernels`: oneDNN Linear, NHWC convs with packed weights, reused cross-attention K/V ("auto": on the CPU
     where oneDNN is available and enabled).
     `channels_last`, `fuse_qkv`: NHWC weights and one QKV projection ("auto": on CUDA; on the CPU
@@ -62,8 +64,10 @@ class Optimizations:
     `tiny_vae`: None, "auto" (the family's TAESD, cache first), a hub id, a local folder or an `AutoencoderTiny`.
     `engine`: "torch", or "openvino" (CPU only: the UNet, text encoders and VAE decoder compiled by OpenVINO at
     static shapes, cached on disk; `openvino_engine`), "auto": OpenVINO on the CPU when it is installed, else
-    torch (the environment variable `FASTDIFF_CPU_ENGINE=torch` makes "auto" torch). `openvino_precision`: None
-    for OpenVINO's default (bf16 on native-bf16 CPUs, f32 elsewhere), or "f32". `openvino_weights`: None (the
+    torch (the environment variable `FASTDIFF_CPU_ENGINE=torch` makes "auto" torch). `openvino_precision`: "auto"
+    (the levels' choice: bf16 where this CPU computes it faster than fp32, `cpu_bf16_pays`, else f32), "f32",
+    "bf16", or None for OpenVINO's own default (bf16 wherever the CPU has avx512_bf16, even where slower, as the
+    bench's peer row runs it). `openvino_weights`: None (the
     UNet's weights as they are) or "int8": compressed by NNCF (`pip install 'fastdiff[int8]'`), an opt-in with its
     own tolerance (docs/performance.md); it needs the OpenVINO engine.
     """
@@ -98,6 +102,7 @@ class Optimizations:
                 compile="auto",  # CPU: inductor took 65 s to compile the SDXL decoder on 2 cores and gained 7 %
                 tiny_vae="auto" if level == "max" else None,
                 engine="auto",  # CPU: OpenVINO where installed (2.0-2.3x plain diffusers, docs/performance.md)
+                openvino_precision="auto",
             )
         try:
             return dataclasses.replace(base, **overrides)
@@ -130,9 +135,15 @@ class Optimizations:
             raise FastDiffError(f"engine='openvino' needs OpenVINO: {where}")
         if self.openvino_weights is not None:
             _check_openvino_weights(self.openvino_weights, engine)
+        if self.openvino_precision not in PRECISIONS:
+            raise FastDiffError(f"openvino_precision must be one of {PRECISIONS}, not {self.openvino_precision!r}")
+        bf16 = cpu and cpu_bf16_pays()
+        precision = self.openvino_precision
+        if precision == "auto":
+            precision = "bf16" if bf16 else "f32"
         dtype = self.compute_dtype
         if dtype == "auto":
-            dtype = torch.bfloat16 if cpu and cpu_has_native_bf16() else None
+            dtype = torch.bfloat16 if bf16 else None
         return dataclasses.replace(
             self,
             compute_dtype=dtype,
@@ -142,6 +153,7 @@ class Optimizations:
             bf16_vae=auto(self.bf16_vae, cuda),
             compile=compile,
             engine=engine,
+            openvino_precision=precision,
             compile_mode=self.compile_mode or ("reduce-overhead" if compile and cuda else None),
             resolved_for=device.type,
         )
