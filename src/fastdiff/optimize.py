@@ -65,11 +65,11 @@ class Optimizations:
     `engine`: "torch", or "openvino" (CPU only: the UNet, text encoders and VAE decoder compiled by OpenVINO at
     static shapes, cached on disk; `openvino_engine`), "auto": OpenVINO on the CPU when it is installed, else
     torch (the environment variable `FASTDIFF_CPU_ENGINE=torch` makes "auto" torch). `openvino_precision`: "auto"
-    (the levels' choice: bf16 where this CPU computes it faster than fp32, `cpu_bf16_pays`, else f32), "f32",
-    "bf16", or None for OpenVINO's own default (bf16 wherever the CPU has avx512_bf16, even where slower, as the
-    bench's peer row runs it). `openvino_weights`: None (the
-    UNet's weights as they are) or "int8": compressed by NNCF (`pip install 'fastdiff[int8]'`), an opt-in with its
-    own tolerance (docs/performance.md); it needs the OpenVINO engine.
+    (bf16 where this CPU computes it faster than fp32, `cpu_bf16_pays`, else f32), "f32", "bf16", or None for
+    OpenVINO's own default (bf16 wherever the CPU has avx512_bf16, even where slower: the bench's peer row).
+    `openvino_weights`: None (the UNet's weights as they are) or "int8": compressed by NNCF
+    (`pip install 'fastdiff[int8]'`), an opt-in with its own tolerance (docs/performance.md); it needs the
+    OpenVINO engine.
     """
 
     compute_dtype: Auto | torch.dtype | None = None
@@ -83,7 +83,7 @@ class Optimizations:
     tiny_vae: Any = None
     embedding_cache_size: int = 32
     engine: Engine = "torch"
-    openvino_precision: str | None = None
+    openvino_precision: str | None = "auto"
     openvino_weights: str | None = None
     resolved_for: str | None = None
 
@@ -102,7 +102,6 @@ class Optimizations:
                 compile="auto",  # CPU: inductor took 65 s to compile the SDXL decoder on 2 cores and gained 7 %
                 tiny_vae="auto" if level == "max" else None,
                 engine="auto",  # CPU: OpenVINO where installed (2.0-2.3x plain diffusers, docs/performance.md)
-                openvino_precision="auto",
             )
         try:
             return dataclasses.replace(base, **overrides)
