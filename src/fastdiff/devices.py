@@ -59,8 +59,8 @@ def cpu_bf16_pays() -> bool:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         return cpu_has_native_bf16()
-    fields = dict(line.split(":", 1) for line in lines if ":" in line)  # the last CPU's; every core reports the same
-    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    # one block per core, all alike: the last one's fields win
+    fields = {key.strip(): value.strip() for key, sep, value in map(lambda line: line.partition(":"), lines) if sep}
     return bf16_pays_on(fields.get("vendor_id", ""), set(fields.get("flags", "").split())) and cpu_has_native_bf16()
 
 
