@@ -91,6 +91,19 @@ def test_within_tolerance_of_none(name: str, steps: int, guidance: float | None,
         assert psnr(a, b) >= MIN_PSNR[cfg]
 
 
+def test_a_fused_lora_is_not_taken_for_its_base(load: Any, ov_load: Any, small_sizes: None) -> None:
+    """The base UNet's weights lie in its memory-mapped file, named in the cache key by that file instead of
+    hashed (`stamps.FileMappings`). Fusing a LoRA writes them through `.data` (peft's merge), which bumps no
+    write counter: the key must see the written pages, or the LoRA preset would run its base's compiled UNet."""
+    call = {"steps": 4, "guidance_scale": 1.0}  # LCM-LoRA's (no CFG); sd15 runs them too
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", category=FastDiffWarning)
+        base = _image(ov_load("sd15"), **call)  # sd15's UNet converted and saved under its file's name
+        fused, reference = _image(ov_load("lcm-lora-sd15"), **call), _image(load("lcm-lora-sd15"), **call)
+    assert np.abs(fused - base).mean() > 5  # not the base's compiled UNet...
+    assert np.abs(fused - reference).max() <= MAX_STEPS[False] and psnr(fused, reference) >= MIN_PSNR[False]
+
+
 def test_max_runs_the_tiny_decoder(hub_cache: Path, small_sizes: None, ov_cache: Path) -> None:
     tiny = tiny_autoencoder_tiny()
     where: dict[str, Any] = {"device": "cpu", "cache_dir": hub_cache, "local_files_only": True}

@@ -167,8 +167,9 @@ class SubpixelUpsample2D(Upsample2D):
 
     _phases: tuple[TensorStamp, TensorStamp, OneDNNConv2d] | None = None  # the weight and bias it was derived from
     # What tracing uses, derived before it: the weights' identity as ints (a trace records tensor comparisons),
-    # the taps, and the weights themselves (held, so that a new weight cannot reuse their address).
-    _taps: tuple[tuple[int, ...], Tensor, Tensor | None, tuple[Tensor, Tensor | None]] | None = None
+    # the taps, and the weights' stamps (which hold them, so that a new weight cannot reuse their address, and
+    # see a write through `.data` that the ints miss).
+    _taps: tuple[tuple[int, ...], Tensor, Tensor | None, tuple[TensorStamp, TensorStamp]] | None = None
 
     @property
     def _conv(self) -> Any:
@@ -177,9 +178,17 @@ class SubpixelUpsample2D(Upsample2D):
     def derive_taps(self) -> None:
         """Derive the sub-pixel taps from the current weights, outside a trace (in which they are constants)."""
         conv = self._conv
-        if isinstance(conv, nn.Conv2d) and (self._taps is None or self._taps[0] != _identity(conv)):
+        if not isinstance(conv, nn.Conv2d):
+            return
+        taps = self._taps
+        if (
+            taps is None
+            or taps[0] != _identity(conv)
+            or not (taps[3][0].matches(conv.weight) and taps[3][1].matches(conv.bias))
+        ):
             with torch.no_grad():
-                self._taps = (_identity(conv), *subpixel_taps(conv.weight, conv.bias), (conv.weight, conv.bias))
+                stamps = (TensorStamp(conv.weight), TensorStamp(conv.bias))
+                self._taps = (_identity(conv), *subpixel_taps(conv.weight, conv.bias), stamps)
 
     def _applies(self, x: Tensor, output_size: Any) -> nn.Conv2d | None:
         """The 3x3 conv when this upsampler is exactly nearest 2x then that conv, else None."""

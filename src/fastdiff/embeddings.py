@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from .adapters import Embeddings, ModelAdapter
-from .stamps import TensorStamp, stamps_match
+from .stamps import TensorStamp, stamp_all, stamps_match
 
 __all__ = ["EmbeddingCache", "PromptEncoder"]
 
@@ -46,7 +46,7 @@ class EmbeddingCache:
         return [p for encoder in self._encoders for p in encoder.parameters()]
 
     def _stamp(self) -> list[TensorStamp]:
-        return [TensorStamp(p) for p in self._weights()]
+        return stamp_all(self._weights())
 
     def get(self, key: Key, compute: Callable[[], Embeddings]) -> Embeddings:
         """The cached embeddings of `key`, computing (and storing) them on a miss."""

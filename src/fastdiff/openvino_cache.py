@@ -27,8 +27,8 @@ import torch
 from torch import nn
 from torch.jit import TracerWarning  # type: ignore[attr-defined]
 
+from .digests import weights_digest
 from .errors import FastDiffError
-from .stamps import weights_digest
 
 __all__ = [
     "WEIGHT_FORMATS",
