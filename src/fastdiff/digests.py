@@ -21,9 +21,9 @@ _lock = threading.Lock()
 _digests: dict[tuple[object, ...], tuple[list[weakref.ref[Tensor]], list[tuple[int, bytes | None]], str]] = {}
 
 
-def _tensor_digest(t: torch.Tensor, files: FileMappings) -> bytes:
+def _tensor_digest(t: torch.Tensor, files: FileMappings, unwritten: bool) -> bytes:
     h = hashlib.sha256(f"{tuple(t.shape)}:{t.dtype};".encode())
-    identity = files.identity(t)
+    identity = files.identity(t, unwritten=unwritten)
     if identity is not None:
         h.update(identity.encode())
     else:
@@ -48,7 +48,8 @@ def weights_digest(module: nn.Module) -> str:
     if known is not None and all(ref() is not None for ref in known[0]) and known[1] == written:
         return known[2]
     with ThreadPoolExecutor(max_workers=max(1, torch.get_num_threads())) as pool:  # hashlib releases the GIL
-        parts = list(pool.map(lambda t: _tensor_digest(t, files), [t for _, t in named]))
+        clean = [fingerprint is None for _, fingerprint in written]  # pages known unwritten: not read again
+        parts = list(pool.map(lambda t, c: _tensor_digest(t, files, c), tensors, clean))
     h = hashlib.sha256(type(module).__qualname__.encode())
     for (name, _), part in zip(named, parts, strict=True):
         h.update(name.encode() + part)

@@ -13,10 +13,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["FileMappings", "pages_unwritten"]
+__all__ = ["FileMappings", "pages_unwritten", "span"]
 
 # /proc/self/pagemap: one little-endian u64 per page; bit 63 present, 62 swapped, 61 a file page (or shared).
 _PRESENT, _SWAPPED, _FILE = (np.uint64(1 << bit) for bit in (63, 62, 61))
+
+
+def span(t: Tensor) -> tuple[int, int]:
+    """The (address, size in bytes) of contiguous tensor `t`'s data."""
+    return t.data_ptr(), t.numel() * t.element_size()
 
 
 class _Mapping(NamedTuple):
@@ -60,7 +65,7 @@ class FileMappings:
         """Which private mapping holds all of contiguous CPU tensor `t`, if one does."""
         if t.device.type != "cpu" or t.layout != torch.strided or not t.is_contiguous() or t.numel() == 0:
             return None
-        address, size = t.data_ptr(), t.numel() * t.element_size()
+        address, size = span(t)
         at = bisect.bisect_right(self._starts, address) - 1
         if at < 0 or address + size > self._mappings[at].end or not self._mappings[at].private:
             return None
@@ -70,22 +75,22 @@ class FileMappings:
         """For each tensor: True when it lies in a private file mapping and none of its pages was written since
         (`pages_unwritten`)."""
         inside = [i for i, t in enumerate(tensors) if self._index(t) is not None]
-        spans = [(tensors[i].data_ptr(), tensors[i].numel() * tensors[i].element_size()) for i in inside]
         out = [False] * len(tensors)
-        for i, clean in zip(inside, pages_unwritten(spans), strict=True):
+        for i, clean in zip(inside, pages_unwritten([span(tensors[i]) for i in inside]), strict=True):
             out[i] = clean
         return out
 
-    def identity(self, t: Tensor) -> str | None:
+    def identity(self, t: Tensor, *, unwritten: bool | None = None) -> str | None:
         """Where `t`'s bytes lie in a file that is still the one mapped (device, inode, size, modification time,
         offset), for a contiguous CPU tensor inside one mapping, none of whose pages was written (what
         `from_pretrained` makes of a safetensors file: its pages, not a copy); else None. It names the bytes as
         surely as hashing them would, without reading them. Written pages are seen in /proc/self/pagemap, not
-        by the write counter, which `weight.data += delta` (peft's merge) leaves alone."""
+        by the write counter, which `weight.data += delta` (peft's merge) leaves alone. `unwritten`: what
+        `unwritten` said of `t` already (its pages are then not read again)."""
         at = self._index(t)
-        if at is None or not self.unwritten([t])[0]:
+        if at is None or not (self.unwritten([t])[0] if unwritten is None else unwritten):
             return None
-        mapped, address, size = self._mappings[at], t.data_ptr(), t.numel() * t.element_size()
+        mapped, (address, size) = self._mappings[at], span(t)
         try:
             stat = os.stat(mapped.path)
         except OSError:  # deleted or renamed since it was mapped

@@ -8,7 +8,7 @@ from typing import cast
 import torch
 from torch import Tensor
 
-from .mapped import FileMappings, pages_unwritten
+from .mapped import FileMappings, pages_unwritten, span
 
 __all__ = [
     "SAMPLES",
@@ -119,13 +119,7 @@ class TensorStamp:
 
     def matches(self, t: Tensor | None) -> bool:
         """True when `t` is the stamped tensor, not written since."""
-        if not self._same(t):
-            return False
-        if t is None or self._tensor is None:
-            return True
-        if self._fingerprint is None:  # stamped as unwritten pages of a mapped file: are they still?
-            return pages_unwritten([(t.data_ptr(), t.numel() * t.element_size())])[0]
-        return self._fingerprint == sample(t)
+        return self._tensor is None if t is None else stamps_match([self], [t])
 
     def _same(self, t: Tensor | None) -> bool:
         """`t` is the stamped tensor (same address, shape and dtype) and its write counter has not moved."""
@@ -149,9 +143,7 @@ def stamps_match(stamps: list[TensorStamp], tensors: Iterable[Tensor]) -> bool:
     pairs = list(zip(stamps, tensors, strict=False))
     if len(stamps) != len(tensors) or not all(s._same(t) for s, t in pairs):
         return False  # another tensor, or one written through torch: no fingerprint needed
-    pairs = [(s, t) for s, t in pairs if t is not None]
-    mapped = [t for s, t in pairs if s._fingerprint is None]
-    if not all(pages_unwritten([(t.data_ptr(), t.numel() * t.element_size()) for t in mapped])):
+    if not all(pages_unwritten([span(t) for s, t in pairs if s._fingerprint is None])):
         return False
     sampled = [(s, t) for s, t in pairs if s._fingerprint is not None]
     return all(s._fingerprint == b for (s, _), b in zip(sampled, samples([t for _, t in sampled]), strict=True))
