@@ -1,4 +1,5 @@
-"""Optimizations(openvino_weights="int8"): the OpenVINO engine's UNet with NNCF's int8 weights, within a stated
+"""Optimizations(openvino_weights="int8" / "int8-full"): the OpenVINO engine's UNet with NNCF's int8 weights (or
+weights and activations), within a stated
 tolerance of fp32 "none", kept on disk under its own key, and refused with the fix where it cannot run."""
 
 from __future__ import annotations
@@ -38,8 +39,8 @@ MAX_STEPS, MIN_PSNR = {False: 12, True: 24}, {False: 40.0, True: 35.0}
 CASES = [("sd15", 2, 7.5), ("sd-turbo", 1, None), ("sdxl-turbo", 1, None)]  # (preset, steps, guidance)
 
 
-def _int8(name: str, hub_cache: Path) -> FewStepGenerator:
-    opts = Optimizations.preset("default", engine="openvino", openvino_precision="f32", openvino_weights="int8")
+def _int8(name: str, hub_cache: Path, weights: str = "int8") -> FewStepGenerator:
+    opts = Optimizations.preset("default", engine="openvino", openvino_precision="f32", openvino_weights=weights)
     return FewStepGenerator.from_preset(name, device="cpu", cache_dir=hub_cache, local_files_only=True, optimize=opts)
 
 
@@ -74,6 +75,60 @@ def test_int8_unet_within_tolerance_of_none(
     assert diff.max() <= MAX_STEPS[cfg] and psnr(reference, ours) >= MIN_PSNR[cfg], f"{name}: int8 drifted"
     new = set(ov_cache.glob("openvino/*/model.xml")) - before
     assert any({"u8", "i8"} & _weight_types(xml) for xml in new), "no IR with 8-bit weights was saved"
+
+
+# Bound for "int8-full" (weights and activations of the UNet's convolutions and linear layers in int8,
+# calibrated on the first call's inputs) against fp32 "none". Each activation is rounded to one of 256 steps of
+# its tensor's measured range, so the error is that of 8-bit weights plus one such rounding per layer input.
+# Measured on these tiny random models (AMD EPYC Zen 3, AVX2, f32): sd-turbo 17/255 and 37.6 dB on the
+# calibration call, 51 and 34.2 dB on another prompt and seed; sdxl-turbo 36-38 and 33.1-33.3 dB (not run here:
+# the suite's time). Allowed: 80 steps and 30 dB. An unquantized UNet fails the int8 checks below; a broken
+# scale or zero point turns the image to noise (under 15 dB).
+FULL_MAX_STEPS, FULL_MIN_PSNR = 80, 30.0
+
+
+@pytest.mark.parametrize(("name", "steps", "guidance"), [("sd-turbo", 1, None)])
+def test_int8_full_unet_within_tolerance_of_none(
+    name: str, steps: int, guidance: float | None, load: Any, hub_cache: Path, ov_cache: Path
+) -> None:
+    exact, fast = load(name), _int8(name, hub_cache, "int8-full")
+    assert fast.pipeline.unet.forward.weights == "int8-full" and fast.pipeline.text_encoder.forward.weights is None
+    before = set(ov_cache.glob("openvino/*/model.xml"))
+    call = {"steps": steps, "guidance_scale": guidance}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*was trained at", category=FastDiffWarning)
+        warnings.filterwarnings("ignore", message="OpenVINO: first call", category=FastDiffWarning)
+        reference, ours = _image(exact, **call), _image(fast, **call)
+        other = {"prompt": "a red bicycle", "seed": 5, **SIZE, **call}  # not the calibration's inputs
+        reference2 = np.asarray(exact(**other).images[0], np.int16)
+        ours2 = np.asarray(fast(**other).images[0], np.int16)
+    for ref, got, what in ((reference, ours, "calibration call"), (reference2, ours2, "another prompt and seed")):
+        diff = np.abs(ref - got)
+        print(f"{name} {what}: int8-full UNet max {diff.max()}/255, PSNR {psnr(ref, got):.1f} dB")
+        assert diff.max() <= FULL_MAX_STEPS and psnr(ref, got) >= FULL_MIN_PSNR, f"{name}: {what} drifted"
+    new = set(ov_cache.glob("openvino/*/model.xml")) - before
+    assert any("i8" in _weight_types(xml) for xml in new), "no IR with int8 weights was saved"
+    compiled = next(iter(fast.pipeline.unet.forward._entries.values())).model.model
+    kernels = {
+        op.get_rt_info()["primitiveType"].astype(str)
+        for op in compiled.get_runtime_model().get_ops()
+        if op.get_rt_info()["layerType"].astype(str) == "Convolution"
+    }
+    assert any("I8" in k for k in kernels), f"the UNet's convolutions do not run int8 kernels: {kernels}"
+
+
+def test_linears_as_convolutions_keeps_the_sums() -> None:
+    from fastdiff.openvino_int8 import linears_as_convolutions
+
+    net = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 8)).eval()
+    x = torch.randn(2, 5, 16)
+    model = ov.convert_model(net, example_input=x, input=[(2, 5, 16)])
+    assert linears_as_convolutions(model) == 2
+    types = {op.get_type_name() for op in model.get_ops()}
+    assert "Convolution" in types and "MatMul" not in types
+    got = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})(x.numpy())[0]
+    with torch.no_grad():
+        np.testing.assert_allclose(got, net(x).numpy(), rtol=1e-4, atol=1e-5)
 
 
 def test_int8_and_f32_unets_are_cached_apart(load: Any, hub_cache: Path, ov_cache: Path) -> None:

@@ -7,7 +7,7 @@ converted model, not copied) with OpenVINO's PyTorch frontend at the example's s
 compiles it. The key hashes the weights' bytes (SHA-256 with names, shapes and dtypes), the input shapes and
 dtypes, the weight format and the versions of OpenVINO, torch, diffusers and transformers (and NNCF for int8).
 The cache is `$FASTDIFF_CACHE/openvino` (default `~/.cache/fastdiff/openvino`), one folder per key holding
-`model.xml` and `model.bin` (f32 weights, or int8 ones with `weights="int8"`).
+`model.xml` and `model.bin` (f32 weights, or int8 ones with `weights="int8"` or `"int8-full"`, `openvino_int8`).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from torch.jit import TracerWarning  # type: ignore[attr-defined]
 
 from .digests import weights_digest
 from .errors import FastDiffError
+from .openvino_int8 import compress_weights, nncf_usable, quantize_fully
 
 __all__ = [
     "WEIGHT_FORMATS",
@@ -46,9 +47,10 @@ _counts = {"conversions": 0, "cache_loads": 0}
 _lock = threading.Lock()
 _live: weakref.WeakValueDictionary[str, Shared] = weakref.WeakValueDictionary()
 _IR_FORMAT = "static-shapes"  # part of the key: IRs saved before inputs were made static convert again
-# Weight formats an IR can be saved in besides f32: NNCF's per-output-channel int8 with a zero point (asymmetric,
-# its default int8 mode and optimum-intel's `--weight-format int8`), decompressed inside OpenVINO's kernels.
-WEIGHT_FORMATS = ("int8",)
+# Weight formats an IR can be saved in besides f32 (`openvino_int8`): "int8", NNCF's per-output-channel int8
+# weights with a zero point (optimum-intel's `--weight-format int8`), decompressed inside OpenVINO's kernels;
+# "int8-full", weights and activations of the convolutions and linear layers in int8, calibrated.
+WEIGHT_FORMATS = ("int8", "int8-full")
 
 
 def check_weight_format(weights: str | None) -> None:
@@ -87,24 +89,6 @@ def openvino_usable() -> bool:
     """True when `import openvino` works (the `fastdiff[cpu]` extra)."""
     try:
         import openvino  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def _import_nncf() -> Any:
-    # NNCF sends usage telemetry over the network unless its consent file says no or it believes it runs in CI;
-    # fastdiff makes no network call of its own accord, so it says CI (NNCF reads it once, at its first import).
-    os.environ.setdefault("NNCF_CI", "1")
-    import nncf
-
-    return nncf
-
-
-def nncf_usable() -> bool:
-    """True when `import nncf` works (the `fastdiff[int8]` extra: OpenVINO's weight compression)."""
-    try:
-        _import_nncf()
     except ImportError:
         return False
     return True
@@ -192,10 +176,13 @@ def compiled_model(
     precision: str | None,
     use_cache: bool = True,
     weights: str | None = None,
+    calibration: Sequence[Sequence[torch.Tensor]] = (),
 ) -> Shared:
     """`call(*example)` (tensors in, a tuple of tensors out, computed by `module`'s weights) as a compiled
     OpenVINO model for the example's shapes: the one this process holds already, else the disk cache's, else
-    converted now (and cached). `weights="int8"` compresses the weights with NNCF first (`WEIGHT_FORMATS`)."""
+    converted now (and cached). `weights="int8"` compresses the weights with NNCF first, `"int8-full"` quantizes
+    weights and activations with ranges measured on the example and the `calibration` inputs (`WEIGHT_FORMATS`;
+    the IR cached under the key was calibrated on the inputs of the call that converted it)."""
     check_weight_format(weights)
     key = _key(module, example, names, weights)
     live = f"{key}:{effective_precision(precision)}:{torch.get_num_threads()}"
@@ -205,7 +192,8 @@ def compiled_model(
         return held
     model = _load(key, use_cache, precision)
     if model is None:
-        model = _convert_and_compile(key, module, call, example, names, precision, use_cache, weights)
+        samples = [example, *calibration]
+        model = _convert_and_compile(key, module, call, samples, names, precision, use_cache, weights)
     shared = Shared(model)
     with _lock:
         _live[live] = shared
@@ -230,7 +218,7 @@ def _convert_and_compile(
     key: str,
     module: nn.Module,
     call: Callable[..., tuple[torch.Tensor, ...]],
-    example: Sequence[torch.Tensor],
+    samples: Sequence[Sequence[torch.Tensor]],
     names: Sequence[str],
     precision: str | None,
     use_cache: bool,
@@ -238,6 +226,7 @@ def _convert_and_compile(
 ) -> Any:
     import openvino as ov
 
+    example = samples[0]
     converted = _convert(_Traced(module, call), example)
     for port, name in zip(converted.inputs, names, strict=True):
         port.get_tensor().set_names({name})
@@ -246,7 +235,9 @@ def _convert_and_compile(
     # `reshape` does. The trace is only valid at its own shapes anyway (Python ints baked in).
     converted.reshape({name: ov.PartialShape(list(t.shape)) for name, t in zip(names, example, strict=True)})
     if weights == "int8":
-        converted = _compress_int8(converted)
+        converted = compress_weights(converted)
+    elif weights == "int8-full":
+        converted = quantize_fully(converted, [[t.numpy() for t in sample] for sample in samples])
     if use_cache:  # the IR, written as it is serialized: no in-memory copy (an exported blob would be one)
         partial = cache_dir() / f"{key}.{os.getpid()}.part"
         partial.mkdir(parents=True, exist_ok=True)
@@ -258,17 +249,6 @@ def _convert_and_compile(
     with _lock:
         _counts["conversions"] += 1
     return compiled
-
-
-def _compress_int8(model: Any) -> Any:
-    """`model` with int8 weights (NNCF's `compress_weights`, INT8_ASYM: per output channel, with a zero point)."""
-    if not nncf_usable():
-        raise FastDiffError("openvino_weights='int8' needs NNCF: pip install 'fastdiff[int8]'")
-    import logging
-
-    nncf = _import_nncf()
-    nncf.set_log_level(logging.ERROR)  # its INFO lines and progress bars on every conversion
-    return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
 
 
 def _convert(traced: nn.Module, example: Sequence[torch.Tensor]) -> Any:

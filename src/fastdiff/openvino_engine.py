@@ -35,6 +35,7 @@ from torch import nn
 from . import cpu_kernels
 from .errors import FastDiffError, FastDiffWarning
 from .openvino_cache import compiled_model, openvino_usable
+from .openvino_int8 import latent_redraws
 from .stamps import stamp_all, stamps_match
 
 __all__ = ["OpenVINOForward", "expected_shapes", "use_openvino"]
@@ -133,7 +134,7 @@ class OpenVINOForward:
         self, module: nn.Module, kind: Kind, *, precision: str | None, use_cache: bool, weights: str | None = None
     ) -> None:
         self.module, self.kind, self.precision, self.use_cache = module, kind, precision, use_cache
-        self.weights = weights  # None (f32 in the IR) or "int8" (openvino_cache.WEIGHT_FORMATS)
+        self.weights = weights  # None (f32 in the IR), "int8" or "int8-full" (openvino_cache.WEIGHT_FORMATS)
         self.torch_forward = types.MethodType(type(module).forward, module)
         self._signature = inspect.signature(self.torch_forward)
         self._entries: dict[tuple[Any, ...], _Entry] = {}
@@ -193,7 +194,7 @@ class OpenVINOForward:
         cpu_kernels.prepare_for_tracing(self.module)
         entry.model = compiled_model(
             self.module, traced, tensors, names, precision=self.precision, use_cache=self.use_cache,
-            weights=self.weights,
+            weights=self.weights, calibration=latent_redraws(names, tensors) if self.weights == "int8-full" else (),
         )  # fmt: skip
         if self.kind == "text_encoder" and not entry.structure:  # from the disk cache: learn the output fields
             with torch.no_grad():  # from one token, which costs next to nothing
@@ -258,7 +259,8 @@ def use_openvino(
     `subpixel`: the decoder's upsamplers are converted as sub-pixel convolutions (`cpu_kernels.SubpixelUpsample2D`:
     the same sums with 16 taps per input pixel instead of 36); the UNet's are left as they are, so its compiled
     model stays the one plain OpenVINO (the bench's peer) compiles, and is shared with it. `unet_weights="int8"`:
-    the UNet's weights compressed to int8 by NNCF (`fastdiff[int8]`; its own cache key)."""
+    the UNet's weights compressed to int8 by NNCF, `"int8-full"`: its weights and activations quantized to int8,
+    calibrated on its first call's inputs (`fastdiff[int8]`, `openvino_int8`; each its own cache key)."""
     for name, module in modules.items():
         if name == "unet":
             _wrap(module, "unet", precision=precision, use_cache=use_cache, weights=unet_weights)

@@ -67,9 +67,10 @@ class Optimizations:
     torch (the environment variable `FASTDIFF_CPU_ENGINE=torch` makes "auto" torch). `openvino_precision`: "auto"
     (bf16 where this CPU computes it faster than fp32, `cpu_bf16_pays`, else f32), "f32", "bf16", or None for
     OpenVINO's own default (bf16 wherever the CPU has avx512_bf16, even where slower: the bench's peer row).
-    `openvino_weights`: None (the UNet's weights as they are) or "int8": compressed by NNCF
-    (`pip install 'fastdiff[int8]'`), an opt-in with its own tolerance (docs/performance.md); it needs the
-    OpenVINO engine.
+    `openvino_weights`: None (the UNet's weights as they are), "int8": compressed by NNCF, weights only, or
+    "int8-full": weights and activations quantized by NNCF, the UNet computing in int8 (calibrated on its
+    first call's inputs); `pip install 'fastdiff[int8]'`, opt-ins with their own tolerances and speeds
+    (docs/performance.md, `openvino_int8`); they need the OpenVINO engine.
     """
 
     compute_dtype: Auto | torch.dtype | None = None
