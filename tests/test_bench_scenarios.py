@@ -31,6 +31,17 @@ def test_optimize_levels() -> None:
     assert parse_scenario("sdxl-turbo@1").optimize == "none"  # a bare name computes as diffusers does
     default = parse_scenario("fastdiff:default:sdxl-turbo@1")
     assert (default.optimize, default.name) == ("default", "fastdiff:default:sdxl-turbo@1")
+    assert default.openvino_weights is None
+
+
+def test_openvino_weights_after_the_level() -> None:
+    full = parse_scenario("fastdiff:max+int8-full:sdxl-turbo@1")
+    assert (full.optimize, full.openvino_weights) == ("max", "int8-full")
+    assert full.name == "fastdiff:max+int8-full:sdxl-turbo@1"
+    assert parse_scenario("fastdiff:default+int8:sd-turbo").name == "fastdiff:default+int8:sd-turbo@1"
+    # the same level with and without int8 are two rows of one run, side by side
+    rows = parse_scenarios(["fastdiff:max:sdxl-turbo@1", "fastdiff:max+int8-full:sdxl-turbo@1"])
+    assert [s.openvino_weights for s in rows] == [None, "int8-full"]
 
 
 def test_every_listed_scenario_parses() -> None:
@@ -58,6 +69,9 @@ def test_commas_and_duplicates() -> None:
         ("fastdiff:fast:sdxl-turbo@1", "write fastdiff:LEVEL:PRESET@STEPS"),
         ("fastdiff:defualt:sdxl-turbo@1", "did you mean 'default'"),
         ("fastdiff:max", "write fastdiff:LEVEL:PRESET@STEPS"),
+        ("fastdiff:max+int4:sdxl-turbo@1", "after '\\+' comes the OpenVINO weights"),
+        ("fastdiff:max+int8-ful:sdxl-turbo@1", "did you mean 'int8-full'"),
+        ("fastdiff:max+:sdxl-turbo@1", "after '\\+' comes the OpenVINO weights"),
     ],
 )
 def test_errors_name_the_fix(text: str, message: str) -> None:

@@ -55,6 +55,21 @@ def _weight_types(xml: Path) -> set[str]:
     return {op.get_element_type().get_type_name() for op in model.get_ops() if op.get_type_name() == "Constant"}
 
 
+def _float_weights_behind_fake_quantize(xml: Path) -> int:
+    """How many FakeQuantize nodes of the IR quantize a float constant (through reshapes) at run time instead of
+    reading weights stored as int8."""
+    model = ov.Core().read_model(str(xml))
+    count = 0
+    for op in model.get_ops():
+        if op.get_type_name() != "FakeQuantize":
+            continue
+        source = op.input_value(0).get_node()
+        while source.get_type_name() in ("Reshape", "Transpose"):
+            source = source.input_value(0).get_node()
+        count += source.get_type_name() == "Constant" and source.get_element_type().is_real()
+    return count
+
+
 @pytest.mark.parametrize(("name", "steps", "guidance"), CASES)
 def test_int8_unet_within_tolerance_of_none(
     name: str, steps: int, guidance: float | None, load: Any, hub_cache: Path, ov_cache: Path
@@ -105,6 +120,7 @@ def test_int8_full_unet_within_tolerance_of_none(load: Any, hub_cache: Path, ov_
         assert diff.max() <= FULL_MAX_STEPS and psnr(ref, got) >= FULL_MIN_PSNR, f"{name}: {what} drifted"
     new = set(ov_cache.glob("openvino/*/model.xml")) - before
     assert any("i8" in _weight_types(xml) for xml in new), "no IR with int8 weights was saved"
+    assert [_float_weights_behind_fake_quantize(xml) for xml in new] == [0] * len(new), "weights left as f32"
     compiled = next(iter(fast.pipeline.unet.forward._entries.values())).model.model
     kernels = {
         op.get_rt_info()["primitiveType"].astype(str)

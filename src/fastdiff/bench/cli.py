@@ -59,7 +59,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         default=list(DEFAULT_SCENARIOS),
         metavar="SCENARIO",
-        help=f"PRESET@STEPS or diffusers:PRESET@STEPS (default: {' '.join(DEFAULT_SCENARIOS)}; "
+        help="PRESET@STEPS, diffusers:PRESET@STEPS, openvino:PRESET@STEPS or fastdiff:LEVEL[+int8|+int8-full]:"
+        f"PRESET@STEPS (default: {' '.join(DEFAULT_SCENARIOS)}; "
         f"also e.g. {' '.join(OPTIONAL_SCENARIOS)} or any preset name)",
     )
     parser.add_argument("--repeats", type=int, default=3, help="timed runs per scenario (default 3)")

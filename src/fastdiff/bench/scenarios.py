@@ -3,7 +3,9 @@
 Scenarios are named `PRESET@STEPS` (`sd15@20`, `sdxl-turbo@1`); a family prefix with the step count picks the
 preset distilled for it (`sdxl-lightning@4` → `sdxl-lightning-4step`). A bare name runs fastdiff with
 `optimize="none"` (diffusers' own computation), `fastdiff:LEVEL:` with that optimize level
-(`fastdiff:default:sdxl-turbo@1`), and `diffusers:` the repo's own diffusers snippet instead of fastdiff
+(`fastdiff:default:sdxl-turbo@1`), `fastdiff:LEVEL+FORMAT:` that level with the OpenVINO UNet's weights in
+`FORMAT` (`fastdiff:max+int8-full:sdxl-turbo@1`: `Optimizations.openvino_weights`), and `diffusers:` the repo's
+own diffusers snippet instead of fastdiff
 (`pipe(prompt, num_inference_steps=1, guidance_scale=0.0)`). `openvino:` runs that same snippet with the text
 encoder(s), the UNet and the VAE decoder compiled by plain OpenVINO at static shapes in its default precision,
 as optimum-intel and fastsdcpu run them: the peer fastdiff's CPU speed is measured against.
@@ -16,6 +18,7 @@ from typing import Literal
 
 from .. import presets as preset_table
 from ..errors import FastDiffError, did_you_mean
+from ..openvino_cache import WEIGHT_FORMATS
 from ..optimize import LEVELS
 from ..presets import Preset
 
@@ -51,6 +54,7 @@ class Scenario:
     steps: int
     runner: Runner = "fastdiff"
     optimize: str = "none"  # fastdiff rows: the optimize level
+    openvino_weights: str | None = None  # fastdiff rows: `Optimizations.openvino_weights` ("int8", "int8-full")
 
     @property
     def is_baseline(self) -> bool:
@@ -77,18 +81,24 @@ def _resolve_preset(name: str, steps: int | None) -> Preset:
 
 def parse_scenario(text: str) -> Scenario:
     """`"sdxl-turbo@1"`, `"sdxl-lightning@4"`, `"diffusers:sdxl-turbo@1"`, `"fastdiff:max:sdxl-turbo@1"`,
-    `"openvino:sdxl-turbo@1"` or a bare preset name (its default steps)."""
+    `"fastdiff:max+int8-full:sdxl-turbo@1"`, `"openvino:sdxl-turbo@1"` or a bare preset name (its default steps)."""
     if not isinstance(text, str) or not text.strip():
         raise FastDiffError(f"a scenario is a string like 'sdxl-turbo@1', got {text!r}")
     body = text.strip()
     runner: Runner = "fastdiff"
-    level = "none"
+    level, weights = "none", None
     if body.startswith(DIFFUSERS_PREFIX):
         runner, body = "diffusers", body[len(DIFFUSERS_PREFIX) :]
     elif body.startswith(OPENVINO_PREFIX):
         runner, body = "openvino", body[len(OPENVINO_PREFIX) :]
     elif body.startswith(FASTDIFF_PREFIX):
         level, _, body = body[len(FASTDIFF_PREFIX) :].partition(":")
+        level, plus, weights = level.partition("+")
+        if plus and weights not in WEIGHT_FORMATS:
+            hint = did_you_mean(weights, WEIGHT_FORMATS)
+            formats = f"one of {WEIGHT_FORMATS}{hint}"
+            raise FastDiffError(f"scenario {text!r}: after '+' comes the OpenVINO weights, {formats}")
+        weights = weights or None
         if level not in LEVELS or not body:
             hint = did_you_mean(level, LEVELS) if level not in LEVELS else ""
             example = "e.g. 'fastdiff:max:sdxl-turbo@1'"
@@ -109,9 +119,10 @@ def parse_scenario(text: str) -> Scenario:
             f"also needs a UNet/LoRA checkpoint, so time it through fastdiff (drop '{runner}:')"
         )
     prefix = {"diffusers": DIFFUSERS_PREFIX, "openvino": OPENVINO_PREFIX}.get(runner, "")
-    if level != "none":
-        prefix = f"{FASTDIFF_PREFIX}{level}:"
-    return Scenario(name=f"{prefix}{name}@{steps}", preset=preset, steps=steps, runner=runner, optimize=level)
+    if level != "none" or weights is not None:
+        prefix = f"{FASTDIFF_PREFIX}{level}{'+' + weights if weights else ''}:"
+    name = f"{prefix}{name}@{steps}"
+    return Scenario(name=name, preset=preset, steps=steps, runner=runner, optimize=level, openvino_weights=weights)
 
 
 def parse_scenarios(texts: list[str] | tuple[str, ...]) -> list[Scenario]:

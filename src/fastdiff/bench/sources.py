@@ -107,7 +107,9 @@ class RandomSource:
             if scenario.runner == "openvino":
                 pipe = openvino_pipeline(pipe)
             elif scenario.runner == "fastdiff":
-                optimize = Optimizations.preset(scenario.optimize, tiny_vae=self._tiny_vae(scenario))
+                optimize = Optimizations.preset(
+                    scenario.optimize, tiny_vae=self._tiny_vae(scenario), openvino_weights=scenario.openvino_weights
+                )
                 generator = FewStepGenerator.from_pipeline(scenario.preset, pipe, optimize=optimize)
         used = generator.pipeline if generator is not None else pipe  # optimized rows run their own module copies
         return Loaded(pipe=used, generator=generator, load_s=self._load_s, shared=shared)
@@ -151,12 +153,12 @@ class HubSource:
         self, *, device: torch.device, dtype: torch.dtype, clock: Clock, cache_dir: str | Path | None = None
     ) -> None:
         self.device, self.dtype, self.clock, self.cache_dir = device, dtype, clock, cache_dir
-        self._key: tuple[str, str, str] | None = None
+        self._key: tuple[str, str, str | None, str] | None = None
         self._loaded: Loaded | None = None
 
     def load(self, scenario: Scenario) -> Loaded:
         """Load the scenario's weights unless the previous scenario used the very same ones."""
-        key = (scenario.runner, scenario.optimize, scenario.preset.name)
+        key = (scenario.runner, scenario.optimize, scenario.openvino_weights, scenario.preset.name)
         if self._loaded is not None and key == self._key:
             return Loaded(self._loaded.pipe, self._loaded.generator, self._loaded.load_s, shared=True)
         self.release()
@@ -168,7 +170,7 @@ class HubSource:
                     device=self.device,
                     dtype=self.dtype,
                     cache_dir=self.cache_dir,
-                    optimize=scenario.optimize,
+                    optimize=Optimizations.preset(scenario.optimize, openvino_weights=scenario.openvino_weights),
                 )
                 pipe: Any = gen.pipeline
             else:
