@@ -37,7 +37,7 @@ def _install_package(session: nox.Session, extras: str) -> None:
 def tests(session: nox.Session) -> None:
     """Run the test suite (extra arguments go to pytest: `nox -s tests -- -k img2img -x`)."""
     _install_package(session, "dev")
-    session.run("pytest", *session.posargs)
+    session.run("pytest", "-n", "2", "--dist", "loadfile", *session.posargs)  # as the README runs it
 
 
 @nox.session

@@ -45,7 +45,12 @@ BAD_CALLS: list[tuple[dict[str, Any], str]] = [
 ]
 
 
-@pytest.mark.parametrize(("kwargs", "hint"), BAD_CALLS, ids=[str(k) for k, _ in BAD_CALLS])
+def _call_id(kwargs: dict[str, Any]) -> str:
+    """A test id that is the same in every process (an image's repr holds its address)."""
+    return str({k: f"<image {v.size[0]}x{v.size[1]}>" if isinstance(v, Image.Image) else v for k, v in kwargs.items()})
+
+
+@pytest.mark.parametrize(("kwargs", "hint"), BAD_CALLS, ids=[_call_id(k) for k, _ in BAD_CALLS])
 def test_bad_call_names_the_fix(kwargs: dict[str, Any], hint: str, load: Any) -> None:
     gen = load("sdxl-turbo")
     ran: list[str] = []
