@@ -121,8 +121,8 @@ def parse_scenario(text: str) -> Scenario:
     prefix = {"diffusers": DIFFUSERS_PREFIX, "openvino": OPENVINO_PREFIX}.get(runner, "")
     if level != "none" or weights is not None:
         prefix = f"{FASTDIFF_PREFIX}{level}{'+' + weights if weights else ''}:"
-    name = f"{prefix}{name}@{steps}"
-    return Scenario(name=name, preset=preset, steps=steps, runner=runner, optimize=level, openvino_weights=weights)
+    row = f"{prefix}{name}@{steps}"
+    return Scenario(name=row, preset=preset, steps=steps, runner=runner, optimize=level, openvino_weights=weights)
 
 
 def parse_scenarios(texts: list[str] | tuple[str, ...]) -> list[Scenario]:
