@@ -29,7 +29,7 @@ from torch.jit import TracerWarning  # type: ignore[attr-defined]
 
 from .digests import weights_digest
 from .errors import FastDiffError
-from .openvino_int8 import QUANTIZATION_REVISION, compress_weights, nncf_usable, quantize_fully
+from .openvino_int8 import REVISIONS, compress_weights, nncf_usable, quantize_fully
 
 __all__ = [
     "WEIGHT_FORMATS",
@@ -142,9 +142,8 @@ def _key(module: nn.Module, example: Sequence[torch.Tensor], names: Sequence[str
     versions = [ov.__version__, torch.__version__, *(package_version(p) for p in packages)]
     classes = ",".join(sorted({type(m).__qualname__ for m in module.modules()}))
     inputs = ";".join(f"{n}:{tuple(t.shape)}:{t.dtype}" for n, t in zip(names, example, strict=True))
-    compression = [f"weights={weights}"] if weights else []  # absent for f32: the keys of f32 IRs stay as they were
-    if weights == "int8-full":
-        compression.append(f"revision={QUANTIZATION_REVISION}")
+    # Absent for f32: the keys of f32 IRs stay as they were.
+    compression = [f"weights={weights}", f"revision={REVISIONS[weights]}"] if weights else []
     parts = [weights_digest(module), classes, inputs, _IR_FORMAT, *versions, *compression]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 

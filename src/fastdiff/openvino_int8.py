@@ -1,8 +1,9 @@
 """int8 forms of a converted OpenVINO model, by NNCF (OpenVINO's own compression tool): the two weight formats
 of `openvino_cache.WEIGHT_FORMATS` other than f32.
 
-- `"int8"`: `compress_weights`, weights only (per output channel, with a zero point); the kernels decompress them
-  to f32 and compute in f32. Less memory; on CPUs without VNNI more work, so slower (docs/performance.md).
+- `"int8"`: `compress_weights`, weights only (per output channel, with a zero point), `KEPT_F32` left f32; the
+  kernels decompress them to f32 and compute in f32. Less memory; on CPUs without VNNI more work, so slower
+  (docs/performance.md).
 - `"int8-full"`: `quantize_fully`, weights and activations (what optimum-intel calls full quantization): every
   convolution and every linear layer computes in int8 from ranges measured on calibration inputs. Linear layers
   become 1×1 convolutions first (`linears_as_convolutions`): OpenVINO's CPU plugin has int8 kernels for AVX2
@@ -26,7 +27,8 @@ from .errors import FastDiffError
 
 __all__ = [
     "CALIBRATION_DRAWS",
-    "QUANTIZATION_REVISION",
+    "KEPT_F32",
+    "REVISIONS",
     "compress_weights",
     "latent_redraws",
     "linears_as_convolutions",
@@ -60,10 +62,19 @@ def _nncf(weights: str) -> Any:
     return _import_nncf()
 
 
+# Layers both int8 formats leave f32: the first and last convolutions and the time and added embeddings' layers.
+# They hold a few MB of SDXL's 10 GB and one token each (no time to save), and a one-step model carries their
+# error into the image most directly: on the trained shipped model (docs/performance.md) int8 weights with them
+# f32 took the image from 38.2 to 44.4 dB median (worst 25.6 to 33.4 dB) against f32.
+KEPT_F32 = r".*(conv_in|conv_out|time_embedding|add_embedding|time_emb_proj)[./].*"
+
+
 def compress_weights(model: Any) -> Any:
-    """`model` with int8 weights (NNCF's `compress_weights`, INT8_ASYM: per output channel, with a zero point)."""
+    """`model` with int8 weights (NNCF's `compress_weights`, INT8_ASYM: per output channel, with a zero point),
+    the layers `KEPT_F32` matches left f32."""
     nncf = _nncf("int8")
-    return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM)
+    kept = nncf.IgnoredScope(patterns=[KEPT_F32], validate=False)
+    return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=kept)
 
 
 def linears_as_convolutions(model: Any) -> int:
@@ -102,9 +113,10 @@ def linears_as_convolutions(model: Any) -> int:
     return count
 
 
-# Part of an "int8-full" IR's cache key: raised when `quantize_fully` makes another model, so that IRs saved by an
-# earlier one are converted again instead of read back. 2: the linears' weights stored as int8 too.
-QUANTIZATION_REVISION = 2
+# Part of an int8 IR's cache key, per format: raised when `compress_weights` or `quantize_fully` makes another
+# model, so that IRs saved by an earlier one are converted again instead of read back. "int8" 2: `KEPT_F32` left
+# f32; "int8-full" 2: the linears' weights stored as int8 too.
+REVISIONS = {"int8": 2, "int8-full": 2}
 
 
 def quantize_fully(model: Any, samples: Sequence[Sequence[np.ndarray]]) -> Any:
@@ -128,8 +140,7 @@ def quantize_fully(model: Any, samples: Sequence[Sequence[np.ndarray]]) -> Any:
     # The first and last convolutions and the time and added embeddings' layers (one token each: no time to
     # save) stay f32; asymmetric activation ranges (MIXED) suit SiLU's outputs. On the tiny test models these
     # two choices took the image from 27-31 to 33-38 dB against f32.
-    keep = [r".*(conv_in|conv_out|time_embedding|add_embedding|time_emb_proj)[./].*"]
-    ignored = nncf.IgnoredScope(types=["MatMul"], patterns=keep, validate=False)
+    ignored = nncf.IgnoredScope(types=["MatMul"], patterns=[KEPT_F32], validate=False)
     preset = nncf.QuantizationPreset.MIXED
     quantized = nncf.quantize(model, data, subset_size=len(samples), ignored_scope=ignored, preset=preset)
     compress_quantize_weights_transformation(quantized)  # f32 weights behind FakeQuantize → int8 constants
