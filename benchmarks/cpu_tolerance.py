@@ -46,14 +46,13 @@ def _prompts(preset: presets.Preset, count: int) -> tuple[list[str], Any]:
 
 def _readings(images: np.ndarray, specs: Any) -> np.ndarray:
     """Per image, whether the shipped classifier reads all four attributes of its caption."""
-    from fastdiff.distill.classifier import accuracy, images_to_tensor, shipped_classifier
+    from fastdiff.distill.classifier import images_to_tensor, prompt_hits, shipped_classifier
 
-    model, tensor = shipped_classifier().float(), images_to_tensor(images.astype(np.uint8))
-    return np.array([accuracy(model, tensor[i : i + 1], specs[i : i + 1])["all"] for i in range(len(specs))])
+    return prompt_hits(shipped_classifier().float(), images_to_tensor(images.astype(np.uint8)), specs)["all"].numpy()
 
 
-def _optimizations(level: str, preset: presets.Preset, torch_dtype: str) -> str | Optimizations:
-    if level == f"torch-{torch_dtype}":
+def _optimizations(level: str, preset: presets.Preset, torch_dtype: str | None) -> str | Optimizations:
+    if torch_dtype is not None and level == f"torch-{torch_dtype}":
         return Optimizations.preset("default", engine="torch", compute_dtype=getattr(torch, torch_dtype))
     scenario = parse_scenario(f"fastdiff:{level}:{preset.name}@{preset.default_steps}")
     overrides: dict[str, Any] = {"openvino_weights": scenario.openvino_weights}
@@ -107,8 +106,10 @@ def main() -> None:
             f"worst {min(scores):.1f} dB"
         )
         if readings is not None:
-            changed = int((_readings(out, specs) != readings).sum())
-            line += f" | read right {int(_readings(out, specs).sum())}, {changed} of {len(prompts)} read differently"
+            hits = _readings(out, specs)
+            line += (
+                f" | read right {int(hits.sum())}, {int((hits != readings).sum())} of {len(prompts)} read differently"
+            )
         print(line, flush=True)
         del gen
 

@@ -17,7 +17,15 @@ from torch import nn
 
 from .shapes import ATTRIBUTES, COLORS, POSITIONS, SHAPES, SIZES, ShapesData, ShapeSpec, make_shapes
 
-__all__ = ["ShapesClassifier", "accuracy", "evaluate", "images_to_tensor", "shipped_classifier", "train_classifier"]
+__all__ = [
+    "ShapesClassifier",
+    "accuracy",
+    "evaluate",
+    "images_to_tensor",
+    "prompt_hits",
+    "shipped_classifier",
+    "train_classifier",
+]
 
 SHIPPED = Path(__file__).parent / "weights" / "shapes_classifier.safetensors"
 NUM_CLASSES = {"shape": len(SHAPES), "color": len(COLORS), "background": len(COLORS)}
@@ -111,15 +119,18 @@ def train_classifier(
 
 
 @torch.no_grad()
-def accuracy(model: ShapesClassifier, images: torch.Tensor, specs: Sequence[ShapeSpec]) -> dict[str, float]:
-    """Fraction of images whose attribute matches `specs`, per attribute and for all four of the prompt ("all")."""
+def prompt_hits(model: ShapesClassifier, images: torch.Tensor, specs: Sequence[ShapeSpec]) -> dict[str, torch.Tensor]:
+    """Per image, whether each attribute matches `specs`, and whether all four of the prompt do ("all")."""
     logits = model(images)
     targets = _targets(specs)
     hits = {name: logits[name].argmax(dim=1) == targets[name] for name in ATTRIBUTES}
-    result = {name: hit.float().mean().item() for name, hit in hits.items()}
     prompt = ("shape", "color", "background", "position")  # the size word is optional in a prompt
-    result["all"] = torch.stack([hits[name] for name in prompt]).all(dim=0).float().mean().item()
-    return result
+    return hits | {"all": torch.stack([hits[name] for name in prompt]).all(dim=0)}
+
+
+def accuracy(model: ShapesClassifier, images: torch.Tensor, specs: Sequence[ShapeSpec]) -> dict[str, float]:
+    """Fraction of images whose attribute matches `specs`, per attribute and for all four of the prompt ("all")."""
+    return {name: hit.float().mean().item() for name, hit in prompt_hits(model, images, specs).items()}
 
 
 def evaluate(model: ShapesClassifier, data: ShapesData) -> dict[str, float]:
