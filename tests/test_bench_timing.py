@@ -13,12 +13,25 @@ import torch
 
 from fastdiff import devices
 from fastdiff.bench import timing
-from fastdiff.bench.timing import PeakMemory, make_clock, percentile, summarize, synchronize
+from fastdiff.bench.timing import PeakMemory, make_clock, percentile, round_order, summarize, synchronize
 
 
 @pytest.mark.parametrize(("q", "expected"), [(0, 1.0), (50, 2.5), (95, 3.85), (100, 4.0), (25, 1.75)])
 def test_percentile_interpolates_between_ranks(q: float, expected: float) -> None:
     assert percentile([4.0, 1.0, 3.0, 2.0], q) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("rows", [1, 2, 3, 4, 5, 6])
+def test_round_order_lets_every_row_follow_every_other_equally_often(rows: int) -> None:
+    rounds = rows if rows % 2 == 0 else 2 * rows  # one full square
+    orders = [round_order(rows, r) for r in range(rounds)]
+    assert all(sorted(order) == list(range(rows)) for order in orders)  # each round runs every row once
+    for place in range(rows):  # every row in every place equally often
+        assert sorted(order[place] for order in orders) == sorted(list(range(rows)) * (rounds // rows))
+    follows = [(order[i], order[i + 1]) for order in orders for i in range(rows - 1)]
+    pairs = [(a, b) for a in range(rows) for b in range(rows) if a != b]
+    assert sorted(follows) == sorted(pairs * (rounds // rows))  # each ordered pair equally often
+    assert round_order(rows, rounds) == orders[0]  # then it repeats
 
 
 def test_percentile_matches_numpy() -> None:

@@ -30,13 +30,12 @@ pytestmark = pytest.mark.usefixtures("cpu_engine_default", "ov_cache")
 
 SPECS = eval_specs(12)
 # Bounds on these 12 prompts, seed i for prompt i. f32 only reorders the sums (measured: max 1/255, PSNR 81 dB and up,
-# the classifier's reading unchanged). bf16 (what "default" computes on CPUs where it is faster) was not measurable
-# with OpenVINO on the AVX2 machine these tests were written on; the stand-in there, torch running the whole model in
-# bf16 (its oneDNN kernels accumulate in f32, as OpenVINO's bf16 does), gave a median PSNR of 38.2 dB (worst image
-# 24.3 dB) on 48 prompts, so its bound is an expectation until a bf16 CPU runs it. "int8" (weights only) measured 44.1
+# the classifier's reading unchanged). bf16 (what "default" computes on CPUs where it is faster), OpenVINO on an AMD
+# Zen 5 with avx512_bf16: median 41.3 dB on these 12 (worst 32.7 dB, no reading changed; 41.3 dB and one reading in
+# 48 on 48 prompts); the bound leaves 5 dB for other bf16 kernels (AMX). "int8" (weights only, f32) measured 44.1
 # dB on these 12 (44.4 dB on 48, worst 33.4 dB, one reading in 48 changed); 39.7 dB before `KEPT_F32` kept the first
 # and last convolutions and the time embeddings f32, which this bound rejects, as it does "int8-full" (20.4 dB).
-MEDIAN_PSNR = {"f32": 45.0, "bf16": 32.0, "int8": 41.0}
+MEDIAN_PSNR = {"f32": 45.0, "bf16": 36.0, "int8": 41.0}
 MAX_STEPS_F32 = 2
 READINGS_CHANGED = {"f32": 0, "bf16": 2, "int8": 2}  # of the 12 prompts' "all four attributes right" reading
 

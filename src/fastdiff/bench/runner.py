@@ -22,7 +22,7 @@ from .random_weights import NotEnoughMemory
 from .rows import BenchRow, baseline_row, set_speedup_vs_diffusers
 from .scenarios import Scenario
 from .sources import Loaded, ModelSource
-from .timing import PeakMemory, auto_cpu_threads, make_clock, percentile, summarize
+from .timing import PeakMemory, auto_cpu_threads, make_clock, percentile, round_order, summarize
 
 __all__ = ["BenchRow", "RunConfig", "ScenarioRun", "baseline_row", "run_interleaved", "run_scenario", "run_scenarios"]
 
@@ -249,7 +249,7 @@ def run_interleaved(
     tick: Callable[[], None] = lambda: None,
 ) -> list[BenchRow]:
     """Rows doing the same work on the same weights, pairwise: all warm up, then each round runs every row once
-    (drift hits all alike), one row later than the last round (no row always follows the same one)."""
+    (drift hits all alike), in the orders of `round_order` (no row always runs after the same one)."""
     if config.repeats < 1 or config.warmup < 0:
         raise ValueError("repeats must be ≥ 1 and warmup ≥ 0")
     runs = [ScenarioRun(scenario, source, config) for scenario in scenarios]  # all loaded before any probe hooks
@@ -259,8 +259,8 @@ def run_interleaved(
         for run in runs:
             run.warm_up(tick)
         for round_ in range(config.repeats):
-            for run in runs[round_ % len(runs) :] + runs[: round_ % len(runs)]:
-                run.run()
+            for index in round_order(len(runs), round_):
+                runs[index].run()
                 tick()
     return [run.row(flop_cache) for run in runs]
 

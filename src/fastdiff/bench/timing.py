@@ -29,6 +29,7 @@ __all__ = [
     "cpu_count",
     "make_clock",
     "percentile",
+    "round_order",
     "summarize",
     "synchronize",
 ]
@@ -59,6 +60,15 @@ class LatencySummary:
     def as_dict(self) -> dict[str, float]:
         """`{"p50": …, "p95": …, "min": …}`, the JSON shape of `latency_s`."""
         return {"p50": self.p50, "p95": self.p95, "min": self.min}
+
+
+def round_order(rows: int, round_: int) -> list[int]:
+    """The order in which `rows` interleaved rows run in round `round_`: a balanced Latin square (Williams, 1949).
+    Over `rows` rounds (twice as many for an odd count) every row runs right after every other one equally often
+    and once in every place, so no row always inherits one predecessor's evicted pages and freed memory."""
+    zigzag = [(i + 1) // 2 if i % 2 else (rows - i // 2) % rows for i in range(rows)]  # 0, 1, n-1, 2, n-2, ...
+    order = [(row + round_) % rows for row in zigzag]
+    return order[::-1] if rows % 2 and (round_ // rows) % 2 else order
 
 
 def summarize(values: Sequence[float]) -> LatencySummary:
