@@ -12,6 +12,8 @@ import torch
 
 from fastdiff.bench import runner, timing
 from fastdiff.bench.cli import add_bench_arguments, run_bench
+from fastdiff.bench.report import format_table, to_markdown
+from fastdiff.bench.rows import contended, pressured
 from fastdiff.bench.runner import RunConfig, run_scenario, run_scenarios
 from fastdiff.bench.scenarios import parse_scenario, parse_scenarios
 from fastdiff.bench.sources import HubSource, Loaded, RandomSource, make_source
@@ -139,6 +141,66 @@ def test_speedup_is_the_median_of_per_round_ratios(monkeypatch: pytest.MonkeyPat
     assert rows["diffusers:sdxl-turbo@1"].speedup_vs_diffusers == 1.0
     assert rows["fastdiff:default:sdxl-turbo@1"].speedup_vs_baseline == pytest.approx(2.5)  # p50s: 5 / 2
     assert rows["fastdiff:max:sdxl-turbo@1"].images_per_s == pytest.approx(1 / 1.5)
+
+
+def test_rows_that_waited_for_memory_or_shared_the_cpu_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Plain diffusers' row re-reads its evicted weights while kswapd reclaims memory on the other core, so its
+    time and every "vs diffusers" ratio are off. The table says so, naming the row, instead of only the ratios."""
+    now, stalled, busy, own = [0.0], [0.0], [0.0], [0.0]
+    original = runner._make_call
+    runs = {  # seconds per run, seconds of it waiting for memory, cores other tasks kept busy
+        "diffusers:sdxl-turbo@1": (8.0, 2.0, 0.5),
+        "fastdiff:default:sdxl-turbo@1": (2.0, 0.05, 0.05),
+        "fastdiff:max:sdxl-turbo@1": (1.0, 0.0, 0.0),
+    }
+
+    def stalling_call(scenario: Any, loaded: Any, config: RunConfig) -> Any:
+        original(scenario, loaded, config)
+        seconds, stall, others = runs[scenario.name]
+
+        def call(prompt: str, seed: int) -> None:
+            now[0] += seconds
+            stalled[0] += stall
+            own[0] += 2 * seconds  # our two threads
+            busy[0] += 2 * seconds + others * seconds
+
+        return call
+
+    monkeypatch.setattr(runner, "_make_call", stalling_call)
+    monkeypatch.setattr(runner, "make_clock", lambda device: lambda: now[0])
+    monkeypatch.setattr(runner, "memory_stall_seconds", lambda: stalled[0])
+    monkeypatch.setattr(runner, "busy_cpu_seconds", lambda: busy[0])
+    monkeypatch.setattr(runner, "process_time", lambda: own[0])
+    rows = {r.scenario: r for r in run_scenarios(parse_scenarios(list(runs)), _source(), _config(repeats=2))}
+    assert [rows[n].memory_stall_s for n in runs] == [pytest.approx(2.0), pytest.approx(0.05), 0.0]
+    assert [rows[n].other_cpu_cores for n in runs] == [pytest.approx(0.5), pytest.approx(0.05), 0.0]
+    assert [pressured(rows[n]) for n in runs] == [True, False, False]  # 25 % of its time; 2.5 %; none
+    assert [contended(rows[n]) for n in runs] == [True, False, False]
+    meta = {"device": "cpu", "dtype": "float32", "weights": "tiny", "size": "64x64", "repeats": 2, "warmup": 1,
+            "torch": "x", "diffusers": "x", "date": "x"}  # fmt: skip
+    table = format_table(list(rows.values()), meta)
+    notes = [line for line in table.splitlines() if line.startswith(("memory pressure", "shared CPU"))]
+    assert len(notes) == 2
+    assert notes[0].startswith("memory pressure: diffusers:sdxl-turbo@1 waited 2.00 s per")
+    assert notes[1].startswith("shared CPU: while diffusers:sdxl-turbo@1 ran, other tasks kept 0.50 cores busy")
+    assert "> memory pressure: diffusers:sdxl-turbo@1" in to_markdown(list(rows.values()), meta)
+    monkeypatch.setattr(runner, "memory_stall_seconds", lambda: None)  # no PSI, no /proc/stat: nothing claimed
+    monkeypatch.setattr(runner, "busy_cpu_seconds", lambda: None)
+    unmeasured = run_scenarios(parse_scenarios(list(runs)), _source(), _config(repeats=2))
+    assert all(row.memory_stall_s is None and row.other_cpu_cores is None for row in unmeasured)
+    assert not any(pressured(row) or contended(row) for row in unmeasured)
+    assert "memory pressure" not in format_table(unmeasured, meta)
+
+
+def test_interleaved_rows_share_one_thread_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The idle-core count changes between calls (kswapd runnable at one moment, not the next): rows compared
+    # round by round must still run on the same number of threads.
+    counts = iter([1, 2, 2, 2, 2, 2])
+    monkeypatch.setattr(runner, "auto_cpu_threads", lambda: next(counts))
+    config = RunConfig(device=CPU, dtype=torch.float32, height=64, width=64, repeats=1, warmup=0)
+    names = ["diffusers:sdxl-turbo@1", "fastdiff:default:sdxl-turbo@1", "fastdiff:max:sdxl-turbo@1"]
+    rows = run_scenarios(parse_scenarios(names), _source(), config)
+    assert [row.threads for row in rows] == [1, 1, 1]
 
 
 def test_every_clock_read_is_synchronized(monkeypatch: pytest.MonkeyPatch) -> None:

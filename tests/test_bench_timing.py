@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import mmap
+import os
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +102,39 @@ def test_cpu_peak_memory_is_per_region() -> None:
     low = memory.read()
     assert memory.kind == "process-rss"
     assert high - low >= 96 * 2**20
+
+
+def test_memory_stall_seconds_reads_the_some_line_of_psi(tmp_path: Path) -> None:
+    pressure = tmp_path / "memory"
+    pressure.write_text(
+        "some avg10=0.00 avg60=0.23 avg300=2.08 total=46315267\nfull avg10=0.00 avg60=0.18 avg300=1.66 total=38341708\n"
+    )
+    assert timing.memory_stall_seconds(pressure) == pytest.approx(46.315267)  # "some", not "full"
+    assert timing.memory_stall_seconds(tmp_path / "absent") is None
+    pressure.write_text("garbage\n")
+    assert timing.memory_stall_seconds(pressure) is None
+    here = timing.memory_stall_seconds()  # this machine's own, where the kernel has PSI
+    if Path("/proc/pressure/memory").exists():
+        assert here is not None and here >= 0
+        assert timing.memory_stall_seconds() >= here  # type: ignore[operator]  # a counter: it never goes back
+
+
+def test_busy_cpu_seconds_counts_every_task_and_steal(tmp_path: Path) -> None:
+    stat = tmp_path / "stat"
+    # user nice system idle iowait irq softirq steal guest guest_nice, in clock ticks
+    stat.write_text("cpu  1000 10 300 5000 70 5 15 20 0 0\ncpu0 500 5 150 2500 35 2 7 10 0 0\n")
+    ticks = os.sysconf("SC_CLK_TCK")
+    assert timing.busy_cpu_seconds(stat) == pytest.approx((1000 + 10 + 300 + 5 + 15 + 20) / ticks)  # not idle/iowait
+    assert timing.busy_cpu_seconds(tmp_path / "absent") is None
+    stat.write_text("intr 1 2 3\n")
+    assert timing.busy_cpu_seconds(stat) is None
+    if Path("/proc/stat").exists():  # this machine's: it counts our own work too
+        before, own = timing.busy_cpu_seconds(), time.process_time()
+        deadline = time.perf_counter() + 0.3
+        while time.perf_counter() < deadline:
+            pass
+        spent = time.process_time() - own
+        assert before is not None and timing.busy_cpu_seconds() - before >= 0.5 * spent  # type: ignore[operator]
 
 
 def test_cuda_peak_memory_uses_the_allocator(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -75,7 +75,8 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         "--threads",
         type=int,
         default=None,
-        help="CPU threads (default: torch's count, lowered per scenario to the cores other processes leave idle)",
+        help="CPU threads (default: torch's count, lowered to the cores other processes leave idle; decided once "
+        "for rows that run interleaved)",
     )
     parser.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="write rows and metadata")
     parser.add_argument("--markdown", default=None, metavar="FILE", help="write the table as Markdown")

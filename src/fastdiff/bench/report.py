@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from .rows import contended, pressured
 from .runner import BenchRow, RunConfig
 from .scenarios import BASELINE
 from .timing import busy_cpus_elsewhere, cpu_count
@@ -20,6 +21,7 @@ __all__ = [
     "collect_meta",
     "device_description",
     "format_table",
+    "pressure_notes",
     "read_json",
     "to_json",
     "to_markdown",
@@ -124,8 +126,32 @@ def _gib(n: int) -> str:
 
 HEADERS = (
     "scenario", "steps", "size", "p50", "p95", "min", "encode", "denoise", "(per UNet call)", "decode",
-    "load", "warm-up", "peak mem", "GFLOP", "TFLOP/s", "img/s", "speedup", "vs diffusers", "threads",
+    "load", "warm-up", "peak mem", "mem stall", "other CPU", "GFLOP", "TFLOP/s", "img/s", "speedup",
+    "vs diffusers", "threads",
 )  # fmt: skip
+
+
+def _cores(n: float | None) -> str:
+    return "-" if n is None else f"{n:.2f}"
+
+
+def pressure_notes(rows: list[BenchRow]) -> list[str]:
+    """One line per row whose timed runs waited for memory (`rows.pressured`) and per row that shared the CPU
+    with other tasks (`rows.contended`): its time is not what it would be alone, and neither is any ratio to it."""
+    notes = [
+        f"memory pressure: {row.scenario} waited {seconds(row.memory_stall_s)} per timed run for memory (median, "
+        "the machine's PSI): pages were evicted and read again, so it ran slower than alone and every ratio to it "
+        f"is off by as much; time it in a process of its own (--scenarios {row.scenario}) or with fewer rows"
+        for row in rows
+        if pressured(row)
+    ]
+    notes += [
+        f"shared CPU: while {row.scenario} ran, other tasks kept {row.other_cpu_cores:.2f} cores busy (median; "
+        "another process, kswapd reclaiming memory, the hypervisor's steal), so it ran slower than alone"
+        for row in rows
+        if contended(row)
+    ]
+    return notes
 
 
 def _cells(row: BenchRow) -> list[str]:
@@ -138,7 +164,8 @@ def _cells(row: BenchRow) -> list[str]:
     return [
         row.scenario, str(row.steps), f"{row.width}x{row.height}", seconds(latency["p50"]), seconds(latency["p95"]),
         seconds(latency["min"]), seconds(stages["encode"]), seconds(stages["denoise"]), calls,
-        seconds(stages["decode"]), load, seconds(row.warmup_s), _gib(row.peak_memory_bytes), f"{row.gflops:.1f}",
+        seconds(stages["decode"]), load, seconds(row.warmup_s), _gib(row.peak_memory_bytes),
+        seconds(row.memory_stall_s), _cores(row.other_cpu_cores), f"{row.gflops:.1f}",
         tflops, f"{row.images_per_s:.3f}", speedup, vs_diffusers, "-" if row.threads is None else str(row.threads),
     ]  # fmt: skip
 
@@ -158,6 +185,7 @@ def format_table(rows: list[BenchRow], meta: dict[str, Any]) -> str:
     head += f" | {_prompt_mode(meta)}"
     footer = [f"note: {meta['note']}"] if meta.get("note") else []
     footer += [f"skipped {s['scenario']}: {s['reason']}" for s in meta.get("skipped", [])]
+    footer += pressure_notes(rows)
     footer.append("stages are p50 of each stage; 'hooks' rows are split at module boundaries (plain diffusers)")
     return "\n".join([head, *lines, *footer])
 
@@ -170,6 +198,7 @@ def to_markdown(rows: list[BenchRow], meta: dict[str, Any]) -> str:
     if meta.get("note"):
         lines += [f"> {meta['note']}", ""]
     lines += [f"> skipped {s['scenario']}: {s['reason']}\n" for s in meta.get("skipped", [])]
+    lines += [f"> {note}\n" for note in pressure_notes(rows)]
     lines.append("| " + " | ".join(HEADERS) + " |")
     lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(HEADERS))) + "|")
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]

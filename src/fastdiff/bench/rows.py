@@ -8,7 +8,22 @@ from typing import Any
 from .scenarios import BASELINE
 from .timing import percentile
 
-__all__ = ["BenchRow", "baseline_row", "set_speedup_vs_diffusers"]
+__all__ = [
+    "BUSY_CORES",
+    "PRESSURE_FRACTION",
+    "BenchRow",
+    "baseline_row",
+    "contended",
+    "pressured",
+    "set_speedup_vs_diffusers",
+]
+
+# A row whose median timed run waited this share of its time for memory ran under memory pressure; a row whose
+# working set fits waits next to nothing.
+PRESSURE_FRACTION = 0.05
+# A row whose median timed run had other tasks (another process, kswapd reclaiming memory, the hypervisor's
+# steal) keep this many cores busy beside it shared the CPU: on 2 cores a tenth of a core is 5 % of it.
+BUSY_CORES = 0.1
 
 
 @dataclass
@@ -41,10 +56,22 @@ class BenchRow:
     speedup_vs_diffusers: float | None = None  # median of per-round ratios to the `diffusers:` row of this work
     threads: int | None = None  # CPU intra-op threads used (None on GPUs)
     runs_s: list[float] = field(default_factory=list)
+    memory_stall_s: float | None = None  # median seconds a timed run waited for memory (None: no PSI here)
+    other_cpu_cores: float | None = None  # median cores other tasks kept busy during a timed run (None: unknown)
 
     def as_dict(self) -> dict[str, Any]:
         """The row as plain JSON data."""
         return dict(self.__dict__)
+
+
+def pressured(row: BenchRow) -> bool:
+    """Whether the row's timed runs waited for memory: the median stall ≥ `PRESSURE_FRACTION` of its p50."""
+    return row.memory_stall_s is not None and row.memory_stall_s >= PRESSURE_FRACTION * row.latency_s["p50"]
+
+
+def contended(row: BenchRow) -> bool:
+    """Whether other tasks kept `BUSY_CORES` or more busy during the row's median timed run."""
+    return row.other_cpu_cores is not None and row.other_cpu_cores >= BUSY_CORES
 
 
 def baseline_row(rows: list[BenchRow]) -> BenchRow | None:

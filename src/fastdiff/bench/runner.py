@@ -11,7 +11,8 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from time import process_time
 
 import torch
 
@@ -22,7 +23,16 @@ from .random_weights import NotEnoughMemory
 from .rows import BenchRow, baseline_row, set_speedup_vs_diffusers
 from .scenarios import Scenario
 from .sources import Loaded, ModelSource
-from .timing import PeakMemory, auto_cpu_threads, make_clock, percentile, round_order, summarize
+from .timing import (
+    PeakMemory,
+    auto_cpu_threads,
+    busy_cpu_seconds,
+    make_clock,
+    memory_stall_seconds,
+    percentile,
+    round_order,
+    summarize,
+)
 
 __all__ = ["BenchRow", "RunConfig", "ScenarioRun", "baseline_row", "run_interleaved", "run_scenario", "run_scenarios"]
 
@@ -87,6 +97,8 @@ class _Timed:
     method: str = "fastdiff"
     unet_calls: int = 0
     unet_call_s: list[float] = field(default_factory=list)
+    memory_stalls: list[float] = field(default_factory=list)  # seconds each timed run waited for memory
+    other_cpu: list[float] = field(default_factory=list)  # cores other tasks kept busy during each timed run
 
 
 class ScenarioRun:
@@ -148,11 +160,18 @@ class ScenarioRun:
         timed, probe = self._timed, self._probe
         i = len(timed.totals)
         probe.start_run()
+        stalled_before, busy_before, own_before = memory_stall_seconds(), busy_cpu_seconds(), process_time()
         start = self.clock()
         stages = self._call(self._prompt(f"take {i}"), i)
         end = self.clock()
+        stalled_after, busy_after, own_after = memory_stall_seconds(), busy_cpu_seconds(), process_time()
         probe.end_run()
         timed.totals.append(end - start)
+        if stalled_before is not None and stalled_after is not None:
+            timed.memory_stalls.append(stalled_after - stalled_before)
+        if busy_before is not None and busy_after is not None and end > start:
+            others = (busy_after - busy_before) - (own_after - own_before)  # the machine's CPU time less ours
+            timed.other_cpu.append(max(0.0, others) / (end - start))
         if stages is None:
             stages, timed.method = probe.split(start, end), "hooks"
         timed.stages.append(stages)
@@ -222,6 +241,8 @@ def _row(
         peak_fraction=tflops_per_s / peak if peak else None,
         images_per_s=per_s,
         runs_s=timed.totals,
+        memory_stall_s=percentile(timed.memory_stalls, 50) if timed.memory_stalls else None,
+        other_cpu_cores=percentile(timed.other_cpu, 50) if timed.other_cpu else None,
     )
 
 
@@ -252,6 +273,10 @@ def run_interleaved(
     (drift hits all alike), in the orders of `round_order` (no row always runs after the same one)."""
     if config.repeats < 1 or config.warmup < 0:
         raise ValueError("repeats must be ≥ 1 and warmup ≥ 0")
+    if config.device.type == "cpu" and config.threads is None:
+        # Once for the group: rows compared round by round run on the same cores. Decided per row, one row got
+        # 1 thread and the next 2 when kswapd happened to be runnable as the first started.
+        config = replace(config, threads=auto_cpu_threads())
     runs = [ScenarioRun(scenario, source, config) for scenario in scenarios]  # all loaded before any probe hooks
     with ExitStack() as stack:
         for run in runs:

@@ -25,9 +25,11 @@ __all__ = [
     "PeakMemory",
     "auto_cpu_threads",
     "available_memory",
+    "busy_cpu_seconds",
     "busy_cpus_elsewhere",
     "cpu_count",
     "make_clock",
+    "memory_stall_seconds",
     "percentile",
     "round_order",
     "summarize",
@@ -148,6 +150,33 @@ def auto_cpu_threads() -> int:
     if others is None:
         return default
     return max(1, min(default, cpu_count() - others))
+
+
+def memory_stall_seconds(pressure: Path = Path("/proc/pressure/memory")) -> float | None:
+    """Seconds during which some task on this machine stalled waiting for memory since boot (Linux's pressure
+    stall information, the `some` line: reclaim, and pages evicted then needed again); None without PSI.
+
+    Its change over a timed run is how long that run waited for memory. Four SDXL rows in one process on a
+    23 GiB machine evict each other's pages, and a row that waits slows for it, not for its engine."""
+    try:
+        text = pressure.read_text()
+    except OSError:
+        return None
+    match = re.search(r"^some .*total=(\d+)", text, re.MULTILINE)
+    return int(match.group(1)) / 1e6 if match else None
+
+
+def busy_cpu_seconds(stat: Path = Path("/proc/stat")) -> float | None:
+    """CPU seconds every task on this machine has used since boot (user, nice, system, irq, softirq), plus the
+    seconds the hypervisor gave this machine's CPUs to others (steal); None where /proc/stat is absent."""
+    try:
+        fields = stat.read_text().splitlines()[0].split()
+    except (OSError, IndexError):
+        return None
+    if not fields or fields[0] != "cpu" or len(fields) < 9:
+        return None
+    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_count() -> int:
