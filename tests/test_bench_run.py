@@ -17,6 +17,7 @@ from fastdiff.bench.rows import contended, pressured
 from fastdiff.bench.runner import RunConfig, run_scenario, run_scenarios
 from fastdiff.bench.scenarios import parse_scenario, parse_scenarios
 from fastdiff.bench.sources import HubSource, Loaded, RandomSource, make_source
+from fastdiff.devices import cpu_has_native_bf16
 
 CPU = torch.device("cpu")
 ROW_KEYS = {
@@ -271,6 +272,11 @@ def test_cli_writes_json_markdown_and_plot(tmp_path: Path, capsys: pytest.Captur
     assert out["out.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = capsys.readouterr().out
     assert "sd15@2" in table and "speedup" in table and "tiny test models" in table
+    # The CPU's own ceiling, measured: fp32 always, bf16 where the CPU computes it natively.
+    rates = data["meta"]["cpu_matmul_tflops"]
+    assert set(rates) == {"float32", *(("bfloat16",) if cpu_has_native_bf16() else ())}
+    assert all(0 < rate < 100 for rate in rates.values())
+    assert f"matmul TFLOP/s: float32 {rates['float32']:.3f}" in table and "matmul TFLOP/s" in out["out.md"].read_text()
     again = tmp_path / "again.md"  # re-render from the JSON, without running anything
     assert run_bench(_args(tmp_path, "--from-json", str(out["out.json"]), "--markdown", str(again))) == 0
     assert again.read_text() == out["out.md"].read_text()

@@ -159,3 +159,12 @@ def test_busy_cpus_and_auto_threads_read_the_runnable_count(tmp_path: Path, monk
     for others, threads in ((0, 4), (1, 3), (3, 1), (7, 1)):
         monkeypatch.setattr(timing, "busy_cpus_elsewhere", lambda others=others: others)
         assert timing.auto_cpu_threads() == threads
+
+
+def test_cpu_matmul_rate_is_the_flops_of_the_median_timed_matmul(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastdiff.bench import flops
+
+    ticks = iter([0.0, 9.0, 10.0, 10.5, 20.0, 20.25, 30.0, 30.75, 40.0, 41.0, 50.0, 50.5])  # 1 untimed + 5 timed
+    monkeypatch.setattr(time, "perf_counter", lambda: next(ticks))
+    # timed: 0.5, 0.25, 0.75, 1.0, 0.5 s -> median 0.5 s for 2 * 64³ FLOPs
+    assert flops.cpu_matmul_tflops(torch.float32, size=64, runs=5) == pytest.approx(2 * 64**3 / 0.5 / 1e12)

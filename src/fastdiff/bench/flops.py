@@ -24,7 +24,15 @@ from torch.utils.hooks import RemovableHandle
 from ..cpu_kernels import stock_kernels
 from .timing import Clock
 
-__all__ = ["DEVICE_PEAK_TFLOPS", "FlopCache", "ModuleProbe", "count_flops", "device_peak_tflops", "stage_modules"]
+__all__ = [
+    "DEVICE_PEAK_TFLOPS",
+    "FlopCache",
+    "ModuleProbe",
+    "count_flops",
+    "cpu_matmul_tflops",
+    "device_peak_tflops",
+    "stage_modules",
+]
 
 STAGES = ("encode", "denoise", "decode")
 
@@ -70,6 +78,22 @@ def device_peak_tflops(device_name: str, dtype: torch.dtype) -> float | None:
         if key.lower() in device_name.lower():
             return peak
     return None
+
+
+def cpu_matmul_tflops(dtype: torch.dtype, *, size: int = 2048, runs: int = 5) -> float:
+    """What this CPU multiplies at, TFLOP/s: the median of `runs` torch matmuls of two `size`² matrices in `dtype`
+    on torch's current threads, after one untimed. A CPU has no datasheet peak here (clocks and cores vary by
+    machine), so the bench measures one: a row's TFLOP/s over it is how close the row runs to the CPU's limit."""
+    import time
+
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    times = []
+    for _ in range(runs + 1):
+        start = time.perf_counter()
+        torch.mm(a, b)
+        times.append(time.perf_counter() - start)
+    times = times[1:]  # the first packs and allocates
+    return 2 * size**3 / sorted(times)[runs // 2] / 1e12
 
 
 def stage_modules(pipe: Any) -> dict[str, list[nn.Module]]:

@@ -11,6 +11,8 @@ from typing import Any
 
 import torch
 
+from ..devices import cpu_has_native_bf16
+from .flops import cpu_matmul_tflops
 from .rows import contended, pressured
 from .runner import BenchRow, RunConfig
 from .scenarios import BASELINE
@@ -81,15 +83,23 @@ def collect_meta(config: RunConfig, *, weights: str) -> dict[str, Any]:
         "commit": _commit(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "note": notes.get(weights.split(" ")[0], ""),
-        **_cpu_context(config.device),
+        **_cpu_context(config.device, config.threads),
     }
 
 
-def _cpu_context(device: torch.device) -> dict[str, Any]:
-    """On the CPU, the thread count and how busy the other cores were: a shared CPU inflates every timing."""
+def _cpu_context(device: torch.device, threads: int | None) -> dict[str, Any]:
+    """On the CPU, how busy the other cores were (a shared CPU inflates every timing) and the rates this CPU
+    multiplies at in fp32 and, where it computes bf16 natively, bf16: the ceiling each row's TFLOP/s is under."""
     if device.type != "cpu":
         return {}
-    return {"busy_cpus_elsewhere_at_start": busy_cpus_elsewhere(samples=3)}
+    dtypes = [torch.float32, *((torch.bfloat16,) if cpu_has_native_bf16() else ())]
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or before)  # the rows' threads (--threads), else torch's count
+    try:
+        rates = {str(dtype).removeprefix("torch."): cpu_matmul_tflops(dtype) for dtype in dtypes}
+    finally:
+        torch.set_num_threads(before)
+    return {"busy_cpus_elsewhere_at_start": busy_cpus_elsewhere(samples=3), "cpu_matmul_tflops": rates}
 
 
 def to_json(rows: list[BenchRow], meta: dict[str, Any]) -> dict[str, Any]:
@@ -170,6 +180,11 @@ def _cells(row: BenchRow) -> list[str]:
     ]  # fmt: skip
 
 
+def _matmul_rates(meta: dict[str, Any]) -> str:
+    rates = meta.get("cpu_matmul_tflops") or {}
+    return ", ".join(f"{dtype} {rate:.3f}" for dtype, rate in rates.items())
+
+
 def _prompt_mode(meta: dict[str, Any]) -> str:
     return "one prompt for every run (cache hits)" if meta.get("repeat_prompt") else "a new prompt per run"
 
@@ -183,6 +198,8 @@ def format_table(rows: list[BenchRow], meta: dict[str, Any]) -> str:
     head = f"{meta['device']} | {meta['dtype']} | weights: {meta['weights']} | size: {meta['size']} | "
     head += f"{meta['repeats']} timed runs after {meta['warmup']} warm-up | torch {meta['torch']}"
     head += f" | {_prompt_mode(meta)}"
+    if _matmul_rates(meta):
+        head += f" | matmul TFLOP/s: {_matmul_rates(meta)}"
     footer = [f"note: {meta['note']}"] if meta.get("note") else []
     footer += [f"skipped {s['scenario']}: {s['reason']}" for s in meta.get("skipped", [])]
     footer += pressure_notes(rows)
@@ -194,6 +211,8 @@ def to_markdown(rows: list[BenchRow], meta: dict[str, Any]) -> str:
     """A GitHub Markdown table of the rows, preceded by the run's metadata."""
     info = ", ".join(f"{k}: {meta[k]}" for k in ("device", "dtype", "weights", "size", "torch", "diffusers", "date"))
     info += ", " + _prompt_mode(meta)
+    if _matmul_rates(meta):
+        info += f", matmul TFLOP/s: {_matmul_rates(meta)}"
     lines = [f"*{info}*", ""]
     if meta.get("note"):
         lines += [f"> {meta['note']}", ""]
