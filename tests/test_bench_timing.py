@@ -104,15 +104,16 @@ def test_cpu_peak_memory_is_per_region() -> None:
     assert high - low >= 96 * 2**20
 
 
-def test_memory_stall_seconds_reads_the_some_line_of_psi(tmp_path: Path) -> None:
-    pressure = tmp_path / "memory"
-    pressure.write_text(
+def test_memory_stall_seconds_adds_the_some_lines_of_memory_and_io_psi(tmp_path: Path) -> None:
+    (tmp_path / "memory").write_text(
         "some avg10=0.00 avg60=0.23 avg300=2.08 total=46315267\nfull avg10=0.00 avg60=0.18 avg300=1.66 total=38341708\n"
     )
-    assert timing.memory_stall_seconds(pressure) == pytest.approx(46.315267)  # "some", not "full"
+    assert timing.memory_stall_seconds(tmp_path) == pytest.approx(46.315267)  # "some", not "full"; no io file
+    (tmp_path / "io").write_text("some avg10=0.00 avg60=0.14 avg300=1.67 total=1000000\nfull total=5\n")
+    assert timing.memory_stall_seconds(tmp_path) == pytest.approx(47.315267)
     assert timing.memory_stall_seconds(tmp_path / "absent") is None
-    pressure.write_text("garbage\n")
-    assert timing.memory_stall_seconds(pressure) is None
+    (tmp_path / "memory").write_text("garbage\n")
+    assert timing.memory_stall_seconds(tmp_path) is None
     here = timing.memory_stall_seconds()  # this machine's own, where the kernel has PSI
     if Path("/proc/pressure/memory").exists():
         assert here is not None and here >= 0

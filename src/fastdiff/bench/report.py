@@ -149,9 +149,10 @@ def pressure_notes(rows: list[BenchRow]) -> list[str]:
     """One line per row whose timed runs waited for memory (`rows.pressured`) and per row that shared the CPU
     with other tasks (`rows.contended`): its time is not what it would be alone, and neither is any ratio to it."""
     notes = [
-        f"memory pressure: {row.scenario} waited {seconds(row.memory_stall_s)} per timed run for memory (median, "
-        "the machine's PSI): pages were evicted and read again, so it ran slower than alone and every ratio to it "
-        f"is off by as much; time it in a process of its own (--scenarios {row.scenario}) or with fewer rows"
+        f"memory pressure: {row.scenario} waited {seconds(row.memory_stall_s)} per timed run for memory or the "
+        "disk (median, the machine's PSI): pages were evicted and read again, so it ran slower than alone and "
+        "every ratio to it is off by as much; time it in a process of its own "
+        f"(--scenarios {row.scenario}) or with fewer rows"
         for row in rows
         if pressured(row)
     ]

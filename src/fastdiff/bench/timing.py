@@ -152,14 +152,23 @@ def auto_cpu_threads() -> int:
     return max(1, min(default, cpu_count() - others))
 
 
-def memory_stall_seconds(pressure: Path = Path("/proc/pressure/memory")) -> float | None:
-    """Seconds during which some task on this machine stalled waiting for memory since boot (Linux's pressure
-    stall information, the `some` line: reclaim, and pages evicted then needed again); None without PSI.
+def memory_stall_seconds(pressure: Path = Path("/proc/pressure")) -> float | None:
+    """Seconds during which some task on this machine stalled waiting for memory or for the disk since boot
+    (Linux's pressure stall information: the `some` totals of `memory`, for reclaim and refaults, and of `io`,
+    for pages evicted long enough ago to be read back from disk as new); None without PSI.
 
-    Its change over a timed run is how long that run waited for memory. Four SDXL rows in one process on a
-    23 GiB machine evict each other's pages, and a row that waits slows for it, not for its engine."""
+    Its change over a timed run is how long that run waited (an upper bound: one wait may count in both). Four
+    SDXL rows in one process on a 23 GiB machine evict each other's pages, and a row that waits for them slows
+    for it, not for its engine."""
+    totals = [_some_total(pressure / name) for name in ("memory", "io")]
+    if totals[0] is None:
+        return None
+    return sum(t for t in totals if t is not None)
+
+
+def _some_total(path: Path) -> float | None:
     try:
-        text = pressure.read_text()
+        text = path.read_text()
     except OSError:
         return None
     match = re.search(r"^some .*total=(\d+)", text, re.MULTILINE)
