@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import time
 import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -84,8 +85,6 @@ def cpu_matmul_tflops(dtype: torch.dtype, *, size: int = 2048, runs: int = 5) ->
     """What this CPU multiplies at, TFLOP/s: the median of `runs` torch matmuls of two `size`² matrices in `dtype`
     on torch's current threads, after one untimed. A CPU has no datasheet peak here (clocks and cores vary by
     machine), so the bench measures one: a row's TFLOP/s over it is how close the row runs to the CPU's limit."""
-    import time
-
     a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
     times = []
     for _ in range(runs + 1):

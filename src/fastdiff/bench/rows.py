@@ -56,7 +56,7 @@ class BenchRow:
     speedup_vs_diffusers: float | None = None  # median of per-round ratios to the `diffusers:` row of this work
     threads: int | None = None  # CPU intra-op threads used (None on GPUs)
     runs_s: list[float] = field(default_factory=list)
-    memory_stall_s: float | None = None  # median seconds a timed run waited for memory (None: no PSI here)
+    memory_stall_s: float | None = None  # median seconds a timed run waited for memory or disk (None: no PSI)
     other_cpu_cores: float | None = None  # median cores other tasks kept busy during a timed run (None: unknown)
 
     def as_dict(self) -> dict[str, Any]:
