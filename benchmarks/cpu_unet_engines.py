@@ -17,7 +17,6 @@ docs/performance.md.
 from __future__ import annotations
 
 import argparse
-import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -27,11 +26,12 @@ import torch
 
 from fastdiff.bench.architectures import architecture
 from fastdiff.bench.random_weights import random_components
+from fastdiff.bench.timing import PeakMemory
 from fastdiff.optimize import own_copy
 
 
 def _peak_gib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    return PeakMemory(torch.device("cpu")).read() / 2**30  # never reset: the process's peak
 
 
 def _engine_call(

@@ -169,9 +169,9 @@ def test_rows_that_waited_for_memory_or_shared_the_cpu_are_reported(monkeypatch:
 
     monkeypatch.setattr(runner, "_make_call", stalling_call)
     monkeypatch.setattr(runner, "make_clock", lambda device: lambda: now[0])
-    monkeypatch.setattr(runner, "memory_stall_seconds", lambda: stalled[0])
-    monkeypatch.setattr(runner, "busy_cpu_seconds", lambda: busy[0])
-    monkeypatch.setattr(runner, "process_time", lambda: own[0])
+    monkeypatch.setattr(timing, "memory_stall_seconds", lambda: stalled[0])
+    monkeypatch.setattr(timing, "busy_cpu_seconds", lambda: busy[0])
+    monkeypatch.setattr(timing.time, "process_time", lambda: own[0])
     rows = {r.scenario: r for r in run_scenarios(parse_scenarios(list(runs)), _source(), _config(repeats=2))}
     assert [rows[n].memory_stall_s for n in runs] == [pytest.approx(2.0), pytest.approx(0.05), 0.0]
     assert [rows[n].other_cpu_cores for n in runs] == [pytest.approx(0.5), pytest.approx(0.05), 0.0]
@@ -185,8 +185,8 @@ def test_rows_that_waited_for_memory_or_shared_the_cpu_are_reported(monkeypatch:
     assert notes[0].startswith("memory pressure: diffusers:sdxl-turbo@1 waited 2.00 s per")
     assert notes[1].startswith("shared CPU: while diffusers:sdxl-turbo@1 ran, other tasks kept 0.50 cores busy")
     assert "> memory pressure: diffusers:sdxl-turbo@1" in to_markdown(list(rows.values()), meta)
-    monkeypatch.setattr(runner, "memory_stall_seconds", lambda: None)  # no PSI, no /proc/stat: nothing claimed
-    monkeypatch.setattr(runner, "busy_cpu_seconds", lambda: None)
+    monkeypatch.setattr(timing, "memory_stall_seconds", lambda: None)  # no PSI, no /proc/stat: nothing claimed
+    monkeypatch.setattr(timing, "busy_cpu_seconds", lambda: None)
     unmeasured = run_scenarios(parse_scenarios(list(runs)), _source(), _config(repeats=2))
     assert all(row.memory_stall_s is None and row.other_cpu_cores is None for row in unmeasured)
     assert not any(pressured(row) or contended(row) for row in unmeasured)

@@ -16,7 +16,7 @@ from .flops import cpu_matmul_tflops
 from .rows import contended, pressured
 from .runner import BenchRow, RunConfig
 from .scenarios import BASELINE
-from .timing import busy_cpus_elsewhere, cpu_count
+from .timing import auto_cpu_threads, busy_cpus_elsewhere, cpu_count
 
 __all__ = [
     "Meta",
@@ -94,7 +94,7 @@ def _cpu_context(device: torch.device, threads: int | None) -> dict[str, Any]:
         return {}
     dtypes = [torch.float32, *((torch.bfloat16,) if cpu_has_native_bf16() else ())]
     before = torch.get_num_threads()
-    torch.set_num_threads(threads or before)  # the rows' threads (--threads), else torch's count
+    torch.set_num_threads(threads or auto_cpu_threads())  # the rows' threads: --threads, else the idle cores
     try:
         rates = {str(dtype).removeprefix("torch."): cpu_matmul_tflops(dtype) for dtype in dtypes}
     finally:

@@ -5,15 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .scenarios import BASELINE
-from .timing import percentile
+from .scenarios import BASELINE, Scenario
+from .timing import Contention, percentile, summarize
 
 __all__ = [
     "BUSY_CORES",
     "PRESSURE_FRACTION",
     "BenchRow",
+    "Timed",
     "baseline_row",
     "contended",
+    "measured_row",
     "pressured",
     "set_speedup_vs_diffusers",
 ]
@@ -62,6 +64,68 @@ class BenchRow:
     def as_dict(self) -> dict[str, Any]:
         """The row as plain JSON data."""
         return dict(self.__dict__)
+
+
+@dataclass
+class Timed:
+    """What a scenario's runs measured, before it becomes a `BenchRow`."""
+
+    warmup_s: float = 0.0
+    totals: list[float] = field(default_factory=list)
+    stages: list[dict[str, float]] = field(default_factory=list)
+    method: str = "fastdiff"
+    unet_calls: int = 0
+    unet_call_s: list[float] = field(default_factory=list)
+    contention: Contention = field(default_factory=Contention)
+
+
+def measured_row(
+    scenario: Scenario,
+    timed: Timed,
+    flops: dict[str, int],
+    *,
+    height: int,
+    width: int,
+    load_s: float,
+    load_shared: bool,
+    peak_memory: int,
+    memory_kind: str,
+    peak_tflops: float | None,
+) -> BenchRow:
+    """The row of `scenario` from its runs (at least one) and the FLOPs counted on their shapes."""
+    latency = summarize(timed.totals)
+    stages = {k: percentile([s[k] for s in timed.stages], 50) for k in ("encode", "denoise", "decode")}
+    gflops = sum(flops.values()) / 1e9
+    per_s = 1.0 / latency.p50 if latency.p50 > 0 else 0.0  # a zero-time run only happens with fake clocks
+    tflops_per_s = gflops * per_s / 1e3
+    memory_stall_s, other_cpu_cores = timed.contention.medians()
+    return BenchRow(
+        scenario=scenario.name,
+        preset=scenario.preset.name,
+        runner=scenario.runner,
+        steps=scenario.steps,
+        height=height,
+        width=width,
+        latency_s=latency.as_dict(),
+        stages_s=stages,
+        stages_method=timed.method,
+        load_s=load_s,
+        load_shared=load_shared,
+        warmup_s=timed.warmup_s,
+        peak_memory_bytes=peak_memory,
+        memory_kind=memory_kind,
+        unet_calls=timed.unet_calls,
+        per_unet_call_s=percentile(timed.unet_call_s, 50) if timed.unet_call_s else 0.0,
+        gflops=gflops,
+        gflops_by_stage={k: v / 1e9 for k, v in flops.items()},
+        tflops_per_s=tflops_per_s,
+        peak_tflops=peak_tflops,
+        peak_fraction=tflops_per_s / peak_tflops if peak_tflops else None,
+        images_per_s=per_s,
+        runs_s=timed.totals,
+        memory_stall_s=memory_stall_s,
+        other_cpu_cores=other_cpu_cores,
+    )
 
 
 def pressured(row: BenchRow) -> bool:

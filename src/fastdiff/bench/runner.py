@@ -11,8 +11,7 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, field, replace
-from time import process_time
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -20,19 +19,10 @@ from ..errors import FastDiffWarning
 from ..openvino_engine import expected_shapes
 from .flops import FlopCache, ModuleProbe, device_peak_tflops, stage_modules
 from .random_weights import NotEnoughMemory
-from .rows import BenchRow, baseline_row, set_speedup_vs_diffusers
+from .rows import BenchRow, Timed, baseline_row, measured_row, set_speedup_vs_diffusers
 from .scenarios import Scenario
 from .sources import Loaded, ModelSource
-from .timing import (
-    PeakMemory,
-    auto_cpu_threads,
-    busy_cpu_seconds,
-    make_clock,
-    memory_stall_seconds,
-    percentile,
-    round_order,
-    summarize,
-)
+from .timing import PeakMemory, auto_cpu_threads, make_clock, round_order
 
 __all__ = ["BenchRow", "RunConfig", "ScenarioRun", "baseline_row", "run_interleaved", "run_scenario", "run_scenarios"]
 
@@ -89,18 +79,6 @@ def _make_call(scenario: Scenario, loaded: Loaded, config: RunConfig) -> Call:
     return diffusers_call
 
 
-@dataclass
-class _Timed:
-    warmup_s: float = 0.0
-    totals: list[float] = field(default_factory=list)
-    stages: list[dict[str, float]] = field(default_factory=list)
-    method: str = "fastdiff"
-    unet_calls: int = 0
-    unet_call_s: list[float] = field(default_factory=list)
-    memory_stalls: list[float] = field(default_factory=list)  # seconds each timed run waited for memory
-    other_cpu: list[float] = field(default_factory=list)  # cores other tasks kept busy during each timed run
-
-
 class ScenarioRun:
     """One scenario loaded and hooked: `warm_up()`, then `run()` as many times as wanted, then `row()`.
 
@@ -115,14 +93,15 @@ class ScenarioRun:
         self.loaded = source.load(scenario)
         self._call = _make_call(scenario, self.loaded, config)
         self._probe = ModuleProbe(stage_modules(self.loaded.pipe), self.clock)
-        self._timed = _Timed()
+        self._timed = Timed()
         self.peak_memory = 0
         self.threads: int | None = None
         self._threads_before = 0
 
     def __enter__(self) -> ScenarioRun:
         if self.config.device.type == "cpu":
-            # Decided per scenario: a thread waiting on a core another process holds stalls every parallel region.
+            # The idle cores (run_interleaved decides once for its rows): a thread waiting on a core another process
+            # holds stalls every parallel region.
             self._threads_before = torch.get_num_threads()
             self.threads = self.config.threads or auto_cpu_threads()
             torch.set_num_threads(self.threads)
@@ -160,18 +139,13 @@ class ScenarioRun:
         timed, probe = self._timed, self._probe
         i = len(timed.totals)
         probe.start_run()
-        stalled_before, busy_before, own_before = memory_stall_seconds(), busy_cpu_seconds(), process_time()
+        timed.contention.start()
         start = self.clock()
         stages = self._call(self._prompt(f"take {i}"), i)
         end = self.clock()
-        stalled_after, busy_after, own_after = memory_stall_seconds(), busy_cpu_seconds(), process_time()
+        timed.contention.stop(end - start)
         probe.end_run()
         timed.totals.append(end - start)
-        if stalled_before is not None and stalled_after is not None:
-            timed.memory_stalls.append(stalled_after - stalled_before)
-        if busy_before is not None and busy_after is not None and end > start:
-            others = (busy_after - busy_before) - (own_after - own_before)  # the machine's CPU time less ours
-            timed.other_cpu.append(max(0.0, others) / (end - start))
         if stages is None:
             stages, timed.method = probe.split(start, end), "hooks"
         timed.stages.append(stages)
@@ -184,7 +158,13 @@ class ScenarioRun:
         if not self._timed.totals:
             raise ValueError("row() needs at least one run()")
         flops = self._probe.flops_by_stage(flop_cache)
-        row = _row(self.scenario, self.config, self.loaded, self._timed, flops, self.peak_memory, self.memory.kind)
+        config, loaded = self.config, self.loaded
+        peak = device_peak_tflops(config.device_name, config.dtype) if config.device.type == "cuda" else None
+        height, width = _size(self.scenario, config)
+        row = measured_row(
+            self.scenario, self._timed, flops, height=height, width=width, load_s=loaded.load_s,
+            load_shared=loaded.shared, peak_memory=self.peak_memory, memory_kind=self.memory.kind, peak_tflops=peak,
+        )  # fmt: skip
         row.threads = self.threads
         return row
 
@@ -199,51 +179,6 @@ def run_scenario(
 ) -> BenchRow:
     """Load (or share) the scenario's model, warm up, time `config.repeats` runs and count their FLOPs."""
     return run_interleaved([scenario], source, config, flop_cache=flop_cache, tick=tick)[0]
-
-
-def _row(
-    scenario: Scenario,
-    config: RunConfig,
-    loaded: Loaded,
-    timed: _Timed,
-    flops: dict[str, int],
-    peak_memory: int,
-    memory_kind: str,
-) -> BenchRow:
-    latency = summarize(timed.totals)
-    stages = {k: percentile([s[k] for s in timed.stages], 50) for k in ("encode", "denoise", "decode")}
-    gflops = sum(flops.values()) / 1e9
-    per_s = 1.0 / latency.p50 if latency.p50 > 0 else 0.0  # a zero-time run only happens with fake clocks
-    tflops_per_s = gflops * per_s / 1e3
-    peak = device_peak_tflops(config.device_name, config.dtype) if config.device.type == "cuda" else None
-    height, width = _size(scenario, config)
-    return BenchRow(
-        scenario=scenario.name,
-        preset=scenario.preset.name,
-        runner=scenario.runner,
-        steps=scenario.steps,
-        height=height,
-        width=width,
-        latency_s=latency.as_dict(),
-        stages_s=stages,
-        stages_method=timed.method,
-        load_s=loaded.load_s,
-        load_shared=loaded.shared,
-        warmup_s=timed.warmup_s,
-        peak_memory_bytes=peak_memory,
-        memory_kind=memory_kind,
-        unet_calls=timed.unet_calls,
-        per_unet_call_s=percentile(timed.unet_call_s, 50) if timed.unet_call_s else 0.0,
-        gflops=gflops,
-        gflops_by_stage={k: v / 1e9 for k, v in flops.items()},
-        tflops_per_s=tflops_per_s,
-        peak_tflops=peak,
-        peak_fraction=tflops_per_s / peak if peak else None,
-        images_per_s=per_s,
-        runs_s=timed.totals,
-        memory_stall_s=percentile(timed.memory_stalls, 50) if timed.memory_stalls else None,
-        other_cpu_cores=percentile(timed.other_cpu, 50) if timed.other_cpu else None,
-    )
 
 
 def _interleavable(a: Scenario, b: Scenario, source: ModelSource) -> bool:

@@ -21,6 +21,7 @@ from ..devices import make_clock, synchronize
 
 __all__ = [
     "Clock",
+    "Contention",
     "LatencySummary",
     "PeakMemory",
     "auto_cpu_threads",
@@ -186,6 +187,34 @@ def busy_cpu_seconds(stat: Path = Path("/proc/stat")) -> float | None:
         return None
     user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+class Contention:
+    """What else the machine did during each timed run: the seconds it waited for memory or the disk
+    (`memory_stall_seconds`) and the cores other tasks kept busy (`busy_cpu_seconds` less this process's own
+    CPU time, over the run's seconds). `start()` before a run, `stop(seconds)` after it; `medians()` per row."""
+
+    def __init__(self) -> None:
+        self.stalls: list[float] = []
+        self.other_cores: list[float] = []
+        self._before: tuple[float | None, float | None, float] = (None, None, 0.0)
+
+    def start(self) -> None:
+        self._before = (memory_stall_seconds(), busy_cpu_seconds(), time.process_time())
+
+    def stop(self, seconds: float) -> None:
+        (stalled, busy, own), now = self._before, (memory_stall_seconds(), busy_cpu_seconds(), time.process_time())
+        if stalled is not None and now[0] is not None:
+            self.stalls.append(now[0] - stalled)
+        if busy is not None and now[1] is not None and seconds > 0:
+            others = (now[1] - busy) - (now[2] - own)  # the machine's CPU time less ours
+            self.other_cores.append(max(0.0, others) / seconds)
+
+    def medians(self) -> tuple[float | None, float | None]:
+        """(median stall seconds, median other cores) over the runs; None where the machine does not count."""
+        stall = percentile(self.stalls, 50) if self.stalls else None
+        cores = percentile(self.other_cores, 50) if self.other_cores else None
+        return stall, cores
 
 
 def cpu_count() -> int:
