@@ -110,9 +110,7 @@ def test_recipe_is_decided_once_and_shown() -> None:
         Optimizations.preset("default").resolved(CUDA),
         Optimizations.preset("default").resolved(torch.device("cpu")),
     )
-    assert (cuda.bf16_vae, cuda.channels_last, cuda.fuse_qkv, cuda.compile, cuda.cpu_kernels) == (
-        True, True, True, True, False,
-    )  # fmt: skip
+    assert (cuda.bf16_vae, cuda.channels_last, cuda.fuse_qkv, cuda.compile) == (True, True, True, True)
     assert cuda.compile_mode == "reduce-overhead" and cuda.cuda_graphs and cuda.resolved_for == "cuda"
     assert (cpu.bf16_vae, cpu.compile, cpu.compile_mode, cpu.resolved_for) == (False, False, None, "cpu")
     assert cuda.resolved(torch.device("cpu")) is cuda  # a resolved recipe stays what it says
@@ -123,7 +121,7 @@ def test_from_pipeline_applies_the_recipe_of_from_preset(load: Any) -> None:
     pipe = load("sdxl-turbo").pipeline
     gen = FewStepGenerator.from_pipeline("sdxl-turbo", pipe, optimize="default")
     assert gen.optimizations == Optimizations.preset("default").resolved(torch.device("cpu"))
-    assert gen.optimizations.cpu_kernels is True and gen.optimizations.is_resolved
+    assert gen.optimizations.engine == "torch" and gen.optimizations.is_resolved
 
 
 # Compiled with aot_eager, not inductor: inductor took 247 s to compile ONE tiny UNet and decoder on this 2-core

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("openvino", reason="the OpenVINO engine needs `pip install 'fastdiff[cpu]'`")
+pytest.importorskip("openvino", reason="the OpenVINO engine needs `pip install openvino`")
 
 from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator, Optimizations
 from fastdiff.bench.runner import RunConfig, run_scenarios
 from fastdiff.bench.scenarios import parse_scenario, parse_scenarios
-from fastdiff.bench.sources import RandomSource
+from fastdiff.bench.sources import RandomSource, openvino_pipeline
 from fastdiff.bench.timing import make_clock
 from fastdiff.openvino_cache import conversions
-from fastdiff.openvino_engine import OpenVINOForward, openvino_pipeline
+from fastdiff.openvino_engine import OpenVINOForward, torch_forwards
 from fastdiff.testing import tiny_autoencoder_tiny
 
 from .images import psnr
@@ -92,9 +92,8 @@ def test_within_tolerance_of_none(name: str, steps: int, guidance: float | None,
 
 
 def test_a_fused_lora_is_not_taken_for_its_base(load: Any, ov_load: Any, small_sizes: None) -> None:
-    """The base UNet's weights lie in its memory-mapped file, named in the cache key by that file instead of
-    hashed (`stamps.FileMappings`). Fusing a LoRA writes them through `.data` (peft's merge), which bumps no
-    write counter: the key must see the written pages, or the LoRA preset would run its base's compiled UNet."""
+    """The disk cache names weights by their provenance: the LoRA preset's UNet is sd15's files plus the fused
+    LoRA file, so it must not be given the compiled UNet converted from sd15's files alone."""
     call = {"steps": 4, "guidance_scale": 1.0}  # LCM-LoRA's (no CFG); sd15 runs them too
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", category=FastDiffWarning)
@@ -185,12 +184,10 @@ def test_compiled_at_static_shapes(ov_load: Any, small_sizes: None) -> None:
         assert list(_compiled_inputs(pipe.unet)[0].to_shape())[-2:] == [8, 8]  # 64² image: 8² latents
 
 
-def test_stock_kernels_run_torch(ov_load: Any, load: Any) -> None:
-    from fastdiff.cpu_kernels import stock_kernels
-
+def test_torch_forwards_run_torch(ov_load: Any, load: Any) -> None:
     unet = ov_load("sd-turbo").pipeline.unet
     sample, text = torch.randn(1, 4, 8, 8), torch.randn(1, 77, unet.config.cross_attention_dim)
-    with torch.no_grad(), stock_kernels():  # FLOP counting (fastdiff.bench.flops) sees torch's own ops
+    with torch.no_grad(), torch_forwards():  # FLOP counting (fastdiff.bench.flops) sees torch's own ops
         ours = unet(sample, torch.tensor(999.0), text, return_dict=False)[0]
         theirs = load("sd-turbo").pipeline.unet(sample, torch.tensor(999.0), text, return_dict=False)[0]
     assert torch.allclose(ours, theirs, atol=1e-5)

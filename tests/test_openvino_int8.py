@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("openvino", reason="the OpenVINO engine needs `pip install 'fastdiff[cpu]'`")
+pytest.importorskip("openvino", reason="the OpenVINO engine needs `pip install openvino`")
 pytest.importorskip("nncf", reason="int8 weights need `pip install 'fastdiff[int8]'`")
 
 import openvino as ov

@@ -13,7 +13,6 @@ import pytest
 import torch
 
 from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator, Optimizations
-from fastdiff.cpu_kernels import OneDNNConv2d
 from fastdiff.devices import bf16_pays_on
 from fastdiff.optimize import cpu_bf16_pays, cpu_has_native_bf16
 from fastdiff.testing import tiny_autoencoder_tiny
@@ -43,21 +42,19 @@ def test_bf16_opt_in_follows_the_cpu(load: Any, hub_cache: Path, small_sizes: No
 
 
 @pytest.mark.parametrize("name", ["sd-turbo", "sdxl-turbo", "lcm-lora-sd15", "sdxl-lightning-4step-lora"])
-def test_torch_default_is_within_tolerance_of_none(name: str, hub_cache: Path, load: Any, small_sizes: None) -> None:
+def test_torch_default_is_the_image_of_none(name: str, hub_cache: Path, load: Any, small_sizes: None) -> None:
     exact = load(name)
     kernels = Optimizations.preset("default", **TORCH)
     fast = FewStepGenerator.from_preset(
         name, device="cpu", cache_dir=hub_cache, local_files_only=True, optimize=kernels
     )
     assert fast.dtype == torch.float32  # bf16 on the CPU is opt-in: measured slower here (docs/performance.md)
-    assert isinstance(fast.pipeline.unet.conv_in, OneDNNConv2d)  # the CPU kernels are in use...
-    assert not isinstance(exact.pipeline.unet.conv_in, OneDNNConv2d)  # ...and "none" is diffusers' own modules
     for seed in (0, 1):
-        for _ in range(2):  # the second call reuses the cached embeddings and cross-attention keys/values
+        for _ in range(2):  # the second call reuses the cached embeddings
             a = np.asarray(exact(PROMPT, seed=seed, height=128, width=128).images[0], np.int16)
             b = np.asarray(fast(PROMPT, seed=seed, height=128, width=128).images[0], np.int16)
-            assert np.abs(a - b).max() <= MAX_PIXEL_STEPS, f"{name}: default drifted from none (seed {seed})"
-            assert psnr(a, b) >= MIN_PSNR_DB
+            # Without OpenVINO "default" on the CPU runs diffusers' own modules in fp32: the image of "none".
+            assert np.array_equal(a, b), f"{name}: default drifted from none (seed {seed})"
 
 
 def test_embedding_cache_hits(load: Any, small_sizes: None) -> None:
@@ -158,8 +155,8 @@ def test_unknown_optimization_field() -> None:
 def test_auto_switches_follow_the_device() -> None:
     opts = Optimizations.preset("default", **TORCH)
     cpu, cuda = opts.resolved(torch.device("cpu")), opts.resolved(torch.device("cuda"))
-    assert (cpu.cpu_kernels, cpu.channels_last, cpu.fuse_qkv, cpu.compile) == (True, False, False, False)
-    assert (cuda.cpu_kernels, cuda.channels_last, cuda.fuse_qkv, cuda.compile) == (False, True, True, True)
+    assert (cpu.channels_last, cpu.fuse_qkv, cpu.compile) == (False, False, False)
+    assert (cuda.channels_last, cuda.fuse_qkv, cuda.compile) == (True, True, True)
     assert cuda.compile_mode == "reduce-overhead" and cpu.compile_mode is None
     forced = Optimizations.preset("default", compile=True, compile_mode="max-autotune").resolved(torch.device("cpu"))
     assert forced.compile is True and forced.compile_mode == "max-autotune"

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 
-pytest.importorskip("openvino", reason="the OpenVINO engine needs `pip install 'fastdiff[cpu]'`")
+pytest.importorskip("openvino", reason="the OpenVINO engine needs `pip install openvino`")
 
 from fastdiff import FastDiffWarning, FewStepGenerator, Optimizations
 from fastdiff.distill.classifier import images_to_tensor, prompt_hits, shipped_classifier

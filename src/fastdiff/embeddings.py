@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
-from torch import nn
 
 from .adapters import Embeddings, ModelAdapter
-from .stamps import TensorStamp, stamp_all, stamps_match
 
 __all__ = ["EmbeddingCache", "PromptEncoder"]
 
@@ -21,45 +19,35 @@ Key = tuple[str, str | None, bool]
 class EmbeddingCache:
     """Least-recently-used cache from (prompt, negative prompt, guidance on) to embeddings, with hit counters.
 
-    Given the text encoders, it forgets every entry once their weights change (a fused LoRA, a loaded state dict,
-    a new tensor): checked on every `get` by comparing stamps of the weights (a few hundred pointer and counter
-    comparisons, no tensor read).
+    Its entries are of one weights version (`weights.WeightsIdentity.version`): `weights_changed(version)`, which
+    the generator calls after every weight change, forgets them, and an entry computed from older weights is not
+    stored.
     """
 
-    def __init__(self, maxsize: int = 32, encoders: Sequence[nn.Module] = ()) -> None:
+    def __init__(self, maxsize: int = 32) -> None:
         if maxsize < 0:
             raise ValueError("maxsize must be ≥ 0")
         self.maxsize = maxsize
         self.hits = 0
         self.misses = 0
+        self.weights_version = 0
         self._entries: OrderedDict[Key, Embeddings] = OrderedDict()
-        self._encoders = list(encoders)
-        self._stamps = self._stamp()
 
-    @classmethod
-    def for_pipeline(cls, pipe: Any, maxsize: int = 32) -> EmbeddingCache:
-        """A cache over the pipeline's text encoders (one for SD, two for SDXL)."""
-        encoders = [m for m in (pipe.text_encoder, getattr(pipe, "text_encoder_2", None)) if m is not None]
-        return cls(maxsize, encoders)
-
-    def _weights(self) -> list[nn.Parameter]:
-        return [p for encoder in self._encoders for p in encoder.parameters()]
-
-    def _stamp(self) -> list[TensorStamp]:
-        return stamp_all(self._weights())
+    def weights_changed(self, version: int) -> None:
+        """The text encoders' weights are now those of `version`: forget every entry."""
+        self.weights_version = version
+        self.clear()
 
     def get(self, key: Key, compute: Callable[[], Embeddings]) -> Embeddings:
         """The cached embeddings of `key`, computing (and storing) them on a miss."""
-        if self._encoders and not stamps_match(self._stamps, self._weights()):
-            self.clear()
-            self._stamps = self._stamp()
+        version = self.weights_version
         if key in self._entries:
             self.hits += 1
             self._entries.move_to_end(key)
             return self._entries[key]
         self.misses += 1
         value = compute()
-        if self.maxsize:
+        if self.maxsize and version == self.weights_version:
             self._entries[key] = value
             while len(self._entries) > self.maxsize:
                 self._entries.popitem(last=False)

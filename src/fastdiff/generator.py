@@ -22,19 +22,21 @@ from PIL import Image
 from . import presets as preset_table
 from .adapters import Embeddings
 from .batching import BatchStats, Coalescer, check_batching, default_max_batch
+from .checkpoints import apply_lora, load_unet_state_dict, validate_unet_state_dict
 from .denoising import batch_key, generate_batch
 from .devices import make_clock, offloaded, resolve_device, resolve_dtype
 from .embeddings import EmbeddingCache, PromptEncoder
 from .errors import FastDiffError
 from .families import family
-from .loading import adopt, load, load_tiny_vae
+from .loading import adopt, load, load_tiny_vae, tiny_vae_identity
 from .mapping import map_requests, run_in_order, sized
-from .openvino_engine import expected_shapes
+from .openvino_engine import expected_shapes, openvino_forwards
 from .optimize import Optimizations, apply_optimizations, resolve_optimizations
 from .presets import Preset
 from .result import GenerationResult
 from .shapes import CompiledShapes
 from .validation import Request, check_flag, resized_input, resolve_request
+from .weights import WeightsIdentity, file_identity
 
 __all__ = ["FewStepGenerator"]
 
@@ -46,7 +48,9 @@ class FewStepGenerator:
 
     Build one with `from_preset` (loads weights) or `from_pipeline` (wraps a pipeline you already have), then
     call it: `gen("a cat", steps=1, seed=0).images[0]`. `optimizations` is the recipe that was applied, decided
-    for the device.
+    for the device. Change weights after load through the generator (`load_lora`, `load_checkpoint`) or, after
+    writing `gen.pipeline`'s weights yourself, call `weights_changed()`: `weights` tells every cache which
+    weights it derived from.
     """
 
     def __init__(
@@ -57,12 +61,15 @@ class FewStepGenerator:
         optimizations: Optimizations | None = None,
         max_batch: int | None = None,
         max_wait_ms: float = 0.0,
+        weights: WeightsIdentity | None = None,
     ) -> None:
         self.preset = preset
         self.pipeline = pipe
         self.optimizations = (optimizations or Optimizations()).resolved(self.device)
         self.adapter = family(preset.family).adapter
-        self.embedding_cache = EmbeddingCache.for_pipeline(pipe, self.optimizations.embedding_cache_size)
+        self.weights = weights or WeightsIdentity(None)
+        self._adapters: dict[str, float] = {}  # unfused LoRAs of `load_lora(fuse=False)` and their scales
+        self.embedding_cache = EmbeddingCache(self.optimizations.embedding_cache_size)
         self._shapes = CompiledShapes(enabled=bool(self.optimizations.compile))
         self._img2img = AutoPipelineForImage2Image.from_pipe(pipe)
         self._clock = make_clock(self.device)
@@ -122,10 +129,16 @@ class FewStepGenerator:
         check_flag("local_files_only", local_files_only, optional=True)
         check_flag("allow_pickle", allow_pickle)
         hub: dict[str, Any] = {"local_files_only": local_files_only, "cache_dir": cache_dir, "dtype": torch_dtype}
-        pipe = load(spec, source=source, checkpoint=checkpoint, allow_pickle=allow_pickle, **hub)
-        tiny = None if opts.tiny_vae is None else load_tiny_vae(opts.tiny_vae, spec, **hub)
-        pipe = apply_optimizations(pipe.to(target), opts, tiny_vae=tiny)
-        return cls(spec, pipe, optimizations=opts, max_batch=max_batch, max_wait_ms=max_wait_ms)
+        pipe, provenance = load(spec, source=source, checkpoint=checkpoint, allow_pickle=allow_pickle, **hub)
+        tiny = None
+        if opts.tiny_vae is not None:
+            tiny = load_tiny_vae(opts.tiny_vae, spec, **hub)
+            tiny_origin = tiny_vae_identity(opts.tiny_vae, spec, cache_dir=cache_dir)
+            provenance = None if provenance is None or tiny_origin is None else (*provenance, f"vae={tiny_origin}")
+        weights = WeightsIdentity(provenance)
+        keys = _weights_keys(pipe, weights)
+        pipe = apply_optimizations(pipe.to(target), opts, tiny_vae=tiny, weights_keys=keys)
+        return cls(spec, pipe, optimizations=opts, max_batch=max_batch, max_wait_ms=max_wait_ms, weights=weights)
 
     @classmethod
     def from_pipeline(
@@ -138,6 +151,7 @@ class FewStepGenerator:
         optimize: str | Optimizations = "none",
         max_batch: int | None = None,
         max_wait_ms: float = 0.0,
+        cache_key: str | None = None,
     ) -> FewStepGenerator:
         """Wrap a diffusers pipeline you already loaded (device and dtype stay as they are).
 
@@ -147,7 +161,9 @@ class FewStepGenerator:
         device, to fastdiff's own copies of the modules, which share the weight tensors with `pipe` (no second
         copy of the weights) and leave `pipe` as it was. A compiled pipeline (a generator's `.pipeline` on CUDA)
         is accepted: its modules are used uncompiled and compiled once more only if the recipe says so.
-        `max_batch`, `max_wait_ms`: as in `from_preset`.
+        `max_batch`, `max_wait_ms`: as in `from_preset`. `cache_key`: a name of `pipe`'s weights that no other
+        weights share (e.g. the repo id and revision they came from), under which the OpenVINO engine keeps its
+        converted models on disk; without it they are named by a hash of the weights, computed once per module.
         """
         spec = preset_table.get(preset)
         opts = resolve_optimizations(optimize)
@@ -160,8 +176,14 @@ class FewStepGenerator:
         if opts.tiny_vae is not None:
             dtype = opts.compute_dtype if isinstance(opts.compute_dtype, torch.dtype) else own.unet.dtype
             tiny = load_tiny_vae(opts.tiny_vae, spec, dtype=dtype)
-        own = apply_optimizations(own, opts, tiny_vae=tiny)
-        return cls(spec, own, optimizations=opts, max_batch=max_batch, max_wait_ms=max_wait_ms)
+        if cache_key is not None and not isinstance(cache_key, str):
+            raise FastDiffError(
+                f"cache_key must be a str naming the pipeline's weights, not {type(cache_key).__name__}"
+            )
+        given = None if cache_key is None or opts.tiny_vae is not None else (f"cache_key={cache_key}",)
+        weights = WeightsIdentity(given)
+        own = apply_optimizations(own, opts, tiny_vae=tiny, weights_keys=_weights_keys(own, weights))
+        return cls(spec, own, optimizations=opts, max_batch=max_batch, max_wait_ms=max_wait_ms, weights=weights)
 
     def __call__(
         self,
@@ -241,9 +263,64 @@ class FewStepGenerator:
         """The most images one pipeline call makes when concurrent calls are coalesced."""
         return self._coalescer.max_batch
 
+    def load_lora(
+        self,
+        lora: str | Path,
+        *,
+        weight_name: str | None = None,
+        scale: float = 1.0,
+        fuse: bool = True,
+        local_files_only: bool | None = None,
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        """Load a LoRA into the weights (a `.safetensors` file, a folder with `weight_name`, or a hub repo id with
+        `weight_name`, cache first), at `scale`, as diffusers' `load_lora_weights` + `fuse_lora(lora_scale=scale)`
+        + `unload_lora_weights()` do: the image is diffusers' own for those calls, on every engine and level, and
+        each call costs no more than before. `fuse=False` keeps it as a peft adapter at `scale`
+        (`set_adapters`), as diffusers does without fusing. Every cache derived from the weights is renewed."""
+        path = _lora_file(lora, weight_name, local_files_only=local_files_only, cache_dir=cache_dir)
+        check_flag("fuse", fuse)
+        with self._lock:
+            if fuse:
+                apply_lora(self.pipeline, path, scale=scale)
+            else:
+                name = f"lora{self.weights.version + 1}"
+                self.pipeline.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
+                self._adapters[name] = scale
+                self.pipeline.set_adapters(list(self._adapters), adapter_weights=list(self._adapters.values()))
+            self._renew(f"lora={file_identity(path)} scale={scale!r} fuse={fuse}")
+
+    def load_checkpoint(self, checkpoint: str | Path, *, allow_pickle: bool = False) -> None:
+        """Load a full UNet state dict (a local `.safetensors` file, or a pickle with `allow_pickle=True`) into the
+        UNet in place, checked first (a file that does not fit leaves the weights as they were); every cache
+        derived from the weights is renewed."""
+        check_flag("allow_pickle", allow_pickle)
+        path = Path(checkpoint).expanduser()
+        state = load_unet_state_dict(path, allow_pickle=allow_pickle)
+        unet = getattr(self.pipeline.unet, "_orig_mod", self.pipeline.unet)
+        validate_unet_state_dict(state, unet, name=path.name)
+        with self._lock:
+            unet.load_state_dict(state)
+            self._renew(f"checkpoint={file_identity(path)}")
+
+    def weights_changed(self) -> None:
+        """Say that `gen.pipeline`'s weights were changed directly (a state dict loaded, a LoRA fused with
+        diffusers' own calls, a tensor written): the next call encodes prompts and converts the engines' models
+        from the new weights. Without this call the caches keep what they derived from the old weights."""
+        with self._lock:
+            self._renew(None)
+
+    def _renew(self, change: str | None) -> None:
+        """After a change to the weights (described, or None when unknown): a new identity, and every cache
+        derived from the old weights dropped. Called with the lock held."""
+        self.weights = self.weights.changed(change)
+        self.embedding_cache.weights_changed(self.weights.version)
+        for name, forward in openvino_forwards(self.pipeline).items():
+            forward.weights_changed(self.weights.module_key(name))
+
     def encode(self, prompt: str, negative_prompt: str | None = None, *, guidance: bool = False) -> Embeddings:
-        """Prompt embeddings for one image, from the LRU cache when this prompt was seen before (and the text
-        encoders' weights have not changed since)."""
+        """Prompt embeddings for one image, from the LRU cache when this prompt was seen before with the same
+        weights."""
         self._encoder.warn_if_truncated(prompt, negative_prompt, guidance)
         with self._lock:
             return self._encoder(prompt, negative_prompt, guidance)
@@ -292,3 +369,42 @@ class FewStepGenerator:
 
     def __repr__(self) -> str:
         return f"FewStepGenerator(preset={self.preset.name!r}, device={self.device}, dtype={self.dtype})"
+
+
+def _weights_keys(pipe: Any, weights: WeightsIdentity) -> dict[str, str | None]:
+    """Each component's weights named for the OpenVINO engine's disk cache."""
+    names = ("unet", "text_encoder", "text_encoder_2", "vae")
+    return {name: weights.module_key(name) for name in names if getattr(pipe, name, None) is not None}
+
+
+def _lora_file(
+    lora: str | Path, weight_name: str | None, *, local_files_only: bool | None, cache_dir: str | Path | None
+) -> Path:
+    """The LoRA file `load_lora` reads: a local file, a folder's `weight_name`, or a hub repo's (cache first)."""
+    from huggingface_hub import hf_hub_download
+
+    path = Path(lora).expanduser()
+    if path.is_dir():
+        if weight_name is None:
+            raise FastDiffError(f"{str(path)!r} is a folder: pass weight_name= naming the LoRA file in it")
+        path = path / weight_name
+    if path.is_file():
+        return path
+    if isinstance(lora, str) and weight_name is not None and lora.count("/") == 1 and not lora.startswith((".", "/")):
+        try:
+            return Path(hf_hub_download(lora, weight_name, cache_dir=cache_dir, local_files_only=True))
+        except OSError:
+            if local_files_only:
+                raise FastDiffError(
+                    f"{lora}/{weight_name} is not in the Hugging Face cache; run once with network access"
+                ) from None
+        try:
+            return Path(hf_hub_download(lora, weight_name, cache_dir=cache_dir))
+        except OSError as err:
+            raise FastDiffError(
+                f"could not download {lora}/{weight_name} ({type(err).__name__}); check the names"
+            ) from None
+    raise FastDiffError(
+        f"LoRA {str(lora)!r} does not exist; pass a .safetensors file, a folder with weight_name=, or a hub repo id "
+        "with weight_name="
+    )

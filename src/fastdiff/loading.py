@@ -22,8 +22,9 @@ from .hub import cache_first, quietly
 from .optimize import own_copy
 from .presets import Preset, is_shipped
 from .schedulers import build_scheduler
+from .weights import file_identity, folder_identity, snapshot_identity
 
-__all__ = ["SINGLE_FILE_SUFFIXES", "adopt", "classify_source", "load", "load_tiny_vae"]
+__all__ = ["SINGLE_FILE_SUFFIXES", "adopt", "classify_source", "load", "load_tiny_vae", "tiny_vae_identity"]
 
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
@@ -58,9 +59,11 @@ def load(
     local_files_only: bool | None,
     cache_dir: str | Path | None,
     allow_pickle: bool,
-) -> Any:
+) -> tuple[Any, tuple[str, ...] | None]:
     """The pipeline of `preset` on the CPU in `dtype`: weights from `source`, the preset's (or the given)
-    checkpoint applied, the preset's scheduler recipe. Everything is checked before anything large is read."""
+    checkpoint applied, the preset's scheduler recipe. Everything is checked before anything large is read.
+    With it, the weights' provenance (`weights.WeightsIdentity`): the preset, dtype, source files and checkpoint
+    file; None where the source cannot be named (a hub repo that is not in the cache after loading)."""
     kind, location = classify_source(source)
     hub: dict[str, Any] = {"local_files_only": local_files_only, "cache_dir": cache_dir, "dtype": dtype}
     ckpt = checkpoint_path(preset, checkpoint, allow_pickle=allow_pickle, **hub)
@@ -74,7 +77,16 @@ def load(
     if ckpt is not None and "unet" not in components:
         apply_checkpoint(pipe, preset, ckpt, allow_pickle=allow_pickle)
     pipe.scheduler = build_scheduler(preset.scheduler, pipe.scheduler)
-    return pipe
+    if kind == "folder":
+        origin: str | None = folder_identity(location)
+    elif kind == "file":
+        origin = f"{file_identity(location)} config={preset.repo_id}"
+    else:
+        origin = snapshot_identity(location or preset.repo_id, cache_dir)
+    if origin is None:
+        return pipe, None
+    applied = () if ckpt is None else (f"checkpoint={file_identity(ckpt)}",)
+    return pipe, (f"preset={preset.name}", f"dtype={dtype}", origin, *applied)
 
 
 def adopt(preset: Preset, pipe: Any, *, checkpoint: str | Path | None, allow_pickle: bool) -> Any:
@@ -204,3 +216,14 @@ def load_tiny_vae(
     if Path(location).is_dir():
         return quietly(fetch, True)
     return cache_first(fetch, preset, local_files_only, cache_dir, dtype, what=f"tiny VAE {location}")
+
+
+def tiny_vae_identity(spec: Any, preset: Preset, *, cache_dir: str | Path | None = None) -> str | None:
+    """Where `load_tiny_vae(spec, preset)`'s weights come from, for `weights.WeightsIdentity` (None: a given
+    `AutoencoderTiny`, or a hub repo not in the cache)."""
+    location = family(preset.family).tiny_vae_repo if spec == "auto" else spec
+    if not isinstance(location, (str, Path)):
+        return None
+    if Path(location).is_dir():
+        return folder_identity(location)
+    return snapshot_identity(str(location), cache_dir)

@@ -4,8 +4,9 @@
 already for the same key and precision (two pipelines over the same weights share one), else compiles the IR the
 disk cache holds for the key, else traces `call` (fastdiff's module copy: its torch weights are shared with the
 converted model, not copied) with OpenVINO's PyTorch frontend at the example's static shapes, saves the IR and
-compiles it. The key hashes the weights' bytes (SHA-256 with names, shapes and dtypes), the input shapes and
-dtypes, the weight format and the versions of OpenVINO, torch, diffusers and transformers (and NNCF for int8).
+compiles it. The key hashes the weights' name (`weights.WeightsIdentity.module_key`: the files they were loaded
+from and the changes since, or a hash of the weights where that is unknown), the module classes, the input shapes
+and dtypes, the weight format and the versions of OpenVINO, torch, diffusers and transformers (and NNCF for int8).
 The cache is `$FASTDIFF_CACHE/openvino` (default `~/.cache/fastdiff/openvino`), one folder per key holding
 `model.xml` and `model.bin` (f32 weights, or int8 ones with `weights="int8"` or `"int8-full"`, `openvino_int8`).
 """
@@ -27,7 +28,6 @@ import torch
 from torch import nn
 from torch.jit import TracerWarning  # type: ignore[attr-defined]
 
-from .digests import weights_digest
 from .errors import FastDiffError
 from .openvino_int8 import REVISIONS, compress_weights, nncf_usable, quantize_fully
 
@@ -39,7 +39,6 @@ __all__ = [
     "conversions",
     "nncf_usable",
     "openvino_usable",
-    "weights_digest",
 ]
 
 _state = threading.local()
@@ -86,7 +85,7 @@ class Shared:
 
 
 def openvino_usable() -> bool:
-    """True when `import openvino` works (the `fastdiff[cpu]` extra)."""
+    """True when `import openvino` works (a dependency of fastdiff; absent only where its wheel does not install)."""
     try:
         import openvino  # noqa: F401
     except ImportError:
@@ -132,8 +131,10 @@ def effective_precision(precision: str | None) -> str:
     return names.get(precision.lower(), precision.lower())
 
 
-def _key(module: nn.Module, example: Sequence[torch.Tensor], names: Sequence[str], weights: str | None) -> str:
-    """The converted model's name on disk: the weights, the module classes (a swapped class traces another
+def _key(
+    weights_key: str, module: nn.Module, example: Sequence[torch.Tensor], names: Sequence[str], weights: str | None
+) -> str:
+    """The converted model's name on disk: the weights' name, the module classes (a swapped class traces another
     graph), the input shapes and dtypes, the weight format and the software versions (the IR holds the f32 graph,
     or int8 weights: the precision is chosen when it is compiled)."""
     import openvino as ov
@@ -144,7 +145,7 @@ def _key(module: nn.Module, example: Sequence[torch.Tensor], names: Sequence[str
     inputs = ";".join(f"{n}:{tuple(t.shape)}:{t.dtype}" for n, t in zip(names, example, strict=True))
     # Absent for f32: the keys of f32 IRs stay as they were.
     compression = [f"weights={weights}", f"revision={REVISIONS[weights]}"] if weights else []
-    parts = [weights_digest(module), classes, inputs, _IR_FORMAT, *versions, *compression]
+    parts = [weights_key, classes, inputs, _IR_FORMAT, *versions, *compression]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
@@ -170,6 +171,7 @@ _silence_tracing_warnings()
 
 def compiled_model(
     module: nn.Module,
+    weights_key: str,
     call: Callable[..., tuple[torch.Tensor, ...]],
     example: Sequence[torch.Tensor],
     names: Sequence[str],
@@ -179,13 +181,14 @@ def compiled_model(
     weights: str | None = None,
     calibration: Sequence[Sequence[torch.Tensor]] = (),
 ) -> Shared:
-    """`call(*example)` (tensors in, a tuple of tensors out, computed by `module`'s weights) as a compiled
-    OpenVINO model for the example's shapes: the one this process holds already, else the disk cache's, else
-    converted now (and cached). `weights="int8"` compresses the weights with NNCF first, `"int8-full"` quantizes
-    weights and activations with ranges measured on the example and the `calibration` inputs (`WEIGHT_FORMATS`;
-    the IR cached under the key was calibrated on the inputs of the call that converted it)."""
+    """`call(*example)` (tensors in, a tuple of tensors out, computed by `module`'s weights, named `weights_key`)
+    as a compiled OpenVINO model for the example's shapes: the one this process holds already, else the disk
+    cache's, else converted now (and cached). `weights="int8"` compresses the weights with NNCF first,
+    `"int8-full"` quantizes weights and activations with ranges measured on the example and the `calibration`
+    inputs (`WEIGHT_FORMATS`; the IR cached under the key was calibrated on the inputs of the call that converted
+    it)."""
     check_weight_format(weights)
-    key = _key(module, example, names, weights)
+    key = _key(weights_key, module, example, names, weights)
     live = f"{key}:{effective_precision(precision)}:{torch.get_num_threads()}"
     with _lock:
         held = _live.get(live)
@@ -253,15 +256,11 @@ def _convert_and_compile(
 
 
 def _convert(traced: nn.Module, example: Sequence[torch.Tensor]) -> Any:
-    """The PyTorch frontend of `openvino.convert_model` without its offline passes (MOC transformations and an
-    empty preprocessing build, 5 of the 9 s of a tiny UNet's conversion here): the CPU plugin runs its own."""
-    from openvino.frontend import FrontEndManager
-    from openvino.frontend.pytorch.ts_decoder import TorchScriptPythonDecoder
+    """OpenVINO's public converter, tracing `traced` at the example (its weights shared, not copied)."""
+    import openvino as ov
 
     with torch.no_grad():
-        decoder = TorchScriptPythonDecoder(traced, example_input=tuple(example), shared_memory=True)
-    frontend = FrontEndManager().load_by_framework("pytorch")
-    return frontend.convert(frontend.load(decoder))
+        return ov.convert_model(traced, example_input=tuple(example), share_weights=True)
 
 
 class _Traced(nn.Module):

@@ -6,14 +6,15 @@ tensors go to an OpenVINO model compiled for exactly their shapes (static shapes
 on disk once per shape by `openvino_cache`), and come back as what diffusers expects of that module. Converted:
 the UNet, the text encoder(s) and the VAE's decoder (the tiny decoder too); the VAE encoder (img2img) stays torch.
 A call with an argument the engine does not take (a LoRA scale in `cross_attention_kwargs`, an attention mask,
-bf16 tensors) runs the torch forward instead, so a wrapped module is correct on every path. Inside
-`cpu_kernels.stock_kernels()` (FLOP counting) the torch forward runs too. A batch runs item by item through the
-model compiled for one item (`_split_batch`), so a new batch size converts nothing; many threads may call at once.
+bf16 tensors) runs the torch forward instead, so a wrapped module is correct on every path; so does every call
+inside `torch_forwards()` (FLOP counting). A batch runs item by item through the model compiled for one item
+(`_split_batch`), so a new batch size converts nothing; many threads may call at once.
 
 The precision is `precision` ("f32", "bf16"; the levels pass the one `Optimizations.resolved` chose), or with
 None OpenVINO's own default for the CPU (bf16 wherever avx512_bf16 is present, f32 elsewhere: the peer row's).
-A module's weights are read when a shape converts; a call after they were replaced or written in place (a fused
-LoRA) warns and converts again.
+A module's weights are read when a shape converts. Weight changes are explicit (`weights.WeightsIdentity`): the
+generator calls `weights_changed` on every wrapped module after a change, which drops the compiled models; nothing
+checks the weights per call.
 """
 
 from __future__ import annotations
@@ -32,13 +33,13 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from . import cpu_kernels
-from .errors import FastDiffError, FastDiffWarning
-from .openvino_cache import compiled_model, openvino_usable
+from .errors import FastDiffWarning
+from .openvino_cache import compiled_model
 from .openvino_int8 import latent_redraws
-from .stamps import stamp_all, stamps_match
+from .subpixel import use_subpixel_upsampling
+from .weights import weights_hash
 
-__all__ = ["OpenVINOForward", "expected_shapes", "use_openvino"]
+__all__ = ["OpenVINOForward", "expected_shapes", "openvino_forwards", "torch_forwards", "use_openvino"]
 
 Kind = Literal["unet", "text_encoder", "decoder"]
 _OPTIONS: dict[Kind, tuple[str, ...]] = {
@@ -49,6 +50,17 @@ _OPTIONS: dict[Kind, tuple[str, ...]] = {
 _DICTS = ("added_cond_kwargs",)  # SDXL's text_embeds and time_ids
 _DTYPES = (torch.float32, torch.int64, torch.int32)
 _quiet: ContextVar[bool] = ContextVar("fastdiff_openvino_quiet", default=False)
+_torch_only: ContextVar[bool] = ContextVar("fastdiff_openvino_torch_only", default=False)
+
+
+@contextmanager
+def torch_forwards() -> Iterator[None]:
+    """Wrapped modules run their torch forward inside this block (FlopCounterMode counts torch's ops only)."""
+    token = _torch_only.set(True)
+    try:
+        yield
+    finally:
+        _torch_only.reset(token)
 
 
 @contextmanager
@@ -99,10 +111,6 @@ def _flatten(kind: Kind, arguments: dict[str, Any]) -> tuple[list[str], list[tor
     return names, [t.detach().contiguous() for t in tensors], options
 
 
-def _weights(module: nn.Module) -> list[torch.Tensor]:
-    return [*module.parameters(), *module.buffers()]
-
-
 def _split_batch(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
     """The call as one call per batch item: the tensors whose first dimension is the batch (that of the first
     tensor: the sample, the token ids or the latents) are sliced, the others (a scalar timestep) go whole.
@@ -131,7 +139,14 @@ class OpenVINOForward:
     """A module's `forward` computed by OpenVINO, one compiled model per input signature (names, shapes, dtypes)."""
 
     def __init__(
-        self, module: nn.Module, kind: Kind, *, precision: str | None, use_cache: bool, weights: str | None = None
+        self,
+        module: nn.Module,
+        kind: Kind,
+        *,
+        weights_key: str | None,
+        precision: str | None,
+        use_cache: bool,
+        weights: str | None = None,
     ) -> None:
         self.module, self.kind, self.precision, self.use_cache = module, kind, precision, use_cache
         self.weights = weights  # None (f32 in the IR), "int8" or "int8-full" (openvino_cache.WEIGHT_FORMATS)
@@ -139,7 +154,20 @@ class OpenVINOForward:
         self._signature = inspect.signature(self.torch_forward)
         self._entries: dict[tuple[Any, ...], _Entry] = {}
         self._lock = threading.Lock()
-        self._weights = stamp_all(_weights(module))  # what the compiled models were converted from
+        self._weights_key = weights_key  # None: unknown provenance, named by a hash when first needed
+
+    def weights_changed(self, weights_key: str | None) -> None:
+        """The module's weights changed (`gen.load_lora`, `gen.weights_changed()`): every shape converts again,
+        from the new weights, named `weights_key` on disk (None: by their hash)."""
+        with self._lock:
+            self._entries.clear()
+            self._weights_key = weights_key
+
+    def _key_of_weights(self) -> str:
+        """The weights' name on disk; with unknown provenance their hash, computed once per change."""
+        if self._weights_key is None:
+            self._weights_key = weights_hash(self.module)
+        return self._weights_key
 
     def __deepcopy__(self, memo: dict[int, Any]) -> Any:
         """A copy of the wrapped module (`own_copy`) is a torch module again: the recipe decides anew."""
@@ -152,14 +180,12 @@ class OpenVINOForward:
         return list(self._entries)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if getattr(cpu_kernels._stock_only, "on", False):
+        if _torch_only.get():
             return self.torch_forward(*args, **kwargs)
         flat = _flatten(self.kind, self._signature.bind(*args, **kwargs).arguments)
         if flat is None:
             return self.torch_forward(*args, **kwargs)
         names, tensors, options = flat
-        if not stamps_match(self._weights, _weights(self.module)):  # ~27 ms for SDXL's 1680 UNet tensors
-            self._weights_changed()
         items = _split_batch(tensors)
         key = tuple((n, tuple(t.shape), t.dtype) for n, t in zip(names, items[0], strict=True))
         entry = self._entries.get(key)
@@ -170,20 +196,6 @@ class OpenVINOForward:
         outputs = results[0] if len(results) == 1 else [torch.cat(parts) for parts in zip(*results, strict=True)]
         return self._rebuild(outputs, entry.structure, options)
 
-    def _weights_changed(self) -> None:
-        """The module's weights were replaced or written in place (a LoRA fused, a state dict loaded): every
-        shape converts again, from the new weights."""
-        with self._lock:
-            if stamps_match(self._weights, _weights(self.module)):
-                return
-            self._entries.clear()
-            self._weights = stamp_all(_weights(self.module))
-        warnings.warn(
-            f"OpenVINO: the {self.kind}'s weights changed since they were converted; converting again",
-            FastDiffWarning,
-            stacklevel=4,
-        )
-
     def _compile(self, key: tuple[Any, ...], names: list[str], tensors: list[torch.Tensor]) -> _Entry:
         entry = _Entry(model=None)
 
@@ -191,10 +203,10 @@ class OpenVINOForward:
             return self._traced_call(_unflatten(names, inputs), entry.structure)
 
         start = time.perf_counter()
-        cpu_kernels.prepare_for_tracing(self.module)
+        calibration = latent_redraws(names, tensors) if self.weights == "int8-full" else ()
         entry.model = compiled_model(
-            self.module, traced, tensors, names, precision=self.precision, use_cache=self.use_cache,
-            weights=self.weights, calibration=latent_redraws(names, tensors) if self.weights == "int8-full" else (),
+            self.module, self._key_of_weights(), traced, tensors, names,
+            precision=self.precision, use_cache=self.use_cache, weights=self.weights, calibration=calibration,
         )  # fmt: skip
         if self.kind == "text_encoder" and not entry.structure:  # from the disk cache: learn the output fields
             with torch.no_grad():  # from one token, which costs next to nothing
@@ -213,7 +225,7 @@ class OpenVINOForward:
 
     def _traced_call(self, kwargs: dict[str, Any], structure: dict[str, Any]) -> tuple[torch.Tensor, ...]:
         """The torch forward with fixed options, its output flattened to a tuple (its structure noted)."""
-        with cpu_kernels.stock_kernels():
+        with torch_forwards():
             if self.kind == "unet":
                 return (self.torch_forward(**kwargs, return_dict=False)[0],)
             if self.kind == "decoder":
@@ -241,14 +253,14 @@ class OpenVINOForward:
         return out.to_tuple() if options.get("return_dict") is False else out
 
 
-def _wrap(module: nn.Module, kind: Kind, *, precision: str | None, use_cache: bool, weights: str | None = None) -> None:
-    forward = OpenVINOForward(module, kind, precision=precision, use_cache=use_cache, weights=weights)
-    object.__setattr__(module, "forward", forward)
+def _wrap(module: nn.Module, kind: Kind, weights_key: str | None, **options: Any) -> None:
+    object.__setattr__(module, "forward", OpenVINOForward(module, kind, weights_key=weights_key, **options))
 
 
 def use_openvino(
     modules: dict[str, nn.Module],
     *,
+    weights_keys: dict[str, str | None],
     precision: str | None = None,
     use_cache: bool = True,
     subpixel: bool = False,
@@ -256,32 +268,33 @@ def use_openvino(
 ) -> None:
     """Run the UNet (`"unet"`), the text encoders (`"text_encoder*"`) and the VAE decoder (`"vae"`: its
     `.decoder`) of `modules` through OpenVINO, each shape converted on its first call. Others are left alone.
-    `subpixel`: the decoder's upsamplers are converted as sub-pixel convolutions (`cpu_kernels.SubpixelUpsample2D`:
-    the same sums with 16 taps per input pixel instead of 36); the UNet's are left as they are, so its compiled
-    model stays the one plain OpenVINO (the bench's peer) compiles, and is shared with it. `unet_weights="int8"`:
-    the UNet's weights compressed to int8 by NNCF, `"int8-full"`: its weights and activations quantized to int8,
-    calibrated on its first call's inputs (`fastdiff[int8]`, `openvino_int8`; each its own cache key)."""
+    `weights_keys`: each module's weights named for the disk cache (`WeightsIdentity.module_key`; None or absent:
+    unknown, named by their hash). `subpixel`: the decoder's upsamplers are converted as sub-pixel convolutions
+    (`subpixel.SubpixelUpsample2D`: the same sums with 16 taps per input pixel instead of 36); the UNet's are left
+    as they are, so its compiled model stays the one plain OpenVINO (the bench's peer) compiles, and is shared with
+    it. `unet_weights="int8"`: the UNet's weights compressed to int8 by NNCF, `"int8-full"`: its weights and
+    activations quantized to int8, calibrated on its first call's inputs (`fastdiff[int8]`, `openvino_int8`; each
+    its own cache key)."""
+    options: dict[str, Any] = {"precision": precision, "use_cache": use_cache}
     for name, module in modules.items():
+        key = weights_keys.get(name)
         if name == "unet":
-            _wrap(module, "unet", precision=precision, use_cache=use_cache, weights=unet_weights)
+            _wrap(module, "unet", key, weights=unet_weights, **options)
         elif name.startswith("text_encoder"):
-            _wrap(module, "text_encoder", precision=precision, use_cache=use_cache)
+            _wrap(module, "text_encoder", key, **options)
         elif name == "vae" and isinstance(module.decoder, nn.Module):
             if subpixel:
-                cpu_kernels.use_subpixel_upsampling(module.decoder)
-            _wrap(module.decoder, "decoder", precision=precision, use_cache=use_cache)
+                use_subpixel_upsampling(module.decoder)
+            _wrap(module.decoder, "decoder", key, **options)
 
 
-def openvino_pipeline(pipe: Any) -> Any:
-    """The bench's peer: `pipe` with plain OpenVINO in its default precision running copies of its text
-    encoder(s), UNet and VAE decoder (weights shared with `pipe`, which is left as it was), nothing else changed."""
-    from diffusers import AutoPipelineForText2Image
-
-    from .optimize import own_copy
-
-    if not openvino_usable():
-        raise FastDiffError("the openvino: rows need OpenVINO: pip install 'fastdiff[cpu]'")
-    names = ("unet", "text_encoder", "text_encoder_2", "vae")
-    own = {name: own_copy(getattr(pipe, name)) for name in names if getattr(pipe, name, None) is not None}
-    use_openvino(own)
-    return AutoPipelineForText2Image.from_pipe(pipe, **own)
+def openvino_forwards(pipe: Any) -> dict[str, OpenVINOForward]:
+    """The engine's wrapped modules of `pipe` by component name ("vae": its decoder); empty under torch."""
+    found: dict[str, OpenVINOForward] = {}
+    for name in ("unet", "text_encoder", "text_encoder_2", "vae"):
+        module = getattr(pipe, name, None)
+        module = getattr(module, "decoder", None) if name == "vae" else module
+        forward = getattr(module, "forward", None)
+        if isinstance(forward, OpenVINOForward):
+            found[name] = forward
+    return found

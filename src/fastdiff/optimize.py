@@ -4,8 +4,8 @@ A recipe is data, decided once: `Optimizations.resolved(device)` turns every "au
 that device, and `apply_optimizations` then does exactly what the resolved recipe says, on whatever device the
 pipeline is (so the CUDA recipe can run, and be tested, on CPU tensors). "none" is bit-parity with diffusers.
 "default" takes every speedup whose image stays within a tested tolerance of "none": the prompt-embedding cache
-everywhere; on the CPU the OpenVINO engine where it is installed (`fastdiff[cpu]`; bf16 where the CPU computes
-it faster than fp32, f32 elsewhere), else the oneDNN kernels of `cpu_kernels`; on CUDA channels_last, fused QKV,
+everywhere; on the CPU the OpenVINO engine (a dependency of fastdiff; bf16 where the CPU computes it faster than
+fp32, f32 elsewhere), plain torch where OpenVINO cannot be imported; on CUDA channels_last, fused QKV,
 a bf16 VAE instead of the fp32 upcast and torch.compile with CUDA graphs. "max" also swaps the VAE for the tiny
 autoencoder (TAESD/TAESDXL). Measured gains and costs: docs/performance.md.
 
@@ -24,7 +24,6 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .cpu_kernels import onednn_usable, use_cpu_kernels
 from .devices import cpu_bf16_pays, cpu_has_native_bf16
 from .errors import FastDiffError, did_you_mean
 from .openvino_cache import check_weight_format, nncf_usable, openvino_usable
@@ -53,17 +52,15 @@ class Optimizations:
     device type; a resolved recipe is applied as it says on any device).
     `compute_dtype`: a dtype, None (keep the loaded one) or "auto" (bfloat16 on CPUs where it beats fp32,
     `cpu_bf16_pays`).
-    `cpu_kernels`: oneDNN Linear, NHWC convs with packed weights, reused cross-attention K/V ("auto": on the CPU
-    where oneDNN is available and enabled).
-    `channels_last`, `fuse_qkv`: NHWC weights and one QKV projection ("auto": on CUDA; on the CPU
-    `cpu_kernels` runs convs NHWC already, and diffusers' fused QKV measured slower there and keeps a copy).
+    `channels_last`, `fuse_qkv`: NHWC weights and one QKV projection ("auto": on CUDA; on the CPU the OpenVINO
+    engine picks its own layouts, and diffusers' fused QKV measured slower there and keeps a copy).
     `bf16_vae`: an fp16 VAE becomes bfloat16, which has fp32's range, instead of diffusers' fp32 upcast ("auto":
     on CUDA).
     `compile`: torch.compile the UNet and the VAE decoder ("auto": on CUDA), `compile_mode` None there means
     "reduce-overhead" (CUDA graphs); each new shape compiles on its first call, so call `gen.warmup(...)` first.
     `tiny_vae`: None, "auto" (the family's TAESD, cache first), a hub id, a local folder or an `AutoencoderTiny`.
     `engine`: "torch", or "openvino" (CPU only: the UNet, text encoders and VAE decoder compiled by OpenVINO at
-    static shapes, cached on disk; `openvino_engine`), "auto": OpenVINO on the CPU when it is installed, else
+    static shapes, cached on disk; `openvino_engine`), "auto": OpenVINO on the CPU when it can be imported, else
     torch (the environment variable `FASTDIFF_CPU_ENGINE=torch` makes "auto" torch). `openvino_precision`: "auto"
     (bf16 where this CPU computes it faster than fp32, `cpu_bf16_pays`, else f32), "f32", "bf16", or None for
     OpenVINO's own default (bf16 wherever the CPU has avx512_bf16, even where slower: the bench's peer row).
@@ -74,7 +71,6 @@ class Optimizations:
     """
 
     compute_dtype: Auto | torch.dtype | None = None
-    cpu_kernels: bool | Auto = False
     channels_last: bool | Auto = False
     fuse_qkv: bool | Auto = False
     bf16_vae: bool | Auto = False
@@ -96,7 +92,6 @@ class Optimizations:
         base = cls()
         if level != "none":
             base = cls(
-                cpu_kernels="auto",
                 channels_last="auto",
                 fuse_qkv="auto",
                 bf16_vae="auto",
@@ -131,7 +126,7 @@ class Optimizations:
                 raise FastDiffError(f"FASTDIFF_CPU_ENGINE must be 'auto' or 'torch', not {wanted!r}")
             engine = "openvino" if cpu and wanted == "auto" and openvino_usable() else "torch"
         elif engine == "openvino" and not (cpu and openvino_usable()):
-            where = "pip install 'fastdiff[cpu]'" if cpu else f"it runs on the CPU, not {device.type}"
+            where = "pip install openvino" if cpu else f"it runs on the CPU, not {device.type}"
             raise FastDiffError(f"engine='openvino' needs OpenVINO: {where}")
         if self.openvino_weights is not None:
             _check_openvino_weights(self.openvino_weights, engine)
@@ -147,7 +142,6 @@ class Optimizations:
         return dataclasses.replace(
             self,
             compute_dtype=dtype,
-            cpu_kernels=auto(self.cpu_kernels, cpu and onednn_usable()),
             channels_last=auto(self.channels_last, cuda),
             fuse_qkv=auto(self.fuse_qkv, cuda),
             bf16_vae=auto(self.bf16_vae, cuda),
@@ -161,7 +155,7 @@ class Optimizations:
     @property
     def changes_modules(self) -> bool:
         """True when applying this (resolved) recipe may replace, cast, swap or compile modules."""
-        switches = (self.cpu_kernels, self.channels_last, self.fuse_qkv, self.bf16_vae, self.compile)
+        switches = (self.channels_last, self.fuse_qkv, self.bf16_vae, self.compile)
         changed = self.tiny_vae is not None or self.compute_dtype is not None or self.engine == "openvino"
         return any(s is True for s in switches) or changed
 
@@ -176,7 +170,7 @@ def _check_openvino_weights(weights: str, engine: str) -> None:
     if engine != "openvino":
         raise FastDiffError(
             f"openvino_weights={weights!r} compresses the OpenVINO engine's UNet, and this recipe runs {engine}: "
-            "use it on the CPU with OpenVINO installed (pip install 'fastdiff[cpu]'), without FASTDIFF_CPU_ENGINE=torch"
+            "use it on the CPU with OpenVINO installed (pip install openvino), without FASTDIFF_CPU_ENGINE=torch"
         )
     if not nncf_usable():
         raise FastDiffError(f"openvino_weights={weights!r} needs NNCF: pip install 'fastdiff[int8]'")
@@ -253,16 +247,19 @@ def _target_dtypes(pipe: Any, opts: Optimizations, vae: Any) -> dict[str, torch.
     return targets
 
 
-def apply_optimizations(pipe: Any, opts: Optimizations, *, tiny_vae: Any = None) -> Any:
+def apply_optimizations(
+    pipe: Any, opts: Optimizations, *, tiny_vae: Any = None, weights_keys: dict[str, str | None] | None = None
+) -> Any:
     """A new pipeline over optimized copies of `pipe`'s modules, doing what the resolved `opts` say; `tiny_vae`
-    (fastdiff's own `AutoencoderTiny` copy) replaces the VAE and is moved to the pipeline's device."""
+    (fastdiff's own `AutoencoderTiny` copy) replaces the VAE and is moved to the pipeline's device.
+    `weights_keys`: the modules' weights named for the OpenVINO engine's disk cache (absent: hashed)."""
     from diffusers import AutoencoderTiny, AutoPipelineForText2Image
 
     if not opts.is_resolved:
         raise FastDiffError("apply_optimizations needs a resolved recipe: pass opts.resolved(device)")
     targets = _target_dtypes(pipe, opts, pipe.vae if tiny_vae is None else tiny_vae)
     openvino = opts.engine == "openvino"
-    work = (opts.cpu_kernels, opts.channels_last, opts.fuse_qkv, opts.compile, tiny_vae is not None, openvino)
+    work = (opts.channels_last, opts.fuse_qkv, opts.compile, tiny_vae is not None, openvino)
     if not any(work) and all(getattr(pipe, name).dtype == dtype for name, dtype in targets.items()):
         return pipe  # "none": the very pipeline, for bit-parity
     own: dict[str, Any] = {name: own_copy(getattr(pipe, name)) for name in targets if name != "vae" or tiny_vae is None}
@@ -275,14 +272,16 @@ def apply_optimizations(pipe: Any, opts: Optimizations, *, tiny_vae: Any = None)
         own["unet"].fuse_qkv_projections()
         if not isinstance(own["vae"], AutoencoderTiny):  # the tiny VAE has no attention
             own["vae"].fuse_qkv_projections()
-    if opts.cpu_kernels:  # under OpenVINO only the torch-run VAE encoder (img2img) keeps them
-        for module in [getattr(own["vae"], "encoder", None)] if openvino else own.values():
-            if module is not None:
-                use_cpu_kernels(module)
     if openvino:
         from .openvino_engine import use_openvino
 
-        use_openvino(own, precision=opts.openvino_precision, subpixel=True, unet_weights=opts.openvino_weights)
+        use_openvino(
+            own,
+            weights_keys=weights_keys or {},
+            precision=opts.openvino_precision,
+            subpixel=True,
+            unet_weights=opts.openvino_weights,
+        )
     if opts.compile:
         kwargs: dict[str, Any] = {"backend": opts.compile_backend, "fullgraph": False}
         if opts.compile_mode:

@@ -22,7 +22,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.hooks import RemovableHandle
 
-from ..cpu_kernels import stock_kernels
+from ..openvino_engine import torch_forwards
 from .timing import Clock
 
 __all__ = [
@@ -64,7 +64,7 @@ def count_flops(fn: Callable[[], object]) -> int:
     eager modules: a compiled module under FlopCounterMode would compile again (and warn about global hooks)."""
     set_stance: Any = getattr(torch.compiler, "set_stance", None)
     eager = set_stance("force_eager") if set_stance is not None else contextlib.nullcontext()
-    with warnings.catch_warnings(), eager, torch.no_grad(), stock_kernels():
+    with warnings.catch_warnings(), eager, torch.no_grad(), torch_forwards():
         warnings.filterwarnings("ignore", message=r"Using `torch.compile\(module\)` when there are global hooks")
         with FlopCounterMode(display=False) as counter:
             fn()

@@ -7,6 +7,8 @@ SDXL-Lightning have the same architecture) share them, and the row says so (`loa
 from __future__ import annotations
 
 import gc
+import hashlib
+import json
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -18,8 +20,8 @@ import torch
 
 from ..errors import FastDiffError
 from ..generator import FewStepGenerator
-from ..openvino_engine import openvino_pipeline
-from ..optimize import Optimizations
+from ..optimize import Optimizations, own_copy
+from ..weights import WeightsIdentity
 from .architectures import Architecture, architecture, shares_weights
 from .random_weights import pipeline_from, random_components, random_tiny_vae
 from .scenarios import Scenario
@@ -65,6 +67,34 @@ def _quiet_schedulers() -> Iterator[None]:
         yield
 
 
+def openvino_pipeline(pipe: Any, *, cache_key: str | None = None) -> Any:
+    """The bench's peer: `pipe` with plain OpenVINO in its default precision running copies of its text
+    encoder(s), UNet and VAE decoder (weights shared with `pipe`, which is left as it was), nothing else changed.
+    `cache_key` names the weights as `FewStepGenerator.from_pipeline` does, so the peer and fastdiff's rows share
+    one converted model where they compile the same graph."""
+    from diffusers import AutoPipelineForText2Image
+
+    from ..openvino_cache import openvino_usable
+    from ..openvino_engine import use_openvino
+
+    if not openvino_usable():
+        raise FastDiffError("the openvino: rows need OpenVINO: pip install openvino")
+    names = ("unet", "text_encoder", "text_encoder_2", "vae")
+    own = {name: own_copy(getattr(pipe, name)) for name in names if getattr(pipe, name, None) is not None}
+    weights = WeightsIdentity(None if cache_key is None else (f"cache_key={cache_key}",))
+    use_openvino(own, weights_keys={name: weights.module_key(name) for name in own})
+    return AutoPipelineForText2Image.from_pipe(pipe, **own)
+
+
+def _random_weights_key(arch: Architecture, dtype: torch.dtype, tiny: bool) -> str | None:
+    """The random weights' name: `random_components` fills them from the configs, dtype and seed 0 alone (tiny
+    models are built in code from a seed too, but have no single config to name them by: hashed instead)."""
+    if tiny:
+        return None
+    configs = json.dumps([arch.unet, arch.vae, arch.text_encoders], sort_keys=True, default=str)
+    return f"random:{arch.repo_id}:{dtype}:seed=0:{hashlib.sha256(configs.encode()).hexdigest()[:16]}"
+
+
 def _free(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
@@ -104,13 +134,14 @@ class RandomSource:
         with _quiet_schedulers():
             pipe = pipeline_from(arch, dict(self._components))
             generator = None
+            key = _random_weights_key(arch, self.dtype, tiny=self.weights == "tiny")
             if scenario.runner == "openvino":
-                pipe = openvino_pipeline(pipe)
+                pipe = openvino_pipeline(pipe, cache_key=key)
             elif scenario.runner == "fastdiff":
                 optimize = Optimizations.preset(
                     scenario.optimize, tiny_vae=self._tiny_vae(scenario), openvino_weights=scenario.openvino_weights
                 )
-                generator = FewStepGenerator.from_pipeline(scenario.preset, pipe, optimize=optimize)
+                generator = FewStepGenerator.from_pipeline(scenario.preset, pipe, optimize=optimize, cache_key=key)
         used = generator.pipeline if generator is not None else pipe  # optimized rows run their own module copies
         return Loaded(pipe=used, generator=generator, load_s=self._load_s, shared=shared)
 
