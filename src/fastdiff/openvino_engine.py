@@ -25,7 +25,7 @@ import time
 import types
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -54,23 +54,22 @@ _torch_only: ContextVar[bool] = ContextVar("fastdiff_openvino_torch_only", defau
 
 
 @contextmanager
-def torch_forwards() -> Iterator[None]:
+def _on(flag: ContextVar[bool]) -> Iterator[None]:
+    token = flag.set(True)
+    try:
+        yield
+    finally:
+        flag.reset(token)
+
+
+def torch_forwards() -> AbstractContextManager[None]:
     """Wrapped modules run their torch forward inside this block (FlopCounterMode counts torch's ops only)."""
-    token = _torch_only.set(True)
-    try:
-        yield
-    finally:
-        _torch_only.reset(token)
+    return _on(_torch_only)
 
 
-@contextmanager
-def expected_shapes() -> Iterator[None]:
+def expected_shapes() -> AbstractContextManager[None]:
     """New shapes converted inside this block (a warm-up) do not warn."""
-    token = _quiet.set(True)
-    try:
-        yield
-    finally:
-        _quiet.reset(token)
+    return _on(_quiet)
 
 
 @dataclass
