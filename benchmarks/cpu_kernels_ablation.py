@@ -3,8 +3,8 @@
     python benchmarks/cpu_kernels_ablation.py --size 256 --repeats 5
 
 Adds the kernels one at a time to copies of the same modules and times them interleaved (median of `--repeats`
-rounds after one warm-up round), so every row sees the same machine. The numbers in docs/performance.md come from
-this script.
+rounds after one warm-up round), so every row sees the same machine. The numbers in
+docs/notes/performance-history.md ("What each optimization buys") come from this script.
 """
 
 from __future__ import annotations

@@ -49,7 +49,8 @@ def test_torch_default_is_within_tolerance_of_none(name: str, hub_cache: Path, l
     fast = FewStepGenerator.from_preset(
         name, device="cpu", cache_dir=hub_cache, local_files_only=True, optimize=kernels
     )
-    assert fast.dtype == torch.float32  # bf16 on the CPU is opt-in: measured slower here (docs/performance.md)
+    # bf16 on the CPU is opt-in: measured slower here (docs/notes/performance-history.md)
+    assert fast.dtype == torch.float32
     assert isinstance(fast.pipeline.unet.conv_in, OneDNNConv2d)  # the CPU kernels are in use...
     assert not isinstance(exact.pipeline.unet.conv_in, OneDNNConv2d)  # ...and "none" is diffusers' own modules
     for seed in (0, 1):
@@ -165,7 +166,7 @@ def test_auto_switches_follow_the_device() -> None:
     assert forced.compile is True and forced.compile_mode == "max-autotune"
 
 
-# lscpu's flags of the CPUs measured (docs/performance.md), trimmed to the ones that decide
+# lscpu's flags of the CPUs measured (docs/notes/performance-history.md), trimmed to the ones that decide
 ZEN3 = {"avx2", "fma"}
 ZEN4 = {"avx2", "fma", "avx512f", "avx512_bf16"}
 ZEN5 = ZEN4 | {"avx512_vnni", "avx_vnni", "avx512_vp2intersect"}  # family 26 model 2: full-width 512-bit f32 FMAs
