@@ -10,7 +10,7 @@ precision on CPUs with native bf16) accumulates as it does in the real model. A 
 reports how many images the shipped classifier reads differently: a trained one-step model carries a UNet's
 error into the image as random weights do not (tests/test_trained_tolerance.py). A level may name an
 OpenVINO weight format as the bench's rows do (`default+int8-full`); `--torch-dtype bfloat16` adds a row of
-the torch engine computing in that dtype. The figures in docs/performance.md come from this script.
+the torch engine computing in that dtype. The figures in docs/notes/performance-history.md come from this script.
 """
 
 from __future__ import annotations

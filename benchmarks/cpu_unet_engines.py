@@ -11,7 +11,7 @@ One call of the real SDXL UNet config with random weights (memory-mapped from `-
 fit 23 GiB); the eager fp32 UNet runs in every round beside it, so "vs eager" is a ratio inside one process.
 Prints the first call (the compile, or the load of a cached one), the relative error against eager fp32 (L2
 norm of the difference over that of the output), the calls, and the peak resident memory. Figures:
-docs/performance.md.
+docs/notes/performance-history.md.
 """
 
 from __future__ import annotations

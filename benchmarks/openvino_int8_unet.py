@@ -8,7 +8,7 @@ written by `fastdiff bench --weights random --height 256 --width 256 --scenarios
 Each variant is compiled once in the levels' precision (on an f32 CPU that is the f32 compile, timed once); then
 every round calls each once, so the machine's drift hits all alike. The error is relative to the f32 compile of
 the same IR on the same inputs (L2 norm of the difference over that of the output). Figures, and why it is an
-opt-in (`Optimizations(openvino_weights="int8")`), are in docs/performance.md.
+opt-in (`Optimizations(openvino_weights="int8")`), are in docs/notes/performance-history.md.
 """
 
 from __future__ import annotations

@@ -31,9 +31,9 @@ SIZE = {"height": 64, "width": 64}
 # noise per pixel. CFG (sd15, guidance 7.5) scales the difference of two predictions by 7.5. Measured on these
 # tiny models (AMD EPYC with avx512_bf16): without CFG max 3-9 steps, PSNR 47.5-51.7 dB; with CFG max 10-17,
 # 40.3-45.3 dB (an Intel Xeon with avx512_bf16, no AMX: 6-13 steps, 42.8-48.4 dB; CFG 12, 43.7-44.8 dB). The real
-# SDXL architecture: docs/performance.md. f32 (every other CPU) only reorders the sums: 0-1 steps (as the f32
-# tests of test_openvino_engine.py). A wrong wiring is tens of steps off (the UNet's time ids dropped, a hidden
-# state taken from the wrong layer).
+# SDXL architecture: docs/notes/performance-history.md. f32 (every other CPU) only reorders the sums: 0-1 steps
+# (as the f32 tests of test_openvino_engine.py). A wrong wiring is tens of steps off (the UNet's time ids dropped,
+# a hidden state taken from the wrong layer).
 BOUNDS = {  # precision → {cfg: (max steps per channel, min PSNR dB)}
     "bf16": {False: (24, 40.0), True: (48, 34.0)},
     "f32": {False: (2, 45.0), True: (4, 40.0)},

@@ -15,7 +15,7 @@ from fastdiff import FewStepGenerator, presets
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
-PAGES = sorted(DOCS.glob("*.md"))
+PAGES = sorted([*DOCS.glob("*.md"), *DOCS.glob("notes/*.md")])  # notes: the dated lab history (performance)
 
 # Calls in the docs whose keyword arguments must exist in the real signature.
 SIGNATURES = {
@@ -70,13 +70,13 @@ def test_quickstart_has_python_blocks() -> None:
     assert len(_blocks(DOCS / "quickstart.md")) >= 5
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+@pytest.mark.parametrize("page", PAGES, ids=[p.relative_to(DOCS).as_posix() for p in PAGES])
 def test_python_blocks_compile(page: Path) -> None:
     for i, block in enumerate(_blocks(page)):
         compile(block, f"{page.name}[block {i}]", "exec")
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[p.name for p in PAGES])
+@pytest.mark.parametrize("page", PAGES, ids=[p.relative_to(DOCS).as_posix() for p in PAGES])
 def test_documented_calls_use_real_arguments_and_presets(page: Path) -> None:
     text = page.read_text(encoding="utf-8")
     defined = set(re.findall(r'name="([\w.-]+)"', text))  # presets the page itself creates

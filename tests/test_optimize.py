@@ -48,7 +48,8 @@ def test_torch_default_is_the_image_of_none(name: str, hub_cache: Path, load: An
     fast = FewStepGenerator.from_preset(
         name, device="cpu", cache_dir=hub_cache, local_files_only=True, optimize=kernels
     )
-    assert fast.dtype == torch.float32  # bf16 on the CPU is opt-in: measured slower here (docs/performance.md)
+    # bf16 on the CPU is opt-in: measured slower here (docs/notes/performance-history.md)
+    assert fast.dtype == torch.float32
     for seed in (0, 1):
         for _ in range(2):  # the second call reuses the cached embeddings
             a = np.asarray(exact(PROMPT, seed=seed, height=128, width=128).images[0], np.int16)
@@ -162,7 +163,7 @@ def test_auto_switches_follow_the_device() -> None:
     assert forced.compile is True and forced.compile_mode == "max-autotune"
 
 
-# lscpu's flags of the CPUs measured (docs/performance.md), trimmed to the ones that decide
+# lscpu's flags of the CPUs measured (docs/notes/performance-history.md), trimmed to the ones that decide
 ZEN3 = {"avx2", "fma"}
 ZEN4 = {"avx2", "fma", "avx512f", "avx512_bf16"}
 ZEN5 = ZEN4 | {"avx512_vnni", "avx_vnni", "avx512_vp2intersect"}  # family 26 model 2: full-width 512-bit f32 FMAs

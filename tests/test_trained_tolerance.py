@@ -5,8 +5,8 @@ timestep 999 has sqrt(alpha_bar) = 0.068, so the one-step x0 = (x_T - sqrt(1 - a
 carries the UNet's error times 14.6 into the latents. A trained UNet's eps nearly cancels x_T and the image is
 that small remainder; a random UNet's output does not, its images saturate, and clipped pixels hide errors.
 So the tiny random models of test_cpu_default.py and test_openvino_int8.py check the wiring, and this module
-checks what a trained model's image does (docs/performance.md, "On a trained model"; figures there are from
-`benchmarks/cpu_tolerance.py --preset fastdiff-shapes`, 48 prompts).
+checks what a trained model's image does (docs/notes/performance-history.md, "On a trained model"; figures there
+are from `benchmarks/cpu_tolerance.py --preset fastdiff-shapes`, 48 prompts).
 """
 
 from __future__ import annotations

@@ -4,7 +4,8 @@
 - `<!-- fastdiff:recipes -->` becomes the scheduler recipes of `fastdiff.schedulers.RECIPES` (first docstring line);
 - `<!-- fastdiff:img2img -->` becomes the timesteps that img2img runs for some (steps, strength) pairs.
 
-Pages written by others later (benchmarks.md, performance.md, realtime.md) join the nav only when they exist.
+Pages written by others later (benchmarks.md, performance.md and its notes/performance-history.md, realtime.md)
+join the nav only when they exist.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ HUB = "https://huggingface.co"
 OPTIONAL_PAGES = {
     "benchmarks.md": "Benchmarks",
     "performance.md": "Performance",
+    "notes/performance-history.md": "Performance history",  # the dated lab notes behind performance.md
     "realtime.md": "Real-time",
     "serving.md": "Serving",
     "distill.md": "Distillation",

@@ -3,14 +3,14 @@ of `openvino_cache.WEIGHT_FORMATS` other than f32.
 
 - `"int8"`: `compress_weights`, weights only (per output channel, with a zero point), `KEPT_F32` left f32; the
   kernels decompress them to f32 and compute in f32. Less memory; on CPUs without VNNI more work, so slower
-  (docs/performance.md).
+  (docs/performance.md; the runs: docs/notes/performance-history.md).
 - `"int8-full"`: `quantize_fully`, weights and activations (what optimum-intel calls full quantization): every
   convolution and every linear layer computes in int8 from ranges measured on calibration inputs. Linear layers
   become 1×1 convolutions first (`linears_as_convolutions`): OpenVINO's CPU plugin has int8 kernels for AVX2
   convolutions (1.6-1.9× its f32 ones on an AVX2-only AMD EPYC) and none faster than f32 for matrix products
   there, which stay f32 (attention's products of two activations). Its image is another one: on the trained
   shipped model 18-23 dB against f32 (a one-step model multiplies the UNet's error by 14.6), so no level turns
-  it on (docs/performance.md, "On a trained model").
+  it on (docs/notes/performance-history.md, "On a trained model").
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ def _nncf(weights: str) -> Any:
 
 # Layers both int8 formats leave f32: the first and last convolutions and the time and added embeddings' layers.
 # They hold a few MB of SDXL's 10 GB and one token each (no time to save), and a one-step model carries their
-# error into the image most directly: on the trained shipped model (docs/performance.md) int8 weights with them
-# f32 took the image from 38.2 to 44.4 dB median (worst 25.6 to 33.4 dB) against f32.
+# error into the image most directly: on the trained shipped model (docs/notes/performance-history.md) int8
+# weights with them f32 took the image from 38.2 to 44.4 dB median (worst 25.6 to 33.4 dB) against f32.
 KEPT_F32 = r".*(conv_in|conv_out|time_embedding|add_embedding|time_emb_proj)[./].*"
 
 

@@ -7,7 +7,8 @@ pipeline is (so the CUDA recipe can run, and be tested, on CPU tensors). "none" 
 everywhere; on the CPU the OpenVINO engine (a dependency of fastdiff; bf16 where the CPU computes it faster than
 fp32, f32 elsewhere), plain torch where OpenVINO cannot be imported; on CUDA channels_last, fused QKV,
 a bf16 VAE instead of the fp32 upcast and torch.compile with CUDA graphs. "max" also swaps the VAE for the tiny
-autoencoder (TAESD/TAESDXL). Measured gains and costs: docs/performance.md.
+autoencoder (TAESD/TAESDXL). Measured gains and costs: docs/performance.md (every run:
+docs/notes/performance-history.md).
 
 The optimized modules are fastdiff's own copies that share the weight tensors with the pipeline they came from:
 a dtype or memory-format change gives the copies new tensors, so the caller's pipeline is left as it was.
@@ -97,7 +98,8 @@ class Optimizations:
                 bf16_vae="auto",
                 compile="auto",  # CPU: inductor took 65 s to compile the SDXL decoder on 2 cores and gained 7 %
                 tiny_vae="auto" if level == "max" else None,
-                engine="auto",  # CPU: OpenVINO where installed (2.0-2.3x plain diffusers, docs/performance.md)
+                # CPU: OpenVINO where installed (2.0-2.3x plain diffusers, docs/notes/performance-history.md)
+                engine="auto",
             )
         try:
             return dataclasses.replace(base, **overrides)
