@@ -6,12 +6,18 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from fastdiff import presets
+from fastdiff.bulk import image_name
 from fastdiff.cli import main
 from fastdiff.testing import save_tiny_pipeline
+
+from .cards import card_pipeline
+from .test_parity import SHAPES_PROMPT
 
 
 def test_presets_table_lists_every_preset_and_licence(capsys: pytest.CaptureFixture[str]) -> None:
@@ -92,3 +98,25 @@ def test_generate_without_a_preset_runs_the_shipped_student_offline(
     assert "fastdiff-shapes steps=1 seed=0" in capsys.readouterr().out
     with Image.open(out) as img:
         assert img.size == (64, 64)
+
+
+@pytest.mark.parametrize("command", ["generate", "batch"])
+def test_optimize_none_writes_exactly_diffusers_image(command: str, tmp_path: Path) -> None:
+    """Both commands default to the shipped student and take --optimize; "none" is the card's diffusers image,
+    pixel for pixel (the CLI's only way to it on a CPU where "default" runs OpenVINO)."""
+    pipe, kwargs = card_pipeline(presets.DEFAULT_PRESET, tmp_path)
+    pipe.set_progress_bar_config(disable=True)
+    generator = torch.Generator("cpu").manual_seed(7)
+    expected = np.asarray(pipe(SHAPES_PROMPT, num_inference_steps=2, generator=generator, **kwargs).images[0])
+    if command == "generate":
+        out = tmp_path / "shape.png"
+        argv = ["generate", SHAPES_PROMPT, "--output", str(out), "--seed", "7"]
+    else:
+        (tmp_path / "prompts.txt").write_text(SHAPES_PROMPT + "\n")
+        argv = ["batch", str(tmp_path / "prompts.txt"), "--out", str(tmp_path / "run"), "--seed", "7", "--no-progress"]
+        out = tmp_path / "run" / image_name(0)
+    assert main([*argv, "--steps", "2", "--device", "cpu", "--optimize", "none"]) == 0
+    with Image.open(out) as img:
+        got = np.asarray(img.convert("RGB"))
+    assert expected.std() > 5, "a flat reference image would prove nothing"
+    assert np.array_equal(got, expected)

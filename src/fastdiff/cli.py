@@ -1,6 +1,9 @@
-"""The `fastdiff` command: presets, generate, download (and bench, demo when their extras are installed).
+"""The `fastdiff` command: presets, generate, download, batch, bench, demo, distill, export, showcase.
 
-Bad input ends in one `error: …` line on stderr and exit status 2, never a traceback.
+Bad input ends in one `error: …` line on stderr and exit status 2, never a traceback. Nothing here imports torch
+at module level, and a subcommand's own module is imported only when that subcommand runs: `fastdiff --help` and
+`fastdiff presets` start in a fraction of a second, and a command that cannot reach its weights says so before
+torch loads.
 """
 
 from __future__ import annotations
@@ -9,11 +12,12 @@ import argparse
 import sys
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 from . import presets as preset_table
+from .cli_options import add_model_options, add_sampling_options, check_weights_reachable, load_options
 from .errors import FastDiffError, FastDiffWarning
 
 __all__ = ["main"]
@@ -56,30 +60,24 @@ def _output_paths(output: Path, count: int) -> list[Path]:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from PIL import Image, UnidentifiedImageError
-
-    from .generator import FewStepGenerator
-
     output = Path(args.output)
     if output.suffix.lower() != ".png":
         raise FastDiffError(f"--output must be a .png file, got {args.output!r}")
     if not output.parent.is_dir():
         raise FastDiffError(f"--output folder {str(output.parent)!r} does not exist; create it first")
+    check_weights_reachable(args)
+    from PIL import Image, UnidentifiedImageError
+
     image = None
     if args.image is not None:
         try:
             image = Image.open(args.image).convert("RGB")
         except (OSError, UnidentifiedImageError) as err:
             raise FastDiffError(f"--image {args.image!r} is not a readable image ({err})") from None
+    from .generator import FewStepGenerator
+
     _quiet_libraries()
-    gen = FewStepGenerator.from_preset(
-        args.preset,
-        source=args.source,
-        checkpoint=args.checkpoint,
-        device=args.device,
-        dtype=args.dtype,
-        allow_pickle=args.allow_pickle,
-    )
+    gen = FewStepGenerator.from_preset(args.preset, **load_options(args))
     result = gen(
         args.prompt,
         steps=args.steps,
@@ -100,62 +98,50 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_download(args: argparse.Namespace) -> int:
+def _download_dtype(args: argparse.Namespace, preset: preset_table.Preset) -> str:
+    """--dtype, else what `from_preset` loads on --device: float32 on the CPU, float16 on an accelerator. Only
+    "auto" needs torch to tell, and it is asked only once the files are known to be cached or downloadable."""
+    from .hub import check_cached_or_reachable
+
+    if args.dtype is not None:
+        return str(args.dtype)
+    if args.device == "cpu":
+        return "float32"
+    check_cached_or_reachable(preset, dtypes=["float16", "float32"], checkpoint=True)
     from .devices import resolve_device, resolve_dtype
-    from .families import family
-    from .hub import download
+
+    return str(resolve_dtype(None, resolve_device(args.device))).removeprefix("torch.")
+
+
+def _cmd_download(args: argparse.Namespace) -> int:
+    from .hub import download, download_tiny_vae
 
     preset = preset_table.get(args.name)
     # By default the files `from_preset` loads on this machine (fp16 variants on a GPU, fp32 on a CPU); a CPU box
     # that fetches for a GPU box says --dtype float16.
-    dtype = resolve_dtype(args.dtype, resolve_device(args.device))
-    tiny_vae = None if args.no_tiny_vae else family(preset.family).tiny_vae_repo
-    for path in download(preset, dtype=dtype, allow_pickle=args.allow_pickle, tiny_vae=tiny_vae):
-        print(path)
+    dtype = _download_dtype(args, preset)
+    paths = download(preset, dtype=dtype, allow_pickle=args.allow_pickle)
+    if not args.no_tiny_vae and not preset_table.is_shipped(preset):
+        from .families import family  # diffusers: imported once the preset's own files are in
+
+        paths.append(download_tiny_vae(family(preset.family).tiny_vae_repo, preset=preset, dtype=dtype))
+    print("\n".join(paths))
     return 0
 
 
 def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gen = sub.add_parser("generate", help="generate image(s) from a prompt")
     gen.add_argument("prompt")
-    gen.add_argument(
-        "--preset",
-        default=preset_table.DEFAULT_PRESET,
-        help=f"a preset name (see `fastdiff presets`; default {preset_table.DEFAULT_PRESET}, shipped: no download)",
-    )
-    gen.add_argument("--source", help="local diffusers folder or single-file checkpoint (default: the hub repo)")
-    gen.add_argument("--checkpoint", help="local UNet/LoRA file (default: the preset's file from the hub)")
-    gen.add_argument("--steps", type=int)
-    gen.add_argument("--seed", type=int)
-    gen.add_argument("--guidance-scale", type=float)
-    gen.add_argument("--negative-prompt")
-    gen.add_argument("--device", default="auto")
-    gen.add_argument("--dtype", choices=["float32", "float16", "bfloat16"])
-    gen.add_argument("--height", type=int)
-    gen.add_argument("--width", type=int)
+    add_model_options(gen)
+    add_sampling_options(gen, seed_default=None, seed_help="image i gets seed SEED+i (default: a random seed, printed)")
     gen.add_argument("--num-images", type=int, default=1)
     gen.add_argument("--image", help="input image for img2img")
     gen.add_argument("--strength", type=float)
-    gen.add_argument("--allow-pickle", action="store_true", help="allow .bin/.ckpt files (unpickled by torch)")
     gen.add_argument("--output", required=True, help="PNG file (with several images: NAME-0.png, NAME-1.png, …)")
     gen.set_defaults(func=_cmd_generate)
 
 
-def _optional(module: str) -> ModuleType | None:
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        return None
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of the `fastdiff` command."""
-    parser = argparse.ArgumentParser(prog="fastdiff", description="Few-step text-to-image diffusion.")
-    sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("presets", help="list the presets").set_defaults(func=_cmd_presets)
-    _add_generate(sub)
+def _add_download(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     dl = sub.add_parser("download", help="fetch only the files a preset needs into the hub cache")
     dl.add_argument("name")
     dl.add_argument(
@@ -167,19 +153,65 @@ def build_parser() -> argparse.ArgumentParser:
     dl.add_argument("--allow-pickle", action="store_true", help="also fetch pickle checkpoints (DMD2's .bin)")
     dl.add_argument("--no-tiny-vae", action="store_true", help="skip the family's tiny autoencoder (optimize='max')")
     dl.set_defaults(func=_cmd_download)
-    for name, module, add, run, text in (
-        ("bench", "fastdiff.bench.cli", "add_bench_arguments", "run_bench", "time presets against SD 1.5@20"),
-        ("demo", "fastdiff.demo", "add_demo_arguments", "run_demo", "a local Gradio page that follows your typing"),
-        ("distill", "fastdiff.distill.cli", "add_distill_arguments", "run_distill", "ADD-train a few-step student"),
-        ("batch", "fastdiff.bulk.cli", "add_batch_arguments", "run_batch", "every prompt of a file to DIR, resumable"),
-        ("export", "fastdiff.export.cli", "add_export_arguments", "run_export", "ONNX files, or a page that runs them"),
-        ("showcase", "fastdiff.distill.showcase", "add_showcase_arguments", "run_showcase", "the shipped models"),
-    ):
-        mod = _optional(module)
-        if mod is not None:
-            cmd = sub.add_parser(name, help=text)
-            getattr(mod, add)(cmd)
-            cmd.set_defaults(func=getattr(mod, run))
+
+
+@dataclass(frozen=True)
+class _Plugin:
+    """A subcommand whose options and code live in their own module, imported only when it runs."""
+
+    name: str
+    module: str
+    add: str
+    run: str
+    help: str
+    extra: str  # the pip extra its module's imports may need
+
+
+_PLUGINS = (
+    _Plugin("batch", "fastdiff.bulk.cli", "add_batch_arguments", "run_batch", "every prompt of a file to DIR", "ray"),
+    _Plugin("bench", "fastdiff.bench.cli", "add_bench_arguments", "run_bench", "time presets vs SD 1.5@20", "bench"),
+    _Plugin("demo", "fastdiff.demo", "add_demo_arguments", "run_demo", "a local page that follows your typing", "demo"),
+    _Plugin(
+        "distill", "fastdiff.distill.cli", "add_distill_arguments", "run_distill", "ADD-train a student", "distill"
+    ),
+    _Plugin("export", "fastdiff.export.cli", "add_export_arguments", "run_export", "ONNX files, or a web page", "web"),
+    _Plugin(
+        "showcase", "fastdiff.distill.showcase", "add_showcase_arguments", "run_showcase", "the shipped models", ""
+    ),
+)
+
+
+def _add_plugin(sub: argparse._SubParsersAction[argparse.ArgumentParser], plugin: _Plugin, *, load: bool) -> None:
+    cmd = sub.add_parser(plugin.name, help=plugin.help)
+    if not load:  # named in `fastdiff --help` only: its options are read when it is the command
+        return
+    import importlib
+
+    try:
+        module = importlib.import_module(plugin.module)
+    except ImportError as err:
+        extra = f"pip install 'fastdiff[{plugin.extra}]'" if plugin.extra else "reinstall fastdiff"
+        raise FastDiffError(f"fastdiff {plugin.name} needs {err.name or err}: {extra}") from None
+    getattr(module, plugin.add)(cmd)
+    cmd.set_defaults(func=getattr(module, plugin.run))
+
+
+def _command(argv: Sequence[str]) -> str | None:
+    """The subcommand argv names: its first word, since `fastdiff` itself takes no option but --help."""
+    return next((word for word in argv if not word.startswith("-")), None)
+
+
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The argument parser of the `fastdiff` command: with `argv`, only the module of the subcommand it names is
+    imported (for its options); without, every subcommand's."""
+    command = None if argv is None else _command(argv)
+    parser = argparse.ArgumentParser(prog="fastdiff", description="Few-step text-to-image diffusion.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("presets", help="list the presets").set_defaults(func=_cmd_presets)
+    _add_generate(sub)
+    _add_download(sub)
+    for plugin in _PLUGINS:
+        _add_plugin(sub, plugin, load=argv is None or plugin.name == command)
     return parser
 
 
@@ -189,7 +221,13 @@ def _show_warning(message: Warning | str, category: type[Warning], *args: object
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fastdiff` console script."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        parser = build_parser(argv)
+    except FastDiffError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
     with warnings.catch_warnings():
         warnings.simplefilter("always", FastDiffWarning)
         warnings.showwarning = _show_warning  # one line per warning, no source echo

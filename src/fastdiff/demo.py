@@ -18,12 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
+from .cli_options import add_model_options, check_weights_reachable, load_options
 from .errors import FastDiffError, FastDiffWarning
-from .presets import DEFAULT_PRESET
-from .realtime import Frame, LiveSession, LiveStats
 
 if TYPE_CHECKING:
     import gradio as gr
+
+    from .realtime import Frame, LiveSession, LiveStats
 
 __all__ = ["WarningNotes", "add_demo_arguments", "build_demo", "main", "run_demo"]
 
@@ -70,15 +71,7 @@ class WarningNotes:
 
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `fastdiff demo`."""
-    parser.add_argument(
-        "--preset",
-        default=DEFAULT_PRESET,
-        help=f"preset name, e.g. sdxl-turbo (default {DEFAULT_PRESET}: shipped in the package, runs offline)",
-    )
-    parser.add_argument("--source", default=None, help="weights: a local diffusers folder, a single file or a hub id")
-    parser.add_argument("--checkpoint", default=None, help="a local UNet/LoRA file for presets that use one")
-    parser.add_argument("--device", default="auto", help="cuda, mps, cpu or auto (default)")
-    parser.add_argument("--dtype", default=None, help="float16, bfloat16 or float32 (default: per device)")
+    add_model_options(parser)
     parser.add_argument("--height", type=int, default=None, help="image height (default: the preset's)")
     parser.add_argument("--width", type=int, default=None, help="image width (default: the preset's)")
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
@@ -87,20 +80,20 @@ def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_demo(args: argparse.Namespace) -> int:
     """Load the preset, open a live session and serve the page until interrupted; returns the exit status."""
-    try:
-        import gradio  # noqa: F401  (checked first: loading weights only to fail on a missing extra is slow)
-    except ImportError:
-        print("fastdiff demo needs Gradio: pip install 'fastdiff[demo]'", file=sys.stderr)
-        return 2
-    from .generator import FewStepGenerator
+    from importlib.util import find_spec
 
-    try:
-        generator = FewStepGenerator.from_preset(
-            args.preset, source=args.source, checkpoint=args.checkpoint, device=args.device, dtype=args.dtype
-        )
+    try:  # the weights and Gradio checked first: loading torch only to fail on a missing one is slow
+        check_weights_reachable(args)
+        if find_spec("gradio") is None:
+            raise FastDiffError("fastdiff demo needs Gradio: pip install 'fastdiff[demo]'")
+        from .generator import FewStepGenerator
+
+        generator = FewStepGenerator.from_preset(args.preset, **load_options(args))
     except FastDiffError as exc:
-        print(f"fastdiff demo: {exc}", file=sys.stderr)
+        print(f"error: {exc}", file=sys.stderr)
         return 2
+    from .realtime import LiveSession
+
     notes = WarningNotes()
     with notes.capture(), LiveSession(generator, height=args.height, width=args.width) as session:
         demo = build_demo(session, notes=notes)

@@ -1,22 +1,44 @@
 """The Hugging Face hub, cache first: reads that make no network call when the files are cached, the error that
-names what is missing, and `download` of exactly the files a preset needs (for the dtype it will run in)."""
+names what is missing, and `download` of exactly the files a preset needs (for the dtype it will run in).
+
+torch-free on purpose: the CLI asks "cached, or can the hub serve it?" before it imports torch, so that an
+offline machine hears what to do in a fraction of a second, not after seconds of imports.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-import torch
-from huggingface_hub import constants, hf_hub_download, snapshot_download, try_to_load_from_cache
+from huggingface_hub import (
+    constants,
+    get_hf_file_metadata,
+    hf_hub_download,
+    hf_hub_url,
+    snapshot_download,
+    try_to_load_from_cache,
+)
+from huggingface_hub.errors import HfHubHTTPError
 
 from .errors import FastDiffError
 from .presets import Preset, is_shipped
 
-__all__ = ["cache_first", "download", "missing_files", "quietly"]
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "cache_first",
+    "check_cached_or_reachable",
+    "download",
+    "download_tiny_vae",
+    "missing_files",
+    "quietly",
+    "unreachable",
+]
 
 T = TypeVar("T")
 TINY_VAE_FILES = ["config.json", "diffusion_pytorch_model.safetensors"]
@@ -26,36 +48,71 @@ def _offline() -> bool:
     return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
 
 
-def _weights_suffix(preset: Preset, dtype: torch.dtype) -> str:
-    fp16 = dtype == torch.float16 and preset.variant is not None
+def _dtype_name(dtype: torch.dtype | str) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _weights_suffix(preset: Preset, dtype: torch.dtype | str) -> str:
+    fp16 = _dtype_name(dtype) == "float16" and preset.variant is not None
     return f".{preset.variant}.safetensors" if fp16 else ".safetensors"
 
 
-def missing_files(preset: Preset, *, dtype: torch.dtype, cache_dir: str | Path | None = None) -> list[str]:
-    """The hub files of `preset` for `dtype` that are not in the cache ("(pipeline)" for a whole pipeline repo)."""
+def missing_files(
+    preset: Preset, *, dtype: torch.dtype | str, cache_dir: str | Path | None = None, checkpoint: bool = True
+) -> list[str]:
+    """The hub files of `preset` for `dtype` that are not in the cache ("(pipeline)" for a whole pipeline repo);
+    `checkpoint=False` leaves out the preset's UNet/LoRA file (a local one was given)."""
     missing = []
     ckpt = preset.checkpoint
     unet = f"unet/diffusion_pytorch_model{_weights_suffix(preset, dtype)}"
     for path in ["model_index.json"] + ([] if ckpt and ckpt.kind == "unet" else [unet]):
         if not isinstance(try_to_load_from_cache(preset.repo_id, path, cache_dir=cache_dir), str):
             missing.append(f"{preset.repo_id} ({'pipeline' if path == 'model_index.json' else path})")
-    if ckpt and not isinstance(try_to_load_from_cache(ckpt.repo_id, ckpt.filename, cache_dir=cache_dir), str):
+    cached = ckpt is None or isinstance(try_to_load_from_cache(ckpt.repo_id, ckpt.filename, cache_dir=cache_dir), str)
+    if checkpoint and ckpt and not cached:
         missing.append(f"{ckpt.repo_id}/{ckpt.filename}")
     return missing
 
 
+def unreachable(repo_id: str) -> str | None:
+    """Why the hub cannot serve `repo_id` now (offline mode, no connection), or None when it answers.
+
+    One HEAD request without retries, within HF_HUB_ETAG_TIMEOUT: huggingface_hub's own downloads retry a
+    refused connection with backoff for about 23 s before they give up, which a user with no network would
+    otherwise wait through before hearing the fix.
+    """
+    if _offline():
+        return "offline (HF_HUB_OFFLINE or local_files_only)"
+    try:
+        get_hf_file_metadata(hf_hub_url(repo_id, "model_index.json"), timeout=constants.HF_HUB_ETAG_TIMEOUT)
+    except HfHubHTTPError:  # the hub answered (401 gated, 404, …): the download itself says what is wrong
+        return None
+    except Exception as err:  # requests', httpx's and httpx2's connection errors (by version) share no other base
+        return f"the hub at {constants.ENDPOINT} is unreachable ({type(err).__name__}: {_first_line(err)})"
+    return None
+
+
+def _first_line(err: Exception) -> str:
+    return (str(err).splitlines() or [""])[0][:160]
+
+
 def _missing_error(
-    preset: Preset, cache_dir: str | Path | None, dtype: torch.dtype, err: Exception, what: str | None
+    preset: Preset,
+    cache_dir: str | Path | None,
+    dtype: torch.dtype | str | None,
+    *,
+    why: str,
+    what: str | None,
+    err: Exception | None = None,
 ) -> FastDiffError:
-    missing = ([what] if what else missing_files(preset, dtype=dtype, cache_dir=cache_dir)) or [
-        str(err).splitlines()[0][:200]
-    ]
-    where = "offline (HF_HUB_OFFLINE or local_files_only)" if _offline() else "could not be downloaded"
-    dtype_name = str(dtype).removeprefix("torch.")
+    missing = [what] if what else missing_files(preset, dtype=dtype or "float16", cache_dir=cache_dir)
+    missing = missing or [_first_line(err) if err is not None else preset.repo_id]
+    # No dtype yet (the CLI asks before torch can tell the device): both precisions, each where it runs.
+    dtype_hint = f"--dtype {_dtype_name(dtype)}`" if dtype else "--dtype float16` (for a GPU; float32 for the CPU)"
     return FastDiffError(
-        f"{preset.name}: files not in the Hugging Face cache and {where}: {', '.join(missing)}. "
-        f"Run `fastdiff download {preset.name} --dtype {dtype_name}` on a machine with internet (same HF_HOME), "
-        "or pass source= a local diffusers folder"
+        f"{preset.name}: files not in the Hugging Face cache and {why}: {', '.join(missing)}. "
+        f"Run `fastdiff download {preset.name} {dtype_hint} on a machine with internet (same HF_HOME), "
+        "or pass source= (--source) a local diffusers folder"
     )
 
 
@@ -72,26 +129,52 @@ def cache_first(
     preset: Preset,
     local_files_only: bool | None,
     cache_dir: str | Path | None,
-    dtype: torch.dtype,
+    dtype: torch.dtype | str,
     *,
     what: str | None = None,
 ) -> T:
-    """Call `fetch(local_files_only)`: the cache first when None, the network only for what is missing."""
+    """Call `fetch(local_files_only)`: the cache first when None, the network only for what is missing, and only
+    once the hub answers (no retry loop when it cannot)."""
     if local_files_only is None:
         try:
             return quietly(fetch, True)
         except OSError as err:  # LocalEntryNotFoundError and diffusers' "not cached" are OSErrors
-            if _offline():
-                raise _missing_error(preset, cache_dir, dtype, err, what) from None
+            if (why := unreachable(preset.repo_id)) is not None:
+                raise _missing_error(preset, cache_dir, dtype, why=why, what=what, err=err) from None
     try:
         return quietly(fetch, bool(local_files_only))
     except OSError as err:
-        raise _missing_error(preset, cache_dir, dtype, err, what) from None
+        why = "offline (HF_HUB_OFFLINE or local_files_only)" if local_files_only or _offline() else ""
+        why = why or f"could not be downloaded ({type(err).__name__}: {_first_line(err)})"
+        raise _missing_error(preset, cache_dir, dtype, why=why, what=what, err=err) from None
 
 
-def _component_patterns(preset: Preset, suffix: str, cache_dir: str | Path | None) -> list[str]:
+def check_cached_or_reachable(
+    preset: Preset,
+    *,
+    dtypes: Sequence[torch.dtype | str],
+    cache_dir: str | Path | None = None,
+    local_files_only: bool | None = None,
+    checkpoint: bool = True,
+) -> None:
+    """Raise the one-line error now, before torch loads, when no dtype of `dtypes` has the preset's files in the
+    cache and the hub cannot serve them (or `local_files_only`); `checkpoint=False`: a local UNet/LoRA file was
+    given. A shipped preset needs nothing; a cached one is loaded (and checked) by `cache_first` as usual."""
+    if is_shipped(preset):
+        return
+    missing = [missing_files(preset, dtype=d, cache_dir=cache_dir, checkpoint=checkpoint) for d in dtypes]
+    if not all(missing):
+        return
+    why = "offline (HF_HUB_OFFLINE or local_files_only)" if local_files_only else unreachable(preset.repo_id)
+    if why is not None:
+        dtype = dtypes[0] if len(dtypes) == 1 else None
+        raise _missing_error(preset, cache_dir, dtype, why=why, what=", ".join(missing[0]))
+
+
+def _component_patterns(preset: Preset, suffix: str, cache_dir: str | Path | None, local: bool) -> list[str]:
     """The files of the modules model_index.json names (not e.g. SDXL base's unused `vae_1_0/`)."""
-    index = json.loads(Path(hf_hub_download(preset.repo_id, "model_index.json", cache_dir=cache_dir)).read_text())
+    index_path = hf_hub_download(preset.repo_id, "model_index.json", cache_dir=cache_dir, local_files_only=local)
+    index = json.loads(Path(index_path).read_text())
     folders = [name for name, value in index.items() if not name.startswith("_") and isinstance(value, list)]
     unet_from_checkpoint = preset.checkpoint is not None and preset.checkpoint.kind == "unet"
     patterns = ["model_index.json"]
@@ -105,24 +188,45 @@ def _component_patterns(preset: Preset, suffix: str, cache_dir: str | Path | Non
 def download(
     preset: Preset,
     *,
-    dtype: torch.dtype = torch.float16,
+    dtype: torch.dtype | str = "float16",
     cache_dir: str | Path | None = None,
     allow_pickle: bool = False,
     tiny_vae: str | None = None,
 ) -> list[str]:
     """Fetch only the files `preset` needs to run in `dtype` into the hub cache, returning local paths; also the
-    tiny autoencoder repo `tiny_vae` (optimize="max"), so that every level then loads offline."""
-    from .checkpoints import pickle_refusal
+    tiny autoencoder repo `tiny_vae` (optimize="max"), so that every level then loads offline.
 
+    Cache first: when everything is cached already (huggingface_hub checks a snapshot against the file listing it
+    keeps from the download), nothing goes over the network."""
     if is_shipped(preset):
         return [preset.repo_id]  # in the package already
     if preset.checkpoint and preset.checkpoint.is_pickle and not allow_pickle:
+        from .checkpoints import pickle_refusal  # torch: only on this path
+
         raise pickle_refusal(Path(preset.checkpoint.filename))
-    patterns = _component_patterns(preset, _weights_suffix(preset, dtype), cache_dir)
-    paths = [snapshot_download(preset.repo_id, allow_patterns=patterns, cache_dir=cache_dir)]
-    if preset.checkpoint:
-        ckpt = preset.checkpoint
-        paths.append(hf_hub_download(ckpt.repo_id, ckpt.filename, cache_dir=cache_dir))
+    suffix = _weights_suffix(preset, dtype)
+
+    def fetch(local: bool) -> list[str]:
+        patterns = _component_patterns(preset, suffix, cache_dir, local)
+        paths = [
+            snapshot_download(preset.repo_id, allow_patterns=patterns, cache_dir=cache_dir, local_files_only=local)
+        ]
+        if ckpt := preset.checkpoint:
+            paths.append(hf_hub_download(ckpt.repo_id, ckpt.filename, cache_dir=cache_dir, local_files_only=local))
+        return paths
+
+    paths = cache_first(fetch, preset, None, cache_dir, dtype)
     if tiny_vae is not None:
-        paths.append(snapshot_download(tiny_vae, allow_patterns=TINY_VAE_FILES, cache_dir=cache_dir))
+        paths.append(download_tiny_vae(tiny_vae, preset=preset, dtype=dtype, cache_dir=cache_dir))
     return paths
+
+
+def download_tiny_vae(
+    repo_id: str, *, preset: Preset, dtype: torch.dtype | str = "float16", cache_dir: str | Path | None = None
+) -> str:
+    """Fetch the tiny autoencoder `repo_id` that `preset` runs with at optimize="max" (cache first)."""
+
+    def fetch(local: bool) -> str:
+        return snapshot_download(repo_id, allow_patterns=TINY_VAE_FILES, cache_dir=cache_dir, local_files_only=local)
+
+    return cache_first(fetch, preset, None, cache_dir, dtype, what=f"tiny VAE {repo_id}")

@@ -173,6 +173,8 @@ def run_bench(args: argparse.Namespace) -> int:
             rows, meta = read_json(args.from_json)
         else:
             config, scenarios = _config(args), parse_scenarios(args.scenarios)
+            if args.weights == "hub":
+                _check_hub(scenarios, config, args.cache_dir)
     except FastDiffError as err:
         return _fail(str(err))
     except (OSError, ValueError, KeyError, TypeError) as err:  # an unreadable or foreign --from-json file
@@ -183,8 +185,17 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_hub(scenarios: list[Scenario], config: RunConfig, cache_dir: str | None) -> None:
+    """Every scenario's weights cached, or the hub there to serve them: else the one-line error now, not after
+    the scenarios before it ran (nor after huggingface_hub's retries)."""
+    from ..hub import check_cached_or_reachable
+
+    for preset in dict.fromkeys(scenario.preset for scenario in scenarios):
+        check_cached_or_reachable(preset, dtypes=[config.dtype], cache_dir=cache_dir)
+
+
 def _fail(message: str) -> int:
-    print(f"fastdiff bench: error: {message}", file=sys.stderr)
+    print(f"error: {message}", file=sys.stderr)
     return 2
 
 

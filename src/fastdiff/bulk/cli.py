@@ -1,4 +1,4 @@
-"""`fastdiff batch PROMPTS --preset NAME --out DIR`: every prompt of a file to DIR/NNNNNN.png, resumable.
+"""`fastdiff batch PROMPTS --out DIR [--preset NAME]`: every prompt of a file to DIR/NNNNNN.png, resumable.
 
 Also runnable as `python -m fastdiff.bulk.cli PROMPTS ...`. The driver (this process) reads the prompt file, opens
 DIR (refusing one made by another run), hands the prompts not yet done to a runner (in-process, a process pool,
@@ -17,6 +17,7 @@ from typing import Any
 
 from .. import __version__
 from .. import presets as preset_table
+from ..cli_options import add_model_options, add_sampling_options, check_weights_reachable
 from ..errors import FastDiffError, FastDiffWarning
 from .local import run_in_process, run_process_pool
 from .manifest import RunDir
@@ -38,27 +39,19 @@ def _positive(text: str) -> int:
 def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments of `fastdiff batch`."""
     add = parser.add_argument
-    add("prompts", metavar="PROMPTS", help=".txt (one prompt a line) or .jsonl ({'prompt': ..., 'seed': ...} a line)")
-    add("--preset", required=True, help="a preset name (see `fastdiff presets`)")
+    add(
+        "prompts",
+        metavar="PROMPTS",
+        help=".txt (one prompt a line) or .jsonl ({'prompt': ..., 'seed': ...} a line; a line may also set its own "
+        "steps, negative_prompt, guidance_scale, height, width)",
+    )
     add("--out", required=True, help="output folder: NNNNNN.png, manifest.jsonl, run.json")
-    add("--source", help="local diffusers folder, single-file checkpoint or hub repo (default: the preset's repo)")
-    add("--checkpoint", help="local UNet/LoRA file (default: the preset's file from the hub)")
-    add("--steps", type=int, help="default steps (a .jsonl line may set its own)")
-    add("--seed", type=int, default=0, metavar="BASE", help="prompt i gets seed BASE+i unless its line names one")
-    add("--guidance-scale", type=float)
-    add("--negative-prompt")
-    add("--height", type=int)
-    add("--width", type=int)
+    add_model_options(parser)
+    add_sampling_options(parser, seed_default=0, seed_help="prompt i gets seed SEED+i unless its line names one")
     add("--batch-size", type=_positive, default=1, help="images per pipeline call in each worker")
     add("--workers", type=_positive, default=1, help="worker processes (with --ray: actors per CPU node)")
     add("--threads", type=_positive, help="torch CPU threads per worker (default: cores // workers)")
     add("--ray", nargs="?", const="", metavar="ADDRESS", help="run on Ray: alone ray.init(), or join ADDRESS/auto")
-    add("--device", default="auto")
-    add("--dtype", choices=["float32", "float16", "bfloat16"])
-    add("--optimize", choices=["none", "default", "max"], default="default")
-    add("--cache-dir", help="Hugging Face cache folder (default: HF_HOME's)")
-    add("--local-files-only", "--offline", action="store_true", help="load from the cache only, no network")
-    add("--allow-pickle", action="store_true", help="allow .bin/.ckpt files (unpickled by torch)")
     add("--force", action="store_true", help="delete DIR's images and manifest and start over")
     add("--no-progress", action="store_true", help="no progress bar (the summary line is still printed)")
 
@@ -151,6 +144,8 @@ def _drain(run_dir: RunDir, made: Iterator[Made], *, jobs: list[Job], preset: st
 def run_batch(args: argparse.Namespace) -> int:
     """Run `fastdiff batch`; 0 when every prompt has its image, 1 when some were refused (named on stderr)."""
     preset = preset_table.get(args.preset).name  # a wrong name is refused before DIR is touched
+    if args.ray is None:  # Ray workers read their own nodes' caches, not this machine's
+        check_weights_reachable(args)  # and weights that cannot load: in one line, before torch loads
     entries = read_prompt_file(args.prompts)
     jobs = make_jobs(entries, base_seed=args.seed, defaults={key: getattr(args, key) for key in _DEFAULTS})
     run_dir = RunDir.open(args.out, header=_header(args, entries), force=args.force)
