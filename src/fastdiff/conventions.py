@@ -184,7 +184,8 @@ def _check_generator(generator: object, *, seed: object, images: int, device: to
         )
     if not one and len(generators) != images:
         raise FastDiffError(
-            f"got {len(generators)} generators for {images} images: pass one per image (prompts × num_images), "
+            f"got {len(generators)} generators for {images} image{'s' if images != 1 else ''}: pass one per image "
+            "(prompts × num_images), "
             "or a single torch.Generator for all"
         )
     for g in generators:

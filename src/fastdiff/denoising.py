@@ -54,7 +54,7 @@ def _initial_latents(
     if isinstance(noise, torch.Generator):
         total = sum(r.num_images for r in requests)
         one = adapter.encode_image(pipe, [requests[0].image], [noise], dtype)  # type: ignore[list-item]
-        return one.repeat(total, 1, 1, 1)
+        return torch.cat([one] * total)  # as diffusers: cat keeps the VAE output's memory format, which the UNet sees
     images = [r.image for r in requests for _ in range(r.num_images)]
     return adapter.encode_image(pipe, images, noise, dtype)  # type: ignore[arg-type]
 
