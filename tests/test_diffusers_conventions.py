@@ -285,6 +285,8 @@ def _call_id(kwargs: dict[str, Any]) -> str:
             return f"<{type(value).__name__} {tuple(value.shape)} {value.dtype}>"
         if isinstance(value, torch.Generator) or callable(value):
             return f"<{type(value).__name__}>"
+        if isinstance(value, list):
+            return f"[{','.join(show(v) for v in value)}]"
         return str(value)[:40]
 
     return ",".join(f"{k}={show(v)}" for k, v in kwargs.items())
