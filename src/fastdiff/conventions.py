@@ -153,12 +153,12 @@ class PassThrough:
     callback_on_step_end: Callable[..., Any] | None = None
     callback_on_step_end_tensor_inputs: list[str] | None = None
 
-    def seeds(self, images: int) -> list[int]:
-        """Each image's generator's `initial_seed()` (what `manual_seed` set); one generator serves every image."""
+    def image_seeds(self, images: int) -> tuple[int, ...]:
+        """Each image's generator's `initial_seed()` (what `manual_seed` set; one generator serves every image), or
+        () without a generator."""
         if isinstance(self.generator, torch.Generator):
-            return [self.generator.initial_seed()] * images
-        assert self.generator is not None
-        return [g.initial_seed() for g in self.generator]
+            return (self.generator.initial_seed(),) * images
+        return tuple(g.initial_seed() for g in self.generator or ())
 
     def pipeline_kwargs(self) -> dict[str, Any]:
         """The callback arguments of the pipeline call (the generator goes in with the noise)."""
@@ -214,27 +214,21 @@ def _check_callback(callback: object, tensor_inputs: object, allowed: Sequence[s
 
 
 def pass_through(
-    *,
-    generator: object,
-    seed: object,
-    callback_on_step_end: object,
-    callback_on_step_end_tensor_inputs: object,
-    images: int,
-    device: torch.device,
-    allowed_tensor_inputs: Sequence[str],
+    arguments: dict[str, Any], *, images: int, device: torch.device, tensor_inputs: Sequence[str]
 ) -> PassThrough | None:
-    """The checked pass-through arguments of a call, or None when it has none (its images may be coalesced)."""
+    """The checked pass-through arguments among a call's `arguments` (`tensor_inputs`: those its pipeline can
+    hand a callback), or None when it has none (then its images may be coalesced with other calls')."""
+    generator, callback = arguments["generator"], arguments["callback_on_step_end"]
+    inputs = arguments["callback_on_step_end_tensor_inputs"]
     if generator is not None:
-        _check_generator(generator, seed=seed, images=images, device=device)
-    _check_callback(callback_on_step_end, callback_on_step_end_tensor_inputs, allowed_tensor_inputs)
-    if generator is None and callback_on_step_end is None:
+        _check_generator(generator, seed=arguments["seed"], images=images, device=device)
+    _check_callback(callback, inputs, tensor_inputs)
+    if generator is None and callback is None:
         return None
     return PassThrough(
-        generator=list(generator) if isinstance(generator, tuple) else generator,  # type: ignore[arg-type]
-        callback_on_step_end=callback_on_step_end,  # type: ignore[arg-type]
-        callback_on_step_end_tensor_inputs=(
-            None if callback_on_step_end_tensor_inputs is None else list(callback_on_step_end_tensor_inputs)  # type: ignore[call-overload]
-        ),
+        generator=list(generator) if isinstance(generator, tuple) else generator,
+        callback_on_step_end=callback,
+        callback_on_step_end_tensor_inputs=None if inputs is None else list(inputs),
     )
 
 

@@ -36,7 +36,7 @@ from .optimize import Optimizations, apply_optimizations, resolve_optimizations
 from .presets import Preset
 from .result import GenerationResult, joined
 from .shapes import CompiledShapes
-from .validation import MAX_IMAGES, Request, check_flag, check_seed, resized_input, resolve_request
+from .validation import Request, call_images, check_flag, numbered, resized_input, resolve_request
 
 __all__ = ["FewStepGenerator"]
 
@@ -217,33 +217,15 @@ class FewStepGenerator:
             requests.append(
                 self._request(text, negative_prompt=negative, seed=0, strength=kwargs["strength"], **shared)
             )
-        total = sum(r.num_images for r in requests)
-        if total > MAX_IMAGES:
-            raise FastDiffError(
-                f"{len(requests)} prompts × num_images={requests[0].num_images} is {total} images, more than "
-                f"{MAX_IMAGES} in one call: use gen.map(prompts) for many prompts"
-            )
-        passed = pass_through(
-            generator=kwargs["generator"],
-            seed=kwargs["seed"],
-            callback_on_step_end=kwargs["callback_on_step_end"],
-            callback_on_step_end_tensor_inputs=kwargs["callback_on_step_end_tensor_inputs"],
-            images=total,
-            device=self.device,
-            allowed_tensor_inputs=(
-                self.pipeline if requests[0].image is None else self._img2img
-            )._callback_tensor_inputs,
-        )
-        seeds = passed.seeds(total) if passed is not None and passed.generator is not None else []
-        first = check_seed(kwargs["seed"], total) if not seeds else 0
-        for j, r in enumerate(requests):
-            start = j * r.num_images  # the image of the call that this prompt's first image is
-            requests[j] = replace(r, seed=seeds[start] if seeds else first + start, pass_through=passed)
+        total = call_images(requests)
+        pipe = self.pipeline if requests[0].image is None else self._img2img
+        passed = pass_through(kwargs, images=total, device=self.device, tensor_inputs=pipe._callback_tensor_inputs)
+        requests = numbered(requests, seed=kwargs["seed"], passed=passed)
         self._shapes.warn_if_new(replace(requests[0], num_images=total), stacklevel=3)
         for r in requests:  # in this thread
             self._encoder.warn_if_truncated(r.prompt, r.negative_prompt, r.guidance)
         results = self._coalescer.submit_call(requests, solo=passed is not None or not kwargs["coalesce"])
-        return replace(joined(results), image_seeds=tuple(seeds))
+        return replace(joined(results), image_seeds=passed.image_seeds(total) if passed is not None else ())
 
     def map(
         self,

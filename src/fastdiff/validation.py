@@ -266,6 +266,30 @@ def resolve_request(
     )
 
 
+def call_images(requests: list[Request]) -> int:
+    """The images of one call (its prompts × num_images), at most MAX_IMAGES: one call is one pipeline call."""
+    total = sum(r.num_images for r in requests)
+    if total > MAX_IMAGES:
+        raise FastDiffError(
+            f"{len(requests)} prompts × num_images={requests[0].num_images} is {total} images, more than "
+            f"{MAX_IMAGES} in one call: use gen.map(prompts) for many prompts"
+        )
+    return total
+
+
+def numbered(requests: list[Request], *, seed: object, passed: PassThrough | None) -> list[Request]:
+    """A call's requests (one per prompt, in order) with their seeds and the call's pass-through: image *k* of the
+    call is that of `seed + k` (None: a random seed), or has the call's *k*-th generator's `initial_seed()`."""
+    total = call_images(requests)
+    own = passed.image_seeds(total) if passed is not None else ()
+    first = 0 if own else check_seed(seed, total)
+    out, start = [], 0
+    for r in requests:
+        out.append(replace(r, seed=own[start] if own else first + start, pass_through=passed))
+        start += r.num_images
+    return out
+
+
 def warn_truncation(tokenizer: Any, prompt: str) -> None:
     """Warn when CLIP will cut the prompt (diffusers only logs it, which notebooks and services never show)."""
     count = len(tokenizer(prompt, truncation=False).input_ids)
