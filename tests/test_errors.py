@@ -68,7 +68,7 @@ def test_bad_call_names_the_fix(kwargs: dict[str, Any], hint: str, load: Any) ->
     assert ran == [], f"refused only after running {ran}: a bad call must be refused before any work"
 
 
-@pytest.mark.parametrize("prompt", [None, 42, ["a", "b"]])
+@pytest.mark.parametrize("prompt", [None, 42, ["a", 3]])  # a list of str is a batch of prompts, as in diffusers
 def test_bad_prompt(prompt: Any, load: Any) -> None:
     with pytest.raises(FastDiffError, match="prompt must be a str.*num_images"):
         load("sdxl-turbo")(prompt)

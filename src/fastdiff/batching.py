@@ -4,8 +4,8 @@ No thread of its own and no added wait for a lone call: a caller that finds the 
 oldest queued call together with every queued call it is compatible with (same `batch_key`, up to `max_batch`
 images), hands each caller its result, and leads again until its own call is done. Calls that arrive while a
 batch runs queue up and form the next batch (continuous batching, as LLM servers do it). `max_wait_ms` > 0 lets
-a leader wait that long for a batch to fill (throughput first); a solo call (a live session's, which may be
-interrupted) runs alone and only on its own thread.
+a leader wait that long for a batch to fill (throughput first). A solo call (one with its own generator or step
+callback, a live session's, `coalesce=False`) runs as a batch of its own, in its turn.
 """
 
 from __future__ import annotations
@@ -45,22 +45,22 @@ class BatchStats:
 
 @dataclass(eq=False)
 class _Ticket(Generic[R, T]):
-    request: R
+    requests: list[R]  # one call's: run in one batch, never split
     key: Hashable
     size: int
     solo: bool
-    owner: threading.Thread = field(default_factory=threading.current_thread)
     queued: float = field(default_factory=time.perf_counter)
     done: bool = False
-    result: T | None = None
+    results: list[T] | None = None
     error: BaseException | None = None
 
 
 class Coalescer(Generic[R, T]):
-    """Runs `run(requests)` (one result per request, in order) for batches of compatible queued requests.
+    """Runs `run(requests)` (one result per request, in order) for batches of compatible queued calls.
 
-    `key(request)` says which requests may share a batch, `size(request)` how many images one adds. When a batch
-    raises, each of its requests is run again alone, so that a bad one fails by itself and the others succeed.
+    `key(request)` says which requests may share a batch, `size(request)` how many images one adds. A call is one
+    or more requests of one key that always run in one batch. When a batch raises, each of its calls is run again
+    alone, so that a bad one fails by itself and the others succeed.
     """
 
     def __init__(
@@ -82,7 +82,12 @@ class Coalescer(Generic[R, T]):
 
     def submit(self, request: R, *, solo: bool = False) -> T:
         """Run `request`, in a batch with others' compatible requests unless `solo`; returns its result."""
-        ticket: _Ticket[R, T] = _Ticket(request, self._key(request), self._size(request), solo)
+        return self.submit_call([request], solo=solo)[0]
+
+    def submit_call(self, requests: Sequence[R], *, solo: bool = False) -> list[T]:
+        """Run one call's `requests` (all of one key) in one batch, with others' compatible calls unless `solo`;
+        returns their results, in order. Queued calls run oldest first, whichever caller's thread leads."""
+        ticket: _Ticket[R, T] = _Ticket(list(requests), self._key(requests[0]), sum(map(self._size, requests)), solo)
         with self._cond:
             self._queue.append(ticket)
             self._calls += 1
@@ -101,18 +106,15 @@ class Coalescer(Generic[R, T]):
                     self._cond.notify_all()
         if ticket.error is not None:
             raise ticket.error
-        return ticket.result  # type: ignore[return-value]
-
-    def _eligible(self, ticket: _Ticket[R, T], me: threading.Thread) -> bool:
-        return not ticket.solo or ticket.owner is me
+        assert ticket.results is not None
+        return ticket.results
 
     def _next_batch(self, own: _Ticket[R, T]) -> list[_Ticket[R, T]] | None:
-        """The oldest runnable ticket and the compatible ones after it (None once `own` is done)."""
-        me = threading.current_thread()
+        """The oldest queued call and the compatible ones after it (None once `own` is done)."""
         with self._cond:
             if own.done:
                 return None
-            head = next(t for t in self._queue if self._eligible(t, me))  # `own` at least is eligible
+            head = self._queue[0]  # `own` at least is queued
             deadline = time.perf_counter() + self.max_wait_ms / 1000
             while True:
                 batch = self._compatible(head)
@@ -140,20 +142,26 @@ class Coalescer(Generic[R, T]):
 
     def _execute(self, batch: list[_Ticket[R, T]]) -> None:
         """Run one batch outside the queue's lock and hand each ticket its outcome."""
-        outcomes = self._outcomes([t.request for t in batch])
+        outcomes = self._outcomes([t.requests for t in batch])
         with self._cond:
-            for t, (result, error) in zip(batch, outcomes, strict=True):
-                t.result, t.error, t.done = result, error, True
+            for t, (results, error) in zip(batch, outcomes, strict=True):
+                t.results, t.error, t.done = results, error, True
             self._cond.notify_all()
 
-    def _outcomes(self, requests: list[R]) -> list[tuple[T | None, BaseException | None]]:
-        """`run(requests)`; on failure, each request alone, so each gets its own error or its result."""
+    def _outcomes(self, calls: list[list[R]]) -> list[tuple[list[T] | None, BaseException | None]]:
+        """`run` of all the calls' requests at once; on failure, each call alone, so each gets its own error or its
+        results."""
         try:
-            return [(r, None) for r in self._run(requests)]
+            results = list(self._run([r for call in calls for r in call]))
         except BaseException as err:
-            if len(requests) == 1:
+            if len(calls) == 1:
                 return [(None, err)]
-            return [self._outcomes([r])[0] for r in requests]
+            return [self._outcomes([call])[0] for call in calls]
+        out: list[tuple[list[T] | None, BaseException | None]] = []
+        for call in calls:
+            out.append((results[: len(call)], None))
+            results = results[len(call) :]
+        return out
 
     def run_now(self, requests: Sequence[R]) -> list[tuple[T | None, BaseException | None]]:
         """Run `requests` as one batch from this thread (bulk work: `gen.map`), between others' batches; one
@@ -162,7 +170,10 @@ class Coalescer(Generic[R, T]):
             self._calls += len(requests)
             self._batches += 1
             self._images += sum(self._size(r) for r in requests)
-        return self._outcomes(list(requests))
+        return [
+            (None if results is None else results[0], error)
+            for results, error in self._outcomes([[r] for r in requests])
+        ]
 
     def stats(self) -> BatchStats:
         """A snapshot of the counters."""

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from .adapters import Embeddings, ModelAdapter
+from .conventions import input_size
 from .presets import Preset
 from .result import GenerationResult
 from .schedulers import img2img_schedule
@@ -19,7 +20,7 @@ __all__ = ["batch_key", "denoise", "generate_batch", "per_image_embeddings"]
 
 def batch_key(request: Request) -> tuple[Any, ...]:
     """Requests with equal keys can run as one pipeline call (the same steps, size, guidance and strength)."""
-    size = request.image.size if request.image is not None else (request.width, request.height)
+    size = input_size(request.image) if request.image is not None else (request.width, request.height)
     return (request.steps, size, request.guidance_scale, request.image is not None, request.strength)
 
 
@@ -31,6 +32,33 @@ def per_image_embeddings(requests: Sequence[Request], embeds: Sequence[Embedding
     }
 
 
+def _noise(requests: Sequence[Request]) -> torch.Generator | list[torch.Generator]:
+    """The call's own generator(s), as given; else one CPU generator per image seeded `seed + i`, so that each image
+    gets the noise it gets alone (a single one for a single image, as diffusers is called with one)."""
+    own = requests[0].pass_through
+    if own is not None and own.generator is not None:
+        return own.generator
+    seeded = [torch.Generator("cpu").manual_seed(r.seed + i) for r in requests for i in range(r.num_images)]
+    return seeded[0] if len(seeded) == 1 else seeded
+
+
+def _initial_latents(
+    adapter: ModelAdapter,
+    pipe: Any,
+    requests: Sequence[Request],
+    noise: torch.Generator | list[torch.Generator],
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """img2img's encoded input, one per image (B, 4, H/8, W/8), sampled as diffusers' `prepare_latents` does: with
+    a list of generators each image's VAE sample from its own; with one generator, one sample repeated."""
+    if isinstance(noise, torch.Generator):
+        total = sum(r.num_images for r in requests)
+        one = adapter.encode_image(pipe, [requests[0].image], [noise], dtype)  # type: ignore[list-item]
+        return torch.cat([one] * total)  # as diffusers: cat keeps the VAE output's memory format, which the UNet sees
+    images = [r.image for r in requests for _ in range(r.num_images)]
+    return adapter.encode_image(pipe, images, noise, dtype)  # type: ignore[arg-type]
+
+
 def denoise(
     preset: Preset,
     adapter: ModelAdapter,
@@ -39,19 +67,20 @@ def denoise(
     embeds: Sequence[Embeddings],
 ) -> torch.Tensor:
     """Run the text-to-image (or image-to-image) pipeline of `pipes` once for all `requests`; image *i* of a
-    request is drawn from its own CPU generator seeded `seed + i`. Returns latents (B, 4, H/8, W/8)."""
+    request is drawn from its own CPU generator seeded `seed + i`, or from the call's own generator(s) with the
+    call's step callback (`Request.pass_through`). Returns latents (B, 4, H/8, W/8)."""
     first = requests[0]
-    generators = [
-        torch.Generator("cpu").manual_seed(r.seed + i) for r in requests for i in range(r.num_images)
-    ]  # one per image: the same noise as the image made alone
+    noise = _noise(requests)
     merged = per_image_embeddings(requests, embeds)
     kwargs: dict[str, Any] = {
         **merged,
         "guidance_scale": first.guidance_scale,
         "num_images_per_prompt": 1,
-        "generator": generators[0] if len(generators) == 1 else generators,
+        "generator": noise,
         "output_type": "latent",
     }
+    if first.pass_through is not None:
+        kwargs.update(first.pass_through.pipeline_kwargs())
     if preset.eta is not None:
         kwargs["eta"] = preset.eta
     timesteps = preset.timesteps
@@ -63,9 +92,7 @@ def denoise(
         assert first.strength is not None
         pipe = img2img
         steps, strength, timesteps = img2img_schedule(first.steps, first.strength, timesteps)
-        images = [r.image for r in requests for _ in range(r.num_images)]
-        dtype = merged["prompt_embeds"].dtype
-        latents = adapter.encode_image(pipe, images, generators, dtype)  # type: ignore[arg-type]
+        latents = _initial_latents(adapter, pipe, requests, noise, merged["prompt_embeds"].dtype)
         kwargs.update(image=latents, strength=strength)
     kwargs["num_inference_steps"] = steps
     if timesteps is not None:

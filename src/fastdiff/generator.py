@@ -11,7 +11,8 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from . import presets as preset_table
 from .adapters import Embeddings
 from .batching import BatchStats, Coalescer, check_batching, default_max_batch
 from .checkpoints import apply_lora, load_unet_state_dict, validate_unet_state_dict
+from .conventions import InputImage, pass_through, prompt_pairs, translated
 from .denoising import batch_key, generate_batch
 from .devices import make_clock, offloaded, resolve_device, resolve_dtype
 from .embeddings import EmbeddingCache, PromptEncoder
@@ -33,9 +35,9 @@ from .mapping import map_requests, run_in_order, sized
 from .openvino_engine import expected_shapes, openvino_forwards
 from .optimize import Optimizations, apply_optimizations, resolve_optimizations
 from .presets import Preset
-from .result import GenerationResult
+from .result import GenerationResult, joined
 from .shapes import CompiledShapes
-from .validation import Request, check_flag, resized_input, resolve_request
+from .validation import Request, call_images, check_flag, numbered, resized_input, resolve_request
 from .weights import WeightsIdentity, file_identity
 
 __all__ = ["FewStepGenerator"]
@@ -187,36 +189,65 @@ class FewStepGenerator:
 
     def __call__(
         self,
-        prompt: str,
+        prompt: str | list[str],
         *,
         steps: int | None = None,
         seed: int | None = None,
+        generator: torch.Generator | list[torch.Generator] | None = None,
         guidance_scale: float | None = None,
-        negative_prompt: str | None = None,
+        negative_prompt: str | list[str] | None = None,
         height: int | None = None,
         width: int | None = None,
         num_images: int = 1,
-        image: Image.Image | None = None,
+        image: InputImage | None = None,
         strength: float | None = None,
+        callback_on_step_end: Callable[..., dict[str, Any]] | None = None,
+        callback_on_step_end_tensor_inputs: list[str] | None = None,
         coalesce: bool = True,
+        **diffusers_arguments: Any,
     ) -> GenerationResult:
         """Generate `num_images` images; image *i* is the image of `seed + i` alone. None means the preset's value.
 
+        `prompt` may be a list, as in diffusers: the images come in prompt order, each prompt's `num_images` in
+        turn, and image *k* of the call is still the image of `seed + k` alone; `negative_prompt` is then one str for
+        all or a list as long. `image` (img2img) is a PIL image, or as in diffusers a float numpy array (HWC) or
+        tensor (CHW) in [0, 1], used at its own size. diffusers' names work: `num_inference_steps` is `steps`,
+        `num_images_per_prompt` is `num_images`; the rest of diffusers' arguments are refused with fastdiff's way.
+
+        `generator` (instead of `seed`) draws the noise as diffusers' pipeline does with the same generator: a
+        list gives image *k* the *k*-th generator, so `torch.Generator("cpu").manual_seed(7)` alone is `seed=7`; a
+        single generator serves every image in turn, as in diffusers (for several images that is not `seed + i`).
+        It advances, as in diffusers. `callback_on_step_end(pipe, step, timestep, callback_kwargs) -> dict` runs
+        at the end of every step with the tensors named in `callback_on_step_end_tensor_inputs`, as in diffusers;
+        `pipe._interrupt = True` there stops the call (the images are decoded from where it stopped).
+
         Safe to call from many threads: calls that arrive while the model is busy are batched with compatible
         ones (same steps, size, guidance, img2img strength) into one pipeline call, and each gets the images it
-        would get alone. `coalesce=False` runs this call alone (e.g. one that a hook may interrupt).
+        would get alone. A call with a generator or a callback runs alone (its noise and its stop are its own), as
+        does one with `coalesce=False`.
         """
-        kwargs: dict[str, Any] = {
-            "steps": steps,
-            "seed": seed,
-            "guidance_scale": guidance_scale,
-            "negative_prompt": negative_prompt,
-        }
-        kwargs |= {"height": height, "width": width, "num_images": num_images, "image": image, "strength": strength}
-        request = self._request(prompt, **kwargs)
-        self._shapes.warn_if_new(request, stacklevel=3)
-        self._encoder.warn_if_truncated(request.prompt, request.negative_prompt, request.guidance)  # this thread
-        return self._coalescer.submit(request, solo=not coalesce)
+        own: dict[str, Any] = {"steps": steps, "seed": seed, "generator": generator}
+        own |= {"guidance_scale": guidance_scale, "negative_prompt": negative_prompt, "height": height, "width": width}
+        own |= {"num_images": num_images, "image": image, "strength": strength, "coalesce": coalesce}
+        own |= {"callback_on_step_end": callback_on_step_end}
+        own |= {"callback_on_step_end_tensor_inputs": callback_on_step_end_tensor_inputs}
+        kwargs = translated(own, diffusers_arguments, accepted=list(own))
+        shared = {k: kwargs[k] for k in ("steps", "guidance_scale", "height", "width", "num_images", "image")}
+        requests = []
+        for text, negative in prompt_pairs(prompt, kwargs["negative_prompt"]):
+            # seed 0 until every prompt is checked: the call's seed (or its generators) numbers all its images
+            requests.append(
+                self._request(text, negative_prompt=negative, seed=0, strength=kwargs["strength"], **shared)
+            )
+        total = call_images(requests)
+        pipe = self.pipeline if requests[0].image is None else self._img2img
+        passed = pass_through(kwargs, images=total, device=self.device, tensor_inputs=pipe._callback_tensor_inputs)
+        requests = numbered(requests, seed=kwargs["seed"], passed=passed)
+        self._shapes.warn_if_new(replace(requests[0], num_images=total), stacklevel=3)
+        for r in requests:  # in this thread
+            self._encoder.warn_if_truncated(r.prompt, r.negative_prompt, r.guidance)
+        results = self._coalescer.submit_call(requests, solo=passed is not None or not kwargs["coalesce"])
+        return replace(joined(results), image_seeds=passed.image_seeds(total) if passed is not None else ())
 
     def map(
         self,

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from itertools import count, islice
 from typing import Any, TypeVar
 
+from .conventions import diffusers_hint
 from .errors import FastDiffError
 
 __all__ = ["map_requests", "run_in_order", "sized"]
@@ -41,7 +42,9 @@ def map_requests(
     base = kwargs.pop("seed", None)
     unknown = sorted(set(kwargs) - set(CALL_ARGUMENTS))
     if unknown:
-        raise FastDiffError(f"map() got unknown arguments {unknown}; it takes those of a call: {CALL_ARGUMENTS}")
+        hints = [hint for name in unknown if (hint := diffusers_hint(name))]
+        hint = f" ({'; '.join(hints)})" if hints else ""
+        raise FastDiffError(f"map() got unknown arguments {unknown}{hint}; it takes those of a call: {CALL_ARGUMENTS}")
     defaults = {name: kwargs.get(name) for name in CALL_ARGUMENTS} | {"num_images": 1}
     stream, items = _seed_stream(seeds, base), iter(prompts)
     while chunk := list(islice(items, batch_size)):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from PIL import Image
 
-__all__ = ["GenerationResult", "image_grid"]
+__all__ = ["GenerationResult", "image_grid", "joined"]
 
 
 def image_grid(images: list[Image.Image], *, columns: int | None = None) -> Image.Image:
@@ -29,8 +31,12 @@ class GenerationResult:
     """Images plus what was actually used (seed chosen when None, steps, preset) and per-stage timings.
 
     `timings` holds seconds measured on this call for "encode", "denoise", "decode" and "total" (the device is
-    synchronized before each clock read). Image *i* was made from seed `seed + i`. In Jupyter the result shows
-    itself as its image, or a grid for several.
+    synchronized before each clock read). Image *i* was made from seed `seed + i` (with a list of prompts too: in
+    prompt order, each prompt's `num_images` in turn). With `generator=`, `seeds` holds each image's generator's
+    `initial_seed()` (one generator: the same for every image) and `seed` the first: `seed=seeds[i]` alone makes
+    `images[i]` again only where that generator was fresh from `manual_seed` on the CPU and served that image alone
+    (diffusers' `[torch.Generator().manual_seed(s) for s in seeds]`). In Jupyter the result shows itself as its
+    image, or a grid for several.
     """
 
     images: list[Image.Image]
@@ -41,6 +47,7 @@ class GenerationResult:
     height: int
     width: int
     timings: dict[str, float] = field(default_factory=dict)
+    image_seeds: tuple[int, ...] = ()  # per image, where they do not follow `seed + i` (a call with `generator=`)
 
     @property
     def image(self) -> Image.Image:
@@ -50,6 +57,8 @@ class GenerationResult:
     @property
     def seeds(self) -> list[int]:
         """The seed of each image: `seed=seeds[i]` alone gives `images[i]` again (within 1/255: batched kernels)."""
+        if self.image_seeds:
+            return list(self.image_seeds)
         return [self.seed + i for i in range(len(self.images))]
 
     def grid(self, *, columns: int | None = None) -> Image.Image:
@@ -67,3 +76,11 @@ class GenerationResult:
             f"GenerationResult({len(self.images)} image(s) {self.width}x{self.height}, preset={self.preset!r}, "
             f"steps={self.steps}, seed={self.seed}, {ms})"
         )
+
+
+def joined(results: Sequence[GenerationResult]) -> GenerationResult:
+    """One call's results (one per prompt of a list, made by one pipeline call: they share its timings) as one: the
+    images in order, the first's seed."""
+    if len(results) == 1:
+        return results[0]
+    return dataclasses.replace(results[0], images=[image for r in results for image in r.images])

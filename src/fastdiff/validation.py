@@ -9,8 +9,11 @@ import warnings
 from dataclasses import dataclass, replace
 from typing import Any
 
+import numpy as np
+import torch
 from PIL import Image
 
+from .conventions import InputImage, PassThrough, check_array_image, input_size
 from .errors import FastDiffError, FastDiffWarning
 from .presets import Preset, all_presets
 
@@ -33,8 +36,9 @@ class Request:
     height: int
     width: int
     num_images: int
-    image: Image.Image | None
+    image: InputImage | None
     strength: float | None
+    pass_through: PassThrough | None = None  # the call's own generator or step callback: it runs alone
 
     @property
     def guidance(self) -> bool:
@@ -74,7 +78,8 @@ def check_steps(preset: Preset, steps: object) -> int:
         hint = f"{preset.name} runs {preset.steps_label()} steps"
     sibling = _sibling_for(preset, steps)
     plural = "s" if steps != 1 else ""
-    fix = f"; for {steps} step{plural} use {sibling.name}" if sibling else f"; use steps={preset.default_steps}"
+    nearest = min(preset.steps, key=lambda allowed: (abs(allowed - steps), allowed))
+    fix = f"; for {steps} step{plural} use {sibling.name}" if sibling else f"; use steps={nearest}"
     raise FastDiffError(f"{hint}, got steps={steps}{fix}")
 
 
@@ -133,12 +138,21 @@ def check_side(name: str, value: object, native: int, vae_scale_factor: int) -> 
     return value
 
 
-def _check_input_image(image: Image.Image, vae_scale_factor: int) -> None:
-    """An img2img input the pipeline can encode: at least one latent pixel, at most MAX_SIDE a side."""
+def _check_input_image(image: InputImage, vae_scale_factor: int, *, resize: bool) -> None:
+    """An img2img input the pipeline can encode: at least one latent pixel, at most MAX_SIDE a side; resized to
+    height/width only when it is a PIL image (diffusers' arrays are used at their own size)."""
+    if not isinstance(image, Image.Image):
+        check_array_image(image)
+        if resize:
+            raise FastDiffError(
+                "height=/width= resize a PIL input image; an array image is used at its own size, as in diffusers: "
+                "resize the array first, or drop height/width"
+            )
     step = size_step(vae_scale_factor)
-    if max(image.size) > MAX_SIDE or min(image.size) < step:
+    width, height = input_size(image)
+    if max(width, height) > MAX_SIDE or min(width, height) < step:
         raise FastDiffError(
-            f"image is {image.width}x{image.height}; img2img takes sides from {step} to {MAX_SIDE} pixels: resize it "
+            f"image is {width}x{height}; img2img takes sides from {step} to {MAX_SIDE} pixels: resize it "
             "first, or pass height=/width= to resize it to the size you want"
         )
 
@@ -178,8 +192,11 @@ def check_img2img(image: object, strength: object, default_strength: float) -> f
         if strength is not None:
             raise FastDiffError("strength only applies to img2img; pass image=... as well, or drop strength")
         return None
-    if not isinstance(image, Image.Image):
-        raise FastDiffError(f"image must be a PIL.Image.Image, not {type(image).__name__}; use PIL.Image.open(path)")
+    if not isinstance(image, (Image.Image, np.ndarray, torch.Tensor)):
+        raise FastDiffError(
+            f"image must be a PIL.Image.Image (or a float array in [0, 1], as in diffusers), not "
+            f"{type(image).__name__}; use PIL.Image.open(path)"
+        )
     if strength is None:
         return default_strength
     if not _is_number(strength) or not 0 < strength <= 1:  # type: ignore[operator]
@@ -190,7 +207,8 @@ def check_img2img(image: object, strength: object, default_strength: float) -> f
 def _check_text(prompt: object, negative_prompt: object) -> None:
     if not isinstance(prompt, str):
         raise FastDiffError(
-            f"prompt must be a str, not {type(prompt).__name__}; for several images of one prompt use num_images=K"
+            f"prompt must be a str or a list of str, not {type(prompt).__name__}; for several images of one prompt "
+            "use num_images=K"
         )
     if negative_prompt is not None and not isinstance(negative_prompt, str):
         raise FastDiffError(f"negative_prompt must be a str or None, not {type(negative_prompt).__name__}")
@@ -220,9 +238,8 @@ def resolve_request(
     resolved_steps = check_steps(preset, steps)
     resolved_guidance = check_guidance(preset, guidance_scale)
     resolved_strength = check_img2img(image, strength, default_strength)
-    if isinstance(image, Image.Image):
-        _check_input_image(image, vae_scale_factor)
     if resolved_strength is not None:
+        _check_input_image(image, vae_scale_factor, resize=height is not None or width is not None)  # type: ignore[arg-type]
         check_explicit_strength(preset, resolved_steps, resolved_strength)
     h = check_side("height", height, preset.height, vae_scale_factor)
     w = check_side("width", width, preset.width, vae_scale_factor)
@@ -249,6 +266,30 @@ def resolve_request(
     )
 
 
+def call_images(requests: list[Request]) -> int:
+    """The images of one call (its prompts × num_images), at most MAX_IMAGES: one call is one pipeline call."""
+    total = sum(r.num_images for r in requests)
+    if total > MAX_IMAGES:
+        raise FastDiffError(
+            f"{len(requests)} prompts × num_images={requests[0].num_images} is {total} images, more than "
+            f"{MAX_IMAGES} in one call: use gen.map(prompts) for many prompts"
+        )
+    return total
+
+
+def numbered(requests: list[Request], *, seed: object, passed: PassThrough | None) -> list[Request]:
+    """A call's requests (one per prompt, in order) with their seeds and the call's pass-through: image *k* of the
+    call is that of `seed + k` (None: a random seed), or has the call's *k*-th generator's `initial_seed()`."""
+    total = call_images(requests)
+    own = passed.image_seeds(total) if passed is not None else ()
+    first = 0 if own else check_seed(seed, total)
+    out, start = [], 0
+    for r in requests:
+        out.append(replace(r, seed=own[start] if own else first + start, pass_through=passed))
+        start += r.num_images
+    return out
+
+
 def warn_truncation(tokenizer: Any, prompt: str) -> None:
     """Warn when CLIP will cut the prompt (diffusers only logs it, which notebooks and services never show)."""
     count = len(tokenizer(prompt, truncation=False).input_ids)
@@ -263,7 +304,7 @@ def warn_truncation(tokenizer: Any, prompt: str) -> None:
 
 def resized_input(request: Request) -> Request:
     """img2img with explicit height/width: the input image resized to that size first."""
-    assert request.image is not None
+    assert isinstance(request.image, Image.Image)  # an array image with height/width is refused earlier
     image = request.image.convert("RGB").resize((request.width, request.height), Image.Resampling.LANCZOS)
     return replace(request, image=image)
 

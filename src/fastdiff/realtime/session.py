@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 
 class _Superseded(Exception):
-    """Raised inside the UNet pre-hook to abandon a generation nobody will look at."""
+    """Raised by the session's step-end callback to abandon a generation nobody will look at."""
 
 
 class LiveSession:
@@ -33,18 +33,18 @@ class LiveSession:
 
     `update(...)` never blocks: it replaces the pending state. One worker thread owns the generator and
     generates only the newest state; states replaced before their turn are dropped, never queued. A generation
-    in progress finishes (with `interrupt=True` it is cut short at the next step boundary when a newer state
+    in progress finishes (with `interrupt=True` it is cut short at the end of its current step when a newer state
     arrives: newest frame sooner, but no frames at all while the input changes faster than one generation).
     Each frame is exactly `generator(prompt, steps=..., seed=..., ...)` for its state: the embeddings come from
     the generator's LRU cache and the noise is fixed by seed and size, so a prompt being typed evolves one
     picture. Use it as a context manager; leaving it stops the worker (the generation in progress is cut at
-    its next step).
+    current step).
 
     The keyword arguments are the initial state, as in the generator's call (None: the preset's value, so one
     step for the Turbo presets; `seed=0` rather than random, so that a session is reproducible).
     `on_frame` / `on_error` run on the worker thread: keep them short, they delay the next generation. While
-    the session is open, other threads may call the same generator: their calls and the session's share it
-    (coalesced into batches when compatible; with `interrupt=True` the session's calls run alone).
+    the session is open, other threads may call the same generator: their calls and the session's take turns
+    (the session's run alone: each carries the step-end callback that can stop it).
     """
 
     def __init__(
@@ -80,7 +80,6 @@ class LiveSession:
         )
         self._box = Mailbox(initial)
         self._worker = threading.Thread(target=self._run, name="fastdiff-live", daemon=True)
-        self._hook = generator.pipeline.unet.register_forward_pre_hook(self._step_boundary)
         self._worker.start()
         if prompt is not None:
             self.update(prompt=prompt)
@@ -193,12 +192,11 @@ class LiveSession:
         return self._box.stats()
 
     def close(self) -> None:
-        """Stop the worker (a generation in progress is cut at its next step) and wait for it to end."""
+        """Stop the worker (a generation in progress is cut at the end of its current step) and wait for it to end."""
         for wake in self._box.close():
             wake()
         if threading.current_thread() is not self._worker:  # a callback closing its own session cannot join
             self._worker.join()
-        self._hook.remove()
 
     @property
     def closed(self) -> bool:
@@ -218,18 +216,22 @@ class LiveSession:
         state = "closed" if self.closed else "open"
         return f"LiveSession({self.generator!r}, {state}, received={s.received}, generated={s.generated})"
 
-    def _step_boundary(self, module: Any, args: Any) -> None:
-        """UNet pre-hook: abandon the worker's generation before a step whose result nobody will see."""
-        if threading.current_thread() is self._worker and self._box.superseded(by_newer=self.interrupt):
+    def _step_end(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+        """diffusers' `callback_on_step_end` on the session's calls: abandon a generation nobody will see.
+
+        It raises rather than set diffusers' `pipe._interrupt`, which would still decode the unfinished latents into
+        an image nobody will see; the call runs alone (a call with a callback always does), so only it stops.
+        """
+        if self._box.superseded(by_newer=self.interrupt):
             raise _Superseded
+        return callback_kwargs
 
     def _run(self) -> None:
         while (state := self._box.take()) is not None:
             assert state.prompt is not None  # only states with a prompt are put
             started = time.perf_counter()
             try:
-                # An interruptible generation runs alone: its hook must never cut other callers' images short.
-                result = self.generator(state.prompt, coalesce=not self.interrupt, **state.call_kwargs())
+                result = self.generator(state.prompt, callback_on_step_end=self._step_end, **state.call_kwargs())
             except _Superseded:
                 self._box.count("interrupted")
                 continue
