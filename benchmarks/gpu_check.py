@@ -63,7 +63,10 @@ def _stats(x: torch.Tensor) -> torch.Tensor:
 
 
 class OutputCheck:
-    """Hooks on the UNet (its outputs), the decoder's first module (the latents) and the decoder (the images)."""
+    """Hooks on the UNet (its outputs), the decoder's first module (the latents) and the decoder (the images).
+
+    Rows may run the very same modules (a level that changes nothing, on shared weights), so a check records only
+    inside `watching()`, around its own row's runs."""
 
     def __init__(self, pipe: Any) -> None:
         decode = stage_modules(pipe)["decode"]
@@ -73,8 +76,20 @@ class OutputCheck:
             pipe.vae.decoder.register_forward_hook(lambda m, a, out: self._add("images", out)),
         ]
         self.seen: dict[str, list[torch.Tensor]] = {"unet": [], "latents": [], "images": []}
+        self._active = False
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        """Record what the hooked modules compute inside this block only."""
+        self._active = True
+        try:
+            yield
+        finally:
+            self._active = False
 
     def _add(self, kind: str, out: Any) -> None:
+        if not self._active:
+            return
         tensor = out if isinstance(out, torch.Tensor) else out[0]  # UNet: (sample,) or UNet2DConditionOutput
         self.seen[kind].append(_stats(tensor))
 
@@ -133,11 +148,13 @@ def _measure_group(group: list[tuple[Scenario, int, bool]], source: RandomSource
         for m in measured:
             stack.enter_context(m.run)
         for m in measured:
-            _warm_up(m)
+            with m.check.watching():
+                _warm_up(m)
         for _ in range(base.repeats):
             for m in measured:
                 before = compile_count()
-                m.run.run()
+                with m.check.watching():
+                    m.run.run()
                 m.recompiles += compile_count() - before
     return measured
 
