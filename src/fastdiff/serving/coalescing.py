@@ -33,9 +33,9 @@ if TYPE_CHECKING:
 __all__ = ["DEFAULT_MAX_BATCH", "BatchStats", "Coalescer", "check_batching", "coalescer_for", "outcomes"]
 
 # Images per pipeline call when coalescing concurrent calls (`max_batch`), by device type; 1 (never coalesce) where
-# batching does not pay. CUDA: a batch of 8 costs far less than 8 calls. CPU, measured on the 2-core EPYC
-# (docs/serving.md): the real SDXL-Turbo is compute-bound, 4 coalesced callers made 1.01x the serial loop, so 1 (a
-# tiny model gains 1.7-1.8x from amortized per-call overhead: pass max_batch=4 there).
+# batching does not pay. CUDA: a batch of 8 costs far less than 8 calls (not measured here: no GPU was lent). CPU,
+# measured on the 2-core EPYC (docs/serving.md): the real SDXL-Turbo is compute-bound, 4 coalesced callers made
+# 1.01x the serial loop, so 1 (a tiny model gains 1.7-1.8x from amortized per-call overhead: max_batch=4 there).
 DEFAULT_MAX_BATCH = {"cuda": 8}
 
 R = TypeVar("R")  # a request
@@ -90,10 +90,6 @@ class Coalescer(Generic[R, T]):
         self._leading = False
         self._calls = self._batches = self._images = 0
         self._waits: deque[float] = deque(maxlen=WAITS_KEPT)
-
-    def submit(self, request: R, *, solo: bool = False) -> T:
-        """Run `request`, in a batch with others' compatible requests unless `solo`; returns its result."""
-        return self.submit_call([request], solo=solo)[0]
 
     def submit_call(self, requests: Sequence[R], *, solo: bool = False) -> list[T]:
         """Run one call's `requests` (all of one key) in one batch, with others' compatible calls unless `solo`;
