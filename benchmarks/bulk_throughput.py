@@ -4,7 +4,7 @@
     python benchmarks/bulk_throughput.py --count 400 --workers 1,2,4
     python benchmarks/bulk_throughput.py --random-sdxl        # real SDXL-Turbo architecture, random weights, 256²
 
-Each run is the real command in a fresh folder (`python -m fastdiff.bulk.cli ...`), printed before it runs. Two
+Each run is the real command in a fresh folder (`python -m fastdiff.serving.bulk.cli ...`), printed before it runs. Two
 figures per run: end to end (wall time of the command: imports, model loads, worker start-up) and steady state
 (images between the first and the last manifest line, over that time, read by polling the manifest), which is what
 a long run converges to. `--random-sdxl` saves a random-weight SDXL-Turbo (`fastdiff.bench`) as a diffusers folder
@@ -81,7 +81,7 @@ def main() -> None:
         prompts.write_text("".join(f"a photo of object number {i}\n" for i in range(args.count)), encoding="utf-8")
         for workers in (int(n) for n in args.workers.split(",")):
             out = tmp / f"out-{workers}"
-            command = [sys.executable, "-m", "fastdiff.bulk.cli", str(prompts), "--preset", "sdxl-turbo"]
+            command = [sys.executable, "-m", "fastdiff.serving.bulk.cli", str(prompts), "--preset", "sdxl-turbo"]
             command += ["--out", str(out), "--device", "cpu", "--height", str(size), "--width", str(size)]
             command += [*source, "--workers", str(workers), "--no-progress"]
             command += ["--threads", str(args.threads)] if args.threads else []

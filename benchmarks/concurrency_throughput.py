@@ -4,9 +4,10 @@
     python benchmarks/concurrency_throughput.py --random-sdxl --size 256 --calls 8 --callers 1 4
 
 Every row makes the same images (distinct prompts, seeds 0..K-1, one step). "serial" is one thread calling
-`gen(...)` in a loop with `max_batch=1`; "N callers" is N threads sharing one generator with `max_batch=B`, so
-that calls queued behind a running one are coalesced. Each row warms up once; the figure is images per second
-of wall time over all calls, and the median of `--repeats` runs. Print the CPU with it (`lscpu`).
+`gen(...)` in a loop with `max_batch=1` (no queue: calls take turns on the generator's lock); "N callers" is N threads
+sharing one generator with `max_batch=B`, so that calls queued behind a running one are coalesced. Each row warms up
+once; the figure is images per second of wall time over all calls, and the median of `--repeats` runs. Print the CPU
+with it (`lscpu`).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def main() -> None:
                 _images_per_s(gen, callers=callers, calls=args.calls, size=args.size, optimize_note=f"{callers}")
                 for _ in range(args.repeats)
             ]
-            mean = gen.stats.mean_batch_size
+            mean = gen.stats.mean_batch_size if gen.coalescing is not None else 1.0  # max_batch=1: a lock, no queue
             rows.append((f"{callers} callers, max_batch={max_batch} (mean batch {mean:.2f})", statistics.median(runs)))
     base = rows[0][1]
     for name, value in rows:

@@ -22,7 +22,7 @@ import torch
 from fastdiff import FastDiffWarning, FewStepGenerator, Optimizations, presets
 from fastdiff.bench.random_weights import random_pipeline, random_tiny_vae
 from fastdiff.openvino_cache import openvino_usable
-from fastdiff.realtime import LiveSession
+from fastdiff.serving import LiveSession
 
 TEXT = "a watercolor painting of a lighthouse on a cliff at dawn, seagulls, soft light, detailed waves"
 

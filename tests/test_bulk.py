@@ -19,9 +19,9 @@ import pytest
 from PIL import Image
 
 from fastdiff import FastDiffError, GenerationResult
-from fastdiff.bulk import Job, RunDir, image_name, make_jobs, prompts_sha256, read_prompt_file
-from fastdiff.bulk.cli import add_batch_arguments, main, run_batch
-from fastdiff.bulk.worker import LoadSpec, Worker
+from fastdiff.serving.bulk import Job, RunDir, image_name, make_jobs, prompts_sha256, read_prompt_file
+from fastdiff.serving.bulk.cli import add_batch_arguments, main, run_batch
+from fastdiff.serving.bulk.worker import LoadSpec, Worker
 
 PRESET = "sdxl-turbo"
 SIZE = ["--height", "64", "--width", "64"]
@@ -219,7 +219,7 @@ def test_sigkill_mid_run_loses_nothing_and_two_workers_finish_it(
     count = 16
     prompts = write_txt(tmp_path / "p.txt", [f"prompt number {i}" for i in range(count)])
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "fastdiff.bulk.cli", *batch_argv(prompts, out, hub_cache)]
+    argv = [sys.executable, "-m", "fastdiff.serving.bulk.cli", *batch_argv(prompts, out, hub_cache)]
     with (tmp_path / "stderr.txt").open("wb") as err:
         child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
         written = _wait_for_lines(out / "manifest.jsonl", at_least=2, child=child)

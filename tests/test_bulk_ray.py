@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from fastdiff import FastDiffWarning
-from fastdiff.bulk.ray_runner import ACTOR_PREFIX
+from fastdiff.serving.bulk.ray_runner import ACTOR_PREFIX
 
 from .test_bulk import assert_complete, pixels, run, write_txt
 

@@ -12,8 +12,8 @@ import torch
 from PIL import Image
 
 from fastdiff import presets
-from fastdiff.bulk import image_name
 from fastdiff.cli import main
+from fastdiff.serving.bulk import image_name
 from fastdiff.testing import save_tiny_pipeline
 
 from .cards import card_pipeline

@@ -113,7 +113,7 @@ def free_port() -> int:
 def page(generator: FewStepGenerator, tmp_path: Path) -> Iterator[tuple[Any, str]]:
     """The demo served in this process on a free port, and a headless Chromium pointed at it."""
     from fastdiff.demo import WarningNotes, build_demo
-    from fastdiff.realtime import LiveSession
+    from fastdiff.serving import LiveSession
 
     notes = WarningNotes()
     port = free_port()

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from fastdiff import FastDiffError, FewStepGenerator
-from fastdiff.realtime import Frame, LiveSession
+from fastdiff.serving import Frame, LiveSession
 from fastdiff.testing.tiny import tiny_pipeline
 
 # Tiny models run at 64-128 px to keep the suite fast; the size warning is about real checkpoints. The filter is
@@ -251,7 +251,7 @@ def test_a_broken_callback_is_logged_and_does_not_stop_the_session(
         raise ValueError("callback bug")
 
     with (
-        caplog.at_level(logging.ERROR, logger="fastdiff.realtime"),
+        caplog.at_level(logging.ERROR, logger="fastdiff.serving.live"),
         LiveSession(generator, on_frame=broken, **SIZE) as live,
     ):
         live.update(prompt="x")

@@ -25,6 +25,7 @@ __all__ = [
     "check_checkpoint_matches",
     "checkpoint_path",
     "load_unet_state_dict",
+    "lora_file",
     "pickle_refusal",
     "validate_unet_state_dict",
 ]
@@ -197,3 +198,34 @@ def apply_checkpoint(pipe: Any, preset: Preset, path: Path, *, allow_pickle: boo
     state = load_unet_state_dict(path, allow_pickle=allow_pickle)
     validate_unet_state_dict(state, unet, name=path.name)
     unet.load_state_dict(state)
+
+
+def lora_file(
+    lora: str | Path, weight_name: str | None, *, local_files_only: bool | None, cache_dir: str | Path | None
+) -> Path:
+    """The LoRA file `load_lora` reads: a local file, a folder's `weight_name`, or a hub repo's (cache first)."""
+    path = Path(lora).expanduser()
+    if path.is_dir():
+        if weight_name is None:
+            raise FastDiffError(f"{str(path)!r} is a folder: pass weight_name= naming the LoRA file in it")
+        path = path / weight_name
+    if path.is_file():
+        return path
+    if isinstance(lora, str) and weight_name is not None and lora.count("/") == 1 and not lora.startswith((".", "/")):
+        try:
+            return Path(hf_hub_download(lora, weight_name, cache_dir=cache_dir, local_files_only=True))
+        except OSError:
+            if local_files_only:
+                raise FastDiffError(
+                    f"{lora}/{weight_name} is not in the Hugging Face cache; run once with network access"
+                ) from None
+        try:
+            return Path(hf_hub_download(lora, weight_name, cache_dir=cache_dir))
+        except OSError as err:
+            raise FastDiffError(
+                f"could not download {lora}/{weight_name} ({type(err).__name__}); check the names"
+            ) from None
+    raise FastDiffError(
+        f"LoRA {str(lora)!r} does not exist; pass a .safetensors file, a folder with weight_name=, or a hub repo id "
+        "with weight_name="
+    )

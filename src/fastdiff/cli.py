@@ -168,7 +168,9 @@ class _Plugin:
 
 
 _PLUGINS = (
-    _Plugin("batch", "fastdiff.bulk.cli", "add_batch_arguments", "run_batch", "every prompt of a file to DIR", "ray"),
+    _Plugin(
+        "batch", "fastdiff.serving.bulk.cli", "add_batch_arguments", "run_batch", "every prompt of a file to DIR", "ray"
+    ),
     _Plugin("bench", "fastdiff.bench.cli", "add_bench_arguments", "run_bench", "time presets vs SD 1.5@20", "bench"),
     _Plugin("demo", "fastdiff.demo", "add_demo_arguments", "run_demo", "a local page that follows your typing", "demo"),
     _Plugin(

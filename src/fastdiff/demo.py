@@ -24,7 +24,7 @@ from .errors import FastDiffError, FastDiffWarning
 if TYPE_CHECKING:
     import gradio as gr
 
-    from .realtime import Frame, LiveSession, LiveStats
+    from .serving import Frame, LiveSession, LiveStats
 
 __all__ = ["WarningNotes", "add_demo_arguments", "build_demo", "main", "run_demo"]
 
@@ -92,7 +92,7 @@ def run_demo(args: argparse.Namespace) -> int:
     except FastDiffError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    from .realtime import LiveSession
+    from .serving import LiveSession
 
     notes = WarningNotes()
     with notes.capture(), LiveSession(generator, height=args.height, width=args.width) as session:

@@ -121,9 +121,12 @@ def generate_batch(
     done = clock()
     timings = {"encode": encoded - start, "denoise": denoised - encoded, "decode": done - denoised}
     timings["total"] = done - start
+    own = requests[0].pass_through  # a call with its own generators runs alone: they name its images' seeds
+    image_seeds = own.image_seeds(len(images)) if own is not None else ()
     results, first = [], 0
     for r in requests:
-        mine, first = images[first : first + r.num_images], first + r.num_images
+        mine, seeds = images[first : first + r.num_images], image_seeds[first : first + r.num_images]
+        first += r.num_images
         results.append(
             GenerationResult(
                 images=mine,
@@ -134,6 +137,7 @@ def generate_batch(
                 height=mine[0].height,
                 width=mine[0].width,
                 timings=dict(timings),
+                image_seeds=seeds,
             )
         )
     return results

@@ -1,8 +1,10 @@
 """`FewStepGenerator`: a preset composed with a diffusers pipeline and the adapter of its family.
 
-One request flows one way: validate against the preset → encode (cached) → noise (seeded, one CPU generator per
-image) → denoise (the pipeline's own loop with the preset's scheduler recipe) → decode → `GenerationResult`.
-Building one reads the same way: load (`loading.load`) → optimize (`apply_optimizations`) → wrap.
+One request flows one way: validate against the preset (`validation`, `conventions`) → encode (cached, `embeddings`)
+→ noise (seeded, one CPU generator per image) → denoise (the pipeline's own loop with the preset's scheduler recipe)
+→ decode (`denoising`) → `GenerationResult` (`result`). Building one reads the same way: load (`loading.load`) →
+optimize (`apply_optimizations`) → wrap. What runs around it (coalescing concurrent calls, `map`, the live
+session, bulk runs) is `fastdiff.serving`.
 """
 
 from __future__ import annotations
@@ -22,20 +24,20 @@ from PIL import Image
 
 from . import presets as preset_table
 from .adapters import Embeddings
-from .batching import BatchStats, Coalescer, check_batching, default_max_batch
-from .checkpoints import apply_lora, load_unet_state_dict, validate_unet_state_dict
+from .checkpoints import apply_lora, load_unet_state_dict, lora_file, validate_unet_state_dict
 from .conventions import InputImage, pass_through, prompt_pairs, translated
-from .denoising import batch_key, generate_batch
+from .denoising import generate_batch
 from .devices import make_clock, offloaded, resolve_device, resolve_dtype
 from .embeddings import EmbeddingCache, PromptEncoder
 from .errors import FastDiffError
 from .families import family
 from .loading import adopt, load, load_tiny_vae, tiny_vae_identity
-from .mapping import map_requests, run_in_order, sized
 from .openvino_engine import expected_shapes, openvino_forwards
 from .optimize import Optimizations, apply_optimizations, resolve_optimizations
 from .presets import Preset
 from .result import GenerationResult, joined
+from .serving.coalescing import BatchStats, coalescer_for
+from .serving.mapping import map_prompts
 from .shapes import CompiledShapes
 from .validation import Request, call_images, check_flag, numbered, resized_input, resolve_request
 from .weights import WeightsIdentity, file_identity
@@ -77,9 +79,9 @@ class FewStepGenerator:
         self._clock = make_clock(self.device)
         self._lock = threading.RLock()  # one pipeline call at a time: diffusers pipelines keep per-call state
         self._encoder = PromptEncoder(pipe, self.adapter, self.embedding_cache)
-        batch, wait = check_batching(default_max_batch(self.device) if max_batch is None else max_batch, max_wait_ms)
-        self._coalescer: Coalescer[Request, GenerationResult] = Coalescer(
-            self._generate, key=batch_key, size=lambda r: r.num_images, max_batch=batch, max_wait_ms=wait
+        # fastdiff.serving's queue that batches concurrent calls, where that pays (CUDA); None: they take turns
+        self.coalescing = coalescer_for(
+            self._generate, device=self.device, max_batch=max_batch, max_wait_ms=max_wait_ms
         )
         for p in (pipe, self._img2img):
             p.set_progress_bar_config(disable=True)
@@ -221,10 +223,11 @@ class FewStepGenerator:
         at the end of every step with the tensors named in `callback_on_step_end_tensor_inputs`, as in diffusers;
         `pipe._interrupt = True` there stops the call (the images are decoded from where it stopped).
 
-        Safe to call from many threads: calls that arrive while the model is busy are batched with compatible
-        ones (same steps, size, guidance, img2img strength) into one pipeline call, and each gets the images it
-        would get alone. A call with a generator or a callback runs alone (its noise and its stop are its own), as
-        does one with `coalesce=False`.
+        Safe to call from many threads: one pipeline call at a time. Where calls coalesce (`max_batch` > 1, by
+        default on CUDA) those that arrive while the model is busy are batched with compatible ones (same steps,
+        size, guidance, img2img strength) into one pipeline call, and each gets the images it would get alone. A
+        call with a generator or a callback runs alone (its noise and its stop are its own), as does one with
+        `coalesce=False`.
         """
         own: dict[str, Any] = {"steps": steps, "seed": seed, "generator": generator}
         own |= {"guidance_scale": guidance_scale, "negative_prompt": negative_prompt, "height": height, "width": width}
@@ -246,8 +249,9 @@ class FewStepGenerator:
         self._shapes.warn_if_new(replace(requests[0], num_images=total), stacklevel=3)
         for r in requests:  # in this thread
             self._encoder.warn_if_truncated(r.prompt, r.negative_prompt, r.guidance)
-        results = self._coalescer.submit_call(requests, solo=passed is not None or not kwargs["coalesce"])
-        return replace(joined(results), image_seeds=passed.image_seeds(total) if passed is not None else ())
+        if self.coalescing is None:
+            return joined(self._generate(requests))
+        return joined(self.coalescing.submit_call(requests, solo=passed is not None or not kwargs["coalesce"]))
 
     def map(
         self,
@@ -258,16 +262,20 @@ class FewStepGenerator:
         progress: bool = True,
         **call_kwargs: Any,
     ) -> Iterator[GenerationResult]:
-        """One result per prompt, in order, `batch_size` prompts per pipeline call (default `max_batch`).
-
-        Prompt *i* gets `seeds[i]`, else `seed + i` when `seed=` is among `call_kwargs` (the arguments of a call,
-        the same for every prompt), else a random seed; its images equal those of that call alone. A tqdm bar
-        shows the progress. Other threads' calls interleave between batches.
-        """
-        size = check_batching(batch_size or self.max_batch, 0)[0]
-        requests = map_requests(self._request, prompts, seeds=seeds, batch_size=size, call_kwargs=call_kwargs)
-        yield from run_in_order(
-            self._coalescer.run_now, requests, total=sized(prompts), desc=self.preset.name, progress=progress
+        """One result per prompt, in order, `batch_size` prompts per pipeline call (default `max_batch`), with a tqdm
+        bar (`fastdiff.serving.mapping`). Prompt *i* gets `seeds[i]`, else `seed + i` when `seed=` is among
+        `call_kwargs` (the arguments of a call, the same for every prompt), else a random seed; its images equal
+        those of that call alone. Other threads' calls interleave between batches."""
+        size, desc = batch_size or self.max_batch, self.preset.name
+        return map_prompts(
+            self._request,
+            self._generate,
+            prompts,
+            seeds=seeds,
+            batch_size=size,
+            call_kwargs=call_kwargs,
+            desc=desc,
+            progress=progress,
         )
 
     def _request(self, prompt: object, **given: Any) -> Request:
@@ -286,13 +294,19 @@ class FewStepGenerator:
 
     @property
     def stats(self) -> BatchStats:
-        """Calls, pipeline batches, mean images per batch, and queue wait p50/p95 (seconds) so far."""
-        return self._coalescer.stats()
+        """The coalescing's counters: calls, pipeline batches, mean images per batch, and queue wait p50/p95 (seconds)
+        so far; a `FastDiffError` where calls are not coalesced (`coalescing` is None)."""
+        if self.coalescing is None:
+            raise FastDiffError(
+                "this generator does not coalesce calls (max_batch=1; by default only CUDA does): its calls take "
+                "turns and are not counted; build it with max_batch=4 to batch them and count them"
+            )
+        return self.coalescing.stats()
 
     @property
     def max_batch(self) -> int:
-        """The most images one pipeline call makes when concurrent calls are coalesced."""
-        return self._coalescer.max_batch
+        """The most images one pipeline call makes when concurrent calls are coalesced (1: never)."""
+        return 1 if self.coalescing is None else self.coalescing.max_batch
 
     def load_lora(
         self,
@@ -309,7 +323,7 @@ class FewStepGenerator:
         + `unload_lora_weights()` do: the image is diffusers' own for those calls, on every engine and level, and
         each call costs no more than before. `fuse=False` keeps it as a peft adapter at `scale`
         (`set_adapters`), as diffusers does without fusing. Every cache derived from the weights is renewed."""
-        path = _lora_file(lora, weight_name, local_files_only=local_files_only, cache_dir=cache_dir)
+        path = lora_file(lora, weight_name, local_files_only=local_files_only, cache_dir=cache_dir)
         check_flag("fuse", fuse)
         with self._lock:
             if fuse:
@@ -406,36 +420,3 @@ def _weights_keys(pipe: Any, weights: WeightsIdentity) -> dict[str, str | None]:
     """Each component's weights named for the OpenVINO engine's disk cache."""
     names = ("unet", "text_encoder", "text_encoder_2", "vae")
     return {name: weights.module_key(name) for name in names if getattr(pipe, name, None) is not None}
-
-
-def _lora_file(
-    lora: str | Path, weight_name: str | None, *, local_files_only: bool | None, cache_dir: str | Path | None
-) -> Path:
-    """The LoRA file `load_lora` reads: a local file, a folder's `weight_name`, or a hub repo's (cache first)."""
-    from huggingface_hub import hf_hub_download
-
-    path = Path(lora).expanduser()
-    if path.is_dir():
-        if weight_name is None:
-            raise FastDiffError(f"{str(path)!r} is a folder: pass weight_name= naming the LoRA file in it")
-        path = path / weight_name
-    if path.is_file():
-        return path
-    if isinstance(lora, str) and weight_name is not None and lora.count("/") == 1 and not lora.startswith((".", "/")):
-        try:
-            return Path(hf_hub_download(lora, weight_name, cache_dir=cache_dir, local_files_only=True))
-        except OSError:
-            if local_files_only:
-                raise FastDiffError(
-                    f"{lora}/{weight_name} is not in the Hugging Face cache; run once with network access"
-                ) from None
-        try:
-            return Path(hf_hub_download(lora, weight_name, cache_dir=cache_dir))
-        except OSError as err:
-            raise FastDiffError(
-                f"could not download {lora}/{weight_name} ({type(err).__name__}); check the names"
-            ) from None
-    raise FastDiffError(
-        f"LoRA {str(lora)!r} does not exist; pass a .safetensors file, a folder with weight_name=, or a hub repo id "
-        "with weight_name="
-    )

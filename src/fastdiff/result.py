@@ -80,7 +80,8 @@ class GenerationResult:
 
 def joined(results: Sequence[GenerationResult]) -> GenerationResult:
     """One call's results (one per prompt of a list, made by one pipeline call: they share its timings) as one: the
-    images in order, the first's seed."""
+    images (and their generators' seeds) in order, the first's seed."""
     if len(results) == 1:
         return results[0]
-    return dataclasses.replace(results[0], images=[image for r in results for image in r.images])
+    images = [image for r in results for image in r.images]
+    return dataclasses.replace(results[0], images=images, image_seeds=tuple(s for r in results for s in r.image_seeds))

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from typing import Any
 
-from ..errors import FastDiffError
+from ...errors import FastDiffError
 from .prompts import Job
 from .worker import LoadSpec, Made, Worker
 

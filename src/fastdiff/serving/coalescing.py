@@ -1,4 +1,5 @@
-"""Coalescing concurrent calls: whoever finds the model idle runs what is queued, as few pipeline calls as fit.
+"""Coalescing a generator's concurrent calls: whoever finds the model idle runs what is queued, as few pipeline calls
+as fit.
 
 No thread of its own and no added wait for a lone call: a caller that finds the model idle leads, runs the
 oldest queued call together with every queued call it is compatible with (same `batch_key`, up to `max_batch`
@@ -6,6 +7,9 @@ images), hands each caller its result, and leads again until its own call is don
 batch runs queue up and form the next batch (continuous batching, as LLM servers do it). `max_wait_ms` > 0 lets
 a leader wait that long for a batch to fill (throughput first). A solo call (one with its own generator or step
 callback, a live session's, `coalesce=False`) runs as a batch of its own, in its turn.
+
+A generator without a coalescer (`max_batch=1`, the default off CUDA) needs none of this: its calls take turns on
+its lock.
 """
 
 from __future__ import annotations
@@ -15,17 +19,24 @@ import time
 from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-import torch
+from ..denoising import batch_key
+from ..errors import FastDiffError
 
-__all__ = ["DEFAULT_MAX_BATCH", "BatchStats", "Coalescer", "check_batching", "default_max_batch"]
+if TYPE_CHECKING:
+    import torch
 
-# Images per pipeline call when coalescing concurrent calls (`max_batch`), by device type. CPU, measured on the
-# 2-core EPYC (docs/serving.md): the real SDXL-Turbo is compute-bound (4 callers: 1.01x the serial loop), a tiny
-# model gains from amortized per-call overhead (8 callers: 1.7-1.8x), so a moderate 4; CUDA: a batch of 8 costs
-# far less than 8 calls (unmeasured here: no GPU was lent).
-DEFAULT_MAX_BATCH = {"cpu": 4, "cuda": 8, "mps": 4}
+    from ..result import GenerationResult
+    from ..validation import Request
+
+__all__ = ["DEFAULT_MAX_BATCH", "BatchStats", "Coalescer", "check_batching", "coalescer_for", "outcomes"]
+
+# Images per pipeline call when coalescing concurrent calls (`max_batch`), by device type; 1 (never coalesce) where
+# batching does not pay. CUDA: a batch of 8 costs far less than 8 calls (not measured here: no GPU was lent). CPU,
+# measured on the 2-core EPYC (docs/serving.md): the real SDXL-Turbo is compute-bound, 4 coalesced callers made
+# 1.01x the serial loop, so 1 (a tiny model gains 1.7-1.8x from amortized per-call overhead: max_batch=4 there).
+DEFAULT_MAX_BATCH = {"cuda": 8}
 
 R = TypeVar("R")  # a request
 T = TypeVar("T")  # its result
@@ -79,10 +90,6 @@ class Coalescer(Generic[R, T]):
         self._leading = False
         self._calls = self._batches = self._images = 0
         self._waits: deque[float] = deque(maxlen=WAITS_KEPT)
-
-    def submit(self, request: R, *, solo: bool = False) -> T:
-        """Run `request`, in a batch with others' compatible requests unless `solo`; returns its result."""
-        return self.submit_call([request], solo=solo)[0]
 
     def submit_call(self, requests: Sequence[R], *, solo: bool = False) -> list[T]:
         """Run one call's `requests` (all of one key) in one batch, with others' compatible calls unless `solo`;
@@ -142,38 +149,11 @@ class Coalescer(Generic[R, T]):
 
     def _execute(self, batch: list[_Ticket[R, T]]) -> None:
         """Run one batch outside the queue's lock and hand each ticket its outcome."""
-        outcomes = self._outcomes([t.requests for t in batch])
+        done = outcomes(self._run, [t.requests for t in batch])
         with self._cond:
-            for t, (results, error) in zip(batch, outcomes, strict=True):
+            for t, (results, error) in zip(batch, done, strict=True):
                 t.results, t.error, t.done = results, error, True
             self._cond.notify_all()
-
-    def _outcomes(self, calls: list[list[R]]) -> list[tuple[list[T] | None, BaseException | None]]:
-        """`run` of all the calls' requests at once; on failure, each call alone, so each gets its own error or its
-        results."""
-        try:
-            results = list(self._run([r for call in calls for r in call]))
-        except BaseException as err:
-            if len(calls) == 1:
-                return [(None, err)]
-            return [self._outcomes([call])[0] for call in calls]
-        out: list[tuple[list[T] | None, BaseException | None]] = []
-        for call in calls:
-            out.append((results[: len(call)], None))
-            results = results[len(call) :]
-        return out
-
-    def run_now(self, requests: Sequence[R]) -> list[tuple[T | None, BaseException | None]]:
-        """Run `requests` as one batch from this thread (bulk work: `gen.map`), between others' batches; one
-        (result, error) per request, in order."""
-        with self._cond:
-            self._calls += len(requests)
-            self._batches += 1
-            self._images += sum(self._size(r) for r in requests)
-        return [
-            (None if results is None else results[0], error)
-            for results, error in self._outcomes([[r] for r in requests])
-        ]
 
     def stats(self) -> BatchStats:
         """A snapshot of the counters."""
@@ -187,10 +167,26 @@ class Coalescer(Generic[R, T]):
         return BatchStats(calls, batches, images / batches if batches else 0.0, pick(0.5), pick(0.95))
 
 
+def outcomes(
+    run: Callable[[Sequence[R]], Sequence[T]], calls: list[list[R]]
+) -> list[tuple[list[T] | None, BaseException | None]]:
+    """`run` of all the calls' requests at once; on failure, each call alone, so that each gets its own error or its
+    results (a bad one fails by itself, the others succeed)."""
+    try:
+        results = list(run([r for call in calls for r in call]))
+    except BaseException as err:
+        if len(calls) == 1:
+            return [(None, err)]
+        return [outcomes(run, [call])[0] for call in calls]
+    out: list[tuple[list[T] | None, BaseException | None]] = []
+    for call in calls:
+        out.append((results[: len(call)], None))
+        results = results[len(call) :]
+    return out
+
+
 def check_batching(max_batch: object, max_wait_ms: object) -> tuple[int, float]:
     """`max_batch` ≥ 1 (1: never coalesce) and `max_wait_ms` in [0, 60000), or a `FastDiffError`."""
-    from .errors import FastDiffError
-
     if not isinstance(max_batch, int) or isinstance(max_batch, bool) or max_batch < 1:
         raise FastDiffError(f"max_batch must be an int ≥ 1 (1 turns coalescing off), got {max_batch!r}")
     if not isinstance(max_wait_ms, (int, float)) or isinstance(max_wait_ms, bool) or not 0 <= max_wait_ms < 60_000:
@@ -198,6 +194,21 @@ def check_batching(max_batch: object, max_wait_ms: object) -> tuple[int, float]:
     return max_batch, float(max_wait_ms)
 
 
-def default_max_batch(device: torch.device) -> int:
-    """`max_batch` when none is given: by device type (`DEFAULT_MAX_BATCH`)."""
-    return DEFAULT_MAX_BATCH.get(device.type, 4)
+def coalescer_for(
+    run: Callable[[Sequence[Request]], list[GenerationResult]],
+    *,
+    device: torch.device,
+    max_batch: int | None,
+    max_wait_ms: float,
+) -> Coalescer[Request, GenerationResult] | None:
+    """The queue that batches a generator's concurrent calls into `run` (its one pipeline call, under its lock), or
+    None where its calls only take turns: `max_batch` None is by device (`DEFAULT_MAX_BATCH`: 8 on CUDA, else 1)."""
+    batch, wait = check_batching(DEFAULT_MAX_BATCH.get(device.type, 1) if max_batch is None else max_batch, max_wait_ms)
+    if batch == 1 and wait and max_batch is None:
+        raise FastDiffError(
+            f"max_wait_ms waits for a batch to fill, and calls on {device.type} are not batched by default (no "
+            "faster there, docs/serving.md): pass max_batch=4 with it, or drop max_wait_ms"
+        )
+    if batch == 1:
+        return None
+    return Coalescer(run, key=batch_key, size=lambda r: r.num_images, max_batch=batch, max_wait_ms=wait)

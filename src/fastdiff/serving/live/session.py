@@ -9,15 +9,17 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from ..errors import FastDiffError
-from ..generator import FewStepGenerator
-from ..result import GenerationResult
+from ...errors import FastDiffError
 from .mailbox import Mailbox
 from .state import UNSET, Frame, LiveState, LiveStats, Unset
+
+if TYPE_CHECKING:
+    from ...generator import FewStepGenerator
+    from ...result import GenerationResult
 
 __all__ = ["LiveSession"]
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import FastDiffError, did_you_mean
+from ...errors import FastDiffError, did_you_mean
 
 __all__ = ["LINE_KEYS", "Job", "make_jobs", "prompts_sha256", "read_prompt_file"]
 

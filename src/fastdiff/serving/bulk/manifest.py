@@ -18,7 +18,7 @@ import secrets
 from pathlib import Path
 from typing import IO, Any
 
-from ..errors import FastDiffError
+from ...errors import FastDiffError
 
 __all__ = ["MANIFEST", "RUN_FILE", "RunDir", "image_name", "write_atomic"]
 

@@ -1,8 +1,8 @@
 """`fastdiff batch PROMPTS --out DIR [--preset NAME]`: every prompt of a file to DIR/NNNNNN.png, resumable.
 
-Also runnable as `python -m fastdiff.bulk.cli PROMPTS ...`. The driver (this process) reads the prompt file, opens
-DIR (refusing one made by another run), hands the prompts not yet done to a runner (in-process, a process pool,
-or Ray actors) and writes what comes back: image first, then its manifest line.
+Also runnable as `python -m fastdiff.serving.bulk.cli PROMPTS ...`. The driver (this process) reads the prompt file,
+opens DIR (refusing one made by another run), hands the prompts not yet done to a runner (in-process, a process
+pool, or Ray actors) and writes what comes back: image first, then its manifest line.
 """
 
 from __future__ import annotations
@@ -15,10 +15,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import __version__
-from .. import presets as preset_table
-from ..cli_options import add_model_options, add_sampling_options, check_weights_reachable
-from ..errors import FastDiffError, FastDiffWarning
+from ... import __version__
+from ... import presets as preset_table
+from ...cli_options import add_model_options, add_sampling_options, check_weights_reachable
+from ...errors import FastDiffError, FastDiffWarning
 from .local import run_in_process, run_process_pool
 from .manifest import RunDir
 from .prompts import Job, make_jobs, prompts_sha256, read_prompt_file
@@ -169,8 +169,8 @@ def run_batch(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m fastdiff.bulk.cli`: the same as `fastdiff batch`."""
-    from ..cli import _show_warning
+    """`python -m fastdiff.serving.bulk.cli`: the same as `fastdiff batch`."""
+    from ...cli import _show_warning
 
     parser = argparse.ArgumentParser(prog="fastdiff batch", description=__doc__.splitlines()[0] if __doc__ else None)
     add_batch_arguments(parser)

@@ -14,7 +14,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import replace
 
-from ..errors import FastDiffError
+from ...errors import FastDiffError
 from .prompts import Job
 from .worker import LoadSpec, Made, Worker
 

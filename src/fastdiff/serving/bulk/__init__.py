@@ -3,7 +3,7 @@ process, in a process pool or on Ray actors.
 
 `prompts` reads the prompt file, `manifest` owns the output folder (run header, atomic writes, resume), `worker`
 turns jobs into PNG bytes, `local` and `ray_runner` run workers, and `cli` (`add_batch_arguments`, `run_batch`,
-`python -m fastdiff.bulk.cli`) ties them to the command line.
+`python -m fastdiff.serving.bulk.cli`) ties them to the command line.
 """
 
 from .manifest import RunDir, image_name, write_atomic

@@ -1,4 +1,8 @@
-"""`gen.map`: many prompts in one process, in order, in batches, with a progress bar."""
+"""`gen.map`: many prompts in one process, in order, `batch_size` per pipeline call, with a progress bar.
+
+Its batches go straight to the generator's pipeline call (under its lock, between other threads' calls), not through
+a coalescer's queue: they are full already.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from itertools import count, islice
 from typing import Any, TypeVar
 
-from .conventions import diffusers_hint
-from .errors import FastDiffError
+from ..conventions import diffusers_hint
+from ..errors import FastDiffError
+from .coalescing import check_batching, outcomes
 
-__all__ = ["map_requests", "run_in_order", "sized"]
+__all__ = ["map_prompts"]
 
 R = TypeVar("R")
 T = TypeVar("T")
@@ -17,7 +22,7 @@ T = TypeVar("T")
 CALL_ARGUMENTS = ("steps", "guidance_scale", "negative_prompt", "height", "width", "image", "strength")
 
 
-def sized(items: Iterable[Any]) -> int | None:
+def _sized(items: Iterable[Any]) -> int | None:
     """`len(items)` when it has one (a list), None for a stream."""
     return len(items) if isinstance(items, Sized) else None
 
@@ -29,7 +34,7 @@ def _seed_stream(seeds: Iterable[int] | None, base: int | None) -> Iterator[int 
     return count(base) if base is not None else iter(lambda: None, 0)
 
 
-def map_requests(
+def _requests(
     make: Callable[..., R],
     prompts: Iterable[str],
     *,
@@ -57,8 +62,8 @@ def map_requests(
         yield batch
 
 
-def run_in_order(
-    run: Callable[[Sequence[R]], list[tuple[T | None, BaseException | None]]],
+def _in_order(
+    run: Callable[[Sequence[R]], Sequence[T]],
     batches: Iterator[list[R]],
     *,
     total: int | None,
@@ -70,8 +75,29 @@ def run_in_order(
 
     with tqdm(total=total, disable=not progress, desc=desc, unit="image") as bar:
         for batch in batches:
-            for result, error in run(batch):
+            for results, error in outcomes(run, [[r] for r in batch]):  # a bad prompt fails alone
                 if error is not None:
                     raise error
+                assert results is not None
                 bar.update(1)
-                yield result  # type: ignore[misc]
+                yield results[0]
+
+
+def map_prompts(
+    make: Callable[..., R],
+    run: Callable[[Sequence[R]], Sequence[T]],
+    prompts: Iterable[str],
+    *,
+    seeds: Iterable[int] | None,
+    batch_size: int,
+    call_kwargs: dict[str, Any],
+    desc: str,
+    progress: bool,
+) -> Iterator[T]:
+    """One result per prompt, in order: `make(prompt, seed=..., **call_kwargs)` checks each prompt's request (lazily:
+    a stream of prompts is never read ahead further than a batch), `run(requests)` makes `batch_size` of them at once
+    (one result each). Prompt *i* gets `seeds[i]`, else `seed + i` when `seed=` is among `call_kwargs`, else a random
+    seed."""
+    size = check_batching(batch_size, 0)[0]
+    batches = _requests(make, prompts, seeds=seeds, batch_size=size, call_kwargs=call_kwargs)
+    yield from _in_order(run, batches, total=_sized(prompts), desc=desc, progress=progress)

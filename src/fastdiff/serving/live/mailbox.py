@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..errors import FastDiffError
+from ...errors import FastDiffError
 from .state import Frame, LatencyLog, LiveState, LiveStats
 
 __all__ = ["Mailbox", "Outcome"]

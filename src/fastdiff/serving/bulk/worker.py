@@ -14,12 +14,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field, fields
 from typing import TYPE_CHECKING
 
-from ..errors import FastDiffError, FastDiffWarning
+from ...errors import FastDiffError, FastDiffWarning
 from .prompts import Job
 
 if TYPE_CHECKING:
-    from ..generator import FewStepGenerator
-    from ..result import GenerationResult
+    from ...generator import FewStepGenerator
+    from ...result import GenerationResult
 
 __all__ = ["LoadSpec", "Made", "Outcome", "Worker"]
 
@@ -42,7 +42,7 @@ class LoadSpec:
 
     def load(self) -> FewStepGenerator:
         """`FewStepGenerator.from_preset` with this spec's fields of the same names."""
-        from ..generator import FewStepGenerator
+        from ...generator import FewStepGenerator
 
         options = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_LOAD_OPTIONS}
         return FewStepGenerator.from_preset(self.preset, **options)
@@ -106,7 +106,7 @@ class Worker:
         if self._gen is None:
             import torch
 
-            from ..cli import _quiet_libraries
+            from ...cli import _quiet_libraries
 
             if self.spec.threads is not None:
                 torch.set_num_threads(self.spec.threads)

@@ -1,0 +1,20 @@
+"""Deprecated: the live session moved to `fastdiff.serving` (`from fastdiff.serving import LiveSession`).
+
+This module re-exports it so that code written against `fastdiff.realtime` keeps running, with a warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+from .errors import FastDiffWarning
+from .serving.live import UNSET, Frame, LiveSession, LiveState, LiveStats
+
+__all__ = ["UNSET", "Frame", "LiveSession", "LiveState", "LiveStats"]
+
+warnings.warn(
+    "fastdiff.realtime moved to fastdiff.serving: import LiveSession (and Frame, LiveState, LiveStats, UNSET) from "
+    "fastdiff.serving",
+    FastDiffWarning,
+    stacklevel=2,
+)
