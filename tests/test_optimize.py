@@ -180,10 +180,11 @@ def test_auto_switches_follow_the_device() -> None:
 def test_a_load_decides_its_recipe_once(load: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     from fastdiff import recipe
 
+    pipe = load("sd-turbo").pipeline  # loaded (and decided) before counting
     decided: list[Optimizations] = []
     cpu = recipe._cpu
     monkeypatch.setattr(recipe, "_cpu", lambda opts: decided.append(opts) or cpu(opts))
-    gen = FewStepGenerator.from_pipeline("sd-turbo", load("sd-turbo").pipeline, optimize="default")
+    gen = FewStepGenerator.from_pipeline("sd-turbo", pipe, optimize="default")
     assert decided == [Optimizations.level("default")] and gen.optimizations == Optimizations.level("default")
     assert gen.recipe == cpu(Optimizations.level("default")) and gen.recipe.device == "cpu"
 
