@@ -25,7 +25,6 @@ import torch
 from fastdiff import FastDiffWarning, FewStepGenerator, Optimizations, presets
 from fastdiff.bench.random_weights import random_pipeline, random_tiny_vae
 from fastdiff.bench.scenarios import parse_scenario
-from fastdiff.openvino_cache import openvino_usable
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -53,12 +52,12 @@ def _readings(images: np.ndarray, specs: Any) -> np.ndarray:
 
 def _optimizations(level: str, preset: presets.Preset, torch_dtype: str | None) -> str | Optimizations:
     if torch_dtype is not None and level == f"torch-{torch_dtype}":
-        return Optimizations.preset("default", engine="torch", compute_dtype=getattr(torch, torch_dtype))
+        return Optimizations.level("default", engine="torch", precision=getattr(torch, torch_dtype))
     scenario = parse_scenario(f"fastdiff:{level}:{preset.name}@{preset.default_steps}")
     overrides: dict[str, Any] = {"openvino_weights": scenario.openvino_weights}
     if scenario.optimize == "max" and not presets.is_shipped(preset):  # TAESD's architecture, random weights
         overrides["tiny_vae"] = random_tiny_vae(device=torch.device("cpu"), dtype=torch.float32)
-    return Optimizations.preset(scenario.optimize, **overrides)
+    return Optimizations.level(scenario.optimize, **overrides)
 
 
 def main() -> None:
@@ -79,8 +78,8 @@ def main() -> None:
     else:
         pipe = random_pipeline(preset.repo_id, device=torch.device("cpu"), dtype=torch.float32)
     exact = FewStepGenerator.from_pipeline(preset, pipe, optimize="none")
-    precision = Optimizations.preset("default").resolved(torch.device("cpu")).openvino_precision
-    engine = f"OpenVINO, {precision}" if openvino_usable() else "torch (no OpenVINO)"
+    recipe = Optimizations.level("default").recipe_for("cpu")
+    engine = f"OpenVINO, {recipe.openvino_precision}" if recipe.engine == "openvino" else "torch"
     weights = "trained weights (shipped)" if trained else "real architecture, random weights"
     print(f"{preset.repo_id} ({preset.name}), {weights}, {size['height']}x{size['width']}, default engine {engine}")
     prompts, specs = _prompts(preset, args.prompts)

@@ -21,7 +21,6 @@ import torch
 
 from fastdiff import FastDiffWarning, FewStepGenerator, Optimizations, presets
 from fastdiff.bench.random_weights import random_pipeline, random_tiny_vae
-from fastdiff.openvino_cache import openvino_usable
 from fastdiff.serving import LiveSession
 
 TEXT = "a watercolor painting of a lighthouse on a cliff at dawn, seagulls, soft light, detailed waves"
@@ -63,15 +62,15 @@ def main() -> None:
         from fastdiff.testing import tiny_pipeline
 
         pipe = tiny_pipeline(presets.get(preset).family)
-    precision = Optimizations.preset("default").resolved(torch.device("cpu")).openvino_precision
-    engine = f"OpenVINO {precision}" if openvino_usable() else "torch"
+    recipe = Optimizations.level("default").recipe_for("cpu")
+    engine = f"OpenVINO {recipe.openvino_precision}" if recipe.engine == "openvino" else "torch"
     print(f"{preset}, {args.weights} weights, {args.size}², {torch.get_num_threads()} threads, CPU engine: {engine}")
     size = {"height": args.size, "width": args.size}
     print("level    warm-up  typing fps  p50 latency  slider fps  p50 latency")
     for level in args.levels:
         optimize: str | Optimizations = level
         if level == "max" and args.weights == "random":  # TAESD's architecture with random weights: no download
-            optimize = Optimizations.preset(
+            optimize = Optimizations.level(
                 "max", tiny_vae=random_tiny_vae(device=torch.device("cpu"), dtype=torch.float32)
             )
         gen = FewStepGenerator.from_pipeline(preset, pipe, optimize=optimize)

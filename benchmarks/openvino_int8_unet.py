@@ -8,7 +8,7 @@ written by `fastdiff bench --weights random --height 256 --width 256 --scenarios
 Each variant is compiled once in the levels' precision (on an f32 CPU that is the f32 compile, timed once); then
 every round calls each once, so the machine's drift hits all alike. The error is relative to the f32 compile of
 the same IR on the same inputs (L2 norm of the difference over that of the output). Figures, and why it is an
-opt-in (`Optimizations(openvino_weights="int8")`), are in docs/notes/performance-history.md.
+opt-in (`Optimizations.level("default", openvino_weights="int8")`), are in docs/notes/performance-history.md.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from typing import Any
 
 import numpy as np
 import openvino as ov
-import torch
 
 from fastdiff import Optimizations
 from fastdiff.openvino_int8 import compress_weights
@@ -66,7 +65,7 @@ def main() -> None:
         return label, request
 
     # The precision fastdiff's levels compile in here (bf16 where it beats f32, else f32), as the opt-in does
-    level = Optimizations.preset("default").resolved(torch.device("cpu")).openvino_precision
+    level = Optimizations.level("default", engine="openvino").recipe_for("cpu").openvino_precision
     f32_label, reference_request = build("f32", precision="f32")
     reference = np.array(reference_request.infer(inputs, share_outputs=False)[0])
     base_label = f"{level} (the levels' precision here)"

@@ -100,7 +100,7 @@ def test_rows_of_the_same_work_run_interleaved_on_shared_weights() -> None:
     loaded = source.load(parse_scenario(names[2]))
     assert isinstance(loaded.pipe.vae, AutoencoderTiny)
     assert loaded.generator is not None
-    optimized = loaded.generator.optimizations  # the level's own recipe: OpenVINO where installed, else torch
+    optimized = loaded.generator.recipe  # the level's own recipe: OpenVINO where installed, else torch
     assert isinstance(loaded.pipe.unet.forward, OpenVINOForward) == (optimized.engine == "openvino")
     source.release()
 

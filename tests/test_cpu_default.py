@@ -16,6 +16,7 @@ import torch
 pytest.importorskip("openvino", reason="the OpenVINO engine needs `pip install openvino`")
 
 from fastdiff import FastDiffWarning, FewStepGenerator, Optimizations
+from fastdiff.devices import cpu_bf16_pays
 from fastdiff.openvino_cache import conversions
 from fastdiff.openvino_engine import OpenVINOForward
 
@@ -68,10 +69,13 @@ def test_default_is_within_tolerance_of_none(
     name: str, steps: int, guidance: float | None, load: Any, default: Any
 ) -> None:
     exact, fast = load(name), default(name)
-    assert fast.optimizations.engine == "openvino"  # the default level's choice on the CPU
+    assert fast.recipe.engine == "openvino"  # the default level's choice on the CPU
     assert isinstance(fast.pipeline.unet.forward, OpenVINOForward)
+    assert (
+        fast.pipeline.unet.forward.precision == fast.recipe.openvino_precision == ("bf16" if cpu_bf16_pays() else "f32")
+    )
     cfg = bool(guidance and guidance > 1)
-    most, least = BOUNDS[fast.optimizations.openvino_precision][cfg]
+    most, least = BOUNDS[fast.recipe.openvino_precision][cfg]
     fast.warmup(**SIZE, guidance_scale=guidance)
     for seed in (0, 1):
         for _ in range(2 if seed == 0 else 1):  # the second call is an embedding-cache hit
@@ -87,18 +91,16 @@ def test_bf16_keeps_its_bound_where_the_level_chose_f32(
     name: str, steps: int, guidance: float | None, load: Any, hub_cache: Path, small_sizes: None
 ) -> None:
     """On a CPU whose bf16 is native but slower (an Intel avx512_bf16 core without AMX) the levels compile f32,
-    so bf16 — what OpenVINO picks there by default and what `openvino_precision="bf16"` asks for — is checked
+    so bf16 — what OpenVINO picks there by default and what `precision="bf16"` asks for — is checked
     here against the same bound as where it is the level's choice."""
     import openvino as ov
 
     if "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
         pytest.skip("this CPU has no native bf16: OpenVINO would compute f32")
-    if Optimizations.preset("default").resolved(torch.device("cpu")).openvino_precision == "bf16":
+    if Optimizations.level("default").recipe_for("cpu").openvino_precision == "bf16":
         pytest.skip("the level computes bf16 here: test_default_is_within_tolerance_of_none checks it")
     where: dict[str, Any] = {"device": "cpu", "cache_dir": hub_cache, "local_files_only": True}
-    fast = FewStepGenerator.from_preset(
-        name, optimize=Optimizations.preset("default", openvino_precision="bf16"), **where
-    )
+    fast = FewStepGenerator.from_preset(name, optimize=Optimizations.level("default", precision="bf16"), **where)
     fast.warmup(**SIZE, guidance_scale=guidance)
     most, least = BOUNDS["bf16"][bool(guidance and guidance > 1)]
     call = {"seed": 0, "steps": steps, "guidance_scale": guidance, **SIZE}
@@ -116,7 +118,7 @@ def test_one_compiled_size_serves_every_batch(load: Any, default: Any) -> None:
         batch = fast(PROMPT, seed=4, num_images=3, **SIZE)
     assert conversions() == before
     alone = load("sdxl-turbo")(PROMPT, seed=4, num_images=3, **SIZE)
-    most, least = BOUNDS[fast.optimizations.openvino_precision][False]
+    most, least = BOUNDS[fast.recipe.openvino_precision][False]
     for i in range(3):  # each image of the batch is the one "none" makes for it
         assert np.abs(_pixels(batch, i) - _pixels(alone, i)).max() <= most
         assert psnr(_pixels(batch, i), _pixels(alone, i)) >= least

@@ -1,6 +1,6 @@
-"""The CUDA recipes, run on CPU tensors: a resolved `Optimizations` is applied exactly as it says on any device.
+"""The CUDA recipes, run on CPU tensors: a `Recipe` is applied exactly as it says on any device.
 
-fp16 weights, the recipe `resolved(torch.device("cuda"))` decides (fp16 UNet and text encoders, bf16 VAE, fused
+fp16 weights, the recipe `recipe_for("cuda")` decides (fp16 UNet and text encoders, bf16 VAE, fused
 QKV, channels_last; "max" adds the tiny autoencoder), for each family, txt2img and img2img, CFG on for sd15.
 """
 
@@ -16,6 +16,7 @@ import torch
 from PIL import Image
 
 from fastdiff import FastDiffWarning, FewStepGenerator, Optimizations, presets
+from fastdiff.optimize import decide_recipe
 from fastdiff.testing import tiny_autoencoder_tiny, tiny_pipeline
 from fastdiff.testing.repo_configs import SCHEDULER_CONFIGS
 
@@ -77,12 +78,12 @@ def test_cuda_recipe_runs_on_cpu_within_tolerance(
 ) -> None:
     full, half = weights[name]
     tiny = tiny_autoencoder_tiny() if level == "max" else None
-    recipe = Optimizations.preset(level, compile=False, tiny_vae=tiny).resolved(CUDA)
+    recipe = Optimizations.level(level, compile=False, tiny_vae=tiny).recipe_for(CUDA)
     gen = FewStepGenerator.from_pipeline(name, half, optimize=recipe)
-    assert gen.optimizations == recipe  # applied as resolved for CUDA, though the tensors are on the CPU
+    assert gen.recipe is recipe  # applied as decided for CUDA, though the tensors are on the CPU
     assert gen.pipeline.unet.dtype == torch.float16 and gen.pipeline.vae.dtype == torch.bfloat16
     assert gen.pipeline.unet.conv_in.weight.is_contiguous(memory_format=torch.channels_last)
-    reference = FewStepGenerator.from_pipeline(name, full, optimize=Optimizations.preset("none", tiny_vae=tiny))
+    reference = FewStepGenerator.from_pipeline(name, full, optimize=Optimizations.level("none", tiny_vae=tiny))
     expected, got = _image(reference, steps, img2img), _image(gen, steps, img2img)
     assert np.isfinite(got).all() and got.std() > 5, "a flat image: the comparison would prove nothing"
     cfg = presets.get(name).guidance_scale > 1
@@ -92,7 +93,7 @@ def test_cuda_recipe_runs_on_cpu_within_tolerance(
 
 def test_cfg_on_runs_the_doubled_batch(weights: dict[str, tuple[Any, Any]]) -> None:
     full, half = weights["sd15"]
-    recipe = Optimizations.preset("default", compile=False).resolved(CUDA)
+    recipe = Optimizations.level("default", compile=False).recipe_for(CUDA)
     gen = FewStepGenerator.from_pipeline("sd15", half, optimize=recipe)
     batches: list[int] = []
     handle = gen.pipeline.unet.register_forward_pre_hook(lambda m, args: batches.append(args[0].shape[0]))
@@ -106,22 +107,21 @@ def test_cfg_on_runs_the_doubled_batch(weights: dict[str, tuple[Any, Any]]) -> N
 
 
 def test_recipe_is_decided_once_and_shown() -> None:
-    cuda, cpu = (
-        Optimizations.preset("default").resolved(CUDA),
-        Optimizations.preset("default").resolved(torch.device("cpu")),
-    )
+    cuda, cpu = Optimizations.level("default").recipe_for(CUDA), Optimizations.level("default").recipe_for("cpu")
     assert (cuda.bf16_vae, cuda.channels_last, cuda.fuse_qkv, cuda.compile) == (True, True, True, True)
-    assert cuda.compile_mode == "reduce-overhead" and cuda.cuda_graphs and cuda.resolved_for == "cuda"
-    assert (cpu.bf16_vae, cpu.compile, cpu.compile_mode, cpu.resolved_for) == (False, False, None, "cpu")
-    assert cuda.resolved(torch.device("cpu")) is cuda  # a resolved recipe stays what it says
-    assert Optimizations.preset("max").resolved(CUDA).tiny_vae == "auto"
+    assert cuda.compile_mode == "reduce-overhead" and cuda.cuda_graphs and cuda.device == "cuda"
+    assert (cpu.bf16_vae, cpu.compile, cpu.compile_mode, cpu.device) == (False, False, None, "cpu")
+    assert decide_recipe(cuda, torch.device("cpu")) is cuda  # a decided recipe stays what it says
+    assert Optimizations.level("max").recipe_for(CUDA).tiny_vae == "auto"
+    assert cuda.optimizations == Optimizations.level("default")  # and names what it was decided from
 
 
 def test_from_pipeline_applies_the_recipe_of_from_preset(load: Any) -> None:
     pipe = load("sdxl-turbo").pipeline
     gen = FewStepGenerator.from_pipeline("sdxl-turbo", pipe, optimize="default")
-    assert gen.optimizations == Optimizations.preset("default").resolved(torch.device("cpu"))
-    assert gen.optimizations.engine == "torch" and gen.optimizations.is_resolved
+    assert gen.recipe == Optimizations.level("default").recipe_for("cpu")
+    assert gen.optimizations == Optimizations.level("default")
+    assert gen.recipe.engine == "torch" and gen.recipe.device == "cpu"  # FASTDIFF_CPU_ENGINE=torch in the tests
 
 
 # Compiled with aot_eager, not inductor: inductor took 247 s to compile ONE tiny UNet and decoder on this 2-core
@@ -134,7 +134,7 @@ def test_compiled_recipe_warms_up_then_never_recompiles(
 ) -> None:
     import torch._dynamo
 
-    recipe = Optimizations.preset("default", compile_backend="aot_eager").resolved(CUDA)
+    recipe = Optimizations.level("default", compile_backend="aot_eager").recipe_for(CUDA)
     gen = FewStepGenerator.from_pipeline(name, weights[name][1], optimize=recipe)
     assert recipe.cuda_graphs and gen.warmup_runs == 2
     torch._dynamo.reset()

@@ -54,7 +54,7 @@ def ov_load(hub_cache: Path, ov_cache: Path) -> Any:
 
     def _load(name: str, *, again: bool = False) -> FewStepGenerator:
         if again or name not in _GENERATORS:
-            opts = Optimizations.preset("default", engine="openvino", openvino_precision="f32")
+            opts = Optimizations.level("default", engine="openvino", precision="fp32")
             gen = FewStepGenerator.from_preset(
                 name, device="cpu", cache_dir=hub_cache, local_files_only=True, optimize=opts
             )
@@ -73,8 +73,8 @@ def _image(gen: FewStepGenerator, **kwargs: Any) -> np.ndarray:
 @pytest.mark.parametrize(("name", "steps", "guidance"), CASES)
 def test_within_tolerance_of_none(name: str, steps: int, guidance: float | None, load: Any, ov_load: Any) -> None:
     exact, fast = load(name), ov_load(name)
-    assert fast.optimizations.engine == "openvino"
-    assert isinstance(fast.pipeline.unet.forward, OpenVINOForward)
+    assert fast.recipe.engine == "openvino" and fast.recipe.openvino_precision == "f32"
+    assert isinstance(fast.pipeline.unet.forward, OpenVINOForward) and fast.pipeline.unet.forward.precision == "f32"
     assert not isinstance(exact.pipeline.unet.forward, OpenVINOForward)  # "none" is diffusers' own modules
     call = {"steps": steps, "guidance_scale": guidance}
     cfg = bool(guidance and guidance > 1)
@@ -106,9 +106,9 @@ def test_a_fused_lora_is_not_taken_for_its_base(load: Any, ov_load: Any, small_s
 def test_max_runs_the_tiny_decoder(hub_cache: Path, small_sizes: None, ov_cache: Path) -> None:
     tiny = tiny_autoencoder_tiny()
     where: dict[str, Any] = {"device": "cpu", "cache_dir": hub_cache, "local_files_only": True}
-    torch_max = Optimizations.preset("max", tiny_vae=tiny, engine="torch")
+    torch_max = Optimizations.level("max", tiny_vae=tiny, engine="torch")
     plain = FewStepGenerator.from_preset("sdxl-turbo", optimize=torch_max, **where)
-    opts = Optimizations.preset("max", tiny_vae=tiny, engine="openvino", openvino_precision="f32")
+    opts = Optimizations.level("max", tiny_vae=tiny, engine="openvino", precision="fp32")
     fast = FewStepGenerator.from_preset("sdxl-turbo", optimize=opts, **where)
     assert isinstance(fast.pipeline.vae.decoder.forward, OpenVINOForward)
     with pytest.warns(FastDiffWarning, match="OpenVINO: first call"):
@@ -194,21 +194,21 @@ def test_torch_forwards_run_torch(ov_load: Any, load: Any) -> None:
 
 
 def test_engine_resolution() -> None:
-    assert Optimizations(engine="auto").resolved(torch.device("cpu")).engine == "openvino"
-    assert Optimizations(engine="auto").resolved(torch.device("cuda")).engine == "torch"
-    assert Optimizations.preset("default").resolved(torch.device("cpu")).engine == "openvino"
+    assert Optimizations(engine="auto").recipe_for("cpu").engine == "openvino"
+    assert Optimizations(engine="auto").recipe_for("cuda").engine == "torch"
+    assert Optimizations.level("default").recipe_for("cpu").engine == "openvino"
 
 
 def test_the_engine_can_be_kept_torch_process_wide(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FASTDIFF_CPU_ENGINE", "torch")
-    assert Optimizations.preset("default").resolved(torch.device("cpu")).engine == "torch"
-    assert Optimizations(engine="openvino").resolved(torch.device("cpu")).engine == "openvino"  # asked by name
+    assert Optimizations.level("default").recipe_for("cpu").engine == "torch"
+    assert Optimizations(engine="openvino").recipe_for("cpu").engine == "openvino"  # asked by name
     monkeypatch.setenv("FASTDIFF_CPU_ENGINE", "openvino")
     with pytest.raises(FastDiffError, match="FASTDIFF_CPU_ENGINE must be 'auto' or 'torch'"):
-        Optimizations.preset("default").resolved(torch.device("cpu"))
-    assert Optimizations.preset("none").resolved(torch.device("cpu")).engine == "torch"
+        Optimizations.level("default").recipe_for("cpu")
+    assert Optimizations.level("none").recipe_for("cpu").engine == "torch"
     with pytest.raises(FastDiffError, match="runs on the CPU"):
-        Optimizations(engine="openvino").resolved(torch.device("cuda"))
+        Optimizations(engine="openvino").recipe_for("cuda")
 
 
 def test_peer_row(ov_cache: Path, load: Any, small_sizes: None) -> None:

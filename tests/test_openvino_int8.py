@@ -40,7 +40,7 @@ CASES = [("sd15", 2, 7.5), ("sd-turbo", 1, None), ("sdxl-turbo", 1, None)]  # (p
 
 
 def _int8(name: str, hub_cache: Path, weights: str = "int8") -> FewStepGenerator:
-    opts = Optimizations.preset("default", engine="openvino", openvino_precision="f32", openvino_weights=weights)
+    opts = Optimizations.level("default", engine="openvino", precision="fp32", openvino_weights=weights)
     return FewStepGenerator.from_preset(name, device="cpu", cache_dir=hub_cache, local_files_only=True, optimize=opts)
 
 
@@ -75,7 +75,7 @@ def test_int8_unet_within_tolerance_of_none(
     name: str, steps: int, guidance: float | None, load: Any, hub_cache: Path, ov_cache: Path
 ) -> None:
     exact, fast = load(name), _int8(name, hub_cache)
-    assert fast.optimizations.openvino_weights == "int8"
+    assert fast.recipe.openvino_weights == fast.optimizations.openvino_weights == "int8"
     assert isinstance(fast.pipeline.unet.forward, OpenVINOForward) and fast.pipeline.unet.forward.weights == "int8"
     assert fast.pipeline.text_encoder.forward.weights is None  # the UNet only
     before = set(ov_cache.glob("openvino/*/model.xml"))
@@ -152,7 +152,7 @@ def test_int8_and_f32_unets_are_cached_apart(load: Any, hub_cache: Path, ov_cach
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FastDiffWarning)
         first = _image(int8)
-        opts = Optimizations.preset("default", engine="openvino", openvino_precision="f32")
+        opts = Optimizations.level("default", engine="openvino", precision="fp32")
         f32 = FewStepGenerator.from_preset("sd-turbo", device="cpu", cache_dir=hub_cache, local_files_only=True,
                                            optimize=opts)  # fmt: skip
         plain = _image(f32)
@@ -170,17 +170,17 @@ def test_int8_and_f32_unets_are_cached_apart(load: Any, hub_cache: Path, ov_cach
 def test_int8_is_refused_where_it_cannot_run(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
     with pytest.raises(FastDiffError, match="runs torch"):
-        Optimizations.preset("default", engine="torch", openvino_weights="int8").resolved(cpu)
+        Optimizations.level("default", engine="torch", openvino_weights="int8").recipe_for(cpu)
     with pytest.raises(FastDiffError, match="runs torch"):
-        Optimizations.preset("default", openvino_weights="int8").resolved(torch.device("cuda"))
+        Optimizations.level("default", openvino_weights="int8").recipe_for("cuda")
     with pytest.raises(FastDiffError, match="one of"):
-        Optimizations.preset("default", openvino_weights="int4").resolved(cpu)
-    from fastdiff import optimize
+        Optimizations.level("default", openvino_weights="int4").recipe_for(cpu)
+    from fastdiff import recipe
 
-    monkeypatch.setattr(optimize, "nncf_usable", lambda: False)
+    monkeypatch.setattr(recipe, "nncf_usable", lambda: False)
     with pytest.raises(FastDiffError, match=r"pip install 'fastdiff\[int8\]'"):
-        Optimizations.preset("default", openvino_weights="int8").resolved(cpu)
-    assert Optimizations.preset("max").resolved(cpu).openvino_weights is None  # an opt-in, never a level's default
+        Optimizations.level("default", openvino_weights="int8").recipe_for(cpu)
+    assert Optimizations.level("max").recipe_for(cpu).openvino_weights is None  # an opt-in, never a level's default
 
 
 def test_nncf_is_imported_with_its_telemetry_off(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -4,6 +4,7 @@ where it is installed, is tested in test_openvino_engine.py."""
 
 from __future__ import annotations
 
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -31,20 +32,26 @@ MAX_PIXEL_STEPS = 1
 MIN_PSNR_DB = 45.0
 
 
-def test_bf16_opt_in_follows_the_cpu(load: Any, hub_cache: Path, small_sizes: None) -> None:
-    opts = Optimizations.preset("default", compute_dtype="auto", **TORCH)
-    gen = FewStepGenerator.from_preset(
-        "sd-turbo", device="cpu", cache_dir=hub_cache, local_files_only=True, optimize=opts
-    )
-    assert gen.dtype == (torch.bfloat16 if cpu_bf16_pays() else torch.float32)
+def test_bf16_precision_casts_the_torch_engine(load: Any, hub_cache: Path, small_sizes: None) -> None:
+    opts = Optimizations.level("default", precision="bf16", **TORCH)
+    where: dict[str, Any] = {"device": "cpu", "cache_dir": hub_cache, "local_files_only": True}
+    gen = FewStepGenerator.from_preset("sd-turbo", optimize=opts, **where)
+    assert gen.dtype == torch.bfloat16 and gen.recipe.dtype == torch.bfloat16
     exact = load("sd-turbo")(PROMPT, seed=0, height=128, width=128).images[0]
     assert psnr(gen(PROMPT, seed=0, height=128, width=128).images[0], exact) >= 20.0  # bf16: a looser bound
+    # `dtype` is what the weights load in, `precision` what the optimized modules compute in
+    loaded_fp32 = FewStepGenerator.from_preset("sd-turbo", dtype="float32", optimize=opts, **where)
+    assert loaded_fp32.dtype == torch.bfloat16
+    as_loaded = FewStepGenerator.from_preset(
+        "sd-turbo", dtype="bfloat16", optimize=Optimizations.level("default", **TORCH), **where
+    )
+    assert as_loaded.dtype == torch.bfloat16 and as_loaded.recipe.dtype is None  # "auto": the loaded dtype
 
 
 @pytest.mark.parametrize("name", ["sd-turbo", "sdxl-turbo", "lcm-lora-sd15", "sdxl-lightning-4step-lora"])
 def test_torch_default_is_the_image_of_none(name: str, hub_cache: Path, load: Any, small_sizes: None) -> None:
     exact = load(name)
-    kernels = Optimizations.preset("default", **TORCH)
+    kernels = Optimizations.level("default", **TORCH)
     fast = FewStepGenerator.from_preset(
         name, device="cpu", cache_dir=hub_cache, local_files_only=True, optimize=kernels
     )
@@ -73,7 +80,7 @@ def test_warmup_then_no_recompilation(load: Any, small_sizes: None) -> None:
     import torch._dynamo
 
     base = load("sd-turbo").pipeline
-    opts = Optimizations.preset("none", compile=True, compile_backend="eager")
+    opts = Optimizations.level("none", compile=True, compile_backend="eager")
     gen = FewStepGenerator.from_pipeline("sd-turbo", base, optimize=opts)
     torch._dynamo.reset()
     seconds = gen.warmup(height=64, width=64)
@@ -91,13 +98,13 @@ def test_max_uses_the_tiny_autoencoder(load: Any, small_sizes: None) -> None:
     from diffusers import AutoencoderTiny
 
     tiny = tiny_autoencoder_tiny()
-    opts = Optimizations.preset("max", tiny_vae=tiny, compute_dtype=torch.float32, **TORCH)
+    opts = Optimizations.level("max", tiny_vae=tiny, precision="fp32", **TORCH)
     gen = FewStepGenerator.from_pipeline("sdxl-turbo", load("sdxl-turbo").pipeline, optimize=opts)
     assert isinstance(gen.pipeline.vae, AutoencoderTiny)
     result = gen(PROMPT, seed=0, height=128, width=128)
     # The same tiny autoencoder on diffusers' own modules ("none"): the CPU kernels' 1/255 tolerance holds.
     plain = FewStepGenerator.from_pipeline(
-        "sdxl-turbo", load("sdxl-turbo").pipeline, optimize=Optimizations.preset("none", tiny_vae=tiny)
+        "sdxl-turbo", load("sdxl-turbo").pipeline, optimize=Optimizations.level("none", tiny_vae=tiny)
     )
     expected = np.asarray(plain(PROMPT, seed=0, height=128, width=128).images[0], np.int16)
     assert result.images[0].size == (128, 128) and expected.std() > 5
@@ -126,7 +133,7 @@ def test_from_pipeline_default_leaves_the_users_pipeline_as_it_was(
 
     before, first = snapshot(), image()
     tiny = tiny_autoencoder_tiny()
-    opts = Optimizations.preset("max", tiny_vae=tiny, engine=engine)  # every CPU swap, and a new VAE
+    opts = Optimizations.level("max", tiny_vae=tiny, engine=engine)  # every CPU swap, and a new VAE
     gen = FewStepGenerator.from_pipeline("sdxl-turbo", user, optimize=opts)
     gen.warmup(height=64, width=64)
     gen("a cat", seed=0, height=64, width=64)
@@ -150,17 +157,80 @@ def test_bad_optimize(optimize: Any, hint: str) -> None:
 
 def test_unknown_optimization_field() -> None:
     with pytest.raises(FastDiffError, match="fields of fastdiff.Optimizations"):
-        Optimizations.preset("default", turbo_mode=True)
+        Optimizations.level("default", turbo_mode=True)
+    with pytest.raises(FastDiffError, match="did you mean 'openvino'"):
+        Optimizations(engine="openvn")  # type: ignore[arg-type]
 
 
 def test_auto_switches_follow_the_device() -> None:
-    opts = Optimizations.preset("default", **TORCH)
-    cpu, cuda = opts.resolved(torch.device("cpu")), opts.resolved(torch.device("cuda"))
-    assert (cpu.channels_last, cpu.fuse_qkv, cpu.compile) == (False, False, False)
-    assert (cuda.channels_last, cuda.fuse_qkv, cuda.compile) == (True, True, True)
-    assert cuda.compile_mode == "reduce-overhead" and cpu.compile_mode is None
-    forced = Optimizations.preset("default", compile=True, compile_mode="max-autotune").resolved(torch.device("cpu"))
+    opts = Optimizations.level("default", **TORCH)
+    cpu, cuda, mps = opts.recipe_for("cpu"), opts.recipe_for("cuda"), opts.recipe_for("mps")
+    assert (cpu.channels_last, cpu.fuse_qkv, cpu.compile, cpu.bf16_vae) == (False, False, False, False)
+    assert (cuda.channels_last, cuda.fuse_qkv, cuda.compile, cuda.bf16_vae) == (True, True, True, True)
+    assert (mps.channels_last, mps.fuse_qkv, mps.compile, mps.bf16_vae) == (False, False, False, False)
+    assert cuda.compile_mode == "reduce-overhead" and cpu.compile_mode is None and mps.compile_mode is None
+    assert cpu.dtype is cuda.dtype is mps.dtype is None  # "auto": the torch engine computes as loaded
+    forced = Optimizations.level("default", compile=True, compile_mode="max-autotune").recipe_for("cpu")
     assert forced.compile is True and forced.compile_mode == "max-autotune"
+    assert Optimizations.level("none") == Optimizations()  # every field defaults to off
+    none = Optimizations().recipe_for("cuda")
+    assert not none.changes_modules and none.dtype is None and not none.bf16_vae  # bit-parity: no bf16 VAE
+
+
+def test_a_load_decides_its_recipe_once(load: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from fastdiff import recipe
+
+    pipe = load("sd-turbo").pipeline  # loaded (and decided) before counting
+    decided: list[Optimizations] = []
+    cpu = recipe._cpu
+    monkeypatch.setattr(recipe, "_cpu", lambda opts: decided.append(opts) or cpu(opts))
+    gen = FewStepGenerator.from_pipeline("sd-turbo", pipe, optimize="default")
+    assert decided == [Optimizations.level("default")] and gen.optimizations == Optimizations.level("default")
+    assert gen.recipe == cpu(Optimizations.level("default")) and gen.recipe.device == "cpu"
+
+
+def test_precision_is_one_knob_in_any_spelling() -> None:
+    for spelling in ("bf16", "bfloat16", torch.bfloat16):
+        assert Optimizations(precision=spelling).precision == "bf16"
+    assert Optimizations(precision=torch.float16) == Optimizations(precision="half") == Optimizations(precision="fp16")
+    for spelling in ("f32", "float32", torch.float32):
+        assert Optimizations(precision=spelling).precision == "fp32"
+    with pytest.raises(FastDiffError, match="precision must be 'auto', 'fp32', 'bf16', 'fp16'"):
+        Optimizations(precision="fp8")  # type: ignore[arg-type]
+    with pytest.raises(FastDiffError, match="precision must be"):
+        Optimizations(precision=torch.int8)
+    cuda = {p: Optimizations.level("default", precision=p).recipe_for("cuda") for p in (None, "auto", "fp16", "fp32")}
+    assert [(r.dtype, r.bf16_vae) for r in cuda.values()] == [
+        (None, False),  # as loaded: diffusers' fp32 upcast of an fp16 VAE
+        (None, True),
+        (torch.float16, True),  # an fp16 VAE in bf16: fp32's range, no upcast
+        (torch.float32, False),
+    ]
+
+
+def test_preset_is_a_deprecated_name_of_level() -> None:
+    with pytest.warns(DeprecationWarning, match=r"Optimizations\.preset is now Optimizations\.level"):
+        old = Optimizations.preset("max", engine="torch")
+    assert old == Optimizations.level("max", engine="torch")
+
+
+def test_the_precision_fields_before_precision_map_onto_it() -> None:
+    with pytest.warns(DeprecationWarning, match="compute_dtype= is now precision="):
+        assert Optimizations.level("default", compute_dtype=torch.bfloat16).precision == "bf16"
+    with pytest.warns(DeprecationWarning, match="leave it out"):
+        assert Optimizations.level("default", compute_dtype=None) == Optimizations.level("default")
+    with pytest.warns(DeprecationWarning, match="openvino_precision= is now precision="):
+        assert Optimizations.level("default", openvino_precision="f32").precision == "fp32"
+    refused = {
+        "bf16_vae": (True, "decided by precision"),
+        "compute_dtype": ("auto", "precision='bf16'"),
+        "openvino_precision": (None, "cpu_has_native_bf16"),
+    }
+    for old, (value, fix) in refused.items():
+        with pytest.raises(FastDiffError, match=re.escape(fix)):
+            Optimizations.level("default", **{old: value})
+    with pytest.raises(FastDiffError, match="pass precision= alone"), pytest.warns(DeprecationWarning):
+        Optimizations.level("default", compute_dtype=torch.float32, openvino_precision="f32")
 
 
 # lscpu's flags of the CPUs measured (docs/notes/performance-history.md), trimmed to the ones that decide
@@ -186,20 +256,23 @@ def test_bf16_is_chosen_only_where_it_is_faster(vendor: str, flags: set[str], pa
 
 
 @pytest.mark.parametrize("pays", [True, False])
-def test_the_levels_openvino_precision_follows_the_cpu(pays: bool, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("fastdiff.optimize.cpu_bf16_pays", lambda: pays)
-    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+def test_the_levels_openvino_precision_follows_the_cpu(
+    pays: bool, monkeypatch: pytest.MonkeyPatch, cpu_engine_default: None
+) -> None:
+    monkeypatch.setattr("fastdiff.recipe.cpu_bf16_pays", lambda: pays)
     for level in ("default", "max"):
-        assert Optimizations.preset(level).resolved(cpu).openvino_precision == ("bf16" if pays else "f32")
-    assert Optimizations.preset("default").resolved(cuda).openvino_precision == "f32"  # no bf16 CPU to pay
-    assert Optimizations.preset("default", compute_dtype="auto").resolved(cpu).compute_dtype == (
-        torch.bfloat16 if pays else None
-    )
-    # None is OpenVINO's own default (the bench's peer row); an explicit precision is kept
-    for given in (None, "f32", "bf16"):
-        assert Optimizations.preset("default", openvino_precision=given).resolved(cpu).openvino_precision == given
-    with pytest.raises(FastDiffError, match="openvino_precision must be one of"):
-        Optimizations.preset("default", openvino_precision="fp8").resolved(cpu)
+        recipe = Optimizations.level(level).recipe_for("cpu")
+        assert (recipe.engine, recipe.openvino_precision) == ("openvino", "bf16" if pays else "f32")
+        assert recipe.dtype is None  # OpenVINO takes the precision as its hint; the torch modules stay as loaded
+    cuda = Optimizations.level("default").recipe_for("cuda")
+    assert (cuda.engine, cuda.openvino_precision) == ("torch", None)  # no OpenVINO on CUDA
+    # the torch engine's "auto" on the CPU is the loaded dtype wherever bf16 pays: bf16 is opt-in there
+    assert Optimizations.level("default", engine="torch").recipe_for("cpu").dtype is None
+    # an explicit precision is kept; None is as loaded: OpenVINO computes f32, the dtype it converts from
+    for given, hint in ((None, "f32"), ("fp32", "f32"), ("bf16", "bf16")):
+        assert Optimizations.level("default", precision=given).recipe_for("cpu").openvino_precision == hint
+    with pytest.raises(FastDiffError, match="engine='torch' for fp16"):
+        Optimizations.level("default", precision="fp16").recipe_for("cpu")
 
 
 def test_this_cpu_reads_its_own_flags() -> None:

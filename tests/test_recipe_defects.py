@@ -42,7 +42,7 @@ def test_embedding_cache_forgets_after_weights_changed(load: Any, small_sizes: N
 
 
 def test_from_pipeline_takes_a_compiled_pipeline(load: Any, tmp_path: Path, small_sizes: None) -> None:
-    recipe = Optimizations.preset("none", compile=True, compile_backend="eager")
+    recipe = Optimizations.level("none", compile=True, compile_backend="eager")
     mine_to_change = copy.deepcopy(
         load("sdxl-turbo").pipeline
     )  # the checkpoint goes into this UNet, not the shared one
@@ -62,7 +62,7 @@ def test_warmup_and_optimize_touch_no_process_wide_state(load: Any, monkeypatch:
         raise AssertionError("process-wide state changed")
 
     monkeypatch.setattr(torch.__future__, "set_overwrite_module_params_on_conversion", refuse)
-    recipe = Optimizations.preset("default", compile=False, compute_dtype=torch.bfloat16)
+    recipe = Optimizations.level("default", compile=False, precision="bf16", engine="torch")
     gen = FewStepGenerator.from_pipeline("sd-turbo", load("sd-turbo").pipeline, optimize=recipe)
     assert gen.dtype == torch.bfloat16 and load("sd-turbo").dtype == torch.float32
     filters = list(warnings.filters)

@@ -74,15 +74,15 @@ def _compare(images: np.ndarray, exact: np.ndarray, kind: str) -> None:
 
 def test_default_on_the_cpu_keeps_a_trained_models_image(exact: FewStepGenerator, exact_images: np.ndarray) -> None:
     gen = FewStepGenerator.from_pipeline("fastdiff-shapes", exact.pipeline, optimize="default")
-    assert gen.optimizations.engine == "openvino"
-    _compare(_images(gen), exact_images, gen.optimizations.openvino_precision or "f32")
+    assert gen.recipe.engine == "openvino" and gen.recipe.openvino_precision is not None
+    _compare(_images(gen), exact_images, gen.recipe.openvino_precision)
 
 
 def test_int8_weights_keep_a_trained_models_image_within_their_bound(
     exact: FewStepGenerator, exact_images: np.ndarray
 ) -> None:
     pytest.importorskip("nncf", reason="int8 weights need `pip install 'fastdiff[int8]'`")
-    opts = Optimizations.preset("default", openvino_precision="f32", openvino_weights="int8")
+    opts = Optimizations.level("default", precision="fp32", openvino_weights="int8")
     _compare(
         _images(FewStepGenerator.from_pipeline("fastdiff-shapes", exact.pipeline, optimize=opts)), exact_images, "int8"
     )

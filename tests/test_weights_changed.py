@@ -23,8 +23,8 @@ from .images import psnr
 CALL: dict[str, Any] = {"steps": 4, "guidance_scale": 1.0, "height": 64, "width": 64}
 LEVELS = {
     "none": "none",
-    "default, torch engine": Optimizations.preset("default", engine="torch"),
-    "default, OpenVINO f32": Optimizations.preset("default", engine="openvino", openvino_precision="f32"),
+    "default, torch engine": Optimizations.level("default", engine="torch"),
+    "default, OpenVINO f32": Optimizations.level("default", engine="openvino", precision="fp32"),
 }
 # f32 everywhere: "none" and torch's "default" are bit-exact; OpenVINO reorders sums (0-1 steps,
 # test_openvino_engine.py); stale weights move the image by the whole change (a mean of several steps).

@@ -16,7 +16,7 @@ from .presets import Checkpoint, Preset
 
 if TYPE_CHECKING:
     from .generator import FewStepGenerator
-    from .optimize import Optimizations
+    from .recipe import Optimizations
     from .result import GenerationResult
 
 __version__ = "0.1.0"
@@ -33,7 +33,7 @@ __all__ = [
     "presets",
 ]
 
-_LAZY = {"FewStepGenerator": ".generator", "Optimizations": ".optimize", "GenerationResult": ".result"}
+_LAZY = {"FewStepGenerator": ".generator", "Optimizations": ".recipe", "GenerationResult": ".result"}
 
 
 def __getattr__(name: str) -> object:

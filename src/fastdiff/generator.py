@@ -9,7 +9,6 @@ session, bulk runs) is `fastdiff.serving`.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -33,8 +32,9 @@ from .errors import FastDiffError
 from .families import family
 from .loading import adopt, load, load_tiny_vae, tiny_vae_identity
 from .openvino_engine import expected_shapes, openvino_forwards
-from .optimize import Optimizations, apply_optimizations, resolve_optimizations
+from .optimize import apply_optimizations
 from .presets import Preset
+from .recipe import Optimizations, Recipe, decide_recipe
 from .result import GenerationResult, joined
 from .serving.coalescing import BatchStats, coalescer_for
 from .serving.mapping import map_prompts
@@ -51,8 +51,9 @@ class FewStepGenerator:
     """Run a few-step model exactly as its model card does, with checked inputs and per-stage timings.
 
     Build one with `from_preset` (loads weights) or `from_pipeline` (wraps a pipeline you already have), then
-    call it: `gen("a cat", steps=1, seed=0).images[0]`. `optimizations` is the recipe that was applied, decided
-    for the device. Change weights after load through the generator (`load_lora`, `load_checkpoint`) or, after
+    call it: `gen("a cat", steps=1, seed=0).images[0]`. `optimizations` is what was asked (a level's
+    `Optimizations`), `recipe` what it decided for the device and applied (`Recipe`: engine, dtypes, compile...).
+    Change weights after load through the generator (`load_lora`, `load_checkpoint`) or, after
     writing `gen.pipeline`'s weights yourself, call `weights_changed()`: `weights` tells every cache which
     weights it derived from.
     """
@@ -62,19 +63,20 @@ class FewStepGenerator:
         preset: Preset,
         pipe: Any,
         *,
-        optimizations: Optimizations | None = None,
+        optimizations: Optimizations | Recipe | None = None,
         max_batch: int | None = None,
         max_wait_ms: float = 0.0,
         weights: WeightsIdentity | None = None,
     ) -> None:
         self.preset = preset
         self.pipeline = pipe
-        self.optimizations = (optimizations or Optimizations()).resolved(self.device)
+        self.recipe = decide_recipe(optimizations or "none", self.device)  # a Recipe is kept as decided
+        self.optimizations = self.recipe.optimizations
         self.adapter = family(preset.family).adapter
         self.weights = weights or WeightsIdentity(None)
         self._adapters: dict[str, float] = {}  # unfused LoRAs of `load_lora(fuse=False)` and their scales
-        self.embedding_cache = EmbeddingCache(self.optimizations.embedding_cache_size)
-        self._shapes = CompiledShapes(enabled=bool(self.optimizations.compile))
+        self.embedding_cache = EmbeddingCache(self.recipe.embedding_cache_size)
+        self._shapes = CompiledShapes(enabled=self.recipe.compile)
         self._img2img = AutoPipelineForImage2Image.from_pipe(pipe)
         self._clock = make_clock(self.device)
         self._lock = threading.RLock()  # one pipeline call at a time: diffusers pipelines keep per-call state
@@ -108,7 +110,7 @@ class FewStepGenerator:
         local_files_only: bool | None = None,
         cache_dir: str | Path | None = None,
         allow_pickle: bool = False,
-        optimize: str | Optimizations = "default",
+        optimize: str | Optimizations | Recipe = "default",
         max_batch: int | None = None,
         max_wait_ms: float = 0.0,
     ) -> FewStepGenerator:
@@ -118,31 +120,32 @@ class FewStepGenerator:
         hub repo id of the same family. `checkpoint`: None for the preset's UNet/LoRA file from the hub, or a
         local file. `allow_pickle` opts in to pickle files (`.bin`, `.pt`, `.ckpt`; DMD2's UNets), which
         `torch.load` unpickles. `optimize`: "none" (bit-parity with diffusers), "default" (speedups within a
-        tested tolerance of "none"), "max" (also the tiny autoencoder), or an `Optimizations`. `max_batch`: the
-        most images one pipeline call makes when concurrent calls are coalesced (None: by device; 1: never
-        coalesce); `max_wait_ms`: how long a batch may wait to fill (0: never wait).
+        tested tolerance of "none"), "max" (also the tiny autoencoder), or an `Optimizations`, decided once for
+        `device` (`gen.recipe`). `dtype` is the dtype the weights load in (None: the one `optimize`'s precision
+        casts the torch engine's modules to, else float16 on accelerators and float32 on the CPU);
+        `Optimizations.precision` is what the optimized modules then compute in, so `dtype="float32"` with
+        `precision="fp16"` loads fp32 weights and computes in fp16 copies of them. `max_batch`: the most images
+        one pipeline call makes when concurrent calls are coalesced (None: by device; 1: never coalesce);
+        `max_wait_ms`: how long a batch may wait to fill (0: never wait).
         """
         spec = preset_table.get(preset)
         target = resolve_device(device)
-        opts = resolve_optimizations(optimize)
-        if dtype is not None and opts.compute_dtype == "auto":  # the dtype asked for wins over "auto"
-            opts = dataclasses.replace(opts, compute_dtype=None)
-        opts = opts.resolved(target)
-        torch_dtype = opts.compute_dtype if isinstance(opts.compute_dtype, torch.dtype) else None
-        torch_dtype = torch_dtype or resolve_dtype(dtype, target)
+        recipe = decide_recipe(optimize, target)
+        # loaded in the precision it will compute in, where no dtype is asked: no cast, no second copy
+        torch_dtype = recipe.dtype if dtype is None and recipe.dtype is not None else resolve_dtype(dtype, target)
         check_flag("local_files_only", local_files_only, optional=True)
         check_flag("allow_pickle", allow_pickle)
         hub: dict[str, Any] = {"local_files_only": local_files_only, "cache_dir": cache_dir, "dtype": torch_dtype}
         pipe, provenance = load(spec, source=source, checkpoint=checkpoint, allow_pickle=allow_pickle, **hub)
         tiny = None
-        if opts.tiny_vae is not None:
-            tiny = load_tiny_vae(opts.tiny_vae, spec, **hub)
-            tiny_origin = tiny_vae_identity(opts.tiny_vae, spec, cache_dir=cache_dir)
+        if recipe.tiny_vae is not None:
+            tiny = load_tiny_vae(recipe.tiny_vae, spec, **hub)
+            tiny_origin = tiny_vae_identity(recipe.tiny_vae, spec, cache_dir=cache_dir)
             provenance = None if provenance is None or tiny_origin is None else (*provenance, f"vae={tiny_origin}")
         weights = WeightsIdentity(provenance)
         keys = _weights_keys(pipe, weights)
-        pipe = apply_optimizations(pipe.to(target), opts, tiny_vae=tiny, weights_keys=keys)
-        return cls(spec, pipe, optimizations=opts, max_batch=max_batch, max_wait_ms=max_wait_ms, weights=weights)
+        pipe = apply_optimizations(pipe.to(target), recipe, tiny_vae=tiny, weights_keys=keys)
+        return cls(spec, pipe, optimizations=recipe, max_batch=max_batch, max_wait_ms=max_wait_ms, weights=weights)
 
     @classmethod
     def from_pipeline(
@@ -152,7 +155,7 @@ class FewStepGenerator:
         *,
         checkpoint: str | Path | None = None,
         allow_pickle: bool = False,
-        optimize: str | Optimizations = "none",
+        optimize: str | Optimizations | Recipe = "none",
         max_batch: int | None = None,
         max_wait_ms: float = 0.0,
         cache_key: str | None = None,
@@ -162,32 +165,31 @@ class FewStepGenerator:
         The generator gets its own pipeline object sharing `pipe`'s modules, with the preset's scheduler, so
         `pipe` keeps its scheduler and stays usable. A `checkpoint` file is loaded into the shared UNet.
         `optimize` defaults to "none" here; other levels apply the recipe `from_preset` applies on the pipeline's
-        device, to fastdiff's own copies of the modules, which share the weight tensors with `pipe` (no second
-        copy of the weights) and leave `pipe` as it was. A compiled pipeline (a generator's `.pipeline` on CUDA)
-        is accepted: its modules are used uncompiled and compiled once more only if the recipe says so.
+        device (a `Recipe` is applied as decided, for whichever device), to fastdiff's own copies of the modules,
+        which share the weight tensors with `pipe` (no second copy of the weights) and leave `pipe` as it was. A
+        compiled pipeline (a generator's `.pipeline` on CUDA) is accepted: its modules are used uncompiled and
+        compiled once more only if the recipe says so.
         `max_batch`, `max_wait_ms`: as in `from_preset`. `cache_key`: a name of `pipe`'s weights that no other
         weights share (e.g. the repo id and revision they came from), under which the OpenVINO engine keeps its
         converted models on disk; without it they are named by a hash of the weights, computed once per module.
         """
         spec = preset_table.get(preset)
-        opts = resolve_optimizations(optimize)
         check_flag("allow_pickle", allow_pickle)
-        opts = opts.resolved(torch.device(pipe._execution_device))
-        if offloaded(pipe) and opts.changes_modules:
+        recipe = decide_recipe(optimize, torch.device(pipe._execution_device))
+        if offloaded(pipe) and recipe.changes_modules:
             raise FastDiffError("a pipeline with CPU offload hooks takes optimize='none' (its modules move per call)")
         own = adopt(spec, pipe, checkpoint=checkpoint, allow_pickle=allow_pickle)
         tiny = None
-        if opts.tiny_vae is not None:
-            dtype = opts.compute_dtype if isinstance(opts.compute_dtype, torch.dtype) else own.unet.dtype
-            tiny = load_tiny_vae(opts.tiny_vae, spec, dtype=dtype)
+        if recipe.tiny_vae is not None:
+            tiny = load_tiny_vae(recipe.tiny_vae, spec, dtype=recipe.dtype or own.unet.dtype)
         if cache_key is not None and not isinstance(cache_key, str):
             raise FastDiffError(
                 f"cache_key must be a str naming the pipeline's weights, not {type(cache_key).__name__}"
             )
-        given = None if cache_key is None or opts.tiny_vae is not None else (f"cache_key={cache_key}",)
+        given = None if cache_key is None or recipe.tiny_vae is not None else (f"cache_key={cache_key}",)
         weights = WeightsIdentity(given)
-        own = apply_optimizations(own, opts, tiny_vae=tiny, weights_keys=_weights_keys(own, weights))
-        return cls(spec, own, optimizations=opts, max_batch=max_batch, max_wait_ms=max_wait_ms, weights=weights)
+        own = apply_optimizations(own, recipe, tiny_vae=tiny, weights_keys=_weights_keys(own, weights))
+        return cls(spec, own, optimizations=recipe, max_batch=max_batch, max_wait_ms=max_wait_ms, weights=weights)
 
     def __call__(
         self,
@@ -385,7 +387,7 @@ class FewStepGenerator:
     @property
     def warmup_runs(self) -> int:
         """Calls at a new shape before the steady state: two with CUDA graphs (the second records the graph)."""
-        return 2 if self.optimizations.cuda_graphs else 1
+        return 2 if self.recipe.cuda_graphs else 1
 
     def warmup(
         self,

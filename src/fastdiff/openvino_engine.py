@@ -10,8 +10,8 @@ bf16 tensors) runs the torch forward instead, so a wrapped module is correct on 
 inside `torch_forwards()` (FLOP counting). A batch runs item by item through the model compiled for one item
 (`_split_batch`), so a new batch size converts nothing; many threads may call at once.
 
-The precision is `precision` ("f32", "bf16"; the levels pass the one `Optimizations.resolved` chose), or with
-None OpenVINO's own default for the CPU (bf16 wherever avx512_bf16 is present, f32 elsewhere: the peer row's).
+The precision is `precision` ("f32", "bf16": the `Recipe`'s `openvino_precision`, from `Optimizations.precision`),
+or with None OpenVINO's own default for the CPU (bf16 wherever avx512_bf16 is present, f32 elsewhere: the peer row's).
 A module's weights are read when a shape converts. Weight changes are explicit (`weights.WeightsIdentity`): the
 generator calls `weights_changed` on every wrapped module after a change, which drops the compiled models; nothing
 checks the weights per call.

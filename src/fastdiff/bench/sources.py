@@ -138,7 +138,7 @@ class RandomSource:
             if scenario.runner == "openvino":
                 pipe = openvino_pipeline(pipe, cache_key=key)
             elif scenario.runner == "fastdiff":
-                optimize = Optimizations.preset(
+                optimize = Optimizations.level(
                     scenario.optimize, tiny_vae=self._tiny_vae(scenario), openvino_weights=scenario.openvino_weights
                 )
                 generator = FewStepGenerator.from_pipeline(scenario.preset, pipe, optimize=optimize, cache_key=key)
@@ -201,7 +201,7 @@ class HubSource:
                     device=self.device,
                     dtype=self.dtype,
                     cache_dir=self.cache_dir,
-                    optimize=Optimizations.preset(scenario.optimize, openvino_weights=scenario.openvino_weights),
+                    optimize=Optimizations.level(scenario.optimize, openvino_weights=scenario.openvino_weights),
                 )
                 pipe: Any = gen.pipeline
             else:

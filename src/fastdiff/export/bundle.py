@@ -38,10 +38,10 @@ class OnnxExport:
 
 def _check_exportable(generator: Any) -> None:
     """Export traces the float32 CPU modules as loaded: refuse a generator whose modules were cast or compiled."""
-    opts = generator.optimizations
-    if generator.device.type != "cpu" or generator.dtype != torch.float32 or opts.changes_modules:
+    recipe = generator.recipe
+    if generator.device.type != "cpu" or generator.dtype != torch.float32 or recipe.changes_modules:
         raise FastDiffError(
-            f"ONNX export needs a float32 CPU generator with unchanged modules, got {generator!r} with {opts}; "
+            f"ONNX export needs a float32 CPU generator with unchanged modules, got {generator!r} with {recipe}; "
             "load it with FewStepGenerator.from_preset(name, device='cpu', dtype='float32', optimize='none')"
         )
 
