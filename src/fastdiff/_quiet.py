@@ -82,6 +82,7 @@ _NOISE: dict[str, Callable[[], None]] = {
 # this one lock, so fastdiff's own blocks never interleave (the long ones, conversions, use every core anyway). A
 # filter some other code changes in another thread *during* a block is still undone on exit: the price of leaving
 # the process-wide filters alone at import. (A logging filter cannot catch these: they are warnings, not records.)
+# No block waits for another thread while it holds the lock (a load, a conversion, a FLOP count run in place).
 _filters_lock = threading.RLock()
 
 
