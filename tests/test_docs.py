@@ -160,4 +160,4 @@ def test_python_blocks_run(page: Path) -> None:
         exec(compile(block, f"{page.name}[block {i}]", "exec"), namespace)
         ran += 1
     if not ran:
-        pytest.skip("no block of this page can run offline on a CPU (see CANNOT_RUN)")
+        pytest.skip("no python block to run: none on the page, or each in CANNOT_RUN")

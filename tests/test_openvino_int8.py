@@ -130,6 +130,7 @@ def test_int8_full_unet_within_tolerance_of_none(load: Any, hub_cache: Path, ov_
     assert any("I8" in k for k in kernels), f"the UNet's convolutions do not run int8 kernels: {kernels}"
 
 
+@pytest.mark.filterwarnings("ignore:`torch\\.jit\\.trace:DeprecationWarning")  # OpenVINO's converter, called here
 def test_linears_as_convolutions_keeps_the_sums() -> None:
     from fastdiff.openvino_int8 import linears_as_convolutions
 

@@ -39,11 +39,12 @@ def install() -> None:
 
 
 def _tracing() -> None:
-    # Tracing diffusers/transformers code warns about what a trace cannot see (the graph is specialized to static
-    # shapes on purpose) and about deprecations of the tracer itself and of diffusers' attributes it reads.
+    # Tracing warns about what a trace cannot see (the graph is specialized to static shapes on purpose: from
+    # diffusers', transformers', torch's and fastdiff's own sub-pixel code alike) and about deprecations of the
+    # tracer itself and of the transformers attributes it reads.
     from torch.jit import TracerWarning  # type: ignore[attr-defined]
 
-    warnings.filterwarnings("ignore", category=TracerWarning, module=r"(diffusers|transformers|torch)\.")
+    warnings.filterwarnings("ignore", category=TracerWarning)
     warnings.filterwarnings(
         "ignore", message=r"`torch\.jit\.trace(_method)?` is deprecated", category=DeprecationWarning
     )
