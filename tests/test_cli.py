@@ -120,3 +120,24 @@ def test_optimize_none_writes_exactly_diffusers_image(command: str, tmp_path: Pa
         got = np.asarray(img.convert("RGB"))
     assert expected.std() > 5, "a flat reference image would prove nothing"
     assert np.array_equal(got, expected)
+
+
+@pytest.mark.usefixtures("cpu_engine_default")
+def test_generate_times_the_engines_warmup_apart(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastdiff import openvino_cache
+
+    monkeypatch.setenv("FASTDIFF_CACHE", str(tmp_path))  # nothing converted yet
+    openvino_cache._live.clear()
+    args = ["generate", "a red circle on a blue background", "--preset", "fastdiff-shapes", "--device", "cpu"]
+    for run in ("converts", "reads the disk cache"):
+        assert main([*args, "--output", str(tmp_path / "shape.png")]) == 0, run
+        out, err = capsys.readouterr()
+        notices = [line for line in err.splitlines() if "OpenVINO" in line]
+        said = ["warning: OpenVINO converted the text encoder, UNet and VAE decoder for 64x64"]
+        assert [n[: len(said[0])] for n in notices] == (said if run == "converts" else []), err
+        timings = out.splitlines()[-1]
+        assert "decode" in timings and "s readying the CPU engine for this size" in timings, timings
+        assert timings.index("total") < timings.index("readying")  # the image's own total, then the warm-up
+        openvino_cache._live.clear()  # the next run as a new process

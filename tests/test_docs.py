@@ -6,12 +6,16 @@ import ast
 import importlib.util
 import inspect
 import re
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 import pytest
+from PIL import Image
 
-from fastdiff import FewStepGenerator, presets
+from fastdiff import FastDiffWarning, FewStepGenerator, presets
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 PYTHON_BLOCK = re.compile(r"^```python\n(.*?)^```", re.MULTILINE | re.DOTALL)
@@ -97,3 +101,63 @@ def test_documented_calls_use_real_arguments_and_presets(page: Path) -> None:
     for name in re.findall(r"(?:--preset|fastdiff download) ([\w.-]+)", text):
         if name != "NAME":
             assert name in known, f"{page.name}: unknown preset {name!r} in a command"
+
+
+# Blocks that cannot run here, found by a phrase of theirs (not their position: the docs change), with why.
+CANNOT_RUN = {
+    "your-org/your-sdxl-finetune": "a placeholder repo id for the reader's own fine-tune",
+    "h1t/TCD-SDXL-LoRA": "a LoRA repo the test hub cache does not hold",
+    "teacher_pipe": "trains for 2000 steps from the reader's own teacher pipeline",
+    'source="/models/': "the reader's own local folders and files",
+    'Optimizations.preset("max"': "torch.compile takes minutes on a CPU",
+    'to("cuda")': "loads with diffusers straight onto a CUDA device",
+    "my_style.safetensors": "the reader's own LoRA and UNet files",
+    "ipywidgets": "a Jupyter cell: widgets and the notebook's running event loop",
+}
+SIZE = 64  # every preset run at 64x64: the tiny models at 1024² take seconds a call on 2 cores
+
+
+@pytest.fixture
+def offline_docs(hub_cache: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The docs' code as a reader runs it on this machine, without network or GPU: every preset's tiny weights
+    under the real repo ids in the hub cache, loaded on the CPU in float32 at 64x64, in a folder of its own."""
+    import huggingface_hub.constants
+
+    from fastdiff import schedulers
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub_cache))  # diffusers' own loads too
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    load = FewStepGenerator.from_preset.__func__  # type: ignore[attr-defined]
+
+    def offline(cls: type[FewStepGenerator], preset: str | presets.Preset, **options: Any) -> FewStepGenerator:
+        options.update(device="cpu", dtype=None, cache_dir=hub_cache, local_files_only=True)
+        return load(cls, presets.replace(presets.get(preset), height=SIZE, width=SIZE), **options)
+
+    monkeypatch.setattr(FewStepGenerator, "from_preset", classmethod(offline))
+    monkeypatch.setattr(presets, "_REGISTRY", dict(presets._REGISTRY))  # what a page registers stays on the page
+    monkeypatch.setattr(schedulers, "RECIPES", dict(schedulers.RECIPES))
+    monkeypatch.chdir(tmp_path)
+    Image.new("RGB", (SIZE, SIZE), (90, 120, 200)).save(tmp_path / "sketch.png")  # quickstart's img2img input
+    with warnings.catch_warnings():
+        # explicit 512x512 calls (warm-ups) on presets whose size is set to 64 here
+        warnings.filterwarnings("ignore", message=r".*was trained at", category=FastDiffWarning)
+        yield
+
+
+RUN_PAGES = sorted(DOCS.glob("*.md"))
+
+
+@pytest.mark.usefixtures("offline_docs")
+@pytest.mark.parametrize("page", RUN_PAGES, ids=[p.name for p in RUN_PAGES])
+def test_python_blocks_run(page: Path) -> None:
+    """Each page's blocks in order, in one namespace (a later block uses an earlier one's `gen`), unless listed."""
+    namespace: dict[str, Any] = {"__name__": f"docs_{page.stem}"}
+    ran = 0
+    for i, block in enumerate(_blocks(page)):
+        if any(phrase in block for phrase in CANNOT_RUN):
+            continue
+        exec(compile(block, f"{page.name}[block {i}]", "exec"), namespace)
+        ran += 1
+    if not ran:
+        pytest.skip("no python block to run: none on the page, or each in CANNOT_RUN")

@@ -83,7 +83,7 @@ def test_int8_unet_within_tolerance_of_none(
     cfg = bool(guidance and guidance > 1)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*was trained at", category=FastDiffWarning)
-        warnings.filterwarnings("ignore", message="OpenVINO: first call", category=FastDiffWarning)
+        warnings.filterwarnings("ignore", message="OpenVINO converted", category=FastDiffWarning)
         reference, ours = _image(exact, **call), _image(fast, **call)
     diff = np.abs(reference - ours)
     print(f"{name}: int8 UNet max {diff.max()}/255, PSNR {psnr(reference, ours):.1f} dB")
@@ -109,7 +109,7 @@ def test_int8_full_unet_within_tolerance_of_none(load: Any, hub_cache: Path, ov_
     before = set(ov_cache.glob("openvino/*/model.xml"))
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=r".*was trained at", category=FastDiffWarning)
-        warnings.filterwarnings("ignore", message="OpenVINO: first call", category=FastDiffWarning)
+        warnings.filterwarnings("ignore", message="OpenVINO converted", category=FastDiffWarning)
         reference, ours = _image(exact), _image(fast)
         other = {"prompt": "a red bicycle", "seed": 5, **SIZE}  # not the calibration's inputs
         reference2 = np.asarray(exact(**other).images[0], np.int16)
@@ -130,6 +130,7 @@ def test_int8_full_unet_within_tolerance_of_none(load: Any, hub_cache: Path, ov_
     assert any("I8" in k for k in kernels), f"the UNet's convolutions do not run int8 kernels: {kernels}"
 
 
+@pytest.mark.filterwarnings("ignore:`torch\\.jit\\.trace:DeprecationWarning")  # OpenVINO's converter, called here
 def test_linears_as_convolutions_keeps_the_sums() -> None:
     from fastdiff.openvino_int8 import linears_as_convolutions
 

@@ -4,18 +4,22 @@ final latents out, through the diffusers pipeline's own denoising loop (so the s
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from typing import Any
 
 import torch
 
 from .adapters import Embeddings, ModelAdapter
 from .conventions import input_size
+from .openvino_engine import compile_log
 from .presets import Preset
 from .result import GenerationResult
 from .schedulers import img2img_schedule
 from .validation import Request
 
-__all__ = ["batch_key", "denoise", "generate_batch", "per_image_embeddings"]
+__all__ = ["STAGES", "batch_key", "denoise", "generate_batch", "per_image_embeddings"]
+
+STAGES = ("encode", "denoise", "decode")
 
 
 def batch_key(request: Request) -> tuple[Any, ...]:
@@ -111,16 +115,26 @@ def generate_batch(
     embed: Callable[[Request], Embeddings],
     clock: Callable[[], float],
 ) -> list[GenerationResult]:
-    """encode → denoise → decode for compatible `requests`, timed per stage (the batch's time, in each result)."""
-    start = clock()
-    embeds = [embed(r) for r in requests]
-    encoded = clock()
-    latents = denoise(preset, adapter, pipes, requests, embeds)
-    denoised = clock()
-    images = adapter.decode(pipes[0], latents)
-    done = clock()
-    timings = {"encode": encoded - start, "denoise": denoised - encoded, "decode": done - denoised}
-    timings["total"] = done - start
+    """encode → denoise → decode for compatible `requests`, timed per stage (the batch's time, in each result).
+
+    The seconds the CPU engine spent making a module ready for a new shape are timed apart ("compile"), out of the
+    stages and the total: those are the image's own time, what every later call at this shape takes."""
+    with compile_log() as compiled:
+        marks = [(clock(), 0.0)]  # (clock, compile seconds so far) at each stage's end
+        embeds = [embed(r) for r in requests]
+        marks.append((clock(), compiled.seconds))
+        latents = denoise(preset, adapter, pipes, requests, embeds)
+        marks.append((clock(), compiled.seconds))
+        images = adapter.decode(pipes[0], latents)
+        marks.append((clock(), compiled.seconds))
+    compiled.announce(f"{images[0].width}x{images[0].height}")
+    timings = {
+        stage: (end - begin) - (compiled_by_end - compiled_by_begin)
+        for stage, ((begin, compiled_by_begin), (end, compiled_by_end)) in zip(STAGES, pairwise(marks), strict=True)
+    }
+    timings["total"] = sum(timings.values())
+    if compiled.seconds:
+        timings["compile"] = compiled.seconds
     own = requests[0].pass_through  # a call with its own generators runs alone: they name its images' seeds
     image_seeds = own.image_seeds(len(images)) if own is not None else ()
     results, first = [], 0

@@ -77,12 +77,13 @@ class PromptEncoder:
         self._tokenizer_lock = threading.Lock()
 
     def warn_if_truncated(self, prompt: str, negative_prompt: str | None, guidance: bool) -> None:
-        """On a cache miss only (no per-call tokenizing): warn when CLIP will cut the prompt."""
-        from .validation import warn_truncation
+        """On a cache miss only (no per-call tokenizing): warn when CLIP will cut the prompt (or, on a shipped toy
+        model, when it names words the model never saw)."""
+        from .validation import warn_prompt
 
         if (prompt, negative_prompt if guidance else None, guidance) not in self.cache:
             with self._tokenizer_lock:
-                warn_truncation(self.pipe.tokenizer, prompt)
+                warn_prompt(self.pipe, prompt)
 
     def __call__(self, prompt: str, negative_prompt: str | None, guidance: bool) -> Embeddings:
         """The embeddings of one image's prompt, cached."""

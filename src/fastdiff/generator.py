@@ -248,7 +248,7 @@ class FewStepGenerator:
         pipe = self.pipeline if requests[0].image is None else self._img2img
         passed = pass_through(kwargs, images=total, device=self.device, tensor_inputs=pipe._callback_tensor_inputs)
         requests = numbered(requests, seed=kwargs["seed"], passed=passed)
-        self._shapes.warn_if_new(replace(requests[0], num_images=total), stacklevel=3)
+        self._shapes.warn_if_new(replace(requests[0], num_images=total))
         for r in requests:  # in this thread
             self._encoder.warn_if_truncated(r.prompt, r.negative_prompt, r.guidance)
         if self.coalescing is None:

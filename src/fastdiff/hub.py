@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -24,6 +23,7 @@ from huggingface_hub import (
 )
 from huggingface_hub.errors import HfHubHTTPError
 
+from ._quiet import silenced
 from .errors import FastDiffError
 from .presets import Preset, is_shipped
 
@@ -119,8 +119,7 @@ def _missing_error(
 def quietly(fetch: Callable[[bool], T], local: bool) -> T:
     """`fetch(local)` without the `local_dir_use_symlinks` warning diffusers still triggers in huggingface_hub on
     every load: noise the user can do nothing about (diffusers #1057-style warning fatigue)."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*local_dir_use_symlinks.*", category=UserWarning)
+    with silenced("hub"):
         return fetch(local)
 
 

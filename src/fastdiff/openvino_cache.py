@@ -17,7 +17,6 @@ import hashlib
 import os
 import shutil
 import threading
-import warnings
 import weakref
 from collections.abc import Callable, Sequence
 from importlib.metadata import version as package_version
@@ -26,8 +25,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.jit import TracerWarning  # type: ignore[attr-defined]
 
+from ._quiet import silenced
 from .errors import FastDiffError
 from .openvino_int8 import REVISIONS, compress_weights, nncf_usable, quantize_fully
 
@@ -149,26 +148,6 @@ def _key(
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 
-def _silence_tracing_warnings() -> None:
-    """Tracing diffusers/transformers code for OpenVINO warns about what tracing cannot see (the traced graph is
-    specialized to static shapes on purpose) and about deprecations no fastdiff user can act on. These filters
-    are installed once, when fastdiff is imported, and are narrow (by category and the warning module), because
-    a `warnings.catch_warnings()` around each conversion would flip the process-wide filters under other
-    threads' feet."""
-    warnings.filterwarnings("ignore", category=TracerWarning, module=r"(diffusers|transformers|torch)\.")
-    warnings.filterwarnings(
-        "ignore", message=r"`torch\.jit\.trace(_method)?` is deprecated", category=DeprecationWarning,
-        module=r"(openvino|torch)\.",
-    )  # fmt: skip
-    warnings.filterwarnings(
-        "ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning,
-        module=r"(diffusers|transformers|torch|openvino)\.",
-    )  # fmt: skip
-
-
-_silence_tracing_warnings()
-
-
 def compiled_model(
     module: nn.Module,
     weights_key: str,
@@ -180,28 +159,30 @@ def compiled_model(
     use_cache: bool = True,
     weights: str | None = None,
     calibration: Sequence[Sequence[torch.Tensor]] = (),
-) -> Shared:
+) -> tuple[Shared, bool]:
     """`call(*example)` (tensors in, a tuple of tensors out, computed by `module`'s weights, named `weights_key`)
     as a compiled OpenVINO model for the example's shapes: the one this process holds already, else the disk
     cache's, else converted now (and cached). `weights="int8"` compresses the weights with NNCF first,
     `"int8-full"` quantizes weights and activations with ranges measured on the example and the `calibration`
     inputs (`WEIGHT_FORMATS`; the IR cached under the key was calibrated on the inputs of the call that converted
-    it)."""
+    it). Returned with whether it was converted now (False: held already, or read from the disk cache)."""
     check_weight_format(weights)
     key = _key(weights_key, module, example, names, weights)
     live = f"{key}:{effective_precision(precision)}:{torch.get_num_threads()}"
     with _lock:
         held = _live.get(live)
     if held is not None:
-        return held
+        return held, False
     model = _load(key, use_cache, precision)
+    converted = model is None
     if model is None:
         samples = [example, *calibration]
-        model = _convert_and_compile(key, module, call, samples, names, precision, use_cache, weights)
+        with silenced("tracing"):  # tracing's notes on diffusers' code (and NNCF's calibration runs)
+            model = _convert_and_compile(key, module, call, samples, names, precision, use_cache, weights)
     shared = Shared(model)
     with _lock:
         _live[live] = shared
-    return shared
+    return shared, converted
 
 
 def _load(key: str, use_cache: bool, precision: str | None) -> Any:

@@ -23,7 +23,6 @@ import inspect
 import threading
 import time
 import types
-import warnings
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
@@ -33,13 +32,21 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from .errors import FastDiffWarning
+from .errors import warn
 from .openvino_cache import compiled_model
 from .openvino_int8 import latent_redraws
 from .subpixel import use_subpixel_upsampling
 from .weights import weights_hash
 
-__all__ = ["OpenVINOForward", "expected_shapes", "openvino_forwards", "torch_forwards", "use_openvino"]
+__all__ = [
+    "CompileLog",
+    "OpenVINOForward",
+    "compile_log",
+    "expected_shapes",
+    "openvino_forwards",
+    "torch_forwards",
+    "use_openvino",
+]
 
 Kind = Literal["unet", "text_encoder", "decoder"]
 _OPTIONS: dict[Kind, tuple[str, ...]] = {
@@ -51,6 +58,8 @@ _DICTS = ("added_cond_kwargs",)  # SDXL's text_embeds and time_ids
 _DTYPES = (torch.float32, torch.int64, torch.int32)
 _quiet: ContextVar[bool] = ContextVar("fastdiff_openvino_quiet", default=False)
 _torch_only: ContextVar[bool] = ContextVar("fastdiff_openvino_torch_only", default=False)
+_NAMES: dict[Kind, str] = {"text_encoder": "text encoder", "unet": "UNet", "decoder": "VAE decoder"}
+_WARMUP_HINT = "gen.warmup(height=..., width=..., batch=..., guidance_scale=..., img2img=...) at load time"
 
 
 @contextmanager
@@ -70,6 +79,47 @@ def torch_forwards() -> AbstractContextManager[None]:
 def expected_shapes() -> AbstractContextManager[None]:
     """New shapes converted inside this block (a warm-up) do not warn."""
     return _on(_quiet)
+
+
+@dataclass
+class CompileLog:
+    """What the engine made ready during one pipeline call: the seconds it spent (converting, or compiling a model
+    the disk cache held) and the modules it converted."""
+
+    seconds: float = 0.0
+    converted: list[Kind] = field(default_factory=list)
+    converting_seconds: float = 0.0
+
+    def add(self, kind: Kind, seconds: float, *, converted: bool) -> None:
+        self.seconds += seconds
+        if converted:
+            self.converted.append(kind)
+            self.converting_seconds += seconds
+
+    def announce(self, size: str) -> None:
+        """One `FastDiffWarning` for every module converted in the call (none for disk-cache reads or a warm-up)."""
+        if not self.converted or _quiet.get():
+            return
+        names = list(dict.fromkeys(_NAMES[k] for k in self.converted))  # SDXL's two text encoders: named once
+        listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+        warn(
+            f"OpenVINO converted the {listed} for {size} in {self.converting_seconds:.1f} s on this call (kept on "
+            f"disk: later loads read it). {_WARMUP_HINT} keeps this off a user's call."
+        )
+
+
+_log: ContextVar[CompileLog | None] = ContextVar("fastdiff_openvino_compile_log", default=None)
+
+
+@contextmanager
+def compile_log() -> Iterator[CompileLog]:
+    """Collect what the engine compiles inside this block (one pipeline call) instead of warning per module."""
+    log = CompileLog()
+    token = _log.set(log)
+    try:
+        yield log
+    finally:
+        _log.reset(token)
 
 
 @dataclass
@@ -203,7 +253,7 @@ class OpenVINOForward:
 
         start = time.perf_counter()
         calibration = latent_redraws(names, tensors) if self.weights == "int8-full" else ()
-        entry.model = compiled_model(
+        entry.model, converted = compiled_model(
             self.module, self._key_of_weights(), traced, tensors, names,
             precision=self.precision, use_cache=self.use_cache, weights=self.weights, calibration=calibration,
         )  # fmt: skip
@@ -211,15 +261,12 @@ class OpenVINOForward:
             with torch.no_grad():  # from one token, which costs next to nothing
                 self._traced_call(_unflatten(names, tuple(t[:, :1] for t in tensors)), entry.structure)
         self._entries[key] = entry
-        if not _quiet.get():
-            shapes = ", ".join(f"{n} {tuple(t.shape)}" for n, t in zip(names, tensors, strict=True))
-            warnings.warn(
-                f"OpenVINO: first call of the {self.kind} at {shapes}: compiled for it now "
-                f"({time.perf_counter() - start:.1f} s, kept on disk for later loads). Call gen.warmup(height=..., "
-                "width=..., batch=..., guidance_scale=..., img2img=...) at load time for every shape you serve.",
-                FastDiffWarning,
-                stacklevel=4,
-            )
+        log = _log.get()
+        alone = log is None  # a call outside a generation (gen.encode, a pipeline of its own): said at once
+        log = log or CompileLog()
+        log.add(self.kind, time.perf_counter() - start, converted=converted)
+        if alone:
+            log.announce(", ".join(f"{n} {tuple(t.shape)}" for n, t in zip(names, tensors, strict=True)))
         return entry
 
     def _traced_call(self, kwargs: dict[str, Any], structure: dict[str, Any]) -> tuple[torch.Tensor, ...]:

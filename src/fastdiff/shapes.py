@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import threading
-import warnings
 
 from .denoising import batch_key
-from .errors import FastDiffWarning
+from .errors import warn
 from .validation import Request
 
 __all__ = ["CompiledShapes"]
@@ -34,15 +33,13 @@ class CompiledShapes:
             self._seen.add(key)
         return new
 
-    def warn_if_new(self, request: Request, *, stacklevel: int = 2) -> None:
+    def warn_if_new(self, request: Request) -> None:
         """A `FastDiffWarning` on the first call at a shape, which compiles (only when compiled)."""
         if not self.enabled or not self.mark(request):
             return
         height, width, unet_batch = self.key(request)
-        warnings.warn(
+        warn(
             f"first call at {width}x{height}, UNet batch {unet_batch}: torch.compile compiles for this shape now (this "
             "call is slow). Call gen.warmup(height=..., width=..., batch=..., guidance_scale=..., img2img=...) at "
             "load time for every shape you serve.",
-            FastDiffWarning,
-            stacklevel=stacklevel + 1,
         )

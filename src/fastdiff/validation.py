@@ -5,8 +5,8 @@ from __future__ import annotations
 import math
 import re
 import secrets
-import warnings
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -14,8 +14,8 @@ import torch
 from PIL import Image
 
 from .conventions import InputImage, PassThrough, check_array_image, input_size
-from .errors import FastDiffError, FastDiffWarning
-from .presets import Preset, all_presets
+from .errors import FastDiffError, warn
+from .presets import SHIPPED_MODELS, Preset, all_presets
 
 __all__ = ["MAX_SIDE", "Request", "resolve_request"]
 
@@ -104,11 +104,9 @@ def check_guidance(preset: Preset, guidance_scale: object) -> float:
         )
     value = float(guidance_scale)  # type: ignore[arg-type]
     if preset.guidance_free and value > 1.0:
-        warnings.warn(
+        warn(
             f"{preset.name} was distilled to run without guidance; guidance_scale={value} doubles the UNet work "
             f"and usually burns the image. Use guidance_scale={preset.guidance_scale}.",
-            FastDiffWarning,
-            stacklevel=4,
         )
     return value
 
@@ -178,11 +176,9 @@ def check_explicit_strength(preset: Preset, steps: int, strength: float) -> None
 def _warn_size(preset: Preset, height: int, width: int) -> None:
     ratio = (height * width) / (preset.height * preset.width)
     if not 0.3 <= ratio <= 2.0:
-        warnings.warn(
+        warn(
             f"{preset.name} was trained at {preset.width}x{preset.height}; at {width}x{height} expect "
             "duplicated subjects (larger) or mush (smaller). Leave height/width unset for the native size.",
-            FastDiffWarning,
-            stacklevel=4,
         )
 
 
@@ -246,11 +242,9 @@ def resolve_request(
     if image is None or height is not None or width is not None:
         _warn_size(preset, h, w)
     if negative_prompt and resolved_guidance <= 1.0:
-        warnings.warn(
+        warn(
             f"negative_prompt is ignored at guidance_scale={resolved_guidance} (diffusers only runs CFG above 1); "
             "drop it, or raise guidance_scale on a model that supports CFG.",
-            FastDiffWarning,
-            stacklevel=3,
         )
     return Request(
         prompt=prompt,  # type: ignore[arg-type]
@@ -290,15 +284,32 @@ def numbered(requests: list[Request], *, seed: object, passed: PassThrough | Non
     return out
 
 
+def warn_prompt(pipe: Any, prompt: str) -> None:
+    """Warn about what the model will not read of the prompt: the words a shipped toy model never saw (it knows
+    only its `shapes` caption grammar, and its 16-token CLIP would say "too long" of any real prompt), else the
+    tokens past CLIP's limit."""
+    folder = Path(getattr(pipe, "name_or_path", None) or ".")
+    if folder.parent == SHIPPED_MODELS:
+        from .distill.shapes import EXAMPLE_CAPTION, unknown_words
+
+        unknown = unknown_words(prompt)
+        if unknown:
+            warn(
+                f"{folder.name} is a toy model that knows only the words of its shapes captions "
+                f"('a [small|large] COLOR SHAPE [in the POSITION] on a COLOR background'), not "
+                f"{', '.join(map(repr, unknown))}. Try e.g. {EXAMPLE_CAPTION!r}."
+            )
+        return
+    warn_truncation(pipe.tokenizer, prompt)
+
+
 def warn_truncation(tokenizer: Any, prompt: str) -> None:
     """Warn when CLIP will cut the prompt (diffusers only logs it, which notebooks and services never show)."""
     count = len(tokenizer(prompt, truncation=False).input_ids)
     if count > tokenizer.model_max_length:
-        warnings.warn(
+        warn(
             f"the prompt is {count} tokens; CLIP reads only the first {tokenizer.model_max_length}, the rest "
             "is cut. Shorten the prompt (put what matters first).",
-            FastDiffWarning,
-            stacklevel=3,
         )
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import time
-import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -22,6 +21,7 @@ from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.hooks import RemovableHandle
 
+from .._quiet import silenced
 from ..openvino_engine import torch_forwards
 from .timing import Clock
 
@@ -64,10 +64,9 @@ def count_flops(fn: Callable[[], object]) -> int:
     eager modules: a compiled module under FlopCounterMode would compile again (and warn about global hooks)."""
     set_stance: Any = getattr(torch.compiler, "set_stance", None)
     eager = set_stance("force_eager") if set_stance is not None else contextlib.nullcontext()
-    with warnings.catch_warnings(), eager, torch.no_grad(), torch_forwards():
-        warnings.filterwarnings("ignore", message=r"Using `torch.compile\(module\)` when there are global hooks")
-        with FlopCounterMode(display=False) as counter:
-            fn()
+    counter = FlopCounterMode(display=False)
+    with silenced("global-hooks"), eager, torch.no_grad(), torch_forwards(), counter:
+        fn()
     return int(counter.get_total_flops())
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from ..denoising import STAGES
 from ..errors import FastDiffWarning
 from ..openvino_engine import expected_shapes
 from .flops import FlopCache, ModuleProbe, device_peak_tflops, stage_modules
@@ -64,7 +65,7 @@ def _make_call(scenario: Scenario, loaded: Loaded, config: RunConfig) -> Call:
                 # --height/--width below a preset's native size is the point of a quick CPU run, not a mistake.
                 warnings.filterwarnings("ignore", message=r".*was trained at", category=FastDiffWarning)
                 result = gen(prompt, steps=scenario.steps, seed=seed, height=config.height, width=config.width)
-            return {k: v for k, v in result.timings.items() if k != "total"}
+            return {k: v for k, v in result.timings.items() if k in STAGES}
 
         return fastdiff_call
     pipe = loaded.pipe

@@ -9,15 +9,13 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
 import torch
 
+from .._quiet import silenced
 from ..errors import FastDiffError
 from ..generator import FewStepGenerator
 from ..optimize import Optimizations, own_copy
@@ -56,15 +54,6 @@ class ModelSource(Protocol):
     def release(self) -> None:
         """Drop the model held, so the next one fits in memory."""
         ...
-
-
-@contextmanager
-def _quiet_schedulers() -> Iterator[None]:
-    """Silence one third-party warning: diffusers' Euler-ancestral scheduler calls `np.array` on a tensor, which
-    numpy ≥ 2.4 flags as deprecated on every construction. Nothing a fastdiff user can act on."""
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=r"__array__ implementation doesn't accept a copy keyword")
-        yield
 
 
 def openvino_pipeline(pipe: Any, *, cache_key: str | None = None) -> Any:
@@ -131,7 +120,7 @@ class RandomSource:
             self._components = self._build(arch, scenario)
             self._arch, self._family = arch, scenario.preset.family
             self._load_s = self.clock() - start
-        with _quiet_schedulers():
+        with silenced("numpy-copy"):
             pipe = pipeline_from(arch, dict(self._components))
             generator = None
             key = _random_weights_key(arch, self.dtype, tiny=self.weights == "tiny")
@@ -161,7 +150,7 @@ class RandomSource:
             return random_components(arch, device=self.device, dtype=self.dtype, folder=self.folder)
         from ..testing.tiny import tiny_pipeline
 
-        with _quiet_schedulers():
+        with silenced("numpy-copy"):
             tiny = tiny_pipeline(scenario.preset.family, scheduler_config=arch.scheduler).to(self.device)
         if self.dtype != torch.float32:  # tiny models are built in float32
             tiny = tiny.to(dtype=self.dtype)
@@ -194,7 +183,7 @@ class HubSource:
             return Loaded(self._loaded.pipe, self._loaded.generator, self._loaded.load_s, shared=True)
         self.release()
         start = self.clock()
-        with _quiet_schedulers():
+        with silenced("numpy-copy"):
             if scenario.runner == "fastdiff":
                 gen = FewStepGenerator.from_preset(
                     scenario.preset,

@@ -18,9 +18,11 @@ from ..errors import FastDiffError
 __all__ = [
     "ATTRIBUTES",
     "COLORS",
+    "EXAMPLE_CAPTION",
     "POSITIONS",
     "SHAPES",
     "SIZES",
+    "VOCABULARY",
     "ShapeSpec",
     "ShapesData",
     "caption",
@@ -28,6 +30,7 @@ __all__ = [
     "make_shapes",
     "parse_caption",
     "sample_specs",
+    "unknown_words",
 ]
 
 SHAPES = ("circle", "square", "triangle")
@@ -109,13 +112,22 @@ def caption(spec: ShapeSpec, *, say_position: bool = True) -> str:
     return f"a {size}{spec.color} {spec.shape}{where} on a {spec.background} background"
 
 
+# Every word of the caption grammar: all a model trained on `shapes` captions has seen.
+_GRAMMAR_WORDS = ("a", "in", "the", "on", "background", "small", "large")
+VOCABULARY = frozenset({*_GRAMMAR_WORDS, *COLORS, *SHAPES, *(word for p in POSITIONS for word in p.split())})
+EXAMPLE_CAPTION = "a small red circle in the top left on a blue background"
+
+
+def unknown_words(prompt: str) -> list[str]:
+    """The words of `prompt` outside the caption grammar's `VOCABULARY`, in order, each once."""
+    return list(dict.fromkeys(w for w in re.findall(r"[a-z]+", prompt.lower()) if w not in VOCABULARY))
+
+
 def parse_caption(text: str) -> ShapeSpec:
     """The spec a caption asks for (no position word means the center, no size word medium)."""
     match = _CAPTION.fullmatch(text.strip().lower())
     if match is None:
-        raise FastDiffError(
-            f"{text!r} is not a shapes caption, e.g. 'a small red circle in the top left on a blue background'"
-        )
+        raise FastDiffError(f"{text!r} is not a shapes caption, e.g. {EXAMPLE_CAPTION!r}")
     parts = match.groupdict()
     return ShapeSpec(
         shape=parts["shape"],

@@ -22,6 +22,8 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..bench.report import device_description
+from ..bench.rows import BUSY_CORES
+from ..bench.timing import Contention
 from ..generator import FewStepGenerator
 from .classifier import accuracy, images_to_tensor, shipped_classifier
 from .evaluation import eval_specs
@@ -45,19 +47,28 @@ class Row:
     seconds: float
     warmup_seconds: float
     scores: dict[str, float]
+    other_cores: float | None = None  # cores other processes kept busy during the median call (None: not counted)
+
+    @property
+    def contended(self) -> bool:
+        """Whether other processes kept `BUSY_CORES` or more busy while it was timed (the bench's rule)."""
+        return self.other_cores is not None and self.other_cores >= BUSY_CORES
 
 
 def _run(gen: FewStepGenerator, steps: int, specs: Sequence[ShapeSpec]) -> Row:
     """Warm up (reported apart), then one call per prompt, seed i for prompt i."""
     warmup = gen.warmup()
-    images, seconds = [], []
+    images, seconds, contention = [], [], Contention()
     for i, spec in enumerate(specs):
+        contention.start()
         start = time.perf_counter()
         images.append(gen(caption(spec), steps=steps, seed=i).images[0])
         seconds.append(time.perf_counter() - start)
+        contention.stop(seconds[-1])
     tensor = images_to_tensor(np.stack([np.asarray(im) for im in images]))
     scores = accuracy(shipped_classifier().float(), tensor, specs)
-    return Row(gen.preset.name, steps, str(gen.device), images, statistics.median(seconds), warmup, scores)
+    median = statistics.median(seconds)
+    return Row(gen.preset.name, steps, str(gen.device), images, median, warmup, scores, contention.medians()[1])
 
 
 def compare(*, prompts: int = 48, device: str = "cpu") -> list[Row]:
@@ -83,15 +94,27 @@ def side_by_side(rows: Sequence[Row], prompts: Sequence[str], columns: int = 8) 
 
 
 def _table(rows: Sequence[Row]) -> str:
-    base = rows[0].seconds
+    """The rows' times and scores; no speed-up where either time was taken on a busy machine (`_busy_note`)."""
+    base, busy = rows[0].seconds, any(row.contended for row in rows)
     lines = ["| model | steps | ms / image | speed-up | all four | shape | colour | background | position |"]
     lines.append("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         scores = " | ".join(f"{row.scores[k]:.2f}" for k in ATTRIBUTES)
-        lines.append(
-            f"| {row.preset} | {row.steps} | {row.seconds * 1000:.1f} | {base / row.seconds:.1f}× | {scores} |"
-        )
+        speedup = "—" if busy else f"{base / row.seconds:.1f}×"
+        lines.append(f"| {row.preset} | {row.steps} | {row.seconds * 1000:.1f} | {speedup} | {scores} |")
     return "\n".join(lines)
+
+
+def _busy_note(rows: Sequence[Row]) -> str | None:
+    """What a busy machine did to the timings, or None when every row was timed with the machine to itself."""
+    busy = [f"{row.preset} {row.other_cores:.1f}" for row in rows if row.contended]
+    if not busy:
+        return None
+    return (
+        f"note: other processes kept CPU cores busy while these were timed ({', '.join(busy)} cores, median per "
+        "call): the times are slower than this machine alone, and the speed-up is not shown since it could not be "
+        "measured cleanly. Run again when the machine is idle."
+    )
 
 
 def add_showcase_arguments(parser: argparse.ArgumentParser) -> None:
@@ -103,13 +126,13 @@ def add_showcase_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_showcase(args: argparse.Namespace) -> int:
     """Run the comparison, print its table, write `side-by-side.png` and `showcase.json` to `--out`."""
-    from ..cli import _quiet_libraries
+    from .._quiet import quiet_library_logs
     from ..errors import FastDiffError
 
     if not 1 <= args.prompts <= 48:
         raise FastDiffError(f"--prompts must be 1-48 (the fixed prompt set), not {args.prompts}")
     args.out.mkdir(parents=True, exist_ok=True)
-    _quiet_libraries()
+    quiet_library_logs()
     start = time.perf_counter()
     rows = compare(prompts=args.prompts, device=args.device)
     prompts = [caption(s) for s in eval_specs()[: args.prompts]]
@@ -123,6 +146,9 @@ def run_showcase(args: argparse.Namespace) -> int:
     print(f"fastdiff showcase: the shipped toy models (64×64), {len(prompts)} new prompts, one call each, on")
     print(f"{device}, {torch.get_num_threads()} threads; warm-up runs reported apart:\n")
     print(_table(rows))
+    note = _busy_note(rows)
+    if note is not None:
+        print(f"\n{note}")
     print(f"\nwarm-up: {', '.join(f'{r.preset} {r.warmup_seconds:.2f} s' for r in rows)}")
     print("accuracy: the shipped classifier reads the prompt's attributes back (all four: the whole prompt)")
     print(f"wrote {args.out / 'side-by-side.png'} (top: teacher@20, bottom: student@1)")
@@ -133,6 +159,7 @@ def run_showcase(args: argparse.Namespace) -> int:
         "rows": [{k: v for k, v in vars(r).items() if k != "images"} for r in rows],
         "device": device,
         "threads": torch.get_num_threads(),
+        "busy": note is not None,
     }
     (args.out / "showcase.json").write_text(json.dumps(record, indent=1) + "\n")
     return 0

@@ -39,10 +39,10 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _generator(args: argparse.Namespace) -> Any:
-    from ..cli import _quiet_libraries
+    from .._quiet import quiet_library_logs
     from ..generator import FewStepGenerator
 
-    _quiet_libraries()
+    quiet_library_logs()
     return FewStepGenerator.from_preset(
         args.preset,
         source=args.source,

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import copy
 import json
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
+from .._quiet import silenced
 from ..presets import Preset
 from ..schedulers import build_scheduler
 from .modules import latent_size, tokenizers, unet_batch
@@ -34,8 +34,7 @@ def schedules(pipe: Any, preset: Preset) -> dict[str, dict[str, Any]]:
     scheduler has them (Euler), exactly as diffusers' `set_timesteps` leaves them."""
     scheduler: Any = build_scheduler(preset.scheduler, copy.deepcopy(pipe.scheduler))
     out: dict[str, dict[str, Any]] = {}
-    with warnings.catch_warnings():  # numpy 2 flags diffusers' np.array(tensor) calls
-        warnings.simplefilter("ignore", DeprecationWarning)
+    with silenced("numpy-copy"):  # numpy 2 flags diffusers' np.array(tensor) calls
         for steps in preset.steps:
             if preset.timesteps is not None:
                 scheduler.set_timesteps(timesteps=list(preset.timesteps))

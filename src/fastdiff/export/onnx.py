@@ -9,11 +9,8 @@ checked against the torch module with the same weights rounded to half.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import logging
-import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -21,6 +18,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from .._quiet import onnx_exporter
 from ..errors import FastDiffError
 from .modules import Component
 
@@ -49,20 +47,6 @@ class Exported:
     bytes: int
     max_error: float
     external_data: str | None = None
-
-
-@contextlib.contextmanager
-def _quiet_exporter() -> Iterator[None]:
-    """Hide the exporter's own chatter: progress lines, torchvision-not-installed logs, torch-internal warnings."""
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-            yield
-    finally:
-        logger.setLevel(level)
 
 
 def _halvable(array: np.ndarray[Any, Any]) -> bool:
@@ -119,7 +103,7 @@ def export_component(component: Component, folder: Path, *, dtype: Dtype = "floa
         raise FastDiffError(f"dtype must be 'float32' or 'float16', got {dtype!r}")
     path = folder / f"{component.name}.onnx"
     names = tuple(component.inputs)
-    with _quiet_exporter(), torch.no_grad():
+    with onnx_exporter(), torch.no_grad():
         program: Any = torch.onnx.export(
             component.module,
             tuple(component.inputs.values()),

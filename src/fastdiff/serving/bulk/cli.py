@@ -18,7 +18,7 @@ from typing import Any
 from ... import __version__
 from ... import presets as preset_table
 from ...cli_options import add_model_options, add_sampling_options, check_weights_reachable
-from ...errors import FastDiffError, FastDiffWarning
+from ...errors import FastDiffError, FastDiffWarning, warn
 from .local import run_in_process, run_process_pool
 from .manifest import RunDir
 from .prompts import Job, make_jobs, prompts_sha256, read_prompt_file
@@ -127,7 +127,7 @@ def _drain(run_dir: RunDir, made: Iterator[Made], *, jobs: list[Job], preset: st
         for message in dict.fromkeys(batch.warnings):
             if message not in shown:  # every worker warns about the same size: say it once
                 shown.add(message)
-                warnings.warn(message, FastDiffWarning, stacklevel=2)
+                warn(message)
         for outcome in batch.outcomes:
             job = jobs[outcome.index]
             if outcome.error is not None:

@@ -106,11 +106,11 @@ class Worker:
         if self._gen is None:
             import torch
 
-            from ...cli import _quiet_libraries
+            from ..._quiet import quiet_library_logs
 
             if self.spec.threads is not None:
                 torch.set_num_threads(self.spec.threads)
-            _quiet_libraries()
+            quiet_library_logs()
             self._gen = self.spec.load()
         return self._gen
 
