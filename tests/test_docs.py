@@ -109,7 +109,6 @@ CANNOT_RUN = {
     "h1t/TCD-SDXL-LoRA": "a LoRA repo the test hub cache does not hold",
     "teacher_pipe": "trains for 2000 steps from the reader's own teacher pipeline",
     'source="/models/': "the reader's own local folders and files",
-    'Optimizations.preset("max"': "torch.compile takes minutes on a CPU",
     'to("cuda")': "loads with diffusers straight onto a CUDA device",
     "my_style.safetensors": "the reader's own LoRA and UNet files",
     "ipywidgets": "a Jupyter cell: widgets and the notebook's running event loop",

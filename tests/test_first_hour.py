@@ -94,7 +94,7 @@ def fresh_openvino_cache(tmp_path: Path, cpu_engine_default: None, monkeypatch: 
 
 @pytest.mark.usefixtures("fresh_openvino_cache")
 def test_conversions_are_said_once_per_call_and_timed_apart() -> None:
-    opts = Optimizations.preset("default", engine="openvino", openvino_precision="f32")
+    opts = Optimizations.level("default", engine="openvino", precision="fp32")
     gen = FewStepGenerator.from_preset("fastdiff-shapes", device="cpu", optimize=opts)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
