@@ -36,12 +36,16 @@ DTYPES: dict[str, torch.dtype] = {
 }
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
-    """True when oneDNN runs bf16 matmuls/convs natively (avx512_bf16 or AMX); `cpu_bf16_pays` says if it is faster."""
+    """True when the CPU computes bf16 natively (avx512_bf16 or AMX), as OpenVINO's public device capabilities
+    say (`OPTIMIZATION_CAPABILITIES` holds "BF16"); False where OpenVINO cannot be imported. `cpu_bf16_pays`
+    says whether it is also faster than fp32."""
     try:
-        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    except (AttributeError, RuntimeError):
+        import openvino as ov
+    except ImportError:
         return False
+    return "BF16" in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
 
 
 def bf16_pays_on(vendor: str, flags: set[str]) -> bool:
