@@ -9,10 +9,10 @@ torch loads.
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 from . import presets as preset_table
@@ -148,65 +148,38 @@ def _add_download(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     dl.set_defaults(func=_cmd_download)
 
 
-@dataclass(frozen=True)
-class _Plugin:
-    """A subcommand whose options and code live in their own module, imported only when it runs."""
-
-    name: str
-    module: str
-    add: str
-    run: str
-    help: str
-    extra: str  # the pip extra its module's imports may need
-
-
+# Subcommands whose options and code live in their own module, imported only when it runs: (name, module, its
+# function adding the options, its function running the command, help, the pip extra its imports may need).
 _PLUGINS = (
-    _Plugin(
-        "batch", "fastdiff.serving.bulk.cli", "add_batch_arguments", "run_batch", "every prompt of a file to DIR", "ray"
-    ),
-    _Plugin("bench", "fastdiff.bench.cli", "add_bench_arguments", "run_bench", "time presets vs SD 1.5@20", "bench"),
-    _Plugin("demo", "fastdiff.demo", "add_demo_arguments", "run_demo", "a local page that follows your typing", "demo"),
-    _Plugin(
-        "distill", "fastdiff.distill.cli", "add_distill_arguments", "run_distill", "ADD-train a student", "distill"
-    ),
-    _Plugin("export", "fastdiff.export.cli", "add_export_arguments", "run_export", "ONNX files, or a web page", "web"),
-    _Plugin(
-        "showcase", "fastdiff.distill.showcase", "add_showcase_arguments", "run_showcase", "the shipped models", ""
-    ),
+    ("batch", "fastdiff.serving.bulk.cli", "add_batch_arguments", "run_batch", "every prompt of a file to DIR", "ray"),
+    ("bench", "fastdiff.bench.cli", "add_bench_arguments", "run_bench", "time presets vs SD 1.5@20", "bench"),
+    ("demo", "fastdiff.demo", "add_demo_arguments", "run_demo", "a local page that follows your typing", "demo"),
+    ("distill", "fastdiff.distill.cli", "add_distill_arguments", "run_distill", "ADD-train a student", "distill"),
+    ("export", "fastdiff.export.cli", "add_export_arguments", "run_export", "ONNX files, or a web page", "web"),
+    ("showcase", "fastdiff.distill.showcase", "add_showcase_arguments", "run_showcase", "the shipped models", ""),
 )
 
 
-def _add_plugin(sub: argparse._SubParsersAction[argparse.ArgumentParser], plugin: _Plugin, *, load: bool) -> None:
-    cmd = sub.add_parser(plugin.name, help=plugin.help)
-    if not load:  # named in `fastdiff --help` only: its options are read when it is the command
-        return
-    import importlib
-
-    try:
-        module = importlib.import_module(plugin.module)
-    except ImportError as err:
-        extra = f"pip install 'fastdiff[{plugin.extra}]'" if plugin.extra else "reinstall fastdiff"
-        raise FastDiffError(f"fastdiff {plugin.name} needs {err.name or err}: {extra}") from None
-    getattr(module, plugin.add)(cmd)
-    cmd.set_defaults(func=getattr(module, plugin.run))
-
-
-def _command(argv: Sequence[str]) -> str | None:
-    """The subcommand argv names: its first word, since `fastdiff` itself takes no option but --help."""
-    return next((word for word in argv if not word.startswith("-")), None)
-
-
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """The argument parser of the `fastdiff` command: with `argv`, only the module of the subcommand it names is
-    imported (for its options); without, every subcommand's."""
-    command = None if argv is None else _command(argv)
+    """The argument parser of the `fastdiff` command: with `argv`, only the module of the subcommand it names (its
+    first word: `fastdiff` itself takes no option but --help) is imported, for its options; without, every one's."""
+    command = None if argv is None else next((word for word in argv if not word.startswith("-")), None)
     parser = argparse.ArgumentParser(prog="fastdiff", description="Few-step text-to-image diffusion.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("presets", help="list the presets").set_defaults(func=_cmd_presets)
     _add_generate(sub)
     _add_download(sub)
-    for plugin in _PLUGINS:
-        _add_plugin(sub, plugin, load=argv is None or plugin.name == command)
+    for name, module_name, add, run, help, extra in _PLUGINS:
+        cmd = sub.add_parser(name, help=help)
+        if argv is not None and name != command:  # named in `fastdiff --help` only
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            fix = f"pip install 'fastdiff[{extra}]'" if extra else "reinstall fastdiff"
+            raise FastDiffError(f"fastdiff {name} needs {err.name or err}: {fix}") from None
+        getattr(module, add)(cmd)
+        cmd.set_defaults(func=getattr(module, run))
     return parser
 
 

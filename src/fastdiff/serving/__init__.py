@@ -6,27 +6,10 @@
 - `live`: `LiveSession`, images that follow changing inputs with no backlog (`fastdiff demo`);
 - `bulk`: `fastdiff batch`, a prompt file to a folder of images, resumable, locally or on Ray.
 
-The names below load on first use (PEP 562), so that `fastdiff batch --help` does not import torch.
+None of them imports torch, so that `fastdiff batch --help` starts at once.
 """
 
-from __future__ import annotations
-
-import importlib
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .coalescing import BatchStats, Coalescer
-    from .live import UNSET, Frame, LiveSession, LiveState, LiveStats
+from .coalescing import BatchStats, Coalescer
+from .live import UNSET, Frame, LiveSession, LiveState, LiveStats
 
 __all__ = ["UNSET", "BatchStats", "Coalescer", "Frame", "LiveSession", "LiveState", "LiveStats"]
-
-_HOMES = {"BatchStats": ".coalescing", "Coalescer": ".coalescing"} | dict.fromkeys(
-    ("UNSET", "Frame", "LiveSession", "LiveState", "LiveStats"), ".live"
-)
-
-
-def __getattr__(name: str) -> object:
-    """A public name, imported from its module when first asked for."""
-    if name not in _HOMES:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(_HOMES[name], __name__), name)

@@ -1,9 +1,6 @@
-"""Batch runs on this machine: in the driver's own process (`--workers 1`) or in N spawned worker processes.
-
-Each worker process holds its own generator and `cores // N` torch threads. Work goes out in chunks of
-`--batch-size` jobs, at most two chunks per worker in flight, so a million-prompt list never sits in the pool's
-queue; results come back in completion order and the driver writes them.
-"""
+"""Batch runs on this machine: in the driver's own process (`--workers 1`) or in N spawned worker processes, each
+with its own generator and `cores // N` torch threads. At most two chunks per worker are in flight, so a
+million-prompt list never sits in the pool's queue; results come back in completion order."""
 
 from __future__ import annotations
 
@@ -30,9 +27,7 @@ def cpu_cores() -> int:
 
 def run_in_process(spec: LoadSpec, chunks: Iterable[list[Job]]) -> Iterator[Made]:
     """One worker in this process, chunk after chunk."""
-    worker = Worker(spec)
-    for chunk in chunks:
-        yield worker.make(chunk)
+    return map(Worker(spec).make, chunks)
 
 
 def _start(spec: LoadSpec) -> None:
@@ -46,8 +41,7 @@ def _make(chunk: list[Job]) -> Made:
 
 
 def run_process_pool(spec: LoadSpec, chunks: Iterable[list[Job]], *, workers: int) -> Iterator[Made]:
-    """`workers` spawned processes (spawn: no forked torch or CUDA state), each with `cores // workers` torch
-    threads unless `spec.threads` says how many."""
+    """`workers` spawned processes (spawn: no forked torch or CUDA state)."""
     spec = replace(spec, threads=spec.threads or max(1, cpu_cores() // workers))
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start, initargs=(spec,))

@@ -36,7 +36,7 @@ def _actor_shapes(ray: Any, spec: LoadSpec, *, workers: int) -> tuple[int, dict[
     """How many actors to start and the resources of each: a GPU each, else `node cores // workers` CPUs each."""
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
     gpus = int(sum(node.get("GPU", 0) for node in nodes))
-    if gpus and spec.device != "cpu":
+    if gpus and spec.options.get("device") != "cpu":
         return gpus, {"num_gpus": 1, "num_cpus": 1}
     cores = [int(node.get("CPU", 0)) for node in nodes if node.get("CPU", 0) >= 1]
     if not cores:

@@ -1,8 +1,7 @@
 """One worker of a batch run: it holds one generator and turns jobs into PNG bytes for the driver to write.
 
-The same `Worker` runs in the driver (one worker), in a spawned process (`--workers N`) and as a Ray actor
-(`--ray`). It returns bytes rather than writing files so that one process, the driver, owns the output folder and
-its manifest: a Ray node needs no shared filesystem, and the manifest has a single writer.
+The same `Worker` runs in the driver, in a spawned process (`--workers N`) and as a Ray actor (`--ray`). It returns
+bytes so that one process, the driver, owns the output folder and its manifest: a Ray node needs no shared filesystem.
 """
 
 from __future__ import annotations
@@ -10,9 +9,8 @@ from __future__ import annotations
 import io
 import itertools
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 from ...errors import FastDiffError, FastDiffWarning
 from .prompts import Job
@@ -26,29 +24,12 @@ __all__ = ["LoadSpec", "Made", "Outcome", "Worker"]
 
 @dataclass(frozen=True)
 class LoadSpec:
-    """How a worker loads its generator (fields named as `FewStepGenerator.from_preset`'s arguments) and runs it."""
+    """How a worker loads its generator (`FewStepGenerator.from_preset(preset, **options)`) and runs it."""
 
     preset: str
-    source: str | None = None
-    checkpoint: str | None = None
-    device: str = "auto"
-    dtype: str | None = None
-    cache_dir: str | None = None
-    local_files_only: bool | None = None
-    allow_pickle: bool = False
-    optimize: str = "default"
+    options: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 1
     threads: int | None = None  # torch CPU threads of this worker; None keeps the process's setting
-
-    def load(self) -> FewStepGenerator:
-        """`FewStepGenerator.from_preset` with this spec's fields of the same names."""
-        from ...generator import FewStepGenerator
-
-        options = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_LOAD_OPTIONS}
-        return FewStepGenerator.from_preset(self.preset, **options)
-
-
-_NOT_LOAD_OPTIONS = ("preset", "batch_size", "threads")
 
 
 @dataclass(frozen=True)
@@ -86,14 +67,15 @@ class Worker:
         self._gen: FewStepGenerator | None = None
 
     def make(self, jobs: list[Job]) -> Made:
-        """Make `jobs` (one batched call per run of jobs with equal options when batch_size > 1)."""
+        """Make `jobs`: with batch_size > 1, one `gen.map` per run of consecutive jobs with equal options."""
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", FastDiffWarning)
             try:
                 gen = self._generator()
             except FastDiffError as err:
                 return Made(fatal=str(err))
-            outcomes = [outcome for group in _groups(jobs) for outcome in self._make_group(gen, group)]
+            groups = itertools.groupby(jobs, key=lambda job: sorted(job.options.items()))
+            outcomes = [outcome for _, group in groups for outcome in self._make_group(gen, list(group))]
         forwarded = []
         for w in caught:  # FastDiffWarnings go to the driver, which shows each once; the rest warn here as usual
             if issubclass(w.category, FastDiffWarning):
@@ -107,11 +89,12 @@ class Worker:
             import torch
 
             from ..._quiet import quiet_library_logs
+            from ...generator import FewStepGenerator
 
             if self.spec.threads is not None:
                 torch.set_num_threads(self.spec.threads)
             quiet_library_logs()
-            self._gen = self.spec.load()
+            self._gen = FewStepGenerator.from_preset(self.spec.preset, **self.spec.options)
         return self._gen
 
     def _make_group(self, gen: FewStepGenerator, jobs: list[Job]) -> list[Outcome]:
@@ -123,17 +106,10 @@ class Worker:
                 return [_outcome(job.index, result) for job, result in zip(jobs, results, strict=True)]
             except FastDiffError:
                 pass  # one bad job refuses the whole batch: make them one by one to fail only that one
-        return [self._make_one(gen, job) for job in jobs]
-
-    @staticmethod
-    def _make_one(gen: FewStepGenerator, job: Job) -> Outcome:
-        try:
-            return _outcome(job.index, gen(job.prompt, seed=job.seed, **job.options))
-        except FastDiffError as err:
-            return Outcome(job.index, error=str(err))
-
-
-def _groups(jobs: list[Job]) -> Iterator[list[Job]]:
-    """Consecutive jobs with the same call options (those can share one batched call)."""
-    for _, group in itertools.groupby(jobs, key=lambda job: sorted(job.options.items())):
-        yield list(group)
+        outcomes = []
+        for job in jobs:
+            try:
+                outcomes.append(_outcome(job.index, gen(job.prompt, seed=job.seed, **job.options)))
+            except FastDiffError as err:
+                outcomes.append(Outcome(job.index, error=str(err)))
+        return outcomes
