@@ -15,9 +15,9 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from . import cli_options
 from . import presets as preset_table
 from ._quiet import quiet_library_logs
-from .cli_options import add_model_options, add_sampling_options, check_weights_reachable, load_options
 from .errors import FastDiffError, FastDiffWarning
 
 __all__ = ["main"]
@@ -39,19 +39,13 @@ def _cmd_presets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _output_paths(output: Path, count: int) -> list[Path]:
-    if count == 1:
-        return [output]
-    return [output.with_name(f"{output.stem}-{i}{output.suffix}") for i in range(count)]
-
-
 def _cmd_generate(args: argparse.Namespace) -> int:
     output = Path(args.output)
     if output.suffix.lower() != ".png":
         raise FastDiffError(f"--output must be a .png file, got {args.output!r}")
     if not output.parent.is_dir():
         raise FastDiffError(f"--output folder {str(output.parent)!r} does not exist; create it first")
-    check_weights_reachable(args)
+    cli_options.check_weights_reachable(args)
     from PIL import Image, UnidentifiedImageError
 
     image = None
@@ -63,20 +57,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from .generator import FewStepGenerator
 
     quiet_library_logs()
-    gen = FewStepGenerator.from_preset(args.preset, **load_options(args))
+    gen = FewStepGenerator.from_preset(args.preset, **cli_options.load_options(args))
+    sampling = cli_options.sampling_options(args)
     result = gen(
-        args.prompt,
-        steps=args.steps,
-        seed=args.seed,
-        guidance_scale=args.guidance_scale,
-        negative_prompt=args.negative_prompt,
-        height=args.height,
-        width=args.width,
-        num_images=args.num_images,
-        image=image,
-        strength=args.strength,
+        args.prompt, seed=args.seed, num_images=args.num_images, image=image, strength=args.strength, **sampling
     )
-    for path, img in zip(_output_paths(output, len(result.images)), result.images, strict=True):
+    for i, img in enumerate(result.images):
+        path = output if len(result.images) == 1 else output.with_name(f"{output.stem}-{i}{output.suffix}")
         img.save(path)
         print(f"wrote {path}")
     print(f"{result.preset} steps={result.steps} seed={result.seed} on {gen.device}: {_timings_line(result.timings)}")
@@ -125,8 +112,10 @@ def _cmd_download(args: argparse.Namespace) -> int:
 def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gen = sub.add_parser("generate", help="generate image(s) from a prompt")
     gen.add_argument("prompt")
-    add_model_options(gen)
-    add_sampling_options(gen, seed_default=None, seed_help="image i gets seed SEED+i (default: a random seed, printed)")
+    cli_options.add_model_options(gen)
+    cli_options.add_sampling_options(
+        gen, seed_default=None, seed_help="image i gets seed SEED+i (default: a random seed, printed)"
+    )
     gen.add_argument("--num-images", type=int, default=1)
     gen.add_argument("--image", help="input image for img2img")
     gen.add_argument("--strength", type=float)

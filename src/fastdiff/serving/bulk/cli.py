@@ -1,8 +1,5 @@
-"""`fastdiff batch PROMPTS --out DIR [--preset NAME]`: every prompt of a file to DIR/NNNNNN.png, resumable.
-
-Also runnable as `python -m fastdiff.serving.bulk.cli PROMPTS ...`. The driver (this process) reads the prompt file,
-opens DIR (refusing one made by another run), hands the prompts not yet done to a runner (in-process, a process
-pool, or Ray actors) and writes what comes back: image first, then its manifest line.
+"""`fastdiff batch PROMPTS --out DIR`: every prompt of a file to DIR/NNNNNN.png, resumable. The driver (this process)
+opens DIR, hands the prompts not yet done to a runner and writes what comes back: image first, then its manifest line.
 """
 
 from __future__ import annotations
@@ -14,18 +11,14 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ... import __version__
+from ... import __version__, cli_options
 from ... import presets as preset_table
-from ...cli_options import add_model_options, add_sampling_options, check_weights_reachable, load_options
 from ...errors import FastDiffError, warn
-from .local import run_in_process, run_process_pool
 from .manifest import RunDir
 from .prompts import Job, make_jobs, prompts_sha256, read_prompt_file
-from .worker import LoadSpec, Made
+from .worker import LoadSpec, Made, run_in_process, run_process_pool
 
 __all__ = ["add_batch_arguments", "main", "run_batch"]
-
-_DEFAULTS = ("steps", "negative_prompt", "guidance_scale", "height", "width")  # a .jsonl line may override these
 
 
 def _positive(text: str) -> int:
@@ -45,8 +38,10 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         "steps, negative_prompt, guidance_scale, height, width)",
     )
     add("--out", required=True, help="output folder: NNNNNN.png, manifest.jsonl, run.json")
-    add_model_options(parser)
-    add_sampling_options(parser, seed_default=0, seed_help="prompt i gets seed SEED+i unless its line names one")
+    cli_options.add_model_options(parser)
+    cli_options.add_sampling_options(
+        parser, seed_default=0, seed_help="prompt i gets seed SEED+i unless its line names one"
+    )
     add("--batch-size", type=_positive, default=1, help="images per pipeline call in each worker")
     add("--workers", type=_positive, default=1, help="worker processes (with --ray: actors per CPU node)")
     add("--threads", type=_positive, help="torch CPU threads per worker (default: cores // workers)")
@@ -57,7 +52,7 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _load_spec(args: argparse.Namespace) -> LoadSpec:
     """The generator every worker loads, with local paths made absolute (a worker may start elsewhere)."""
-    options = load_options(args)
+    options = cli_options.load_options(args)
     for key in ("source", "checkpoint", "cache_dir"):  # a hub repo id (not a path here) stays as it is
         if options[key] is not None and (key == "cache_dir" or Path(options[key]).exists()):
             options[key] = str(Path(options[key]).resolve())
@@ -67,7 +62,7 @@ def _load_spec(args: argparse.Namespace) -> LoadSpec:
 def _header(args: argparse.Namespace, spec: LoadSpec, entries: list[dict[str, Any]]) -> dict[str, Any]:
     """What DIR records about its run: every setting that changes the images, and the prompt list's hash."""
     settings = {"preset": args.preset, **{key: spec.options[key] for key in ("source", "checkpoint", "dtype")}}
-    settings |= {"optimize": args.optimize, "seed": args.seed, **{key: getattr(args, key) for key in _DEFAULTS}}
+    settings |= {"optimize": args.optimize, "seed": args.seed, **cli_options.sampling_options(args)}
     return {
         "format": 1,
         "settings": settings,
@@ -108,9 +103,9 @@ def run_batch(args: argparse.Namespace) -> int:
 
     preset = preset_table.get(args.preset).name  # a wrong name is refused before DIR is touched
     if args.ray is None:  # Ray workers read their own nodes' caches, not this machine's
-        check_weights_reachable(args)  # and weights that cannot load: in one line, before torch loads
+        cli_options.check_weights_reachable(args)  # and weights that cannot load: in one line, before torch loads
     entries = read_prompt_file(args.prompts)
-    jobs = make_jobs(entries, base_seed=args.seed, defaults={key: getattr(args, key) for key in _DEFAULTS})
+    jobs = make_jobs(entries, base_seed=args.seed, defaults=cli_options.sampling_options(args))
     spec = _load_spec(args)
     run_dir = RunDir.open(args.out, header=_header(args, spec, entries), force=args.force)
     todo = [job for job in jobs if job.index not in run_dir.done]

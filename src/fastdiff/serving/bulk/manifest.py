@@ -1,10 +1,8 @@
 """The output folder of a batch run: `run.json` (what the run is), `NNNNNN.png` and `manifest.jsonl` (what is done).
 
-The rules that make a killed run lose nothing: an image is written to a temp file in the folder, fsynced and
-renamed over its final name (so a final name never holds half an image); only then is its manifest line appended,
-flushed and fsynced. On resume an image counts as done when its manifest line exists and the file's sha256 matches
-it; a torn last line (the run died mid-append), a line whose file is gone or changed, and stale temp files are
-cleared before anything new is written.
+A killed run loses nothing: an image is written whole (temp file, fsync, rename), only then is its manifest line
+appended and fsynced. On resume an image is done when its line exists and the file's sha256 matches it; a torn last
+line, a line whose file is gone or changed, and stale temp files are cleared first.
 """
 
 from __future__ import annotations
@@ -15,6 +13,7 @@ import json
 import os
 import re
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -88,13 +87,13 @@ def _shown(value: object) -> str:
     return "unset" if value is None else repr(value)
 
 
+@dataclass
 class RunDir:
     """An open output folder: which prompts are done, and `record` to add one image and its manifest line."""
 
-    def __init__(self, root: Path, done: dict[int, dict[str, Any]], manifest: IO[str]) -> None:
-        self.root = root
-        self.done = done
-        self._manifest = manifest
+    root: Path
+    done: dict[int, dict[str, Any]]
+    _manifest: IO[str]
 
     @classmethod
     def open(cls, root: str | Path, *, header: dict[str, Any], force: bool = False) -> RunDir:

@@ -1,8 +1,5 @@
-"""The prompt file of `fastdiff batch`: one prompt a line (`.txt`) or one JSON object a line (`.jsonl`).
-
-Blank (whitespace-only) lines are skipped in both and take no index: prompt *i* is the *i*-th non-blank line,
-counted from 0, and its seed is BASE + *i* unless its line names one. Errors name the file's own line number.
-"""
+"""The prompt file of `fastdiff batch`: one prompt a line (`.txt`) or one JSON object a line (`.jsonl`). Prompt *i*
+is the *i*-th non-blank line, from 0; its seed is BASE + *i* unless its line names one."""
 
 from __future__ import annotations
 

@@ -1,11 +1,6 @@
 """Batch runs on a Ray cluster: one `Worker` actor per GPU, or on CPU-only clusters one per `--workers` share of
-a node's cores, fed through `ray.util.ActorPool`.
-
-The actors return PNG bytes and the driver writes them, exactly as in a local run (same folder, manifest and
-resume rules, and no shared filesystem needed between nodes). A worker that dies is Ray's to bring back: each actor
-is restarted up to `RETRIES` times and the chunk it was making is retried on it (`max_restarts`,
-`max_task_retries`). Ray is imported only here, and only when `--ray` is given.
-"""
+a node's cores, fed through `ray.util.ActorPool`. The actors return PNG bytes and the driver writes them, as in a
+local run. A worker that dies is Ray's to bring back (`max_restarts`, `max_task_retries`)."""
 
 from __future__ import annotations
 

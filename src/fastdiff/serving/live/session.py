@@ -1,8 +1,5 @@
-"""`LiveSession`: one worker thread that always generates the newest state, never a backlog.
-
-The hand-over between the caller's threads and the worker is one slot for the newest state and one for the newest
-outcome, under one condition variable: nothing ever holds more than one of each.
-"""
+"""`LiveSession`: one worker thread that always generates the newest state, never a backlog: the hand-over is one
+slot for the newest state and one for the newest outcome, under one condition variable."""
 
 from __future__ import annotations
 
@@ -32,13 +29,11 @@ LATENCIES_KEPT = 2048
 
 
 class _Superseded(Exception):
-    """Raised by the session's step-end callback to abandon a generation nobody will look at."""
+    """Abandons a generation nobody will look at."""
 
 
 @dataclass(frozen=True)
 class _Outcome:
-    """What one generation ended with: a frame or an error."""
-
     number: int  # counts outcomes, so that an iterator can tell new from seen
     version: int  # the update it answers
     frame: Frame | None
@@ -57,14 +52,10 @@ class _Outcome:
 class LiveSession:
     """Generate images that follow changing inputs (typing, sliders, a webcam) with no backlog.
 
-    The keyword arguments `**state` are the initial state: `LiveState`'s fields (`steps`, `seed`, `height`,
-    `width`, `guidance_scale`, `negative_prompt`, `image`, `strength`), as in the generator's call. `update(...)`
-    never blocks: it replaces the pending state. One worker thread generates only the newest state; states replaced
-    before their turn are dropped. A generation in progress finishes, unless `interrupt=True`: then a newer state
-    cuts it at the end of its current step (newest frame sooner, but no frame while the input changes faster than
-    one generation). Each frame is exactly `generator(prompt, **state)` for its state. `on_frame` / `on_error` run
-    on the worker thread: keep them short. Leaving the `with` block stops the worker (cutting the generation in
-    progress at its current step). Other threads' calls to the same generator take turns with the session's.
+    `**state` is the initial state: `LiveState`'s fields, as in the generator's call. One worker thread generates
+    only the newest state; states replaced before their turn are dropped. A generation in progress finishes, unless
+    `interrupt=True`: then a newer state cuts it at the end of its current step. Each frame is exactly
+    `generator(prompt, **state)` for its state. `on_frame` / `on_error` run on the worker thread: keep them short.
     """
 
     def __init__(
@@ -97,8 +88,7 @@ class LiveSession:
 
     def update(self, **changes: Any) -> LiveState:
         """Replace the pending state with the newest one changed by the given `LiveState` fields (those left out, or
-        `UNSET`, keep their value); never blocks. Nothing is generated before a prompt is given (`""` is one). Values
-        are checked by the generator: a bad one surfaces from `wait()`."""
+        `UNSET`, keep their value); never blocks. A bad value surfaces from `wait()`."""
         given = {name: value for name, value in changes.items() if value is not UNSET}
         with self._cond:
             if self._closed:
@@ -150,9 +140,8 @@ class LiveSession:
             return None if self._outcome is None else self._outcome.error
 
     def frames(self, *, timeout: float | None = None) -> Iterator[Frame]:
-        """Yield frames as they come, from the current state's on; frames the loop was too slow for are
-        skipped, never queued. Ends when the session closes or no frame comes for `timeout` seconds. A failed
-        generation raises its `FastDiffError` here (the session keeps running: iterate again)."""
+        """Yield frames as they come, from the current state's on, skipping those the loop was too slow for; ends when
+        the session closes or no frame comes for `timeout` seconds. A failed generation raises its error here."""
         seen = self._start_mark()
         while (outcome := self._wait_after(seen, timeout)) is not None:
             seen = outcome.number
@@ -250,9 +239,8 @@ class LiveSession:
             return self._outcome.number - (self._outcome.version >= self._state.version)
 
     def _step_end(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
-        """diffusers' `callback_on_step_end` on the session's calls: abandon a generation nobody will see. It raises
-        rather than set `pipe._interrupt`, which would still decode the unfinished latents; the call runs alone (a
-        call with a callback always does), so only it stops."""
+        """diffusers' `callback_on_step_end`: abandon a generation nobody will see (raising: `pipe._interrupt` would
+        still decode the unfinished latents; a call with a callback runs alone, so only it stops)."""
         with self._cond:
             if self._closed or (self.interrupt and self._pending is not None):
                 raise _Superseded
@@ -288,7 +276,6 @@ class LiveSession:
     def _publish(
         self, state: LiveState, result: GenerationResult | None, started: float, error: FastDiffError | None
     ) -> None:
-        """Record the outcome of `state`'s generation, wake readers, then run the user's callback."""
         now = time.perf_counter()
         with self._cond:
             number = 1 if self._outcome is None else self._outcome.number + 1
