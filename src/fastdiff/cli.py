@@ -1,10 +1,6 @@
-"""The `fastdiff` command: presets, generate, download, batch, bench, demo, distill, export, showcase.
-
-Bad input ends in one `error: …` line on stderr and exit status 2, never a traceback. Nothing here imports torch
-at module level, and a subcommand's own module is imported only when that subcommand runs: `fastdiff --help` and
-`fastdiff presets` start in a fraction of a second, and a command that cannot reach its weights says so before
-torch loads.
-"""
+"""The `fastdiff` command. Bad input ends in one `error: …` line on stderr and exit status 2, never a traceback.
+Nothing here imports torch at module level, and a subcommand's own module is imported only when it runs: `fastdiff
+--help` starts in a fraction of a second, and a command that cannot reach its weights says so before torch loads."""
 
 from __future__ import annotations
 
@@ -23,7 +19,7 @@ from .errors import FastDiffError, FastDiffWarning
 __all__ = ["main"]
 
 
-def _presets_table() -> str:
+def _cmd_presets(args: argparse.Namespace) -> int:
     rows = [("name", "family", "steps", "guidance", "size", "licence")]
     for p in preset_table.all_presets():
         licence = p.license + ("" if p.commercial_use else " (non-commercial)")
@@ -31,11 +27,7 @@ def _presets_table() -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _cmd_presets(args: argparse.Namespace) -> int:
-    print(_presets_table())
+    print("\n".join(lines))
     return 0
 
 
@@ -78,28 +70,18 @@ def _timings_line(timings: dict[str, float]) -> str:
     return line
 
 
-def _download_dtype(args: argparse.Namespace, preset: preset_table.Preset) -> str:
-    """--dtype, else what `from_preset` loads on --device: float32 on the CPU, float16 on an accelerator. Only
-    "auto" needs torch to tell, and it is asked only once the files are known to be cached or downloadable."""
-    from .hub import check_cached_or_reachable
-
-    if args.dtype is not None:
-        return str(args.dtype)
-    if args.device == "cpu":
-        return "float32"
-    check_cached_or_reachable(preset, dtypes=["float16", "float32"], checkpoint=True)
-    from .devices import resolve_device, resolve_dtype
-
-    return str(resolve_dtype(None, resolve_device(args.device))).removeprefix("torch.")
-
-
 def _cmd_download(args: argparse.Namespace) -> int:
-    from .hub import download, download_tiny_vae
+    from .hub import check_cached_or_reachable, download, download_tiny_vae
 
     preset = preset_table.get(args.name)
-    # By default the files `from_preset` loads on this machine (fp16 variants on a GPU, fp32 on a CPU); a CPU box
-    # that fetches for a GPU box says --dtype float16.
-    dtype = _download_dtype(args, preset)
+    # By default the files `from_preset` loads on --device (fp16 variants on a GPU, fp32 on a CPU). Only "auto" needs
+    # torch to tell, asked once the files are known to be cached or downloadable.
+    dtype = args.dtype or ("float32" if args.device == "cpu" else None)
+    if dtype is None:
+        check_cached_or_reachable(preset, dtypes=["float16", "float32"], checkpoint=True)
+        from .devices import resolve_device, resolve_dtype
+
+        dtype = str(resolve_dtype(None, resolve_device(args.device))).removeprefix("torch.")
     paths = download(preset, dtype=dtype, allow_pickle=args.allow_pickle)
     if not args.no_tiny_vae and not preset_table.is_shipped(preset):
         from .families import family  # diffusers: imported once the preset's own files are in
@@ -179,23 +161,17 @@ def _show_warning(message: Warning | str, category: type[Warning], *args: object
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fastdiff` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        parser = build_parser(argv)
-    except FastDiffError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    args = parser.parse_args(argv)
     with warnings.catch_warnings():
         warnings.simplefilter("always", FastDiffWarning)
         warnings.showwarning = _show_warning  # one line per warning, no source echo
         try:
-            code: int = args.func(args)
+            args = build_parser(argv).parse_args(argv)
+            return int(args.func(args))
         except FastDiffError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             return 130
-    return code
 
 
 if __name__ == "__main__":

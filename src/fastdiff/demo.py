@@ -1,8 +1,6 @@
 """`fastdiff demo`: a local Gradio page whose image follows the prompt as you type, served by one `LiveSession`.
-
-Gradio drops the events that arrive while one is running (`trigger_mode="always_last"`, one worker) and the
-session drops states its worker had no time for, so typing never builds a backlog. Needs the `demo` extra.
-"""
+Gradio drops the events that arrive while one runs (`trigger_mode="always_last"`) and the session drops states its
+worker had no time for, so typing never builds a backlog."""
 
 from __future__ import annotations
 

@@ -49,12 +49,6 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
             yield number, line.strip()
 
 
-def _has_type(value: object, kind: type) -> bool:
-    if isinstance(value, bool):
-        return False
-    return isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
-
-
 def _parse_json_line(where: str, line: str) -> dict[str, Any]:
     try:
         entry = json.loads(line)
@@ -65,7 +59,8 @@ def _parse_json_line(where: str, line: str) -> dict[str, Any]:
     for key, value in entry.items():
         if key not in LINE_KEYS:
             raise FastDiffError(f"{where}: unknown key {key!r}{did_you_mean(key, LINE_KEYS)}")
-        if value is not None and not _has_type(value, LINE_KEYS[key]):
+        kind = (int, float) if LINE_KEYS[key] is float else LINE_KEYS[key]  # JSON's 1 is a fine float
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
             raise FastDiffError(f"{where}: {key!r} must be a {LINE_KEYS[key].__name__}, got {value!r}")
     if not isinstance(entry.get("prompt"), str):
         raise FastDiffError(f'{where}: every line needs a "prompt" string')
@@ -89,13 +84,11 @@ def read_prompt_file(path: str | Path) -> list[dict[str, Any]]:
 
 def make_jobs(entries: list[dict[str, Any]], *, base_seed: int, defaults: Mapping[str, Any]) -> list[Job]:
     """One job per entry: seed `base_seed + i` unless the entry names one; `defaults` fill what it leaves unset."""
+    given = {key: value for key, value in defaults.items() if value is not None}
     jobs = []
-    for index, entry in enumerate(entries):
-        options = {key: value for key, value in defaults.items() if value is not None}
-        options.update({key: value for key, value in entry.items() if key not in ("prompt", "seed")})
-        jobs.append(
-            Job(index=index, prompt=entry["prompt"], seed=entry.get("seed", base_seed + index), options=options)
-        )
+    for i, entry in enumerate(entries):
+        options = given | {key: value for key, value in entry.items() if key not in ("prompt", "seed")}
+        jobs.append(Job(i, entry["prompt"], entry.get("seed", base_seed + i), options))
     return jobs
 
 

@@ -27,28 +27,24 @@ def _ray() -> Any:
         raise FastDiffError('--ray needs Ray: pip install "fastdiff[ray]" (or run without --ray)') from None
 
 
-def _actor_shapes(ray: Any, spec: LoadSpec, *, workers: int) -> tuple[int, dict[str, Any]]:
-    """How many actors to start and the resources of each: a GPU each, else `node cores // workers` CPUs each."""
+def _start_actors(ray: Any, spec: LoadSpec, *, workers: int, chunks: int) -> list[Any]:
+    """A GPU per actor, else `node cores // workers` CPUs (and as many torch threads) per actor."""
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
     gpus = int(sum(node.get("GPU", 0) for node in nodes))
-    if gpus and spec.options.get("device") != "cpu":
-        return gpus, {"num_gpus": 1, "num_cpus": 1}
     cores = [int(node.get("CPU", 0)) for node in nodes if node.get("CPU", 0) >= 1]
-    if not cores:
+    if gpus and spec.options.get("device") != "cpu":
+        count, resources = gpus, {"num_gpus": 1, "num_cpus": 1}
+    elif cores:
+        per_actor = max(1, min(cores) // workers)
+        count, resources = sum(n // per_actor for n in cores), {"num_cpus": per_actor}
+        spec = replace(spec, threads=spec.threads or per_actor)
+    else:
         raise FastDiffError("the Ray cluster has no CPU or GPU to run on; check `ray status`")
-    per_actor = max(1, min(cores) // workers)
-    return sum(count // per_actor for count in cores), {"num_cpus": per_actor}
-
-
-def _start_actors(ray: Any, spec: LoadSpec, *, workers: int, chunks: int) -> list[Any]:
-    count, resources = _actor_shapes(ray, spec, workers=workers)
     actor_class = ray.remote(Worker)
-    threads = spec.threads or (resources["num_cpus"] if "num_gpus" not in resources else None)
-    actor_spec = replace(spec, threads=threads)
     return [
         actor_class.options(
             **resources, max_restarts=RETRIES, max_task_retries=RETRIES, name=f"{ACTOR_PREFIX}-{os.getpid()}-{i}"
-        ).remote(actor_spec)
+        ).remote(spec)
         for i in range(min(count, chunks))
     ]
 
