@@ -151,20 +151,6 @@ def check_cached_or_reachable(
         raise _missing_error(preset, cache_dir, dtype, why=why, what=", ".join(missing[0]))
 
 
-def _component_patterns(preset: Preset, suffix: str, cache_dir: str | Path | None, local: bool) -> list[str]:
-    """The files of the modules model_index.json names (not e.g. SDXL base's unused `vae_1_0/`)."""
-    index_path = hf_hub_download(preset.repo_id, "model_index.json", cache_dir=cache_dir, local_files_only=local)
-    index = json.loads(Path(index_path).read_text())
-    folders = [name for name, value in index.items() if not name.startswith("_") and isinstance(value, list)]
-    unet_from_checkpoint = preset.checkpoint is not None and preset.checkpoint.kind == "unet"
-    patterns = ["model_index.json"]
-    for folder in folders:
-        patterns += [f"{folder}/*.json", f"{folder}/*.txt"]  # configs, tokenizer vocabularies and merges
-        if not (folder == "unet" and unet_from_checkpoint):
-            patterns += [f"{folder}/diffusion_pytorch_model{suffix}", f"{folder}/model{suffix}"]
-    return patterns
-
-
 def download(
     preset: Preset,
     *,
@@ -181,9 +167,18 @@ def download(
 
         raise pickle_refusal(Path(preset.checkpoint.filename))
     suffix = _weights_suffix(preset, dtype)
+    unet_from_checkpoint = preset.checkpoint is not None and preset.checkpoint.kind == "unet"
 
     def fetch(local: bool) -> list[str]:
-        patterns = _component_patterns(preset, suffix, cache_dir, local)
+        # The files of the modules model_index.json names (not e.g. SDXL base's unused `vae_1_0/`).
+        index = hf_hub_download(preset.repo_id, "model_index.json", cache_dir=cache_dir, local_files_only=local)
+        patterns = ["model_index.json"]
+        for folder, value in json.loads(Path(index).read_text()).items():
+            if folder.startswith("_") or not isinstance(value, list):
+                continue
+            patterns += [f"{folder}/*.json", f"{folder}/*.txt"]  # configs, tokenizer vocabularies and merges
+            if not (folder == "unet" and unet_from_checkpoint):
+                patterns += [f"{folder}/diffusion_pytorch_model{suffix}", f"{folder}/model{suffix}"]
         paths = [
             snapshot_download(preset.repo_id, allow_patterns=patterns, cache_dir=cache_dir, local_files_only=local)
         ]

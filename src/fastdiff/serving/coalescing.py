@@ -1,13 +1,7 @@
-"""Coalescing a generator's concurrent calls: whoever finds the model idle runs what is queued, as few pipeline calls
-as fit.
-
-No thread of its own and no added wait for a lone call: a caller that finds the model idle leads, runs the oldest
-queued call with every queued call compatible with it (same `batch_key`, up to `max_batch` images), hands each caller
-its result, and leads again until its own call is done; calls that arrive meanwhile form the next batch (continuous
-batching, as LLM servers do it). `max_wait_ms` > 0 lets a leader wait that long for a batch to fill. A solo call (its
-own generator or step callback, `coalesce=False`) runs as a batch of its own, in its turn. Without a coalescer
-(`max_batch=1`, the default off CUDA) a generator's calls take turns on its lock.
-"""
+"""Coalescing a generator's concurrent calls, with no thread of its own and no added wait for a lone call: a caller
+that finds the model idle leads: it runs the oldest queued call with every compatible queued call (same `batch_key`,
+up to `max_batch` images), hands each caller its result, and leads again until its own call is done (continuous
+batching, as LLM servers do it). A solo call (its own generator or step callback, `coalesce=False`) runs alone."""
 
 from __future__ import annotations
 
@@ -28,10 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MAX_BATCH", "BatchStats", "Coalescer", "check_batching", "coalescer_for", "outcomes"]
 
-# Images per pipeline call when coalescing concurrent calls (`max_batch`), by device type; 1 (never coalesce) where
-# batching does not pay. CUDA: a batch of 8 costs far less than 8 calls (not measured here: no GPU was lent). CPU,
-# measured on the 2-core EPYC (docs/serving.md): the real SDXL-Turbo is compute-bound, 4 coalesced callers made
-# 1.01x the serial loop, so 1 (a tiny model gains 1.7-1.8x from amortized per-call overhead: max_batch=4 there).
+# `max_batch` by device type; 1 (never coalesce) where batching does not pay. CUDA: a batch of 8 costs far less than 8
+# calls. CPU (docs/serving.md): the real SDXL-Turbo is compute-bound, 4 coalesced callers made 1.01x the serial loop.
 DEFAULT_MAX_BATCH = {"cuda": 8}
 
 R = TypeVar("R")  # a request

@@ -1,7 +1,5 @@
-"""One worker of a batch run: it holds one generator and turns jobs into PNG bytes for the driver to write (so that
-one process owns the output folder: a Ray node needs no shared filesystem). It runs in the driver, in N spawned
-processes (`--workers N`, each with `cores // N` torch threads and at most two chunks in flight, so a long prompt list
-never sits in the pool's queue) or as a Ray actor (`ray_runner`)."""
+"""One worker of a batch run turns jobs into PNG bytes for the driver to write (one process owns the output folder).
+It runs in the driver, in N spawned processes (`--workers N`, at most two chunks each in flight) or on Ray."""
 
 from __future__ import annotations
 
