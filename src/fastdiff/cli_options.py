@@ -63,16 +63,8 @@ def check_weights_reachable(args: argparse.Namespace) -> None:
 
 def load_options(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of `FewStepGenerator.from_preset` that `add_model_options` parsed (all but preset)."""
-    return {
-        "source": args.source,
-        "checkpoint": args.checkpoint,
-        "device": args.device,
-        "dtype": args.dtype,
-        "optimize": args.optimize,
-        "cache_dir": args.cache_dir,
-        "local_files_only": True if args.local_files_only else None,
-        "allow_pickle": args.allow_pickle,
-    }
+    names = ("source", "checkpoint", "device", "dtype", "optimize", "cache_dir", "allow_pickle")
+    return {name: getattr(args, name) for name in names} | {"local_files_only": True if args.local_files_only else None}
 
 
 def sampling_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -99,8 +99,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def build_demo(session: LiveSession, *, notes: WarningNotes | None = None) -> gr.Blocks:
-    """The page: prompt, sliders for steps, seed and strength, an optional input image; the image and its
-    measured latency on the right. Every input change updates `session` and shows its newest frame."""
+    """The page: prompt, steps, seed, strength and an input image; every change updates `session` and shows its
+    newest frame with its latency."""
     import gradio as gr
 
     preset = session.generator.preset

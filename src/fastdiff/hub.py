@@ -98,8 +98,7 @@ def _missing_error(
 
 
 def quietly(fetch: Callable[[bool], T], local: bool) -> T:
-    """`fetch(local)` without the `local_dir_use_symlinks` warning diffusers still triggers in huggingface_hub on
-    every load: noise the user can do nothing about (diffusers #1057-style warning fatigue)."""
+    """`fetch(local)` without the `local_dir_use_symlinks` warning diffusers triggers in huggingface_hub every load."""
     with silenced("hub"):
         return fetch(local)
 

@@ -76,8 +76,7 @@ class Coalescer(Generic[R, T]):
         self._waits: deque[float] = deque(maxlen=WAITS_KEPT)
 
     def submit_call(self, requests: Sequence[R], *, solo: bool = False) -> list[T]:
-        """Run one call's `requests` (all of one key) in one batch, with others' compatible calls unless `solo`;
-        returns their results, in order."""
+        """Run one call's `requests` (all of one key) in one batch, with others' compatible calls unless `solo`."""
         ticket: _Ticket[R, T] = _Ticket(list(requests), self._key(requests[0]), sum(map(self._size, requests)), solo)
         with self._cond:
             self._queue.append(ticket)

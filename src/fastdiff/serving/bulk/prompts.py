@@ -93,7 +93,6 @@ def make_jobs(entries: list[dict[str, Any]], *, base_seed: int, defaults: Mappin
 
 
 def prompts_sha256(entries: list[dict[str, Any]]) -> str:
-    """A hash of the parsed prompt list: the same prompts and per-line settings give the same hash, whatever the
-    file's blank lines, key order or spacing."""
+    """A hash of the parsed prompt list: the same whatever the file's blank lines, key order or spacing."""
     canonical = json.dumps(entries, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -20,13 +20,6 @@ RETRIES = 3
 ACTOR_PREFIX = "fastdiff-batch"  # actors are named, so `ray list actors` shows whose they are
 
 
-def _ray() -> Any:
-    try:
-        return importlib.import_module("ray")
-    except ImportError:
-        raise FastDiffError('--ray needs Ray: pip install "fastdiff[ray]" (or run without --ray)') from None
-
-
 def _start_actors(ray: Any, spec: LoadSpec, *, workers: int, chunks: int) -> list[Any]:
     """A GPU per actor, else `node cores // workers` CPUs (and as many torch threads) per actor."""
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
@@ -53,7 +46,10 @@ def run_on_ray(spec: LoadSpec, chunks: list[list[Job]], *, address: str | None, 
     """Make `chunks` on Ray: a new local cluster when `address` is None (or RAY_ADDRESS's when set), else the
     cluster at `address` ("auto": the one started on this machine by `ray start`). A process that already joined a
     cluster (`ray.init()` beforehand) keeps it."""
-    ray = _ray()
+    try:
+        ray = importlib.import_module("ray")
+    except ImportError:
+        raise FastDiffError('--ray needs Ray: pip install "fastdiff[ray]" (or run without --ray)') from None
     started = not ray.is_initialized()
     if started:
         try:

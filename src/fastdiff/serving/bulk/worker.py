@@ -78,12 +78,10 @@ class Worker:
                 return Made(fatal=str(err))
             groups = itertools.groupby(jobs, key=lambda job: sorted(job.options.items()))
             outcomes = [outcome for _, group in groups for outcome in self._make_group(gen, list(group))]
-        forwarded = []
         for w in caught:  # FastDiffWarnings go to the driver, which shows each once; the rest warn here as usual
-            if issubclass(w.category, FastDiffWarning):
-                forwarded.append(str(w.message))
-            else:
+            if not issubclass(w.category, FastDiffWarning):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+        forwarded = [str(w.message) for w in caught if issubclass(w.category, FastDiffWarning)]
         return Made(outcomes=outcomes, warnings=forwarded)
 
     def _generator(self) -> FewStepGenerator:

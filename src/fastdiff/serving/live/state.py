@@ -50,12 +50,9 @@ class LiveState:
 
 @dataclass(frozen=True)
 class Frame:
-    """One generated image (exactly `generator(state.prompt, **state.call_kwargs()).images[0]`) and its state.
-
-    `seed`, `steps` and `guidance_scale` are the values used. `timings` holds the generator's "encode", "denoise",
-    "decode", "total", plus "queued" (update → generation start) and "latency" (update → frame), in seconds.
-    `number` counts the session's frames from 1.
-    """
+    """One generated image (exactly `generator(state.prompt, **state.call_kwargs()).images[0]`), its state and the
+    values used. `timings` holds the generator's, plus "queued" (update → generation start) and "latency" (update →
+    frame), in seconds. `number` counts the session's frames from 1."""
 
     image: Image.Image
     state: LiveState
@@ -96,12 +93,10 @@ class Frame:
 
 @dataclass(frozen=True)
 class LiveStats:
-    """Counters of one session; `received == generated + failed + dropped + interrupted` once it is idle.
-
-    `dropped`: states replaced by a newer one before their generation began. `interrupted`: generations cut
-    short at a step boundary (newer state with `interrupt=True`, or shutdown). `latency_p50`/`latency_p95`:
-    seconds from each `update` to the first frame that shows it or a newer state (None before any frame).
-    """
+    """Counters of one session; `received == generated + failed + dropped + interrupted` once it is idle. `dropped`:
+    states replaced before their generation began; `interrupted`: generations cut short at a step boundary (a newer
+    state with `interrupt=True`, or shutdown); `latency_p50`/`latency_p95`: seconds from each `update` to the first
+    frame that shows it or a newer state (None before any frame)."""
 
     received: int
     generated: int
