@@ -29,7 +29,7 @@ from .classifier import images_to_tensor
 from .conditioning import NoiseSchedule
 from .config import ADDConfig
 from .evaluation import eval_specs, generate, image_rows, prompt_accuracy
-from .shapes import COLORS, POSITIONS, SHAPES, caption, make_shapes
+from .shapes import VOCABULARY, caption, make_shapes
 from .trainer import train
 
 _D: Any = diffusers  # its classes are untyped
@@ -49,8 +49,6 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 }
 BOS, EOS, UNK = "<|startoftext|>", "<|endoftext|>", "<|unk|>"
 MAX_TOKENS = 16  # the longest caption is 12 words, plus BOS and EOS
-WORDS = ("a", "small", "large", *COLORS, *SHAPES, "in", "the", *{w for p in POSITIONS for w in p.split()})
-WORDS += ("on", "background")
 # Nominal seconds per step on one core, which split --minutes into step counts (fixed, so that a budget always
 # means the same steps). The shipped run (--minutes 40, 42.9 min in all) measured 0.38, 0.22 and 0.33 with the
 # other core busy; keep these values, or --minutes 40 no longer gives the shipped weights.
@@ -61,7 +59,7 @@ GUIDANCES = (1.0, 2.0, 4.0, 7.5)  # the teacher's CFG scale at 20 steps is the b
 
 def tokenizer() -> CLIPTokenizer:
     """A CLIP tokenizer whose BPE merges build each word of the `shapes` grammar: one token per word."""
-    words = sorted(set(WORDS))
+    words = sorted(VOCABULARY)
     merges: list[tuple[str, str]] = []
     tokens = [UNK]
     for word in words:  # merged right to left: only the last pair of a word ever ends in </w>, so none collide
@@ -107,6 +105,11 @@ def build_pipeline(seed: int) -> Any:
     parts: dict[str, Any] = {"vae": vae, "text_encoder": text, "tokenizer": tok, "unet": unet}
     parts |= {"scheduler": _D.PNDMScheduler.from_config(SCHEDULER_CONFIG), "safety_checker": None}
     return _D.StableDiffusionPipeline(**parts, feature_extractor=None, requires_safety_checker=False)
+
+
+def step_counts(minutes: float) -> dict[str, int]:
+    """The steps of each stage in `--minutes M` (the student's: 1200 for the shipped 40)."""
+    return {k: max(20, int(SHARE[k] * minutes * 60 / STEP_SECONDS[k])) for k in SHARE}
 
 
 def _lr(step: int, steps: int, base: float, warmup: int = 100) -> float:
@@ -252,8 +255,7 @@ def run(out: Path, *, minutes: float, seed: int = 0) -> dict[str, Any]:
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
     clock = time.perf_counter()
-    steps = {k: max(20, int(SHARE[k] * minutes * 60 / STEP_SECONDS[k])) for k in SHARE}
-    pipe, student, figures = _train_all(out, steps, seed)
+    pipe, student, figures = _train_all(out, step_counts(minutes), seed)
     guidance = figures["teacher_guidance"]
     specs = eval_specs()
     figures["accuracy"] = {
