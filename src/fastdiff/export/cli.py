@@ -73,7 +73,7 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def _run_onnx(args: argparse.Namespace) -> int:
-    from .bundle import export_onnx
+    from .onnx import export_onnx
 
     if args.preset is None:
         raise FastDiffError("fastdiff export onnx needs --preset NAME")
