@@ -199,8 +199,7 @@ def _max_unet_difference(a: Any, b: Any) -> float:
 
 def _labelled_grid(rows: Sequence[torch.Tensor], labels: Sequence[str], path: Path, *, zoom: int = 2) -> None:
     """`evaluation.image_rows` of the rows, enlarged `zoom`×, with each row's label in a left margin."""
-    image_rows(rows, path)
-    grid = Image.open(path).convert("RGB")
+    grid = image_rows(rows)
     grid = grid.resize((grid.width * zoom, grid.height * zoom), Image.Resampling.NEAREST)
     margin, row_height = 150, grid.height // len(rows)
     canvas = Image.new("RGB", (grid.width + margin, grid.height), "white")

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from PIL import Image
 
 __all__ = ["Conditioning", "NoiseSchedule", "decode_latents", "encode_captions", "encode_images", "family_of"]
 
@@ -127,12 +126,11 @@ def encode_images(vae: Any, images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def decode_latents(vae: Any, latents: torch.Tensor) -> list[Image.Image]:
-    """The inverse of `encode_images`, to PIL images (a plain decode: no safety checker, no watermark)."""
+def decode_latents(vae: Any, latents: torch.Tensor) -> torch.Tensor:
+    """The inverse of `encode_images`: (B, 3, H, W) in about [-1, 1] (a plain decode: no safety checker)."""
     z = latents.to(vae.device, vae.dtype) / vae.config.scaling_factor
     stats = _latent_stats(vae, z)
     if stats is not None:
         z = z * stats[1] + stats[0]
-    pixels = vae.decode(z, return_dict=False)[0].float().clamp(-1, 1)  # (B, 3, H, W)
-    array = ((pixels + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(a) for a in array]
+    pixels: torch.Tensor = vae.decode(z, return_dict=False)[0].float()
+    return pixels
