@@ -126,18 +126,6 @@ def _load(folder: Path) -> Any:
     return pipe
 
 
-def _timed(
-    pipe: Any, prompts: Sequence[str], *, steps: int, guidance: float, repeats: int
-) -> tuple[torch.Tensor, float]:
-    """`evaluation.generate` on all `prompts` (one batch) and the median seconds per image after a warm-up."""
-    images, times = generate(pipe, prompts, steps=steps, guidance=guidance), []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        images = generate(pipe, prompts, steps=steps, guidance=guidance)
-        times.append((time.perf_counter() - start) / len(prompts))
-    return images, statistics.median(times)
-
-
 def evaluate_model(
     pipe: Any,
     specs: Sequence[ShapeSpec],
@@ -148,8 +136,15 @@ def evaluate_model(
     real: torch.Tensor,
     repeats: int = 3,
 ) -> tuple[dict[str, float], torch.Tensor]:
-    """Accuracy per attribute and all four, Fréchet distance and sharpness against `real`, seconds per image."""
-    images, seconds = _timed(pipe, [caption(s) for s in specs], steps=steps, guidance=guidance, repeats=repeats)
+    """Accuracy per attribute and all four, Fréchet distance and sharpness against `real`, and the median seconds
+    per image of `repeats` batched runs after a warm-up one."""
+    prompts = [caption(s) for s in specs]
+    images, times = generate(pipe, prompts, steps=steps, guidance=guidance), []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        images = generate(pipe, prompts, steps=steps, guidance=guidance)
+        times.append((time.perf_counter() - start) / len(prompts))
+    seconds = statistics.median(times)
     return _scores(images, specs, classifier=classifier, real=real) | {"seconds_per_image": seconds}, images
 
 
@@ -189,12 +184,6 @@ def train_students(
         students[name] = (pipe, time.perf_counter() - start)
         print(f"trained {name} ({steps} steps) in {students[name][1] / 60:.1f} min", flush=True)
     return students
-
-
-def _max_unet_difference(a: Any, b: Any) -> float:
-    """The largest absolute difference between two UNets' weights."""
-    other = b.unet.state_dict()
-    return max(float((v - other[k]).abs().max()) for k, v in a.unet.state_dict().items())
 
 
 def _labelled_grid(rows: Sequence[torch.Tensor], labels: Sequence[str], path: Path, *, zoom: int = 2) -> None:
@@ -273,7 +262,9 @@ def run(
     figures: dict[str, Any] = {"results": results, "student_steps": steps, "variants": list(variants), "seed": seed}
     figures["train_seconds"] = {name: s for name, (_, s) in students.items()}
     if "add" in students and steps == recipe_steps:  # same teacher, data, config and seed as the shipped run
-        figures["add_vs_shipped_unet_max_abs_diff"] = _max_unet_difference(students["add"][0], shipped)
+        theirs = shipped.unet.state_dict()
+        diffs = [float((v - theirs[k]).abs().max()) for k, v in students["add"][0].unet.state_dict().items()]
+        figures["add_vs_shipped_unet_max_abs_diff"] = max(diffs)
     figures["prompts_in_grid"] = [caption(s) for s in specs[:GRID_PROMPTS]]
     figures["seconds_total"] = time.perf_counter() - clock
     (out / "ablation.json").write_text(json.dumps(figures, indent=1) + "\n")

@@ -67,17 +67,16 @@ class Conditioning:
         added = {k: v.to(dtype) for k, v in self.added.items()} if self.added is not None else None
         return Conditioning(self.hidden.to(dtype), self.pooled.float(), added)
 
-    def repeat(self, n: int) -> Conditioning:
-        """A one-row conditioning (the empty prompt's) repeated to `n` rows."""
-        added = {k: v.expand(n, -1) for k, v in self.added.items()} if self.added is not None else None
-        return Conditioning(self.hidden.expand(n, -1, -1), self.pooled.expand(n, -1), added)
+    def with_uncond(self, uncond: Conditioning) -> Conditioning:
+        """These rows, then the one row of `uncond` (the empty prompt's) as many times: CFG in one teacher call."""
 
-    def cat(self, other: Conditioning) -> Conditioning:
-        """Both batches stacked (self first), for classifier-free guidance in one teacher call."""
+        def both(mine: torch.Tensor, theirs: torch.Tensor) -> torch.Tensor:
+            return torch.cat([mine, theirs.expand(mine.shape[0], *theirs.shape[1:])])
+
         added = None
-        if self.added is not None and other.added is not None:
-            added = {k: torch.cat([v, other.added[k]]) for k, v in self.added.items()}
-        return Conditioning(torch.cat([self.hidden, other.hidden]), torch.cat([self.pooled, other.pooled]), added)
+        if self.added is not None and uncond.added is not None:
+            added = {k: both(v, uncond.added[k]) for k, v in self.added.items()}
+        return Conditioning(both(self.hidden, uncond.hidden), both(self.pooled, uncond.pooled), added)
 
 
 def family_of(pipe: Any) -> str:

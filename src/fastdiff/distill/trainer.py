@@ -153,7 +153,7 @@ def _teacher_x0(run: _Run, x_s: torch.Tensor, s: torch.Tensor, cond: Conditionin
     alpha, sigma = run.schedule.alpha_sigma(s)
     with torch.no_grad():
         if scale > 1.0 and run.uncond is not None:
-            both = cond.cat(run.uncond.repeat(x_s.shape[0]))
+            both = cond.with_uncond(run.uncond)
             out = run.teacher(torch.cat([x_s, x_s]), torch.cat([s, s]), return_dict=False, **both.unet_kwargs())[0]
             out_c, out_u = out.chunk(2)
             out = out_u + scale * (out_c - out_u)
