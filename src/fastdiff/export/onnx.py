@@ -24,17 +24,7 @@ from ..errors import FastDiffError
 from .manifest import build_manifest
 from .modules import Component, components
 
-__all__ = [
-    "MANIFEST",
-    "OPSET",
-    "TOLERANCE",
-    "Exported",
-    "OnnxExport",
-    "check_onnx",
-    "export_component",
-    "export_onnx",
-    "half_rounded",
-]
+__all__ = ["TOLERANCE", "Exported", "OnnxExport", "check_onnx", "export_component", "export_onnx", "half_rounded"]
 
 OPSET = 18
 Dtype = Literal["float32", "float16"]
@@ -88,25 +78,19 @@ def _store_half(model: Any) -> None:
         graph.insert_before(first, cast)
 
 
-def _strip_debug_info(graph: Any) -> None:
-    """Drop the exporter's per-node stack traces and module paths: half of a small model's file, of no use to a
-    runtime."""
-    for node in graph.all_nodes():
+def _save(model: Any, path: Path) -> str | None:
+    """Write the model without the exporter's per-node stack traces and module paths (half of a small model's
+    file, of no use to a runtime); its weights go to an external data file beside it when they are large."""
+    import onnx_ir as ir
+
+    for node in model.graph.all_nodes():
         node.metadata_props.clear()
         node.doc_string = None
         for value in node.outputs:
             value.metadata_props.clear()
-
-
-def _save(program: Any, path: Path) -> str | None:
-    """Write the model; its weights go to an external data file beside it when they are large."""
-    import onnx_ir as ir
-
-    graph = program.model.graph
-    _strip_debug_info(graph)
-    size = sum(v.const_value.nbytes for v in graph.initializers.values() if v.const_value is not None)
+    size = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
     external = f"{path.name}.data" if size > EXTERNAL_DATA_BYTES else None
-    ir.save(program.model, str(path), external_data=external)
+    ir.save(model, str(path), external_data=external)
     return external
 
 
@@ -128,7 +112,7 @@ def export_component(component: Component, folder: Path, *, dtype: Dtype = "floa
         )
     if dtype == "float16":
         _store_half(program.model)
-    external = _save(program, path)
+    external = _save(program.model, path)
     reference = half_rounded(component.module) if dtype == "float16" else component.module
     error = check_onnx(path, reference, component.inputs, tolerance=TOLERANCE[dtype])
     size = path.stat().st_size + (path.with_name(external).stat().st_size if external else 0)
