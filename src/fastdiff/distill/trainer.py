@@ -213,6 +213,15 @@ def discriminator_step(
     return loss, logs
 
 
+def _update(acc: Any, loss: torch.Tensor, module: Any, optimizer: Any, scheduler: Any, max_norm: float) -> None:
+    """Backward, clip, step the optimizer and its LR schedule, clear the gradients."""
+    acc.backward(loss)
+    acc.clip_grad_norm_(module.parameters(), max_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+
+
 def _step(
     pipe: Any, images: torch.Tensor, captions: Sequence[str], config: ADDConfig, run: _Run, acc: Any
 ) -> dict[str, float]:
@@ -223,25 +232,16 @@ def _step(
     latents = encode_images(pipe.vae, x).float()
     cond = encode_captions(pipe, [captions[i] for i in idx.tolist()], height=x.shape[2], width=x.shape[3])
     cond = cond.to_unet_dtype(run.teacher.dtype)
-    opt_g, opt_d = run.optimizers
     with acc.autocast():
         loss_g, fake_x0, logs = generator_step(run, latents, cond, config)
-    acc.backward(loss_g)
-    acc.clip_grad_norm_(run.student.parameters(), config.max_grad_norm)
-    opt_g.step()
-    run.schedulers[0].step()
-    opt_g.zero_grad(set_to_none=True)
+    _update(acc, loss_g, run.student, run.optimizers[0], run.schedulers[0], config.max_grad_norm)
     with torch.no_grad():
         for e, p in zip(run.ema.parameters(), acc.unwrap_model(run.student).parameters(), strict=True):
             e.lerp_(p.detach(), 1.0 - config.ema_decay)
-    opt_d.zero_grad(set_to_none=True)  # the G loss also reached the heads' parameters: drop it
+    run.optimizers[1].zero_grad(set_to_none=True)  # the G loss also reached the heads' parameters: drop it
     with acc.autocast():
         loss_d, d_logs = discriminator_step(run, latents, cond, fake_x0, config)
-    acc.backward(loss_d)
-    acc.clip_grad_norm_(run.heads.parameters(), config.max_grad_norm)
-    opt_d.step()
-    run.schedulers[1].step()
-    opt_d.zero_grad(set_to_none=True)
+    _update(acc, loss_d, run.heads, run.optimizers[1], run.schedulers[1], config.max_grad_norm)
     return logs | d_logs | {"lr": run.schedulers[0].get_last_lr()[0]}
 
 
