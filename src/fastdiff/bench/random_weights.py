@@ -24,8 +24,8 @@ from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionXLP
 from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+from ..configs.tokenizer import byte_level_tokenizer
 from ..errors import FastDiffError
-from ..testing.tiny import tiny_tokenizer
 from .architectures import TINY_VAE, Architecture, architecture
 from .timing import available_memory
 
@@ -141,16 +141,18 @@ def random_components(
     for i, (encoder, pad) in enumerate(zip(encoders, arch.pad_tokens, strict=True)):
         suffix = "" if i == 0 else f"_{i + 1}"
         parts[f"text_encoder{suffix}"] = encoder.eval()
-        parts[f"tokenizer{suffix}"] = tiny_tokenizer(pad_token=pad)
+        parts[f"tokenizer{suffix}"] = byte_level_tokenizer(pad_token=pad)
     return parts
 
 
-def random_tiny_vae(*, device: torch.device, dtype: torch.dtype, seed: int = 1) -> Any:
+def random_tiny_vae(
+    *, device: torch.device, dtype: torch.dtype, seed: int = 1, config: dict[str, Any] = TINY_VAE
+) -> Any:
     """TAESD/TAESDXL's architecture (`AutoencoderTiny`) with random weights: what `optimize="max"` decodes with."""
     from diffusers import AutoencoderTiny
 
     with _parameters_on_meta():
-        vae = AutoencoderTiny.from_config(TINY_VAE)  # type: ignore[no-untyped-call]
+        vae = AutoencoderTiny.from_config(config)  # type: ignore[no-untyped-call]
     _materialize([vae], device=device, dtype=dtype, seed=seed)
     return vae.eval()
 

@@ -17,9 +17,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .. import presets as preset_table
+from ..cli_options import OPTIMIZE_LEVELS as LEVELS  # torch-free: parsed before `fastdiff bench` checks the hub
 from ..errors import FastDiffError, did_you_mean
-from ..openvino_cache import WEIGHT_FORMATS
-from ..optimize import LEVELS
 from ..presets import Preset
 
 __all__ = ["BASELINE", "DEFAULT_SCENARIOS", "OPTIONAL_SCENARIOS", "Scenario", "parse_scenario", "parse_scenarios"]
@@ -94,10 +93,12 @@ def parse_scenario(text: str) -> Scenario:
     elif body.startswith(FASTDIFF_PREFIX):
         level, _, body = body[len(FASTDIFF_PREFIX) :].partition(":")
         level, plus, weights = level.partition("+")
-        if plus and weights not in WEIGHT_FORMATS:
-            hint = did_you_mean(weights, WEIGHT_FORMATS)
-            formats = f"one of {WEIGHT_FORMATS}{hint}"
-            raise FastDiffError(f"scenario {text!r}: after '+' comes the OpenVINO weights, {formats}")
+        if plus:
+            from ..openvino_cache import WEIGHT_FORMATS  # imports torch: only rows that name a format need it
+
+            if weights not in WEIGHT_FORMATS:
+                formats = f"one of {WEIGHT_FORMATS}{did_you_mean(weights, WEIGHT_FORMATS)}"
+                raise FastDiffError(f"scenario {text!r}: after '+' comes the OpenVINO weights, {formats}")
         weights = weights or None
         if level not in LEVELS or not body:
             hint = did_you_mean(level, LEVELS) if level not in LEVELS else ""
