@@ -155,3 +155,19 @@ def test_too_large_for_memory_is_refused_before_allocating(monkeypatch: pytest.M
     monkeypatch.setattr(random_weights, "available_memory", lambda device: 1000)
     with pytest.raises(NotEnoughMemory, match="GiB is available"):
         random_components(_small_sdxl(), device=torch.device("cpu"), dtype=torch.float32)
+
+
+def test_every_shipped_config_is_package_data() -> None:
+    """An installed wheel holds what `fastdiff.configs` reads: pyproject's package-data globs match every file."""
+    import glob
+
+    import tomllib
+
+    import fastdiff
+
+    package = Path(fastdiff.__file__).parent
+    pyproject = tomllib.loads((package.parents[1] / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["fastdiff"]
+    shipped = {path for pattern in globs for path in glob.glob(pattern, root_dir=package)}
+    configs = {str(p.relative_to(package)) for p in (package / "configs").rglob("*") if p.suffix in (".json", ".md")}
+    assert len(configs) > 20 and configs <= shipped

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..errors import FastDiffError
 from .scenarios import DEFAULT_SCENARIOS, OPTIONAL_SCENARIOS, Scenario, parse_scenarios
@@ -121,14 +121,10 @@ def _config(args: argparse.Namespace) -> RunConfig:
     )
 
 
-def _progress(total: int, disable: bool) -> Any:
-    from tqdm.auto import tqdm  # type: ignore[import-untyped, unused-ignore]
-
-    return tqdm(total=total, desc="fastdiff bench", unit="run", disable=disable, file=sys.stderr)
-
-
 def _measure(args: argparse.Namespace, config: RunConfig, scenarios: list[Scenario]) -> tuple[list[BenchRow], Meta]:
     """Run the scenarios with a progress bar over scenarios and runs; the rows and the run's metadata."""
+    from tqdm.auto import tqdm  # type: ignore[import-untyped, unused-ignore]
+
     from .report import collect_meta, seconds
     from .runner import baseline_row, run_scenarios
     from .sources import make_source
@@ -142,7 +138,8 @@ def _measure(args: argparse.Namespace, config: RunConfig, scenarios: list[Scenar
         args.weights, device=config.device, dtype=config.dtype, clock=clock, cache_dir=args.cache_dir,
         weights_dir=args.weights_dir,  # `_config` refused it for other weights
     )  # fmt: skip
-    bar = _progress(len(scenarios) * (config.warmup + config.repeats), args.no_progress)
+    total = len(scenarios) * (config.warmup + config.repeats)
+    bar = tqdm(total=total, desc="fastdiff bench", unit="run", disable=args.no_progress, file=sys.stderr)
     skipped: list[dict[str, str]] = []
 
     def done(row: BenchRow) -> None:

@@ -1,14 +1,9 @@
 """Where a scenario's pipeline comes from: random weights on the real architecture (or at toy widths), or the hub.
-
-A source keeps one model in memory at a time; consecutive scenarios that need the same modules (SDXL-Turbo and
-SDXL-Lightning have the same architecture) share them, and the row says so (`load_shared`).
-"""
+A source holds one model at a time; consecutive rows that can share it do, and say so (`load_shared`)."""
 
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -20,8 +15,8 @@ from ..errors import FastDiffError
 from ..generator import FewStepGenerator
 from ..optimize import Optimizations, own_copy
 from ..weights import WeightsIdentity
-from .architectures import Architecture, architecture, tiny_architecture
-from .random_weights import pipeline_from, random_components, random_tiny_vae
+from .architectures import architecture, tiny_architecture
+from .random_weights import pipeline_from, random_components, random_tiny_vae, weights_name
 from .scenarios import Scenario
 from .timing import Clock
 
@@ -74,12 +69,6 @@ def openvino_pipeline(pipe: Any, *, cache_key: str | None = None) -> Any:
     return AutoPipelineForText2Image.from_pipe(pipe, **own)
 
 
-def _random_weights_key(arch: Architecture, dtype: torch.dtype) -> str:
-    """The random weights' name: `random_components` fills them from the configs, the dtype and seed 0 alone."""
-    configs = json.dumps([arch.unet, arch.vae, arch.text_encoders], sort_keys=True)
-    return f"random:{arch.repo_id}:{dtype}:seed=0:{hashlib.sha256(configs.encode()).hexdigest()[:16]}"
-
-
 def _free(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
@@ -115,7 +104,7 @@ class RandomSource:
         with silenced("numpy-copy"):
             pipe = pipeline_from(arch, dict(self._components))
             generator = None
-            key = _random_weights_key(arch, self.dtype)
+            key = f"random:{weights_name(arch, dtype=self.dtype)}"  # what from_pipeline's disk cache keys on
             if scenario.runner == "openvino":
                 pipe = openvino_pipeline(pipe, cache_key=key)
             elif scenario.runner == "fastdiff":
@@ -136,8 +125,8 @@ class RandomSource:
 
 
 class HubSource:
-    """Real weights from the Hugging Face cache (or the hub): `from_preset` for fastdiff rows, the card's
-    `AutoPipelineForText2Image.from_pretrained` for plain-diffusers rows. Loads are timed cold, one at a time."""
+    """Real weights from the Hugging Face cache (or the hub), loaded cold one at a time: `from_preset` for fastdiff
+    rows, the card's `AutoPipelineForText2Image.from_pretrained` for the others."""
 
     weights: Weights = "hub"
     shares_weights = False  # each row loads its own weights (the card's pipeline, or from_preset)
@@ -202,8 +191,7 @@ def make_source(
     cache_dir: str | Path | None = None,
     weights_dir: str | Path | None = None,
 ) -> ModelSource:
-    """The source for `--weights random|tiny|hub` (`cache_dir`: the hub cache, for `hub` only; `weights_dir`: where
-    `random` weights are kept and memory-mapped from, for `random` only)."""
+    """The source for `--weights random|tiny|hub`; `cache_dir` for `hub`, `weights_dir` (memory-mapped) for `random`."""
     if weights == "hub":
         return HubSource(device=device, dtype=dtype, clock=clock, cache_dir=cache_dir)
     if weights_dir is not None and weights != "random":

@@ -1,12 +1,9 @@
-"""The timing core: a clock that synchronizes the device before every read, percentiles, peak memory.
-
-As in gpt-fast, queued device work is waited for before each clock read (a CUDA launch returns before the kernel
-runs, so an unsynchronized timer measures launches), and warm-up is timed apart from the steady state.
-"""
+"""The timing core: a clock that synchronizes the device before every read (as in gpt-fast: a CUDA launch returns
+before its kernel runs), percentiles, peak memory, and what else the machine did meanwhile."""
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import os
 import re
 import sys
@@ -15,11 +12,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from ..devices import make_clock, synchronize
 
 __all__ = [
+    "BUSY_CORES",
+    "PRESSURE_FRACTION",
     "Clock",
     "Contention",
     "LatencySummary",
@@ -39,17 +39,19 @@ __all__ = [
 
 Clock = Callable[[], float]
 
+# A row whose median timed run waited this share of its time for memory ran under memory pressure; a row whose
+# working set fits waits next to nothing.
+PRESSURE_FRACTION = 0.05
+# A row whose median timed run had other tasks (another process, kswapd reclaiming memory, the hypervisor's
+# steal) keep this many cores busy beside it shared the CPU: on 2 cores a tenth of a core is 5 % of it.
+BUSY_CORES = 0.1
+
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0 ≤ q ≤ 100) with linear interpolation between ranks, numpy's default method."""
+    """The q-th percentile (0 ≤ q ≤ 100), interpolated linearly between ranks (numpy's default)."""
     if not values:
         raise ValueError("percentile of no values")
-    if not 0 <= q <= 100:
-        raise ValueError(f"q must be in [0, 100], got {q}")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    lo, hi = math.floor(rank), math.ceil(rank)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
+    return float(np.percentile(values, q))
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class LatencySummary:
 
     def as_dict(self) -> dict[str, float]:
         """`{"p50": …, "p95": …, "min": …}`, the JSON shape of `latency_s`."""
-        return {"p50": self.p50, "p95": self.p95, "min": self.min}
+        return dataclasses.asdict(self)
 
 
 def round_order(rows: int, round_: int) -> list[int]:
@@ -80,11 +82,8 @@ def summarize(values: Sequence[float]) -> LatencySummary:
 
 
 class PeakMemory:
-    """Peak memory over a region: the CUDA caching allocator's peak on a GPU, else the process's peak RSS.
-
-    On Linux the RSS high-water mark is reset by writing "5" to /proc/self/clear_refs, so each scenario gets
-    its own peak (weights resident plus activations); elsewhere it is the process-lifetime peak.
-    """
+    """Peak memory over a region: the CUDA caching allocator's peak on a GPU, else the process's peak RSS (reset
+    per region on Linux by writing "5" to /proc/self/clear_refs; elsewhere the process-lifetime peak)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -111,11 +110,6 @@ class PeakMemory:
 
 
 def _peak_rss_bytes() -> int:
-    status = Path("/proc/self/status")
-    if status.exists():
-        match = re.search(r"VmHWM:\s+(\d+)\s+kB", status.read_text())
-        if match:
-            return int(match.group(1)) * 1024
     try:
         import resource
     except ImportError:  # Windows: no getrusage
@@ -141,11 +135,8 @@ def busy_cpus_elsewhere(
 
 
 def auto_cpu_threads() -> int:
-    """torch's thread count, lowered to the CPUs nobody else is using (at least 1).
-
-    Intra-op threads wait for each other at every parallel region; when other processes hold the cores, each wait
-    lasts a scheduler time slice and a run gets many times slower (measured: 80× for a tiny UNet on 2 busy cores).
-    """
+    """torch's thread count, lowered to the CPUs nobody else is using (at least 1): intra-op threads wait for each
+    other at every parallel region, a time slice each where another process holds a core (80× for a tiny UNet)."""
     default = torch.get_num_threads()
     others = busy_cpus_elsewhere()
     if others is None:
@@ -154,13 +145,9 @@ def auto_cpu_threads() -> int:
 
 
 def memory_stall_seconds(pressure: Path = Path("/proc/pressure")) -> float | None:
-    """Seconds during which some task on this machine stalled waiting for memory or for the disk since boot
-    (Linux's pressure stall information: the `some` totals of `memory`, for reclaim and refaults, and of `io`,
-    for pages evicted long enough ago to be read back from disk as new); None without PSI.
-
-    Its change over a timed run is how long that run waited (an upper bound: one wait may count in both). Four
-    SDXL rows in one process on a 23 GiB machine evict each other's pages, and a row that waits for them slows
-    for it, not for its engine."""
+    """Seconds some task on this machine stalled for memory or the disk since boot (Linux's pressure stall
+    information, the `some` totals of `memory` and `io`: reclaim, refaults, evicted pages read back); None without
+    PSI. Its change over a timed run is how long the run waited (an upper bound: one wait may count in both)."""
     totals = [_some_total(pressure / name) for name in ("memory", "io")]
     if totals[0] is None:
         return None
@@ -190,9 +177,8 @@ def busy_cpu_seconds(stat: Path = Path("/proc/stat")) -> float | None:
 
 
 class Contention:
-    """What else the machine did during each timed run: the seconds it waited for memory or the disk
-    (`memory_stall_seconds`) and the cores other tasks kept busy (`busy_cpu_seconds` less this process's own
-    CPU time, over the run's seconds). `start()` before a run, `stop(seconds)` after it; `medians()` per row."""
+    """What else the machine did during each timed run: seconds waited for memory or the disk, and the cores other
+    tasks kept busy (the machine's CPU time less ours, over the run's). `start()`, `stop(seconds)`, `medians()`."""
 
     def __init__(self) -> None:
         self.stalls: list[float] = []
