@@ -95,7 +95,8 @@ def _check_hub(scenarios: list[Scenario], args: argparse.Namespace) -> None:
     loads and before the scenarios ahead of it run (nor after huggingface_hub's retries)."""
     from ..hub import check_cached_or_reachable
 
-    dtypes = [args.dtype] if args.dtype else ["float16", "float32"]  # the device's own needs torch to tell
+    # Without --dtype (or with an alias) either precision's files will do: the device's own needs torch to tell.
+    dtypes = [args.dtype] if args.dtype in ("float32", "float16", "bfloat16") else ["float16", "float32"]
     for preset in dict.fromkeys(scenario.preset for scenario in scenarios):
         check_cached_or_reachable(preset, dtypes=dtypes, cache_dir=args.cache_dir)
 
