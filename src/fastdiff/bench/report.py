@@ -101,7 +101,7 @@ def _cpu_context(device: torch.device, threads: int | None) -> dict[str, Any]:
         rates = {str(dtype).removeprefix("torch."): cpu_matmul_tflops(dtype) for dtype in dtypes}
     finally:
         torch.set_num_threads(before)
-    return {"busy_cpus_elsewhere_at_start": busy_cpus_elsewhere(samples=3), "cpu_matmul_tflops": rates}
+    return {"busy_cpus_elsewhere_at_start": busy_cpus_elsewhere(), "cpu_matmul_tflops": rates}
 
 
 def to_json(rows: list[BenchRow], meta: dict[str, Any]) -> dict[str, Any]:
@@ -202,6 +202,11 @@ def _prompt_mode(meta: dict[str, Any]) -> str:
     return "one prompt for every run (cache hits)" if meta.get("repeat_prompt") else "a new prompt per run"
 
 
+def _warnings(rows: list[BenchRow], meta: dict[str, Any]) -> list[str]:
+    """The skipped scenarios and the rows timed under pressure, one line each."""
+    return [f"skipped {s['scenario']}: {s['reason']}" for s in meta.get("skipped", [])] + pressure_notes(rows)
+
+
 def format_table(rows: list[BenchRow], meta: dict[str, Any]) -> str:
     """The console table, with a header line of metadata and the note on random weights."""
     table = [list(HEADERS), *(_cells(r) for r in rows)]
@@ -214,8 +219,7 @@ def format_table(rows: list[BenchRow], meta: dict[str, Any]) -> str:
     if _matmul_rates(meta):
         head += f" | matmul TFLOP/s: {_matmul_rates(meta)}"
     footer = [f"note: {meta['note']}"] if meta.get("note") else []
-    footer += [f"skipped {s['scenario']}: {s['reason']}" for s in meta.get("skipped", [])]
-    footer += pressure_notes(rows)
+    footer += _warnings(rows, meta)
     footer.append("stages are p50 of each stage; 'hooks' rows are split at module boundaries (plain diffusers)")
     return "\n".join([head, *lines, *footer])
 
@@ -226,11 +230,8 @@ def to_markdown(rows: list[BenchRow], meta: dict[str, Any]) -> str:
     info += ", " + _prompt_mode(meta)
     if _matmul_rates(meta):
         info += f", matmul TFLOP/s: {_matmul_rates(meta)}"
-    lines = [f"*{info}*", ""]
-    if meta.get("note"):
-        lines += [f"> {meta['note']}", ""]
-    lines += [f"> skipped {s['scenario']}: {s['reason']}\n" for s in meta.get("skipped", [])]
-    lines += [f"> {note}\n" for note in pressure_notes(rows)]
+    notes = [meta["note"]] if meta.get("note") else []
+    lines = [f"*{info}*", "", *(f"> {note}\n" for note in [*notes, *_warnings(rows, meta)])]
     lines.append("| " + " | ".join(HEADERS) + " |")
     lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(HEADERS))) + "|")
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]

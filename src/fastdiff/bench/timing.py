@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import psutil
 import torch
 
 from ..devices import make_clock, synchronize
@@ -118,30 +119,20 @@ def _peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
 
 
-def busy_cpus_elsewhere(
-    *, samples: int = 5, interval: float = 0.1, loadavg: Path = Path("/proc/loadavg")
-) -> int | None:
-    """How many CPUs other tasks keep busy right now: the median count of runnable tasks in /proc/loadavg
-    (an instantaneous count, unlike the load averages), less this process. None where /proc is absent."""
-    if not loadavg.exists():
-        return None
-    counts = []
-    for i in range(samples):
-        if i:
-            time.sleep(interval)
-        running = int(loadavg.read_text().split()[3].split("/")[0])
-        counts.append(max(0, running - 1))  # this process is running while it reads
-    return round(percentile(counts, 50))
+def busy_cpus_elsewhere(*, interval: float = 0.3) -> int:
+    """How many CPUs other tasks keep busy right now: the machine's busy CPU time less this process's, over
+    `interval` seconds (as `Contention` counts it for a timed run)."""
+    contention = Contention()
+    contention.start()
+    time.sleep(interval)
+    contention.stop(interval)
+    return round(contention.other_cores[0])
 
 
 def auto_cpu_threads() -> int:
     """torch's thread count, lowered to the CPUs nobody else is using (at least 1): intra-op threads wait for each
     other at every parallel region, a time slice each where another process holds a core (80× for a tiny UNet)."""
-    default = torch.get_num_threads()
-    others = busy_cpus_elsewhere()
-    if others is None:
-        return default
-    return max(1, min(default, cpu_count() - others))
+    return max(1, min(torch.get_num_threads(), cpu_count() - busy_cpus_elsewhere()))
 
 
 def memory_stall_seconds(pressure: Path = Path("/proc/pressure")) -> float | None:
@@ -163,17 +154,11 @@ def _some_total(path: Path) -> float | None:
     return int(match.group(1)) / 1e6 if match else None
 
 
-def busy_cpu_seconds(stat: Path = Path("/proc/stat")) -> float | None:
+def busy_cpu_seconds() -> float:
     """CPU seconds every task on this machine has used since boot (user, nice, system, irq, softirq), plus the
-    seconds the hypervisor gave this machine's CPUs to others (steal); None where /proc/stat is absent."""
-    try:
-        fields = stat.read_text().splitlines()[0].split()
-    except (OSError, IndexError):
-        return None
-    if not fields or fields[0] != "cpu" or len(fields) < 9:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    seconds the hypervisor gave this machine's CPUs to others (steal)."""
+    times = psutil.cpu_times()
+    return float(sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal")))
 
 
 class Contention:
@@ -209,12 +194,7 @@ def cpu_count() -> int:
 
 
 def available_memory(device: torch.device) -> int | None:
-    """Bytes that can still be allocated on `device` (CUDA free memory, Linux MemAvailable); None if unknown."""
+    """Bytes that can still be allocated on `device` (CUDA free memory, the OS's available RAM); None if unknown."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    meminfo = Path("/proc/meminfo")
-    if device.type == "cpu" and meminfo.exists():
-        match = re.search(r"MemAvailable:\s+(\d+)\s+kB", meminfo.read_text())
-        if match:
-            return int(match.group(1)) * 1024
-    return None
+    return int(psutil.virtual_memory().available) if device.type == "cpu" else None
