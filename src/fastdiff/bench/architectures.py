@@ -62,7 +62,10 @@ def _read(repo_id: str) -> Architecture:
     )
 
 
-ARCHITECTURES: dict[str, Architecture] = {repo: _read(repo) for repo in config_repos()}
+# The UNet pipelines (SD 1.x/2.x, SDXL) whose configs fastdiff ships.
+ARCHITECTURES: dict[str, Architecture] = {
+    repo: _read(repo) for repo in config_repos() if "unet" in repo_config(repo, "model_index.json")
+}
 
 
 def architecture(repo_id: str) -> Architecture:
