@@ -30,8 +30,7 @@ import torch
 from fastdiff import FastDiffWarning
 from fastdiff.bench.flops import FlopCache, device_peak_tflops, stage_modules
 from fastdiff.bench.report import collect_meta, device_description, seconds
-from fastdiff.bench.rows import BenchRow, set_speedup_vs_diffusers
-from fastdiff.bench.runner import PROMPT, RunConfig, ScenarioRun
+from fastdiff.bench.runner import PROMPT, BenchRow, RunConfig, ScenarioRun, set_speedup_vs_diffusers
 from fastdiff.bench.scenarios import Scenario, parse_scenario
 from fastdiff.bench.sources import RandomSource
 from fastdiff.bench.timing import make_clock

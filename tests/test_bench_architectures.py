@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ from fastdiff.bench.architectures import (
     SD_TURBO_REPO,
     SDXL_BASE_REPO,
     SDXL_TURBO_REPO,
-    shares_weights,
+    tiny_architecture,
 )
 from fastdiff.bench.random_weights import (
     NotEnoughMemory,
@@ -27,7 +26,7 @@ from fastdiff.bench.random_weights import (
     pipeline_from,
     random_components,
 )
-from fastdiff.testing.tiny import tiny_tokenizer
+from fastdiff.configs.tokenizer import byte_level_tokenizer
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -57,8 +56,15 @@ def test_architectures_have_the_real_parameter_counts(repo: str, unet: int, enco
 
 
 def test_turbo_and_base_share_modules() -> None:
-    assert shares_weights(ARCHITECTURES[SDXL_TURBO_REPO], ARCHITECTURES[SDXL_BASE_REPO])
-    assert not shares_weights(ARCHITECTURES[SD15_REPO], ARCHITECTURES[SD_TURBO_REPO])
+    """The bench builds one family's modules once and shares them: SDXL-Turbo's and SDXL base's have one shape."""
+
+    def shapes(repo: str) -> dict[str, tuple[int, ...]]:
+        with _parameters_on_meta():
+            unet = UNet2DConditionModel.from_config(ARCHITECTURES[repo].unet)
+        return {name: tuple(p.shape) for name, p in unet.named_parameters()}
+
+    assert shapes(SDXL_TURBO_REPO) == shapes(SDXL_BASE_REPO)
+    assert shapes(SD15_REPO) != shapes(SD_TURBO_REPO)
     assert ARCHITECTURES[SDXL_TURBO_REPO].unet["sample_size"] == 64  # 512 px
     assert ARCHITECTURES[SDXL_BASE_REPO].unet["sample_size"] == 128  # 1024 px
 
@@ -94,29 +100,13 @@ def test_materialize_fills_every_parameter_and_keeps_buffers() -> None:
 
 
 def test_code_made_tokenizer_stays_inside_the_real_vocabulary() -> None:
-    ids = tiny_tokenizer()("ÿ a photo, of ~everything~ ✓", padding="max_length", max_length=77).input_ids
+    ids = byte_level_tokenizer()("ÿ a photo, of ~everything~ ✓", padding="max_length", max_length=77).input_ids
     assert len(ids) == 77 and max(ids) < 49408
 
 
 def _small_sdxl() -> Any:
     """SDXL wiring at toy widths, with the real vocabulary size."""
-    real = ARCHITECTURES[SDXL_TURBO_REPO]
-    unet = {
-        **real.unet,
-        "block_out_channels": [32, 64],
-        "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D"],
-        "up_block_types": ["CrossAttnUpBlock2D", "UpBlock2D"],
-        "attention_head_dim": [2, 4],
-        "transformer_layers_per_block": [1, 1],
-        "norm_num_groups": 8,
-        "cross_attention_dim": 64,
-        "addition_time_embed_dim": 8,
-        "projection_class_embeddings_input_dim": 80,
-    }
-    vae = {**real.vae, "block_out_channels": [8, 8, 16, 16], "norm_num_groups": 4, "layers_per_block": 1}
-    small = {"hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2}
-    encoders = tuple({**cfg, **small, "projection_dim": 32} for cfg in real.text_encoders)
-    return dataclasses.replace(real, unet=unet, vae=vae, text_encoders=encoders)
+    return tiny_architecture(ARCHITECTURES[SDXL_TURBO_REPO])
 
 
 def test_random_components_make_a_working_pipeline() -> None:
@@ -165,3 +155,19 @@ def test_too_large_for_memory_is_refused_before_allocating(monkeypatch: pytest.M
     monkeypatch.setattr(random_weights, "available_memory", lambda device: 1000)
     with pytest.raises(NotEnoughMemory, match="GiB is available"):
         random_components(_small_sdxl(), device=torch.device("cpu"), dtype=torch.float32)
+
+
+def test_every_shipped_config_is_package_data() -> None:
+    """An installed wheel holds what `fastdiff.configs` reads: pyproject's package-data globs match every file."""
+    import glob
+
+    import tomllib
+
+    import fastdiff
+
+    package = Path(fastdiff.__file__).parent
+    pyproject = tomllib.loads((package.parents[1] / "pyproject.toml").read_text())
+    globs = pyproject["tool"]["setuptools"]["package-data"]["fastdiff"]
+    shipped = {path for pattern in globs for path in glob.glob(pattern, root_dir=package)}
+    configs = {str(p.relative_to(package)) for p in (package / "configs").rglob("*") if p.suffix in (".json", ".md")}
+    assert len(configs) > 20 and configs <= shipped

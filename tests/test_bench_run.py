@@ -12,8 +12,7 @@ import torch
 
 from fastdiff.bench import runner, timing
 from fastdiff.bench.cli import add_bench_arguments, run_bench
-from fastdiff.bench.report import format_table, to_markdown
-from fastdiff.bench.rows import contended, pressured
+from fastdiff.bench.report import contended, format_table, pressured, to_markdown
 from fastdiff.bench.runner import RunConfig, run_scenario, run_scenarios
 from fastdiff.bench.scenarios import parse_scenario, parse_scenarios
 from fastdiff.bench.sources import HubSource, Loaded, RandomSource, make_source
@@ -267,7 +266,7 @@ def test_cli_writes_json_markdown_and_plot(tmp_path: Path, capsys: pytest.Captur
     assert "| sdxl-turbo@1 |" in out["out.md"].read_text()
     assert out["out.png"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = capsys.readouterr().out
-    assert "sd15@2" in table and "speedup" in table and "tiny test models" in table
+    assert "sd15@2" in table and "speedup" in table and "toy widths" in table
     # The CPU's own ceiling, measured: fp32 always, bf16 where the CPU computes it natively.
     rates = data["meta"]["cpu_matmul_tflops"]
     assert set(rates) == {"float32", *(("bfloat16",) if cpu_has_native_bf16() else ())}

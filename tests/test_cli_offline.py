@@ -8,6 +8,7 @@ once and nothing leaves this machine.
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -57,6 +58,7 @@ OFFLINE_COMMANDS = {
     "generate": ["generate", "a cat", "--preset", "sdxl-turbo", "--output", "{tmp}/cat.png"],
     "batch": ["batch", "{tmp}/prompts.txt", "--preset", "sdxl-turbo", "--out", "{tmp}/run"],
     "demo": ["demo", "--preset", "sdxl-turbo"],
+    "bench": ["bench", "--weights", "hub", "--scenarios", "sdxl-turbo@1", "--no-progress"],
 }
 
 
@@ -66,9 +68,9 @@ def test_unreachable_hub_is_one_line_before_torch_loads(
 ) -> None:
     (tmp_path / "prompts.txt").write_text("a cat\n")
     args = [arg.format(tmp=tmp_path) for arg in OFFLINE_COMMANDS[name]]
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), _children_cpu_seconds()
     done = fastdiff(*args, env=unreachable_hub)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, _children_cpu_seconds() - cpu
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2, done.stderr
     assert len(lines) == 1 and lines[0].startswith("error: "), done.stderr
@@ -76,8 +78,14 @@ def test_unreachable_hub_is_one_line_before_torch_loads(
     assert "imported: []" in done.stdout  # the answer came before torch, diffusers and transformers loaded
     assert not (tmp_path / "run").exists()  # batch refused before it made its output folder
     # huggingface_hub's own retry loop backs off 1+2+4+8+8 s before giving up; 15 s catches it and leaves a busy
-    # 2-core machine room (the command itself takes well under a second here).
-    assert seconds < 15
+    # 2-core machine room (the command itself takes well under a second here). The CPU time the command used, which
+    # other processes do not inflate, holds it to the issue's 2 s: importing torch alone takes more.
+    assert seconds < 15 and cpu < 2, (seconds, cpu)
+
+
+def _children_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def test_hf_hub_offline_without_cache_is_one_line(unreachable_hub: dict[str, str]) -> None:
@@ -88,8 +96,9 @@ def test_hf_hub_offline_without_cache_is_one_line(unreachable_hub: dict[str, str
 
 
 def test_bench_hub_weights_unreachable_is_one_line(unreachable_hub: dict[str, str]) -> None:
-    """Checked for every scenario before the first one loads (the bench itself imports torch to parse them)."""
+    """The default scenarios: checked for every one before the first loads, and before torch."""
     done = fastdiff("bench", "--weights", "hub", "--device", "cpu", "--no-progress", env=unreachable_hub)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert "imported: []" in done.stdout
     assert lines[0].startswith("error: sd15: files not in the Hugging Face cache and the hub at http://127.0.0.1:9")

@@ -1,34 +1,24 @@
 """`fastdiff bench`: every scenario measured the same way, in one run, on one device, with a table of where the
-time goes. `add_bench_arguments` and `run_bench` are what the main `fastdiff` CLI wires in as a subcommand."""
+time goes. `add_bench_arguments` and `run_bench` are what the main `fastdiff` CLI wires in as a subcommand.
+
+torch loads only once the arguments, the scenarios and (for `--weights hub`) the hub have been checked, so an
+offline machine hears what to do at once."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from ..devices import resolve_device, resolve_dtype
 from ..errors import FastDiffError
-from .report import (
-    Meta,
-    collect_meta,
-    device_description,
-    format_table,
-    read_json,
-    seconds,
-    to_markdown,
-    write_json,
-    write_plot,
-)
-from .runner import BenchRow, RunConfig, baseline_row, run_scenarios
 from .scenarios import DEFAULT_SCENARIOS, OPTIONAL_SCENARIOS, Scenario, parse_scenarios
-from .sources import make_source
-from .timing import make_clock
 
-__all__ = ["add_bench_arguments", "main", "run_bench"]
+if TYPE_CHECKING:
+    from .report import Meta
+    from .runner import BenchRow, RunConfig
 
-EXAMPLE = "fastdiff bench --weights random --device cpu --height 128 --width 128 --repeats 2 --json out.json"
+__all__ = ["add_bench_arguments", "run_bench"]
 
 
 def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,7 +28,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("random", "hub", "tiny"),
         default="random",
         help="random: the real architectures with random weights, nothing downloaded (default); hub: real weights "
-        "from the Hugging Face cache/hub; tiny: the tiny test models (smoke tests only)",
+        "from the Hugging Face cache/hub; tiny: the real wiring at toy widths (smoke tests only)",
     )
     parser.add_argument("--cache-dir", default=None, help="hub cache for --weights hub (default: HF_HOME's)")
     parser.add_argument(
@@ -88,7 +78,7 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _config(args: argparse.Namespace) -> RunConfig:
+def _check_arguments(args: argparse.Namespace) -> None:
     if args.weights_dir and args.weights != "random":
         raise FastDiffError(f"--weights-dir is for --weights random, not {args.weights}")
     for name in ("repeats", "warmup", "threads", "height", "width"):
@@ -96,10 +86,26 @@ def _config(args: argparse.Namespace) -> RunConfig:
         minimum = 1 if name in ("repeats", "threads") else 0
         if value is not None and value < minimum:
             raise FastDiffError(f"--{name} must be ≥ {minimum}, got {value}")
-    for name in ("height", "width"):
-        value = getattr(args, name)
-        if value is not None and (value < 64 or value % 8):
+        if name in ("height", "width") and value is not None and (value < 64 or value % 8):
             raise FastDiffError(f"--{name} must be a multiple of 8 and ≥ 64, got {value}")
+
+
+def _check_hub(scenarios: list[Scenario], args: argparse.Namespace) -> None:
+    """Every scenario's weights cached, or the hub there to serve them: else the one-line error now, before torch
+    loads and before the scenarios ahead of it run (nor after huggingface_hub's retries)."""
+    from ..hub import check_cached_or_reachable
+
+    # Without --dtype (or with an alias) either precision's files will do: the device's own needs torch to tell.
+    dtypes = [args.dtype] if args.dtype in ("float32", "float16", "bfloat16") else ["float16", "float32"]
+    for preset in dict.fromkeys(scenario.preset for scenario in scenarios):
+        check_cached_or_reachable(preset, dtypes=dtypes, cache_dir=args.cache_dir)
+
+
+def _config(args: argparse.Namespace) -> RunConfig:
+    from ..devices import resolve_device, resolve_dtype
+    from .report import device_description
+    from .runner import RunConfig
+
     device = resolve_device(args.device)
     height = args.height if args.height is not None else args.width  # one given: a square image
     width = args.width if args.width is not None else args.height
@@ -116,14 +122,15 @@ def _config(args: argparse.Namespace) -> RunConfig:
     )
 
 
-def _progress(total: int, disable: bool) -> Any:
-    from tqdm.auto import tqdm  # type: ignore[import-untyped, unused-ignore]
-
-    return tqdm(total=total, desc="fastdiff bench", unit="run", disable=disable, file=sys.stderr)
-
-
 def _measure(args: argparse.Namespace, config: RunConfig, scenarios: list[Scenario]) -> tuple[list[BenchRow], Meta]:
     """Run the scenarios with a progress bar over scenarios and runs; the rows and the run's metadata."""
+    from tqdm.auto import tqdm  # type: ignore[import-untyped, unused-ignore]
+
+    from .report import collect_meta, seconds
+    from .runner import baseline_row, run_scenarios
+    from .sources import make_source
+    from .timing import make_clock
+
     meta = collect_meta(config, weights=args.weights + (" (memory-mapped)" if args.weights_dir else ""))
     if meta["note"]:
         print(f"fastdiff bench: {meta['note']}", file=sys.stderr)
@@ -132,7 +139,8 @@ def _measure(args: argparse.Namespace, config: RunConfig, scenarios: list[Scenar
         args.weights, device=config.device, dtype=config.dtype, clock=clock, cache_dir=args.cache_dir,
         weights_dir=args.weights_dir,  # `_config` refused it for other weights
     )  # fmt: skip
-    bar = _progress(len(scenarios) * (config.warmup + config.repeats), args.no_progress)
+    total = len(scenarios) * (config.warmup + config.repeats)
+    bar = tqdm(total=total, desc="fastdiff bench", unit="run", disable=args.no_progress, file=sys.stderr)
     skipped: list[dict[str, str]] = []
 
     def done(row: BenchRow) -> None:
@@ -151,6 +159,8 @@ def _measure(args: argparse.Namespace, config: RunConfig, scenarios: list[Scenar
 
 
 def _write(args: argparse.Namespace, rows: list[BenchRow], meta: Meta) -> None:
+    from .report import format_table, to_markdown, write_json, write_plot
+
     print(format_table(rows, meta))
     if args.json_path:
         print(f"wrote {write_json(args.json_path, rows, meta)}")
@@ -170,11 +180,15 @@ def run_bench(args: argparse.Namespace) -> int:
     """
     try:
         if args.from_json:
+            from .report import read_json
+
             rows, meta = read_json(args.from_json)
         else:
-            config, scenarios = _config(args), parse_scenarios(args.scenarios)
+            _check_arguments(args)
+            scenarios = parse_scenarios(args.scenarios)
             if args.weights == "hub":
-                _check_hub(scenarios, config, args.cache_dir)
+                _check_hub(scenarios, args)
+            config = _config(args)
     except FastDiffError as err:
         return _fail(str(err))
     except (OSError, ValueError, KeyError, TypeError) as err:  # an unreadable or foreign --from-json file
@@ -185,22 +199,6 @@ def run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_hub(scenarios: list[Scenario], config: RunConfig, cache_dir: str | None) -> None:
-    """Every scenario's weights cached, or the hub there to serve them: else the one-line error now, not after
-    the scenarios before it ran (nor after huggingface_hub's retries)."""
-    from ..hub import check_cached_or_reachable
-
-    for preset in dict.fromkeys(scenario.preset for scenario in scenarios):
-        check_cached_or_reachable(preset, dtypes=[config.dtype], cache_dir=cache_dir)
-
-
 def _fail(message: str) -> int:
     print(f"error: {message}", file=sys.stderr)
     return 2
-
-
-def main(argv: list[str] | None = None) -> int:
-    """`python -m fastdiff.bench …` until the main CLI has its `bench` subcommand."""
-    parser = argparse.ArgumentParser(prog="fastdiff bench", description=__doc__, epilog=f"example: {EXAMPLE}")
-    add_bench_arguments(parser)
-    return run_bench(parser.parse_args(argv))

@@ -1,10 +1,6 @@
-"""Where the time and the FLOPs go: forward hooks on each stage's modules, FlopCounterMode on the real shapes.
-
-`ModuleProbe` counts the calls of the text encoders, the UNet and the VAE decoder during a run, times each call
-with the synchronizing clock and keeps the inputs of its first call. FLOPs are then counted once per module on
-those inputs (matmuls, convolutions and attention, as `torch.utils.flop_counter` counts them) and multiplied by
-the number of calls: every call of a module in one generation has the same shapes.
-"""
+"""Where the time and the FLOPs go: `ModuleProbe` hooks each stage's modules (call counts, synchronized call
+times, first-call inputs); FLOPs are counted once per module on those inputs with torch's `FlopCounterMode` and
+multiplied by its calls (every call of a module in one generation has the same shapes)."""
 
 from __future__ import annotations
 
@@ -81,9 +77,8 @@ def device_peak_tflops(device_name: str, dtype: torch.dtype) -> float | None:
 
 
 def cpu_matmul_tflops(dtype: torch.dtype, *, size: int = 2048, runs: int = 5) -> float:
-    """What this CPU multiplies at, TFLOP/s: the median of `runs` torch matmuls of two `size`² matrices in `dtype`
-    on torch's current threads, after one untimed. A CPU has no datasheet peak here (clocks and cores vary by
-    machine), so the bench measures one: a row's TFLOP/s over it is how close the row runs to the CPU's limit."""
+    """What this CPU multiplies at, TFLOP/s (the median of `runs` `size`² matmuls on torch's threads, after one
+    untimed): a CPU has no datasheet peak, so a row's TFLOP/s is compared with this measured one."""
     a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
     times = []
     for _ in range(runs + 1):
@@ -113,10 +108,8 @@ class _Record:
 
 
 class ModuleProbe:
-    """Forward hooks on each stage's modules: call counts, synchronized call times and first-call inputs.
-
-    Use as a context manager around the runs (hooks are removed on exit); call `start_run()` before each run.
-    """
+    """Forward hooks on each stage's modules: call counts, synchronized call times and first-call inputs. A context
+    manager around the runs (the hooks go on exit); `start_run()` before each run."""
 
     def __init__(self, stages: Mapping[str, Sequence[nn.Module]], clock: Clock) -> None:
         self.clock = clock
@@ -186,11 +179,8 @@ class ModuleProbe:
         return {"encode": encoded - start, "denoise": decoding - encoded, "decode": end - decoding}
 
     def flops_by_stage(self, cache: FlopCache | None = None) -> dict[str, int]:
-        """FLOPs of one run per stage: each module's first call counted on its real inputs, times its calls.
-
-        Call it after the probe's context has exited (the re-run must not be recorded). `cache` maps
-        (module class, parameter count, input shapes) to FLOPs, so scenarios sharing modules and shapes count once.
-        """
+        """FLOPs of one run per stage: each module's first call counted on its real inputs, times its calls; after
+        the probe's context (the re-run is not recorded). `cache` counts shared modules and shapes once."""
         cache = {} if cache is None else cache
         totals = dict.fromkeys(STAGES, 0)
         for _, module in self._modules:

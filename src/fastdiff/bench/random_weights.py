@@ -1,12 +1,9 @@
-"""Random weights on the real architectures: timing without downloading anything.
+"""Random weights on the real architectures: latency does not depend on weight values, so a pipeline built from
+the real configs times like the real one (its images are noise), and nothing is downloaded.
 
-Latency does not depend on weight values, so a pipeline built from the real configs times like the real one; its
-images are noise. Modules are built with parameters on the meta device (no memory, no per-layer init) and filled
-once by tiling one seeded random pool: a random SDXL materializes as fast as the memory can be written.
-
-With a `folder`, each module's random weights are written there once (safetensors) and memory-mapped from it, as
-diffusers' `from_pretrained` maps a user's checkpoint: the weights are then page cache the kernel can drop and
-read again, not the process's own memory, so an engine's compiled copy fits beside them as it does for a user.
+Parameters are built on the meta device and filled once by tiling one seeded random pool. With a `folder`, each
+module's weights are written there once and memory-mapped, as `from_pretrained` maps a user's checkpoint: page
+cache the kernel can drop, so an engine's compiled copy fits beside them as it does for a user.
 """
 
 from __future__ import annotations
@@ -24,12 +21,19 @@ from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionXLP
 from torch import nn
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+from ..configs.tokenizer import byte_level_tokenizer
 from ..errors import FastDiffError
-from ..testing.tiny import tiny_tokenizer
 from .architectures import TINY_VAE, Architecture, architecture
 from .timing import available_memory
 
-__all__ = ["NotEnoughMemory", "pipeline_from", "random_components", "random_pipeline", "random_tiny_vae"]
+__all__ = [
+    "NotEnoughMemory",
+    "pipeline_from",
+    "random_components",
+    "random_pipeline",
+    "random_tiny_vae",
+    "weights_name",
+]
 
 
 @contextmanager
@@ -81,11 +85,10 @@ def _fill(flat: torch.Tensor, pool: torch.Tensor, offset: int) -> None:
         rest[whole * size :].copy_(pool[:tail])
 
 
-def _weights_file(folder: Path, arch: Architecture, index: int, dtype: torch.dtype, seed: int) -> Path:
-    """Where module `index` of `arch` (UNet, VAE, text encoders) is kept: named by its config, dtype and seed."""
-    config = [arch.unet, arch.vae, *arch.text_encoders][index]
-    tag = hashlib.sha256(json.dumps([config, str(dtype), seed, index], sort_keys=True).encode()).hexdigest()[:16]
-    return Path(folder) / f"{arch.repo_id.replace('/', '--')}-{index}-{tag}.safetensors"
+def weights_name(arch: Architecture, *, dtype: torch.dtype, seed: int = 0) -> str:
+    """The name of `arch`'s random weights, which its configs, the dtype and the seed alone decide."""
+    facts = json.dumps([arch.unet, arch.vae, arch.text_encoders, str(dtype), seed], sort_keys=True)
+    return f"{arch.repo_id.replace('/', '--')}-{hashlib.sha256(facts.encode()).hexdigest()[:16]}"
 
 
 def _memory_mapped(module: nn.Module, path: Path, *, device: torch.device, dtype: torch.dtype, seed: int) -> None:
@@ -135,22 +138,24 @@ def random_components(
         _materialize(modules, device=device, dtype=dtype, seed=seed)
     else:
         for i, module in enumerate(modules):  # one module's weights in memory at a time while they are written
-            path = _weights_file(folder, arch, i, dtype, seed)
+            path = Path(folder) / f"{weights_name(arch, dtype=dtype, seed=seed)}-{i}.safetensors"
             _memory_mapped(module, path, device=device, dtype=dtype, seed=seed + i)
     parts: dict[str, Any] = {"unet": unet.eval(), "vae": vae.eval()}
     for i, (encoder, pad) in enumerate(zip(encoders, arch.pad_tokens, strict=True)):
         suffix = "" if i == 0 else f"_{i + 1}"
         parts[f"text_encoder{suffix}"] = encoder.eval()
-        parts[f"tokenizer{suffix}"] = tiny_tokenizer(pad_token=pad)
+        parts[f"tokenizer{suffix}"] = byte_level_tokenizer(pad_token=pad)
     return parts
 
 
-def random_tiny_vae(*, device: torch.device, dtype: torch.dtype, seed: int = 1) -> Any:
+def random_tiny_vae(
+    *, device: torch.device, dtype: torch.dtype, seed: int = 1, config: dict[str, Any] = TINY_VAE
+) -> Any:
     """TAESD/TAESDXL's architecture (`AutoencoderTiny`) with random weights: what `optimize="max"` decodes with."""
     from diffusers import AutoencoderTiny
 
     with _parameters_on_meta():
-        vae = AutoencoderTiny.from_config(TINY_VAE)  # type: ignore[no-untyped-call]
+        vae = AutoencoderTiny.from_config(config)  # type: ignore[no-untyped-call]
     _materialize([vae], device=device, dtype=dtype, seed=seed)
     return vae.eval()
 

@@ -13,17 +13,18 @@ import torch
 
 from ..devices import cpu_has_native_bf16
 from .flops import cpu_matmul_tflops
-from .rows import contended, pressured
 from .runner import BenchRow, RunConfig
 from .scenarios import BASELINE
-from .timing import auto_cpu_threads, busy_cpus_elsewhere, cpu_count
+from .timing import BUSY_CORES, PRESSURE_FRACTION, auto_cpu_threads, busy_cpus_elsewhere, cpu_count
 
 __all__ = [
     "Meta",
     "collect_meta",
+    "contended",
     "device_description",
     "format_table",
     "pressure_notes",
+    "pressured",
     "read_json",
     "to_json",
     "to_markdown",
@@ -34,19 +35,20 @@ __all__ = [
 STAGE_COLORS = {"encode": "#4c72b0", "denoise": "#dd8452", "decode": "#55a868"}
 Meta = dict[str, Any]
 RANDOM_NOTE = "random weights on the real architectures: timings are real, images are noise"
-TINY_NOTE = "tiny test models (not the real architectures): for smoke tests only, not comparable to real timings"
+TINY_NOTE = "the real wiring at toy widths, random weights: for smoke tests only, not comparable to real timings"
 
 
 def device_description(device: torch.device) -> str:
-    """ "NVIDIA H100 80GB HBM3" on a GPU, "cpu: AMD EPYC (2 cores)" on the CPU."""
+    """ "NVIDIA H100 80GB HBM3" on a GPU, "cpu: AMD EPYC (2 cores)" on the CPU (its name as OpenVINO gives it)."""
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     if device.type == "cpu":
-        model = platform.processor() or platform.machine()
-        cpuinfo = Path("/proc/cpuinfo")
-        if cpuinfo.exists():
-            names = [line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if "model name" in line]
-            model = names[0] if names else model
+        try:
+            import openvino as ov
+
+            model = str(ov.Core().get_property("CPU", "FULL_DEVICE_NAME"))
+        except ImportError:
+            model = platform.processor() or platform.machine()
         return f"cpu: {model} ({cpu_count()} cores)"
     return device.type
 
@@ -99,7 +101,7 @@ def _cpu_context(device: torch.device, threads: int | None) -> dict[str, Any]:
         rates = {str(dtype).removeprefix("torch."): cpu_matmul_tflops(dtype) for dtype in dtypes}
     finally:
         torch.set_num_threads(before)
-    return {"busy_cpus_elsewhere_at_start": busy_cpus_elsewhere(samples=3), "cpu_matmul_tflops": rates}
+    return {"busy_cpus_elsewhere_at_start": busy_cpus_elsewhere(), "cpu_matmul_tflops": rates}
 
 
 def to_json(rows: list[BenchRow], meta: dict[str, Any]) -> dict[str, Any]:
@@ -145,9 +147,19 @@ def _cores(n: float | None) -> str:
     return "-" if n is None else f"{n:.2f}"
 
 
+def pressured(row: BenchRow) -> bool:
+    """Whether the row's timed runs waited for memory: the median stall ≥ `PRESSURE_FRACTION` of its p50."""
+    return row.memory_stall_s is not None and row.memory_stall_s >= PRESSURE_FRACTION * row.latency_s["p50"]
+
+
+def contended(row: BenchRow) -> bool:
+    """Whether other tasks kept `BUSY_CORES` or more busy during the row's median timed run."""
+    return row.other_cpu_cores is not None and row.other_cpu_cores >= BUSY_CORES
+
+
 def pressure_notes(rows: list[BenchRow]) -> list[str]:
-    """One line per row whose timed runs waited for memory (`rows.pressured`) and per row that shared the CPU
-    with other tasks (`rows.contended`): its time is not what it would be alone, and neither is any ratio to it."""
+    """One line per row whose timed runs waited for memory (`pressured`) and per row that shared the CPU with
+    other tasks (`contended`): its time is not what it would be alone, and neither is any ratio to it."""
     notes = [
         f"memory pressure: {row.scenario} waited {seconds(row.memory_stall_s)} per timed run for memory or the "
         "disk (median, the machine's PSI): pages were evicted and read again, so it ran slower than alone and "
@@ -190,6 +202,11 @@ def _prompt_mode(meta: dict[str, Any]) -> str:
     return "one prompt for every run (cache hits)" if meta.get("repeat_prompt") else "a new prompt per run"
 
 
+def _warnings(rows: list[BenchRow], meta: dict[str, Any]) -> list[str]:
+    """The skipped scenarios and the rows timed under pressure, one line each."""
+    return [f"skipped {s['scenario']}: {s['reason']}" for s in meta.get("skipped", [])] + pressure_notes(rows)
+
+
 def format_table(rows: list[BenchRow], meta: dict[str, Any]) -> str:
     """The console table, with a header line of metadata and the note on random weights."""
     table = [list(HEADERS), *(_cells(r) for r in rows)]
@@ -202,8 +219,7 @@ def format_table(rows: list[BenchRow], meta: dict[str, Any]) -> str:
     if _matmul_rates(meta):
         head += f" | matmul TFLOP/s: {_matmul_rates(meta)}"
     footer = [f"note: {meta['note']}"] if meta.get("note") else []
-    footer += [f"skipped {s['scenario']}: {s['reason']}" for s in meta.get("skipped", [])]
-    footer += pressure_notes(rows)
+    footer += _warnings(rows, meta)
     footer.append("stages are p50 of each stage; 'hooks' rows are split at module boundaries (plain diffusers)")
     return "\n".join([head, *lines, *footer])
 
@@ -214,11 +230,8 @@ def to_markdown(rows: list[BenchRow], meta: dict[str, Any]) -> str:
     info += ", " + _prompt_mode(meta)
     if _matmul_rates(meta):
         info += f", matmul TFLOP/s: {_matmul_rates(meta)}"
-    lines = [f"*{info}*", ""]
-    if meta.get("note"):
-        lines += [f"> {meta['note']}", ""]
-    lines += [f"> skipped {s['scenario']}: {s['reason']}\n" for s in meta.get("skipped", [])]
-    lines += [f"> {note}\n" for note in pressure_notes(rows)]
+    notes = [meta["note"]] if meta.get("note") else []
+    lines = [f"*{info}*", "", *(f"> {note}\n" for note in [*notes, *_warnings(rows, meta)])]
     lines.append("| " + " | ".join(HEADERS) + " |")
     lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(HEADERS))) + "|")
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]

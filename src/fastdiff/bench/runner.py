@@ -2,16 +2,18 @@
 
 Each timed run uses a new prompt, so fastdiff's embedding cache misses and the text encoders run as they do in
 the plain-diffusers row; `repeat_prompt=True` measures the cache-hit case instead (a live session's sliders).
-Stage times of fastdiff rows are fastdiff's own
-(`GenerationResult.timings`); the plain-diffusers row is split at module boundaries by forward hooks.
+fastdiff rows' stage times are the generator's own (`GenerationResult.timings`); the plain-diffusers row is split
+at module boundaries by forward hooks. A `BenchRow` is a scenario's measurements, as `--json` writes them.
 """
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Callable
 from contextlib import ExitStack
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
+from typing import Any
 
 import torch
 
@@ -20,12 +22,21 @@ from ..errors import FastDiffWarning
 from ..openvino_engine import expected_shapes
 from .flops import FlopCache, ModuleProbe, device_peak_tflops, stage_modules
 from .random_weights import NotEnoughMemory
-from .rows import BenchRow, Timed, baseline_row, measured_row, set_speedup_vs_diffusers
-from .scenarios import Scenario
+from .scenarios import BASELINE, Scenario
 from .sources import Loaded, ModelSource
-from .timing import PeakMemory, auto_cpu_threads, make_clock, round_order
+from .timing import Contention, PeakMemory, auto_cpu_threads, make_clock, percentile, round_order, summarize
 
-__all__ = ["BenchRow", "RunConfig", "ScenarioRun", "baseline_row", "run_interleaved", "run_scenario", "run_scenarios"]
+__all__ = [
+    "PROMPT",
+    "BenchRow",
+    "RunConfig",
+    "ScenarioRun",
+    "baseline_row",
+    "run_interleaved",
+    "run_scenario",
+    "run_scenarios",
+    "set_speedup_vs_diffusers",
+]
 
 PROMPT = "a photo of an astronaut riding a horse on the moon"
 Call = Callable[[str, int], dict[str, float] | None]  # (prompt, seed) -> stage seconds, or None when unknown
@@ -46,17 +57,46 @@ class RunConfig:
     threads: int | None = None  # CPU threads; None: the cores idle when each scenario starts
 
 
-def _size(scenario: Scenario, config: RunConfig) -> tuple[int, int]:
-    return config.height or scenario.preset.height, config.width or scenario.preset.width
+@dataclass
+class BenchRow:
+    """One scenario's measurements; `as_dict()` is its JSON form."""
+
+    scenario: str
+    preset: str
+    runner: str
+    steps: int
+    height: int
+    width: int
+    latency_s: dict[str, float]
+    stages_s: dict[str, float]
+    stages_method: str  # "fastdiff" (the generator's own timings) or "hooks" (module boundaries)
+    load_s: float
+    load_shared: bool
+    warmup_s: float
+    peak_memory_bytes: int
+    memory_kind: str
+    unet_calls: int
+    per_unet_call_s: float
+    gflops: float
+    gflops_by_stage: dict[str, float]
+    tflops_per_s: float
+    peak_tflops: float | None
+    peak_fraction: float | None
+    images_per_s: float
+    speedup_vs_baseline: float | None = None
+    speedup_vs_diffusers: float | None = None  # median of per-round ratios to the `diffusers:` row of this work
+    threads: int | None = None  # CPU intra-op threads used (None on GPUs)
+    runs_s: list[float] = field(default_factory=list)
+    memory_stall_s: float | None = None  # median seconds a timed run waited for memory or disk (None: no PSI)
+    other_cpu_cores: float | None = None  # median cores other tasks kept busy during a timed run (None: unknown)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The row as plain JSON data."""
+        return dict(self.__dict__)
 
 
 def _make_call(scenario: Scenario, loaded: Loaded, config: RunConfig) -> Call:
     """One generation, as fastdiff runs it (returning its stage timings) or as the card's diffusers snippet."""
-    size: dict[str, int] = {}
-    if config.height is not None:
-        size["height"] = config.height
-    if config.width is not None:
-        size["width"] = config.width
     gen = loaded.generator
     if gen is not None:
 
@@ -70,6 +110,7 @@ def _make_call(scenario: Scenario, loaded: Loaded, config: RunConfig) -> Call:
         return fastdiff_call
     pipe = loaded.pipe
     pipe.set_progress_bar_config(disable=True)
+    size = {k: v for k, v in (("height", config.height), ("width", config.width)) if v is not None}
     guidance = scenario.preset.guidance_scale
 
     def diffusers_call(prompt: str, seed: int) -> None:
@@ -94,7 +135,13 @@ class ScenarioRun:
         self.loaded = source.load(scenario)
         self._call = _make_call(scenario, self.loaded, config)
         self._probe = ModuleProbe(stage_modules(self.loaded.pipe), self.clock)
-        self._timed = Timed()
+        self.warmup_s = 0.0
+        self.totals: list[float] = []  # each timed run's seconds
+        self.stages: list[dict[str, float]] = []
+        self.method = "fastdiff"  # where stage times come from: the generator's own, else "hooks"
+        self.unet_calls = 0
+        self.unet_call_s: list[float] = []
+        self.contention = Contention()  # what else the machine did during the timed runs
         self.peak_memory = 0
         self.threads: int | None = None
         self._threads_before = 0
@@ -132,42 +179,66 @@ class ScenarioRun:
             for i in range(self.warmup_runs):
                 self._call(self._prompt(f"warm-up {i}"), i)
                 tick()
-        self._timed.warmup_s = self.clock() - start
-        return self._timed.warmup_s
+        self.warmup_s = self.clock() - start
+        return self.warmup_s
 
     def run(self) -> float:
         """One synchronized, recorded generation with a prompt never seen before; its seconds."""
-        timed, probe = self._timed, self._probe
-        i = len(timed.totals)
+        probe = self._probe
         probe.start_run()
-        timed.contention.start()
+        self.contention.start()
         start = self.clock()
-        stages = self._call(self._prompt(f"take {i}"), i)
+        stages = self._call(self._prompt(f"take {len(self.totals)}"), len(self.totals))
         end = self.clock()
-        timed.contention.stop(end - start)
+        self.contention.stop(end - start)
         probe.end_run()
-        timed.totals.append(end - start)
+        self.totals.append(end - start)
         if stages is None:
-            stages, timed.method = probe.split(start, end), "hooks"
-        timed.stages.append(stages)
-        timed.unet_calls = probe.calls("denoise")
-        timed.unet_call_s.extend(probe.durations("denoise"))
+            stages, self.method = probe.split(start, end), "hooks"
+        self.stages.append(stages)
+        self.unet_calls = probe.calls("denoise")
+        self.unet_call_s.extend(probe.durations("denoise"))
         return end - start
 
     def row(self, flop_cache: FlopCache | None = None) -> BenchRow:
         """The measurements so far (at least one `run()`), with FLOPs counted on the recorded shapes."""
-        if not self._timed.totals:
+        if not self.totals:
             raise ValueError("row() needs at least one run()")
         flops = self._probe.flops_by_stage(flop_cache)
-        config, loaded = self.config, self.loaded
+        config, scenario = self.config, self.scenario
         peak = device_peak_tflops(config.device_name, config.dtype) if config.device.type == "cuda" else None
-        height, width = _size(self.scenario, config)
-        row = measured_row(
-            self.scenario, self._timed, flops, height=height, width=width, load_s=loaded.load_s,
-            load_shared=loaded.shared, peak_memory=self.peak_memory, memory_kind=self.memory.kind, peak_tflops=peak,
-        )  # fmt: skip
-        row.threads = self.threads
-        return row
+        latency = summarize(self.totals)
+        per_s = 1.0 / latency.p50 if latency.p50 > 0 else 0.0  # a zero-time run only happens with fake clocks
+        gflops = sum(flops.values()) / 1e9
+        memory_stall_s, other_cpu_cores = self.contention.medians()
+        return BenchRow(
+            scenario=scenario.name,
+            preset=scenario.preset.name,
+            runner=scenario.runner,
+            steps=scenario.steps,
+            height=config.height or scenario.preset.height,
+            width=config.width or scenario.preset.width,
+            latency_s=latency.as_dict(),
+            stages_s={k: percentile([s[k] for s in self.stages], 50) for k in ("encode", "denoise", "decode")},
+            stages_method=self.method,
+            load_s=self.loaded.load_s,
+            load_shared=self.loaded.shared,
+            warmup_s=self.warmup_s,
+            peak_memory_bytes=self.peak_memory,
+            memory_kind=self.memory.kind,
+            unet_calls=self.unet_calls,
+            per_unet_call_s=percentile(self.unet_call_s, 50) if self.unet_call_s else 0.0,
+            gflops=gflops,
+            gflops_by_stage={k: v / 1e9 for k, v in flops.items()},
+            tflops_per_s=gflops * per_s / 1e3,
+            peak_tflops=peak,
+            peak_fraction=gflops * per_s / 1e3 / peak if peak else None,
+            images_per_s=per_s,
+            threads=self.threads,
+            runs_s=self.totals,
+            memory_stall_s=memory_stall_s,
+            other_cpu_cores=other_cpu_cores,
+        )
 
 
 def run_scenario(
@@ -182,19 +253,11 @@ def run_scenario(
     return run_interleaved([scenario], source, config, flop_cache=flop_cache, tick=tick)[0]
 
 
-def _interleavable(a: Scenario, b: Scenario, source: ModelSource) -> bool:
-    """Rows doing the same work (preset and steps) whose source can hold both at once (shared weights)."""
-    return source.shares_weights and (a.preset.name, a.steps) == (b.preset.name, b.steps)
-
-
 def _groups(scenarios: list[Scenario], source: ModelSource) -> list[list[Scenario]]:
-    groups: list[list[Scenario]] = []
-    for scenario in scenarios:
-        if groups and _interleavable(groups[-1][0], scenario, source):
-            groups[-1].append(scenario)
-        else:
-            groups.append([scenario])
-    return groups
+    """Consecutive rows doing the same work (preset and steps) whose source can hold them all at once."""
+    if not source.shares_weights:
+        return [[scenario] for scenario in scenarios]
+    return [list(group) for _, group in itertools.groupby(scenarios, key=lambda s: (s.preset.name, s.steps))]
 
 
 def run_interleaved(
@@ -236,8 +299,7 @@ def run_scenarios(
     on_skip: Callable[[Scenario, str], None] = lambda scenario, reason: None,
 ) -> list[BenchRow]:
     """Run every scenario in order (consecutive rows of the same preset and steps interleaved when they share
-    weights; one whose weights do not fit is skipped and reported to `on_skip`), then set each row's speedup
-    over the baseline."""
+    weights; one whose weights do not fit is skipped and reported to `on_skip`), then set each row's speedups."""
     rows: list[BenchRow] = []
     flop_cache: FlopCache = {}
     try:
@@ -259,3 +321,22 @@ def run_scenarios(
         row.speedup_vs_baseline = baseline.latency_s["p50"] / row.latency_s["p50"] if baseline else None
     set_speedup_vs_diffusers(rows)
     return rows
+
+
+def baseline_row(rows: list[BenchRow]) -> BenchRow | None:
+    """The row speedups are relative to: sd15@20 when it ran, else the first row."""
+    return next((r for r in rows if r.scenario == BASELINE), rows[0] if rows else None)
+
+
+def set_speedup_vs_diffusers(rows: list[BenchRow]) -> None:
+    """Each row's speedup over the plain-diffusers row of the same preset and steps: the median of the
+    per-round ratios when both ran interleaved (same number of runs), else the ratio of the medians."""
+    reference = {(r.preset, r.steps): r for r in rows if r.runner == "diffusers"}
+    for row in rows:
+        ref = reference.get((row.preset, row.steps))
+        if ref is None:
+            continue
+        if len(ref.runs_s) == len(row.runs_s) and all(row.runs_s):
+            row.speedup_vs_diffusers = percentile([a / b for a, b in zip(ref.runs_s, row.runs_s, strict=True)], 50)
+        else:
+            row.speedup_vs_diffusers = ref.latency_s["p50"] / row.latency_s["p50"]

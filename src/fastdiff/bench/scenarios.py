@@ -1,14 +1,7 @@
-"""Benchmark scenarios: a preset at a step count, run through fastdiff or through plain diffusers.
-
-Scenarios are named `PRESET@STEPS` (`sd15@20`, `sdxl-turbo@1`); a family prefix with the step count picks the
-preset distilled for it (`sdxl-lightning@4` → `sdxl-lightning-4step`). A bare name runs fastdiff with
-`optimize="none"` (diffusers' own computation), `fastdiff:LEVEL:` with that optimize level
-(`fastdiff:default:sdxl-turbo@1`), `fastdiff:LEVEL+FORMAT:` that level with the OpenVINO UNet's weights in
-`FORMAT` (`fastdiff:max+int8-full:sdxl-turbo@1`: `Optimizations.openvino_weights`), and `diffusers:` the repo's
-own diffusers snippet instead of fastdiff
-(`pipe(prompt, num_inference_steps=1, guidance_scale=0.0)`). `openvino:` runs that same snippet with the text
-encoder(s), the UNet and the VAE decoder compiled by plain OpenVINO at static shapes in its default precision,
-as optimum-intel and fastsdcpu run them: the peer fastdiff's CPU speed is measured against.
+"""Benchmark scenarios: `PRESET@STEPS` (`sd15@20`; a family picks its preset for the steps, `sdxl-lightning@4`)
+run by fastdiff at `optimize="none"` (diffusers' own computation), `fastdiff:LEVEL[+FORMAT]:PRESET@STEPS` at that
+level (with `Optimizations.openvino_weights`), `diffusers:` as the repo's own snippet, or `openvino:` as that
+snippet with its modules compiled by plain OpenVINO (the peer fastdiff's CPU speed is measured against).
 """
 
 from __future__ import annotations
@@ -17,9 +10,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from .. import presets as preset_table
+from ..cli_options import OPTIMIZE_LEVELS as LEVELS  # torch-free: parsed before `fastdiff bench` checks the hub
 from ..errors import FastDiffError, did_you_mean
-from ..openvino_cache import WEIGHT_FORMATS
-from ..optimize import LEVELS
 from ..presets import Preset
 
 __all__ = ["BASELINE", "DEFAULT_SCENARIOS", "OPTIONAL_SCENARIOS", "Scenario", "parse_scenario", "parse_scenarios"]
@@ -94,10 +86,12 @@ def parse_scenario(text: str) -> Scenario:
     elif body.startswith(FASTDIFF_PREFIX):
         level, _, body = body[len(FASTDIFF_PREFIX) :].partition(":")
         level, plus, weights = level.partition("+")
-        if plus and weights not in WEIGHT_FORMATS:
-            hint = did_you_mean(weights, WEIGHT_FORMATS)
-            formats = f"one of {WEIGHT_FORMATS}{hint}"
-            raise FastDiffError(f"scenario {text!r}: after '+' comes the OpenVINO weights, {formats}")
+        if plus:
+            from ..openvino_cache import WEIGHT_FORMATS  # imports torch: only rows that name a format need it
+
+            if weights not in WEIGHT_FORMATS:
+                formats = f"one of {WEIGHT_FORMATS}{did_you_mean(weights, WEIGHT_FORMATS)}"
+                raise FastDiffError(f"scenario {text!r}: after '+' comes the OpenVINO weights, {formats}")
         weights = weights or None
         if level not in LEVELS or not body:
             hint = did_you_mean(level, LEVELS) if level not in LEVELS else ""

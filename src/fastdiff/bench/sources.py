@@ -1,14 +1,9 @@
-"""Where a scenario's pipeline comes from: random weights on the real architecture, tiny test models, or the hub.
-
-A source keeps one model in memory at a time; consecutive scenarios that need the same modules (SDXL-Turbo and
-SDXL-Lightning have the same architecture) share them, and the row says so (`load_shared`).
-"""
+"""Where a scenario's pipeline comes from: random weights on the real architecture (or at toy widths), or the hub.
+A source holds one model at a time; consecutive rows that can share it do, and say so (`load_shared`)."""
 
 from __future__ import annotations
 
 import gc
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -20,15 +15,14 @@ from ..errors import FastDiffError
 from ..generator import FewStepGenerator
 from ..optimize import Optimizations, own_copy
 from ..weights import WeightsIdentity
-from .architectures import Architecture, architecture, shares_weights
-from .random_weights import pipeline_from, random_components, random_tiny_vae
+from .architectures import architecture, tiny_architecture
+from .random_weights import pipeline_from, random_components, random_tiny_vae, weights_name
 from .scenarios import Scenario
 from .timing import Clock
 
 __all__ = ["HubSource", "Loaded", "ModelSource", "RandomSource", "Weights", "make_source"]
 
 Weights = Literal["random", "tiny", "hub"]
-_MODULES = ("unet", "vae", "text_encoder", "text_encoder_2", "tokenizer", "tokenizer_2")
 
 
 @dataclass
@@ -75,15 +69,6 @@ def openvino_pipeline(pipe: Any, *, cache_key: str | None = None) -> Any:
     return AutoPipelineForText2Image.from_pipe(pipe, **own)
 
 
-def _random_weights_key(arch: Architecture, dtype: torch.dtype, tiny: bool) -> str | None:
-    """The random weights' name: `random_components` fills them from the configs, dtype and seed 0 alone (tiny
-    models are built in code from a seed too, but have no single config to name them by: hashed instead)."""
-    if tiny:
-        return None
-    configs = json.dumps([arch.unet, arch.vae, arch.text_encoders], sort_keys=True, default=str)
-    return f"random:{arch.repo_id}:{dtype}:seed=0:{hashlib.sha256(configs.encode()).hexdigest()[:16]}"
-
-
 def _free(device: torch.device) -> None:
     gc.collect()
     if device.type == "cuda":
@@ -91,8 +76,9 @@ def _free(device: torch.device) -> None:
 
 
 class RandomSource:
-    """The real architecture of each repo with random weights (`tiny=True`: the tiny test models of its family);
-    with `folder`, the random weights are written there once and memory-mapped, as a checkpoint a user loads."""
+    """The real architecture of each repo with random weights (`tiny=True`: at toy widths, `tiny_architecture`);
+    with `folder`, the random weights are written there once and memory-mapped, as a checkpoint a user loads.
+    Rows of one family share its modules: each family is one architecture."""
 
     def __init__(
         self, *, device: torch.device, dtype: torch.dtype, clock: Clock, tiny: bool = False, folder: Path | None = None
@@ -100,71 +86,47 @@ class RandomSource:
         self.device, self.dtype, self.clock, self.folder = device, dtype, clock, folder
         self.weights: Weights = "tiny" if tiny else "random"
         self.shares_weights = True
-        self._arch: Architecture | None = None
         self._family: str | None = None
         self._components: dict[str, Any] = {}
         self._load_s = 0.0
 
-    def _compatible(self, arch: Architecture, family: str) -> bool:
-        if self._arch is None:
-            return False
-        return family == self._family if self.weights == "tiny" else shares_weights(self._arch, arch)
-
     def load(self, scenario: Scenario) -> Loaded:
         """Build the modules (meta device, one fill) or reuse the last ones, then wrap them as the scenario asks."""
         arch = architecture(scenario.preset.repo_id)
-        shared = self._compatible(arch, scenario.preset.family)
+        arch = tiny_architecture(arch) if self.weights == "tiny" else arch
+        shared = scenario.preset.family == self._family
         if not shared:
             self.release()
             start = self.clock()
-            self._components = self._build(arch, scenario)
-            self._arch, self._family = arch, scenario.preset.family
+            self._components = random_components(arch, device=self.device, dtype=self.dtype, folder=self.folder)
+            self._family = scenario.preset.family
             self._load_s = self.clock() - start
         with silenced("numpy-copy"):
             pipe = pipeline_from(arch, dict(self._components))
             generator = None
-            key = _random_weights_key(arch, self.dtype, tiny=self.weights == "tiny")
+            key = f"random:{weights_name(arch, dtype=self.dtype)}"  # what from_pipeline's disk cache keys on
             if scenario.runner == "openvino":
                 pipe = openvino_pipeline(pipe, cache_key=key)
             elif scenario.runner == "fastdiff":
+                tiny_vae = None
+                if scenario.optimize == "max":  # TAESD's architecture with random weights: nothing downloaded
+                    tiny_vae = random_tiny_vae(device=self.device, dtype=self.dtype, config=arch.tiny_vae)
                 optimize = Optimizations.level(
-                    scenario.optimize, tiny_vae=self._tiny_vae(scenario), openvino_weights=scenario.openvino_weights
+                    scenario.optimize, tiny_vae=tiny_vae, openvino_weights=scenario.openvino_weights
                 )
                 generator = FewStepGenerator.from_pipeline(scenario.preset, pipe, optimize=optimize, cache_key=key)
         used = generator.pipeline if generator is not None else pipe  # optimized rows run their own module copies
         return Loaded(pipe=used, generator=generator, load_s=self._load_s, shared=shared)
 
-    def _tiny_vae(self, scenario: Scenario) -> Any:
-        """For "max" rows: TAESD's architecture with random weights (tiny weights: a tiny one), nothing downloaded."""
-        if scenario.optimize != "max":
-            return None
-        if self.weights == "random":
-            return random_tiny_vae(device=self.device, dtype=self.dtype)
-        from ..testing.tiny import tiny_autoencoder_tiny
-
-        tiny = tiny_autoencoder_tiny()
-        return tiny.to(self.device) if self.dtype == torch.float32 else tiny.to(self.device, self.dtype)
-
-    def _build(self, arch: Architecture, scenario: Scenario) -> dict[str, Any]:
-        if self.weights == "random":
-            return random_components(arch, device=self.device, dtype=self.dtype, folder=self.folder)
-        from ..testing.tiny import tiny_pipeline
-
-        with silenced("numpy-copy"):
-            tiny = tiny_pipeline(scenario.preset.family, scheduler_config=arch.scheduler).to(self.device)
-        if self.dtype != torch.float32:  # tiny models are built in float32
-            tiny = tiny.to(dtype=self.dtype)
-        return {name: module for name, module in tiny.components.items() if name in _MODULES and module is not None}
-
     def release(self) -> None:
         """Drop the held modules."""
-        self._components, self._arch, self._family = {}, None, None
+        self._components, self._family = {}, None
         _free(self.device)
 
 
 class HubSource:
-    """Real weights from the Hugging Face cache (or the hub): `from_preset` for fastdiff rows, the card's
-    `AutoPipelineForText2Image.from_pretrained` for plain-diffusers rows. Loads are timed cold, one at a time."""
+    """Real weights from the Hugging Face cache (or the hub), loaded cold one at a time: `from_preset` for fastdiff
+    rows, the card's `AutoPipelineForText2Image.from_pretrained` for the others."""
 
     weights: Weights = "hub"
     shares_weights = False  # each row loads its own weights (the card's pipeline, or from_preset)
@@ -229,8 +191,7 @@ def make_source(
     cache_dir: str | Path | None = None,
     weights_dir: str | Path | None = None,
 ) -> ModelSource:
-    """The source for `--weights random|tiny|hub` (`cache_dir`: the hub cache, for `hub` only; `weights_dir`: where
-    `random` weights are kept and memory-mapped from, for `random` only)."""
+    """The source for `--weights random|tiny|hub`; `cache_dir` for `hub`, `weights_dir` (memory-mapped) for `random`."""
     if weights == "hub":
         return HubSource(device=device, dtype=dtype, clock=clock, cache_dir=cache_dir)
     if weights_dir is not None and weights != "random":

@@ -1,12 +1,9 @@
-"""The timing core: a clock that synchronizes the device before every read, percentiles, peak memory.
-
-As in gpt-fast, queued device work is waited for before each clock read (a CUDA launch returns before the kernel
-runs, so an unsynchronized timer measures launches), and warm-up is timed apart from the steady state.
-"""
+"""The timing core: a clock that synchronizes the device before every read (as in gpt-fast: a CUDA launch returns
+before its kernel runs), percentiles, peak memory, and what else the machine did meanwhile."""
 
 from __future__ import annotations
 
-import math
+import dataclasses
 import os
 import re
 import sys
@@ -15,11 +12,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+import psutil
 import torch
 
 from ..devices import make_clock, synchronize
 
 __all__ = [
+    "BUSY_CORES",
+    "PRESSURE_FRACTION",
     "Clock",
     "Contention",
     "LatencySummary",
@@ -39,17 +40,19 @@ __all__ = [
 
 Clock = Callable[[], float]
 
+# A row whose median timed run waited this share of its time for memory ran under memory pressure; a row whose
+# working set fits waits next to nothing.
+PRESSURE_FRACTION = 0.05
+# A row whose median timed run had other tasks (another process, kswapd reclaiming memory, the hypervisor's
+# steal) keep this many cores busy beside it shared the CPU: on 2 cores a tenth of a core is 5 % of it.
+BUSY_CORES = 0.1
+
 
 def percentile(values: Sequence[float], q: float) -> float:
-    """The q-th percentile (0 ≤ q ≤ 100) with linear interpolation between ranks, numpy's default method."""
+    """The q-th percentile (0 ≤ q ≤ 100), interpolated linearly between ranks (numpy's default)."""
     if not values:
         raise ValueError("percentile of no values")
-    if not 0 <= q <= 100:
-        raise ValueError(f"q must be in [0, 100], got {q}")
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * q / 100
-    lo, hi = math.floor(rank), math.ceil(rank)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (rank - lo)
+    return float(np.percentile(values, q))
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ class LatencySummary:
 
     def as_dict(self) -> dict[str, float]:
         """`{"p50": …, "p95": …, "min": …}`, the JSON shape of `latency_s`."""
-        return {"p50": self.p50, "p95": self.p95, "min": self.min}
+        return dataclasses.asdict(self)
 
 
 def round_order(rows: int, round_: int) -> list[int]:
@@ -80,11 +83,8 @@ def summarize(values: Sequence[float]) -> LatencySummary:
 
 
 class PeakMemory:
-    """Peak memory over a region: the CUDA caching allocator's peak on a GPU, else the process's peak RSS.
-
-    On Linux the RSS high-water mark is reset by writing "5" to /proc/self/clear_refs, so each scenario gets
-    its own peak (weights resident plus activations); elsewhere it is the process-lifetime peak.
-    """
+    """Peak memory over a region: the CUDA caching allocator's peak on a GPU, else the process's peak RSS (reset
+    per region on Linux by writing "5" to /proc/self/clear_refs; elsewhere the process-lifetime peak)."""
 
     def __init__(self, device: torch.device) -> None:
         self.device = device
@@ -111,11 +111,6 @@ class PeakMemory:
 
 
 def _peak_rss_bytes() -> int:
-    status = Path("/proc/self/status")
-    if status.exists():
-        match = re.search(r"VmHWM:\s+(\d+)\s+kB", status.read_text())
-        if match:
-            return int(match.group(1)) * 1024
     try:
         import resource
     except ImportError:  # Windows: no getrusage
@@ -124,43 +119,26 @@ def _peak_rss_bytes() -> int:
     return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
 
 
-def busy_cpus_elsewhere(
-    *, samples: int = 5, interval: float = 0.1, loadavg: Path = Path("/proc/loadavg")
-) -> int | None:
-    """How many CPUs other tasks keep busy right now: the median count of runnable tasks in /proc/loadavg
-    (an instantaneous count, unlike the load averages), less this process. None where /proc is absent."""
-    if not loadavg.exists():
-        return None
-    counts = []
-    for i in range(samples):
-        if i:
-            time.sleep(interval)
-        running = int(loadavg.read_text().split()[3].split("/")[0])
-        counts.append(max(0, running - 1))  # this process is running while it reads
-    return round(percentile(counts, 50))
+def busy_cpus_elsewhere(*, interval: float = 0.3) -> int:
+    """How many CPUs other tasks keep busy right now: the machine's busy CPU time less this process's, over
+    `interval` seconds (as `Contention` counts it for a timed run)."""
+    contention = Contention()
+    contention.start()
+    time.sleep(interval)
+    contention.stop(interval)
+    return round(contention.other_cores[0])
 
 
 def auto_cpu_threads() -> int:
-    """torch's thread count, lowered to the CPUs nobody else is using (at least 1).
-
-    Intra-op threads wait for each other at every parallel region; when other processes hold the cores, each wait
-    lasts a scheduler time slice and a run gets many times slower (measured: 80× for a tiny UNet on 2 busy cores).
-    """
-    default = torch.get_num_threads()
-    others = busy_cpus_elsewhere()
-    if others is None:
-        return default
-    return max(1, min(default, cpu_count() - others))
+    """torch's thread count, lowered to the CPUs nobody else is using (at least 1): intra-op threads wait for each
+    other at every parallel region, a time slice each where another process holds a core (80× for a tiny UNet)."""
+    return max(1, min(torch.get_num_threads(), cpu_count() - busy_cpus_elsewhere()))
 
 
 def memory_stall_seconds(pressure: Path = Path("/proc/pressure")) -> float | None:
-    """Seconds during which some task on this machine stalled waiting for memory or for the disk since boot
-    (Linux's pressure stall information: the `some` totals of `memory`, for reclaim and refaults, and of `io`,
-    for pages evicted long enough ago to be read back from disk as new); None without PSI.
-
-    Its change over a timed run is how long that run waited (an upper bound: one wait may count in both). Four
-    SDXL rows in one process on a 23 GiB machine evict each other's pages, and a row that waits for them slows
-    for it, not for its engine."""
+    """Seconds some task on this machine stalled for memory or the disk since boot (Linux's pressure stall
+    information, the `some` totals of `memory` and `io`: reclaim, refaults, evicted pages read back); None without
+    PSI. Its change over a timed run is how long the run waited (an upper bound: one wait may count in both)."""
     totals = [_some_total(pressure / name) for name in ("memory", "io")]
     if totals[0] is None:
         return None
@@ -176,23 +154,16 @@ def _some_total(path: Path) -> float | None:
     return int(match.group(1)) / 1e6 if match else None
 
 
-def busy_cpu_seconds(stat: Path = Path("/proc/stat")) -> float | None:
+def busy_cpu_seconds() -> float:
     """CPU seconds every task on this machine has used since boot (user, nice, system, irq, softirq), plus the
-    seconds the hypervisor gave this machine's CPUs to others (steal); None where /proc/stat is absent."""
-    try:
-        fields = stat.read_text().splitlines()[0].split()
-    except (OSError, IndexError):
-        return None
-    if not fields or fields[0] != "cpu" or len(fields) < 9:
-        return None
-    user, nice, system, _idle, _iowait, irq, softirq, steal = (int(v) for v in fields[1:9])
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+    seconds the hypervisor gave this machine's CPUs to others (steal)."""
+    times = psutil.cpu_times()
+    return float(sum(getattr(times, name, 0.0) for name in ("user", "nice", "system", "irq", "softirq", "steal")))
 
 
 class Contention:
-    """What else the machine did during each timed run: the seconds it waited for memory or the disk
-    (`memory_stall_seconds`) and the cores other tasks kept busy (`busy_cpu_seconds` less this process's own
-    CPU time, over the run's seconds). `start()` before a run, `stop(seconds)` after it; `medians()` per row."""
+    """What else the machine did during each timed run: seconds waited for memory or the disk, and the cores other
+    tasks kept busy (the machine's CPU time less ours, over the run's). `start()`, `stop(seconds)`, `medians()`."""
 
     def __init__(self) -> None:
         self.stalls: list[float] = []
@@ -223,12 +194,7 @@ def cpu_count() -> int:
 
 
 def available_memory(device: torch.device) -> int | None:
-    """Bytes that can still be allocated on `device` (CUDA free memory, Linux MemAvailable); None if unknown."""
+    """Bytes that can still be allocated on `device` (CUDA free memory, the OS's available RAM); None if unknown."""
     if device.type == "cuda":
         return int(torch.cuda.mem_get_info(device)[0])
-    meminfo = Path("/proc/meminfo")
-    if device.type == "cpu" and meminfo.exists():
-        match = re.search(r"MemAvailable:\s+(\d+)\s+kB", meminfo.read_text())
-        if match:
-            return int(match.group(1)) * 1024
-    return None
+    return int(psutil.virtual_memory().available) if device.type == "cpu" else None

@@ -20,8 +20,7 @@ import torch
 from PIL import Image, ImageDraw
 
 from ..bench.report import device_description
-from ..bench.rows import BUSY_CORES
-from ..bench.timing import Contention
+from ..bench.timing import BUSY_CORES, Contention
 from ..generator import FewStepGenerator
 from .classifier import accuracy, images_to_tensor, shipped_classifier
 from .evaluation import eval_specs

@@ -22,8 +22,10 @@ from diffusers.pipelines.stable_diffusion_xl.pipeline_stable_diffusion_xl import
 from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from safetensors import safe_open
 from safetensors.torch import save_file
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
+from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+from ..configs.tokenizer import BOS, EOS, byte_vocab
+from ..configs.tokenizer import byte_level_tokenizer as tiny_tokenizer
 from ..families import FAMILIES
 from ..presets import Family
 from .repo_configs import SCHEDULER_CONFIGS
@@ -37,9 +39,6 @@ __all__ = [
     "tiny_unet",
     "tiny_unet_checkpoint",
 ]
-
-BOS, EOS = "<|startoftext|>", "<|endoftext|>"
-
 
 # UNets: the real wiring (no attention on the first level, SDXL's text-time embedding, SD 2's linear projections)
 # on three levels of 16-64 channels, one layer each: a 1024² SDXL step stays well under a second on a CPU.
@@ -95,29 +94,8 @@ _OPEN_CLIP: dict[str, Any] = {"hidden_size": 32, "intermediate_size": 37, "hidde
 _OPEN_CLIP_BIGG: dict[str, Any] = {"hidden_size": 64, "intermediate_size": 80, "hidden_act": "gelu"}
 
 
-def _bytes_to_unicode() -> list[str]:
-    """GPT-2's reversible byte -> printable character table, the alphabet of CLIP's byte-level BPE."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    extra = (b for b in range(256) if b not in printable)
-    chars = {b: chr(b) for b in printable} | {b: chr(256 + n) for n, b in enumerate(extra)}
-    return [chars[b] for b in range(256)]
-
-
-@lru_cache(maxsize=1)
-def _vocab() -> dict[str, int]:
-    """Every byte alone and as a word end, then BOS, then EOS last (CLIP's pooling relies on EOS being highest)."""
-    chars = _bytes_to_unicode()
-    tokens = [*chars, *(c + "</w>" for c in chars), BOS, EOS]
-    return {t: i for i, t in enumerate(tokens)}
-
-
-def tiny_tokenizer(*, pad_token: str = EOS) -> CLIPTokenizer:
-    """A CLIP tokenizer with a byte-level vocabulary and no merges: one token per character, 77 at most."""
-    return CLIPTokenizer(vocab=dict(_vocab()), merges=[], pad_token=pad_token, model_max_length=77)
-
-
 def _text_config(arch: dict[str, Any], pad_token: str) -> CLIPTextConfig:
-    vocab = _vocab()
+    vocab = byte_vocab()
     return CLIPTextConfig(
         **arch,
         num_attention_heads=4,
