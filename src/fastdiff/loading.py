@@ -1,9 +1,8 @@
-"""Where weights come from, as one stage: preset + source + checkpoint → a pipeline with the preset's scheduler.
+"""Where weights come from: preset + source + checkpoint → the optimized pipeline a generator runs.
 
-Sources: the preset's hub repo (cache first), another hub repo, a local diffusers folder or a single file; on top,
-the preset's UNet or LoRA checkpoint. With `local_files_only=None` (the default) every hub read first tries the
-cache without any network call, and goes online only for what is missing, so a cached model loads offline
-exactly as it does online. The tiny autoencoders of optimize="max" load the same way.
+Sources: the preset's hub repo, another hub repo, a local diffusers folder or a single file; on top, the preset's
+UNet or LoRA checkpoint. Every hub read tries the cache first without a network call (`local_files_only=None`), so
+a cached model loads offline exactly as online. The tiny autoencoders of optimize="max" load the same way.
 """
 
 from __future__ import annotations
@@ -16,13 +15,16 @@ import torch
 from diffusers import AutoPipelineForText2Image
 
 from .checkpoints import apply_checkpoint, build_unet, checkpoint_path, load_unet_state_dict
+from .devices import offloaded, resolve_dtype
 from .errors import FastDiffError
 from .families import family
 from .hub import cache_first, quietly
-from .optimize import own_copy
+from .optimize import apply_optimizations, own_copy
 from .presets import Preset, is_shipped
+from .recipe import Recipe
 from .schedulers import build_scheduler
-from .weights import file_identity, folder_identity, snapshot_identity
+from .validation import check_flag
+from .weights import WeightsIdentity, file_identity, folder_identity, snapshot_identity
 
 __all__ = ["SINGLE_FILE_SUFFIXES", "adopt", "classify_source", "load", "load_tiny_vae", "tiny_vae_identity"]
 
@@ -52,18 +54,23 @@ def classify_source(source: str | Path | None) -> tuple[str, str]:
 
 def load(
     preset: Preset,
+    recipe: Recipe,
     *,
+    device: torch.device,
+    dtype: str | torch.dtype | None,
     source: str | Path | None,
     checkpoint: str | Path | None,
-    dtype: torch.dtype,
     local_files_only: bool | None,
     cache_dir: str | Path | None,
     allow_pickle: bool,
-) -> tuple[Any, tuple[str, ...] | None]:
-    """The pipeline of `preset` on the CPU in `dtype`: weights from `source`, the preset's (or the given)
-    checkpoint applied, the preset's scheduler recipe. Everything is checked before anything large is read.
-    With it, the weights' provenance (`weights.WeightsIdentity`): the preset, dtype, source files and checkpoint
-    file; None where the source cannot be named (a hub repo that is not in the cache after loading)."""
+) -> tuple[Any, WeightsIdentity]:
+    """`from_preset`'s pipeline and its weights' identity: weights from `source`, the preset's (or the given)
+    checkpoint applied, the preset's scheduler recipe, moved to `device` and optimized by `recipe`. Everything is
+    checked before anything large is read. Without a `dtype`, the weights load in the precision `recipe` computes
+    in (no cast, no second copy)."""
+    check_flag("local_files_only", local_files_only, optional=True)
+    check_flag("allow_pickle", allow_pickle)
+    dtype = recipe.dtype if dtype is None and recipe.dtype is not None else resolve_dtype(dtype, device)
     kind, location = classify_source(source)
     hub: dict[str, Any] = {"local_files_only": local_files_only, "cache_dir": cache_dir, "dtype": dtype}
     ckpt = checkpoint_path(preset, checkpoint, allow_pickle=allow_pickle, **hub)
@@ -83,15 +90,35 @@ def load(
         origin = f"{file_identity(location)} config={preset.repo_id}"
     else:
         origin = snapshot_identity(location or preset.repo_id, cache_dir)
-    if origin is None:
-        return pipe, None
     applied = () if ckpt is None else (f"checkpoint={file_identity(ckpt)}",)
-    return pipe, (f"preset={preset.name}", f"dtype={dtype}", origin, *applied)
+    provenance = None if origin is None else (f"preset={preset.name}", f"dtype={dtype}", origin, *applied)
+    tiny = None
+    if recipe.tiny_vae is not None:
+        tiny = load_tiny_vae(recipe.tiny_vae, preset, **hub)
+        tiny_origin = tiny_vae_identity(recipe.tiny_vae, preset, cache_dir=cache_dir)
+        provenance = None if provenance is None or tiny_origin is None else (*provenance, f"vae={tiny_origin}")
+    weights = WeightsIdentity(provenance)
+    pipe = apply_optimizations(pipe.to(device), recipe, tiny_vae=tiny, weights_keys=_weights_keys(pipe, weights))
+    return pipe, weights
 
 
-def adopt(preset: Preset, pipe: Any, *, checkpoint: str | Path | None, allow_pickle: bool) -> Any:
-    """A new pipeline over `pipe`'s modules with the preset's scheduler (`pipe` keeps its own) and, when given,
-    the checkpoint applied, into the shared UNet: what `from_pipeline` wraps."""
+def adopt(
+    preset: Preset,
+    pipe: Any,
+    recipe: Recipe,
+    *,
+    checkpoint: str | Path | None,
+    allow_pickle: bool,
+    cache_key: str | None,
+) -> tuple[Any, WeightsIdentity]:
+    """`from_pipeline`'s pipeline: a new one over `pipe`'s modules with the preset's scheduler (`pipe` keeps its
+    own), the checkpoint applied into the shared UNet when given, optimized by `recipe` on fastdiff's own copies of
+    the modules; its weights are named by `cache_key`, else hashed by the engine that needs a name."""
+    check_flag("allow_pickle", allow_pickle)
+    if offloaded(pipe) and recipe.changes_modules:
+        raise FastDiffError("a pipeline with CPU offload hooks takes optimize='none' (its modules move per call)")
+    if cache_key is not None and not isinstance(cache_key, str):
+        raise FastDiffError(f"cache_key must be a str naming the pipeline's weights, not {type(cache_key).__name__}")
     kind = family(preset.family)
     if not kind.accepts(pipe):
         raise FastDiffError(
@@ -104,7 +131,18 @@ def adopt(preset: Preset, pipe: Any, *, checkpoint: str | Path | None, allow_pic
         path = checkpoint_path(preset, checkpoint, local_files_only=True, cache_dir=None, dtype=own.unet.dtype)
         assert path is not None  # a given checkpoint always resolves
         apply_checkpoint(own, preset, path, allow_pickle=allow_pickle)
-    return own
+    tiny = None
+    if recipe.tiny_vae is not None:
+        tiny = load_tiny_vae(recipe.tiny_vae, preset, dtype=recipe.dtype or own.unet.dtype)
+    weights = WeightsIdentity(None if cache_key is None or recipe.tiny_vae is not None else (f"cache_key={cache_key}",))
+    own = apply_optimizations(own, recipe, tiny_vae=tiny, weights_keys=_weights_keys(own, weights))
+    return own, weights
+
+
+def _weights_keys(pipe: Any, weights: WeightsIdentity) -> dict[str, str | None]:
+    """Each component's weights named for the OpenVINO engine's disk cache."""
+    names = ("unet", "text_encoder", "text_encoder_2", "vae")
+    return {name: weights.module_key(name) for name in names if getattr(pipe, name, None) is not None}
 
 
 def _unet_config(

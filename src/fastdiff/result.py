@@ -28,19 +28,12 @@ def image_grid(images: list[Image.Image], *, columns: int | None = None) -> Imag
 
 @dataclass(frozen=True)
 class GenerationResult:
-    """Images plus what was actually used (seed chosen when None, steps, preset) and per-stage timings.
+    """Images plus what was actually used (the seed chosen when None, steps, preset) and per-stage timings.
 
-    `timings` holds seconds measured on this call for "encode", "denoise", "decode" and "total" (their sum: the
-    image's own time; the device is synchronized before each clock read), and "compile" when the CPU engine made a
-    module ready for a new shape during the call (converted it, or compiled the disk cache's copy): that time is
-    kept out of the others, since no later call at this shape spends it.
-
-    Image *i* was made from seed `seed + i` (with a list of prompts too: in prompt order, each prompt's `num_images`
-    in turn). With `generator=`, `seeds` holds each image's generator's `initial_seed()` (one generator: the same
-    for every image) and `seed` the first: `seed=seeds[i]` alone makes `images[i]` again only where that generator
-    was fresh from `manual_seed` on the CPU and served that image alone (diffusers'
-    `[torch.Generator().manual_seed(s) for s in seeds]`). In Jupyter the result shows itself as its image, or a
-    grid for several.
+    `timings`: seconds for "encode", "denoise", "decode" and "total" (their sum), and "compile" when the CPU engine
+    made a module ready for a new shape during the call (kept out of the others: later calls do not spend it).
+    Image *i* was made from seed `seed + i`; with `generator=`, `seeds` holds each image's generator's
+    `initial_seed()`. In Jupyter the result shows itself as its image, or a grid for several.
     """
 
     images: list[Image.Image]
@@ -83,8 +76,7 @@ class GenerationResult:
 
 
 def joined(results: Sequence[GenerationResult]) -> GenerationResult:
-    """One call's results (one per prompt of a list, made by one pipeline call: they share its timings) as one: the
-    images (and their generators' seeds) in order, the first's seed."""
+    """One call's results (one per prompt, from one pipeline call) as one: the images in order, the first's seed."""
     if len(results) == 1:
         return results[0]
     images = [image for r in results for image in r.images]
