@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import hf_hub_download
+from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
@@ -228,13 +228,11 @@ def lora_file(
     if path.is_file():
         return path
     if isinstance(lora, str) and weight_name is not None and lora.count("/") == 1 and not lora.startswith((".", "/")):
-        try:
-            return Path(hf_hub_download(lora, weight_name, cache_dir=cache_dir, local_files_only=True))
-        except OSError:
-            if local_files_only:
-                raise FastDiffError(
-                    f"{lora}/{weight_name} is not in the Hugging Face cache; run once with network access"
-                ) from None
+        cached = try_to_load_from_cache(lora, weight_name, cache_dir=cache_dir)  # no network call when cached
+        if isinstance(cached, str):
+            return Path(cached)
+        if local_files_only:
+            raise FastDiffError(f"{lora}/{weight_name} is not in the Hugging Face cache; run once with network access")
         try:
             return Path(hf_hub_download(lora, weight_name, cache_dir=cache_dir))
         except OSError as err:

@@ -77,9 +77,6 @@ class EmbeddingCache:
                 "is cut. Shorten the prompt (put what matters first).",
             )
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._entries
-
     def clear(self) -> None:
         """Forget every entry (the counters stay)."""
         self._entries.clear()

@@ -203,7 +203,6 @@ class FewStepGenerator:
             self.preset,
             kwargs,
             vae_scale_factor=self.pipeline.vae_scale_factor,
-            default_strength=family(self.preset.family).default_strength,
             device=self.device,
             tensor_inputs=pipe._callback_tensor_inputs,
         )
@@ -247,9 +246,7 @@ class FewStepGenerator:
 
     def _request(self, prompt: object, **given: Any) -> Request:
         """One prompt's arguments checked against the preset, with every default filled in."""
-        strength = family(self.preset.family).default_strength
-        scale = self.pipeline.vae_scale_factor
-        return resolve_request(self.preset, vae_scale_factor=scale, default_strength=strength, prompt=prompt, **given)
+        return resolve_request(self.preset, vae_scale_factor=self.pipeline.vae_scale_factor, prompt=prompt, **given)
 
     @staticmethod
     def _shape_of(requests: Sequence[Request]) -> tuple[int, int, int]:

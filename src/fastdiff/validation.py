@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from .errors import FastDiffError, did_you_mean, warn
+from .families import family
 from .presets import Preset, all_presets
 
 __all__ = [
@@ -316,7 +317,6 @@ def resolve_request(
     preset: Preset,
     *,
     vae_scale_factor: int,
-    default_strength: float,
     prompt: object,
     steps: object = None,
     seed: object,
@@ -344,6 +344,7 @@ def resolve_request(
     resolved_guidance = check_guidance(preset, guidance_scale)
     step = math.lcm(8, vae_scale_factor)  # the VAE factor, and never less than diffusers' own check of 8
     resize = height is not None or width is not None
+    default_strength = family(preset.family).default_strength
     resolved_strength = check_img2img(image, strength, default_strength=default_strength, step=step, resize=resize)
     if resolved_strength is not None:
         check_explicit_strength(preset, resolved_steps, resolved_strength)
@@ -445,7 +446,6 @@ def resolve_call(
     arguments: dict[str, Any],
     *,
     vae_scale_factor: int,
-    default_strength: float,
     device: torch.device,
     tensor_inputs: Sequence[str],
 ) -> list[Request]:
@@ -457,7 +457,6 @@ def resolve_call(
         resolve_request(
             preset,
             vae_scale_factor=vae_scale_factor,
-            default_strength=default_strength,
             prompt=prompt,
             negative_prompt=negative,
             seed=0,
