@@ -26,13 +26,12 @@ from .schedulers import build_scheduler
 from .validation import check_flag
 from .weights import WeightsIdentity, file_identity, folder_identity, snapshot_identity
 
-__all__ = ["SINGLE_FILE_SUFFIXES", "adopt", "classify_source", "load", "load_tiny_vae", "tiny_vae_identity"]
+__all__ = ["adopt", "load", "load_tiny_vae"]
 
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
 
-def classify_source(source: str | Path | None) -> tuple[str, str]:
+def _classify_source(source: str | Path | None) -> tuple[str, str]:
     """("hub", repo_id) | ("folder", path) | ("file", path) — or a FastDiffError naming what is accepted."""
     if source is None:
         return "hub", ""
@@ -44,7 +43,7 @@ def classify_source(source: str | Path | None) -> tuple[str, str]:
             raise FastDiffError(f"{str(path)!r} is not a diffusers folder (no model_index.json); pass its root folder")
         return "folder", str(path)
     if path.is_file():
-        if path.suffix not in SINGLE_FILE_SUFFIXES:
+        if path.suffix not in (".safetensors", ".ckpt"):
             raise FastDiffError(f"{path.name}: a single-file checkpoint ends in .safetensors (or .ckpt)")
         return "file", str(path)
     if isinstance(source, str) and REPO_ID.match(source) and not source.startswith((".", "/", "~")):
@@ -71,7 +70,7 @@ def load(
     check_flag("local_files_only", local_files_only, optional=True)
     check_flag("allow_pickle", allow_pickle)
     dtype = recipe.dtype if dtype is None and recipe.dtype is not None else resolve_dtype(dtype, device)
-    kind, location = classify_source(source)
+    kind, location = _classify_source(source)
     hub: dict[str, Any] = {"local_files_only": local_files_only, "cache_dir": cache_dir, "dtype": dtype}
     ckpt = checkpoint_path(preset, checkpoint, allow_pickle=allow_pickle, **hub)
     components: dict[str, Any] = {}
@@ -95,7 +94,7 @@ def load(
     tiny = None
     if recipe.tiny_vae is not None:
         tiny = load_tiny_vae(recipe.tiny_vae, preset, **hub)
-        tiny_origin = tiny_vae_identity(recipe.tiny_vae, preset, cache_dir=cache_dir)
+        tiny_origin = _tiny_vae_origin(recipe.tiny_vae, preset, cache_dir=cache_dir)
         provenance = None if provenance is None or tiny_origin is None else (*provenance, f"vae={tiny_origin}")
     weights = WeightsIdentity(provenance)
     pipe = apply_optimizations(pipe.to(device), recipe, tiny_vae=tiny, weights_keys=_weights_keys(pipe, weights))
@@ -256,7 +255,7 @@ def load_tiny_vae(
     return cache_first(fetch, preset, local_files_only, cache_dir, dtype, what=f"tiny VAE {location}")
 
 
-def tiny_vae_identity(spec: Any, preset: Preset, *, cache_dir: str | Path | None = None) -> str | None:
+def _tiny_vae_origin(spec: Any, preset: Preset, *, cache_dir: str | Path | None = None) -> str | None:
     """Where `load_tiny_vae(spec, preset)`'s weights come from, for `weights.WeightsIdentity` (None: a given
     `AutoencoderTiny`, or a hub repo not in the cache)."""
     location = family(preset.family).tiny_vae_repo if spec == "auto" else spec
