@@ -29,8 +29,7 @@ def batch_key(request: Request) -> tuple[Any, ...]:
 
 
 def _noise(requests: Sequence[Request]) -> torch.Generator | list[torch.Generator]:
-    """The call's own generator(s), as given; else one CPU generator per image seeded `seed + i`, so that each image
-    gets the noise it gets alone (a single one for a single image, as diffusers is called with one)."""
+    """The call's own generator(s); else one CPU generator per image seeded `seed + i`: each image's noise alone."""
     own = requests[0].pass_through or {}
     if "generator" in own:
         return own["generator"]  # type: ignore[no-any-return]

@@ -264,8 +264,7 @@ class FewStepGenerator:
 
     @property
     def stats(self) -> BatchStats:
-        """The coalescing's counters: calls, pipeline batches, mean images per batch, queue wait p50/p95 (seconds);
-        a `FastDiffError` where calls are not coalesced (`coalescing` is None)."""
+        """The coalescing's counters (calls, batches, images per batch, queue wait p50/p95 in seconds)."""
         if self.coalescing is None:
             raise FastDiffError(
                 "this generator does not coalesce calls (max_batch=1; by default only CUDA does): its calls take "
@@ -316,8 +315,7 @@ class FewStepGenerator:
             self._renew(None)
 
     def _renew(self, change: str | None) -> None:
-        """A new weights identity after `change` (None: unknown), and every cache derived from the old weights
-        dropped. Called with the lock held."""
+        """A new weights identity after `change` (None: unknown); the caches of the old weights dropped (lock held)."""
         self.weights = self.weights.changed(change)
         self.embedding_cache.clear()
         for name, forward in openvino_forwards(self.pipeline).items():

@@ -91,14 +91,7 @@ def load(
         origin = snapshot_identity(location or preset.repo_id, cache_dir)
     applied = () if ckpt is None else (f"checkpoint={file_identity(ckpt)}",)
     provenance = None if origin is None else (f"preset={preset.name}", f"dtype={dtype}", origin, *applied)
-    tiny = None
-    if recipe.tiny_vae is not None:
-        tiny = load_tiny_vae(recipe.tiny_vae, preset, **hub)
-        tiny_origin = _tiny_vae_origin(recipe.tiny_vae, preset, cache_dir=cache_dir)
-        provenance = None if provenance is None or tiny_origin is None else (*provenance, f"vae={tiny_origin}")
-    weights = WeightsIdentity(provenance)
-    pipe = apply_optimizations(pipe.to(device), recipe, tiny_vae=tiny, weights_keys=_weights_keys(pipe, weights))
-    return pipe, weights
+    return _optimized(pipe.to(device), preset, recipe, provenance, **hub)
 
 
 def adopt(
@@ -130,18 +123,24 @@ def adopt(
         path = checkpoint_path(preset, checkpoint, local_files_only=True, cache_dir=None, dtype=own.unet.dtype)
         assert path is not None  # a given checkpoint always resolves
         apply_checkpoint(own, preset, path, allow_pickle=allow_pickle)
+    provenance = None if cache_key is None else (f"cache_key={cache_key}",)
+    return _optimized(own, preset, recipe, provenance, dtype=recipe.dtype or own.unet.dtype)
+
+
+def _optimized(
+    pipe: Any, preset: Preset, recipe: Recipe, provenance: tuple[str, ...] | None, **hub: Any
+) -> tuple[Any, WeightsIdentity]:
+    """`pipe` optimized by `recipe` (with its tiny autoencoder, read with `hub`'s arguments), and the identity of the
+    weights it then runs: `provenance` and the tiny autoencoder's origin, each named for the engines' disk cache."""
     tiny = None
     if recipe.tiny_vae is not None:
-        tiny = load_tiny_vae(recipe.tiny_vae, preset, dtype=recipe.dtype or own.unet.dtype)
-    weights = WeightsIdentity(None if cache_key is None or recipe.tiny_vae is not None else (f"cache_key={cache_key}",))
-    own = apply_optimizations(own, recipe, tiny_vae=tiny, weights_keys=_weights_keys(own, weights))
-    return own, weights
-
-
-def _weights_keys(pipe: Any, weights: WeightsIdentity) -> dict[str, str | None]:
-    """Each component's weights named for the OpenVINO engine's disk cache."""
-    names = ("unet", "text_encoder", "text_encoder_2", "vae")
-    return {name: weights.module_key(name) for name in names if getattr(pipe, name, None) is not None}
+        tiny = load_tiny_vae(recipe.tiny_vae, preset, **hub)
+        origin = _tiny_vae_origin(recipe.tiny_vae, preset, cache_dir=hub.get("cache_dir"))
+        provenance = None if provenance is None or origin is None else (*provenance, f"vae={origin}")
+    weights = WeightsIdentity(provenance)
+    components = ("unet", "text_encoder", "text_encoder_2", "vae")
+    keys = {name: weights.module_key(name) for name in components if getattr(pipe, name, None) is not None}
+    return apply_optimizations(pipe, recipe, tiny_vae=tiny, weights_keys=keys), weights
 
 
 def _unet_config(
@@ -256,8 +255,7 @@ def load_tiny_vae(
 
 
 def _tiny_vae_origin(spec: Any, preset: Preset, *, cache_dir: str | Path | None = None) -> str | None:
-    """Where `load_tiny_vae(spec, preset)`'s weights come from, for `weights.WeightsIdentity` (None: a given
-    `AutoencoderTiny`, or a hub repo not in the cache)."""
+    """Where `load_tiny_vae(spec, preset)`'s weights come from (None: a given `AutoencoderTiny`, or not cached)."""
     location = family(preset.family).tiny_vae_repo if spec == "auto" else spec
     if not isinstance(location, (str, Path)):
         return None

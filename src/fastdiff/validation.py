@@ -130,8 +130,7 @@ def diffusers_hint(name: str) -> str | None:
 
 
 def translated(own: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """`own` (a call's fastdiff arguments) with diffusers' renamed ones in `extra` mapped onto them; a refused or
-    unknown name raises a `FastDiffError` that names fastdiff's way."""
+    """`own` (a call's arguments) with diffusers' renamed ones in `extra` mapped onto them; others are refused."""
     out = dict(own)
     for name, value in extra.items():
         rename = DIFFUSERS_ARGUMENTS.get(name, (None, None))[0]
@@ -328,8 +327,7 @@ def resolve_request(
     image: object,
     strength: object = None,
 ) -> Request:
-    """One prompt's arguments checked against the preset, with every default filled in (a PIL input image is
-    resized to explicit `height`/`width`)."""
+    """One prompt's arguments checked against the preset, with every default filled in."""
     if not isinstance(prompt, str):
         raise FastDiffError(
             f"prompt must be a str or a list of str, not {type(prompt).__name__}; for several images of one prompt "
@@ -378,8 +376,7 @@ def resolve_request(
 
 
 def _prompt_pairs(prompt: object, negative_prompt: object) -> list[tuple[object, object]]:
-    """(prompt, negative prompt) per prompt of a call: one str, or a list as diffusers takes (with one negative
-    prompt for all, or a list as long)."""
+    """(prompt, negative prompt) per prompt: one str, or a list with one negative prompt for all or a list as long."""
     if not isinstance(prompt, (list, tuple)):
         if isinstance(negative_prompt, (list, tuple)):
             raise FastDiffError(

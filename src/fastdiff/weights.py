@@ -24,8 +24,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".json")
 
 @dataclass(frozen=True)
 class WeightsIdentity:
-    """`provenance`: the sources and the changes since, in order; None when some change is unknown.
-    `version`: changes made in this process since load."""
+    """`provenance`: the sources and each change since, None if one is unknown; `version`: changes since load."""
 
     provenance: tuple[str, ...] | None
     version: int = 0
