@@ -23,8 +23,9 @@ from .families import family
 from .presets import Preset, all_presets
 
 __all__ = [
-    "DIFFUSERS_ARGUMENTS",
     "MAX_SIDE",
+    "REFUSED",
+    "RENAMED",
     "InputImage",
     "Request",
     "check_flag",
@@ -45,38 +46,38 @@ InputImage: TypeAlias = Image.Image | np.ndarray | torch.Tensor
 _RAW = "call gen.pipeline(...) directly (the diffusers pipeline, with the preset's scheduler)"
 _EMBEDS = "fastdiff encodes the prompt itself (cached); pass the text as prompt=, gen.encode(prompt) returns embeddings"
 
-# diffusers' call arguments that fastdiff spells differently or does another way: (fastdiff's name, None) for a pure
-# rename; (None, the way to do it here) for one that is refused, because fastdiff decides that part itself (noise,
-# schedule, embeddings, output) and taking the value would make another image than the one asked for.
-DIFFUSERS_ARGUMENTS: dict[str, tuple[str | None, str | None]] = {
+# diffusers' names of fastdiff's own arguments: name → (fastdiff's name, its default, which the rename replaces).
+RENAMED: dict[str, tuple[str, object]] = {
     "num_inference_steps": ("steps", None),
-    "num_images_per_prompt": ("num_images", None),
-    "output_type": (None, "results are PIL images (result.images; np.asarray(image) for an array): drop output_type"),
-    "return_dict": (None, "a call always returns a GenerationResult (result.images): drop return_dict"),
-    "prompt_embeds": (None, _EMBEDS),
-    "negative_prompt_embeds": (None, _EMBEDS),
-    "pooled_prompt_embeds": (None, _EMBEDS),
-    "negative_pooled_prompt_embeds": (None, _EMBEDS),
-    "prompt_2": (None, f"fastdiff sends prompt= to both SDXL text encoders; for two prompts {_RAW}"),
-    "negative_prompt_2": (None, f"fastdiff sends negative_prompt= to both text encoders; for two {_RAW}"),
-    "latents": (
-        None,
-        f"fastdiff draws the noise from seed= or generator= (your own torch.Generator); for latents {_RAW}",
-    ),
-    "timesteps": (None, "the preset sets the timesteps (preset.timesteps); steps= picks among its step counts"),
-    "sigmas": (None, "the preset's scheduler recipe sets the sigmas; steps= picks among its step counts"),
-    "eta": (None, "the preset's scheduler recipe sets eta (preset.eta); register a preset with another to change it"),
-    "guidance_rescale": (None, f"fastdiff runs the model card's guidance only; for guidance_rescale {_RAW}"),
-    "clip_skip": (None, f"fastdiff encodes as the model card does; for clip_skip {_RAW}"),
-    "cross_attention_kwargs": (None, f"for cross_attention_kwargs (a LoRA scale…) {_RAW}"),
-    "denoising_start": (None, f"fastdiff runs the whole few-step schedule; for an ensemble of experts {_RAW}"),
-    "denoising_end": (None, f"fastdiff runs the whole few-step schedule; for an ensemble of experts {_RAW}"),
-    "ip_adapter_image": (None, f"fastdiff loads no IP-Adapter; {_RAW} after pipe.load_ip_adapter(...)"),
-    "ip_adapter_image_embeds": (None, f"fastdiff loads no IP-Adapter; {_RAW} after pipe.load_ip_adapter(...)"),
-    "mask_image": (None, "fastdiff does text-to-image and img2img (image=, strength=), not inpainting"),
+    "num_images_per_prompt": ("num_images", 1),
+}
+
+# diffusers' call arguments that fastdiff refuses, with its way: fastdiff decides that part itself (noise, schedule,
+# embeddings, output), and taking the value would make another image than the one asked for.
+REFUSED: dict[str, str] = {
+    "output_type": "results are PIL images (result.images; np.asarray(image) for an array): drop output_type",
+    "return_dict": "a call always returns a GenerationResult (result.images): drop return_dict",
+    "prompt_embeds": _EMBEDS,
+    "negative_prompt_embeds": _EMBEDS,
+    "pooled_prompt_embeds": _EMBEDS,
+    "negative_pooled_prompt_embeds": _EMBEDS,
+    "prompt_2": f"fastdiff sends prompt= to both SDXL text encoders; for two prompts {_RAW}",
+    "negative_prompt_2": f"fastdiff sends negative_prompt= to both text encoders; for two {_RAW}",
+    "latents": f"fastdiff draws the noise from seed= or generator= (your own torch.Generator); for latents {_RAW}",
+    "timesteps": "the preset sets the timesteps (preset.timesteps); steps= picks among its step counts",
+    "sigmas": "the preset's scheduler recipe sets the sigmas; steps= picks among its step counts",
+    "eta": "the preset's scheduler recipe sets eta (preset.eta); register a preset with another to change it",
+    "guidance_rescale": f"fastdiff runs the model card's guidance only; for guidance_rescale {_RAW}",
+    "clip_skip": f"fastdiff encodes as the model card does; for clip_skip {_RAW}",
+    "cross_attention_kwargs": f"for cross_attention_kwargs (a LoRA scale…) {_RAW}",
+    "denoising_start": f"fastdiff runs the whole few-step schedule; for an ensemble of experts {_RAW}",
+    "denoising_end": f"fastdiff runs the whole few-step schedule; for an ensemble of experts {_RAW}",
+    "ip_adapter_image": f"fastdiff loads no IP-Adapter; {_RAW} after pipe.load_ip_adapter(...)",
+    "ip_adapter_image_embeds": f"fastdiff loads no IP-Adapter; {_RAW} after pipe.load_ip_adapter(...)",
+    "mask_image": "fastdiff does text-to-image and img2img (image=, strength=), not inpainting",
     # SDXL's micro-conditioning: fastdiff conditions on the output size, as diffusers does by default
     **{
-        name: (None, f"fastdiff conditions on the image size as diffusers does by default; for {name} {_RAW}")
+        name: f"fastdiff conditions on the image size as diffusers does by default; for {name} {_RAW}"
         for name in (
             "original_size",
             "crops_coords_top_left",
@@ -88,12 +89,9 @@ DIFFUSERS_ARGUMENTS: dict[str, tuple[str | None, str | None]] = {
             "negative_aesthetic_score",
         )
     },
-    "callback": (None, "pass callback_on_step_end=f, f(pipe, step, timestep, callback_kwargs) -> dict, as diffusers"),
-    "callback_steps": (None, "callback_on_step_end= runs at every step; skip steps inside it (step % k)"),
+    "callback": "pass callback_on_step_end=f, f(pipe, step, timestep, callback_kwargs) -> dict, as diffusers",
+    "callback_steps": "callback_on_step_end= runs at every step; skip steps inside it (step % k)",
 }
-
-# The defaults of fastdiff's own arguments that a rename may set: given with another value too, they conflict.
-_RENAME_DEFAULTS: dict[str, object] = {"steps": None, "num_images": 1}
 
 
 @dataclass(frozen=True)
@@ -122,23 +120,22 @@ class Request:
 
 
 def diffusers_hint(name: str) -> str | None:
-    """What fastdiff does with diffusers' argument `name`; None for a name that is not in the table."""
-    rename, refusal = DIFFUSERS_ARGUMENTS.get(name, (None, None))
-    if rename is not None:
-        return f"diffusers' {name}= is {rename}= in fastdiff"
-    return None if refusal is None else f"{name}= is a diffusers argument fastdiff does not take: {refusal}"
+    """What fastdiff does with diffusers' argument `name`; None for a name that is not diffusers'."""
+    if name in RENAMED:
+        return f"diffusers' {name}= is {RENAMED[name][0]}= in fastdiff"
+    return f"{name}= is a diffusers argument fastdiff does not take: {REFUSED[name]}" if name in REFUSED else None
 
 
 def translated(own: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     """`own` (a call's arguments) with diffusers' renamed ones in `extra` mapped onto them; others are refused."""
     out = dict(own)
     for name, value in extra.items():
-        rename = DIFFUSERS_ARGUMENTS.get(name, (None, None))[0]
-        if rename is None:
+        if name not in RENAMED:
             raise FastDiffError(
                 diffusers_hint(name) or f"unexpected argument {name}={value!r}{did_you_mean(name, own)}"
             )
-        if out[rename] != _RENAME_DEFAULTS[rename]:
+        rename, default = RENAMED[name]
+        if out[rename] != default:
             raise FastDiffError(f"got both {rename}= and diffusers' {name}=; pass one ({rename}= is fastdiff's)")
         out[rename] = value
     return out
