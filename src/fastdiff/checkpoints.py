@@ -101,8 +101,6 @@ def _check_checkpoint_matches(preset: Preset, path: Path) -> None:
 
 
 def _lora_state_check(path: Path) -> None:
-    if not path.is_file():
-        raise FastDiffError(f"LoRA {str(path)!r} does not exist; pass a path to a .safetensors file")
     try:
         with safe_open(str(path), framework="pt") as handle:  # the header only: no tensor is read
             keys = list(handle.keys())
