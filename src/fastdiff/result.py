@@ -10,20 +10,7 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-__all__ = ["GenerationResult", "image_grid", "joined"]
-
-
-def image_grid(images: list[Image.Image], *, columns: int | None = None) -> Image.Image:
-    """Paste images into one near-square grid (row-major), the way a batch is shown in a notebook."""
-    if not images:
-        raise ValueError("image_grid needs at least one image")
-    cols = columns or math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / cols)
-    w, h = images[0].size
-    grid = Image.new("RGB", (cols * w, rows * h))
-    for i, img in enumerate(images):
-        grid.paste(img, ((i % cols) * w, (i // cols) * h))
-    return grid
+__all__ = ["GenerationResult", "joined"]
 
 
 @dataclass(frozen=True)
@@ -59,8 +46,13 @@ class GenerationResult:
         return [self.seed + i for i in range(len(self.images))]
 
     def grid(self, *, columns: int | None = None) -> Image.Image:
-        """All images in one grid."""
-        return image_grid(self.images, columns=columns)
+        """All images in one near-square grid (row-major), the way a batch is shown in a notebook."""
+        cols = columns or math.ceil(math.sqrt(len(self.images)))
+        w, h = self.images[0].size
+        grid = Image.new("RGB", (cols * w, math.ceil(len(self.images) / cols) * h))
+        for i, image in enumerate(self.images):
+            grid.paste(image, ((i % cols) * w, (i // cols) * h))
+        return grid
 
     def _repr_png_(self) -> bytes:
         buffer = io.BytesIO()
