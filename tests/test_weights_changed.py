@@ -79,7 +79,7 @@ def test_load_lora_gives_diffusers_fused_image(level: str, where: dict[str, Any]
         reference = FewStepGenerator.from_preset("sd15", optimize="none", **where)
         _diffusers_lora(reference.pipeline, lora)  # before any call: nothing derived yet
         expected = _image(reference)
-    assert gen.weights.version == 1 and gen.embedding_cache.weights_version == 1
+    assert gen.weights.version == 1 and gen.embedding_cache.misses == 2  # the prompt encoded again after the change
     assert np.abs(expected - before).mean() > 3  # the change shows: stale weights would be far outside MAX_STEPS
     assert np.abs(after - expected).max() <= MAX_STEPS[level], f"{level}: ran the weights as loaded"
     if MAX_STEPS[level]:

@@ -1,8 +1,7 @@
 """fastdiff: few-step text-to-image diffusion (Turbo, Lightning, LCM, Hyper-SD, DMD2) done right, on diffusers.
 
 The torch-heavy names (`FewStepGenerator`, `Optimizations`, `GenerationResult`) load on first use (PEP 562), so
-that `import fastdiff.presets` and `fastdiff --help` start in a fraction of a second instead of the seconds torch,
-diffusers and transformers take to import.
+that `import fastdiff.presets` and `fastdiff --help` start without importing torch, diffusers and transformers.
 """
 
 from __future__ import annotations

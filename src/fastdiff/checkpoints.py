@@ -1,4 +1,4 @@
-"""Weights applied on top of a pipeline: full UNet state dicts (Lightning, DMD2) and LoRAs (fused).
+"""Weights applied on top of a pipeline, at load or later: full UNet state dicts (Lightning, DMD2) and LoRAs.
 
 Every file is read and checked before any weight of the pipeline changes: a corrupt, missing or wrong-shape file
 is refused with a `FastDiffError` and the pipeline is left as it was.
@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from huggingface_hub import hf_hub_download
+from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file
 
@@ -19,15 +19,15 @@ from .hub import cache_first
 from .presets import Preset, all_presets
 
 __all__ = [
+    "add_lora",
     "apply_checkpoint",
     "apply_lora",
     "build_unet",
-    "check_checkpoint_matches",
     "checkpoint_path",
+    "load_unet_checkpoint",
     "load_unet_state_dict",
     "lora_file",
     "pickle_refusal",
-    "validate_unet_state_dict",
 ]
 
 LORA_ADAPTER = "fastdiff"
@@ -63,7 +63,7 @@ def load_unet_state_dict(path: Path, *, allow_pickle: bool) -> dict[str, torch.T
     return state
 
 
-def validate_unet_state_dict(state: dict[str, torch.Tensor], unet: Any, *, name: str) -> None:
+def _check_fits(state: dict[str, torch.Tensor], unet: Any, *, name: str) -> None:
     """Refuse a state dict that does not fit `unet` key for key and shape for shape."""
     expected = {k: tuple(v.shape) for k, v in unet.state_dict().items()}
     missing = sorted(set(expected) - set(state))
@@ -84,7 +84,7 @@ def validate_unet_state_dict(state: dict[str, torch.Tensor], unet: Any, *, name:
         )
 
 
-def check_checkpoint_matches(preset: Preset, path: Path) -> None:
+def _check_checkpoint_matches(preset: Preset, path: Path) -> None:
     """Refuse a known checkpoint file of another preset (e.g. the 2-step Lightning UNet for the 4-step preset)."""
     owners = [p for p in all_presets() if p.checkpoint is not None and p.checkpoint.filename == path.name]
     # Only a name that one preset owns identifies a file: LCM's pytorch_lora_weights.safetensors says nothing.
@@ -101,8 +101,6 @@ def check_checkpoint_matches(preset: Preset, path: Path) -> None:
 
 
 def _lora_state_check(path: Path) -> None:
-    if not path.is_file():
-        raise FastDiffError(f"LoRA {str(path)!r} does not exist; pass a path to a .safetensors file")
     try:
         with safe_open(str(path), framework="pt") as handle:  # the header only: no tensor is read
             keys = list(handle.keys())
@@ -151,7 +149,7 @@ def build_unet(config: dict[str, Any], state: dict[str, torch.Tensor], *, name: 
     unet_class: Any = UNet2DConditionModel
     with torch.device("meta"):
         unet = unet_class.from_config(config)
-    validate_unet_state_dict(state, unet, name=name)
+    _check_fits(state, unet, name=name)
     unet.load_state_dict({k: v.to(dtype) for k, v in state.items()}, strict=True, assign=True)
     return unet
 
@@ -173,7 +171,7 @@ def checkpoint_path(
         path = Path(checkpoint).expanduser()
         if not path.is_file():
             raise FastDiffError(f"checkpoint {str(checkpoint)!r} does not exist; pass the path of a weights file")
-        check_checkpoint_matches(preset, path)
+        _check_checkpoint_matches(preset, path)
         return path
     ckpt = preset.checkpoint
     if ckpt is None:
@@ -188,16 +186,32 @@ def checkpoint_path(
 
 
 def apply_checkpoint(pipe: Any, preset: Preset, path: Path, *, allow_pickle: bool) -> None:
-    """Put the preset's checkpoint into `pipe`'s UNet (compiled or not): a LoRA fused, or a full UNet state dict
-    loaded in place, each checked first so that a file that does not fit leaves the weights as they were."""
+    """Put the preset's checkpoint into `pipe`'s UNet: a LoRA fused, or a full UNet state dict loaded in place."""
     assert preset.checkpoint is not None  # checkpoint_path() refuses a checkpoint for a preset without one
     if preset.checkpoint.kind == "lora":
         apply_lora(pipe, path)
-        return
+    else:
+        load_unet_checkpoint(pipe, path, allow_pickle=allow_pickle)
+
+
+def load_unet_checkpoint(pipe: Any, path: Path, *, allow_pickle: bool) -> None:
+    """Load a full UNet state dict into `pipe`'s UNet (compiled or not) in place, checked first."""
     unet = getattr(pipe.unet, "_orig_mod", pipe.unet)  # a compiled UNet's state dict keys start with _orig_mod.
     state = load_unet_state_dict(path, allow_pickle=allow_pickle)
-    validate_unet_state_dict(state, unet, name=path.name)
+    _check_fits(state, unet, name=path.name)
     unet.load_state_dict(state)
+
+
+def add_lora(pipe: Any, path: Path, *, scale: float, fuse: bool, adapters: dict[str, float]) -> None:
+    """`load_lora`'s change: fused at `scale` (`apply_lora`), or kept as one more peft adapter at `scale` beside
+    the unfused ones in `adapters` (name → scale, updated), as diffusers' `set_adapters` runs them."""
+    if fuse:
+        apply_lora(pipe, path, scale=scale)
+        return
+    name = f"lora{len(adapters) + 1}"
+    pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
+    adapters[name] = scale
+    pipe.set_adapters(list(adapters), adapter_weights=list(adapters.values()))
 
 
 def lora_file(
@@ -212,13 +226,11 @@ def lora_file(
     if path.is_file():
         return path
     if isinstance(lora, str) and weight_name is not None and lora.count("/") == 1 and not lora.startswith((".", "/")):
-        try:
-            return Path(hf_hub_download(lora, weight_name, cache_dir=cache_dir, local_files_only=True))
-        except OSError:
-            if local_files_only:
-                raise FastDiffError(
-                    f"{lora}/{weight_name} is not in the Hugging Face cache; run once with network access"
-                ) from None
+        cached = try_to_load_from_cache(lora, weight_name, cache_dir=cache_dir)  # no network call when cached
+        if isinstance(cached, str):
+            return Path(cached)
+        if local_files_only:
+            raise FastDiffError(f"{lora}/{weight_name} is not in the Hugging Face cache; run once with network access")
         try:
             return Path(hf_hub_download(lora, weight_name, cache_dir=cache_dir))
         except OSError as err:

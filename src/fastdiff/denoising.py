@@ -1,5 +1,5 @@
-"""One pipeline call for a batch of compatible requests: per-image embeddings, seeds and (img2img) latents in,
-final latents out, through the diffusers pipeline's own denoising loop (so the scheduler recipe is diffusers')."""
+"""One pipeline call for compatible requests: encode (cached) → denoise (the diffusers pipeline's own loop, so the
+scheduler recipe is diffusers') → decode, timed per stage."""
 
 from __future__ import annotations
 
@@ -10,14 +10,14 @@ from typing import Any
 import torch
 
 from .adapters import Embeddings, ModelAdapter
-from .conventions import input_size
+from .embeddings import EmbeddingCache
 from .openvino_engine import compile_log
 from .presets import Preset
 from .result import GenerationResult
 from .schedulers import img2img_schedule
-from .validation import Request
+from .validation import Request, input_size
 
-__all__ = ["STAGES", "batch_key", "denoise", "generate_batch", "per_image_embeddings"]
+__all__ = ["STAGES", "batch_key", "denoise", "generate_batch"]
 
 STAGES = ("encode", "denoise", "decode")
 
@@ -28,20 +28,11 @@ def batch_key(request: Request) -> tuple[Any, ...]:
     return (request.steps, size, request.guidance_scale, request.image is not None, request.strength)
 
 
-def per_image_embeddings(requests: Sequence[Request], embeds: Sequence[Embeddings]) -> Embeddings:
-    """Each request's embeddings repeated once per image, stacked: what `num_images_per_prompt` would build."""
-    return {
-        key: torch.cat([e[key].repeat_interleave(r.num_images, dim=0) for r, e in zip(requests, embeds, strict=True)])
-        for key in embeds[0]
-    }
-
-
 def _noise(requests: Sequence[Request]) -> torch.Generator | list[torch.Generator]:
-    """The call's own generator(s), as given; else one CPU generator per image seeded `seed + i`, so that each image
-    gets the noise it gets alone (a single one for a single image, as diffusers is called with one)."""
-    own = requests[0].pass_through
-    if own is not None and own.generator is not None:
-        return own.generator
+    """The call's own generator(s); else one CPU generator per image seeded `seed + i`: each image's noise alone."""
+    own = requests[0].pass_through or {}
+    if "generator" in own:
+        return own["generator"]  # type: ignore[no-any-return]
     seeded = [torch.Generator("cpu").manual_seed(r.seed + i) for r in requests for i in range(r.num_images)]
     return seeded[0] if len(seeded) == 1 else seeded
 
@@ -70,12 +61,14 @@ def denoise(
     requests: Sequence[Request],
     embeds: Sequence[Embeddings],
 ) -> torch.Tensor:
-    """Run the text-to-image (or image-to-image) pipeline of `pipes` once for all `requests`; image *i* of a
-    request is drawn from its own CPU generator seeded `seed + i`, or from the call's own generator(s) with the
-    call's step callback (`Request.pass_through`). Returns latents (B, 4, H/8, W/8)."""
+    """Run the text-to-image (or image-to-image) pipeline of `pipes` once for all `requests`, with each request's
+    embeddings repeated per image (as `num_images_per_prompt` would); returns latents (B, 4, H/8, W/8)."""
     first = requests[0]
     noise = _noise(requests)
-    merged = per_image_embeddings(requests, embeds)
+    merged = {
+        key: torch.cat([e[key].repeat_interleave(r.num_images, dim=0) for r, e in zip(requests, embeds, strict=True)])
+        for key in embeds[0]
+    }
     kwargs: dict[str, Any] = {
         **merged,
         "guidance_scale": first.guidance_scale,
@@ -83,8 +76,7 @@ def denoise(
         "generator": noise,
         "output_type": "latent",
     }
-    if first.pass_through is not None:
-        kwargs.update(first.pass_through.pipeline_kwargs())
+    kwargs.update(first.pass_through or {})
     if preset.eta is not None:
         kwargs["eta"] = preset.eta
     timesteps = preset.timesteps
@@ -112,16 +104,15 @@ def generate_batch(
     pipes: tuple[Any, Any],
     requests: Sequence[Request],
     *,
-    embed: Callable[[Request], Embeddings],
+    cache: EmbeddingCache,
     clock: Callable[[], float],
 ) -> list[GenerationResult]:
-    """encode → denoise → decode for compatible `requests`, timed per stage (the batch's time, in each result).
-
-    The seconds the CPU engine spent making a module ready for a new shape are timed apart ("compile"), out of the
-    stages and the total: those are the image's own time, what every later call at this shape takes."""
+    """encode → denoise → decode for compatible `requests`, timed per stage (the batch's time, in each result). The
+    seconds the CPU engine spent making a module ready for a new shape are timed apart ("compile"): the stages are
+    what every later call at this shape takes."""
     with compile_log() as compiled:
         marks = [(clock(), 0.0)]  # (clock, compile seconds so far) at each stage's end
-        embeds = [embed(r) for r in requests]
+        embeds = [cache.encode(pipes[0], adapter, r.prompt, r.negative_prompt, r.guidance) for r in requests]
         marks.append((clock(), compiled.seconds))
         latents = denoise(preset, adapter, pipes, requests, embeds)
         marks.append((clock(), compiled.seconds))
@@ -135,11 +126,9 @@ def generate_batch(
     timings["total"] = sum(timings.values())
     if compiled.seconds:
         timings["compile"] = compiled.seconds
-    own = requests[0].pass_through  # a call with its own generators runs alone: they name its images' seeds
-    image_seeds = own.image_seeds(len(images)) if own is not None else ()
     results, first = [], 0
     for r in requests:
-        mine, seeds = images[first : first + r.num_images], image_seeds[first : first + r.num_images]
+        mine = images[first : first + r.num_images]
         first += r.num_images
         results.append(
             GenerationResult(
@@ -151,7 +140,7 @@ def generate_batch(
                 height=mine[0].height,
                 width=mine[0].width,
                 timings=dict(timings),
-                image_seeds=seeds,
+                image_seeds=r.image_seeds,
             )
         )
     return results

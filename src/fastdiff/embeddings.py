@@ -1,27 +1,30 @@
-"""An LRU cache of prompt embeddings: re-running a prompt (a live session, a seed sweep) skips the text encoders."""
+"""The encode stage: the family adapter's text encoders behind an LRU cache, so that re-running a prompt (a live
+session, a seed sweep) skips them, and the warning about what the model will not read of a prompt."""
 
 from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from .adapters import Embeddings, ModelAdapter
+from .errors import warn
+from .presets import SHIPPED_MODELS
 
-__all__ = ["EmbeddingCache", "PromptEncoder"]
+__all__ = ["EmbeddingCache"]
 
 Key = tuple[str, str | None, bool]
 
 
 class EmbeddingCache:
-    """Least-recently-used cache from (prompt, negative prompt, guidance on) to embeddings, with hit counters.
+    """Prompt embeddings by (prompt, negative prompt, guidance on), least recently used first out, with hit counters.
 
-    Its entries are of one weights version (`weights.WeightsIdentity.version`): `weights_changed(version)`, which
-    the generator calls after every weight change, forgets them, and an entry computed from older weights is not
-    stored.
+    The generator clears it whenever its weights change. Encoding runs under the generator's lock; the tokenizer lock
+    keeps `warn_if_unread` (run in the caller's thread) from interleaving with an encode: a fast tokenizer keeps its
+    truncation and padding settings between calls.
     """
 
     def __init__(self, maxsize: int = 32) -> None:
@@ -30,66 +33,53 @@ class EmbeddingCache:
         self.maxsize = maxsize
         self.hits = 0
         self.misses = 0
-        self.weights_version = 0
         self._entries: OrderedDict[Key, Embeddings] = OrderedDict()
+        self._tokenizer_lock = threading.Lock()
 
-    def weights_changed(self, version: int) -> None:
-        """The text encoders' weights are now those of `version`: forget every entry."""
-        self.weights_version = version
-        self.clear()
-
-    def get(self, key: Key, compute: Callable[[], Embeddings]) -> Embeddings:
-        """The cached embeddings of `key`, computing (and storing) them on a miss."""
-        version = self.weights_version
+    def encode(self, pipe: Any, adapter: ModelAdapter, prompt: str, negative: str | None, guidance: bool) -> Embeddings:
+        """The embeddings of one image's prompt: from the cache, else encoded by `adapter` (and stored)."""
+        key = (prompt, negative if guidance else None, guidance)
         if key in self._entries:
             self.hits += 1
             self._entries.move_to_end(key)
             return self._entries[key]
         self.misses += 1
-        value = compute()
-        if self.maxsize and version == self.weights_version:
+        with torch.no_grad(), self._tokenizer_lock:
+            value = adapter.encode(pipe, prompt, negative, guidance=guidance)
+        if self.maxsize:
             self._entries[key] = value
             while len(self._entries) > self.maxsize:
                 self._entries.popitem(last=False)
         return value
 
-    def __contains__(self, key: object) -> bool:
-        return key in self._entries
+    def warn_if_unread(self, pipe: Any, prompt: str, negative: str | None, guidance: bool) -> None:
+        """On a cache miss only (no per-call tokenizing): warn when CLIP will cut the prompt, or when a shipped toy
+        model is given words it never saw (it knows only its `shapes` caption grammar)."""
+        if (prompt, negative if guidance else None, guidance) in self._entries:
+            return
+        folder = Path(getattr(pipe, "name_or_path", None) or ".")
+        if folder.parent == SHIPPED_MODELS:
+            from .distill.shapes import EXAMPLE_CAPTION, unknown_words
+
+            if unknown := unknown_words(prompt):
+                warn(
+                    f"{folder.name} is a toy model that knows only the words of its shapes captions "
+                    f"('a [small|large] COLOR SHAPE [in the POSITION] on a COLOR background'), not "
+                    f"{', '.join(map(repr, unknown))}. Try e.g. {EXAMPLE_CAPTION!r}."
+                )
+            return
+        tokenizer = pipe.tokenizer
+        with self._tokenizer_lock:
+            count = len(tokenizer(prompt, truncation=False).input_ids)
+        if count > tokenizer.model_max_length:
+            warn(
+                f"the prompt is {count} tokens; CLIP reads only the first {tokenizer.model_max_length}, the rest "
+                "is cut. Shorten the prompt (put what matters first).",
+            )
 
     def clear(self) -> None:
-        """Forget every entry."""
+        """Forget every entry (the counters stay)."""
         self._entries.clear()
 
     def __len__(self) -> int:
         return len(self._entries)
-
-
-class PromptEncoder:
-    """The encode stage: the family adapter's text encoders behind the cache, and the prompt-length warning.
-
-    Call it with the model lock held. `warn_if_truncated` runs in the caller's own thread (its batch may run on
-    another), and shares a lock with the encoders: a fast tokenizer keeps its truncation and padding settings
-    between calls, so counting one prompt's tokens must not interleave with encoding another.
-    """
-
-    def __init__(self, pipe: Any, adapter: ModelAdapter, cache: EmbeddingCache) -> None:
-        self.pipe, self.adapter, self.cache = pipe, adapter, cache
-        self._tokenizer_lock = threading.Lock()
-
-    def warn_if_truncated(self, prompt: str, negative_prompt: str | None, guidance: bool) -> None:
-        """On a cache miss only (no per-call tokenizing): warn when CLIP will cut the prompt (or, on a shipped toy
-        model, when it names words the model never saw)."""
-        from .validation import warn_prompt
-
-        if (prompt, negative_prompt if guidance else None, guidance) not in self.cache:
-            with self._tokenizer_lock:
-                warn_prompt(self.pipe, prompt)
-
-    def __call__(self, prompt: str, negative_prompt: str | None, guidance: bool) -> Embeddings:
-        """The embeddings of one image's prompt, cached."""
-
-        def compute() -> Embeddings:
-            with torch.no_grad(), self._tokenizer_lock:
-                return self.adapter.encode(self.pipe, prompt, negative_prompt, guidance=guidance)
-
-        return self.cache.get((prompt, negative_prompt if guidance else None, guidance), compute)

@@ -35,19 +35,14 @@ class FamilySpec:
     base_repo: str  # the repo whose architecture and scheduler config stand for the family (tiny/random models)
     tiny_vae_repo: str  # TAESD for the family's latent space (optimize="max")
 
-    @property
+    @functools.cached_property
     def default_strength(self) -> float:
         """The img2img pipeline's own default strength (0.3 for SDXL, 0.8 for SD), as diffusers would use it."""
-        return _default_strength(self.img2img)
+        return float(inspect.signature(self.img2img.__call__).parameters["strength"].default)
 
     def accepts(self, pipe: object) -> bool:
         """True for a text-to-image or image-to-image pipeline of this family (not ControlNet, inpaint, SD3…)."""
         return isinstance(pipe, (self.pipeline, self.img2img))
-
-
-@functools.cache
-def _default_strength(img2img: Any) -> float:
-    return float(inspect.signature(img2img.__call__).parameters["strength"].default)
 
 
 _SD = StableDiffusionAdapter()

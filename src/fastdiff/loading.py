@@ -1,9 +1,8 @@
-"""Where weights come from, as one stage: preset + source + checkpoint → a pipeline with the preset's scheduler.
+"""Where weights come from: preset + source + checkpoint → the optimized pipeline a generator runs.
 
-Sources: the preset's hub repo (cache first), another hub repo, a local diffusers folder or a single file; on top,
-the preset's UNet or LoRA checkpoint. With `local_files_only=None` (the default) every hub read first tries the
-cache without any network call, and goes online only for what is missing, so a cached model loads offline
-exactly as it does online. The tiny autoencoders of optimize="max" load the same way.
+Sources: the preset's hub repo, another hub repo, a local diffusers folder or a single file; on top, the preset's
+UNet or LoRA checkpoint. Every hub read tries the cache first without a network call (`local_files_only=None`), so
+a cached model loads offline exactly as online. The tiny autoencoders of optimize="max" load the same way.
 """
 
 from __future__ import annotations
@@ -16,21 +15,23 @@ import torch
 from diffusers import AutoPipelineForText2Image
 
 from .checkpoints import apply_checkpoint, build_unet, checkpoint_path, load_unet_state_dict
+from .devices import offloaded, resolve_dtype
 from .errors import FastDiffError
 from .families import family
 from .hub import cache_first, quietly
-from .optimize import own_copy
+from .optimize import apply_optimizations, own_copy
 from .presets import Preset, is_shipped
+from .recipe import Recipe
 from .schedulers import build_scheduler
-from .weights import file_identity, folder_identity, snapshot_identity
+from .validation import check_flag
+from .weights import WeightsIdentity, file_identity, folder_identity, snapshot_identity
 
-__all__ = ["SINGLE_FILE_SUFFIXES", "adopt", "classify_source", "load", "load_tiny_vae", "tiny_vae_identity"]
+__all__ = ["adopt", "load", "load_tiny_vae"]
 
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
-SINGLE_FILE_SUFFIXES = (".safetensors", ".ckpt")
 
 
-def classify_source(source: str | Path | None) -> tuple[str, str]:
+def _classify_source(source: str | Path | None) -> tuple[str, str]:
     """("hub", repo_id) | ("folder", path) | ("file", path) — or a FastDiffError naming what is accepted."""
     if source is None:
         return "hub", ""
@@ -42,7 +43,7 @@ def classify_source(source: str | Path | None) -> tuple[str, str]:
             raise FastDiffError(f"{str(path)!r} is not a diffusers folder (no model_index.json); pass its root folder")
         return "folder", str(path)
     if path.is_file():
-        if path.suffix not in SINGLE_FILE_SUFFIXES:
+        if path.suffix not in (".safetensors", ".ckpt"):
             raise FastDiffError(f"{path.name}: a single-file checkpoint ends in .safetensors (or .ckpt)")
         return "file", str(path)
     if isinstance(source, str) and REPO_ID.match(source) and not source.startswith((".", "/", "~")):
@@ -52,19 +53,24 @@ def classify_source(source: str | Path | None) -> tuple[str, str]:
 
 def load(
     preset: Preset,
+    recipe: Recipe,
     *,
+    device: torch.device,
+    dtype: str | torch.dtype | None,
     source: str | Path | None,
     checkpoint: str | Path | None,
-    dtype: torch.dtype,
     local_files_only: bool | None,
     cache_dir: str | Path | None,
     allow_pickle: bool,
-) -> tuple[Any, tuple[str, ...] | None]:
-    """The pipeline of `preset` on the CPU in `dtype`: weights from `source`, the preset's (or the given)
-    checkpoint applied, the preset's scheduler recipe. Everything is checked before anything large is read.
-    With it, the weights' provenance (`weights.WeightsIdentity`): the preset, dtype, source files and checkpoint
-    file; None where the source cannot be named (a hub repo that is not in the cache after loading)."""
-    kind, location = classify_source(source)
+) -> tuple[Any, WeightsIdentity]:
+    """`from_preset`'s pipeline and its weights' identity: weights from `source`, the preset's (or the given)
+    checkpoint applied, the preset's scheduler recipe, moved to `device` and optimized by `recipe`. Everything is
+    checked before anything large is read. Without a `dtype`, the weights load in the precision `recipe` computes
+    in (no cast, no second copy)."""
+    check_flag("local_files_only", local_files_only, optional=True)
+    check_flag("allow_pickle", allow_pickle)
+    dtype = recipe.dtype if dtype is None and recipe.dtype is not None else resolve_dtype(dtype, device)
+    kind, location = _classify_source(source)
     hub: dict[str, Any] = {"local_files_only": local_files_only, "cache_dir": cache_dir, "dtype": dtype}
     ckpt = checkpoint_path(preset, checkpoint, allow_pickle=allow_pickle, **hub)
     components: dict[str, Any] = {}
@@ -83,15 +89,28 @@ def load(
         origin = f"{file_identity(location)} config={preset.repo_id}"
     else:
         origin = snapshot_identity(location or preset.repo_id, cache_dir)
-    if origin is None:
-        return pipe, None
     applied = () if ckpt is None else (f"checkpoint={file_identity(ckpt)}",)
-    return pipe, (f"preset={preset.name}", f"dtype={dtype}", origin, *applied)
+    provenance = None if origin is None else (f"preset={preset.name}", f"dtype={dtype}", origin, *applied)
+    return _optimized(pipe.to(device), preset, recipe, provenance, **hub)
 
 
-def adopt(preset: Preset, pipe: Any, *, checkpoint: str | Path | None, allow_pickle: bool) -> Any:
-    """A new pipeline over `pipe`'s modules with the preset's scheduler (`pipe` keeps its own) and, when given,
-    the checkpoint applied, into the shared UNet: what `from_pipeline` wraps."""
+def adopt(
+    preset: Preset,
+    pipe: Any,
+    recipe: Recipe,
+    *,
+    checkpoint: str | Path | None,
+    allow_pickle: bool,
+    cache_key: str | None,
+) -> tuple[Any, WeightsIdentity]:
+    """`from_pipeline`'s pipeline: a new one over `pipe`'s modules with the preset's scheduler (`pipe` keeps its
+    own), the checkpoint applied into the shared UNet when given, optimized by `recipe` on fastdiff's own copies of
+    the modules; its weights are named by `cache_key`, else hashed by the engine that needs a name."""
+    check_flag("allow_pickle", allow_pickle)
+    if offloaded(pipe) and recipe.changes_modules:
+        raise FastDiffError("a pipeline with CPU offload hooks takes optimize='none' (its modules move per call)")
+    if cache_key is not None and not isinstance(cache_key, str):
+        raise FastDiffError(f"cache_key must be a str naming the pipeline's weights, not {type(cache_key).__name__}")
     kind = family(preset.family)
     if not kind.accepts(pipe):
         raise FastDiffError(
@@ -104,7 +123,24 @@ def adopt(preset: Preset, pipe: Any, *, checkpoint: str | Path | None, allow_pic
         path = checkpoint_path(preset, checkpoint, local_files_only=True, cache_dir=None, dtype=own.unet.dtype)
         assert path is not None  # a given checkpoint always resolves
         apply_checkpoint(own, preset, path, allow_pickle=allow_pickle)
-    return own
+    provenance = None if cache_key is None else (f"cache_key={cache_key}",)
+    return _optimized(own, preset, recipe, provenance, dtype=recipe.dtype or own.unet.dtype)
+
+
+def _optimized(
+    pipe: Any, preset: Preset, recipe: Recipe, provenance: tuple[str, ...] | None, **hub: Any
+) -> tuple[Any, WeightsIdentity]:
+    """`pipe` optimized by `recipe` (with its tiny autoencoder, read with `hub`'s arguments), and the identity of the
+    weights it then runs: `provenance` and the tiny autoencoder's origin, each named for the engines' disk cache."""
+    tiny = None
+    if recipe.tiny_vae is not None:
+        tiny = load_tiny_vae(recipe.tiny_vae, preset, **hub)
+        origin = _tiny_vae_origin(recipe.tiny_vae, preset, cache_dir=hub.get("cache_dir"))
+        provenance = None if provenance is None or origin is None else (*provenance, f"vae={origin}")
+    weights = WeightsIdentity(provenance)
+    components = ("unet", "text_encoder", "text_encoder_2", "vae")
+    keys = {name: weights.module_key(name) for name in components if getattr(pipe, name, None) is not None}
+    return apply_optimizations(pipe, recipe, tiny_vae=tiny, weights_keys=keys), weights
 
 
 def _unet_config(
@@ -218,9 +254,8 @@ def load_tiny_vae(
     return cache_first(fetch, preset, local_files_only, cache_dir, dtype, what=f"tiny VAE {location}")
 
 
-def tiny_vae_identity(spec: Any, preset: Preset, *, cache_dir: str | Path | None = None) -> str | None:
-    """Where `load_tiny_vae(spec, preset)`'s weights come from, for `weights.WeightsIdentity` (None: a given
-    `AutoencoderTiny`, or a hub repo not in the cache)."""
+def _tiny_vae_origin(spec: Any, preset: Preset, *, cache_dir: str | Path | None = None) -> str | None:
+    """Where `load_tiny_vae(spec, preset)`'s weights come from (None: a given `AutoencoderTiny`, or not cached)."""
     location = family(preset.family).tiny_vae_repo if spec == "auto" else spec
     if not isinstance(location, (str, Path)):
         return None

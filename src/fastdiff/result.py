@@ -10,37 +10,17 @@ from dataclasses import dataclass, field
 
 from PIL import Image
 
-__all__ = ["GenerationResult", "image_grid", "joined"]
-
-
-def image_grid(images: list[Image.Image], *, columns: int | None = None) -> Image.Image:
-    """Paste images into one near-square grid (row-major), the way a batch is shown in a notebook."""
-    if not images:
-        raise ValueError("image_grid needs at least one image")
-    cols = columns or math.ceil(math.sqrt(len(images)))
-    rows = math.ceil(len(images) / cols)
-    w, h = images[0].size
-    grid = Image.new("RGB", (cols * w, rows * h))
-    for i, img in enumerate(images):
-        grid.paste(img, ((i % cols) * w, (i // cols) * h))
-    return grid
+__all__ = ["GenerationResult", "joined"]
 
 
 @dataclass(frozen=True)
 class GenerationResult:
-    """Images plus what was actually used (seed chosen when None, steps, preset) and per-stage timings.
+    """Images plus what was actually used (the seed chosen when None, steps, preset) and per-stage timings.
 
-    `timings` holds seconds measured on this call for "encode", "denoise", "decode" and "total" (their sum: the
-    image's own time; the device is synchronized before each clock read), and "compile" when the CPU engine made a
-    module ready for a new shape during the call (converted it, or compiled the disk cache's copy): that time is
-    kept out of the others, since no later call at this shape spends it.
-
-    Image *i* was made from seed `seed + i` (with a list of prompts too: in prompt order, each prompt's `num_images`
-    in turn). With `generator=`, `seeds` holds each image's generator's `initial_seed()` (one generator: the same
-    for every image) and `seed` the first: `seed=seeds[i]` alone makes `images[i]` again only where that generator
-    was fresh from `manual_seed` on the CPU and served that image alone (diffusers'
-    `[torch.Generator().manual_seed(s) for s in seeds]`). In Jupyter the result shows itself as its image, or a
-    grid for several.
+    `timings`: seconds for "encode", "denoise", "decode" and "total" (their sum), and "compile" when the CPU engine
+    made a module ready for a new shape during the call (kept out of the others: later calls do not spend it).
+    Image *i* was made from seed `seed + i`; with `generator=`, `seeds` holds each image's generator's
+    `initial_seed()`. In Jupyter the result shows itself as its image, or a grid for several.
     """
 
     images: list[Image.Image]
@@ -66,8 +46,13 @@ class GenerationResult:
         return [self.seed + i for i in range(len(self.images))]
 
     def grid(self, *, columns: int | None = None) -> Image.Image:
-        """All images in one grid."""
-        return image_grid(self.images, columns=columns)
+        """All images in one near-square grid (row-major), the way a batch is shown in a notebook."""
+        cols = columns or math.ceil(math.sqrt(len(self.images)))
+        w, h = self.images[0].size
+        grid = Image.new("RGB", (cols * w, math.ceil(len(self.images) / cols) * h))
+        for i, image in enumerate(self.images):
+            grid.paste(image, ((i % cols) * w, (i // cols) * h))
+        return grid
 
     def _repr_png_(self) -> bytes:
         buffer = io.BytesIO()
@@ -83,8 +68,7 @@ class GenerationResult:
 
 
 def joined(results: Sequence[GenerationResult]) -> GenerationResult:
-    """One call's results (one per prompt of a list, made by one pipeline call: they share its timings) as one: the
-    images (and their generators' seeds) in order, the first's seed."""
+    """One call's results (one per prompt, from one pipeline call) as one: the images in order, the first's seed."""
     if len(results) == 1:
         return results[0]
     images = [image for r in results for image in r.images]

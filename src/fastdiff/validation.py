@@ -1,32 +1,102 @@
-"""Check one generation request against its preset: refuse what cannot work, warn about what is likely wrong."""
+"""Check a call against its preset and diffusers' conventions, and fill in the preset's defaults.
+
+What cannot work is refused with a `FastDiffError` that names the fix, before any model runs; what is likely wrong
+gets a `FastDiffWarning`. A diffusers user's habits (argument names, generators, step callbacks, a list of
+prompts, array images) work as in diffusers or are refused with fastdiff's way, never silently changed.
+"""
 
 from __future__ import annotations
 
 import math
 import re
 import secrets
-from dataclasses import dataclass, replace
-from pathlib import Path
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .conventions import InputImage, PassThrough, check_array_image, input_size
-from .errors import FastDiffError, warn
-from .presets import SHIPPED_MODELS, Preset, all_presets
+from .errors import FastDiffError, did_you_mean, warn
+from .families import family
+from .presets import Preset, all_presets
 
-__all__ = ["MAX_SIDE", "Request", "resolve_request"]
+__all__ = [
+    "MAX_SIDE",
+    "REFUSED",
+    "RENAMED",
+    "InputImage",
+    "Request",
+    "check_flag",
+    "diffusers_hint",
+    "input_size",
+    "resolve_call",
+    "resolve_request",
+]
 
 MAX_SIDE = 4096  # beyond this no few-step model has been trained, and one latent alone would fill a GPU
 MAX_SEED = 2**63  # torch.Generator.manual_seed accepts up to 2**64, the batch rule adds num_images - 1
 MAX_IMAGES = 64
 
+# An img2img input as diffusers' `VaeImageProcessor` takes one: a PIL image, a float numpy array in [0, 1] (HWC or
+# 1HWC), or a float tensor in [0, 1] (CHW or 1CHW).
+InputImage: TypeAlias = Image.Image | np.ndarray | torch.Tensor
+
+_RAW = "call gen.pipeline(...) directly (the diffusers pipeline, with the preset's scheduler)"
+_EMBEDS = "fastdiff encodes the prompt itself (cached); pass the text as prompt=, gen.encode(prompt) returns embeddings"
+
+# diffusers' names of fastdiff's own arguments: name → (fastdiff's name, its default, which the rename replaces).
+RENAMED: dict[str, tuple[str, object]] = {
+    "num_inference_steps": ("steps", None),
+    "num_images_per_prompt": ("num_images", 1),
+}
+
+# diffusers' call arguments that fastdiff refuses, with its way: fastdiff decides that part itself (noise, schedule,
+# embeddings, output), and taking the value would make another image than the one asked for.
+REFUSED: dict[str, str] = {
+    "output_type": "results are PIL images (result.images; np.asarray(image) for an array): drop output_type",
+    "return_dict": "a call always returns a GenerationResult (result.images): drop return_dict",
+    "prompt_embeds": _EMBEDS,
+    "negative_prompt_embeds": _EMBEDS,
+    "pooled_prompt_embeds": _EMBEDS,
+    "negative_pooled_prompt_embeds": _EMBEDS,
+    "prompt_2": f"fastdiff sends prompt= to both SDXL text encoders; for two prompts {_RAW}",
+    "negative_prompt_2": f"fastdiff sends negative_prompt= to both text encoders; for two {_RAW}",
+    "latents": f"fastdiff draws the noise from seed= or generator= (your own torch.Generator); for latents {_RAW}",
+    "timesteps": "the preset sets the timesteps (preset.timesteps); steps= picks among its step counts",
+    "sigmas": "the preset's scheduler recipe sets the sigmas; steps= picks among its step counts",
+    "eta": "the preset's scheduler recipe sets eta (preset.eta); register a preset with another to change it",
+    "guidance_rescale": f"fastdiff runs the model card's guidance only; for guidance_rescale {_RAW}",
+    "clip_skip": f"fastdiff encodes as the model card does; for clip_skip {_RAW}",
+    "cross_attention_kwargs": f"for cross_attention_kwargs (a LoRA scale…) {_RAW}",
+    "denoising_start": f"fastdiff runs the whole few-step schedule; for an ensemble of experts {_RAW}",
+    "denoising_end": f"fastdiff runs the whole few-step schedule; for an ensemble of experts {_RAW}",
+    "ip_adapter_image": f"fastdiff loads no IP-Adapter; {_RAW} after pipe.load_ip_adapter(...)",
+    "ip_adapter_image_embeds": f"fastdiff loads no IP-Adapter; {_RAW} after pipe.load_ip_adapter(...)",
+    "mask_image": "fastdiff does text-to-image and img2img (image=, strength=), not inpainting",
+    # SDXL's micro-conditioning: fastdiff conditions on the output size, as diffusers does by default
+    **{
+        name: f"fastdiff conditions on the image size as diffusers does by default; for {name} {_RAW}"
+        for name in (
+            "original_size",
+            "crops_coords_top_left",
+            "target_size",
+            "negative_original_size",
+            "negative_crops_coords_top_left",
+            "negative_target_size",
+            "aesthetic_score",
+            "negative_aesthetic_score",
+        )
+    },
+    "callback": "pass callback_on_step_end=f, f(pipe, step, timestep, callback_kwargs) -> dict, as diffusers",
+    "callback_steps": "callback_on_step_end= runs at every step; skip steps inside it (step % k)",
+}
+
 
 @dataclass(frozen=True)
 class Request:
-    """One generation with every default filled in from the preset: what the result reports as used."""
+    """One prompt's images with every default filled in from the preset: what the result reports as used."""
 
     prompt: str
     negative_prompt: str | None
@@ -38,12 +108,43 @@ class Request:
     num_images: int
     image: InputImage | None
     strength: float | None
-    pass_through: PassThrough | None = None  # the call's own generator or step callback: it runs alone
+    # diffusers' generator= and callback_on_step_end(_tensor_inputs)= of the call, handed to the pipeline as they
+    # are: such a call runs alone (a callback sees and may stop the whole batch, one generator's draws follow on)
+    pass_through: dict[str, Any] | None = field(default=None, compare=False)
+    image_seeds: tuple[int, ...] = ()  # with generator=: each image's generator's `initial_seed()`
 
     @property
     def guidance(self) -> bool:
         """Whether classifier-free guidance runs: diffusers only runs it for guidance_scale > 1."""
         return self.guidance_scale > 1.0
+
+
+def diffusers_hint(name: str) -> str | None:
+    """What fastdiff does with diffusers' argument `name`; None for a name that is not diffusers'."""
+    if name in RENAMED:
+        return f"diffusers' {name}= is {RENAMED[name][0]}= in fastdiff"
+    return f"{name}= is a diffusers argument fastdiff does not take: {REFUSED[name]}" if name in REFUSED else None
+
+
+def translated(own: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    """`own` (a call's arguments) with diffusers' renamed ones in `extra` mapped onto them; others are refused."""
+    out = dict(own)
+    for name, value in extra.items():
+        if name not in RENAMED:
+            raise FastDiffError(
+                diffusers_hint(name) or f"unexpected argument {name}={value!r}{did_you_mean(name, own)}"
+            )
+        rename, default = RENAMED[name]
+        if out[rename] != default:
+            raise FastDiffError(f"got both {rename}= and diffusers' {name}=; pass one ({rename}= is fastdiff's)")
+        out[rename] = value
+    return out
+
+
+def check_flag(name: str, value: object, *, optional: bool = False) -> None:
+    """Refuse a non-bool for a True/False option (None too when `optional`)."""
+    if not (isinstance(value, bool) or (optional and value is None)):
+        raise FastDiffError(f"{name} must be {'True, False or None' if optional else 'True or False'}, got {value!r}")
 
 
 def _is_int(value: object) -> bool:
@@ -111,13 +212,8 @@ def check_guidance(preset: Preset, guidance_scale: object) -> float:
     return value
 
 
-def size_step(vae_scale_factor: int) -> int:
-    """What image sides must be a multiple of: the VAE factor, and never less than diffusers' own check of 8."""
-    return math.lcm(8, vae_scale_factor)
-
-
-def check_side(name: str, value: object, native: int, vae_scale_factor: int) -> int:
-    """One image side: positive, a multiple of 8 and of the VAE factor, not absurd."""
+def check_side(name: str, value: object, native: int, step: int) -> int:
+    """One image side: positive, a multiple of `step` (8 and the VAE factor), not absurd."""
     if value is None:
         return native
     if not _is_int(value) or value <= 0:  # type: ignore[operator]
@@ -125,34 +221,74 @@ def check_side(name: str, value: object, native: int, vae_scale_factor: int) -> 
     assert isinstance(value, int)
     if value > MAX_SIDE:
         raise FastDiffError(f"{name}={value} is larger than {MAX_SIDE}; the preset's native {name} is {native}")
-    step = size_step(vae_scale_factor)
     if value % step:
         lower = value // step * step
-        upper = lower + step
-        options = f"{lower} or {upper}" if lower else str(upper)
+        options = f"{lower} or {lower + step}" if lower else str(step)
         raise FastDiffError(
             f"{name}={value} is not a multiple of {step} (diffusers and the VAE need it): use {options}"
         )
     return value
 
 
-def _check_input_image(image: InputImage, vae_scale_factor: int, *, resize: bool) -> None:
-    """An img2img input the pipeline can encode: at least one latent pixel, at most MAX_SIDE a side; resized to
-    height/width only when it is a PIL image (diffusers' arrays are used at their own size)."""
+def input_size(image: InputImage) -> tuple[int, int]:
+    """(width, height) of an img2img input: a PIL image, HWC/1HWC numpy, CHW/1CHW torch (diffusers' layouts)."""
+    if isinstance(image, Image.Image):
+        return image.size
+    if isinstance(image, np.ndarray):
+        return image.shape[-2], image.shape[-3]
+    return image.shape[-1], image.shape[-2]
+
+
+def _check_array_image(image: np.ndarray | torch.Tensor, *, resize: bool) -> None:
+    """An array input as diffusers' image processor reads it: one RGB image, float, values in [0, 1], its own size."""
+    numpy = isinstance(image, np.ndarray)
+    layout = "HWC (or 1HWC)" if numpy else "CHW (or 1CHW)"
+    channels = image.shape[-1] if numpy else (image.shape[-3] if image.ndim >= 3 else 0)
+    if image.ndim not in (3, 4) or (image.ndim == 4 and image.shape[0] != 1) or channels != 3:
+        raise FastDiffError(
+            f"image is a {type(image).__name__} of shape {tuple(image.shape)}; as in diffusers, an array image is one "
+            f"RGB image laid out {layout}: convert it (one call per input image; concurrent calls are batched)"
+        )
+    floating = np.issubdtype(image.dtype, np.floating) if isinstance(image, np.ndarray) else image.is_floating_point()
+    if not floating:
+        raise FastDiffError(
+            f"image is a {image.dtype} array; as in diffusers, array images are floats in [0, 1]: pass image / 255 "
+            "(or PIL.Image.fromarray(array) for uint8 HWC)"
+        )
+    values = torch.as_tensor(image)
+    low, high = float(values.min()), float(values.max())
+    if not 0.0 <= low <= high <= 1.0:  # a NaN fails too
+        fix = "(image + 1) / 2" if low >= -1.0 and high <= 1.0 else "image / 255" if high <= 255 else "rescale it"
+        raise FastDiffError(f"image values span [{low:g}, {high:g}]; array images are in [0, 1] as in diffusers: {fix}")
+    if resize:
+        raise FastDiffError(
+            "height=/width= resize a PIL input image; an array image is used at its own size, as in diffusers: "
+            "resize the array first, or drop height/width"
+        )
+
+
+def check_img2img(image: object, strength: object, *, default_strength: float, step: int, resize: bool) -> float | None:
+    """img2img inputs: strength only with an image, and in (0, 1]; an image the pipeline can encode."""
+    if image is None:
+        if strength is not None:
+            raise FastDiffError("strength only applies to img2img; pass image=... as well, or drop strength")
+        return None
+    if not isinstance(image, (Image.Image, np.ndarray, torch.Tensor)):
+        raise FastDiffError(
+            f"image must be a PIL.Image.Image (or a float array in [0, 1], as in diffusers), not "
+            f"{type(image).__name__}; use PIL.Image.open(path)"
+        )
+    if strength is not None and (not _is_number(strength) or not 0 < strength <= 1):  # type: ignore[operator]
+        raise FastDiffError(f"strength must be in (0, 1], got {strength!r}; e.g. strength=0.5 keeps half the image")
     if not isinstance(image, Image.Image):
-        check_array_image(image)
-        if resize:
-            raise FastDiffError(
-                "height=/width= resize a PIL input image; an array image is used at its own size, as in diffusers: "
-                "resize the array first, or drop height/width"
-            )
-    step = size_step(vae_scale_factor)
+        _check_array_image(image, resize=resize)
     width, height = input_size(image)
     if max(width, height) > MAX_SIDE or min(width, height) < step:
         raise FastDiffError(
             f"image is {width}x{height}; img2img takes sides from {step} to {MAX_SIDE} pixels: resize it "
             "first, or pass height=/width= to resize it to the size you want"
         )
+    return default_strength if strength is None else float(strength)  # type: ignore[arg-type]
 
 
 def check_explicit_strength(preset: Preset, steps: int, strength: float) -> None:
@@ -173,34 +309,22 @@ def check_explicit_strength(preset: Preset, steps: int, strength: float) -> None
         )
 
 
-def _warn_size(preset: Preset, height: int, width: int) -> None:
-    ratio = (height * width) / (preset.height * preset.width)
-    if not 0.3 <= ratio <= 2.0:
-        warn(
-            f"{preset.name} was trained at {preset.width}x{preset.height}; at {width}x{height} expect "
-            "duplicated subjects (larger) or mush (smaller). Leave height/width unset for the native size.",
-        )
-
-
-def check_img2img(image: object, strength: object, default_strength: float) -> float | None:
-    """img2img inputs: strength only with an image, and in (0, 1]."""
-    if image is None:
-        if strength is not None:
-            raise FastDiffError("strength only applies to img2img; pass image=... as well, or drop strength")
-        return None
-    if not isinstance(image, (Image.Image, np.ndarray, torch.Tensor)):
-        raise FastDiffError(
-            f"image must be a PIL.Image.Image (or a float array in [0, 1], as in diffusers), not "
-            f"{type(image).__name__}; use PIL.Image.open(path)"
-        )
-    if strength is None:
-        return default_strength
-    if not _is_number(strength) or not 0 < strength <= 1:  # type: ignore[operator]
-        raise FastDiffError(f"strength must be in (0, 1], got {strength!r}; e.g. strength=0.5 keeps half the image")
-    return float(strength)  # type: ignore[arg-type]
-
-
-def _check_text(prompt: object, negative_prompt: object) -> None:
+def resolve_request(
+    preset: Preset,
+    *,
+    vae_scale_factor: int,
+    prompt: object,
+    steps: object = None,
+    seed: object,
+    guidance_scale: object,
+    negative_prompt: object = None,
+    height: object,
+    width: object,
+    num_images: object,
+    image: object,
+    strength: object = None,
+) -> Request:
+    """One prompt's arguments checked against the preset, with every default filled in."""
     if not isinstance(prompt, str):
         raise FastDiffError(
             f"prompt must be a str or a list of str, not {type(prompt).__name__}; for several images of one prompt "
@@ -208,47 +332,35 @@ def _check_text(prompt: object, negative_prompt: object) -> None:
         )
     if negative_prompt is not None and not isinstance(negative_prompt, str):
         raise FastDiffError(f"negative_prompt must be a str or None, not {type(negative_prompt).__name__}")
-
-
-def resolve_request(
-    preset: Preset,
-    *,
-    vae_scale_factor: int,
-    default_strength: float,
-    prompt: object,
-    steps: object,
-    seed: object,
-    guidance_scale: object,
-    negative_prompt: object,
-    height: object,
-    width: object,
-    num_images: object,
-    image: object,
-    strength: object,
-) -> Request:
-    """Validate every argument of a generation and fill the preset's defaults."""
-    _check_text(prompt, negative_prompt)
     if not _is_int(num_images) or not 1 <= num_images <= MAX_IMAGES:  # type: ignore[operator]
         raise FastDiffError(f"num_images must be an int in [1, {MAX_IMAGES}], got {num_images!r}")
     assert isinstance(num_images, int)
     resolved_steps = check_steps(preset, steps)
     resolved_guidance = check_guidance(preset, guidance_scale)
-    resolved_strength = check_img2img(image, strength, default_strength)
+    step = math.lcm(8, vae_scale_factor)  # the VAE factor, and never less than diffusers' own check of 8
+    resize = height is not None or width is not None
+    default_strength = family(preset.family).default_strength
+    resolved_strength = check_img2img(image, strength, default_strength=default_strength, step=step, resize=resize)
     if resolved_strength is not None:
-        _check_input_image(image, vae_scale_factor, resize=height is not None or width is not None)  # type: ignore[arg-type]
         check_explicit_strength(preset, resolved_steps, resolved_strength)
-    h = check_side("height", height, preset.height, vae_scale_factor)
-    w = check_side("width", width, preset.width, vae_scale_factor)
-    if image is None or height is not None or width is not None:
-        _warn_size(preset, h, w)
+    h = check_side("height", height, preset.height, step)
+    w = check_side("width", width, preset.width, step)
+    ratio = (h * w) / (preset.height * preset.width)
+    if (image is None or resize) and not 0.3 <= ratio <= 2.0:
+        warn(
+            f"{preset.name} was trained at {preset.width}x{preset.height}; at {w}x{h} expect "
+            "duplicated subjects (larger) or mush (smaller). Leave height/width unset for the native size.",
+        )
     if negative_prompt and resolved_guidance <= 1.0:
         warn(
             f"negative_prompt is ignored at guidance_scale={resolved_guidance} (diffusers only runs CFG above 1); "
             "drop it, or raise guidance_scale on a model that supports CFG.",
         )
+    if isinstance(image, Image.Image) and resize:
+        image = image.convert("RGB").resize((w, h), Image.Resampling.LANCZOS)
     return Request(
-        prompt=prompt,  # type: ignore[arg-type]
-        negative_prompt=negative_prompt,  # type: ignore[arg-type]
+        prompt=prompt,
+        negative_prompt=negative_prompt,
         steps=resolved_steps,
         seed=check_seed(seed, num_images),
         guidance_scale=resolved_guidance,
@@ -260,67 +372,115 @@ def resolve_request(
     )
 
 
-def call_images(requests: list[Request]) -> int:
-    """The images of one call (its prompts × num_images), at most MAX_IMAGES: one call is one pipeline call."""
+def _prompt_pairs(prompt: object, negative_prompt: object) -> list[tuple[object, object]]:
+    """(prompt, negative prompt) per prompt: one str, or a list with one negative prompt for all or a list as long."""
+    if not isinstance(prompt, (list, tuple)):
+        if isinstance(negative_prompt, (list, tuple)):
+            raise FastDiffError(
+                f"negative_prompt is a list of {len(negative_prompt)} for one prompt: pass a str, or a list of "
+                "prompts as long"
+            )
+        return [(prompt, negative_prompt)]
+    if not prompt:
+        raise FastDiffError("prompt is an empty list: pass a str, or a list of at least one str")
+    if isinstance(negative_prompt, (list, tuple)):
+        if len(negative_prompt) != len(prompt):
+            raise FastDiffError(
+                f"negative_prompt has {len(negative_prompt)} entries for {len(prompt)} prompts: pass one per prompt, "
+                "or one str for all"
+            )
+        return list(zip(prompt, negative_prompt, strict=True))
+    return [(p, negative_prompt) for p in prompt]
+
+
+def _check_generator(generator: object, *, seed: object, images: int, device: torch.device) -> None:
+    if seed is not None:
+        raise FastDiffError(
+            "pass seed= or generator=, not both: generator=torch.Generator('cpu').manual_seed(7) makes the seed=7 image"
+        )
+    one = isinstance(generator, torch.Generator)
+    generators = [generator] if one else generator
+    if not isinstance(generators, (list, tuple)) or not all(isinstance(g, torch.Generator) for g in generators):
+        raise FastDiffError(
+            f"generator must be a torch.Generator or a list of them, not {type(generator).__name__}; "
+            "e.g. generator=torch.Generator('cpu').manual_seed(0)"
+        )
+    if not one and len(generators) != images:
+        raise FastDiffError(
+            f"got {len(generators)} generators for {images} image{'s' if images != 1 else ''}: pass one per image "
+            "(prompts × num_images), or a single torch.Generator for all"
+        )
+    for g in generators:
+        if g.device.type not in ("cpu", device.type):
+            raise FastDiffError(
+                f"a {g.device.type} generator cannot make noise for the {device.type} model: "
+                "use torch.Generator('cpu') (the same image on every device)"
+            )
+
+
+def _check_callback(callback: object, tensor_inputs: object, allowed: Sequence[str]) -> None:
+    if callback is not None and not callable(callback):
+        raise FastDiffError(
+            f"callback_on_step_end must be callable, not {type(callback).__name__}: "
+            "f(pipe, step, timestep, callback_kwargs) -> dict, as in diffusers"
+        )
+    if tensor_inputs is None:
+        return
+    if callback is None:
+        raise FastDiffError("callback_on_step_end_tensor_inputs needs callback_on_step_end=; pass it, or drop both")
+    if not isinstance(tensor_inputs, (list, tuple)) or not all(isinstance(n, str) for n in tensor_inputs):
+        raise FastDiffError(f"callback_on_step_end_tensor_inputs must be a list of names, e.g. {list(allowed)}")
+    unknown = [n for n in tensor_inputs if n not in allowed]
+    if unknown:
+        raise FastDiffError(f"callback_on_step_end_tensor_inputs: this pipeline passes {list(allowed)}, not {unknown}")
+
+
+def resolve_call(
+    preset: Preset,
+    arguments: dict[str, Any],
+    *,
+    vae_scale_factor: int,
+    device: torch.device,
+    tensor_inputs: Sequence[str],
+) -> list[Request]:
+    """A call's `arguments` (fastdiff's names, see `translated`) checked: one `Request` per prompt, in order. Image
+    *k* of the call is that of `seed + k` (None: a random seed) or comes from the call's *k*-th generator."""
+    shared = {k: arguments[k] for k in ("steps", "guidance_scale", "height", "width", "num_images", "image")}
+    requests = [
+        # seed 0 until every prompt is checked: the call's seed (or its generators) numbers all its images
+        resolve_request(
+            preset,
+            vae_scale_factor=vae_scale_factor,
+            prompt=prompt,
+            negative_prompt=negative,
+            seed=0,
+            strength=arguments["strength"],
+            **shared,
+        )
+        for prompt, negative in _prompt_pairs(arguments["prompt"], arguments["negative_prompt"])
+    ]
     total = sum(r.num_images for r in requests)
-    if total > MAX_IMAGES:
+    if total > MAX_IMAGES:  # one call is one pipeline call
         raise FastDiffError(
             f"{len(requests)} prompts × num_images={requests[0].num_images} is {total} images, more than "
             f"{MAX_IMAGES} in one call: use gen.map(prompts) for many prompts"
         )
-    return total
-
-
-def numbered(requests: list[Request], *, seed: object, passed: PassThrough | None) -> list[Request]:
-    """A call's requests (one per prompt, in order) with their seeds and the call's pass-through: image *k* of the
-    call is that of `seed + k` (None: a random seed), or has the call's *k*-th generator's `initial_seed()`."""
-    total = call_images(requests)
-    own = passed.image_seeds(total) if passed is not None else ()
-    first = 0 if own else check_seed(seed, total)
+    generator, callback = arguments["generator"], arguments["callback_on_step_end"]
+    inputs = arguments["callback_on_step_end_tensor_inputs"]
+    if generator is not None:
+        _check_generator(generator, seed=arguments["seed"], images=total, device=device)
+    _check_callback(callback, inputs, tensor_inputs)
+    passed: dict[str, Any] = {"callback_on_step_end": callback, "callback_on_step_end_tensor_inputs": inputs}
+    passed = {k: list(v) if isinstance(v, tuple) else v for k, v in passed.items() if v is not None}
+    own: tuple[int, ...] = ()
+    if generator is not None:
+        passed["generator"] = list(generator) if isinstance(generator, tuple) else generator
+        one = isinstance(generator, torch.Generator)
+        own = (generator.initial_seed(),) * total if one else tuple(g.initial_seed() for g in generator)
+    first = 0 if own else check_seed(arguments["seed"], total)
     out, start = [], 0
     for r in requests:
-        out.append(replace(r, seed=own[start] if own else first + start, pass_through=passed))
+        seeds = own[start : start + r.num_images]
+        out.append(replace(r, seed=seeds[0] if own else first + start, pass_through=passed or None, image_seeds=seeds))
         start += r.num_images
     return out
-
-
-def warn_prompt(pipe: Any, prompt: str) -> None:
-    """Warn about what the model will not read of the prompt: the words a shipped toy model never saw (it knows
-    only its `shapes` caption grammar, and its 16-token CLIP would say "too long" of any real prompt), else the
-    tokens past CLIP's limit."""
-    folder = Path(getattr(pipe, "name_or_path", None) or ".")
-    if folder.parent == SHIPPED_MODELS:
-        from .distill.shapes import EXAMPLE_CAPTION, unknown_words
-
-        unknown = unknown_words(prompt)
-        if unknown:
-            warn(
-                f"{folder.name} is a toy model that knows only the words of its shapes captions "
-                f"('a [small|large] COLOR SHAPE [in the POSITION] on a COLOR background'), not "
-                f"{', '.join(map(repr, unknown))}. Try e.g. {EXAMPLE_CAPTION!r}."
-            )
-        return
-    warn_truncation(pipe.tokenizer, prompt)
-
-
-def warn_truncation(tokenizer: Any, prompt: str) -> None:
-    """Warn when CLIP will cut the prompt (diffusers only logs it, which notebooks and services never show)."""
-    count = len(tokenizer(prompt, truncation=False).input_ids)
-    if count > tokenizer.model_max_length:
-        warn(
-            f"the prompt is {count} tokens; CLIP reads only the first {tokenizer.model_max_length}, the rest "
-            "is cut. Shorten the prompt (put what matters first).",
-        )
-
-
-def resized_input(request: Request) -> Request:
-    """img2img with explicit height/width: the input image resized to that size first."""
-    assert isinstance(request.image, Image.Image)  # an array image with height/width is refused earlier
-    image = request.image.convert("RGB").resize((request.width, request.height), Image.Resampling.LANCZOS)
-    return replace(request, image=image)
-
-
-def check_flag(name: str, value: object, *, optional: bool = False) -> None:
-    """Refuse a non-bool for a True/False option (None too when `optional`)."""
-    if not (isinstance(value, bool) or (optional and value is None)):
-        raise FastDiffError(f"{name} must be {'True, False or None' if optional else 'True or False'}, got {value!r}")

@@ -1,12 +1,9 @@
 """Which weights a generator runs, told explicitly: where they were loaded from and every change made since.
 
-A `WeightsIdentity` is what the caches derived from weights key on. Its `version` counts the changes made in
-this process (the prompt-embedding cache and the compiled engines keep what they derived for one version); its
-`provenance` names the files the weights came from and each change in order (a LoRA file and its scale), so the
-same load gives the same name in any process (the OpenVINO engine's disk cache). A change fastdiff cannot
-describe (a direct write to `gen.pipeline`'s weights, announced with `gen.weights_changed()`) or a pipeline of
-unknown origin (`from_pipeline` without `cache_key=`) has no provenance: the disk cache then names each module by
-a hash of its weights, computed once per version (`weights_hash`). Nothing compares or samples weights per call.
+`WeightsIdentity.version` counts this process's changes (what in-memory caches key on); `provenance` names the
+source files and each change, so the same load gets the same name in any process (the OpenVINO disk cache). Without
+provenance (a direct write announced by `gen.weights_changed()`, a `from_pipeline` without `cache_key=`) the disk
+cache names each module by `weights_hash`, once per version. Nothing compares or samples weights per call.
 """
 
 from __future__ import annotations
@@ -27,8 +24,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".json")
 
 @dataclass(frozen=True)
 class WeightsIdentity:
-    """`provenance`: the sources and the changes since, in order; None when some change is unknown.
-    `version`: changes made in this process since load."""
+    """`provenance`: the sources and each change since, None if one is unknown; `version`: changes since load."""
 
     provenance: tuple[str, ...] | None
     version: int = 0

@@ -10,8 +10,8 @@ from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from itertools import count, islice, repeat
 from typing import Any, TypeVar
 
-from ..conventions import diffusers_hint
 from ..errors import FastDiffError
+from ..validation import diffusers_hint
 from .coalescing import check_batching, outcomes
 
 __all__ = ["map_prompts"]
