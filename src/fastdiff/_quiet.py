@@ -82,5 +82,4 @@ def quiet_library_logs() -> None:
         library.disable_progress_bar()
 
 
-if _torchvision_fallback not in logging.getLogger("transformers.utils.import_utils").filters:
-    logging.getLogger("transformers.utils.import_utils").addFilter(_torchvision_fallback)
+logging.getLogger("transformers.utils.import_utils").addFilter(_torchvision_fallback)  # idempotent
