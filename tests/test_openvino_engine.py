@@ -161,8 +161,7 @@ def test_second_load_reads_the_disk_cache(ov_load: Any, ov_cache: Path, small_si
 
 
 def _compiled_inputs(module: Any) -> list[Any]:
-    entries = list(module.forward._entries.values())
-    return [port.get_partial_shape() for entry in entries for port in entry.model.model.inputs]
+    return [port.get_partial_shape() for shared in module.forward._entries.values() for port in shared.model.inputs]
 
 
 def test_compiled_at_static_shapes(ov_load: Any, small_sizes: None) -> None:

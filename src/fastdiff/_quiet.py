@@ -1,14 +1,10 @@
 """The one home of library noise a fastdiff user can do nothing about, silenced narrowly, by its exact text.
 
-Three mechanisms, each where it fits:
-- transformers ≥ 5 *logs*, at import, one warning per image processor class that would like torchvision
-  (diffusers imports CLIP's and SigLIP's); fastdiff never uses an image processor. A logging filter on that one
-  logger drops only those records, installed when fastdiff is imported (it must precede transformers' import).
-- Library *warnings* raised inside one of fastdiff's own steps (tracing a module for OpenVINO, a hub load, an
-  ONNX export, …) are hidden by `silenced(noise)` around that step only. Nothing changes the process-wide warning
-  filters at import: a user's own TracerWarnings, deprecations and pytest's `error` filter are left as they were.
-- `quiet_library_logs()`: the command-line tool turns diffusers'/transformers' info logs and progress bars off.
-
+- transformers ≥ 5 *logs* at import that image processors would like torchvision (fastdiff uses none): a filter
+  on that one logger, installed when fastdiff is imported, before transformers is.
+- Library *warnings* inside one of fastdiff's own steps (a conversion, a hub load, an export) are hidden by
+  `silenced(noise)` around that step only; the process-wide warning filters are never changed at import.
+- `quiet_library_logs()`: a command-line tool turns diffusers'/transformers' info logs and progress bars off.
 fastdiff's own `FastDiffWarning`s are never silenced here.
 """
 
@@ -17,82 +13,48 @@ from __future__ import annotations
 import logging
 import threading
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-__all__ = ["install", "onnx_exporter", "quiet_library_logs", "silenced"]
+__all__ = ["onnx_exporter", "quiet_library_logs", "silenced"]
 
-_IMPORT_LOGGER = "transformers.utils.import_utils"
-
-
-class _TorchvisionFallback(logging.Filter):
-    def filter(self, record: logging.LogRecord) -> bool:
-        return "requires torchvision (not installed); falling back to" not in record.getMessage()
-
-
-def install() -> None:
-    """Add the filter once (idempotent); done when this module is imported, before transformers is."""
-    logger = logging.getLogger(_IMPORT_LOGGER)
-    if not any(isinstance(f, _TorchvisionFallback) for f in logger.filters):
-        logger.addFilter(_TorchvisionFallback())
-
-
-def _tracing() -> None:
-    # Tracing warns about what a trace cannot see (the graph is specialized to static shapes on purpose: from
-    # diffusers', transformers', torch's and fastdiff's own sub-pixel code alike) and about deprecations of the
-    # tracer itself and of the transformers attributes it reads.
-    from torch.jit import TracerWarning  # type: ignore[attr-defined]
-
-    warnings.filterwarnings("ignore", category=TracerWarning)
-    warnings.filterwarnings(
-        "ignore", message=r"`torch\.jit\.trace(_method)?` is deprecated", category=DeprecationWarning
-    )
-    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
-
-
-def _hub() -> None:
+# (message regex, category) of each noise, by name
+_NOISE: dict[str, list[tuple[str, type[Warning]]]] = {
+    # Tracing warns about what a trace cannot see (every TracerWarning: static shapes on purpose, in diffusers',
+    # transformers', torch's and fastdiff's own code) and about deprecations of the tracer and of what it reads.
+    "tracing": [
+        (r"`torch\.jit\.trace(_method)?` is deprecated", DeprecationWarning),
+        (r"`is_gradient_checkpointing` is deprecated", FutureWarning),
+    ],
     # diffusers still passes `local_dir_use_symlinks` to huggingface_hub, which warns on every load.
-    warnings.filterwarnings("ignore", message=r".*local_dir_use_symlinks.*", category=UserWarning)
-
-
-def _onnx() -> None:
+    "hub": [(r".*local_dir_use_symlinks.*", UserWarning)],
     # torch.export's own deprecation of pytree internals it calls itself.
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-
-
-def _numpy_copy() -> None:
+    "onnx": [(r"`isinstance\(treespec, LeafSpec\)` is deprecated", Warning)],
     # diffusers' schedulers call np.array(tensor); numpy ≥ 2 flags torch's `__array__` (no copy keyword).
-    warnings.filterwarnings("ignore", message=r"__array__ implementation doesn't accept a copy keyword")
-
-
-def _global_hooks() -> None:
+    "numpy-copy": [(r"__array__ implementation doesn't accept a copy keyword", Warning)],
     # FLOP counting installs a global module hook, which torch.compile warns about even for eager runs.
-    warnings.filterwarnings("ignore", message=r"Using `torch.compile\(module\)` when there are global hooks")
-
-
-_NOISE: dict[str, Callable[[], None]] = {
-    "tracing": _tracing,
-    "hub": _hub,
-    "onnx": _onnx,
-    "numpy-copy": _numpy_copy,
-    "global-hooks": _global_hooks,
+    "global-hooks": [(r"Using `torch.compile\(module\)` when there are global hooks", Warning)],
 }
-# `warnings.catch_warnings` saves the process-wide filter list on entry and puts it back on exit, which is not
-# thread-safe: two such blocks in two threads could each restore the other's filters. Every `silenced` block takes
-# this one lock, so fastdiff's own blocks never interleave (the long ones, conversions, use every core anyway). A
-# filter some other code changes in another thread *during* a block is still undone on exit: the price of leaving
-# the process-wide filters alone at import. (A logging filter cannot catch these: they are warnings, not records.)
-# No block waits for another thread while it holds the lock (a load, a conversion, a FLOP count run in place).
+# `catch_warnings` saves and restores the process-wide filter list, which is not thread-safe: fastdiff's own
+# blocks take this lock so that they never interleave (none of them waits for another thread inside).
 _filters_lock = threading.RLock()
+
+
+def _torchvision_fallback(record: logging.LogRecord) -> bool:
+    return "requires torchvision (not installed); falling back to" not in record.getMessage()
 
 
 @contextmanager
 def silenced(*noise: str) -> Iterator[None]:
     """Run the block with the named library noise (keys of `_NOISE`) hidden; every other warning stays visible."""
     with _filters_lock, warnings.catch_warnings():
-        for name in noise:
-            _NOISE[name]()
+        for message, category in (entry for name in noise for entry in _NOISE[name]):
+            warnings.filterwarnings("ignore", message=message, category=category)
+        if "tracing" in noise:
+            from torch.jit import TracerWarning  # type: ignore[attr-defined]
+
+            warnings.filterwarnings("ignore", category=TracerWarning)
         yield
 
 
@@ -120,4 +82,4 @@ def quiet_library_logs() -> None:
         library.disable_progress_bar()
 
 
-install()
+logging.getLogger("transformers.utils.import_utils").addFilter(_torchvision_fallback)  # idempotent

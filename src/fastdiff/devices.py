@@ -38,9 +38,8 @@ DTYPES: dict[str, torch.dtype] = {
 
 @functools.cache
 def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes bf16 natively (avx512_bf16 or AMX), as OpenVINO's public device capabilities
-    say (`OPTIMIZATION_CAPABILITIES` holds "BF16"); False where OpenVINO cannot be imported. `cpu_bf16_pays`
-    says whether it is also faster than fp32."""
+    """True when the CPU computes bf16 natively (avx512_bf16 or AMX), as OpenVINO's device capabilities say;
+    False without OpenVINO. `cpu_bf16_pays` says whether it is also faster than fp32."""
     try:
         import openvino as ov
     except ImportError:
@@ -49,17 +48,15 @@ def cpu_has_native_bf16() -> bool:
 
 
 def bf16_pays_on(vendor: str, flags: set[str]) -> bool:
-    """True when a CPU with `vendor` (cpuinfo's vendor_id) and `flags` computes bf16 faster than fp32: AMX tiles
-    (amx_bf16), or AMD's avx512_bf16 (Zen 4 on), whose bf16 dot products do twice the work of its fp32 FMAs
-    (Zen 5, 2 cores: a 4096x4096 matmul in OpenVINO at 655 GFLOP/s in bf16 against 325 in f32).
-    An Intel core with avx512_bf16 but no AMX (Cooper Lake, or a Xeon whose hypervisor hides AMX) has two fp32 FMA
-    ports that bf16's dot products do not outrun: the SDXL UNet took 1.55x as long in bf16 as in f32 there."""
+    """True when a CPU with `vendor` (cpuinfo's vendor_id) and `flags` computes bf16 faster than fp32: AMX
+    (amx_bf16), or AMD's avx512_bf16 (Zen 4 on: a 4096² matmul at 655 GFLOP/s in bf16, 325 in f32). Intel's
+    avx512_bf16 without AMX does not outrun its two fp32 FMA ports (the SDXL UNet: 1.55x as long in bf16)."""
     return "amx_bf16" in flags or ("avx512_bf16" in flags and vendor == "AuthenticAMD")
 
 
 @functools.cache
 def cpu_bf16_pays() -> bool:
-    """`bf16_pays_on` this CPU (Linux's /proc/cpuinfo); elsewhere, whether it has native bf16 at all."""
+    """`bf16_pays_on` this CPU (Linux's /proc/cpuinfo: no public API names AMX); elsewhere, native bf16."""
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
@@ -71,21 +68,15 @@ def cpu_bf16_pays() -> bool:
 
 def resolve_device(device: str | torch.device) -> torch.device:
     """Turn "auto", "cpu", "cuda", "cuda:1", "mps" or a torch.device into an available torch.device."""
-    if isinstance(device, torch.device):
-        resolved = device
-    elif not isinstance(device, str):
+    if not isinstance(device, (str, torch.device)):
         raise FastDiffError(f"device must be a str or torch.device, not {type(device).__name__}; e.g. device='cpu'")
-    elif device == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    else:
-        try:
-            resolved = torch.device(device)
-        except RuntimeError:
-            raise FastDiffError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+    if device == "auto":
+        cuda, mps = torch.cuda.is_available(), torch.backends.mps.is_available()
+        return torch.device("cuda" if cuda else "mps" if mps else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise FastDiffError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise FastDiffError(f"device {device!r} asked for CUDA, which this torch cannot see; use device='auto'")
     if resolved.type == "mps" and not torch.backends.mps.is_available():
@@ -122,8 +113,7 @@ def make_clock(
     sync: Callable[[torch.device], None] | None = None,
     timer: Callable[[], float] = time.perf_counter,
 ) -> Callable[[], float]:
-    """A clock in seconds that first waits for queued device work (`sync`, default `synchronize`), so that
-    timings are real, not launch times."""
+    """A clock in seconds that first waits for queued device work (`sync`, default `synchronize`)."""
 
     def clock() -> float:
         (sync or synchronize)(device)  # looked up per read, so tests can count calls by patching the module

@@ -1,20 +1,10 @@
-"""The CPU engine: fastdiff's module copies run through OpenVINO, inside diffusers' own pipeline loop.
+"""The CPU engine: a module's `forward` replaced by `OpenVINOForward`, inside diffusers' own pipeline loop.
 
-`use_openvino(modules)` keeps each torch module object (the pipeline reads `unet.config`, `.dtype`, `.device`,
-`unet.add_embedding.linear_1.in_features`, …) and replaces only its `forward` with `OpenVINOForward`: the call's
-tensors go to an OpenVINO model compiled for exactly their shapes (static shapes: converted, compiled and cached
-on disk once per shape by `openvino_cache`), and come back as what diffusers expects of that module. Converted:
-the UNet, the text encoder(s) and the VAE's decoder (the tiny decoder too); the VAE encoder (img2img) stays torch.
-A call with an argument the engine does not take (a LoRA scale in `cross_attention_kwargs`, an attention mask,
-bf16 tensors) runs the torch forward instead, so a wrapped module is correct on every path; so does every call
-inside `torch_forwards()` (FLOP counting). A batch runs item by item through the model compiled for one item
-(`_split_batch`), so a new batch size converts nothing; many threads may call at once.
-
-The precision is `precision` ("f32", "bf16": the `Recipe`'s `openvino_precision`, from `Optimizations.precision`),
-or with None OpenVINO's own default for the CPU (bf16 wherever avx512_bf16 is present, f32 elsewhere: the peer row's).
-A module's weights are read when a shape converts. Weight changes are explicit (`weights.WeightsIdentity`): the
-generator calls `weights_changed` on every wrapped module after a change, which drops the compiled models; nothing
-checks the weights per call.
+The module object stays (the pipeline reads its `config`, `dtype`, ...); each call's tensors go to an OpenVINO
+model compiled for exactly their shapes (`openvino_cache`), and come back as diffusers expects. A call the engine
+cannot take (a LoRA scale in `cross_attention_kwargs`, an attention mask, bf16 tensors), and every call inside
+`torch_forwards()`, runs the torch forward. A batch runs item by item through the model compiled for one item.
+Weight changes are explicit: the generator calls `weights_changed`, which drops the compiled models.
 """
 
 from __future__ import annotations
@@ -27,14 +17,13 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import torch
 from torch import nn
 
 from .errors import warn
-from .openvino_cache import compiled_model
-from .openvino_int8 import latent_redraws
+from .openvino_cache import Shared, compiled_model
 from .subpixel import use_subpixel_upsampling
 from .weights import weights_hash
 
@@ -59,51 +48,45 @@ _DTYPES = (torch.float32, torch.int64, torch.int32)
 _quiet: ContextVar[bool] = ContextVar("fastdiff_openvino_quiet", default=False)
 _torch_only: ContextVar[bool] = ContextVar("fastdiff_openvino_torch_only", default=False)
 _NAMES: dict[Kind, str] = {"text_encoder": "text encoder", "unet": "UNet", "decoder": "VAE decoder"}
+T = TypeVar("T")
 _WARMUP_HINT = "gen.warmup(height=..., width=..., batch=..., guidance_scale=..., img2img=...) at load time"
 
 
 @contextmanager
-def _on(flag: ContextVar[bool]) -> Iterator[None]:
-    token = flag.set(True)
+def _set(var: ContextVar[Any], value: T) -> Iterator[T]:
+    token = var.set(value)
     try:
-        yield
+        yield value
     finally:
-        flag.reset(token)
+        var.reset(token)
 
 
-def torch_forwards() -> AbstractContextManager[None]:
+def torch_forwards() -> AbstractContextManager[bool]:
     """Wrapped modules run their torch forward inside this block (FlopCounterMode counts torch's ops only)."""
-    return _on(_torch_only)
+    return _set(_torch_only, True)
 
 
-def expected_shapes() -> AbstractContextManager[None]:
+def expected_shapes() -> AbstractContextManager[bool]:
     """New shapes converted inside this block (a warm-up) do not warn."""
-    return _on(_quiet)
+    return _set(_quiet, True)
 
 
 @dataclass
 class CompileLog:
-    """What the engine made ready during one pipeline call: the seconds it spent (converting, or compiling a model
-    the disk cache held) and the modules it converted."""
+    """What the engine made ready during one pipeline call: the seconds spent (converting, or compiling an IR
+    the disk cache held) and the modules converted."""
 
     seconds: float = 0.0
-    converted: list[Kind] = field(default_factory=list)
-    converting_seconds: float = 0.0
-
-    def add(self, kind: Kind, seconds: float, *, converted: bool) -> None:
-        self.seconds += seconds
-        if converted:
-            self.converted.append(kind)
-            self.converting_seconds += seconds
+    converted: dict[Kind, float] = field(default_factory=dict)  # the seconds spent converting, per kind
 
     def announce(self, size: str) -> None:
         """One `FastDiffWarning` for every module converted in the call (none for disk-cache reads or a warm-up)."""
         if not self.converted or _quiet.get():
             return
-        names = list(dict.fromkeys(_NAMES[k] for k in self.converted))  # SDXL's two text encoders: named once
+        names = [_NAMES[k] for k in self.converted]  # SDXL's two text encoders: named once
         listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
         warn(
-            f"OpenVINO converted the {listed} for {size} in {self.converting_seconds:.1f} s on this call (kept on "
+            f"OpenVINO converted the {listed} for {size} in {sum(self.converted.values()):.1f} s on this call (kept on "
             f"disk: later loads read it). {_WARMUP_HINT} keeps this off a user's call."
         )
 
@@ -111,21 +94,9 @@ class CompileLog:
 _log: ContextVar[CompileLog | None] = ContextVar("fastdiff_openvino_compile_log", default=None)
 
 
-@contextmanager
-def compile_log() -> Iterator[CompileLog]:
+def compile_log() -> AbstractContextManager[CompileLog]:
     """Collect what the engine compiles inside this block (one pipeline call) instead of warning per module."""
-    log = CompileLog()
-    token = _log.set(log)
-    try:
-        yield log
-    finally:
-        _log.reset(token)
-
-
-@dataclass
-class _Entry:
-    model: Any
-    structure: dict[str, Any] = field(default_factory=dict)  # what the traced call returned, to rebuild it
+    return _set(_log, CompileLog())
 
 
 def _flatten(kind: Kind, arguments: dict[str, Any]) -> tuple[list[str], list[torch.Tensor], dict[str, Any]] | None:
@@ -161,26 +132,18 @@ def _flatten(kind: Kind, arguments: dict[str, Any]) -> tuple[list[str], list[tor
 
 
 def _split_batch(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
-    """The call as one call per batch item: the tensors whose first dimension is the batch (that of the first
-    tensor: the sample, the token ids or the latents) are sliced, the others (a scalar timestep) go whole.
-
-    One compiled model per image size then serves every batch (CFG's two predictions, coalesced calls) without
-    a conversion per batch size: a CPU is compute-bound, so a batch of N costs N calls' time either way (the real
-    SDXL-Turbo measured 1.01x with 4 coalesced callers, docs/serving.md)."""
+    """One call per item of the first tensor's batch (a scalar timestep goes whole): one compiled model per image
+    size serves every batch, and a CPU is compute-bound anyway (4 coalesced SDXL-Turbo calls measured 1.01x)."""
     batch = tensors[0].shape[0] if tensors[0].dim() else 1
-    if batch == 1:
-        return [tensors]
     return [[t[i : i + 1] if t.dim() and t.shape[0] == batch else t for t in tensors] for i in range(batch)]
 
 
 def _unflatten(names: list[str], tensors: tuple[torch.Tensor, ...]) -> dict[str, Any]:
+    """`_flatten`'s tensors as keyword arguments again (`name.key` into the dict `name`)."""
     kwargs: dict[str, Any] = {}
     for name, tensor in zip(names, tensors, strict=True):
         head, _, key = name.partition(".")
-        if key:
-            kwargs.setdefault(head, {})[key] = tensor
-        else:
-            kwargs[name] = tensor
+        (kwargs.setdefault(head, {}) if key else kwargs)[key or name] = tensor
     return kwargs
 
 
@@ -194,39 +157,25 @@ class OpenVINOForward:
         *,
         weights_key: str | None,
         precision: str | None,
-        use_cache: bool,
         weights: str | None = None,
     ) -> None:
-        self.module, self.kind, self.precision, self.use_cache = module, kind, precision, use_cache
-        self.weights = weights  # None (f32 in the IR), "int8" or "int8-full" (openvino_cache.WEIGHT_FORMATS)
+        self.module, self.kind, self.precision, self.weights = module, kind, precision, weights
         self.torch_forward = types.MethodType(type(module).forward, module)
         self._signature = inspect.signature(self.torch_forward)
-        self._entries: dict[tuple[Any, ...], _Entry] = {}
+        self._entries: dict[tuple[Any, ...], Shared] = {}
+        self._output: tuple[type, list[str]] | None = None  # a text encoder's output class and fields
         self._lock = threading.Lock()
         self._weights_key = weights_key  # None: unknown provenance, named by a hash when first needed
 
     def weights_changed(self, weights_key: str | None) -> None:
-        """The module's weights changed (`gen.load_lora`, `gen.weights_changed()`): every shape converts again,
-        from the new weights, named `weights_key` on disk (None: by their hash)."""
+        """The weights changed: every shape converts again, named `weights_key` on disk (None: by their hash)."""
         with self._lock:
             self._entries.clear()
             self._weights_key = weights_key
 
-    def _key_of_weights(self) -> str:
-        """The weights' name on disk; with unknown provenance their hash, computed once per change."""
-        if self._weights_key is None:
-            self._weights_key = weights_hash(self.module)
-        return self._weights_key
-
     def __deepcopy__(self, memo: dict[int, Any]) -> Any:
         """A copy of the wrapped module (`own_copy`) is a torch module again: the recipe decides anew."""
-        copied = memo.get(id(self.module), self.module)
-        return types.MethodType(type(self.module).forward, copied)
-
-    @property
-    def shapes(self) -> list[tuple[Any, ...]]:
-        """The input signatures compiled so far."""
-        return list(self._entries)
+        return types.MethodType(type(self.module).forward, memo.get(id(self.module), self.module))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         if _torch_only.get():
@@ -237,40 +186,39 @@ class OpenVINOForward:
         names, tensors, options = flat
         items = _split_batch(tensors)
         key = tuple((n, tuple(t.shape), t.dtype) for n, t in zip(names, items[0], strict=True))
-        entry = self._entries.get(key)
-        if entry is None:
+        model = self._entries.get(key)
+        if model is None:
             with self._lock:
-                entry = self._entries.get(key) or self._compile(key, names, items[0])
-        results = [entry.model.infer([t.numpy() for t in item]) for item in items]
+                model = self._entries.get(key) or self._compile(key, names, items[0])
+        results = [model.infer([t.numpy() for t in item]) for item in items]
         outputs = results[0] if len(results) == 1 else [torch.cat(parts) for parts in zip(*results, strict=True)]
-        return self._rebuild(outputs, entry.structure, options)
+        return self._rebuild(outputs, options)
 
-    def _compile(self, key: tuple[Any, ...], names: list[str], tensors: list[torch.Tensor]) -> _Entry:
-        entry = _Entry(model=None)
-
+    def _compile(self, key: tuple[Any, ...], names: list[str], tensors: list[torch.Tensor]) -> Shared:
         def traced(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            return self._traced_call(_unflatten(names, inputs), entry.structure)
+            return self._traced_call(_unflatten(names, inputs))
 
         start = time.perf_counter()
-        calibration = latent_redraws(names, tensors) if self.weights == "int8-full" else ()
-        entry.model, converted = compiled_model(
-            self.module, self._key_of_weights(), traced, tensors, names,
-            precision=self.precision, use_cache=self.use_cache, weights=self.weights, calibration=calibration,
-        )  # fmt: skip
-        if self.kind == "text_encoder" and not entry.structure:  # from the disk cache: learn the output fields
+        if self._weights_key is None:  # unknown provenance: named by their hash, once per change
+            self._weights_key = weights_hash(self.module)
+        model, converted = compiled_model(
+            self.module, self._weights_key, traced, tensors, names, precision=self.precision, weights=self.weights
+        )
+        if self.kind == "text_encoder" and self._output is None:  # from the disk cache: learn the output fields
             with torch.no_grad():  # from one token, which costs next to nothing
-                self._traced_call(_unflatten(names, tuple(t[:, :1] for t in tensors)), entry.structure)
-        self._entries[key] = entry
-        log = _log.get()
-        alone = log is None  # a call outside a generation (gen.encode, a pipeline of its own): said at once
-        log = log or CompileLog()
-        log.add(self.kind, time.perf_counter() - start, converted=converted)
+                self._traced_call(_unflatten(names, tuple(t[:, :1] for t in tensors)))
+        self._entries[key] = model
+        seconds, alone = time.perf_counter() - start, _log.get() is None  # alone: outside a generation, said now
+        log = _log.get() or CompileLog()
+        log.seconds += seconds
+        if converted:
+            log.converted[self.kind] = log.converted.get(self.kind, 0.0) + seconds
         if alone:
             log.announce(", ".join(f"{n} {tuple(t.shape)}" for n, t in zip(names, tensors, strict=True)))
-        return entry
+        return model
 
-    def _traced_call(self, kwargs: dict[str, Any], structure: dict[str, Any]) -> tuple[torch.Tensor, ...]:
-        """The torch forward with fixed options, its output flattened to a tuple (its structure noted)."""
+    def _traced_call(self, kwargs: dict[str, Any]) -> tuple[torch.Tensor, ...]:
+        """The torch forward with fixed options, its output flattened to a tuple (a text encoder's fields noted)."""
         with torch_forwards():
             if self.kind == "unet":
                 return (self.torch_forward(**kwargs, return_dict=False)[0],)
@@ -278,10 +226,10 @@ class OpenVINOForward:
                 return (self.torch_forward(**kwargs),)
             out = self.torch_forward(**kwargs, output_hidden_states=True, return_dict=True)
         keys = [k for k in out.keys() if k != "hidden_states"]  # noqa: SIM118 (ModelOutput)
-        structure.update(cls=type(out), keys=keys)
+        self._output = (type(out), keys)
         return (*(out[k] for k in keys), *out.hidden_states)
 
-    def _rebuild(self, outputs: list[torch.Tensor], structure: dict[str, Any], options: dict[str, Any]) -> Any:
+    def _rebuild(self, outputs: list[torch.Tensor], options: dict[str, Any]) -> Any:
         """What the torch forward would have returned for these options."""
         if self.kind == "decoder":
             return outputs[0]
@@ -291,16 +239,13 @@ class OpenVINOForward:
             from diffusers.models.unets.unet_2d_condition import UNet2DConditionOutput
 
             return UNet2DConditionOutput(sample=outputs[0])
-        keys: list[str] = structure["keys"]
+        assert self._output is not None  # noted when the first shape compiled
+        cls, keys = self._output
         fields: dict[str, Any] = dict(zip(keys, outputs, strict=False))
         if options.get("output_hidden_states"):
             fields["hidden_states"] = tuple(outputs[len(keys) :])
-        out = structure["cls"](**fields)
+        out = cls(**fields)
         return out.to_tuple() if options.get("return_dict") is False else out
-
-
-def _wrap(module: nn.Module, kind: Kind, weights_key: str | None, **options: Any) -> None:
-    object.__setattr__(module, "forward", OpenVINOForward(module, kind, weights_key=weights_key, **options))
 
 
 def use_openvino(
@@ -308,39 +253,30 @@ def use_openvino(
     *,
     weights_keys: dict[str, str | None],
     precision: str | None = None,
-    use_cache: bool = True,
     subpixel: bool = False,
     unet_weights: str | None = None,
 ) -> None:
-    """Run the UNet (`"unet"`), the text encoders (`"text_encoder*"`) and the VAE decoder (`"vae"`: its
-    `.decoder`) of `modules` through OpenVINO, each shape converted on its first call. Others are left alone.
-    `weights_keys`: each module's weights named for the disk cache (`WeightsIdentity.module_key`; None or absent:
-    unknown, named by their hash). `subpixel`: the decoder's upsamplers are converted as sub-pixel convolutions
-    (`subpixel.SubpixelUpsample2D`: the same sums with 16 taps per input pixel instead of 36); the UNet's are left
-    as they are, so its compiled model stays the one plain OpenVINO (the bench's peer) compiles, and is shared with
-    it. `unet_weights="int8"`: the UNet's weights compressed to int8 by NNCF, `"int8-full"`: its weights and
-    activations quantized to int8, calibrated on its first call's inputs (`fastdiff[int8]`, `openvino_int8`; each
-    its own cache key)."""
-    options: dict[str, Any] = {"precision": precision, "use_cache": use_cache}
+    """Run `modules`' UNet ("unet"), text encoders ("text_encoder*") and VAE decoder ("vae") through OpenVINO,
+    each shape converted on its first call. `weights_keys`: each module's weights' name on disk (None or absent:
+    their hash). `subpixel`: the decoder's upsamplers traced as sub-pixel convolutions (`subpixel`).
+    `unet_weights`: the UNet's weight format (None, or one of `openvino_cache.WEIGHT_FORMATS`)."""
     for name, module in modules.items():
-        key = weights_keys.get(name)
-        if name == "unet":
-            _wrap(module, "unet", key, weights=unet_weights, **options)
-        elif name.startswith("text_encoder"):
-            _wrap(module, "text_encoder", key, **options)
-        elif name == "vae" and isinstance(module.decoder, nn.Module):
+        kind: Kind | None = "unet" if name == "unet" else "text_encoder" if name.startswith("text_encoder") else None
+        if name == "vae" and isinstance(module.decoder, nn.Module):
             if subpixel:
                 use_subpixel_upsampling(module.decoder)
-            _wrap(module.decoder, "decoder", key, **options)
+            kind, module = "decoder", module.decoder
+        if kind is not None:
+            weights = unet_weights if kind == "unet" else None
+            forward = OpenVINOForward(
+                module, kind, weights_key=weights_keys.get(name), precision=precision, weights=weights
+            )
+            object.__setattr__(module, "forward", forward)
 
 
 def openvino_forwards(pipe: Any) -> dict[str, OpenVINOForward]:
     """The engine's wrapped modules of `pipe` by component name ("vae": its decoder); empty under torch."""
-    found: dict[str, OpenVINOForward] = {}
-    for name in ("unet", "text_encoder", "text_encoder_2", "vae"):
-        module = getattr(pipe, name, None)
-        module = getattr(module, "decoder", None) if name == "vae" else module
-        forward = getattr(module, "forward", None)
-        if isinstance(forward, OpenVINOForward):
-            found[name] = forward
-    return found
+    modules = {name: getattr(pipe, name, None) for name in ("unet", "text_encoder", "text_encoder_2")}
+    modules["vae"] = getattr(getattr(pipe, "vae", None), "decoder", None)
+    forwards = {name: getattr(module, "forward", None) for name, module in modules.items()}
+    return {name: forward for name, forward in forwards.items() if isinstance(forward, OpenVINOForward)}

@@ -1,16 +1,10 @@
-"""int8 forms of a converted OpenVINO model, by NNCF (OpenVINO's own compression tool): the two weight formats
-of `openvino_cache.WEIGHT_FORMATS` other than f32.
+"""int8 forms of a converted OpenVINO model by NNCF (`pip install 'fastdiff[int8]'`), OpenVINO's compression tool.
 
-- `"int8"`: `compress_weights`, weights only (per output channel, with a zero point), `KEPT_F32` left f32; the
-  kernels decompress them to f32 and compute in f32. Less memory; on CPUs without VNNI more work, so slower
-  (docs/performance.md; the runs: docs/notes/performance-history.md).
-- `"int8-full"`: `quantize_fully`, weights and activations (what optimum-intel calls full quantization): every
-  convolution and every linear layer computes in int8 from ranges measured on calibration inputs. Linear layers
-  become 1×1 convolutions first (`linears_as_convolutions`): OpenVINO's CPU plugin has int8 kernels for AVX2
-  convolutions (1.6-1.9× its f32 ones on an AVX2-only AMD EPYC) and none faster than f32 for matrix products
-  there, which stay f32 (attention's products of two activations). Its image is another one: on the trained
-  shipped model 18-23 dB against f32 (a one-step model multiplies the UNet's error by 14.6), so no level turns
-  it on (docs/notes/performance-history.md, "On a trained model").
+- "int8": `compress_weights`, weights only (optimum-intel's `--weight-format int8`), decompressed to f32 in the
+  kernels: less memory; slower on CPUs without VNNI.
+- "int8-full": `quantize_fully`, weights and activations of every convolution and linear layer, calibrated.
+  Another image (18-23 dB against f32 on the trained shipped model), so no level turns it on.
+Measurements: docs/performance.md and docs/notes/performance-history.md.
 """
 
 from __future__ import annotations
@@ -18,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 from collections.abc import Sequence
+from importlib.util import find_spec
 from typing import Any
 
 import numpy as np
@@ -25,21 +20,24 @@ import torch
 
 from .errors import FastDiffError
 
-__all__ = [
-    "CALIBRATION_DRAWS",
-    "KEPT_F32",
-    "REVISIONS",
-    "compress_weights",
-    "latent_redraws",
-    "linears_as_convolutions",
-    "nncf_usable",
-    "quantize_fully",
-]
+__all__ = ["KEPT_F32", "compress_weights", "linears_as_convolutions", "nncf_usable", "quantize_fully"]
+
+# Layers both formats leave f32: the first and last convolutions and the time and added embeddings' layers (a few
+# MB, one token each). A one-step model carries their error into the image most directly: on the trained shipped
+# model int8 weights with them f32 took the median from 38.2 to 44.4 dB against f32.
+KEPT_F32 = r".*(conv_in|conv_out|time_embedding|add_embedding|time_emb_proj)[./].*"
+_CALIBRATION_DRAWS = 3
 
 
-def _import_nncf() -> Any:
-    # NNCF sends usage telemetry over the network unless its consent file says no or it believes it runs in CI;
-    # fastdiff makes no network call of its own accord, so it says CI (NNCF reads it once, at its first import).
+def nncf_usable() -> bool:
+    """True when NNCF is installed (the `fastdiff[int8]` extra)."""
+    return find_spec("nncf") is not None
+
+
+def _nncf(weights: str) -> Any:
+    if not nncf_usable():
+        raise FastDiffError(f"openvino_weights={weights!r} needs NNCF: pip install 'fastdiff[int8]'")
+    # NNCF sends usage telemetry unless it believes it runs in CI; fastdiff makes no network call of its own accord.
     os.environ.setdefault("NNCF_CI", "1")
     import nncf
 
@@ -47,41 +45,17 @@ def _import_nncf() -> Any:
     return nncf
 
 
-def nncf_usable() -> bool:
-    """True when `import nncf` works (the `fastdiff[int8]` extra: OpenVINO's weight compression)."""
-    try:
-        _import_nncf()
-    except ImportError:
-        return False
-    return True
-
-
-def _nncf(weights: str) -> Any:
-    if not nncf_usable():
-        raise FastDiffError(f"openvino_weights={weights!r} needs NNCF: pip install 'fastdiff[int8]'")
-    return _import_nncf()
-
-
-# Layers both int8 formats leave f32: the first and last convolutions and the time and added embeddings' layers.
-# They hold a few MB of SDXL's 10 GB and one token each (no time to save), and a one-step model carries their
-# error into the image most directly: on the trained shipped model (docs/notes/performance-history.md) int8
-# weights with them f32 took the image from 38.2 to 44.4 dB median (worst 25.6 to 33.4 dB) against f32.
-KEPT_F32 = r".*(conv_in|conv_out|time_embedding|add_embedding|time_emb_proj)[./].*"
-
-
 def compress_weights(model: Any) -> Any:
-    """`model` with int8 weights (NNCF's `compress_weights`, INT8_ASYM: per output channel, with a zero point),
-    the layers `KEPT_F32` matches left f32."""
+    """`model` with int8 weights (INT8_ASYM: per output channel, with a zero point), `KEPT_F32` left f32."""
     nncf = _nncf("int8")
     kept = nncf.IgnoredScope(patterns=[KEPT_F32], validate=False)
     return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=kept)
 
 
 def linears_as_convolutions(model: Any) -> int:
-    """Rewrite in place every MatMul of `model` by a 2-D constant (a linear layer's weight) as the same sums in
-    a 1×1 convolution over the tokens laid out as one image column; returns how many. The result is the same
-    (f32 rounding aside). The input (..., C) is viewed as (1, C, T, 1), whose channels-last layout, the one the
-    CPU plugin's int8 convolutions use, is the input's own memory; the weight is a reshape of the same constant."""
+    """Rewrite in place every MatMul of `model` by a 2-D constant (a linear layer) as the same sums in a 1×1
+    convolution, the input (..., C) viewed as (1, C, T, 1); returns how many. The CPU plugin has int8 kernels for
+    AVX2 convolutions (1.6-1.9× its f32 ones on a Zen 3) and none faster than f32 for matrix products."""
     import openvino.opset13 as ops
 
     def shape(values: Sequence[int]) -> Any:
@@ -92,9 +66,8 @@ def linears_as_convolutions(model: Any) -> int:
         if node.get_type_name() != "MatMul" or node.get_attributes()["transpose_a"]:
             continue
         weight, x = node.input_value(1), node.input_value(0)
-        if weight.get_node().get_type_name() != "Constant" or len(weight.get_shape()) != 2:
-            continue
-        if not x.get_partial_shape().is_static:
+        constant = weight.get_node().get_type_name() == "Constant" and len(weight.get_shape()) == 2
+        if not constant or not x.get_partial_shape().is_static:
             continue
         if not node.get_attributes()["transpose_b"]:  # (C, O) → (O, C), folded when compiled
             weight = ops.transpose(weight, shape([1, 0])).output(0)
@@ -113,51 +86,29 @@ def linears_as_convolutions(model: Any) -> int:
     return count
 
 
-# Part of an int8 IR's cache key, per format: raised when `compress_weights` or `quantize_fully` makes another
-# model, so that IRs saved by an earlier one are converted again instead of read back. "int8" 2: `KEPT_F32` left
-# f32; "int8-full" 2: the linears' weights stored as int8 too.
-REVISIONS = {"int8": 2, "int8-full": 2}
-
-
-def quantize_fully(model: Any, samples: Sequence[Sequence[np.ndarray]]) -> Any:
-    """`model` with its convolutions and linear layers in int8, weights and activations: NNCF's `quantize`
-    (MIXED: asymmetric per-tensor activations, symmetric per-channel weights) with activation ranges from
-    `samples` (each one value per model input, in order), the weights then stored as int8 constants."""
+def quantize_fully(model: Any, names: Sequence[str], example: Sequence[torch.Tensor]) -> Any:
+    """`model` with its convolutions and linear layers in int8, weights and activations (NNCF's `quantize`,
+    MIXED: asymmetric activations suit SiLU's outputs), the ranges measured on the `example` inputs and on
+    `_CALIBRATION_DRAWS` redraws of its latents. Attention's products of two activations and `KEPT_F32` stay f32:
+    int8 does not pay there on AVX2, and they are the most range-sensitive (the tiny models: 27-31 → 33-38 dB)."""
     from openvino import passes
-    from openvino._offline_transformations import compress_quantize_weights_transformation
 
     nncf = _nncf("int8-full")
     linears_as_convolutions(model)
-    # The 1×1 kernels are Reshapes of the linears' weights; folded, they are Constants again (sharing the same
-    # memory: a Reshape folds without a copy), which is the form NNCF's weight FakeQuantizes need to be stored as
-    # int8 below. Unfolded, the SDXL UNet's IR kept 2.2 G of its 2.6 G weights as f32 (8.7 GB).
+    # Folded, the 1×1 kernels (Reshapes of the linears' weights) are Constants again, which NNCF stores as int8;
+    # unfolded, the SDXL UNet's IR kept 2.2 G of its 2.6 G weights f32.
     folding = passes.Manager()
     folding.register_pass(passes.ConstantFolding())
     folding.run_passes(model)
-    data = nncf.Dataset([list(sample) for sample in samples])
-    # The products left as MatMul are of two activations (attention): int8 does not pay there on AVX2 kernels,
-    # and attention's softmax inputs are the most range-sensitive values of the network.
-    # The first and last convolutions and the time and added embeddings' layers (one token each: no time to
-    # save) stay f32; asymmetric activation ranges (MIXED) suit SiLU's outputs. On the tiny test models these
-    # two choices took the image from 27-31 to 33-38 dB against f32.
+    generator = torch.Generator().manual_seed(0)  # seeded: a conversion is reproducible
+
+    def redrawn(name: str, t: torch.Tensor) -> np.ndarray:
+        if name == "sample":  # the latents, at their scale; the conditioning is kept
+            t = torch.randn(t.shape, generator=generator, dtype=t.dtype) * t.std() + t.mean()
+        return t.numpy()
+
+    samples = [[t.numpy() for t in example]]
+    samples += [[redrawn(n, t) for n, t in zip(names, example, strict=True)] for _ in range(_CALIBRATION_DRAWS)]
     ignored = nncf.IgnoredScope(types=["MatMul"], patterns=[KEPT_F32], validate=False)
     preset = nncf.QuantizationPreset.MIXED
-    quantized = nncf.quantize(model, data, subset_size=len(samples), ignored_scope=ignored, preset=preset)
-    compress_quantize_weights_transformation(quantized)  # f32 weights behind FakeQuantize → int8 constants
-    return quantized
-
-
-CALIBRATION_DRAWS = 3
-
-
-def latent_redraws(names: list[str], tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
-    """Inputs to measure activation ranges on besides the first call's own: its latents drawn again
-    (`CALIBRATION_DRAWS` times, at their scale; seeded, so a conversion is reproducible), the conditioning kept."""
-    generator = torch.Generator().manual_seed(0)
-
-    def redrawn(name: str, t: torch.Tensor) -> torch.Tensor:
-        if name != "sample":
-            return t
-        return torch.randn(t.shape, generator=generator, dtype=t.dtype) * t.std() + t.mean()
-
-    return [[redrawn(n, t) for n, t in zip(names, tensors, strict=True)] for _ in range(CALIBRATION_DRAWS)]
+    return nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples), ignored_scope=ignored, preset=preset)

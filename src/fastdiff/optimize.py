@@ -1,8 +1,6 @@
-"""Load-time speedups, applied: `apply_optimizations` does exactly what a `Recipe` says (what the levels and
-`Optimizations` decide per device: `recipe`), on whatever device the pipeline is.
-
-The optimized modules are fastdiff's own copies that share the weight tensors with the pipeline they came from:
-a dtype or memory-format change gives the copies new tensors, so the caller's pipeline is left as it was.
+"""Load-time speedups, applied: `apply_optimizations` does exactly what a `Recipe` says, on whatever device the
+pipeline is, to fastdiff's own module copies, which share the weight tensors with the caller's pipeline and leave
+it as it was.
 """
 
 from __future__ import annotations
@@ -28,62 +26,27 @@ __all__ = [
 ]
 
 
-def _cast(t: torch.Tensor, dtype: torch.dtype | None, channels_last: bool, device: torch.device | None) -> torch.Tensor:
-    """`t` on `device`, in `dtype` (floating tensors only) and NHWC (4-D only), as `Module.to` makes it — or `t`."""
-    out = t.detach()
-    if device is not None and t.device != device:
-        out = out.to(device)
-    if dtype is not None and t.is_floating_point() and t.dtype != dtype:
-        out = out.to(dtype)
-    if channels_last and t.dim() == 4:
-        out = out.contiguous(memory_format=torch.channels_last)
-    return t if out.device == t.device and out.dtype == t.dtype and out.data_ptr() == t.data_ptr() else out
-
-
-def convert_own_copy(
-    module: nn.Module,
-    *,
-    dtype: torch.dtype | None = None,
-    channels_last: bool = False,
-    device: torch.device | None = None,
-) -> None:
-    """`module.to(device, dtype, memory_format)` for fastdiff's own module copy: changed tensors become new
-    Parameters and buffers of the copy only, so the weights it shares with the caller are never written. (Not
-    torch's process-wide `overwrite_module_params_on_conversion` flag, which other threads would see flipped.)"""
-    for sub in module.modules():
-        for name, param in list(sub._parameters.items()):
-            if param is not None and (new := _cast(param, dtype, channels_last, device)) is not param:
-                sub._parameters[name] = nn.Parameter(new, requires_grad=param.requires_grad)
-        for name, buffer in list(sub._buffers.items()):
-            if buffer is not None and (new := _cast(buffer, dtype, channels_last, device)) is not buffer:
-                sub._buffers[name] = new
-
-
-def _strip_compiled(module: Any) -> Any:
-    """`module` without torch.compile wrappers (`_orig_mod`), at the top and inside (a compiled VAE decoder).
-    It changes `module` in place: only for fastdiff's own fresh copies."""
-    module = getattr(module, "_orig_mod", module)
-    for parent in module.modules():
+def own_copy(module: nn.Module) -> nn.Module:
+    """A new, uncompiled module tree whose Parameters are new objects over the same weight tensors: changing its
+    structure, classes or dtypes (`Module.to` replaces a Parameter's `.data`) leaves `module` alone. (Hooks come
+    along: transformers' text encoders collect their hidden states with them.)"""
+    shared: dict[int, Any] = {
+        id(p): nn.Parameter(p.detach(), requires_grad=p.requires_grad) for p in module.parameters()
+    }
+    shared |= {id(b): b for b in module.buffers()}  # `Module.to` replaces a buffer in the copy's own dict
+    copied = copy.deepcopy(getattr(module, "_orig_mod", module), memo=shared)  # torch.compile's wrapper dropped
+    for parent in copied.modules():  # and those inside (a compiled VAE decoder)
         for name, child in list(parent.named_children()):
             if hasattr(child, "_orig_mod"):
                 setattr(parent, name, child._orig_mod)
-    return module
-
-
-def own_copy(module: nn.Module) -> nn.Module:
-    """A new, uncompiled module tree over the same weight tensors: changing its structure or classes leaves
-    `module` alone. (Hooks come along: transformers' text encoders collect their hidden states with them.)"""
-    shared: dict[int, Any] = {id(t): t for t in (*module.parameters(), *module.buffers())}
-    copied: nn.Module = _strip_compiled(copy.deepcopy(module, memo=shared))
     return copied
 
 
 def _target_dtypes(pipe: Any, recipe: Recipe, vae: Any) -> dict[str, torch.dtype]:
     """The dtype each module computes in under `recipe`: its dtype (or the loaded one), and bfloat16 for an fp16
     VAE when `bf16_vae` (it has fp32's range: no overflow, no fp32 upcast; diffusers #4325)."""
-    dtype = recipe.dtype
-    names = [n for n in ("unet", "text_encoder", "text_encoder_2") if getattr(pipe, n, None) is not None]
-    targets = {name: dtype or getattr(pipe, name).dtype for name in names}
+    dtype, names = recipe.dtype, ("unet", "text_encoder", "text_encoder_2")
+    targets = {name: dtype or getattr(pipe, name).dtype for name in names if getattr(pipe, name, None) is not None}
     targets["vae"] = dtype or (vae.dtype if vae is pipe.vae else pipe.unet.dtype)  # a tiny VAE runs as the UNet
     if recipe.bf16_vae and targets["vae"] == torch.float16:
         targets["vae"] = torch.bfloat16
@@ -109,8 +72,8 @@ def apply_optimizations(
     if tiny_vae is not None:
         own["vae"] = tiny_vae
     for name, module in own.items():
-        nhwc = recipe.channels_last and name in ("unet", "vae")
-        convert_own_copy(module, dtype=targets[name], channels_last=nhwc, device=pipe._execution_device)
+        nhwc = torch.channels_last if recipe.channels_last and name in ("unet", "vae") else None
+        module.to(pipe._execution_device, targets[name], memory_format=nhwc)
     if recipe.fuse_qkv:
         own["unet"].fuse_qkv_projections()
         if not isinstance(own["vae"], AutoencoderTiny):  # the tiny VAE has no attention
@@ -126,9 +89,7 @@ def apply_optimizations(
             unet_weights=recipe.openvino_weights,
         )
     if recipe.compile:
-        kwargs: dict[str, Any] = {"backend": recipe.compile_backend, "fullgraph": False}
-        if recipe.compile_mode:
-            kwargs["mode"] = recipe.compile_mode
-        own["unet"] = torch.compile(own["unet"], **kwargs)
-        own["vae"].decoder = torch.compile(own["vae"].decoder, **kwargs)
+        options: dict[str, Any] = {"backend": recipe.compile_backend, "mode": recipe.compile_mode}
+        own["unet"] = torch.compile(own["unet"], **options)
+        own["vae"].decoder = torch.compile(own["vae"].decoder, **options)
     return AutoPipelineForText2Image.from_pipe(pipe, **own)
