@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from .cli_options import add_model_options, check_weights_reachable, load_options
+from .cli_options import add_model_options, load_generator
 from .errors import FastDiffError, FastDiffWarning
 
 if TYPE_CHECKING:
@@ -77,16 +77,9 @@ def run_demo(args: argparse.Namespace) -> int:
     """Load the preset, open a live session and serve the page until interrupted; returns the exit status."""
     from importlib.util import find_spec
 
-    try:  # the weights and Gradio checked first: loading torch only to fail on a missing one is slow
-        check_weights_reachable(args)
-        if find_spec("gradio") is None:
-            raise FastDiffError("fastdiff demo needs Gradio: pip install 'fastdiff[demo]'")
-        from .generator import FewStepGenerator
-
-        generator = FewStepGenerator.from_preset(args.preset, **load_options(args))
-    except FastDiffError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if find_spec("gradio") is None:  # said before torch loads, as missing weights are
+        raise FastDiffError("fastdiff demo needs Gradio: pip install 'fastdiff[demo]'")
+    generator = load_generator(args)
     from .serving import LiveSession
 
     notes = WarningNotes()

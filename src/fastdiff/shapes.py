@@ -19,25 +19,20 @@ class CompiledShapes:
         self._seen: set[tuple[int, int, int]] = set()
         self._lock = threading.Lock()
 
-    @staticmethod
-    def key(request: Request) -> tuple[int, int, int]:
-        """(height, width, UNet batch) of a request; img2img's size is its input image's."""
+    def mark(self, request: Request) -> tuple[int, int, int] | None:
+        """Record the request's (height, width, UNet batch), its input image's size for img2img; None when seen."""
         width, height = batch_key(request)[1]
-        return (height, width, request.num_images * (2 if request.guidance else 1))
-
-    def mark(self, request: Request) -> bool:
-        """Record the request's shape; True when it was new."""
-        key = self.key(request)
+        shape = (height, width, request.num_images * (2 if request.guidance else 1))
         with self._lock:
-            new = key not in self._seen
-            self._seen.add(key)
-        return new
+            new = shape not in self._seen
+            self._seen.add(shape)
+        return shape if new else None
 
     def warn_if_new(self, request: Request) -> None:
         """A `FastDiffWarning` on the first call at a shape, which compiles (only when compiled)."""
-        if not self.enabled or not self.mark(request):
+        if not self.enabled or (shape := self.mark(request)) is None:
             return
-        height, width, unet_batch = self.key(request)
+        height, width, unet_batch = shape
         warn(
             f"first call at {width}x{height}, UNet batch {unet_batch}: torch.compile compiles for this shape now (this "
             "call is slow). Call gen.warmup(height=..., width=..., batch=..., guidance_scale=..., img2img=...) at "
