@@ -13,6 +13,7 @@ from pathlib import Path
 
 from . import cli_options
 from . import presets as preset_table
+from ._quiet import quiet_library_logs
 from .errors import FastDiffError, FastDiffWarning
 
 __all__ = ["main"]
@@ -36,6 +37,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise FastDiffError(f"--output must be a .png file, got {args.output!r}")
     if not output.parent.is_dir():
         raise FastDiffError(f"--output folder {str(output.parent)!r} does not exist; create it first")
+    cli_options.check_weights_reachable(args)
     from PIL import Image, UnidentifiedImageError
 
     image = None
@@ -44,7 +46,10 @@ def _cmd_generate(args: argparse.Namespace) -> int:
             image = Image.open(args.image).convert("RGB")
         except (OSError, UnidentifiedImageError) as err:
             raise FastDiffError(f"--image {args.image!r} is not a readable image ({err})") from None
-    gen = cli_options.load_generator(args)
+    from .generator import FewStepGenerator
+
+    quiet_library_logs()
+    gen = FewStepGenerator.from_preset(args.preset, **cli_options.load_options(args))
     sampling = cli_options.sampling_options(args)
     result = gen(
         args.prompt, seed=args.seed, num_images=args.num_images, image=image, strength=args.strength, **sampling

@@ -4,21 +4,11 @@ what to sample, and the cache-or-hub check each makes before it imports torch.""
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from . import presets as preset_table
 
-if TYPE_CHECKING:
-    from .generator import FewStepGenerator
-
-__all__ = [
-    "add_model_options",
-    "add_sampling_options",
-    "check_weights_reachable",
-    "load_generator",
-    "load_options",
-    "sampling_options",
-]
+__all__ = ["add_model_options", "add_sampling_options", "check_weights_reachable", "load_options", "sampling_options"]
 
 OPTIMIZE_LEVELS = ("none", "default", "max")  # fastdiff.optimize.LEVELS, named here so --help needs no torch
 
@@ -75,16 +65,6 @@ def load_options(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of `FewStepGenerator.from_preset` that `add_model_options` parsed (all but preset)."""
     names = ("source", "checkpoint", "device", "dtype", "optimize", "cache_dir", "allow_pickle")
     return {name: getattr(args, name) for name in names} | {"local_files_only": True if args.local_files_only else None}
-
-
-def load_generator(args: argparse.Namespace) -> FewStepGenerator:
-    """The generator `add_model_options` describes (torch loads here), with the libraries' load-time chatter off."""
-    from ._quiet import quiet_library_logs
-    from .generator import FewStepGenerator
-
-    check_weights_reachable(args)
-    quiet_library_logs()
-    return FewStepGenerator.from_preset(args.preset, **load_options(args))
 
 
 def sampling_options(args: argparse.Namespace) -> dict[str, Any]:

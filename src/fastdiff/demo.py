@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from .cli_options import add_model_options, load_generator
+from .cli_options import add_model_options, check_weights_reachable, load_options
 from .errors import FastDiffError, FastDiffWarning
 
 if TYPE_CHECKING:
@@ -77,11 +77,13 @@ def run_demo(args: argparse.Namespace) -> int:
     """Load the preset, open a live session and serve the page until interrupted; returns the exit status."""
     from importlib.util import find_spec
 
-    if find_spec("gradio") is None:  # said before torch loads, as missing weights are
+    check_weights_reachable(args)  # the weights and Gradio first: loading torch only to fail on either is slow
+    if find_spec("gradio") is None:
         raise FastDiffError("fastdiff demo needs Gradio: pip install 'fastdiff[demo]'")
-    generator = load_generator(args)
+    from .generator import FewStepGenerator
     from .serving import LiveSession
 
+    generator = FewStepGenerator.from_preset(args.preset, **load_options(args))
     notes = WarningNotes()
     with notes.capture(), LiveSession(generator, height=args.height, width=args.width) as session:
         demo = build_demo(session, notes=notes)

@@ -3,6 +3,7 @@ It runs in the driver, in N spawned processes (`--workers N`) or on Ray."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import multiprocessing
@@ -98,16 +99,16 @@ class Worker:
         return self._gen
 
     def _make_group(self, gen: FewStepGenerator, jobs: list[Job]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
         if self.spec.batch_size > 1 and len(jobs) > 1:
             prompts, seeds = [job.prompt for job in jobs], [job.seed for job in jobs]
-            size = self.spec.batch_size
-            try:
-                results = gen.map(prompts, seeds=seeds, batch_size=size, progress=False, **jobs[0].options)
-                return [_outcome(job.index, result) for job, result in zip(jobs, results, strict=True)]
-            except FastDiffError:
-                pass  # one bad job refuses the whole batch: make them one by one to fail only that one
-        outcomes = []
-        for job in jobs:
+            with contextlib.suppress(FastDiffError):  # a bad job refuses its batch: what is left goes one by one
+                results = gen.map(
+                    prompts, seeds=seeds, batch_size=self.spec.batch_size, progress=False, **jobs[0].options
+                )
+                for job, result in zip(jobs, results, strict=True):  # lazily: the images before a bad job are kept
+                    outcomes.append(_outcome(job.index, result))
+        for job in jobs[len(outcomes) :]:
             try:
                 outcomes.append(_outcome(job.index, gen(job.prompt, seed=job.seed, **job.options)))
             except FastDiffError as err:
