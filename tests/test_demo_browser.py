@@ -206,6 +206,7 @@ def test_run_demo_binds_to_localhost_and_reports_a_bad_preset(
 ) -> None:
     import gradio as gr
 
+    from fastdiff.cli import main
     from fastdiff.demo import add_demo_arguments, run_demo
     from fastdiff.testing.tiny import save_tiny_pipeline
 
@@ -217,7 +218,7 @@ def test_run_demo_binds_to_localhost_and_reports_a_bad_preset(
     args = parser.parse_args(["--preset", "sdxl-turbo", "--source", str(folder), "--device", "cpu", "--port", "7999"])
     assert run_demo(args) == 0
     assert calls and calls[0]["server_name"] == "127.0.0.1" and calls[0]["server_port"] == 7999
-    assert run_demo(parser.parse_args(["--preset", "sdxl-turbbo"])) == 2
+    assert main(["demo", "--preset", "sdxl-turbbo"]) == 2  # `fastdiff demo`: one line on stderr, status 2
     assert "did you mean 'sdxl-turbo'" in capsys.readouterr().err
 
 

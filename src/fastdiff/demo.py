@@ -77,18 +77,13 @@ def run_demo(args: argparse.Namespace) -> int:
     """Load the preset, open a live session and serve the page until interrupted; returns the exit status."""
     from importlib.util import find_spec
 
-    try:  # the weights and Gradio checked first: loading torch only to fail on a missing one is slow
-        check_weights_reachable(args)
-        if find_spec("gradio") is None:
-            raise FastDiffError("fastdiff demo needs Gradio: pip install 'fastdiff[demo]'")
-        from .generator import FewStepGenerator
-
-        generator = FewStepGenerator.from_preset(args.preset, **load_options(args))
-    except FastDiffError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    check_weights_reachable(args)  # the weights and Gradio first: loading torch only to fail on either is slow
+    if find_spec("gradio") is None:
+        raise FastDiffError("fastdiff demo needs Gradio: pip install 'fastdiff[demo]'")
+    from .generator import FewStepGenerator
     from .serving import LiveSession
 
+    generator = FewStepGenerator.from_preset(args.preset, **load_options(args))
     notes = WarningNotes()
     with notes.capture(), LiveSession(generator, height=args.height, width=args.width) as session:
         demo = build_demo(session, notes=notes)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import io
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -54,10 +53,8 @@ class GenerationResult:
             grid.paste(image, ((i % cols) * w, (i // cols) * h))
         return grid
 
-    def _repr_png_(self) -> bytes:
-        buffer = io.BytesIO()
-        (self.images[0] if len(self.images) == 1 else self.grid()).save(buffer, format="PNG")
-        return buffer.getvalue()
+    def _repr_png_(self) -> bytes | None:
+        return (self.images[0] if len(self.images) == 1 else self.grid())._repr_png_()
 
     def __repr__(self) -> str:
         ms = ", ".join(f"{k}={v * 1000:.1f}ms" for k, v in self.timings.items())

@@ -5,10 +5,12 @@ batching, as LLM servers do it). A solo call (its own generator or step callback
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Hashable, Sequence
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
 
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
     from ..result import GenerationResult
     from ..validation import Request
 
-__all__ = ["DEFAULT_MAX_BATCH", "BatchStats", "Coalescer", "check_batching", "coalescer_for", "outcomes"]
+__all__ = ["DEFAULT_MAX_BATCH", "BatchStats", "Coalescer", "check_batching", "coalescer_for", "percentile", "run_each"]
 
 # `max_batch` by device type; 1 (never coalesce) where batching does not pay. CUDA: a batch of 8 costs far less than 8
 # calls. CPU (docs/serving.md): the real SDXL-Turbo is compute-bound, 4 coalesced callers made 1.01x the serial loop.
@@ -43,15 +45,13 @@ class BatchStats:
 
 
 @dataclass(eq=False)
-class _Ticket(Generic[R, T]):
-    requests: list[R]  # one call's: run in one batch, never split
+class _Call(Generic[R, T]):
+    requests: list[R]  # run in one batch, never split
     key: Hashable
     size: int
     solo: bool
     queued: float = field(default_factory=time.perf_counter)
-    done: bool = False
-    results: list[T] | None = None
-    error: BaseException | None = None
+    future: Future[list[T]] = field(default_factory=Future)
 
 
 class Coalescer(Generic[R, T]):
@@ -70,42 +70,37 @@ class Coalescer(Generic[R, T]):
         self._run, self._key, self._size = run, key, size
         self.max_batch, self.max_wait_ms = max_batch, max_wait_ms
         self._cond = threading.Condition()
-        self._queue: deque[_Ticket[R, T]] = deque()
+        self._queue: deque[_Call[R, T]] = deque()
         self._leading = False
         self._calls = self._batches = self._images = 0
         self._waits: deque[float] = deque(maxlen=WAITS_KEPT)
 
     def submit_call(self, requests: Sequence[R], *, solo: bool = False) -> list[T]:
         """Run one call's `requests` (all of one key) in one batch, with others' compatible calls unless `solo`."""
-        ticket: _Ticket[R, T] = _Ticket(list(requests), self._key(requests[0]), sum(map(self._size, requests)), solo)
+        call: _Call[R, T] = _Call(list(requests), self._key(requests[0]), sum(map(self._size, requests)), solo)
         with self._cond:
-            self._queue.append(ticket)
+            self._queue.append(call)
             self._calls += 1
             self._cond.notify_all()  # a leader waiting for its batch to fill (max_wait_ms) looks again
-            self._cond.wait_for(lambda: ticket.done or not self._leading)
-            lead = not ticket.done
+            self._cond.wait_for(lambda: call.future.done() or not self._leading)
+            lead = not call.future.done()
             self._leading = self._leading or lead
         if lead:
             try:
-                while (batch := self._next_batch(ticket)) is not None:
-                    done = outcomes(self._run, [t.requests for t in batch])  # outside the queue's lock
+                while (batch := self._next_batch(call)) is not None:
+                    run_each(self._run, [(c.requests, c.future) for c in batch])  # outside the queue's lock
                     with self._cond:
-                        for t, (results, error) in zip(batch, done, strict=True):
-                            t.results, t.error, t.done = results, error, True
                         self._cond.notify_all()
             finally:
                 with self._cond:
                     self._leading = False
                     self._cond.notify_all()
-        if ticket.error is not None:
-            raise ticket.error
-        assert ticket.results is not None
-        return ticket.results
+        return call.future.result()
 
-    def _next_batch(self, own: _Ticket[R, T]) -> list[_Ticket[R, T]] | None:
+    def _next_batch(self, own: _Call[R, T]) -> list[_Call[R, T]] | None:
         """The oldest queued call and the compatible ones after it (None once `own` is done)."""
         with self._cond:
-            if own.done:
+            if own.future.done():
                 return None
             head = self._queue[0]  # `own` at least is queued
             deadline = time.perf_counter() + self.max_wait_ms / 1000
@@ -131,31 +126,32 @@ class Coalescer(Generic[R, T]):
     def stats(self) -> BatchStats:
         """A snapshot of the counters."""
         with self._cond:
-            waits = sorted(self._waits)
-            calls, batches, images = self._calls, self._batches, self._images
-
-        def pick(q: float) -> float:
-            return waits[min(len(waits) - 1, int(q * len(waits)))] if waits else 0.0
-
-        return BatchStats(calls, batches, images / batches if batches else 0.0, pick(0.5), pick(0.95))
+            waits, calls, batches, images = list(self._waits), self._calls, self._batches, self._images
+        p50, p95 = (percentile(waits, q) or 0.0 for q in (0.5, 0.95))
+        return BatchStats(calls, batches, images / batches if batches else 0.0, p50, p95)
 
 
-def outcomes(
-    run: Callable[[Sequence[R]], Sequence[T]], calls: list[list[R]]
-) -> list[tuple[list[T] | None, BaseException | None]]:
-    """`run` of all the calls' requests at once; on failure, each call alone, so that a bad one fails by itself and
-    the others get their results."""
+def percentile(values: Iterable[float], q: float) -> float | None:
+    """The nearest-rank `q`-quantile of `values` (None when empty)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q * len(ordered)) - 1)] if ordered else None
+
+
+def run_each(run: Callable[[Sequence[R]], Sequence[T]], calls: Sequence[tuple[list[R], Future[list[T]]]]) -> None:
+    """Settle each call's future with its results from `run` of all the calls' requests at once; on failure, each
+    call alone, so that a bad one fails by itself and the others get their results."""
     try:
-        results = list(run([r for call in calls for r in call]))
+        results = list(run([r for requests, _ in calls for r in requests]))
     except BaseException as err:
         if len(calls) == 1:
-            return [(None, err)]
-        return [outcomes(run, [call])[0] for call in calls]
-    out: list[tuple[list[T] | None, BaseException | None]] = []
-    for call in calls:
-        out.append((results[: len(call)], None))
-        results = results[len(call) :]
-    return out
+            calls[0][1].set_exception(err)
+        else:
+            for call in calls:
+                run_each(run, [call])
+        return
+    for requests, future in calls:
+        future.set_result(results[: len(requests)])
+        results = results[len(requests) :]
 
 
 def check_batching(max_batch: object, max_wait_ms: object) -> tuple[int, float]:

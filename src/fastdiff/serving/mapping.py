@@ -7,12 +7,13 @@ a coalescer's queue: they are full already.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
+from concurrent.futures import Future
 from itertools import count, islice, repeat
 from typing import Any, TypeVar
 
 from ..errors import FastDiffError
 from ..validation import diffusers_hint
-from .coalescing import check_batching, outcomes
+from .coalescing import check_batching, run_each
 
 __all__ = ["map_prompts"]
 
@@ -52,14 +53,13 @@ def map_prompts(
     items, total = iter(prompts), len(prompts) if isinstance(prompts, Sized) else None
     with tqdm(total=total, disable=not progress, desc=desc, unit="image") as bar:
         while chunk := list(islice(items, size)):
-            batch = []
+            calls: list[tuple[list[R], Future[list[T]]]] = []
             for prompt in chunk:
                 if (seed := next(seed_stream, StopIteration)) is StopIteration:
                     raise FastDiffError("map() got fewer seeds than prompts; pass one seed per prompt")
-                batch.append(make(prompt, seed=seed, **defaults))
-            for results, error in outcomes(run, [[r] for r in batch]):  # a bad prompt fails alone
-                if error is not None:
-                    raise error
-                assert results is not None
+                calls.append(([make(prompt, seed=seed, **defaults)], Future()))
+            run_each(run, calls)  # a bad prompt fails alone
+            for _, future in calls:
+                result = future.result()[0]
                 bar.update(1)
-                yield results[0]
+                yield result

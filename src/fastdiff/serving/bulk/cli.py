@@ -16,7 +16,7 @@ from ... import presets as preset_table
 from ...errors import FastDiffError, warn
 from .manifest import RunDir
 from .prompts import Job, make_jobs, prompts_sha256, read_prompt_file
-from .worker import LoadSpec, Made, run_in_process, run_process_pool
+from .worker import LoadSpec, Made, Worker, run_process_pool
 
 __all__ = ["add_batch_arguments", "main", "run_batch"]
 
@@ -110,15 +110,15 @@ def run_batch(args: argparse.Namespace) -> int:
     run_dir = RunDir.open(args.out, header=_header(args, spec, entries), force=args.force)
     todo = [job for job in jobs if job.index not in run_dir.done]
     chunks = [todo[k : k + args.batch_size] for k in range(0, len(todo), args.batch_size)]
-    made: Iterator[Made] = iter(())
-    if chunks and args.ray is not None:
+    made: Iterator[Made]
+    if args.ray is not None and chunks:  # no cluster to start for a finished run
         from .ray_runner import run_on_ray
 
         made = run_on_ray(spec, chunks, address=args.ray or None, workers=args.workers)
-    elif chunks:
-        made = (
-            run_process_pool(spec, chunks, workers=args.workers) if args.workers > 1 else run_in_process(spec, chunks)
-        )
+    elif args.workers > 1:
+        made = run_process_pool(spec, chunks, workers=args.workers)
+    else:
+        made = map(Worker(spec).make, chunks)  # loads the generator on its first chunk only
     skipped = len(jobs) - len(todo)
     start = time.perf_counter()
     bar = tqdm(total=len(jobs), initial=skipped, desc="fastdiff batch", unit="img", disable=args.no_progress)

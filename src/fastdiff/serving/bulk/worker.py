@@ -1,15 +1,16 @@
 """One worker of a batch run turns jobs into PNG bytes for the driver to write (one process owns the output folder).
-It runs in the driver, in N spawned processes (`--workers N`, at most two chunks each in flight) or on Ray."""
+It runs in the driver, in N spawned processes (`--workers N`) or on Ray."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import multiprocessing
 import os
 import warnings
 from collections.abc import Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,7 @@ if TYPE_CHECKING:
     from ...generator import FewStepGenerator
     from ...result import GenerationResult
 
-__all__ = ["LoadSpec", "Made", "Outcome", "Worker", "cpu_cores", "run_in_process", "run_process_pool"]
+__all__ = ["LoadSpec", "Made", "Outcome", "Worker", "cpu_cores", "run_process_pool"]
 
 
 @dataclass(frozen=True)
@@ -98,16 +99,16 @@ class Worker:
         return self._gen
 
     def _make_group(self, gen: FewStepGenerator, jobs: list[Job]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
         if self.spec.batch_size > 1 and len(jobs) > 1:
             prompts, seeds = [job.prompt for job in jobs], [job.seed for job in jobs]
-            size = self.spec.batch_size
-            try:
-                results = gen.map(prompts, seeds=seeds, batch_size=size, progress=False, **jobs[0].options)
-                return [_outcome(job.index, result) for job, result in zip(jobs, results, strict=True)]
-            except FastDiffError:
-                pass  # one bad job refuses the whole batch: make them one by one to fail only that one
-        outcomes = []
-        for job in jobs:
+            with contextlib.suppress(FastDiffError):  # a bad job refuses its batch: what is left goes one by one
+                results = gen.map(
+                    prompts, seeds=seeds, batch_size=self.spec.batch_size, progress=False, **jobs[0].options
+                )
+                for job, result in zip(jobs, results, strict=True):  # lazily: the images before a bad job are kept
+                    outcomes.append(_outcome(job.index, result))
+        for job in jobs[len(outcomes) :]:
             try:
                 outcomes.append(_outcome(job.index, gen(job.prompt, seed=job.seed, **job.options)))
             except FastDiffError as err:
@@ -123,11 +124,6 @@ def cpu_cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def run_in_process(spec: LoadSpec, chunks: Iterable[list[Job]]) -> Iterator[Made]:
-    """One worker in this process, chunk after chunk."""
-    return map(Worker(spec).make, chunks)
-
-
 def _start(spec: LoadSpec) -> None:
     global _WORKER
     _WORKER = Worker(spec)
@@ -139,21 +135,13 @@ def _make(chunk: list[Job]) -> Made:
 
 
 def run_process_pool(spec: LoadSpec, chunks: Iterable[list[Job]], *, workers: int) -> Iterator[Made]:
-    """`workers` spawned processes (spawn: no forked torch or CUDA state)."""
+    """`workers` spawned processes (spawn: no forked torch or CUDA state), each chunk yielded as it is made."""
     spec = replace(spec, threads=spec.threads or max(1, cpu_cores() // workers))
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start, initargs=(spec,))
-    pending: set[Future[Made]] = set()
-    todo = iter(chunks)
     try:
-        while True:
-            while len(pending) < 2 * workers and (chunk := next(todo, None)) is not None:
-                pending.add(pool.submit(_make, chunk))
-            if not pending:
-                return
-            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-            for future in finished:
-                yield future.result()
+        for future in as_completed([pool.submit(_make, chunk) for chunk in chunks]):
+            yield future.result()
     except BrokenProcessPool as err:
         raise FastDiffError(
             f"a worker process died ({err}); re-run the same command to resume (what is written is kept), with "

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -15,6 +14,7 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from ...errors import FastDiffError
+from ..coalescing import percentile
 from .state import UNSET, Frame, LiveState, LiveStats
 
 if TYPE_CHECKING:
@@ -181,12 +181,8 @@ class LiveSession:
     def stats(self) -> LiveStats:
         """A snapshot of the counters and the input-to-frame latency percentiles."""
         with self._cond:
-            counts, ordered = dict(self._counts), sorted(self._latencies)
-
-        def nearest_rank(q: float) -> float | None:
-            return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))] if ordered else None
-
-        return LiveStats(**counts, latency_p50=nearest_rank(0.50), latency_p95=nearest_rank(0.95))
+            counts, latencies = dict(self._counts), list(self._latencies)
+        return LiveStats(**counts, latency_p50=percentile(latencies, 0.5), latency_p95=percentile(latencies, 0.95))
 
     def close(self) -> None:
         """Stop the worker (a generation in progress is cut at the end of its current step) and wait for it to end."""

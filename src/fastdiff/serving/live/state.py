@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import enum
-import io
 from dataclasses import dataclass, field, fields
 from typing import Any
 
@@ -81,10 +80,8 @@ class Frame:
         """The number of the `update` this frame answers."""
         return self.state.version
 
-    def _repr_png_(self) -> bytes:
-        buffer = io.BytesIO()
-        self.image.save(buffer, format="PNG")
-        return buffer.getvalue()
+    def _repr_png_(self) -> bytes | None:
+        return self.image._repr_png_()
 
     def __repr__(self) -> str:
         ms = ", ".join(f"{k}={v * 1000:.1f}ms" for k, v in self.timings.items())
