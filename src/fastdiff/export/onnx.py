@@ -21,8 +21,7 @@ import torch
 
 from .._quiet import onnx_exporter
 from ..errors import FastDiffError
-from .manifest import build_manifest
-from .modules import Component, components
+from .modules import Component, build_manifest, components
 
 __all__ = ["TOLERANCE", "Exported", "OnnxExport", "check_onnx", "export_component", "export_onnx", "half_rounded"]
 
