@@ -252,12 +252,9 @@ def train(
     resume: bool | str | Path = False,
     accelerator: Any = None,
 ) -> TrainResult:
-    """Distil `pipe.unet` into a few-step student on `images` (N, 3, H, W; uint8, or float in [-1, 1]).
-
-    `resume`: True for the latest checkpoint under `out_dir`, a checkpoint folder, or False for a fresh run.
-    A checkpoint is written every `config.checkpoint_every` steps and always at the end; the returned student
-    is the EMA. The teacher pipeline's modules are frozen and moved to the accelerator's device (in place).
-    """
+    """Distil `pipe.unet` into a few-step student (the returned EMA) on `images` (N, 3, H, W; uint8, or float in
+    [-1, 1]); `pipe`'s modules are frozen and moved to the accelerator's device in place. `resume`: True for the
+    latest checkpoint under `out_dir`, or a checkpoint folder."""
     config = config or ADDConfig()
     if len(captions) != images.shape[0]:
         raise ValueError(f"{images.shape[0]} images but {len(captions)} captions")

@@ -1,11 +1,9 @@
-"""What is exported: a pipeline's text encoder(s), UNet and VAE decoder as plain modules with tensor-only inputs,
-each computing exactly what the diffusers pipeline computes at that point, and example inputs at static shapes.
+"""What is exported: a pipeline's text encoder(s), UNet and VAE decoder as modules with tensor-only inputs, each
+computing what the diffusers pipeline computes there, and `manifest.json`, the rest a runtime needs (schedules,
+tokenizers, latent shape and scaling) to tokenize, noise, step and decode alone.
 
-Names matter: the text encoder's outputs are named as the UNet inputs they feed (`encoder_hidden_states`,
-`text_embeds`), so that a runtime that knows nothing of the family passes one's outputs to the other by name.
-`manifest.json` holds the rest a runtime needs: the scheduler's timesteps and sigmas for every allowed step count
-(from the preset's real diffusers scheduler), guidance, the latent shape and VAE scaling, SDXL's size conditioning,
-and each tokenizer's BPE vocabulary and merges, so that a page can tokenize, noise, step and decode alone.
+The text encoder's outputs are named as the UNet inputs they feed (`encoder_hidden_states`, `text_embeds`), so a
+runtime that knows nothing of the family passes one's outputs to the other by name.
 """
 
 from __future__ import annotations
@@ -44,8 +42,7 @@ class Component:
 
 class TextEncoders(nn.Module):
     """Token ids of each tokenizer → the pipeline's `prompt_embeds` (and SDXL's pooled embedding), as its
-    `encode_prompt` computes them: SD takes the last hidden state, SDXL the penultimate one of both encoders,
-    concatenated, and the pooled projection of the second."""
+    `encode_prompt` computes them (SD: the last hidden state; SDXL: both encoders' penultimate ones)."""
 
     def __init__(self, encoders: list[Any], *, sdxl: bool) -> None:
         super().__init__()

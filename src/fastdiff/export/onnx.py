@@ -1,10 +1,8 @@
-"""`export_onnx`: a generator's text encoder(s), UNet and VAE decoder as ONNX files at static shapes, each checked
-against its torch module with onnxruntime (CPU) on the example inputs, plus `manifest.json`, in one folder.
+"""`export_onnx`: a generator's text encoder(s), UNet and VAE decoder as ONNX files at static shapes (torch's
+dynamo exporter, opset 18), each checked against its torch module with onnxruntime, plus `manifest.json`.
 
-The exporter is torch's maintained one (`torch.onnx.export(dynamo=True)`: torch.export, then onnxscript), at
-opset 18. `dtype="float16"` stores the large float weights in half precision with a Cast to float32 after each
-(half the download; the graph still computes in float32, so the same file runs on WASM and WebGPU), and is
-checked against the torch module with the same weights rounded to half.
+`dtype="float16"` stores the large weights in half precision, each followed by a Cast to float32: half the download,
+and the graph still computes in float32, so the same file runs on WASM and WebGPU.
 """
 
 from __future__ import annotations
@@ -40,7 +38,7 @@ MANIFEST = "manifest.json"
 
 @dataclass(frozen=True)
 class Exported:
-    """One exported file: where it is, its input and output names, its size and the error measured against torch."""
+    """One exported file, its input and output names, its size and the error measured against torch."""
 
     name: str
     path: Path
@@ -78,8 +76,7 @@ def _store_half(model: Any) -> None:
 
 
 def _save(model: Any, path: Path) -> str | None:
-    """Write the model without the exporter's per-node stack traces and module paths (half of a small model's
-    file, of no use to a runtime); its weights go to an external data file beside it when they are large."""
+    """Write the model without the exporter's debug info (half of a small model's file); large weights go beside it."""
     import onnx_ir as ir
 
     for node in model.graph.all_nodes():

@@ -1,10 +1,7 @@
-"""A static site that generates as you type, with no server: the page, the ONNX files and their manifest, and
-onnxruntime-web's JS and WASM, all in one folder that any static file server can serve, offline.
+"""A static site that generates as you type, with no server: the page, `models/` (what `export_onnx` writes) and
+`ort/` (onnxruntime-web's JS and WASM, from the npm registry: checked against its SHA-512 and cached), in one folder.
 
-Layout: `index.html`, `app.js`, `tokenizer.js`, `sampler.js`; `models/` (what `export_onnx` writes: the ONNX
-files and `manifest.json`); `ort/` (onnxruntime-web). `build_site` makes it from an existing ONNX export,
-`export_web` from a generator (export, then build). onnxruntime-web's files come from the npm registry, checked
-against its `dist.integrity` (SHA-512) and cached under the user cache dir, so later builds need no network.
+`build_site` makes it from an existing ONNX export, `export_web` from a generator (export, then build).
 """
 
 from __future__ import annotations
