@@ -193,16 +193,6 @@ def tokenizer_spec(tokenizer: Any, input_name: str) -> dict[str, Any]:
     }
 
 
-def _vae_spec(decoder: Any) -> dict[str, Any]:
-    config = decoder.config
-    return {
-        "scaling_factor": float(config.scaling_factor),
-        "latents_mean": getattr(config, "latents_mean", None),
-        "latents_std": getattr(config, "latents_std", None),
-        "tiny": type(decoder).__name__ == "AutoencoderTiny",
-    }
-
-
 def _model_spec(e: Exported) -> dict[str, Any]:
     spec = {"file": e.path.name, "inputs": list(e.inputs), "outputs": list(e.outputs), "bytes": e.bytes}
     return spec | ({"external_data": e.external_data} if e.external_data else {})
@@ -232,7 +222,12 @@ def build_manifest(
         "guidance_scale": preset.guidance_scale,
         "dtype": dtype,
         "scheduler": _scheduler_spec(pipe, preset),
-        "vae": _vae_spec(decoder),
+        "vae": {
+            "scaling_factor": float(decoder.config.scaling_factor),
+            "latents_mean": getattr(decoder.config, "latents_mean", None),
+            "latents_std": getattr(decoder.config, "latents_std", None),
+            "tiny": type(decoder).__name__ == "AutoencoderTiny",
+        },
         "unet_constants": constants,
         "tokenizers": [tokenizer_spec(t, n) for t, n in zip(tokenizers(pipe), names, strict=True)],
         "models": {e.name: _model_spec(e) for e in models},

@@ -162,16 +162,6 @@ class OnnxExport:
         return "\n".join(rows)
 
 
-def _check_exportable(generator: Any) -> None:
-    """Export traces the float32 CPU modules as loaded: refuse a generator whose modules were cast or compiled."""
-    recipe = generator.recipe
-    if generator.device.type != "cpu" or generator.dtype != torch.float32 or recipe.changes_modules:
-        raise FastDiffError(
-            f"ONNX export needs a float32 CPU generator with unchanged modules, got {generator!r} with {recipe}; "
-            "load it with FewStepGenerator.from_preset(name, device='cpu', dtype='float32', optimize='none')"
-        )
-
-
 def export_onnx(
     generator: Any,
     out: str | Path,
@@ -183,7 +173,12 @@ def export_onnx(
 ) -> OnnxExport:
     """Export `generator`'s modules to `out` at `height` × `width` (default: the preset's size), each checked
     against torch with onnxruntime; `tiny_vae` (an `AutoencoderTiny`) replaces the VAE decoder."""
-    _check_exportable(generator)
+    recipe = generator.recipe  # export traces the modules as loaded: refuse ones that were cast or compiled
+    if generator.device.type != "cpu" or generator.dtype != torch.float32 or recipe.changes_modules:
+        raise FastDiffError(
+            f"ONNX export needs a float32 CPU generator with unchanged modules, got {generator!r} with {recipe}; "
+            "load it with FewStepGenerator.from_preset(name, device='cpu', dtype='float32', optimize='none')"
+        )
     preset, pipe = generator.preset, generator.pipeline
     height, width = height or preset.height, width or preset.width
     decoder = pipe.vae if tiny_vae is None else tiny_vae
