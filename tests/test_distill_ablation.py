@@ -12,10 +12,10 @@ import torch.nn.functional as F
 
 from fastdiff.distill import make_shapes, train
 from fastdiff.distill.ablation import (
+    RECIPE_STEPS,
     VARIANTS,
     frechet_distance,
     real_images,
-    recipe_student_steps,
     sharpness,
     sharpness_split,
     student_configs,
@@ -79,7 +79,7 @@ def test_speckle_counts_as_sharpness_off_the_edges(real):
 
 
 def test_the_three_students_share_the_recipe_config_and_differ_only_in_the_loss_weights():
-    assert recipe_student_steps() == 1200  # the shipped run: --minutes 40
+    assert RECIPE_STEPS == 1200  # the shipped run: --minutes 40
     configs = student_configs(steps=1200)
     assert set(configs) == set(VARIANTS) == {"add", "distill", "adversarial"}
     add = configs["add"]

@@ -79,7 +79,7 @@ def test_the_cli_asks_for_a_preset_or_an_onnx_folder(capsys: pytest.CaptureFixtu
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node not installed")
 def test_the_page_tokenizer_matches_transformers() -> None:
-    from fastdiff.export.manifest import tokenizer_spec
+    from fastdiff.export.modules import tokenizer_spec
     from fastdiff.testing.tiny import tiny_tokenizer
 
     prompts = [PROMPT, "A  Small\tPURPLE triangle in the top left", "zebra-crossing!! it's 42", "café ☕ naïve", ""]
@@ -119,27 +119,27 @@ def _tarball(files: dict[str, bytes]) -> bytes:
 
 
 def test_the_npm_fetch_checks_integrity_and_caches(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    from fastdiff.export import npm
+    from fastdiff.export import web
 
-    tarball = _tarball({name: name.encode() for name in npm.ORT_WEB_FILES})
+    tarball = _tarball({name: name.encode() for name in web.ORT_WEB_FILES})
     answers = {
-        f"{npm.REGISTRY}/onnxruntime-web/9.9.9": json.dumps(
-            {"dist": {"tarball": "https://example.invalid/t.tgz", "integrity": npm._integrity(tarball)}}
+        f"{web.REGISTRY}/onnxruntime-web/9.9.9": json.dumps(
+            {"dist": {"tarball": "https://example.invalid/t.tgz", "integrity": web._integrity(tarball)}}
         ).encode(),
         "https://example.invalid/t.tgz": tarball,
     }
     fetched: list[str] = []
-    monkeypatch.setattr(npm, "_get", lambda url: fetched.append(url) or answers[url])
-    files = npm.ort_web_files(tmp_path / "ort", version="9.9.9", cache=tmp_path / "cache")
-    assert [p.read_bytes() for p in files] == [n.encode() for n in npm.ORT_WEB_FILES] and len(fetched) == 2
-    npm.ort_web_files(tmp_path / "again", version="9.9.9", cache=tmp_path / "cache")
+    monkeypatch.setattr(web, "_get", lambda url: fetched.append(url) or answers[url])
+    files = web.ort_web_files(tmp_path / "ort", version="9.9.9", cache=tmp_path / "cache")
+    assert [p.read_bytes() for p in files] == [n.encode() for n in web.ORT_WEB_FILES] and len(fetched) == 2
+    web.ort_web_files(tmp_path / "again", version="9.9.9", cache=tmp_path / "cache")
     assert len(fetched) == 2  # from the cache, checked against the recorded integrity
     (tmp_path / "cache" / "onnxruntime-web-9.9.9.tgz").write_bytes(b"corrupt")
-    npm.fetch_package("onnxruntime-web", "9.9.9", cache=tmp_path / "cache")
+    web.fetch_package("onnxruntime-web", "9.9.9", cache=tmp_path / "cache")
     assert len(fetched) == 4  # a cache that fails its checksum is fetched again
     answers["https://example.invalid/t.tgz"] = b"tampered"
     with pytest.raises(FastDiffError, match="does not match the registry's"):
-        npm.fetch_package("onnxruntime-web", "9.9.9", cache=tmp_path / "other")
+        web.fetch_package("onnxruntime-web", "9.9.9", cache=tmp_path / "other")
 
 
 # --- the page in Chromium --------------------------------------------------------------------------------------
@@ -151,7 +151,7 @@ def sites(tmp_path_factory: pytest.TempPathFactory) -> Path:
     export of test_export_onnx, with the generator's noise for SEED beside it (`sdxl_site` adds `sdxl/`)."""
     from fastdiff.cli import main
     from fastdiff.export import ORT_WEB_VERSION, RegistryUnreachable
-    from fastdiff.export.npm import fetch_package
+    from fastdiff.export.web import fetch_package
 
     try:
         fetch_package("onnxruntime-web", ORT_WEB_VERSION)  # cached in the user cache dir after the first run
@@ -311,7 +311,7 @@ def test_a_registry_refusal_is_not_taken_for_being_offline(monkeypatch: pytest.M
     import urllib.error
     import urllib.request
 
-    from fastdiff.export import RegistryUnreachable, npm
+    from fastdiff.export import RegistryUnreachable, web
 
     def refuse(url: str, timeout: float) -> None:
         raise urllib.error.HTTPError(url, 404, "Not Found", {}, None)  # type: ignore[arg-type]
@@ -321,8 +321,8 @@ def test_a_registry_refusal_is_not_taken_for_being_offline(monkeypatch: pytest.M
 
     monkeypatch.setattr(urllib.request, "urlopen", refuse)
     with pytest.raises(FastDiffError, match="answered 404") as err:
-        npm._get("https://registry.npmjs.org/onnxruntime-web/0.0.0")
+        web._get("https://registry.npmjs.org/onnxruntime-web/0.0.0")
     assert not isinstance(err.value, RegistryUnreachable)
     monkeypatch.setattr(urllib.request, "urlopen", offline)
     with pytest.raises(RegistryUnreachable, match="needs the npm registry once"):
-        npm._get("https://registry.npmjs.org/onnxruntime-web/0.0.0")
+        web._get("https://registry.npmjs.org/onnxruntime-web/0.0.0")

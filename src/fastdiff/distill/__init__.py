@@ -1,7 +1,5 @@
-"""Adversarial Diffusion Distillation (Sauer et al. 2023) of a diffusers UNet teacher, and the `shapes` toy data.
-
-`train` distils a teacher pipeline's UNet into a 1-4 step student under accelerate; `shapes` draws captioned
-images in code and `ShapesClassifier` reads their attributes back (the project's stand-in for a CLIP score).
+"""Adversarial Diffusion Distillation (Sauer et al. 2023) of a diffusers UNet teacher into a 1-4 step student, and
+the `shapes` toy data with `ShapesClassifier`, which reads their attributes back (the stand-in for a CLIP score).
 """
 
 from .classifier import ShapesClassifier, accuracy, evaluate, images_to_tensor, shipped_classifier, train_classifier

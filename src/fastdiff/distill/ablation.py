@@ -1,11 +1,9 @@
 """The ADD ablation at toy scale: teacher@20 and @1, distillation-only, adversarial-only and ADD students.
 
-`python -m fastdiff.distill.ablation --out DIR [--steps N] [--variants add,distill,adversarial]` loads the shipped
-teacher (fp16 files, computed in float32), trains one student per loss variant with the recipe's student config and
-seed (only `distill_weight` / `adversarial_weight` differ), saves each under DIR/<variant>-<N>/, and evaluates every
-model on the recipe's 48 fixed prompts: the shipped classifier's accuracy, a Fréchet distance on its features to the
-real images of the same prompts, sharpness (luminance gradient energy over the real images') and seconds per image.
-DIR gets `ablation.json`, `ablation-grid.png` (one row per model) and the table is printed as markdown.
+`python -m fastdiff.distill.ablation --out DIR [--steps N] [--variants add,distill,adversarial]` trains one student
+per loss variant from the shipped teacher with the recipe's config (only the two loss weights differ), evaluates every
+model on the 48 fixed prompts (accuracy, Fréchet distance, sharpness, time; docs/distill.md), and writes
+`ablation.json` and `ablation-grid.png`.
 """
 
 from __future__ import annotations
@@ -37,14 +35,13 @@ from .trainer import train
 _D: Any = diffusers  # its classes are untyped
 
 __all__ = [
+    "RECIPE_STEPS",
     "VARIANTS",
     "energy_map",
     "evaluate_model",
     "frechet_distance",
-    "gradient_energy",
     "main",
     "real_images",
-    "recipe_student_steps",
     "sharpness",
     "sharpness_split",
     "student_configs",
@@ -60,11 +57,7 @@ GRID_PROMPTS = 8
 ACCURACY = ("shape", "color", "background", "position", "size", "all")
 SHARPNESS = ("sharpness", "sharpness_edges", "sharpness_off_edges")
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
-
-
-def recipe_student_steps(minutes: float = 40.0) -> int:
-    """The student's step count in `python -m fastdiff.distill.recipe --minutes M` (1200 for the shipped 40)."""
-    return step_counts(minutes)["student"]
+RECIPE_STEPS = step_counts(40.0)["student"]  # the shipped student's steps (`recipe --minutes 40`: 1200)
 
 
 def student_configs(*, steps: int, guidance: float = GUIDANCE, seed: int = 0) -> dict[str, ADDConfig]:
@@ -95,14 +88,10 @@ def energy_map(images: torch.Tensor) -> torch.Tensor:
     return dx.pow(2) + dy.pow(2)
 
 
-def gradient_energy(images: torch.Tensor) -> torch.Tensor:
-    """Mean luminance gradient energy (`energy_map` averaged) per image (N,)."""
-    return energy_map(images).mean(dim=(1, 2))
-
-
 def sharpness(images: torch.Tensor, reference: torch.Tensor) -> float:
-    """Mean gradient energy of `images` over that of `reference` (1: as sharp as the real images)."""
-    return float(gradient_energy(images).mean() / gradient_energy(reference).mean())
+    """Mean luminance gradient energy of `images` over that of `reference` (1: as sharp as the real images)."""
+    mine, theirs = (energy_map(x).mean(dim=(1, 2)).mean() for x in (images, reference))  # per image, then overall
+    return float(mine / theirs)
 
 
 def sharpness_split(images: torch.Tensor, reference: torch.Tensor, *, band: int = 2) -> tuple[float, float]:
@@ -225,8 +214,7 @@ def run(
     shipped = _load(Path(STUDENT.repo_id))
     teacher_euler = student_pipeline(teacher, teacher.unet)  # its one-step x̂0 at t = 999, as the students' sampler
     teacher_euler.set_progress_bar_config(disable=True)
-    recipe_steps = recipe_student_steps()
-    tag = "" if steps == recipe_steps else f" ({steps} steps)"
+    tag = "" if steps == RECIPE_STEPS else f" ({steps} steps)"
     models: list[tuple[str, Any, int, float, int | None]] = [
         ("teacher@20, CFG 2 (PNDM)", teacher, 20, GUIDANCE, None),
         ("teacher@1, CFG 2 (PNDM)", teacher, 1, GUIDANCE, None),
@@ -240,8 +228,8 @@ def run(
     if "add" in students:
         models += [(f"ADD{tag}@4", students["add"][0], 4, 0.0, steps)]
     models += [
-        ("shipped student@1", shipped, 1, 0.0, recipe_steps),
-        ("shipped student@4", shipped, 4, 0.0, recipe_steps),
+        ("shipped student@1", shipped, 1, 0.0, RECIPE_STEPS),
+        ("shipped student@4", shipped, 4, 0.0, RECIPE_STEPS),
     ]
 
     specs = eval_specs()
@@ -261,7 +249,7 @@ def run(
     _labelled_grid(rows, labels, out / "ablation-grid.png")
     figures: dict[str, Any] = {"results": results, "student_steps": steps, "variants": list(variants), "seed": seed}
     figures["train_seconds"] = {name: s for name, (_, s) in students.items()}
-    if "add" in students and steps == recipe_steps:  # same teacher, data, config and seed as the shipped run
+    if "add" in students and steps == RECIPE_STEPS:  # same teacher, data, config and seed as the shipped run
         theirs = shipped.unet.state_dict()
         diffs = [float((v - theirs[k]).abs().max()) for k, v in students["add"][0].unet.state_dict().items()]
         figures["add_vs_shipped_unet_max_abs_diff"] = max(diffs)
@@ -275,7 +263,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`python -m fastdiff.distill.ablation --out DIR [--steps N] [--variants add,distill,adversarial]`."""
     parser = argparse.ArgumentParser(prog="python -m fastdiff.distill.ablation", description=__doc__)
     parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--steps", type=int, default=recipe_student_steps(), help="student steps (recipe: 1200)")
+    parser.add_argument("--steps", type=int, default=RECIPE_STEPS, help="student steps (recipe: 1200)")
     parser.add_argument(
         "--variants", default=",".join(VARIANTS), help="comma-separated subset of add,distill,adversarial"
     )

@@ -1,8 +1,5 @@
-"""Checkpoints that resume bit for bit, and the loss log (CSV as it runs, JSON at the end).
-
-A checkpoint holds everything the next step reads: the trained modules (safetensors), the optimizer, LR-scheduler
-and grad-scaler states and each process's training RNG (loaded with `weights_only=True`: no pickle runs code).
-"""
+"""Checkpoints that resume bit for bit (modules as safetensors, the rest loaded with `weights_only=True`: no pickle
+runs code), and the loss log (CSV as it runs, JSON at the end)."""
 
 from __future__ import annotations
 

@@ -36,11 +36,8 @@ class NoiseSchedule:
     def noise(
         self, x0: torch.Tensor, eps: torch.Tensor, t: torch.Tensor, *, zero_terminal: bool = False
     ) -> torch.Tensor:
-        """x_t; with `zero_terminal` the last timestep drops the signal (α = 0: zero SNR) and keeps σ·ε.
-
-        That is exactly the UNet input of a trailing Euler sampler at t = 999: latents σ_E·ε (its init noise sigma
-        for trailing spacing is σ_max, not √(σ_max² + 1)) scaled by 1/√(σ_E² + 1), i.e. √(1 − ᾱ)·ε.
-        """
+        """x_t; with `zero_terminal` the last timestep keeps σ·ε alone (α = 0): exactly the UNet input of a trailing
+        Euler sampler at t = 999, σ_E·ε scaled by 1/√(σ_E² + 1) = √(1 − ᾱ)·ε."""
         alpha, sigma = self.alpha_sigma(t)
         if zero_terminal:
             alpha = torch.where(t == self.num_train_timesteps - 1, 0.0, alpha)

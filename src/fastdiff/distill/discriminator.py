@@ -1,9 +1,5 @@
-"""The LADD discriminator (Sauer et al. 2024): the frozen teacher UNet's own features, read by small heads.
-
-Inputs (real or student latents) are re-noised to a level t̂ and run through the frozen teacher; forward hooks
-collect the outputs of its down blocks and mid block, and the forward stops there (the up blocks are never run).
-Each feature map is scored by a light head (convs, group norm, leaky ReLU, as StyleGAN-T's) conditioned by
-projection on the pooled text embedding and the noise level; the scores are patch logits, one per position.
+"""The LADD discriminator (Sauer et al. 2024): the frozen teacher UNet's down- and mid-block features of re-noised
+latents, each scored by a light head (StyleGAN-T's) conditioned on the pooled text and the noise level.
 """
 
 from __future__ import annotations

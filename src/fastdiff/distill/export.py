@@ -1,8 +1,5 @@
-"""What a run leaves behind: sample grids, the student as a diffusers folder, and a preset file naming it.
-
-The preset file is JSON with the fields of `fastdiff.Preset`; its `repo_id` is the folder, relative to the file,
-so an output directory can be moved or shipped whole. `load_preset_file` registers it, after which
-`FewStepGenerator.from_preset(name)` runs the student with no network call.
+"""What a run leaves behind: sample grids, the student as a diffusers folder, and a preset file naming it (JSON with
+`fastdiff.Preset`'s fields; its `repo_id` relative to the file, so the folder can be moved whole).
 """
 
 from __future__ import annotations

@@ -42,10 +42,7 @@ def hinge_g_loss(fake: Sequence[torch.Tensor]) -> torch.Tensor:
 
 
 def r1_penalty(scores: Sequence[torch.Tensor], inputs: Sequence[torch.Tensor]) -> torch.Tensor:
-    """‖∇_x D(x)‖² on real inputs x (Mescheder et al. 2018): gradients wrt the inputs, never the parameters.
-
-    `inputs` must require grad and `scores` be computed from them; the graph is kept so the penalty trains D.
-    """
+    """‖∇_x D(x)‖² on real inputs x (Mescheder et al. 2018), which must require grad; the graph is kept to train D."""
     total = torch.stack([s.sum() for s in scores]).sum()
     grads = torch.autograd.grad(total, list(inputs), create_graph=True)
     return torch.stack([g.pow(2).flatten(1).sum(dim=1) for g in grads]).sum(dim=0).mean()

@@ -1,12 +1,8 @@
-"""The recipe of the shipped `fastdiff-shapes` models: VAE, text encoder, teacher and ADD student, from scratch.
+"""The recipe of the shipped `fastdiff-shapes` models, from scratch on the drawn `shapes` set (docs/distill.md).
 
-`python -m fastdiff.distill.recipe --out DIR [--minutes M]` trains on the drawn `shapes` set (64×64) with fixed
-seeds: (a) a tiny `AutoencoderKL` (factor 8: 8×8×4 latents), (b) a tiny CLIP text encoder with a word-level
-tokenizer, trained jointly with (c) the teacher UNet (SD 1.x wiring, epsilon, SD 1.5's 1000-step schedule, PNDM
-at 20 steps, 10 % caption dropout for classifier-free guidance), then (d) its ADD student with `fastdiff.distill`.
-`--minutes` is turned into step counts with fixed per-step costs measured on one core, so the same command gives
-the same weights bit for bit. DIR gets `teacher/` and `student/` (fp16 diffusers folders), loss CSVs, a grid and
-`figures.json` (the classifier's prompt accuracy of teacher@20 and student@1, the times, the sizes).
+`python -m fastdiff.distill.recipe --out DIR [--minutes M]` trains (a) a tiny `AutoencoderKL`, (b) a tiny CLIP text
+encoder jointly with (c) the teacher UNet (SD 1.x wiring), then (d) its ADD student; the same command gives the same
+weights bit for bit. DIR gets `teacher/` and `student/` (fp16 diffusers folders), loss CSVs, a grid, `figures.json`.
 """
 
 from __future__ import annotations
@@ -139,11 +135,8 @@ def _loop(
 
 
 def train_vae(vae: Any, images: torch.Tensor, steps: int, *, seed: int, log: Path) -> None:
-    """L1 + L2 reconstruction of the posterior mean + 1e-6·KL, batch 16; then the scale giving unit-variance latents.
-
-    The mean, not a sample, is decoded: at initialisation σ ≈ 1 drowns the mean, and the diffusion models only ever
-    see `latent_dist.mode()` (as `fastdiff.distill` encodes), so the sampled decoder would only slow training down.
-    """
+    """L1 + L2 reconstruction + 1e-6·KL, batch 16; then the scale giving unit-variance latents. The posterior mean is
+    decoded, not a sample: the diffusion models only ever see `latent_dist.mode()`, as `fastdiff.distill` encodes."""
     g = torch.Generator().manual_seed(seed)
     vae.train()
 

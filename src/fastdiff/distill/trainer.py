@@ -1,9 +1,7 @@
 """`train`: Adversarial Diffusion Distillation (Sauer et al. 2023, Algorithm 1) of a diffusers UNet teacher.
 
-Only the student, the discriminator heads, their optimizers and LR schedulers go through `Accelerator.prepare`
-(as diffusers' own distillation scripts do), so `accelerate launch` spreads a run over GPUs; the frozen teacher
-UNet, VAE and text encoder are cast to the mixed-precision dtype and moved explicitly. All randomness (batch,
-timesteps, noise) is drawn from one CPU generator, so a checkpoint that stores it resumes bit for bit.
+Only the trained parts go through `Accelerator.prepare` (as diffusers' distillation scripts do); the frozen ones are
+cast and moved explicitly. All randomness comes from one CPU generator, so a checkpoint resumes bit for bit.
 """
 
 from __future__ import annotations
@@ -122,7 +120,6 @@ def _trained(run: _Run, acc: Any) -> dict[str, Any]:
 
 def _save(run: _Run, acc: Any, out: Path, step: int, seconds: float) -> None:
     """A checkpoint of everything the next step reads (see `checkpoint.py`)."""
-    modules = _trained(run, acc)
     scaler = getattr(acc, "scaler", None)
     states = {
         "step": step,
@@ -132,6 +129,7 @@ def _save(run: _Run, acc: Any, out: Path, step: int, seconds: float) -> None:
         "scaler": scaler.state_dict() if scaler is not None else None,
     }
     folder = checkpoint_dir(out, step)
+    modules = _trained(run, acc)
     save_checkpoint(folder, modules=modules, states=states, generator=run.generator, process_index=acc.process_index)
 
 
@@ -139,9 +137,8 @@ def _resume(run: _Run, acc: Any, folder: Path) -> tuple[int, float]:
     """Load a checkpoint into `run`; (step, training seconds) it was taken at."""
     modules = _trained(run, acc)
     states = load_checkpoint(folder, modules=modules, generator=run.generator, process_index=acc.process_index)
-    for obj, state in zip(
-        [*run.optimizers, *run.schedulers], [*states["optimizers"], *states["schedulers"]], strict=True
-    ):
+    saved = [*states["optimizers"], *states["schedulers"]]
+    for obj, state in zip([*run.optimizers, *run.schedulers], saved, strict=True):
         obj.load_state_dict(state)
     if states.get("scaler") is not None and getattr(acc, "scaler", None) is not None:
         acc.scaler.load_state_dict(states["scaler"])
@@ -255,12 +252,9 @@ def train(
     resume: bool | str | Path = False,
     accelerator: Any = None,
 ) -> TrainResult:
-    """Distil `pipe.unet` into a few-step student on `images` (N, 3, H, W; uint8, or float in [-1, 1]).
-
-    `resume`: True for the latest checkpoint under `out_dir`, a checkpoint folder, or False for a fresh run.
-    A checkpoint is written every `config.checkpoint_every` steps and always at the end; the returned student
-    is the EMA. The teacher pipeline's modules are frozen and moved to the accelerator's device (in place).
-    """
+    """Distil `pipe.unet` into a few-step student (the returned EMA) on `images` (N, 3, H, W; uint8, or float in
+    [-1, 1]); `pipe`'s modules are frozen and moved to the accelerator's device in place. `resume`: True for the
+    latest checkpoint under `out_dir`, or a checkpoint folder."""
     config = config or ADDConfig()
     if len(captions) != images.shape[0]:
         raise ValueError(f"{images.shape[0]} images but {len(captions)} captions")

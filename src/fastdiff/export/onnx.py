@@ -1,10 +1,8 @@
-"""`export_onnx`: a generator's text encoder(s), UNet and VAE decoder as ONNX files at static shapes, each checked
-against its torch module with onnxruntime (CPU) on the example inputs, plus `manifest.json`, in one folder.
+"""`export_onnx`: a generator's text encoder(s), UNet and VAE decoder as ONNX files at static shapes (torch's
+dynamo exporter, opset 18), each checked against its torch module with onnxruntime, plus `manifest.json`.
 
-The exporter is torch's maintained one (`torch.onnx.export(dynamo=True)`: torch.export, then onnxscript), at
-opset 18. `dtype="float16"` stores the large float weights in half precision with a Cast to float32 after each
-(half the download; the graph still computes in float32, so the same file runs on WASM and WebGPU), and is
-checked against the torch module with the same weights rounded to half.
+`dtype="float16"` stores the large weights in half precision, each followed by a Cast to float32: half the download,
+and the graph still computes in float32, so the same file runs on WASM and WebGPU.
 """
 
 from __future__ import annotations
@@ -21,8 +19,7 @@ import torch
 
 from .._quiet import onnx_exporter
 from ..errors import FastDiffError
-from .manifest import build_manifest
-from .modules import Component, components
+from .modules import Component, build_manifest, components
 
 __all__ = ["TOLERANCE", "Exported", "OnnxExport", "check_onnx", "export_component", "export_onnx", "half_rounded"]
 
@@ -41,7 +38,7 @@ MANIFEST = "manifest.json"
 
 @dataclass(frozen=True)
 class Exported:
-    """One exported file: where it is, its input and output names, its size and the error measured against torch."""
+    """One exported file, its input and output names, its size and the error measured against torch."""
 
     name: str
     path: Path
@@ -79,8 +76,7 @@ def _store_half(model: Any) -> None:
 
 
 def _save(model: Any, path: Path) -> str | None:
-    """Write the model without the exporter's per-node stack traces and module paths (half of a small model's
-    file, of no use to a runtime); its weights go to an external data file beside it when they are large."""
+    """Write the model without the exporter's debug info (half of a small model's file); large weights go beside it."""
     import onnx_ir as ir
 
     for node in model.graph.all_nodes():
@@ -166,16 +162,6 @@ class OnnxExport:
         return "\n".join(rows)
 
 
-def _check_exportable(generator: Any) -> None:
-    """Export traces the float32 CPU modules as loaded: refuse a generator whose modules were cast or compiled."""
-    recipe = generator.recipe
-    if generator.device.type != "cpu" or generator.dtype != torch.float32 or recipe.changes_modules:
-        raise FastDiffError(
-            f"ONNX export needs a float32 CPU generator with unchanged modules, got {generator!r} with {recipe}; "
-            "load it with FewStepGenerator.from_preset(name, device='cpu', dtype='float32', optimize='none')"
-        )
-
-
 def export_onnx(
     generator: Any,
     out: str | Path,
@@ -187,7 +173,12 @@ def export_onnx(
 ) -> OnnxExport:
     """Export `generator`'s modules to `out` at `height` × `width` (default: the preset's size), each checked
     against torch with onnxruntime; `tiny_vae` (an `AutoencoderTiny`) replaces the VAE decoder."""
-    _check_exportable(generator)
+    recipe = generator.recipe  # export traces the modules as loaded: refuse ones that were cast or compiled
+    if generator.device.type != "cpu" or generator.dtype != torch.float32 or recipe.changes_modules:
+        raise FastDiffError(
+            f"ONNX export needs a float32 CPU generator with unchanged modules, got {generator!r} with {recipe}; "
+            "load it with FewStepGenerator.from_preset(name, device='cpu', dtype='float32', optimize='none')"
+        )
     preset, pipe = generator.preset, generator.pipeline
     height, width = height or preset.height, width or preset.width
     decoder = pipe.vae if tiny_vae is None else tiny_vae

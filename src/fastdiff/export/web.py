@@ -1,16 +1,21 @@
-"""A static site that generates as you type, with no server: the page, the ONNX files and their manifest, and
-onnxruntime-web's JS and WASM, all in one folder that any static file server can serve, offline.
+"""A static site that generates as you type, with no server: the page, `models/` (what `export_onnx` writes) and
+`ort/` (onnxruntime-web's JS and WASM, from the npm registry: checked against its SHA-512 and cached), in one folder.
 
-Layout: `index.html`, `app.js`, `tokenizer.js`, `sampler.js`; `models/` (what `export_onnx` writes: the ONNX
-files and `manifest.json`); `ort/` (onnxruntime-web). `build_site` makes it from an existing ONNX export,
-`export_web` from a generator (export, then build).
+`build_site` makes it from an existing ONNX export, `export_web` from a generator (export, then build).
 """
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
+import io
 import json
+import os
 import shutil
+import tarfile
+import urllib.error
+import urllib.request
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -22,13 +27,88 @@ import torch
 from ..errors import FastDiffError
 from ..schedulers import build_scheduler
 from .modules import unet_batch
-from .npm import ORT_WEB_VERSION, fetch_package, ort_web_files
 from .onnx import MANIFEST, Dtype, export_onnx
 
-__all__ = ["PAGE_FILES", "WebExport", "build_site", "check_web", "export_web", "torch_noise"]
+__all__ = [
+    "ORT_WEB_VERSION",
+    "RegistryUnreachable",
+    "WebExport",
+    "build_site",
+    "check_web",
+    "export_web",
+    "torch_noise",
+]
 
 PAGE_FILES = ("index.html", "app.js", "tokenizer.js", "sampler.js")
 EULER = "EulerDiscreteScheduler"
+REGISTRY = "https://registry.npmjs.org"
+ORT_WEB_VERSION = "1.30.0"  # pinned: the page is tested against this version
+# The default bundle (WebGPU through JSEP, and WASM) and the one WASM binary it loads.
+ORT_WEB_FILES = ("ort.min.mjs", "ort-wasm-simd-threaded.jsep.mjs", "ort-wasm-simd-threaded.jsep.wasm")
+TIMEOUT_S = 60
+
+
+class RegistryUnreachable(FastDiffError):
+    """The npm registry could not be reached (offline, proxy, timeout), as opposed to a bad answer from it."""
+
+
+def cache_dir() -> Path:
+    """`$XDG_CACHE_HOME/fastdiff/npm` (default `~/.cache/fastdiff/npm`)."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "fastdiff" / "npm"
+
+
+def _get(url: str) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
+            data: bytes = response.read()
+            return data
+    except urllib.error.HTTPError as err:  # the registry answered, and said no: not a network problem
+        raise FastDiffError(f"the npm registry answered {err.code} for {url}") from err
+    except (urllib.error.URLError, TimeoutError, OSError) as err:
+        raise RegistryUnreachable(f"could not fetch {url} ({err}); the web export needs the npm registry once") from err
+
+
+def _integrity(data: bytes) -> str:
+    return "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+
+
+def fetch_package(name: str, version: str, *, cache: Path | None = None) -> bytes:
+    """The package's tarball, from the cache when its recorded checksum still matches, else from the registry."""
+    folder = cache or cache_dir()
+    tarball, checksum = folder / f"{name}-{version}.tgz", folder / f"{name}-{version}.tgz.integrity"
+    if tarball.is_file() and checksum.is_file():
+        data = tarball.read_bytes()
+        if _integrity(data) == checksum.read_text().strip():
+            return data
+    dist = json.loads(_get(f"{REGISTRY}/{name}/{version}"))["dist"]
+    data = _get(dist["tarball"])
+    if _integrity(data) != dist["integrity"]:
+        raise FastDiffError(f"{name}@{version}: the tarball does not match the registry's {dist['integrity']}")
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = tarball.with_suffix(".part")
+    partial.write_bytes(data)
+    partial.replace(tarball)  # atomic: a build killed mid-write leaves no half tarball behind
+    checksum.write_text(dist["integrity"] + "\n")
+    return data
+
+
+def ort_web_files(dest: Path, *, version: str = ORT_WEB_VERSION, cache: Path | None = None) -> list[Path]:
+    """Copy the onnxruntime-web files the page loads into `dest`; returns their paths."""
+    data = fetch_package("onnxruntime-web", version, cache=cache)
+    dest.mkdir(parents=True, exist_ok=True)
+    written = []
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        for name in ORT_WEB_FILES:
+            path = f"package/dist/{name}"
+            member = archive.extractfile(path) if path in archive.getnames() else None
+            if member is None:
+                raise FastDiffError(f"onnxruntime-web@{version} has no dist/{name}")
+            (dest / name).write_bytes(member.read())
+            written.append(dest / name)
+    notice = f"onnxruntime-web {version} (MIT licence, Microsoft), from the npm registry: {', '.join(ORT_WEB_FILES)}\n"
+    (dest / "NOTICE.txt").write_text(notice)
+    return written
 
 
 @dataclass(frozen=True)
