@@ -12,19 +12,8 @@ from typing import Any
 
 from ..configs import config_repos, repo_config
 from ..errors import FastDiffError, did_you_mean
-from ..presets import SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO, SDXL_TURBO_REPO
 
-__all__ = [
-    "ARCHITECTURES",
-    "SD15_REPO",
-    "SDXL_BASE_REPO",
-    "SDXL_TURBO_REPO",
-    "SD_TURBO_REPO",
-    "TINY_VAE",
-    "Architecture",
-    "architecture",
-    "tiny_architecture",
-]
+__all__ = ["ARCHITECTURES", "TINY_VAE", "Architecture", "architecture", "tiny_architecture"]
 
 # TAESD and TAESDXL (madebyollin/taesd, madebyollin/taesdxl): the same layout, other weights. `optimize="max"`
 # decodes with it.

@@ -122,8 +122,13 @@ def _config(args: argparse.Namespace) -> RunConfig:
     )
 
 
-def _measure(args: argparse.Namespace, config: RunConfig, scenarios: list[Scenario]) -> tuple[list[BenchRow], Meta]:
-    """Run the scenarios with a progress bar over scenarios and runs; the rows and the run's metadata."""
+def _measure(args: argparse.Namespace) -> tuple[list[BenchRow], Meta]:
+    """Check `args`, then run their scenarios with a progress bar over the runs; the rows and the run's metadata."""
+    _check_arguments(args)
+    scenarios = parse_scenarios(args.scenarios)
+    if args.weights == "hub":
+        _check_hub(scenarios, args)
+    config = _config(args)  # torch loads from here on, once the checks above have answered
     from tqdm.auto import tqdm  # type: ignore[import-untyped, unused-ignore]
 
     from .report import collect_meta, seconds
@@ -137,7 +142,7 @@ def _measure(args: argparse.Namespace, config: RunConfig, scenarios: list[Scenar
     clock = make_clock(config.device)
     source = make_source(
         args.weights, device=config.device, dtype=config.dtype, clock=clock, cache_dir=args.cache_dir,
-        weights_dir=args.weights_dir,  # `_config` refused it for other weights
+        weights_dir=args.weights_dir,  # `_check_arguments` refused it for other weights
     )  # fmt: skip
     total = len(scenarios) * (config.warmup + config.repeats)
     bar = tqdm(total=total, desc="fastdiff bench", unit="run", disable=args.no_progress, file=sys.stderr)
@@ -184,21 +189,9 @@ def run_bench(args: argparse.Namespace) -> int:
 
             rows, meta = read_json(args.from_json)
         else:
-            _check_arguments(args)
-            scenarios = parse_scenarios(args.scenarios)
-            if args.weights == "hub":
-                _check_hub(scenarios, args)
-            config = _config(args)
+            rows, meta = _measure(args)
     except FastDiffError as err:
-        return _fail(str(err))
-    except (OSError, ValueError, KeyError, TypeError) as err:  # an unreadable or foreign --from-json file
-        return _fail(f"cannot read {args.from_json}: {err}")
-    if not args.from_json:
-        rows, meta = _measure(args, config, scenarios)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     _write(args, rows, meta)
     return 0
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2

@@ -139,18 +139,16 @@ class ScenarioRun:
         self.totals: list[float] = []  # each timed run's seconds
         self.stages: list[dict[str, float]] = []
         self.method = "fastdiff"  # where stage times come from: the generator's own, else "hooks"
-        self.unet_calls = 0
         self.unet_call_s: list[float] = []
         self.contention = Contention()  # what else the machine did during the timed runs
         self.peak_memory = 0
         self.threads: int | None = None
-        self._threads_before = 0
+        self._threads_before = torch.get_num_threads()
 
     def __enter__(self) -> ScenarioRun:
         if self.config.device.type == "cpu":
             # The idle cores (run_interleaved decides once for its rows): a thread waiting on a core another process
             # holds stalls every parallel region.
-            self._threads_before = torch.get_num_threads()
             self.threads = self.config.threads or auto_cpu_threads()
             torch.set_num_threads(self.threads)
         self.memory.reset()
@@ -196,7 +194,6 @@ class ScenarioRun:
         if stages is None:
             stages, self.method = probe.split(start, end), "hooks"
         self.stages.append(stages)
-        self.unet_calls = probe.calls("denoise")
         self.unet_call_s.extend(probe.durations("denoise"))
         return end - start
 
@@ -208,7 +205,7 @@ class ScenarioRun:
         config, scenario = self.config, self.scenario
         peak = device_peak_tflops(config.device_name, config.dtype) if config.device.type == "cuda" else None
         latency = summarize(self.totals)
-        per_s = 1.0 / latency.p50 if latency.p50 > 0 else 0.0  # a zero-time run only happens with fake clocks
+        per_s = 1.0 / latency["p50"] if latency["p50"] > 0 else 0.0  # a zero-time run only happens with fake clocks
         gflops = sum(flops.values()) / 1e9
         memory_stall_s, other_cpu_cores = self.contention.medians()
         return BenchRow(
@@ -218,7 +215,7 @@ class ScenarioRun:
             steps=scenario.steps,
             height=config.height or scenario.preset.height,
             width=config.width or scenario.preset.width,
-            latency_s=latency.as_dict(),
+            latency_s=latency,
             stages_s={k: percentile([s[k] for s in self.stages], 50) for k in ("encode", "denoise", "decode")},
             stages_method=self.method,
             load_s=self.loaded.load_s,
@@ -226,7 +223,7 @@ class ScenarioRun:
             warmup_s=self.warmup_s,
             peak_memory_bytes=self.peak_memory,
             memory_kind=self.memory.kind,
-            unet_calls=self.unet_calls,
+            unet_calls=self._probe.calls("denoise"),  # the last run's, which every run makes alike
             per_unet_call_s=percentile(self.unet_call_s, 50) if self.unet_call_s else 0.0,
             gflops=gflops,
             gflops_by_stage={k: v / 1e9 for k, v in flops.items()},
@@ -251,13 +248,6 @@ def run_scenario(
 ) -> BenchRow:
     """Load (or share) the scenario's model, warm up, time `config.repeats` runs and count their FLOPs."""
     return run_interleaved([scenario], source, config, flop_cache=flop_cache, tick=tick)[0]
-
-
-def _groups(scenarios: list[Scenario], source: ModelSource) -> list[list[Scenario]]:
-    """Consecutive rows doing the same work (preset and steps) whose source can hold them all at once."""
-    if not source.shares_weights:
-        return [[scenario] for scenario in scenarios]
-    return [list(group) for _, group in itertools.groupby(scenarios, key=lambda s: (s.preset.name, s.steps))]
 
 
 def run_interleaved(
@@ -302,8 +292,10 @@ def run_scenarios(
     weights; one whose weights do not fit is skipped and reported to `on_skip`), then set each row's speedups."""
     rows: list[BenchRow] = []
     flop_cache: FlopCache = {}
+    # Consecutive rows doing the same work (preset and steps) run interleaved where the source can hold them all.
+    same_work = itertools.groupby(scenarios, key=lambda s: (s.preset.name, s.steps) if source.shares_weights else id(s))
     try:
-        for group in _groups(scenarios, source):
+        for group in (list(group) for _, group in same_work):
             try:
                 done = run_interleaved(group, source, config, flop_cache=flop_cache, tick=tick)
             except NotEnoughMemory as err:

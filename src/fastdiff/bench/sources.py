@@ -3,10 +3,11 @@ A source holds one model at a time; consecutive rows that can share it do, and s
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import torch
 
@@ -33,21 +34,6 @@ class Loaded:
     generator: FewStepGenerator | None
     load_s: float
     shared: bool
-
-
-class ModelSource(Protocol):
-    """Gives each scenario its pipeline; `release()` frees whatever it holds."""
-
-    weights: Weights
-    shares_weights: bool  # True: rows loaded one after another share the modules, so several can be held at once
-
-    def load(self, scenario: Scenario) -> Loaded:
-        """The pipeline of `scenario`, loading (or building) it unless the last one can be shared."""
-        ...
-
-    def release(self) -> None:
-        """Drop the model held, so the next one fits in memory."""
-        ...
 
 
 def openvino_pipeline(pipe: Any, *, cache_key: str | None = None) -> Any:
@@ -78,7 +64,7 @@ def _free(device: torch.device) -> None:
 class RandomSource:
     """The real architecture of each repo with random weights (`tiny=True`: at toy widths, `tiny_architecture`);
     with `folder`, the random weights are written there once and memory-mapped, as a checkpoint a user loads.
-    Rows of one family share its modules: each family is one architecture."""
+    Rows of one family share its modules (`shares_weights`: several rows' pipelines can be held at once)."""
 
     def __init__(
         self, *, device: torch.device, dtype: torch.dtype, clock: Clock, tiny: bool = False, folder: Path | None = None
@@ -142,7 +128,7 @@ class HubSource:
         """Load the scenario's weights unless the previous scenario used the very same ones."""
         key = (scenario.runner, scenario.optimize, scenario.openvino_weights, scenario.preset.name)
         if self._loaded is not None and key == self._key:
-            return Loaded(self._loaded.pipe, self._loaded.generator, self._loaded.load_s, shared=True)
+            return dataclasses.replace(self._loaded, shared=True)
         self.release()
         start = self.clock()
         with silenced("numpy-copy"):
@@ -182,6 +168,10 @@ class HubSource:
         _free(self.device)
 
 
+# Gives each scenario its pipeline (`load`), sharing the last one where it can; `release()` frees what it holds.
+ModelSource = RandomSource | HubSource
+
+
 def make_source(
     weights: Weights,
     *,
@@ -194,7 +184,5 @@ def make_source(
     """The source for `--weights random|tiny|hub`; `cache_dir` for `hub`, `weights_dir` (memory-mapped) for `random`."""
     if weights == "hub":
         return HubSource(device=device, dtype=dtype, clock=clock, cache_dir=cache_dir)
-    if weights_dir is not None and weights != "random":
-        raise FastDiffError(f"weights_dir is for random weights, not {weights}")
     folder = Path(weights_dir) if weights_dir is not None else None
     return RandomSource(device=device, dtype=dtype, clock=clock, tiny=weights == "tiny", folder=folder)
