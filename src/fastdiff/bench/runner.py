@@ -23,7 +23,7 @@ from ..openvino_engine import expected_shapes
 from .flops import FlopCache, ModuleProbe, device_peak_tflops, stage_modules
 from .random_weights import NotEnoughMemory
 from .scenarios import BASELINE, Scenario
-from .sources import Loaded, ModelSource
+from .sources import ModelSource
 from .timing import Contention, PeakMemory, auto_cpu_threads, make_clock, percentile, round_order, summarize
 
 __all__ = [
@@ -33,13 +33,11 @@ __all__ = [
     "ScenarioRun",
     "baseline_row",
     "run_interleaved",
-    "run_scenario",
     "run_scenarios",
     "set_speedup_vs_diffusers",
 ]
 
 PROMPT = "a photo of an astronaut riding a horse on the moon"
-Call = Callable[[str, int], dict[str, float] | None]  # (prompt, seed) -> stage seconds, or None when unknown
 
 
 @dataclass(frozen=True)
@@ -95,32 +93,6 @@ class BenchRow:
         return dict(self.__dict__)
 
 
-def _make_call(scenario: Scenario, loaded: Loaded, config: RunConfig) -> Call:
-    """One generation, as fastdiff runs it (returning its stage timings) or as the card's diffusers snippet."""
-    gen = loaded.generator
-    if gen is not None:
-
-        def fastdiff_call(prompt: str, seed: int) -> dict[str, float]:
-            with warnings.catch_warnings():
-                # --height/--width below a preset's native size is the point of a quick CPU run, not a mistake.
-                warnings.filterwarnings("ignore", message=r".*was trained at", category=FastDiffWarning)
-                result = gen(prompt, steps=scenario.steps, seed=seed, height=config.height, width=config.width)
-            return {k: v for k, v in result.timings.items() if k in STAGES}
-
-        return fastdiff_call
-    pipe = loaded.pipe
-    pipe.set_progress_bar_config(disable=True)
-    size = {k: v for k, v in (("height", config.height), ("width", config.width)) if v is not None}
-    guidance = scenario.preset.guidance_scale
-
-    def diffusers_call(prompt: str, seed: int) -> None:
-        generator = torch.Generator("cpu").manual_seed(seed)
-        with torch.no_grad():
-            pipe(prompt, num_inference_steps=scenario.steps, guidance_scale=guidance, generator=generator, **size)
-
-    return diffusers_call
-
-
 class ScenarioRun:
     """One scenario loaded and hooked: `warm_up()`, then `run()` as many times as wanted, then `row()`.
 
@@ -133,7 +105,8 @@ class ScenarioRun:
         self.clock = make_clock(config.device)
         self.memory = PeakMemory(config.device)
         self.loaded = source.load(scenario)
-        self._call = _make_call(scenario, self.loaded, config)
+        if self.loaded.generator is None:
+            self.loaded.pipe.set_progress_bar_config(disable=True)
         self._probe = ModuleProbe(stage_modules(self.loaded.pipe), self.clock)
         self.warmup_s = 0.0
         self.totals: list[float] = []  # each timed run's seconds
@@ -161,20 +134,32 @@ class ScenarioRun:
         if self.threads is not None:
             torch.set_num_threads(self._threads_before)
 
+    def _call(self, prompt: str, seed: int) -> dict[str, float] | None:
+        """One generation, as fastdiff runs it (returning its stage timings) or as the card's diffusers snippet."""
+        config, steps, gen = self.config, self.scenario.steps, self.loaded.generator
+        if gen is not None:
+            with warnings.catch_warnings():
+                # --height/--width below a preset's native size is the point of a quick CPU run, not a mistake.
+                warnings.filterwarnings("ignore", message=r".*was trained at", category=FastDiffWarning)
+                result = gen(prompt, steps=steps, seed=seed, height=config.height, width=config.width)
+            return {k: v for k, v in result.timings.items() if k in STAGES}
+        size = {k: v for k, v in (("height", config.height), ("width", config.width)) if v is not None}
+        guidance, generator = self.scenario.preset.guidance_scale, torch.Generator("cpu").manual_seed(seed)
+        with torch.no_grad():
+            self.loaded.pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, generator=generator, **size)
+        return None
+
     def _prompt(self, tag: str) -> str:
         return PROMPT if self.config.repeat_prompt else f"{PROMPT}, {tag}"
 
-    @property
-    def warmup_runs(self) -> int:
-        """`config.warmup`, but never fewer than the generator needs (two with CUDA graphs: the second records)."""
-        generator = self.loaded.generator
-        return max(self.config.warmup, generator.warmup_runs if generator is not None else 0)
-
     def warm_up(self, tick: Callable[[], None] = lambda: None) -> float:
-        """`warmup_runs` untimed-for-latency runs (compilation, CUDA graphs, allocations, kernels); their time."""
+        """`config.warmup` runs, or as many as the generator needs (two with CUDA graphs: the second records), timed
+        apart (compilation, CUDA graphs, allocations, kernels); their seconds."""
+        generator = self.loaded.generator
+        runs = max(self.config.warmup, generator.warmup_runs if generator is not None else 0)
         start = self.clock()
         with expected_shapes():  # an OpenVINO row converts its shapes here, as warm-up should
-            for i in range(self.warmup_runs):
+            for i in range(runs):
                 self._call(self._prompt(f"warm-up {i}"), i)
                 tick()
         self.warmup_s = self.clock() - start
@@ -236,18 +221,6 @@ class ScenarioRun:
             memory_stall_s=memory_stall_s,
             other_cpu_cores=other_cpu_cores,
         )
-
-
-def run_scenario(
-    scenario: Scenario,
-    source: ModelSource,
-    config: RunConfig,
-    *,
-    flop_cache: FlopCache | None = None,
-    tick: Callable[[], None] = lambda: None,
-) -> BenchRow:
-    """Load (or share) the scenario's model, warm up, time `config.repeats` runs and count their FLOPs."""
-    return run_interleaved([scenario], source, config, flop_cache=flop_cache, tick=tick)[0]
 
 
 def run_interleaved(

@@ -69,8 +69,7 @@ class RandomSource:
     def __init__(
         self, *, device: torch.device, dtype: torch.dtype, clock: Clock, tiny: bool = False, folder: Path | None = None
     ) -> None:
-        self.device, self.dtype, self.clock, self.folder = device, dtype, clock, folder
-        self.weights: Weights = "tiny" if tiny else "random"
+        self.device, self.dtype, self.clock, self.tiny, self.folder = device, dtype, clock, tiny, folder
         self.shares_weights = True
         self._family: str | None = None
         self._components: dict[str, Any] = {}
@@ -79,7 +78,7 @@ class RandomSource:
     def load(self, scenario: Scenario) -> Loaded:
         """Build the modules (meta device, one fill) or reuse the last ones, then wrap them as the scenario asks."""
         arch = architecture(scenario.preset.repo_id)
-        arch = tiny_architecture(arch) if self.weights == "tiny" else arch
+        arch = tiny_architecture(arch) if self.tiny else arch
         shared = scenario.preset.family == self._family
         if not shared:
             self.release()
@@ -114,7 +113,6 @@ class HubSource:
     """Real weights from the Hugging Face cache (or the hub), loaded cold one at a time: `from_preset` for fastdiff
     rows, the card's `AutoPipelineForText2Image.from_pretrained` for the others."""
 
-    weights: Weights = "hub"
     shares_weights = False  # each row loads its own weights (the card's pipeline, or from_preset)
 
     def __init__(
