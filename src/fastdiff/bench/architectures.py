@@ -1,8 +1,4 @@
-"""The real architectures of the benchmarked repos, read from their published configs (`fastdiff.configs`).
-
-`random_weights.py` builds them with random weights; `tiny_architecture` keeps a repo's wiring at toy widths for
-`--weights tiny` smoke runs.
-"""
+"""The real architectures of the benchmarked repos, read from their published configs (`fastdiff.configs`)."""
 
 from __future__ import annotations
 
@@ -59,12 +55,9 @@ ARCHITECTURES: dict[str, Architecture] = {
 
 def architecture(repo_id: str) -> Architecture:
     """The architecture of a pipeline repo; unknown repos raise with the closest match."""
-    try:
-        return ARCHITECTURES[repo_id]
-    except KeyError:
-        raise FastDiffError(
-            f"no built-in architecture for {repo_id!r}" + did_you_mean(repo_id, ARCHITECTURES)
-        ) from None
+    if repo_id not in ARCHITECTURES:
+        raise FastDiffError(f"no built-in architecture for {repo_id!r}" + did_you_mean(repo_id, ARCHITECTURES))
+    return ARCHITECTURES[repo_id]
 
 
 def tiny_architecture(arch: Architecture) -> Architecture:

@@ -20,7 +20,7 @@ from torch.utils.hooks import RemovableHandle
 from .._quiet import silenced
 from ..denoising import STAGES
 from ..openvino_engine import torch_forwards
-from .timing import Clock
+from .timing import Clock, percentile
 
 __all__ = [
     "DEVICE_PEAK_TFLOPS",
@@ -84,14 +84,12 @@ def cpu_matmul_tflops(dtype: torch.dtype, *, size: int = 2048, runs: int = 5) ->
         start = time.perf_counter()
         torch.mm(a, b)
         times.append(time.perf_counter() - start)
-    times = times[1:]  # the first packs and allocates
-    return 2 * size**3 / sorted(times)[runs // 2] / 1e12
+    return 2 * size**3 / percentile(times[1:], 50) / 1e12  # the first packs and allocates: left out
 
 
 def stage_modules(pipe: Any) -> dict[str, list[nn.Module]]:
     """The modules that do each stage's work in a diffusers SD/SDXL pipeline."""
-    encoders = [getattr(pipe, name, None) for name in ("text_encoder", "text_encoder_2")]
-    encoders = [m for m in encoders if m is not None]
+    encoders = [m for name in ("text_encoder", "text_encoder_2") if (m := getattr(pipe, name, None)) is not None]
     vae = pipe.vae
     decode = [m for m in (getattr(vae, "post_quant_conv", None), vae.decoder) if m is not None]
     return {"encode": encoders, "denoise": [pipe.unet], "decode": decode}

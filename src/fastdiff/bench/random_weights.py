@@ -1,10 +1,7 @@
-"""Random weights on the real architectures: latency does not depend on weight values, so a pipeline built from
-the real configs times like the real one (its images are noise), and nothing is downloaded.
-
-Parameters are built on the meta device and filled once by tiling one seeded random pool. With a `folder`, each
-module's weights are written there once and memory-mapped, as `from_pretrained` maps a user's checkpoint: page
-cache the kernel can drop, so an engine's compiled copy fits beside them as it does for a user.
-"""
+"""Random weights on the real architectures, which time like the real ones (their images are noise): parameters
+built on the meta device, filled once by tiling one seeded random pool. With a `folder`, each module's weights are
+written there once and memory-mapped, as `from_pretrained` maps a checkpoint: page cache the kernel can drop, so an
+engine's compiled copy fits beside them as it does for a user."""
 
 from __future__ import annotations
 

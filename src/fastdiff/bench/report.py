@@ -15,7 +15,6 @@ from ..devices import cpu_has_native_bf16
 from ..errors import FastDiffError
 from .flops import cpu_matmul_tflops
 from .runner import BenchRow, RunConfig
-from .scenarios import BASELINE
 from .timing import BUSY_CORES, PRESSURE_FRACTION, auto_cpu_threads, busy_cpus_elsewhere, cpu_count
 
 __all__ = [
@@ -24,7 +23,6 @@ __all__ = [
     "contended",
     "device_description",
     "format_table",
-    "pressure_notes",
     "pressured",
     "read_json",
     "to_markdown",
@@ -67,8 +65,6 @@ def collect_meta(config: RunConfig, *, weights: str) -> Meta:
 
     from .. import __version__
 
-    size = f"{config.width}x{config.height}" if config.height or config.width else "native"
-    notes = {"random": RANDOM_NOTE, "tiny": TINY_NOTE}
     return {
         "device": config.device_name or device_description(config.device),
         "torch": torch.__version__,
@@ -77,14 +73,13 @@ def collect_meta(config: RunConfig, *, weights: str) -> Meta:
         "python": platform.python_version(),
         "weights": weights,
         "dtype": str(config.dtype).removeprefix("torch."),
-        "size": size,
+        "size": f"{config.width}x{config.height}" if config.height or config.width else "native",
         "repeats": config.repeats,
         "warmup": config.warmup,
         "repeat_prompt": config.repeat_prompt,
-        "baseline": BASELINE,
         "commit": _commit(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "note": notes.get(weights.split(" ")[0], ""),
+        "note": {"random": RANDOM_NOTE, "tiny": TINY_NOTE}.get(weights.split(" ")[0], ""),
         **_cpu_context(config.device, config.threads),
     }
 
@@ -147,10 +142,12 @@ def contended(row: BenchRow) -> bool:
     return row.other_cpu_cores is not None and row.other_cpu_cores >= BUSY_CORES
 
 
-def pressure_notes(rows: list[BenchRow]) -> list[str]:
-    """One line per row whose timed runs waited for memory (`pressured`) and per row that shared the CPU with
-    other tasks (`contended`): its time is not what it would be alone, and neither is any ratio to it."""
-    notes = [
+def _notes(rows: list[BenchRow], meta: Meta) -> list[str]:
+    """The note on the weights, the skipped scenarios, and one line per row whose timed runs waited for memory
+    (`pressured`) or shared the CPU (`contended`): its time is not what it would be alone, nor any ratio to it."""
+    notes = [meta["note"]] if meta.get("note") else []
+    notes += [f"skipped {s['scenario']}: {s['reason']}" for s in meta.get("skipped", [])]
+    notes += [
         f"memory pressure: {row.scenario} waited {seconds(row.memory_stall_s)} per timed run for memory or the "
         "disk (median, the machine's PSI): pages were evicted and read again, so it ran slower than alone and "
         "every ratio to it is off by as much; time it in a process of its own "
@@ -197,13 +194,6 @@ def _header(meta: Meta) -> str:
     if rates := meta.get("cpu_matmul_tflops"):
         facts.append("matmul TFLOP/s: " + ", ".join(f"{dtype} {rate:.3f}" for dtype, rate in rates.items()))
     return " | ".join(facts)
-
-
-def _notes(rows: list[BenchRow], meta: Meta) -> list[str]:
-    """The note on the weights, the skipped scenarios and the rows timed under pressure, one line each."""
-    notes = [meta["note"]] if meta.get("note") else []
-    notes += [f"skipped {s['scenario']}: {s['reason']}" for s in meta.get("skipped", [])]
-    return notes + pressure_notes(rows)
 
 
 def format_table(rows: list[BenchRow], meta: Meta) -> str:

@@ -1,10 +1,6 @@
 """Run scenarios the same way, in one process on one device: load, warm up, time the steady state, count FLOPs.
-
-Each timed run uses a new prompt, so fastdiff's embedding cache misses and the text encoders run as they do in
-the plain-diffusers row; `repeat_prompt=True` measures the cache-hit case instead (a live session's sliders).
 fastdiff rows' stage times are the generator's own (`GenerationResult.timings`); the plain-diffusers row is split
-at module boundaries by forward hooks. A `BenchRow` is a scenario's measurements, as `--json` writes them.
-"""
+at module boundaries by forward hooks."""
 
 from __future__ import annotations
 
@@ -50,7 +46,7 @@ class RunConfig:
     width: int | None = None
     repeats: int = 3
     warmup: int = 1
-    repeat_prompt: bool = False  # True: one prompt for every run (embedding cache hits); False: a new one per run
+    repeat_prompt: bool = False  # True: one prompt for every run (embedding cache hits, as a live session's sliders)
     device_name: str = ""
     threads: int | None = None  # CPU threads; None: the cores idle when each scenario starts
 
@@ -94,11 +90,8 @@ class BenchRow:
 
 
 class ScenarioRun:
-    """One scenario loaded and hooked: `warm_up()`, then `run()` as many times as wanted, then `row()`.
-
-    Use it as a context manager: peak memory covers warm-up and runs, and the hooks go away on exit. `run()`
-    synchronizes before its last clock read, so an outside timer (pytest-benchmark) can wrap it as well.
-    """
+    """One scenario loaded and hooked: inside its context (peak memory, hooks), `warm_up()`, then `run()` as often
+    as wanted (synchronized, so pytest-benchmark may time it too), then `row()`."""
 
     def __init__(self, scenario: Scenario, source: ModelSource, config: RunConfig) -> None:
         self.scenario, self.config = scenario, config

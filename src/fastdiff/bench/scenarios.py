@@ -1,8 +1,7 @@
 """Benchmark scenarios: `PRESET@STEPS` (`sd15@20`; a family picks its preset for the steps, `sdxl-lightning@4`)
 run by fastdiff at `optimize="none"` (diffusers' own computation), `fastdiff:LEVEL[+FORMAT]:PRESET@STEPS` at that
 level (with `Optimizations.openvino_weights`), `diffusers:` as the repo's own snippet, or `openvino:` as that
-snippet with its modules compiled by plain OpenVINO (the peer fastdiff's CPU speed is measured against).
-"""
+snippet with its modules compiled by plain OpenVINO (the peer fastdiff's CPU speed is measured against)."""
 
 from __future__ import annotations
 
@@ -111,11 +110,7 @@ def parse_scenario(text: str) -> Scenario:
 
 def parse_scenarios(texts: list[str] | tuple[str, ...]) -> list[Scenario]:
     """Parse several scenarios (commas also separate them); duplicates are kept once, in order."""
-    names = [part.strip() for text in texts for part in text.split(",") if part.strip()]
-    scenarios: dict[str, Scenario] = {}
-    for name in names:
-        scenario = parse_scenario(name)
-        scenarios.setdefault(scenario.name, scenario)
+    scenarios = dict.fromkeys(parse_scenario(part) for text in texts for part in text.split(",") if part.strip())
     if not scenarios:
         raise FastDiffError("no scenarios given; e.g. --scenarios sd15@20 sdxl-turbo@1")
-    return list(scenarios.values())
+    return list(scenarios)

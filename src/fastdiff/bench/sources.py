@@ -37,10 +37,8 @@ class Loaded:
 
 
 def openvino_pipeline(pipe: Any, *, cache_key: str | None = None) -> Any:
-    """The bench's peer: `pipe` with plain OpenVINO in its default precision running copies of its text
-    encoder(s), UNet and VAE decoder (weights shared with `pipe`, which is left as it was), nothing else changed.
-    `cache_key` names the weights as `FewStepGenerator.from_pipeline` does, so the peer and fastdiff's rows share
-    one converted model where they compile the same graph."""
+    """The bench's peer: `pipe` (left as it was) with plain OpenVINO running copies of its text encoder(s), UNet and
+    VAE; `cache_key` names the weights as `FewStepGenerator.from_pipeline` does, to share its converted models."""
     from diffusers import AutoPipelineForText2Image
 
     from ..openvino_cache import openvino_usable
@@ -62,9 +60,8 @@ def _free(device: torch.device) -> None:
 
 
 class RandomSource:
-    """The real architecture of each repo with random weights (`tiny=True`: at toy widths, `tiny_architecture`);
-    with `folder`, the random weights are written there once and memory-mapped, as a checkpoint a user loads.
-    Rows of one family share its modules (`shares_weights`: several rows' pipelines can be held at once)."""
+    """The real architecture of each repo (`tiny=True`: at toy widths) with random weights, memory-mapped from
+    `folder` if given; rows of one family share its modules (`shares_weights`)."""
 
     def __init__(
         self, *, device: torch.device, dtype: torch.dtype, clock: Clock, tiny: bool = False, folder: Path | None = None

@@ -79,12 +79,10 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             return
-        clear_refs = Path("/proc/self/clear_refs")
-        if clear_refs.exists():
-            try:
-                clear_refs.write_text("5")
-            except OSError:  # read-only /proc in some sandboxes: keep the lifetime peak
-                self.kind = "process-rss-lifetime"
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:  # not Linux, or a read-only /proc in a sandbox: the process-lifetime peak
+            self.kind = "process-rss-lifetime"
 
     def read(self) -> int:
         """Peak bytes since the last `reset`."""
