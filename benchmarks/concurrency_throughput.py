@@ -28,8 +28,9 @@ from fastdiff import FastDiffWarning, FewStepGenerator
 
 def _pipeline(random_sdxl: bool) -> Any:
     if random_sdxl:
-        from fastdiff.bench.architectures import SDXL_TURBO_REPO, architecture
+        from fastdiff.bench.architectures import architecture
         from fastdiff.bench.random_weights import pipeline_from, random_components
+        from fastdiff.presets import SDXL_TURBO_REPO
 
         arch = architecture(SDXL_TURBO_REPO)
         return pipeline_from(arch, random_components(arch, device=torch.device("cpu"), dtype=torch.float32))

@@ -15,7 +15,8 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from torch.utils.flop_counter import FlopCounterMode
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from fastdiff.bench.architectures import ARCHITECTURES, SD15_REPO, SDXL_BASE_REPO, SDXL_TURBO_REPO
+from fastdiff.bench.architectures import ARCHITECTURES
+from fastdiff.presets import SD15_REPO, SDXL_BASE_REPO, SDXL_TURBO_REPO
 
 
 def gflops(fn: Callable[[], object]) -> float:

@@ -11,14 +11,7 @@ from diffusers import AutoencoderKL, UNet2DConditionModel
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
 from fastdiff.bench import random_weights
-from fastdiff.bench.architectures import (
-    ARCHITECTURES,
-    SD15_REPO,
-    SD_TURBO_REPO,
-    SDXL_BASE_REPO,
-    SDXL_TURBO_REPO,
-    tiny_architecture,
-)
+from fastdiff.bench.architectures import ARCHITECTURES, tiny_architecture
 from fastdiff.bench.random_weights import (
     NotEnoughMemory,
     _materialize,
@@ -27,6 +20,7 @@ from fastdiff.bench.random_weights import (
     random_components,
 )
 from fastdiff.configs.tokenizer import byte_level_tokenizer
+from fastdiff.presets import SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO, SDXL_TURBO_REPO
 
 
 def _count(module: torch.nn.Module) -> int:
@@ -143,6 +137,8 @@ def test_random_weights_in_a_folder_are_written_once_and_memory_mapped(tmp_path:
         a, b = first[name].state_dict(), again[name].state_dict()
         assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
         assert all(p.device.type == "cpu" and not p.requires_grad for p in again[name].parameters())
+    in_memory = random_components(arch, device=cpu, dtype=torch.float32)  # the same weights, not memory-mapped
+    assert all(torch.equal(p, q) for p, q in zip(in_memory["vae"].parameters(), again["vae"].parameters(), strict=True))
     weight = again["unet"].conv_in.weight
     assert weight.abs().sum() > 0
     assert _mapped_file(weight.data_ptr()) in {str(f) for f in files}  # the file's pages, not a copy

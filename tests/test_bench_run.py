@@ -13,7 +13,7 @@ import torch
 from fastdiff.bench import runner, timing
 from fastdiff.bench.cli import add_bench_arguments, run_bench
 from fastdiff.bench.report import contended, format_table, pressured, to_markdown
-from fastdiff.bench.runner import RunConfig, run_scenario, run_scenarios
+from fastdiff.bench.runner import RunConfig, run_scenarios
 from fastdiff.bench.scenarios import parse_scenario, parse_scenarios
 from fastdiff.bench.sources import HubSource, Loaded, RandomSource, make_source
 from fastdiff.devices import cpu_has_native_bf16
@@ -115,18 +115,12 @@ FAKE_RUNS = {
 
 def test_speedup_is_the_median_of_per_round_ratios(monkeypatch: pytest.MonkeyPatch) -> None:
     now = [0.0]
-    original = runner._make_call
+    durations = {name: iter(runs) for name, runs in FAKE_RUNS.items()}
 
-    def fake_call(scenario: Any, loaded: Any, config: RunConfig) -> Any:
-        original(scenario, loaded, config)  # built as usual, not run: the time is the fake clock's
-        durations = iter(FAKE_RUNS[scenario.name])
+    def fake_call(run: runner.ScenarioRun, prompt: str, seed: int) -> None:  # loaded as usual, not run
+        now[0] += next(durations[run.scenario.name])
 
-        def call(prompt: str, seed: int) -> None:
-            now[0] += next(durations)
-
-        return call
-
-    monkeypatch.setattr(runner, "_make_call", fake_call)
+    monkeypatch.setattr(runner.ScenarioRun, "_call", fake_call)
     monkeypatch.setattr(runner, "make_clock", lambda device: lambda: now[0])
     rows = {r.scenario: r for r in run_scenarios(parse_scenarios(list(FAKE_RUNS)), _source(), _config(repeats=3))}
     assert [rows[name].runs_s for name in FAKE_RUNS] == [runs[1:] for runs in FAKE_RUNS.values()]
@@ -143,26 +137,20 @@ def test_rows_that_waited_for_memory_or_shared_the_cpu_are_reported(monkeypatch:
     """Plain diffusers' row re-reads its evicted weights while kswapd reclaims memory on the other core, so its
     time and every "vs diffusers" ratio are off. The table says so, naming the row, instead of only the ratios."""
     now, stalled, busy, own = [0.0], [0.0], [0.0], [0.0]
-    original = runner._make_call
     runs = {  # seconds per run, seconds of it waiting for memory, cores other tasks kept busy
         "diffusers:sdxl-turbo@1": (8.0, 2.0, 0.5),
         "fastdiff:default:sdxl-turbo@1": (2.0, 0.05, 0.05),
         "fastdiff:max:sdxl-turbo@1": (1.0, 0.0, 0.0),
     }
 
-    def stalling_call(scenario: Any, loaded: Any, config: RunConfig) -> Any:
-        original(scenario, loaded, config)
-        seconds, stall, others = runs[scenario.name]
+    def stalling_call(run: runner.ScenarioRun, prompt: str, seed: int) -> None:
+        seconds, stall, others = runs[run.scenario.name]
+        now[0] += seconds
+        stalled[0] += stall
+        own[0] += 2 * seconds  # our two threads
+        busy[0] += 2 * seconds + others * seconds
 
-        def call(prompt: str, seed: int) -> None:
-            now[0] += seconds
-            stalled[0] += stall
-            own[0] += 2 * seconds  # our two threads
-            busy[0] += 2 * seconds + others * seconds
-
-        return call
-
-    monkeypatch.setattr(runner, "_make_call", stalling_call)
+    monkeypatch.setattr(runner.ScenarioRun, "_call", stalling_call)
     monkeypatch.setattr(runner, "make_clock", lambda device: lambda: now[0])
     monkeypatch.setattr(timing, "memory_stall_seconds", lambda: stalled[0])
     monkeypatch.setattr(timing, "busy_cpu_seconds", lambda: busy[0])
@@ -214,7 +202,7 @@ def test_every_clock_read_is_synchronized(monkeypatch: pytest.MonkeyPatch) -> No
         return timing.make_clock(device, sync=sync, timer=timer)
 
     monkeypatch.setattr(runner, "make_clock", recording_clock)
-    run_scenario(parse_scenario("sdxl-turbo@1"), _source(), _config(repeats=2))
+    run_scenarios([parse_scenario("sdxl-turbo@1")], _source(), _config(repeats=2))
     assert events[::2] == ["sync"] * (len(events) // 2) and events[1::2] == ["read"] * (len(events) // 2)
     # per timed run: 2 reads around the run + 2 per hooked call (2 text encoders, 1 UNet, post_quant_conv, decoder)
     assert len(events) // 2 >= 2 * (2 + 2 * 5)

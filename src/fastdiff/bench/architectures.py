@@ -1,8 +1,4 @@
-"""The real architectures of the benchmarked repos, read from their published configs (`fastdiff.configs`).
-
-`random_weights.py` builds them with random weights; `tiny_architecture` keeps a repo's wiring at toy widths for
-`--weights tiny` smoke runs.
-"""
+"""The real architectures of the benchmarked repos, read from their published configs (`fastdiff.configs`)."""
 
 from __future__ import annotations
 
@@ -12,19 +8,8 @@ from typing import Any
 
 from ..configs import config_repos, repo_config
 from ..errors import FastDiffError, did_you_mean
-from ..presets import SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO, SDXL_TURBO_REPO
 
-__all__ = [
-    "ARCHITECTURES",
-    "SD15_REPO",
-    "SDXL_BASE_REPO",
-    "SDXL_TURBO_REPO",
-    "SD_TURBO_REPO",
-    "TINY_VAE",
-    "Architecture",
-    "architecture",
-    "tiny_architecture",
-]
+__all__ = ["ARCHITECTURES", "TINY_VAE", "Architecture", "architecture", "tiny_architecture"]
 
 # TAESD and TAESDXL (madebyollin/taesd, madebyollin/taesdxl): the same layout, other weights. `optimize="max"`
 # decodes with it.
@@ -70,12 +55,9 @@ ARCHITECTURES: dict[str, Architecture] = {
 
 def architecture(repo_id: str) -> Architecture:
     """The architecture of a pipeline repo; unknown repos raise with the closest match."""
-    try:
-        return ARCHITECTURES[repo_id]
-    except KeyError:
-        raise FastDiffError(
-            f"no built-in architecture for {repo_id!r}" + did_you_mean(repo_id, ARCHITECTURES)
-        ) from None
+    if repo_id not in ARCHITECTURES:
+        raise FastDiffError(f"no built-in architecture for {repo_id!r}" + did_you_mean(repo_id, ARCHITECTURES))
+    return ARCHITECTURES[repo_id]
 
 
 def tiny_architecture(arch: Architecture) -> Architecture:

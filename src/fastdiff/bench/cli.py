@@ -1,8 +1,5 @@
-"""`fastdiff bench`: every scenario measured the same way, in one run, on one device, with a table of where the
-time goes. `add_bench_arguments` and `run_bench` are what the main `fastdiff` CLI wires in as a subcommand.
-
-torch loads only once the arguments, the scenarios and (for `--weights hub`) the hub have been checked, so an
-offline machine hears what to do at once."""
+"""`fastdiff bench` (`add_bench_arguments`, `run_bench`): torch loads only once the arguments, the scenarios and
+(for `--weights hub`) the hub have been checked, so an offline machine hears what to do at once."""
 
 from __future__ import annotations
 
@@ -81,13 +78,11 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
 def _check_arguments(args: argparse.Namespace) -> None:
     if args.weights_dir and args.weights != "random":
         raise FastDiffError(f"--weights-dir is for --weights random, not {args.weights}")
-    for name in ("repeats", "warmup", "threads", "height", "width"):
-        value = getattr(args, name)
-        minimum = 1 if name in ("repeats", "threads") else 0
-        if value is not None and value < minimum:
-            raise FastDiffError(f"--{name} must be ≥ {minimum}, got {value}")
-        if name in ("height", "width") and value is not None and (value < 64 or value % 8):
-            raise FastDiffError(f"--{name} must be a multiple of 8 and ≥ 64, got {value}")
+    for name, minimum in (("repeats", 1), ("warmup", 0), ("threads", 1), ("height", 64), ("width", 64)):
+        value, sizes = getattr(args, name), minimum == 64
+        if value is not None and (value < minimum or (sizes and value % 8)):
+            rule = "a multiple of 8 and ≥ 64" if sizes else f"≥ {minimum}"
+            raise FastDiffError(f"--{name} must be {rule}, got {value}")
 
 
 def _check_hub(scenarios: list[Scenario], args: argparse.Namespace) -> None:
@@ -122,8 +117,13 @@ def _config(args: argparse.Namespace) -> RunConfig:
     )
 
 
-def _measure(args: argparse.Namespace, config: RunConfig, scenarios: list[Scenario]) -> tuple[list[BenchRow], Meta]:
-    """Run the scenarios with a progress bar over scenarios and runs; the rows and the run's metadata."""
+def _measure(args: argparse.Namespace) -> tuple[list[BenchRow], Meta]:
+    """Check `args`, then run their scenarios with a progress bar over the runs; the rows and the run's metadata."""
+    _check_arguments(args)
+    scenarios = parse_scenarios(args.scenarios)
+    if args.weights == "hub":
+        _check_hub(scenarios, args)
+    config = _config(args)  # torch loads from here on, once the checks above have answered
     from tqdm.auto import tqdm  # type: ignore[import-untyped, unused-ignore]
 
     from .report import collect_meta, seconds
@@ -134,10 +134,9 @@ def _measure(args: argparse.Namespace, config: RunConfig, scenarios: list[Scenar
     meta = collect_meta(config, weights=args.weights + (" (memory-mapped)" if args.weights_dir else ""))
     if meta["note"]:
         print(f"fastdiff bench: {meta['note']}", file=sys.stderr)
-    clock = make_clock(config.device)
     source = make_source(
-        args.weights, device=config.device, dtype=config.dtype, clock=clock, cache_dir=args.cache_dir,
-        weights_dir=args.weights_dir,  # `_config` refused it for other weights
+        args.weights, device=config.device, dtype=config.dtype, clock=make_clock(config.device),
+        cache_dir=args.cache_dir, weights_dir=args.weights_dir,  # `_check_arguments` refused it for other weights
     )  # fmt: skip
     total = len(scenarios) * (config.warmup + config.repeats)
     bar = tqdm(total=total, desc="fastdiff bench", unit="run", disable=args.no_progress, file=sys.stderr)
@@ -174,31 +173,17 @@ def _write(args: argparse.Namespace, rows: list[BenchRow], meta: Meta) -> None:
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    """Run the scenarios of `args` (or read `--from-json`), print the table, write --json/--markdown/--plot.
-
-    Returns 0 on success, 2 on bad input.
-    """
+    """Run the scenarios of `args` (or read `--from-json`), print the table, write --json/--markdown/--plot; 0 on
+    success, 2 on bad input."""
     try:
         if args.from_json:
             from .report import read_json
 
             rows, meta = read_json(args.from_json)
         else:
-            _check_arguments(args)
-            scenarios = parse_scenarios(args.scenarios)
-            if args.weights == "hub":
-                _check_hub(scenarios, args)
-            config = _config(args)
+            rows, meta = _measure(args)
     except FastDiffError as err:
-        return _fail(str(err))
-    except (OSError, ValueError, KeyError, TypeError) as err:  # an unreadable or foreign --from-json file
-        return _fail(f"cannot read {args.from_json}: {err}")
-    if not args.from_json:
-        rows, meta = _measure(args, config, scenarios)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     _write(args, rows, meta)
     return 0
-
-
-def _fail(message: str) -> int:
-    print(f"error: {message}", file=sys.stderr)
-    return 2

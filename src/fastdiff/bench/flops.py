@@ -18,8 +18,9 @@ from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.hooks import RemovableHandle
 
 from .._quiet import silenced
+from ..denoising import STAGES
 from ..openvino_engine import torch_forwards
-from .timing import Clock
+from .timing import Clock, percentile
 
 __all__ = [
     "DEVICE_PEAK_TFLOPS",
@@ -30,8 +31,6 @@ __all__ = [
     "device_peak_tflops",
     "stage_modules",
 ]
-
-STAGES = ("encode", "denoise", "decode")
 
 # Dense fp16/bf16 tensor-core peaks from the vendors' datasheets, TFLOP/s (no sparsity). Looked up by substring of
 # torch.cuda.get_device_name(), first match wins: more specific names come first.
@@ -85,14 +84,12 @@ def cpu_matmul_tflops(dtype: torch.dtype, *, size: int = 2048, runs: int = 5) ->
         start = time.perf_counter()
         torch.mm(a, b)
         times.append(time.perf_counter() - start)
-    times = times[1:]  # the first packs and allocates
-    return 2 * size**3 / sorted(times)[runs // 2] / 1e12
+    return 2 * size**3 / percentile(times[1:], 50) / 1e12  # the first packs and allocates: left out
 
 
 def stage_modules(pipe: Any) -> dict[str, list[nn.Module]]:
     """The modules that do each stage's work in a diffusers SD/SDXL pipeline."""
-    encoders = [getattr(pipe, name, None) for name in ("text_encoder", "text_encoder_2")]
-    encoders = [m for m in encoders if m is not None]
+    encoders = [m for name in ("text_encoder", "text_encoder_2") if (m := getattr(pipe, name, None)) is not None]
     vae = pipe.vae
     decode = [m for m in (getattr(vae, "post_quant_conv", None), vae.decoder) if m is not None]
     return {"encode": encoders, "denoise": [pipe.unet], "decode": decode}
@@ -101,8 +98,7 @@ def stage_modules(pipe: Any) -> dict[str, list[nn.Module]]:
 @dataclass
 class _Record:
     stage: str
-    calls: int = 0
-    durations: list[float] = field(default_factory=list)
+    spans: list[tuple[float, float]] = field(default_factory=list)  # (start, end) of each forward call this run
     first_inputs: tuple[tuple[Any, ...], dict[str, Any]] | None = None
     started: float = 0.0
 
@@ -113,17 +109,15 @@ class ModuleProbe:
 
     def __init__(self, stages: Mapping[str, Sequence[nn.Module]], clock: Clock) -> None:
         self.clock = clock
-        self._modules = [(stage, module) for stage, modules in stages.items() for module in modules]
-        self._records = {id(m): _Record(stage) for stage, m in self._modules}
+        self._modules = [(module, _Record(stage)) for stage, modules in stages.items() for module in modules]
         self._handles: list[RemovableHandle] = []
-        self.first_start: dict[str, float] = {}
-        self.last_end: dict[str, float] = {}
         self._recording = True  # from the start: warm-up calls give the first-call inputs
 
     def __enter__(self) -> ModuleProbe:
-        for _, module in self._modules:
-            self._handles.append(module.register_forward_pre_hook(self._before, with_kwargs=True))
-            self._handles.append(module.register_forward_hook(self._after, with_kwargs=True))
+        for module, record in self._modules:
+            before, after = functools.partial(self._before, record), functools.partial(self._after, record)
+            self._handles.append(module.register_forward_pre_hook(before, with_kwargs=True))
+            self._handles.append(module.register_forward_hook(after, with_kwargs=True))
         return self
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
@@ -131,31 +125,19 @@ class ModuleProbe:
             handle.remove()
         self._handles.clear()
 
-    def _before(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        if not self._recording:
-            return
-        record = self._records[id(module)]
-        if record.first_inputs is None:
-            record.first_inputs = (args, kwargs)
-        record.started = self.clock()
-        self.first_start.setdefault(record.stage, record.started)
+    def _before(self, record: _Record, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        if self._recording:
+            record.first_inputs = record.first_inputs or (args, kwargs)
+            record.started = self.clock()
 
-    def _after(self, module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], output: Any) -> None:
-        if not self._recording:
-            return
-        record = self._records[id(module)]
-        end = self.clock()
-        record.calls += 1
-        record.durations.append(end - record.started)
-        self.last_end[record.stage] = end
+    def _after(self, record: _Record, *unused: Any) -> None:
+        if self._recording:
+            record.spans.append((record.started, self.clock()))
 
     def start_run(self) -> None:
-        """Forget the counts and times of the previous run (first-call inputs are kept)."""
-        for record in self._records.values():
-            record.calls = 0
-            record.durations.clear()
-        self.first_start.clear()
-        self.last_end.clear()
+        """Forget the calls of the previous run (first-call inputs are kept)."""
+        for _, record in self._modules:
+            record.spans.clear()
         self._recording = True
 
     def end_run(self) -> None:
@@ -163,19 +145,22 @@ class ModuleProbe:
         calls must not count as this row's."""
         self._recording = False
 
+    def _spans(self, stage: str) -> list[tuple[float, float]]:
+        return [span for _, record in self._modules if record.stage == stage for span in record.spans]
+
     def calls(self, stage: str) -> int:
         """Forward calls of the stage's modules in this run (the UNet's calls for "denoise")."""
-        return max((r.calls for r in self._records.values() if r.stage == stage), default=0)
+        return max((len(r.spans) for _, r in self._modules if r.stage == stage), default=0)
 
     def durations(self, stage: str) -> list[float]:
         """Synchronized duration of every forward call of the stage's modules in this run."""
-        return [d for r in self._records.values() if r.stage == stage for d in r.durations]
+        return [end - start for start, end in self._spans(stage)]
 
     def split(self, start: float, end: float) -> dict[str, float]:
         """Stage times of a run from module boundaries: encode ends after the last text encoder call, decode
         starts at the first VAE call, denoise is everything between (so the three add up to `end - start`)."""
-        encoded = self.last_end.get("encode", start)
-        decoding = self.first_start.get("decode", end)
+        encoded = max((span[1] for span in self._spans("encode")), default=start)
+        decoding = min((span[0] for span in self._spans("decode")), default=end)
         return {"encode": encoded - start, "denoise": decoding - encoded, "decode": end - decoding}
 
     def flops_by_stage(self, cache: FlopCache | None = None) -> dict[str, int]:
@@ -183,15 +168,14 @@ class ModuleProbe:
         the probe's context (the re-run is not recorded). `cache` counts shared modules and shapes once."""
         cache = {} if cache is None else cache
         totals = dict.fromkeys(STAGES, 0)
-        for _, module in self._modules:
-            record = self._records[id(module)]
-            if record.first_inputs is None or record.calls == 0:
+        for module, record in self._modules:
+            if record.first_inputs is None or not record.spans:
                 continue
             args, kwargs = record.first_inputs
             key = (type(module).__qualname__, sum(p.numel() for p in module.parameters()), _signature((args, kwargs)))
             if key not in cache:
                 cache[key] = count_flops(functools.partial(module, *args, **kwargs))
-            totals[record.stage] = totals.get(record.stage, 0) + cache[key] * record.calls
+            totals[record.stage] += cache[key] * len(record.spans)
         return totals
 
 

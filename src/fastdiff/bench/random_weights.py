@@ -1,10 +1,7 @@
-"""Random weights on the real architectures: latency does not depend on weight values, so a pipeline built from
-the real configs times like the real one (its images are noise), and nothing is downloaded.
-
-Parameters are built on the meta device and filled once by tiling one seeded random pool. With a `folder`, each
-module's weights are written there once and memory-mapped, as `from_pretrained` maps a user's checkpoint: page
-cache the kernel can drop, so an engine's compiled copy fits beside them as it does for a user.
-"""
+"""Random weights on the real architectures, which time like the real ones (their images are noise): parameters
+built on the meta device, filled once by tiling one seeded random pool. With a `folder`, each module's weights are
+written there once and memory-mapped, as `from_pretrained` maps a checkpoint: page cache the kernel can drop, so an
+engine's compiled copy fits beside them as it does for a user."""
 
 from __future__ import annotations
 
@@ -72,17 +69,11 @@ def _materialize(modules: list[nn.Module], *, device: torch.device, dtype: torch
 
 
 def _fill(flat: torch.Tensor, pool: torch.Tensor, offset: int) -> None:
-    """Copy `pool`, starting at `offset`, over `flat` as many times as it takes (plain copies: no draws, no cat)."""
-    size = pool.numel()
-    head = min(flat.numel(), size - offset)
+    """Copy `pool` from `offset` on over `flat`, then `pool` again as many times as it takes (copies, no draws)."""
+    head = min(flat.numel(), pool.numel() - offset)
     flat[:head].copy_(pool[offset : offset + head])
-    rest = flat[head:]
-    whole = rest.numel() // size
-    if whole:
-        rest[: whole * size].view(whole, size).copy_(pool.expand(whole, size))
-    tail = rest.numel() - whole * size
-    if tail:
-        rest[whole * size :].copy_(pool[:tail])
+    for chunk in torch.split(flat[head:], pool.numel()):
+        chunk.copy_(pool[: chunk.numel()])
 
 
 def weights_name(arch: Architecture, *, dtype: torch.dtype, seed: int = 0) -> str:
@@ -133,11 +124,12 @@ def random_components(
         if len(arch.text_encoders) > 1:
             encoders.append(CLIPTextModelWithProjection(CLIPTextConfig(**arch.text_encoders[1])))
     modules: list[nn.Module] = [unet, vae, *encoders]
-    if folder is None:
+    if folder is None:  # all of them in memory at once: refused before the first is filled
         _check_memory(modules, device=device, dtype=dtype, repo_id=arch.repo_id)
-        _materialize(modules, device=device, dtype=dtype, seed=seed)
-    else:
-        for i, module in enumerate(modules):  # one module's weights in memory at a time while they are written
+    for i, module in enumerate(modules):  # a seed per module: memory-mapped weights equal the in-memory ones
+        if folder is None:
+            _materialize([module], device=device, dtype=dtype, seed=seed + i)
+        else:  # one module's weights in memory at a time while they are written
             path = Path(folder) / f"{weights_name(arch, dtype=dtype, seed=seed)}-{i}.safetensors"
             _memory_mapped(module, path, device=device, dtype=dtype, seed=seed + i)
     parts: dict[str, Any] = {"unet": unet.eval(), "vae": vae.eval()}

@@ -12,9 +12,9 @@ from typing import Any
 import torch
 
 from ..devices import cpu_has_native_bf16
+from ..errors import FastDiffError
 from .flops import cpu_matmul_tflops
 from .runner import BenchRow, RunConfig
-from .scenarios import BASELINE
 from .timing import BUSY_CORES, PRESSURE_FRACTION, auto_cpu_threads, busy_cpus_elsewhere, cpu_count
 
 __all__ = [
@@ -23,10 +23,8 @@ __all__ = [
     "contended",
     "device_description",
     "format_table",
-    "pressure_notes",
     "pressured",
     "read_json",
-    "to_json",
     "to_markdown",
     "write_json",
     "write_plot",
@@ -61,14 +59,12 @@ def _commit() -> str | None:
     return (out.stdout.strip() or None) if out.returncode == 0 else None
 
 
-def collect_meta(config: RunConfig, *, weights: str) -> dict[str, Any]:
+def collect_meta(config: RunConfig, *, weights: str) -> Meta:
     """Everything needed to reproduce or compare a run: device, versions, weights, dtype, commit, date."""
     import diffusers
 
     from .. import __version__
 
-    size = f"{config.width}x{config.height}" if config.height or config.width else "native"
-    notes = {"random": RANDOM_NOTE, "tiny": TINY_NOTE}
     return {
         "device": config.device_name or device_description(config.device),
         "torch": torch.__version__,
@@ -77,14 +73,13 @@ def collect_meta(config: RunConfig, *, weights: str) -> dict[str, Any]:
         "python": platform.python_version(),
         "weights": weights,
         "dtype": str(config.dtype).removeprefix("torch."),
-        "size": size,
+        "size": f"{config.width}x{config.height}" if config.height or config.width else "native",
         "repeats": config.repeats,
         "warmup": config.warmup,
         "repeat_prompt": config.repeat_prompt,
-        "baseline": BASELINE,
         "commit": _commit(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "note": notes.get(weights.split(" ")[0], ""),
+        "note": {"random": RANDOM_NOTE, "tiny": TINY_NOTE}.get(weights.split(" ")[0], ""),
         **_cpu_context(config.device, config.threads),
     }
 
@@ -104,22 +99,20 @@ def _cpu_context(device: torch.device, threads: int | None) -> dict[str, Any]:
     return {"busy_cpus_elsewhere_at_start": busy_cpus_elsewhere(), "cpu_matmul_tflops": rates}
 
 
-def to_json(rows: list[BenchRow], meta: dict[str, Any]) -> dict[str, Any]:
-    """`{"meta": {...}, "rows": [...]}`, the file `--json` writes."""
-    return {"meta": meta, "rows": [row.as_dict() for row in rows]}
-
-
 def read_json(path: str | Path) -> tuple[list[BenchRow], Meta]:
     """Rows and metadata of a file `write_json` wrote."""
-    data = json.loads(Path(path).read_text())
-    return [BenchRow(**row) for row in data["rows"]], data["meta"]
+    try:
+        data = json.loads(Path(path).read_text())
+        return [BenchRow(**row) for row in data["rows"]], data["meta"]
+    except (OSError, ValueError, KeyError, TypeError) as err:  # an unreadable or foreign file
+        raise FastDiffError(f"cannot read {path}: {err}") from None
 
 
-def write_json(path: str | Path, rows: list[BenchRow], meta: dict[str, Any]) -> Path:
-    """Write `to_json` to `path` (parents created)."""
+def write_json(path: str | Path, rows: list[BenchRow], meta: Meta) -> Path:
+    """Write `{"meta": {...}, "rows": [...]}` to `path` (parents created)."""
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(to_json(rows, meta), indent=2) + "\n")
+    target.write_text(json.dumps({"meta": meta, "rows": [row.as_dict() for row in rows]}, indent=2) + "\n")
     return target
 
 
@@ -132,19 +125,11 @@ def seconds(value: float | None) -> str:
     return f"{value * 1e3:.1f} ms" if value < 0.1 else f"{value * 1e3:.0f} ms"
 
 
-def _gib(n: int) -> str:
-    return f"{n / 2**30:.2f} GiB"
-
-
 HEADERS = (
     "scenario", "steps", "size", "p50", "p95", "min", "encode", "denoise", "(per UNet call)", "decode",
     "load", "warm-up", "peak mem", "mem stall", "other CPU", "GFLOP", "TFLOP/s", "img/s", "speedup",
     "vs diffusers", "threads",
 )  # fmt: skip
-
-
-def _cores(n: float | None) -> str:
-    return "-" if n is None else f"{n:.2f}"
 
 
 def pressured(row: BenchRow) -> bool:
@@ -157,10 +142,12 @@ def contended(row: BenchRow) -> bool:
     return row.other_cpu_cores is not None and row.other_cpu_cores >= BUSY_CORES
 
 
-def pressure_notes(rows: list[BenchRow]) -> list[str]:
-    """One line per row whose timed runs waited for memory (`pressured`) and per row that shared the CPU with
-    other tasks (`contended`): its time is not what it would be alone, and neither is any ratio to it."""
-    notes = [
+def _notes(rows: list[BenchRow], meta: Meta) -> list[str]:
+    """The note on the weights, the skipped scenarios, and one line per row whose timed runs waited for memory
+    (`pressured`) or shared the CPU (`contended`): its time is not what it would be alone, nor any ratio to it."""
+    notes = [meta["note"]] if meta.get("note") else []
+    notes += [f"skipped {s['scenario']}: {s['reason']}" for s in meta.get("skipped", [])]
+    notes += [
         f"memory pressure: {row.scenario} waited {seconds(row.memory_stall_s)} per timed run for memory or the "
         "disk (median, the machine's PSI): pages were evicted and read again, so it ran slower than alone and "
         "every ratio to it is off by as much; time it in a process of its own "
@@ -179,66 +166,56 @@ def pressure_notes(rows: list[BenchRow]) -> list[str]:
 
 def _cells(row: BenchRow) -> list[str]:
     stages, latency = row.stages_s, row.latency_s
-    calls = f"{seconds(row.per_unet_call_s)} ×{row.unet_calls}"
-    speedup = f"{row.speedup_vs_baseline:.2f}×" if row.speedup_vs_baseline is not None else "-"
-    vs_diffusers = f"{row.speedup_vs_diffusers:.2f}×" if row.speedup_vs_diffusers is not None else "-"
+
+    def ratio(value: float | None) -> str:
+        return "-" if value is None else f"{value:.2f}×"
+
     tflops = f"{row.tflops_per_s:.3f}" + (f" ({row.peak_fraction:.0%})" if row.peak_fraction is not None else "")
-    load = seconds(row.load_s) + (" (shared)" if row.load_shared else "")
     return [
         row.scenario, str(row.steps), f"{row.width}x{row.height}", seconds(latency["p50"]), seconds(latency["p95"]),
-        seconds(latency["min"]), seconds(stages["encode"]), seconds(stages["denoise"]), calls,
-        seconds(stages["decode"]), load, seconds(row.warmup_s), _gib(row.peak_memory_bytes),
-        seconds(row.memory_stall_s), _cores(row.other_cpu_cores), f"{row.gflops:.1f}",
-        tflops, f"{row.images_per_s:.3f}", speedup, vs_diffusers, "-" if row.threads is None else str(row.threads),
+        seconds(latency["min"]), seconds(stages["encode"]), seconds(stages["denoise"]),
+        f"{seconds(row.per_unet_call_s)} ×{row.unet_calls}", seconds(stages["decode"]),
+        seconds(row.load_s) + (" (shared)" if row.load_shared else ""), seconds(row.warmup_s),
+        f"{row.peak_memory_bytes / 2**30:.2f} GiB", seconds(row.memory_stall_s),
+        "-" if row.other_cpu_cores is None else f"{row.other_cpu_cores:.2f}", f"{row.gflops:.1f}", tflops,
+        f"{row.images_per_s:.3f}", ratio(row.speedup_vs_baseline), ratio(row.speedup_vs_diffusers),
+        "-" if row.threads is None else str(row.threads),
     ]  # fmt: skip
 
 
-def _matmul_rates(meta: dict[str, Any]) -> str:
-    rates = meta.get("cpu_matmul_tflops") or {}
-    return ", ".join(f"{dtype} {rate:.3f}" for dtype, rate in rates.items())
+def _header(meta: Meta) -> str:
+    """The run's facts, the first line of the table and of the Markdown."""
+    facts = [
+        meta["device"], meta["dtype"], f"weights: {meta['weights']}", f"size: {meta['size']}",
+        f"{meta['repeats']} timed runs after {meta['warmup']} warm-up", f"torch {meta['torch']}",
+        f"diffusers {meta['diffusers']}", meta["date"],
+        "one prompt for every run (cache hits)" if meta.get("repeat_prompt") else "a new prompt per run",
+    ]  # fmt: skip
+    if rates := meta.get("cpu_matmul_tflops"):
+        facts.append("matmul TFLOP/s: " + ", ".join(f"{dtype} {rate:.3f}" for dtype, rate in rates.items()))
+    return " | ".join(facts)
 
 
-def _prompt_mode(meta: dict[str, Any]) -> str:
-    return "one prompt for every run (cache hits)" if meta.get("repeat_prompt") else "a new prompt per run"
-
-
-def _warnings(rows: list[BenchRow], meta: dict[str, Any]) -> list[str]:
-    """The skipped scenarios and the rows timed under pressure, one line each."""
-    return [f"skipped {s['scenario']}: {s['reason']}" for s in meta.get("skipped", [])] + pressure_notes(rows)
-
-
-def format_table(rows: list[BenchRow], meta: dict[str, Any]) -> str:
-    """The console table, with a header line of metadata and the note on random weights."""
+def format_table(rows: list[BenchRow], meta: Meta) -> str:
+    """The console table: the run's facts, the rows, then the notes."""
     table = [list(HEADERS), *(_cells(r) for r in rows)]
     widths = [max(len(line[i]) for line in table) for i in range(len(HEADERS))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in table]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    head = f"{meta['device']} | {meta['dtype']} | weights: {meta['weights']} | size: {meta['size']} | "
-    head += f"{meta['repeats']} timed runs after {meta['warmup']} warm-up | torch {meta['torch']}"
-    head += f" | {_prompt_mode(meta)}"
-    if _matmul_rates(meta):
-        head += f" | matmul TFLOP/s: {_matmul_rates(meta)}"
-    footer = [f"note: {meta['note']}"] if meta.get("note") else []
-    footer += _warnings(rows, meta)
-    footer.append("stages are p50 of each stage; 'hooks' rows are split at module boundaries (plain diffusers)")
-    return "\n".join([head, *lines, *footer])
+    footer = "stages are p50 of each stage; 'hooks' rows are split at module boundaries (plain diffusers)"
+    return "\n".join([_header(meta), *lines, *_notes(rows, meta), footer])
 
 
-def to_markdown(rows: list[BenchRow], meta: dict[str, Any]) -> str:
-    """A GitHub Markdown table of the rows, preceded by the run's metadata."""
-    info = ", ".join(f"{k}: {meta[k]}" for k in ("device", "dtype", "weights", "size", "torch", "diffusers", "date"))
-    info += ", " + _prompt_mode(meta)
-    if _matmul_rates(meta):
-        info += f", matmul TFLOP/s: {_matmul_rates(meta)}"
-    notes = [meta["note"]] if meta.get("note") else []
-    lines = [f"*{info}*", "", *(f"> {note}\n" for note in [*notes, *_warnings(rows, meta)])]
+def to_markdown(rows: list[BenchRow], meta: Meta) -> str:
+    """A GitHub Markdown table of the rows, after the run's facts and the notes."""
+    lines = [f"*{_header(meta)}*", "", *(f"> {note}\n" for note in _notes(rows, meta))]
     lines.append("| " + " | ".join(HEADERS) + " |")
-    lines.append("|" + "|".join("---" if i == 0 else "---:" for i in range(len(HEADERS))) + "|")
+    lines.append("|---" + "|---:" * (len(HEADERS) - 1) + "|")
     lines += ["| " + " | ".join(_cells(row)) + " |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
-def write_plot(path: str | Path, rows: list[BenchRow], meta: dict[str, Any], *, log_scale: bool = False) -> Path:
+def write_plot(path: str | Path, rows: list[BenchRow], meta: Meta, *, log_scale: bool = False) -> Path:
     """Stacked horizontal bars of each scenario's p50 stage times (matplotlib, from the `bench` extra)."""
     try:
         import matplotlib

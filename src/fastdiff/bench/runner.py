@@ -1,10 +1,6 @@
 """Run scenarios the same way, in one process on one device: load, warm up, time the steady state, count FLOPs.
-
-Each timed run uses a new prompt, so fastdiff's embedding cache misses and the text encoders run as they do in
-the plain-diffusers row; `repeat_prompt=True` measures the cache-hit case instead (a live session's sliders).
 fastdiff rows' stage times are the generator's own (`GenerationResult.timings`); the plain-diffusers row is split
-at module boundaries by forward hooks. A `BenchRow` is a scenario's measurements, as `--json` writes them.
-"""
+at module boundaries by forward hooks."""
 
 from __future__ import annotations
 
@@ -23,7 +19,7 @@ from ..openvino_engine import expected_shapes
 from .flops import FlopCache, ModuleProbe, device_peak_tflops, stage_modules
 from .random_weights import NotEnoughMemory
 from .scenarios import BASELINE, Scenario
-from .sources import Loaded, ModelSource
+from .sources import ModelSource
 from .timing import Contention, PeakMemory, auto_cpu_threads, make_clock, percentile, round_order, summarize
 
 __all__ = [
@@ -33,13 +29,11 @@ __all__ = [
     "ScenarioRun",
     "baseline_row",
     "run_interleaved",
-    "run_scenario",
     "run_scenarios",
     "set_speedup_vs_diffusers",
 ]
 
 PROMPT = "a photo of an astronaut riding a horse on the moon"
-Call = Callable[[str, int], dict[str, float] | None]  # (prompt, seed) -> stage seconds, or None when unknown
 
 
 @dataclass(frozen=True)
@@ -52,7 +46,7 @@ class RunConfig:
     width: int | None = None
     repeats: int = 3
     warmup: int = 1
-    repeat_prompt: bool = False  # True: one prompt for every run (embedding cache hits); False: a new one per run
+    repeat_prompt: bool = False  # True: one prompt for every run (embedding cache hits, as a live session's sliders)
     device_name: str = ""
     threads: int | None = None  # CPU threads; None: the cores idle when each scenario starts
 
@@ -95,62 +89,32 @@ class BenchRow:
         return dict(self.__dict__)
 
 
-def _make_call(scenario: Scenario, loaded: Loaded, config: RunConfig) -> Call:
-    """One generation, as fastdiff runs it (returning its stage timings) or as the card's diffusers snippet."""
-    gen = loaded.generator
-    if gen is not None:
-
-        def fastdiff_call(prompt: str, seed: int) -> dict[str, float]:
-            with warnings.catch_warnings():
-                # --height/--width below a preset's native size is the point of a quick CPU run, not a mistake.
-                warnings.filterwarnings("ignore", message=r".*was trained at", category=FastDiffWarning)
-                result = gen(prompt, steps=scenario.steps, seed=seed, height=config.height, width=config.width)
-            return {k: v for k, v in result.timings.items() if k in STAGES}
-
-        return fastdiff_call
-    pipe = loaded.pipe
-    pipe.set_progress_bar_config(disable=True)
-    size = {k: v for k, v in (("height", config.height), ("width", config.width)) if v is not None}
-    guidance = scenario.preset.guidance_scale
-
-    def diffusers_call(prompt: str, seed: int) -> None:
-        generator = torch.Generator("cpu").manual_seed(seed)
-        with torch.no_grad():
-            pipe(prompt, num_inference_steps=scenario.steps, guidance_scale=guidance, generator=generator, **size)
-
-    return diffusers_call
-
-
 class ScenarioRun:
-    """One scenario loaded and hooked: `warm_up()`, then `run()` as many times as wanted, then `row()`.
-
-    Use it as a context manager: peak memory covers warm-up and runs, and the hooks go away on exit. `run()`
-    synchronizes before its last clock read, so an outside timer (pytest-benchmark) can wrap it as well.
-    """
+    """One scenario loaded and hooked: inside its context (peak memory, hooks), `warm_up()`, then `run()` as often
+    as wanted (synchronized, so pytest-benchmark may time it too), then `row()`."""
 
     def __init__(self, scenario: Scenario, source: ModelSource, config: RunConfig) -> None:
         self.scenario, self.config = scenario, config
         self.clock = make_clock(config.device)
         self.memory = PeakMemory(config.device)
         self.loaded = source.load(scenario)
-        self._call = _make_call(scenario, self.loaded, config)
+        if self.loaded.generator is None:
+            self.loaded.pipe.set_progress_bar_config(disable=True)
         self._probe = ModuleProbe(stage_modules(self.loaded.pipe), self.clock)
         self.warmup_s = 0.0
         self.totals: list[float] = []  # each timed run's seconds
         self.stages: list[dict[str, float]] = []
         self.method = "fastdiff"  # where stage times come from: the generator's own, else "hooks"
-        self.unet_calls = 0
         self.unet_call_s: list[float] = []
         self.contention = Contention()  # what else the machine did during the timed runs
         self.peak_memory = 0
         self.threads: int | None = None
-        self._threads_before = 0
+        self._threads_before = torch.get_num_threads()
 
     def __enter__(self) -> ScenarioRun:
         if self.config.device.type == "cpu":
             # The idle cores (run_interleaved decides once for its rows): a thread waiting on a core another process
             # holds stalls every parallel region.
-            self._threads_before = torch.get_num_threads()
             self.threads = self.config.threads or auto_cpu_threads()
             torch.set_num_threads(self.threads)
         self.memory.reset()
@@ -163,20 +127,32 @@ class ScenarioRun:
         if self.threads is not None:
             torch.set_num_threads(self._threads_before)
 
+    def _call(self, prompt: str, seed: int) -> dict[str, float] | None:
+        """One generation, as fastdiff runs it (returning its stage timings) or as the card's diffusers snippet."""
+        config, steps, gen = self.config, self.scenario.steps, self.loaded.generator
+        if gen is not None:
+            with warnings.catch_warnings():
+                # --height/--width below a preset's native size is the point of a quick CPU run, not a mistake.
+                warnings.filterwarnings("ignore", message=r".*was trained at", category=FastDiffWarning)
+                result = gen(prompt, steps=steps, seed=seed, height=config.height, width=config.width)
+            return {k: v for k, v in result.timings.items() if k in STAGES}
+        size = {k: v for k, v in (("height", config.height), ("width", config.width)) if v is not None}
+        guidance, generator = self.scenario.preset.guidance_scale, torch.Generator("cpu").manual_seed(seed)
+        with torch.no_grad():
+            self.loaded.pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, generator=generator, **size)
+        return None
+
     def _prompt(self, tag: str) -> str:
         return PROMPT if self.config.repeat_prompt else f"{PROMPT}, {tag}"
 
-    @property
-    def warmup_runs(self) -> int:
-        """`config.warmup`, but never fewer than the generator needs (two with CUDA graphs: the second records)."""
-        generator = self.loaded.generator
-        return max(self.config.warmup, generator.warmup_runs if generator is not None else 0)
-
     def warm_up(self, tick: Callable[[], None] = lambda: None) -> float:
-        """`warmup_runs` untimed-for-latency runs (compilation, CUDA graphs, allocations, kernels); their time."""
+        """`config.warmup` runs, or as many as the generator needs (two with CUDA graphs: the second records), timed
+        apart (compilation, CUDA graphs, allocations, kernels); their seconds."""
+        generator = self.loaded.generator
+        runs = max(self.config.warmup, generator.warmup_runs if generator is not None else 0)
         start = self.clock()
         with expected_shapes():  # an OpenVINO row converts its shapes here, as warm-up should
-            for i in range(self.warmup_runs):
+            for i in range(runs):
                 self._call(self._prompt(f"warm-up {i}"), i)
                 tick()
         self.warmup_s = self.clock() - start
@@ -196,7 +172,6 @@ class ScenarioRun:
         if stages is None:
             stages, self.method = probe.split(start, end), "hooks"
         self.stages.append(stages)
-        self.unet_calls = probe.calls("denoise")
         self.unet_call_s.extend(probe.durations("denoise"))
         return end - start
 
@@ -208,7 +183,7 @@ class ScenarioRun:
         config, scenario = self.config, self.scenario
         peak = device_peak_tflops(config.device_name, config.dtype) if config.device.type == "cuda" else None
         latency = summarize(self.totals)
-        per_s = 1.0 / latency.p50 if latency.p50 > 0 else 0.0  # a zero-time run only happens with fake clocks
+        per_s = 1.0 / latency["p50"] if latency["p50"] > 0 else 0.0  # a zero-time run only happens with fake clocks
         gflops = sum(flops.values()) / 1e9
         memory_stall_s, other_cpu_cores = self.contention.medians()
         return BenchRow(
@@ -218,7 +193,7 @@ class ScenarioRun:
             steps=scenario.steps,
             height=config.height or scenario.preset.height,
             width=config.width or scenario.preset.width,
-            latency_s=latency.as_dict(),
+            latency_s=latency,
             stages_s={k: percentile([s[k] for s in self.stages], 50) for k in ("encode", "denoise", "decode")},
             stages_method=self.method,
             load_s=self.loaded.load_s,
@@ -226,7 +201,7 @@ class ScenarioRun:
             warmup_s=self.warmup_s,
             peak_memory_bytes=self.peak_memory,
             memory_kind=self.memory.kind,
-            unet_calls=self.unet_calls,
+            unet_calls=self._probe.calls("denoise"),  # the last run's, which every run makes alike
             per_unet_call_s=percentile(self.unet_call_s, 50) if self.unet_call_s else 0.0,
             gflops=gflops,
             gflops_by_stage={k: v / 1e9 for k, v in flops.items()},
@@ -239,25 +214,6 @@ class ScenarioRun:
             memory_stall_s=memory_stall_s,
             other_cpu_cores=other_cpu_cores,
         )
-
-
-def run_scenario(
-    scenario: Scenario,
-    source: ModelSource,
-    config: RunConfig,
-    *,
-    flop_cache: FlopCache | None = None,
-    tick: Callable[[], None] = lambda: None,
-) -> BenchRow:
-    """Load (or share) the scenario's model, warm up, time `config.repeats` runs and count their FLOPs."""
-    return run_interleaved([scenario], source, config, flop_cache=flop_cache, tick=tick)[0]
-
-
-def _groups(scenarios: list[Scenario], source: ModelSource) -> list[list[Scenario]]:
-    """Consecutive rows doing the same work (preset and steps) whose source can hold them all at once."""
-    if not source.shares_weights:
-        return [[scenario] for scenario in scenarios]
-    return [list(group) for _, group in itertools.groupby(scenarios, key=lambda s: (s.preset.name, s.steps))]
 
 
 def run_interleaved(
@@ -302,8 +258,10 @@ def run_scenarios(
     weights; one whose weights do not fit is skipped and reported to `on_skip`), then set each row's speedups."""
     rows: list[BenchRow] = []
     flop_cache: FlopCache = {}
+    # Consecutive rows doing the same work (preset and steps) run interleaved where the source can hold them all.
+    same_work = itertools.groupby(scenarios, key=lambda s: (s.preset.name, s.steps) if source.shares_weights else id(s))
     try:
-        for group in _groups(scenarios, source):
+        for group in (list(group) for _, group in same_work):
             try:
                 done = run_interleaved(group, source, config, flop_cache=flop_cache, tick=tick)
             except NotEnoughMemory as err:

@@ -1,8 +1,7 @@
 """Benchmark scenarios: `PRESET@STEPS` (`sd15@20`; a family picks its preset for the steps, `sdxl-lightning@4`)
 run by fastdiff at `optimize="none"` (diffusers' own computation), `fastdiff:LEVEL[+FORMAT]:PRESET@STEPS` at that
 level (with `Optimizations.openvino_weights`), `diffusers:` as the repo's own snippet, or `openvino:` as that
-snippet with its modules compiled by plain OpenVINO (the peer fastdiff's CPU speed is measured against).
-"""
+snippet with its modules compiled by plain OpenVINO (the peer fastdiff's CPU speed is measured against)."""
 
 from __future__ import annotations
 
@@ -32,10 +31,6 @@ DEFAULT_SCENARIOS: tuple[str, ...] = (
 )
 OPTIONAL_SCENARIOS: tuple[str, ...] = ("sd-turbo@1", "sdxl-lightning@2", "sdxl-lightning@8")
 
-DIFFUSERS_PREFIX = "diffusers:"
-FASTDIFF_PREFIX = "fastdiff:"
-OPENVINO_PREFIX = "openvino:"
-
 
 @dataclass(frozen=True)
 class Scenario:
@@ -47,11 +42,6 @@ class Scenario:
     runner: Runner = "fastdiff"
     optimize: str = "none"  # fastdiff rows: the optimize level
     openvino_weights: str | None = None  # fastdiff rows: `Optimizations.openvino_weights` ("int8", "int8-full")
-
-    @property
-    def is_baseline(self) -> bool:
-        """True for the row every speedup is relative to."""
-        return self.name == BASELINE
 
 
 def _resolve_preset(name: str, steps: int | None) -> Preset:
@@ -79,12 +69,11 @@ def parse_scenario(text: str) -> Scenario:
     body = text.strip()
     runner: Runner = "fastdiff"
     level, weights = "none", None
-    if body.startswith(DIFFUSERS_PREFIX):
-        runner, body = "diffusers", body[len(DIFFUSERS_PREFIX) :]
-    elif body.startswith(OPENVINO_PREFIX):
-        runner, body = "openvino", body[len(OPENVINO_PREFIX) :]
-    elif body.startswith(FASTDIFF_PREFIX):
-        level, _, body = body[len(FASTDIFF_PREFIX) :].partition(":")
+    head, colon, rest = body.partition(":")
+    if colon and head in ("diffusers", "openvino"):
+        runner, body = "diffusers" if head == "diffusers" else "openvino", rest
+    elif colon and head == "fastdiff":
+        level, _, body = rest.partition(":")
         level, plus, weights = level.partition("+")
         if plus:
             from ..openvino_cache import WEIGHT_FORMATS  # imports torch: only rows that name a format need it
@@ -112,20 +101,16 @@ def parse_scenario(text: str) -> Scenario:
             f"scenario {text!r}: the plain {runner} row runs a repo as its card's snippet does; {preset.name} "
             f"also needs a UNet/LoRA checkpoint, so time it through fastdiff (drop '{runner}:')"
         )
-    prefix = {"diffusers": DIFFUSERS_PREFIX, "openvino": OPENVINO_PREFIX}.get(runner, "")
+    prefix = "" if runner == "fastdiff" else f"{runner}:"
     if level != "none" or weights is not None:
-        prefix = f"{FASTDIFF_PREFIX}{level}{'+' + weights if weights else ''}:"
+        prefix = f"fastdiff:{level}{'+' + weights if weights else ''}:"
     row = f"{prefix}{name}@{steps}"
     return Scenario(name=row, preset=preset, steps=steps, runner=runner, optimize=level, openvino_weights=weights)
 
 
 def parse_scenarios(texts: list[str] | tuple[str, ...]) -> list[Scenario]:
     """Parse several scenarios (commas also separate them); duplicates are kept once, in order."""
-    names = [part.strip() for text in texts for part in text.split(",") if part.strip()]
-    scenarios: dict[str, Scenario] = {}
-    for name in names:
-        scenario = parse_scenario(name)
-        scenarios.setdefault(scenario.name, scenario)
+    scenarios = dict.fromkeys(parse_scenario(part) for text in texts for part in text.split(",") if part.strip())
     if not scenarios:
         raise FastDiffError("no scenarios given; e.g. --scenarios sd15@20 sdxl-turbo@1")
-    return list(scenarios.values())
+    return list(scenarios)

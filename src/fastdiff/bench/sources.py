@@ -3,10 +3,11 @@ A source holds one model at a time; consecutive rows that can share it do, and s
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import torch
 
@@ -35,26 +36,9 @@ class Loaded:
     shared: bool
 
 
-class ModelSource(Protocol):
-    """Gives each scenario its pipeline; `release()` frees whatever it holds."""
-
-    weights: Weights
-    shares_weights: bool  # True: rows loaded one after another share the modules, so several can be held at once
-
-    def load(self, scenario: Scenario) -> Loaded:
-        """The pipeline of `scenario`, loading (or building) it unless the last one can be shared."""
-        ...
-
-    def release(self) -> None:
-        """Drop the model held, so the next one fits in memory."""
-        ...
-
-
 def openvino_pipeline(pipe: Any, *, cache_key: str | None = None) -> Any:
-    """The bench's peer: `pipe` with plain OpenVINO in its default precision running copies of its text
-    encoder(s), UNet and VAE decoder (weights shared with `pipe`, which is left as it was), nothing else changed.
-    `cache_key` names the weights as `FewStepGenerator.from_pipeline` does, so the peer and fastdiff's rows share
-    one converted model where they compile the same graph."""
+    """The bench's peer: `pipe` (left as it was) with plain OpenVINO running copies of its text encoder(s), UNet and
+    VAE; `cache_key` names the weights as `FewStepGenerator.from_pipeline` does, to share its converted models."""
     from diffusers import AutoPipelineForText2Image
 
     from ..openvino_cache import openvino_usable
@@ -76,15 +60,13 @@ def _free(device: torch.device) -> None:
 
 
 class RandomSource:
-    """The real architecture of each repo with random weights (`tiny=True`: at toy widths, `tiny_architecture`);
-    with `folder`, the random weights are written there once and memory-mapped, as a checkpoint a user loads.
-    Rows of one family share its modules: each family is one architecture."""
+    """The real architecture of each repo (`tiny=True`: at toy widths) with random weights, memory-mapped from
+    `folder` if given; rows of one family share its modules (`shares_weights`)."""
 
     def __init__(
         self, *, device: torch.device, dtype: torch.dtype, clock: Clock, tiny: bool = False, folder: Path | None = None
     ) -> None:
-        self.device, self.dtype, self.clock, self.folder = device, dtype, clock, folder
-        self.weights: Weights = "tiny" if tiny else "random"
+        self.device, self.dtype, self.clock, self.tiny, self.folder = device, dtype, clock, tiny, folder
         self.shares_weights = True
         self._family: str | None = None
         self._components: dict[str, Any] = {}
@@ -93,7 +75,7 @@ class RandomSource:
     def load(self, scenario: Scenario) -> Loaded:
         """Build the modules (meta device, one fill) or reuse the last ones, then wrap them as the scenario asks."""
         arch = architecture(scenario.preset.repo_id)
-        arch = tiny_architecture(arch) if self.weights == "tiny" else arch
+        arch = tiny_architecture(arch) if self.tiny else arch
         shared = scenario.preset.family == self._family
         if not shared:
             self.release()
@@ -128,7 +110,6 @@ class HubSource:
     """Real weights from the Hugging Face cache (or the hub), loaded cold one at a time: `from_preset` for fastdiff
     rows, the card's `AutoPipelineForText2Image.from_pretrained` for the others."""
 
-    weights: Weights = "hub"
     shares_weights = False  # each row loads its own weights (the card's pipeline, or from_preset)
 
     def __init__(
@@ -142,7 +123,7 @@ class HubSource:
         """Load the scenario's weights unless the previous scenario used the very same ones."""
         key = (scenario.runner, scenario.optimize, scenario.openvino_weights, scenario.preset.name)
         if self._loaded is not None and key == self._key:
-            return Loaded(self._loaded.pipe, self._loaded.generator, self._loaded.load_s, shared=True)
+            return dataclasses.replace(self._loaded, shared=True)
         self.release()
         start = self.clock()
         with silenced("numpy-copy"):
@@ -182,6 +163,10 @@ class HubSource:
         _free(self.device)
 
 
+# Gives each scenario its pipeline (`load`), sharing the last one where it can; `release()` frees what it holds.
+ModelSource = RandomSource | HubSource
+
+
 def make_source(
     weights: Weights,
     *,
@@ -194,7 +179,5 @@ def make_source(
     """The source for `--weights random|tiny|hub`; `cache_dir` for `hub`, `weights_dir` (memory-mapped) for `random`."""
     if weights == "hub":
         return HubSource(device=device, dtype=dtype, clock=clock, cache_dir=cache_dir)
-    if weights_dir is not None and weights != "random":
-        raise FastDiffError(f"weights_dir is for random weights, not {weights}")
     folder = Path(weights_dir) if weights_dir is not None else None
     return RandomSource(device=device, dtype=dtype, clock=clock, tiny=weights == "tiny", folder=folder)

@@ -3,13 +3,11 @@ before its kernel runs), percentiles, peak memory, and what else the machine did
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +21,6 @@ __all__ = [
     "PRESSURE_FRACTION",
     "Clock",
     "Contention",
-    "LatencySummary",
     "PeakMemory",
     "auto_cpu_threads",
     "available_memory",
@@ -55,19 +52,6 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(values, q))
 
 
-@dataclass(frozen=True)
-class LatencySummary:
-    """p50 / p95 / min of repeated measurements, in seconds."""
-
-    p50: float
-    p95: float
-    min: float
-
-    def as_dict(self) -> dict[str, float]:
-        """`{"p50": …, "p95": …, "min": …}`, the JSON shape of `latency_s`."""
-        return dataclasses.asdict(self)
-
-
 def round_order(rows: int, round_: int) -> list[int]:
     """The order in which `rows` interleaved rows run in round `round_`: a balanced Latin square (Williams, 1949).
     Over `rows` rounds (twice as many for an odd count) every row runs right after every other one equally often
@@ -77,9 +61,9 @@ def round_order(rows: int, round_: int) -> list[int]:
     return order[::-1] if rows % 2 and (round_ // rows) % 2 else order
 
 
-def summarize(values: Sequence[float]) -> LatencySummary:
-    """Summarize steady-state measurements (warm-up runs must already be left out)."""
-    return LatencySummary(p50=percentile(values, 50), p95=percentile(values, 95), min=min(values))
+def summarize(values: Sequence[float]) -> dict[str, float]:
+    """`{"p50": …, "p95": …, "min": …}` of steady-state seconds (warm-up runs left out): a row's `latency_s`."""
+    return {"p50": percentile(values, 50), "p95": percentile(values, 95), "min": min(values)}
 
 
 class PeakMemory:
@@ -95,12 +79,10 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(self.device)
             return
-        clear_refs = Path("/proc/self/clear_refs")
-        if clear_refs.exists():
-            try:
-                clear_refs.write_text("5")
-            except OSError:  # read-only /proc in some sandboxes: keep the lifetime peak
-                self.kind = "process-rss-lifetime"
+        try:
+            Path("/proc/self/clear_refs").write_text("5")
+        except OSError:  # not Linux, or a read-only /proc in a sandbox: the process-lifetime peak
+            self.kind = "process-rss-lifetime"
 
     def read(self) -> int:
         """Peak bytes since the last `reset`."""
@@ -139,19 +121,14 @@ def memory_stall_seconds(pressure: Path = Path("/proc/pressure")) -> float | Non
     """Seconds some task on this machine stalled for memory or the disk since boot (Linux's pressure stall
     information, the `some` totals of `memory` and `io`: reclaim, refaults, evicted pages read back); None without
     PSI. Its change over a timed run is how long the run waited (an upper bound: one wait may count in both)."""
-    totals = [_some_total(pressure / name) for name in ("memory", "io")]
-    if totals[0] is None:
-        return None
-    return sum(t for t in totals if t is not None)
-
-
-def _some_total(path: Path) -> float | None:
-    try:
-        text = path.read_text()
-    except OSError:
-        return None
-    match = re.search(r"^some .*total=(\d+)", text, re.MULTILINE)
-    return int(match.group(1)) / 1e6 if match else None
+    totals = []
+    for name in ("memory", "io"):
+        try:
+            found = re.search(r"^some .*total=(\d+)", (pressure / name).read_text(), re.MULTILINE)
+        except OSError:
+            found = None
+        totals.append(int(found.group(1)) / 1e6 if found else None)
+    return None if totals[0] is None else sum(t for t in totals if t is not None)
 
 
 def busy_cpu_seconds() -> float:
