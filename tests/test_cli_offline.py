@@ -58,7 +58,7 @@ OFFLINE_COMMANDS = {
     "generate": ["generate", "a cat", "--preset", "sdxl-turbo", "--output", "{tmp}/cat.png"],
     "batch": ["batch", "{tmp}/prompts.txt", "--preset", "sdxl-turbo", "--out", "{tmp}/run"],
     "demo": ["demo", "--preset", "sdxl-turbo"],
-    "bench": ["bench", "--weights", "hub", "--scenarios", "sdxl-turbo@1", "--no-progress"],
+    "bench": ["bench", "--weights", "real", "--scenarios", "sdxl-turbo@1", "--no-progress"],  # real = hub
 }
 
 

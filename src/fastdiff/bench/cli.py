@@ -23,9 +23,10 @@ def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--weights",
         choices=("random", "hub", "tiny"),
+        type=lambda value: "hub" if value == "real" else value,  # "real" reads as the weights' kind, so it works too
         default="random",
-        help="random: the real architectures with random weights, nothing downloaded (default); hub: real weights "
-        "from the Hugging Face cache/hub; tiny: the real wiring at toy widths (smoke tests only)",
+        help="random: the real architectures with random weights, nothing downloaded (default); hub (or real): real "
+        "weights from the Hugging Face cache/hub; tiny: the real wiring at toy widths (smoke tests only)",
     )
     parser.add_argument("--cache-dir", default=None, help="hub cache for --weights hub (default: HF_HOME's)")
     parser.add_argument(
