@@ -169,11 +169,15 @@ class FewStepGenerator:
         **diffusers_arguments: Any,
     ) -> GenerationResult:
         """Generate `num_images` images per prompt; image *k* of the call is the image of `seed + k` alone. None
-        means the preset's value. diffusers' arguments work as in diffusers (prompt lists, float array images,
-        `generator`, `callback_on_step_end`, `num_inference_steps`) or are refused with fastdiff's way.
+        means the preset's value.
 
-        Safe from many threads; where calls coalesce (`max_batch` > 1), compatible concurrent calls share one
-        pipeline call, except a call with a generator, a callback or `coalesce=False`.
+        As in diffusers: `prompt` may be a list (one `negative_prompt` for all, or a list as long); `image`
+        (img2img) is a PIL image or a float array in [0, 1] (HWC numpy, CHW tensor) used at its own size;
+        `generator` (one, or one per image) draws the noise instead of `seed`; `callback_on_step_end` runs after
+        every step (`pipe._interrupt = True` stops the call); `num_inference_steps`/`num_images_per_prompt` are
+        `steps`/`num_images`; other diffusers arguments are refused with fastdiff's way. Safe from many threads:
+        compatible concurrent calls may share one pipeline call (`max_batch` > 1), except one with a generator, a
+        callback or `coalesce=False`.
         """
         own: dict[str, Any] = {"prompt": prompt, "steps": steps, "seed": seed, "generator": generator}
         own |= {"guidance_scale": guidance_scale, "negative_prompt": negative_prompt, "height": height, "width": width}
