@@ -130,10 +130,7 @@ def apply_lora(pipe: Any, path: Path, *, scale: float = 1.0, adapters: dict[str,
 
 
 def _adapter_names(pipe: Any) -> set[str]:
-    try:
-        return {name for names in pipe.get_list_adapters().values() for name in names}
-    except Exception:  # no peft layers at all
-        return set()
+    return {name for names in pipe.get_list_adapters().values() for name in names}
 
 
 def build_unet(config: dict[str, Any], state: dict[str, torch.Tensor], *, name: str, dtype: torch.dtype) -> Any:

@@ -150,10 +150,8 @@ def _is_number(value: object) -> bool:
 def _sibling_for(preset: Preset, steps: int) -> Preset | None:
     """The preset of the same family variant distilled for `steps` (sdxl-lightning-4step → -2step)."""
     stem = re.sub(r"\d+step", "#step", preset.name)
-    for other in all_presets():
-        if other.name != preset.name and re.sub(r"\d+step", "#step", other.name) == stem and steps in other.steps:
-            return other
-    return None
+    same = (p for p in all_presets() if re.sub(r"\d+step", "#step", p.name) == stem and steps in p.steps)
+    return next((p for p in same if p.name != preset.name), None)
 
 
 def check_steps(preset: Preset, steps: object) -> int:
