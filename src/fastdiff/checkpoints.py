@@ -19,7 +19,6 @@ from .hub import cache_first
 from .presets import Preset, all_presets
 
 __all__ = [
-    "add_lora",
     "apply_checkpoint",
     "apply_lora",
     "build_unet",
@@ -66,21 +65,15 @@ def load_unet_state_dict(path: Path, *, allow_pickle: bool) -> dict[str, torch.T
 def _check_fits(state: dict[str, torch.Tensor], unet: Any, *, name: str) -> None:
     """Refuse a state dict that does not fit `unet` key for key and shape for shape."""
     expected = {k: tuple(v.shape) for k, v in unet.state_dict().items()}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    wrong = sorted(k for k in set(expected) & set(state) if tuple(state[k].shape) != expected[k])
-    if missing or unexpected or wrong:
-        details = []
-        if missing:
-            details.append(f"{len(missing)} missing (e.g. {missing[0]})")
-        if unexpected:
-            details.append(f"{len(unexpected)} unexpected (e.g. {unexpected[0]})")
-        if wrong:
-            k = wrong[0]
-            details.append(f"{len(wrong)} of wrong shape (e.g. {k}: {tuple(state[k].shape)} vs {expected[k]})")
+    problems = [f"{k} missing" for k in sorted(set(expected) - set(state))]
+    problems += [f"{k} unexpected" for k in sorted(set(state) - set(expected))]
+    problems += [
+        f"{k}: {tuple(v.shape)} vs {expected[k]}" for k, v in state.items() if expected.get(k, v.shape) != v.shape
+    ]
+    if problems:
         raise FastDiffError(
-            f"checkpoint {name} does not fit this UNet: " + "; ".join(details) + ". It is for another model "
-            "family or a different file; check the preset's checkpoint and source."
+            f"checkpoint {name} does not fit this UNet ({len(problems)} keys: {'; '.join(problems[:3])}): it is for "
+            "another model family or a different file; check the preset's checkpoint and source"
         )
 
 
@@ -110,36 +103,34 @@ def _lora_state_check(path: Path) -> None:
         raise FastDiffError(f"{path.name} holds no LoRA weights; is it a full UNet checkpoint (kind='unet')?")
 
 
-def apply_lora(pipe: Any, path: Path, *, scale: float = 1.0) -> None:
-    """Load a LoRA file, fuse it into the base weights and drop the adapter layers (no per-call LoRA cost)."""
+def apply_lora(pipe: Any, path: Path, *, scale: float = 1.0, adapters: dict[str, float] | None = None) -> None:
+    """Load a LoRA file at `scale`: fused into the base weights, its adapter layers dropped (no per-call cost); or,
+    given `adapters` (the unfused LoRAs, name → scale, updated), one more peft adapter run by `set_adapters`."""
     _lora_state_check(path)
+    name = LORA_ADAPTER if adapters is None else f"lora{len(adapters) + 1}"
     had_adapters = bool(_adapter_names(pipe))
     try:
-        pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=LORA_ADAPTER)
+        pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
     except Exception as err:  # diffusers/peft raise ValueError, RuntimeError, KeyError… on a mismatched LoRA
-        _roll_back(pipe, had_adapters)
+        # undo the half-loaded LoRA: unwrap the peft layers, or drop only ours beside adapters already there
+        if not had_adapters:
+            pipe.unload_lora_weights()
+        elif name in _adapter_names(pipe):
+            pipe.delete_adapters(name)
         raise FastDiffError(
             f"LoRA {path.name} does not fit this pipeline ({type(err).__name__}: {str(err)[:200]}); "
             "it is for another model family"
         ) from None
-    pipe.fuse_lora(lora_scale=scale, adapter_names=[LORA_ADAPTER])
-    pipe.unload_lora_weights()  # the fused weights stay; the peft wrappers and their overhead go
-
-
-def _roll_back(pipe: Any, had_adapters: bool) -> None:
-    """Undo a half-loaded LoRA: unwrap the peft layers (or drop only ours when the user has adapters of their own)."""
-    if had_adapters:
-        if LORA_ADAPTER in _adapter_names(pipe):
-            pipe.delete_adapters(LORA_ADAPTER)
+    if adapters is None:
+        pipe.fuse_lora(lora_scale=scale, adapter_names=[name])
+        pipe.unload_lora_weights()  # the fused weights stay; the peft wrappers and their overhead go
     else:
-        pipe.unload_lora_weights()
+        adapters[name] = scale
+        pipe.set_adapters(list(adapters), adapter_weights=list(adapters.values()))
 
 
 def _adapter_names(pipe: Any) -> set[str]:
-    try:
-        return {name for names in pipe.get_list_adapters().values() for name in names}
-    except Exception:  # no peft layers at all
-        return set()
+    return {name for names in pipe.get_list_adapters().values() for name in names}
 
 
 def build_unet(config: dict[str, Any], state: dict[str, torch.Tensor], *, name: str, dtype: torch.dtype) -> Any:
@@ -200,18 +191,6 @@ def load_unet_checkpoint(pipe: Any, path: Path, *, allow_pickle: bool) -> None:
     state = load_unet_state_dict(path, allow_pickle=allow_pickle)
     _check_fits(state, unet, name=path.name)
     unet.load_state_dict(state)
-
-
-def add_lora(pipe: Any, path: Path, *, scale: float, fuse: bool, adapters: dict[str, float]) -> None:
-    """`load_lora`'s change: fused at `scale` (`apply_lora`), or kept as one more peft adapter at `scale` beside
-    the unfused ones in `adapters` (name → scale, updated), as diffusers' `set_adapters` runs them."""
-    if fuse:
-        apply_lora(pipe, path, scale=scale)
-        return
-    name = f"lora{len(adapters) + 1}"
-    pipe.load_lora_weights(str(path.parent), weight_name=path.name, adapter_name=name)
-    adapters[name] = scale
-    pipe.set_adapters(list(adapters), adapter_weights=list(adapters.values()))
 
 
 def lora_file(

@@ -4,7 +4,7 @@ scheduler recipe is diffusers') → decode, timed per stage."""
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from itertools import pairwise
+from itertools import accumulate, pairwise
 from typing import Any
 
 import torch
@@ -126,21 +126,18 @@ def generate_batch(
     timings["total"] = sum(timings.values())
     if compiled.seconds:
         timings["compile"] = compiled.seconds
-    results, first = [], 0
-    for r in requests:
-        mine = images[first : first + r.num_images]
-        first += r.num_images
-        results.append(
-            GenerationResult(
-                images=mine,
-                seed=r.seed,
-                steps=r.steps,
-                preset=preset.name,
-                guidance_scale=r.guidance_scale,
-                height=mine[0].height,
-                width=mine[0].width,
-                timings=dict(timings),
-                image_seeds=r.image_seeds,
-            )
+    starts = accumulate((r.num_images for r in requests), initial=0)
+    return [
+        GenerationResult(
+            images=images[start : start + r.num_images],
+            seed=r.seed,
+            steps=r.steps,
+            preset=preset.name,
+            guidance_scale=r.guidance_scale,
+            height=images[0].height,  # one pipeline call: one size
+            width=images[0].width,
+            timings=dict(timings),
+            image_seeds=r.image_seeds,
         )
-    return results
+        for start, r in zip(starts, requests, strict=False)  # starts has one more: the end
+    ]

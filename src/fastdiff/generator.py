@@ -21,7 +21,7 @@ from PIL import Image
 from . import loading
 from . import presets as preset_table
 from .adapters import Embeddings
-from .checkpoints import add_lora, load_unet_checkpoint, lora_file
+from .checkpoints import apply_lora, load_unet_checkpoint, lora_file
 from .denoising import batch_key, generate_batch
 from .devices import make_clock, resolve_device
 from .embeddings import EmbeddingCache
@@ -42,12 +42,8 @@ log = logging.getLogger(__name__)
 
 
 class FewStepGenerator:
-    """Run a few-step model exactly as its model card does, with checked inputs and per-stage timings.
-
-    Build one with `from_preset` or `from_pipeline`, then call it: `gen("a cat", steps=1, seed=0).images[0]`.
-    `optimizations` is what was asked, `recipe` what was decided for the device and applied. Change weights through
-    `load_lora`/`load_checkpoint`, or call `weights_changed()` after writing `gen.pipeline`'s weights yourself.
-    """
+    """Run a few-step model exactly as its model card does, with checked inputs and per-stage timings:
+    `gen("a cat", steps=1, seed=0).images[0]`. `optimizations` is what was asked, `recipe` what was applied."""
 
     def __init__(
         self,
@@ -107,13 +103,10 @@ class FewStepGenerator:
     ) -> FewStepGenerator:
         """Load the preset's weights (cache first: no network call when cached) onto `device`.
 
-        `source`: a local diffusers folder, a single-file checkpoint or another hub repo of the family (None: the
-        preset's repo). `checkpoint`: a local UNet/LoRA file instead of the preset's. `allow_pickle` opts in to
-        pickle files (`.bin`, `.pt`, `.ckpt`), which `torch.load` unpickles. `optimize`: "none" (diffusers' image
-        bit for bit), "default" (speedups within a tested tolerance), "max" (also the tiny autoencoder) or an
-        `Optimizations`. `dtype`: what the weights load in (None: what `optimize` computes in, else float16 on
-        accelerators and float32 on the CPU). `max_batch`: the most images one pipeline call makes when concurrent
-        calls coalesce (None: by device; 1: never); `max_wait_ms`: how long a batch may wait to fill.
+        `source`: a diffusers folder, a single file or another hub repo of the family; `checkpoint`: a UNet/LoRA file
+        instead of the preset's; `allow_pickle`: also read `.bin`/`.pt`/`.ckpt` pickles. `optimize`: "none"
+        (diffusers' image bit for bit), "default" (within a tested tolerance), "max" or an `Optimizations`. `dtype`
+        None: what `optimize` computes in. `max_batch`/`max_wait_ms`: how concurrent calls coalesce (None: by device).
         """
         spec = preset_table.get(preset)
         target = resolve_device(device)
@@ -144,12 +137,9 @@ class FewStepGenerator:
         max_wait_ms: float = 0.0,
         cache_key: str | None = None,
     ) -> FewStepGenerator:
-        """Wrap a diffusers pipeline you already loaded (its device, dtype and scheduler stay as they are).
-
-        The generator runs its own pipeline object over `pipe`'s modules, with the preset's scheduler; a
-        `checkpoint` file is loaded into the shared UNet. Levels other than "none" optimize fastdiff's own copies of
-        the modules, sharing the weight tensors. `cache_key`: a name no other weights share (e.g. the repo id and
-        revision), under which the OpenVINO engine keeps converted models on disk; without it they are named by a
+        """Wrap a diffusers pipeline you already loaded: fastdiff runs its own pipeline over `pipe`'s modules with
+        the preset's scheduler (`pipe` keeps its own; a `checkpoint` goes into the shared UNet). `cache_key`: a
+        name no other weights share (repo id and revision), naming the OpenVINO engine's disk cache instead of a
         hash of the weights. Other arguments: as in `from_preset`.
         """
         spec = preset_table.get(preset)
@@ -181,16 +171,13 @@ class FewStepGenerator:
         """Generate `num_images` images per prompt; image *k* of the call is the image of `seed + k` alone. None
         means the preset's value.
 
-        As in diffusers: `prompt` may be a list (with one `negative_prompt` for all or a list as long); `image`
-        (img2img) is a PIL image, or a float array (HWC numpy, CHW tensor) in [0, 1] used at its own size;
-        `generator` draws the noise instead of `seed` (a list: one per image); `callback_on_step_end(pipe, step,
-        timestep, callback_kwargs) -> dict` runs after every step and stops the call with `pipe._interrupt = True`;
-        `num_inference_steps` and `num_images_per_prompt` are `steps` and `num_images`. diffusers' other arguments
-        are refused with fastdiff's way.
-
-        Safe from many threads. Where calls coalesce (`max_batch` > 1; CUDA by default), compatible concurrent calls
-        share one pipeline call, each getting its own images; a call with a generator, a callback or
-        `coalesce=False` runs alone.
+        As in diffusers: `prompt` may be a list (one `negative_prompt` for all, or a list as long); `image`
+        (img2img) is a PIL image or a float array in [0, 1] (HWC numpy, CHW tensor) used at its own size;
+        `generator` (one, or one per image) draws the noise instead of `seed`; `callback_on_step_end` runs after
+        every step (`pipe._interrupt = True` stops the call); `num_inference_steps`/`num_images_per_prompt` are
+        `steps`/`num_images`; other diffusers arguments are refused with fastdiff's way. Safe from many threads:
+        compatible concurrent calls may share one pipeline call (`max_batch` > 1), except one with a generator, a
+        callback or `coalesce=False`.
         """
         own: dict[str, Any] = {"prompt": prompt, "steps": steps, "seed": seed, "generator": generator}
         own |= {"guidance_scale": guidance_scale, "negative_prompt": negative_prompt, "height": height, "width": width}
@@ -206,8 +193,8 @@ class FewStepGenerator:
             device=self.device,
             tensor_inputs=pipe._callback_tensor_inputs,
         )
-        if self.recipe.compile and self._new_shape(requests):
-            height, width, unet_batch = self._shape_of(requests)
+        if self.recipe.compile and (shape := self._new_shape(requests)):
+            height, width, unet_batch = shape
             warn(
                 f"first call at {width}x{height}, UNet batch {unet_batch}: torch.compile compiles for this shape now "
                 "(this call is slow). Call gen.warmup(height=..., width=..., batch=..., guidance_scale=..., "
@@ -229,38 +216,31 @@ class FewStepGenerator:
         progress: bool = True,
         **call_kwargs: Any,
     ) -> Iterator[GenerationResult]:
-        """One result per prompt, in order, `batch_size` prompts per pipeline call (default `max_batch`), with a
-        progress bar. Prompt *i* gets `seeds[i]`, else `seed + i` when `seed=` is given, else a random seed; its
-        images equal those of that call alone. `call_kwargs`: a call's arguments, the same for every prompt."""
-        size, desc = batch_size or self.max_batch, self.preset.name
+        """One result per prompt, in order, `batch_size` prompts per pipeline call (default `max_batch`). Prompt *i*
+        gets `seeds[i]`, else `seed + i` with `seed=`, else a random seed; `call_kwargs` are the same for all."""
         return map_prompts(
             self._request,
             self._generate,
             prompts,
             seeds=seeds,
-            batch_size=size,
+            batch_size=batch_size or self.max_batch,
             call_kwargs=call_kwargs,
-            desc=desc,
+            desc=self.preset.name,
             progress=progress,
         )
 
     def _request(self, prompt: object, **given: Any) -> Request:
-        """One prompt's arguments checked against the preset, with every default filled in."""
         return resolve_request(self.preset, vae_scale_factor=self.pipeline.vae_scale_factor, prompt=prompt, **given)
 
-    @staticmethod
-    def _shape_of(requests: Sequence[Request]) -> tuple[int, int, int]:
-        """(height, width, UNet batch) of one pipeline call: what a compiled UNet and decoder specialize on."""
+    def _new_shape(self, requests: Sequence[Request]) -> tuple[int, int, int] | None:
+        """Record the (height, width, UNet batch) of a pipeline call, which torch.compile specializes on; the shape
+        the first time, else None."""
         width, height = batch_key(requests[0])[1]
-        return height, width, sum(r.num_images for r in requests) * (2 if requests[0].guidance else 1)
-
-    def _new_shape(self, requests: Sequence[Request]) -> bool:
-        """Record the shape of a pipeline call for `requests`; True the first time."""
-        shape = self._shape_of(requests)
+        shape = height, width, sum(r.num_images for r in requests) * (2 if requests[0].guidance else 1)
         with self._shapes_lock:
             new = shape not in self._shapes
             self._shapes.add(shape)
-        return new
+        return shape if new else None
 
     @property
     def stats(self) -> BatchStats:
@@ -287,20 +267,17 @@ class FewStepGenerator:
         local_files_only: bool | None = None,
         cache_dir: str | Path | None = None,
     ) -> None:
-        """Load a LoRA (a `.safetensors` file, or a folder or hub repo id with `weight_name`, cache first) at `scale`,
-        as diffusers' `load_lora_weights` + `fuse_lora(lora_scale=scale)` + `unload_lora_weights()`: diffusers'
-        image on every engine and level, at no per-call cost. `fuse=False` keeps it a peft adapter at `scale`
-        (`set_adapters`). Every cache derived from the weights is renewed."""
+        """Load a LoRA (a `.safetensors` file, or a folder or hub repo id with `weight_name`, cache first) fused at
+        `scale` as diffusers' `fuse_lora` does, or with `fuse=False` a peft adapter (`set_adapters`)."""
         path = lora_file(lora, weight_name, local_files_only=local_files_only, cache_dir=cache_dir)
         check_flag("fuse", fuse)
         with self._lock:
-            add_lora(self.pipeline, path, scale=scale, fuse=fuse, adapters=self._adapters)
+            apply_lora(self.pipeline, path, scale=scale, adapters=None if fuse else self._adapters)
             self._renew(f"lora={file_identity(path)} scale={scale!r} fuse={fuse}")
 
     def load_checkpoint(self, checkpoint: str | Path, *, allow_pickle: bool = False) -> None:
-        """Load a full UNet state dict (a `.safetensors` file, or a pickle with `allow_pickle=True`) into the UNet in
-        place, checked first (a file that does not fit changes nothing); every cache derived from the weights is
-        renewed."""
+        """Load a full UNet state dict (`.safetensors`, or a pickle with `allow_pickle=True`) into the UNet in place;
+        a file that does not fit changes nothing."""
         check_flag("allow_pickle", allow_pickle)
         path = Path(checkpoint).expanduser()
         with self._lock:
@@ -308,9 +285,8 @@ class FewStepGenerator:
             self._renew(f"checkpoint={file_identity(path)}")
 
     def weights_changed(self) -> None:
-        """Say that `gen.pipeline`'s weights were changed directly (a state dict loaded, a LoRA fused with
-        diffusers' own calls, a tensor written): the next call encodes prompts and converts the engines' models
-        anew. Without it the caches keep what they derived from the old weights."""
+        """Say that `gen.pipeline`'s weights were changed directly, so that the caches derived from them (prompt
+        embeddings, the engines' converted models) are renewed."""
         with self._lock:
             self._renew(None)
 
@@ -349,8 +325,8 @@ class FewStepGenerator:
         guidance_scale: float | None = None,
         img2img: bool = False,
     ) -> float:
-        """Generate at this shape now, so that compilation (and CUDA-graph capture) happens at load time, not on a
-        user's call; returns the seconds it took. `guidance_scale` > 1 warms the CFG shape, `img2img` that path."""
+        """Generate at this shape now, so that compilation and CUDA-graph capture happen at load time; returns the
+        seconds it took."""
         h, w = height or self.preset.height, width or self.preset.width
         image = Image.new("RGB", (w, h), (127, 127, 127)) if img2img else None
         shape = {"height": height, "width": width, "num_images": batch, "image": image}

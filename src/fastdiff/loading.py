@@ -24,7 +24,7 @@ from .presets import Preset, is_shipped
 from .recipe import Recipe
 from .schedulers import build_scheduler
 from .validation import check_flag
-from .weights import WeightsIdentity, file_identity, folder_identity, snapshot_identity
+from .weights import WeightsIdentity, file_identity, source_identity
 
 __all__ = ["adopt", "load", "load_tiny_vae"]
 
@@ -83,12 +83,10 @@ def load(
     if ckpt is not None and "unet" not in components:
         apply_checkpoint(pipe, preset, ckpt, allow_pickle=allow_pickle)
     pipe.scheduler = build_scheduler(preset.scheduler, pipe.scheduler)
-    if kind == "folder":
-        origin: str | None = folder_identity(location)
-    elif kind == "file":
-        origin = f"{file_identity(location)} config={preset.repo_id}"
+    if kind == "file":
+        origin: str | None = f"{file_identity(location)} config={preset.repo_id}"
     else:
-        origin = snapshot_identity(location or preset.repo_id, cache_dir)
+        origin = source_identity(location or preset.repo_id, cache_dir)
     applied = () if ckpt is None else (f"checkpoint={file_identity(ckpt)}",)
     provenance = None if origin is None else (f"preset={preset.name}", f"dtype={dtype}", origin, *applied)
     return _optimized(pipe.to(device), preset, recipe, provenance, **hub)
@@ -132,10 +130,10 @@ def _optimized(
 ) -> tuple[Any, WeightsIdentity]:
     """`pipe` optimized by `recipe` (with its tiny autoencoder, read with `hub`'s arguments), and the identity of the
     weights it then runs: `provenance` and the tiny autoencoder's origin, each named for the engines' disk cache."""
-    tiny = None
-    if recipe.tiny_vae is not None:
-        tiny = load_tiny_vae(recipe.tiny_vae, preset, **hub)
-        origin = _tiny_vae_origin(recipe.tiny_vae, preset, cache_dir=hub.get("cache_dir"))
+    tiny = None if recipe.tiny_vae is None else load_tiny_vae(recipe.tiny_vae, preset, **hub)
+    if tiny is not None:
+        location = _tiny_vae_location(recipe.tiny_vae, preset)
+        origin = None if location is None else source_identity(location, hub.get("cache_dir"))
         provenance = None if provenance is None or origin is None else (*provenance, f"vae={origin}")
     weights = WeightsIdentity(provenance)
     components = ("unet", "text_encoder", "text_encoder_2", "vae")
@@ -241,8 +239,8 @@ def load_tiny_vae(
         return own_copy(given)
     if spec == "auto" and is_shipped(preset):
         return None  # its own VAE is already tiny, and TAESD was trained for another latent space
-    location = family(preset.family).tiny_vae_repo if spec == "auto" else spec
-    if not isinstance(location, (str, Path)):
+    location = _tiny_vae_location(spec, preset)
+    if location is None:
         raise FastDiffError(f"tiny_vae must be 'auto', a hub id, a folder or an AutoencoderTiny, not {spec!r}")
     tiny: Any = AutoencoderTiny
 
@@ -254,11 +252,7 @@ def load_tiny_vae(
     return cache_first(fetch, preset, local_files_only, cache_dir, dtype, what=f"tiny VAE {location}")
 
 
-def _tiny_vae_origin(spec: Any, preset: Preset, *, cache_dir: str | Path | None = None) -> str | None:
-    """Where `load_tiny_vae(spec, preset)`'s weights come from (None: a given `AutoencoderTiny`, or not cached)."""
+def _tiny_vae_location(spec: Any, preset: Preset) -> str | Path | None:
+    """Where `Optimizations.tiny_vae` reads from: "auto" is the family's TAESD; None for a given `AutoencoderTiny`."""
     location = family(preset.family).tiny_vae_repo if spec == "auto" else spec
-    if not isinstance(location, (str, Path)):
-        return None
-    if Path(location).is_dir():
-        return folder_identity(location)
-    return snapshot_identity(str(location), cache_dir)
+    return location if isinstance(location, (str, Path)) else None

@@ -1,12 +1,13 @@
 """Check a call against its preset and diffusers' conventions, and fill in the preset's defaults.
 
 What cannot work is refused with a `FastDiffError` that names the fix, before any model runs; what is likely wrong
-gets a `FastDiffWarning`. A diffusers user's habits (argument names, generators, step callbacks, a list of
-prompts, array images) work as in diffusers or are refused with fastdiff's way, never silently changed.
+gets a `FastDiffWarning`; a diffusers habit works as in diffusers or is refused with fastdiff's way.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import re
 import secrets
@@ -19,7 +20,7 @@ import torch
 from PIL import Image
 
 from .errors import FastDiffError, did_you_mean, warn
-from .families import family
+from .families import FAMILIES, family
 from .presets import Preset, all_presets
 
 __all__ = [
@@ -53,7 +54,8 @@ RENAMED: dict[str, tuple[str, object]] = {
 }
 
 # diffusers' call arguments that fastdiff refuses, with its way: fastdiff decides that part itself (noise, schedule,
-# embeddings, output), and taking the value would make another image than the one asked for.
+# embeddings, output), and taking the value would make another image than the one asked for. The pipelines' other
+# arguments (guidance_rescale, clip_skip, SDXL's micro-conditioning…) are refused with `_RAW`.
 REFUSED: dict[str, str] = {
     "output_type": "results are PIL images (result.images; np.asarray(image) for an array): drop output_type",
     "return_dict": "a call always returns a GenerationResult (result.images): drop return_dict",
@@ -67,28 +69,9 @@ REFUSED: dict[str, str] = {
     "timesteps": "the preset sets the timesteps (preset.timesteps); steps= picks among its step counts",
     "sigmas": "the preset's scheduler recipe sets the sigmas; steps= picks among its step counts",
     "eta": "the preset's scheduler recipe sets eta (preset.eta); register a preset with another to change it",
-    "guidance_rescale": f"fastdiff runs the model card's guidance only; for guidance_rescale {_RAW}",
-    "clip_skip": f"fastdiff encodes as the model card does; for clip_skip {_RAW}",
-    "cross_attention_kwargs": f"for cross_attention_kwargs (a LoRA scale…) {_RAW}",
-    "denoising_start": f"fastdiff runs the whole few-step schedule; for an ensemble of experts {_RAW}",
-    "denoising_end": f"fastdiff runs the whole few-step schedule; for an ensemble of experts {_RAW}",
+    "cross_attention_kwargs": f"for a LoRA's scale use gen.load_lora(lora, scale=...); for the rest {_RAW}",
     "ip_adapter_image": f"fastdiff loads no IP-Adapter; {_RAW} after pipe.load_ip_adapter(...)",
-    "ip_adapter_image_embeds": f"fastdiff loads no IP-Adapter; {_RAW} after pipe.load_ip_adapter(...)",
     "mask_image": "fastdiff does text-to-image and img2img (image=, strength=), not inpainting",
-    # SDXL's micro-conditioning: fastdiff conditions on the output size, as diffusers does by default
-    **{
-        name: f"fastdiff conditions on the image size as diffusers does by default; for {name} {_RAW}"
-        for name in (
-            "original_size",
-            "crops_coords_top_left",
-            "target_size",
-            "negative_original_size",
-            "negative_crops_coords_top_left",
-            "negative_target_size",
-            "aesthetic_score",
-            "negative_aesthetic_score",
-        )
-    },
     "callback": "pass callback_on_step_end=f, f(pipe, step, timestep, callback_kwargs) -> dict, as diffusers",
     "callback_steps": "callback_on_step_end= runs at every step; skip steps inside it (step % k)",
 }
@@ -119,11 +102,20 @@ class Request:
         return self.guidance_scale > 1.0
 
 
+@functools.cache
+def _pipeline_arguments() -> frozenset[str]:
+    """The call arguments of every family's diffusers pipelines, text-to-image and img2img."""
+    classes = [cls for spec in FAMILIES.values() for cls in (spec.pipeline, spec.img2img)]
+    return frozenset(name for cls in classes for name in inspect.signature(cls.__call__).parameters)
+
+
 def diffusers_hint(name: str) -> str | None:
     """What fastdiff does with diffusers' argument `name`; None for a name that is not diffusers'."""
     if name in RENAMED:
         return f"diffusers' {name}= is {RENAMED[name][0]}= in fastdiff"
-    return f"{name}= is a diffusers argument fastdiff does not take: {REFUSED[name]}" if name in REFUSED else None
+    other = f"fastdiff runs the model card's recipe; for {name} {_RAW}" if name in _pipeline_arguments() else None
+    reason = REFUSED.get(name, other)
+    return None if reason is None else f"{name}= is a diffusers argument fastdiff does not take: {reason}"
 
 
 def translated(own: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -158,10 +150,8 @@ def _is_number(value: object) -> bool:
 def _sibling_for(preset: Preset, steps: int) -> Preset | None:
     """The preset of the same family variant distilled for `steps` (sdxl-lightning-4step → -2step)."""
     stem = re.sub(r"\d+step", "#step", preset.name)
-    for other in all_presets():
-        if other.name != preset.name and re.sub(r"\d+step", "#step", other.name) == stem and steps in other.steps:
-            return other
-    return None
+    same = (p for p in all_presets() if re.sub(r"\d+step", "#step", p.name) == stem and steps in p.steps)
+    return next((p for p in same if p.name != preset.name), None)
 
 
 def check_steps(preset: Preset, steps: object) -> int:
@@ -292,8 +282,7 @@ def check_img2img(image: object, strength: object, *, default_strength: float, s
 
 
 def check_explicit_strength(preset: Preset, steps: int, strength: float) -> None:
-    """Refuse a strength that a preset with explicit timesteps (DMD2) cannot honour: img2img can start only at one
-    of its timesteps, so a strength far from all of them would be silently replaced by another."""
+    """Refuse a strength far from every timestep of a preset with explicit ones (DMD2), where img2img starts."""
     if preset.timesteps is None:
         return
     from .schedulers import img2img_schedule
@@ -374,26 +363,22 @@ def resolve_request(
 
 def _prompt_pairs(prompt: object, negative_prompt: object) -> list[tuple[object, object]]:
     """(prompt, negative prompt) per prompt: one str, or a list with one negative prompt for all or a list as long."""
-    if not isinstance(prompt, (list, tuple)):
-        if isinstance(negative_prompt, (list, tuple)):
-            raise FastDiffError(
-                f"negative_prompt is a list of {len(negative_prompt)} for one prompt: pass a str, or a list of "
-                "prompts as long"
-            )
-        return [(prompt, negative_prompt)]
-    if not prompt:
+    prompts = list(prompt) if isinstance(prompt, (list, tuple)) else [prompt]
+    if not prompts:
         raise FastDiffError("prompt is an empty list: pass a str, or a list of at least one str")
-    if isinstance(negative_prompt, (list, tuple)):
-        if len(negative_prompt) != len(prompt):
-            raise FastDiffError(
-                f"negative_prompt has {len(negative_prompt)} entries for {len(prompt)} prompts: pass one per prompt, "
-                "or one str for all"
-            )
-        return list(zip(prompt, negative_prompt, strict=True))
-    return [(p, negative_prompt) for p in prompt]
+    negatives = (
+        list(negative_prompt) if isinstance(negative_prompt, (list, tuple)) else [negative_prompt] * len(prompts)
+    )
+    if len(negatives) != len(prompts):
+        for_what = f"{len(prompts)} prompts" if isinstance(prompt, (list, tuple)) else "one prompt"
+        raise FastDiffError(
+            f"negative_prompt has {len(negatives)} entries for {for_what}: pass one str for all, or one per prompt"
+        )
+    return list(zip(prompts, negatives, strict=True))
 
 
-def _check_generator(generator: object, *, seed: object, images: int, device: torch.device) -> None:
+def _generator_seeds(generator: object, *, seed: object, images: int, device: torch.device) -> tuple[int, ...]:
+    """Each image's generator's `initial_seed()`, once `generator` is checked to make `images` images on `device`."""
     if seed is not None:
         raise FastDiffError(
             "pass seed= or generator=, not both: generator=torch.Generator('cpu').manual_seed(7) makes the seed=7 image"
@@ -416,6 +401,7 @@ def _check_generator(generator: object, *, seed: object, images: int, device: to
                 f"a {g.device.type} generator cannot make noise for the {device.type} model: "
                 "use torch.Generator('cpu') (the same image on every device)"
             )
+    return tuple(g.initial_seed() for g in (generators * images if one else generators))
 
 
 def _check_callback(callback: object, tensor_inputs: object, allowed: Sequence[str]) -> None:
@@ -459,28 +445,21 @@ def resolve_call(
         )
         for prompt, negative in _prompt_pairs(arguments["prompt"], arguments["negative_prompt"])
     ]
-    total = sum(r.num_images for r in requests)
+    n = requests[0].num_images  # the same for every prompt
+    total = len(requests) * n
     if total > MAX_IMAGES:  # one call is one pipeline call
         raise FastDiffError(
-            f"{len(requests)} prompts × num_images={requests[0].num_images} is {total} images, more than "
+            f"{len(requests)} prompts × num_images={n} is {total} images, more than "
             f"{MAX_IMAGES} in one call: use gen.map(prompts) for many prompts"
         )
-    generator, callback = arguments["generator"], arguments["callback_on_step_end"]
-    inputs = arguments["callback_on_step_end_tensor_inputs"]
-    if generator is not None:
-        _check_generator(generator, seed=arguments["seed"], images=total, device=device)
-    _check_callback(callback, inputs, tensor_inputs)
-    passed: dict[str, Any] = {"callback_on_step_end": callback, "callback_on_step_end_tensor_inputs": inputs}
-    passed = {k: list(v) if isinstance(v, tuple) else v for k, v in passed.items() if v is not None}
+    _check_callback(arguments["callback_on_step_end"], arguments["callback_on_step_end_tensor_inputs"], tensor_inputs)
     own: tuple[int, ...] = ()
-    if generator is not None:
-        passed["generator"] = list(generator) if isinstance(generator, tuple) else generator
-        one = isinstance(generator, torch.Generator)
-        own = (generator.initial_seed(),) * total if one else tuple(g.initial_seed() for g in generator)
+    if arguments["generator"] is not None:
+        own = _generator_seeds(arguments["generator"], seed=arguments["seed"], images=total, device=device)
     first = 0 if own else check_seed(arguments["seed"], total)
-    out, start = [], 0
-    for r in requests:
-        seeds = own[start : start + r.num_images]
-        out.append(replace(r, seed=seeds[0] if own else first + start, pass_through=passed or None, image_seeds=seeds))
-        start += r.num_images
-    return out
+    names = ("generator", "callback_on_step_end", "callback_on_step_end_tensor_inputs")
+    passed = {k: list(v) if isinstance(v, tuple) else v for k in names if (v := arguments[k]) is not None}
+    return [
+        replace(r, seed=own[i] if own else first + i, pass_through=passed or None, image_seeds=own[i : i + n])
+        for i, r in zip(range(0, total, n), requests, strict=True)
+    ]

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-__all__ = ["WeightsIdentity", "file_identity", "folder_identity", "snapshot_identity", "weights_hash"]
+__all__ = ["WeightsIdentity", "file_identity", "folder_identity", "source_identity", "weights_hash"]
 
 # What a diffusers folder's weights are read from (configs too: they decide shapes and the architecture).
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".json")
@@ -68,12 +68,15 @@ def weights_hash(module: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def snapshot_identity(repo_id: str, cache_dir: str | Path | None) -> str | None:
-    """A hub repo as cached: its snapshot's commit and the `folder_identity` of what is downloaded of it; None when
-    the cache has no snapshot of it (nothing is fetched)."""
+def source_identity(location: str | Path, cache_dir: str | Path | None) -> str | None:
+    """A local folder's `folder_identity`; a hub repo as cached: its snapshot's commit and the `folder_identity` of
+    what is downloaded of it, None when the cache has no snapshot of it (nothing is fetched)."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
+    if Path(location).is_dir():
+        return folder_identity(location)
+    repo_id = str(location)
     try:
         snapshot = Path(snapshot_download(repo_id, local_files_only=True, cache_dir=cache_dir))
     except (LocalEntryNotFoundError, OSError, ValueError):
