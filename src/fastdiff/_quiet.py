@@ -1,11 +1,6 @@
-"""The one home of library noise a fastdiff user can do nothing about, silenced narrowly, by its exact text.
-
-- transformers ≥ 5 *logs* at import that image processors would like torchvision (fastdiff uses none): a filter
-  on that one logger, installed when fastdiff is imported, before transformers is.
-- Library *warnings* inside one of fastdiff's own steps (a conversion, a hub load, an export) are hidden by
-  `silenced(noise)` around that step only; the process-wide warning filters are never changed at import.
-- `quiet_library_logs()`: a command-line tool turns diffusers'/transformers' info logs and progress bars off.
-fastdiff's own `FastDiffWarning`s are never silenced here.
+"""The one home of library noise a fastdiff user can do nothing about, silenced narrowly, by its exact text:
+library warnings by `silenced(noise)` around one of fastdiff's own steps only (no process-wide filter), and
+transformers' torchvision log line by a filter on its logger. fastdiff's own `FastDiffWarning`s stay visible.
 """
 
 from __future__ import annotations

@@ -40,8 +40,8 @@ _live: weakref.WeakValueDictionary[str, Shared] = weakref.WeakValueDictionary()
 
 
 class Shared:
-    """A compiled model every wrapper of the same weights, shape and precision runs (two pipelines over the same
-    weights hold one copy). `infer` is thread-safe: each call takes an idle infer request of its own."""
+    """A compiled model shared by every wrapper of the same weights, shapes and precision, with a pool of infer
+    requests (`infer` is thread-safe)."""
 
     def __init__(self, model: Any) -> None:
         self.model = model
@@ -115,10 +115,8 @@ def compiled_model(
     precision: str | None,
     weights: str | None = None,
 ) -> tuple[Shared, bool]:
-    """`call(*example)` (tensors in, a tuple of tensors out, computed with `module`'s weights, named `weights_key`)
-    compiled for the example's shapes in `precision` (None: OpenVINO's default), with the weight format
-    `weights` (None, or one of `WEIGHT_FORMATS`; "int8-full" calibrates on the example).
-    Returned with whether it was converted now."""
+    """`call` (tensors in, a tuple out, computed with `module`'s weights) compiled for `example`'s shapes in
+    `precision` (None: OpenVINO's default) and weight format `weights`, with whether it was converted now."""
     key = _key(weights_key, module, names, example, weights)
     precision = precision or _core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
     live = f"{key}:{precision}:{torch.get_num_threads()}"
@@ -131,8 +129,7 @@ def compiled_model(
     if xml.is_file() and xml.with_suffix(".bin").is_file():
         with contextlib.suppress(RuntimeError):  # a truncated or foreign IR: convert again and overwrite it
             model = _compile(str(xml), precision)  # the weights memory-mapped from the IR
-    converted = model is None
-    if model is None:
+    if converted := model is None:
         with silenced("tracing"):  # tracing's notes on diffusers' code (and NNCF's calibration runs)
             model = _compile(_convert(module, call, names, example, weights, xml.parent), precision)
     shared = Shared(model)

@@ -1,10 +1,6 @@
-"""The CPU engine: a module's `forward` replaced by `OpenVINOForward`, inside diffusers' own pipeline loop.
-
-The module object stays (the pipeline reads its `config`, `dtype`, ...); each call's tensors go to an OpenVINO
-model compiled for exactly their shapes (`openvino_cache`), and come back as diffusers expects. A call the engine
-cannot take (a LoRA scale in `cross_attention_kwargs`, an attention mask, bf16 tensors), and every call inside
-`torch_forwards()`, runs the torch forward. A batch runs item by item through the model compiled for one item.
-Weight changes are explicit: the generator calls `weights_changed`, which drops the compiled models.
+"""The CPU engine: a module's `forward` replaced by `OpenVINOForward`, which runs each call on an OpenVINO model
+compiled for its shapes (`openvino_cache`) inside diffusers' own pipeline loop. Calls it cannot take (a LoRA scale,
+an attention mask, bf16 tensors) run the torch forward; the generator calls `weights_changed` after weight edits.
 """
 
 from __future__ import annotations
@@ -49,7 +45,6 @@ _quiet: ContextVar[bool] = ContextVar("fastdiff_openvino_quiet", default=False)
 _torch_only: ContextVar[bool] = ContextVar("fastdiff_openvino_torch_only", default=False)
 _NAMES: dict[Kind, str] = {"text_encoder": "text encoder", "unet": "UNet", "decoder": "VAE decoder"}
 T = TypeVar("T")
-_WARMUP_HINT = "gen.warmup(height=..., width=..., batch=..., guidance_scale=..., img2img=...) at load time"
 
 
 @contextmanager
@@ -73,11 +68,11 @@ def expected_shapes() -> AbstractContextManager[bool]:
 
 @dataclass
 class CompileLog:
-    """What the engine made ready during one pipeline call: the seconds spent (converting, or compiling an IR
-    the disk cache held) and the modules converted."""
+    """What the engine made ready during one pipeline call: the seconds spent (converting, or compiling an IR the
+    disk cache held) and the seconds spent converting, per module kind."""
 
     seconds: float = 0.0
-    converted: dict[Kind, float] = field(default_factory=dict)  # the seconds spent converting, per kind
+    converted: dict[Kind, float] = field(default_factory=dict)
 
     def announce(self, size: str) -> None:
         """One `FastDiffWarning` for every module converted in the call (none for disk-cache reads or a warm-up)."""
@@ -87,7 +82,8 @@ class CompileLog:
         listed = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
         warn(
             f"OpenVINO converted the {listed} for {size} in {sum(self.converted.values()):.1f} s on this call (kept on "
-            f"disk: later loads read it). {_WARMUP_HINT} keeps this off a user's call."
+            "disk: later loads read it). gen.warmup(height=..., width=..., batch=..., guidance_scale=..., "
+            "img2img=...) at load time keeps this off a user's call."
         )
 
 
@@ -105,12 +101,10 @@ def _flatten(kind: Kind, arguments: dict[str, Any]) -> tuple[list[str], list[tor
     names: list[str] = []
     tensors: list[torch.Tensor] = []
     options: dict[str, Any] = {}
-    items = list(arguments.items())
-    while items:
-        name, value = items.pop(0)
-        if name == "kwargs" and isinstance(value, dict):  # transformers' **kwargs
-            items.extend(value.items())
-        elif name in _OPTIONS[kind]:
+    arguments = {**arguments, **arguments.get("kwargs", {})}  # transformers' **kwargs
+    arguments.pop("kwargs", None)
+    for name, value in arguments.items():
+        if name in _OPTIONS[kind]:
             options[name] = value
         elif value is None or (name == "output_attentions" and not value):
             continue
@@ -208,12 +202,11 @@ class OpenVINOForward:
             with torch.no_grad():  # from one token, which costs next to nothing
                 self._traced_call(_unflatten(names, tuple(t[:, :1] for t in tensors)))
         self._entries[key] = model
-        seconds, alone = time.perf_counter() - start, _log.get() is None  # alone: outside a generation, said now
-        log = _log.get() or CompileLog()
+        seconds, log = time.perf_counter() - start, _log.get() or CompileLog()
         log.seconds += seconds
         if converted:
             log.converted[self.kind] = log.converted.get(self.kind, 0.0) + seconds
-        if alone:
+        if _log.get() is None:  # outside a generation: said now
             log.announce(", ".join(f"{n} {tuple(t.shape)}" for n, t in zip(names, tensors, strict=True)))
         return model
 
