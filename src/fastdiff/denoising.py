@@ -14,7 +14,6 @@ from .conventions import input_size
 from .openvino_engine import compile_log
 from .presets import Preset
 from .result import GenerationResult
-from .schedulers import img2img_schedule
 from .validation import Request
 
 __all__ = ["STAGES", "batch_key", "denoise", "generate_batch", "per_image_embeddings"]
@@ -72,7 +71,7 @@ def denoise(
 ) -> torch.Tensor:
     """Run the text-to-image (or image-to-image) pipeline of `pipes` once for all `requests`; image *i* of a
     request is drawn from its own CPU generator seeded `seed + i`, or from the call's own generator(s) with the
-    call's step callback (`Request.pass_through`). Returns latents (B, 4, H/8, W/8)."""
+    call's step callback (`Request.pass_through`). Returns the pipeline's latents ((B, 4, H/8, W/8) for a UNet)."""
     first = requests[0]
     noise = _noise(requests)
     merged = per_image_embeddings(requests, embeds)
@@ -90,17 +89,16 @@ def denoise(
     timesteps = preset.timesteps
     text2img, img2img = pipes
     if first.image is None:
-        pipe, steps = text2img, first.steps
-        kwargs.update(height=first.height, width=first.width)
+        pipe = text2img
+        kwargs.update(height=first.height, width=first.width, num_inference_steps=first.steps)
+        if timesteps is not None:
+            kwargs["timesteps"] = list(timesteps)
     else:
         assert first.strength is not None
         pipe = img2img
-        steps, strength, timesteps = img2img_schedule(first.steps, first.strength, timesteps)
-        latents = _initial_latents(adapter, pipe, requests, noise, merged["prompt_embeds"].dtype)
-        kwargs.update(image=latents, strength=strength)
-    kwargs["num_inference_steps"] = steps
-    if timesteps is not None:
-        kwargs["timesteps"] = list(timesteps)
+        width, height = batch_key(first)[1]
+        kwargs.update(adapter.img2img_arguments(first.steps, first.strength, timesteps, height=height, width=width))
+        kwargs["image"] = _initial_latents(adapter, pipe, requests, noise, merged["prompt_embeds"].dtype)
     with torch.no_grad():
         out: torch.Tensor = pipe(**kwargs).images
     return out
@@ -125,7 +123,8 @@ def generate_batch(
         marks.append((clock(), compiled.seconds))
         latents = denoise(preset, adapter, pipes, requests, embeds)
         marks.append((clock(), compiled.seconds))
-        images = adapter.decode(pipes[0], latents)
+        width, height = batch_key(requests[0])[1]
+        images = adapter.decode(pipes[0], latents, height=height, width=width)
         marks.append((clock(), compiled.seconds))
     compiled.announce(f"{images[0].width}x{images[0].height}")
     timings = {

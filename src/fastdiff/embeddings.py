@@ -72,24 +72,28 @@ class PromptEncoder:
     between calls, so counting one prompt's tokens must not interleave with encoding another.
     """
 
-    def __init__(self, pipe: Any, adapter: ModelAdapter, cache: EmbeddingCache) -> None:
+    def __init__(
+        self, pipe: Any, adapter: ModelAdapter, cache: EmbeddingCache, *, max_sequence_length: int | None = None
+    ) -> None:
         self.pipe, self.adapter, self.cache = pipe, adapter, cache
+        self.max_sequence_length = max_sequence_length  # the preset's T5 prompt length (None: CLIP only)
         self._tokenizer_lock = threading.Lock()
 
     def warn_if_truncated(self, prompt: str, negative_prompt: str | None, guidance: bool) -> None:
-        """On a cache miss only (no per-call tokenizing): warn when CLIP will cut the prompt (or, on a shipped toy
-        model, when it names words the model never saw)."""
-        from .validation import warn_prompt
-
+        """On a cache miss only (no per-call tokenizing): warn when the text encoders will cut the prompt (or, on a
+        shipped toy model, when it names words the model never saw)."""
         if (prompt, negative_prompt if guidance else None, guidance) not in self.cache:
             with self._tokenizer_lock:
-                warn_prompt(self.pipe, prompt)
+                self.adapter.warn_if_truncated(self.pipe, prompt, max_sequence_length=self.max_sequence_length)
 
     def __call__(self, prompt: str, negative_prompt: str | None, guidance: bool) -> Embeddings:
         """The embeddings of one image's prompt, cached."""
 
         def compute() -> Embeddings:
             with torch.no_grad(), self._tokenizer_lock:
-                return self.adapter.encode(self.pipe, prompt, negative_prompt, guidance=guidance)
+                length = self.max_sequence_length
+                return self.adapter.encode(
+                    self.pipe, prompt, negative_prompt, guidance=guidance, max_sequence_length=length
+                )
 
         return self.cache.get((prompt, negative_prompt if guidance else None, guidance), compute)

@@ -11,15 +11,17 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffusers import (
+    FluxImg2ImgPipeline,
+    FluxPipeline,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
 )
 
-from .adapters import ModelAdapter, StableDiffusionAdapter, StableDiffusionXLAdapter
+from .adapters import FluxAdapter, ModelAdapter, StableDiffusionAdapter, StableDiffusionXLAdapter
 from .errors import FastDiffError, did_you_mean
-from .presets import SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO
+from .presets import FLUX_SCHNELL_REPO, SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO
 
 __all__ = ["FAMILIES", "FamilySpec", "family"]
 
@@ -34,6 +36,7 @@ class FamilySpec:
     adapter: ModelAdapter
     base_repo: str  # the repo whose architecture and scheduler config stand for the family (tiny/random models)
     tiny_vae_repo: str  # TAESD for the family's latent space (optimize="max")
+    denoiser: str = "unet"  # the pipeline attribute holding the denoising network ("transformer" for FLUX)
 
     @property
     def default_strength(self) -> float:
@@ -66,11 +69,14 @@ FAMILIES: dict[str, FamilySpec] = {
         SDXL_BASE_REPO,
         "madebyollin/taesdxl",
     ),
+    "flux": FamilySpec(
+        "flux", FluxPipeline, FluxImg2ImgPipeline, FluxAdapter(), FLUX_SCHNELL_REPO, "madebyollin/taef1", "transformer"
+    ),
 }
 
 
 def family(name: str) -> FamilySpec:
-    """The family called `name` ("sd1", "sd2", "sdxl"); register a new one by adding it to `FAMILIES`."""
+    """The family called `name` ("sd1", "sd2", "sdxl", "flux"); register a new one by adding it to `FAMILIES`."""
     try:
         return FAMILIES[name]
     except KeyError:

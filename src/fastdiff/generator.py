@@ -70,9 +70,10 @@ class FewStepGenerator:
     ) -> None:
         self.preset = preset
         self.pipeline = pipe
-        self.recipe = decide_recipe(optimizations or "none", self.device)  # a Recipe is kept as decided
+        kind = family(preset.family)
+        self.recipe = decide_recipe(optimizations or "none", self.device, family=kind)  # a Recipe is kept as decided
         self.optimizations = self.recipe.optimizations
-        self.adapter = family(preset.family).adapter
+        self.adapter = kind.adapter
         self.weights = weights or WeightsIdentity(None)
         self._adapters: dict[str, float] = {}  # unfused LoRAs of `load_lora(fuse=False)` and their scales
         self.embedding_cache = EmbeddingCache(self.recipe.embedding_cache_size)
@@ -80,7 +81,9 @@ class FewStepGenerator:
         self._img2img = AutoPipelineForImage2Image.from_pipe(pipe)
         self._clock = make_clock(self.device)
         self._lock = threading.RLock()  # one pipeline call at a time: diffusers pipelines keep per-call state
-        self._encoder = PromptEncoder(pipe, self.adapter, self.embedding_cache)
+        self._encoder = PromptEncoder(
+            pipe, self.adapter, self.embedding_cache, max_sequence_length=preset.max_sequence_length
+        )
         # fastdiff.serving's queue that batches concurrent calls, where that pays (CUDA); None: they take turns
         self.coalescing = coalescer_for(
             self._generate, device=self.device, max_batch=max_batch, max_wait_ms=max_wait_ms
@@ -95,8 +98,8 @@ class FewStepGenerator:
 
     @property
     def dtype(self) -> torch.dtype:
-        """The dtype of the UNet weights."""
-        return self.pipeline.unet.dtype  # type: ignore[no-any-return]
+        """The dtype of the denoiser's weights (the UNet, or FLUX's transformer)."""
+        return getattr(self.pipeline, family(self.preset.family).denoiser).dtype  # type: ignore[no-any-return]
 
     @classmethod
     def from_preset(
@@ -130,7 +133,7 @@ class FewStepGenerator:
         """
         spec = preset_table.get(preset)
         target = resolve_device(device)
-        recipe = decide_recipe(optimize, target)
+        recipe = decide_recipe(optimize, target, family=family(spec.family))
         # loaded in the precision it will compute in, where no dtype is asked: no cast, no second copy
         torch_dtype = recipe.dtype if dtype is None and recipe.dtype is not None else resolve_dtype(dtype, target)
         check_flag("local_files_only", local_files_only, optional=True)
@@ -175,13 +178,14 @@ class FewStepGenerator:
         """
         spec = preset_table.get(preset)
         check_flag("allow_pickle", allow_pickle)
-        recipe = decide_recipe(optimize, torch.device(pipe._execution_device))
+        kind = family(spec.family)
+        recipe = decide_recipe(optimize, torch.device(pipe._execution_device), family=kind)
         if offloaded(pipe) and recipe.changes_modules:
             raise FastDiffError("a pipeline with CPU offload hooks takes optimize='none' (its modules move per call)")
         own = adopt(spec, pipe, checkpoint=checkpoint, allow_pickle=allow_pickle)
         tiny = None
         if recipe.tiny_vae is not None:
-            tiny = load_tiny_vae(recipe.tiny_vae, spec, dtype=recipe.dtype or own.unet.dtype)
+            tiny = load_tiny_vae(recipe.tiny_vae, spec, dtype=recipe.dtype or getattr(own, kind.denoiser).dtype)
         if cache_key is not None and not isinstance(cache_key, str):
             raise FastDiffError(
                 f"cache_key must be a str naming the pipeline's weights, not {type(cache_key).__name__}"
@@ -285,7 +289,7 @@ class FewStepGenerator:
         kwargs = {"steps": None, "negative_prompt": None, "strength": None, **given}
         request = resolve_request(
             self.preset,
-            vae_scale_factor=self.pipeline.vae_scale_factor,
+            vae_scale_factor=self.pipeline.image_processor.config.vae_scale_factor,  # FLUX: VAE 8 × patch 2
             default_strength=family(self.preset.family).default_strength,
             prompt=prompt,
             **kwargs,

@@ -82,9 +82,9 @@ def _target_dtypes(pipe: Any, recipe: Recipe, vae: Any) -> dict[str, torch.dtype
     """The dtype each module computes in under `recipe`: its dtype (or the loaded one), and bfloat16 for an fp16
     VAE when `bf16_vae` (it has fp32's range: no overflow, no fp32 upcast; diffusers #4325)."""
     dtype = recipe.dtype
-    names = [n for n in ("unet", "text_encoder", "text_encoder_2") if getattr(pipe, n, None) is not None]
+    names = [n for n in ("unet", "transformer", "text_encoder", "text_encoder_2") if getattr(pipe, n, None) is not None]
     targets = {name: dtype or getattr(pipe, name).dtype for name in names}
-    targets["vae"] = dtype or (vae.dtype if vae is pipe.vae else pipe.unet.dtype)  # a tiny VAE runs as the UNet
+    targets["vae"] = dtype or (vae.dtype if vae is pipe.vae else targets[names[0]])  # a tiny VAE runs as the denoiser
     if recipe.bf16_vae and targets["vae"] == torch.float16:
         targets["vae"] = torch.bfloat16
     return targets

@@ -11,7 +11,7 @@ from .errors import FastDiffError
 
 __all__ = ["NON_COMMERCIAL", "Checkpoint", "Family", "Preset"]
 
-Family = Literal["sd1", "sd2", "sdxl"]
+Family = Literal["sd1", "sd2", "sdxl", "flux"]
 
 NON_COMMERCIAL = ("sai-nc-community", "cc-by-nc-sa-4.0")
 
@@ -48,6 +48,7 @@ class Preset:
     timesteps: tuple[int, ...] | None = None  # explicit timesteps (DMD2), used instead of spacing
     eta: float | None = None  # stochasticity of TCD's step
     variant: str | None = "fp16"  # variant of the repo's files loaded for float16
+    max_sequence_length: int | None = None  # the T5 prompt length the card passes (T5 families; CLIP reads 77)
     description: str = ""
 
     def __post_init__(self) -> None:

@@ -17,13 +17,16 @@ import dataclasses
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
 from .devices import DTYPES, cpu_bf16_pays
 from .errors import FastDiffError, did_you_mean
 from .openvino_cache import check_weight_format, nncf_usable, openvino_usable
+
+if TYPE_CHECKING:
+    from .families import FamilySpec
 
 __all__ = ["LEVELS", "Optimizations", "Recipe", "decide_recipe"]
 
@@ -206,9 +209,11 @@ class Recipe:
         return self.compile and self.compile_mode is not None and "reduce-overhead" in self.compile_mode
 
 
-def decide_recipe(optimize: str | Optimizations | Recipe, device: torch.device) -> Recipe:
+def decide_recipe(
+    optimize: str | Optimizations | Recipe, device: torch.device, *, family: FamilySpec | None = None
+) -> Recipe:
     """`optimize=` as `from_preset` takes it (a level name, an `Optimizations`, or a `Recipe`, kept as decided)
-    decided for `device`."""
+    decided for `device` and the model `family` (None: a UNet family)."""
     if isinstance(optimize, Recipe):
         return optimize
     if isinstance(optimize, str):
@@ -216,16 +221,21 @@ def decide_recipe(optimize: str | Optimizations | Recipe, device: torch.device) 
     if not isinstance(optimize, Optimizations):
         raise FastDiffError(f"optimize must be 'none', 'default', 'max' or an Optimizations, not {optimize!r}")
     if device.type == "cpu":
-        return _cpu(optimize)
+        return _cpu(optimize, unet=family is None or family.denoiser == "unet")
     if device.type == "cuda":
         return _cuda(optimize)
     return _other(optimize, device.type)
 
 
-def _cpu(opts: Optimizations) -> Recipe:
+def _cpu(opts: Optimizations, *, unet: bool) -> Recipe:
     """The CPU: OpenVINO ("auto") in bf16 where this CPU computes it faster than fp32, else f32; the torch
-    engine in the loaded dtype unless a precision is named; layouts and torch.compile only when asked."""
-    engine = _cpu_engine(opts.engine)
+    engine in the loaded dtype unless a precision is named; layouts and torch.compile only when asked.
+    A transformer family (FLUX) runs torch: the OpenVINO engine converts UNets only, for now."""
+    if not unet and opts.engine == "openvino":
+        raise FastDiffError(
+            "the OpenVINO engine converts UNets only, not this model's transformer: pass engine='torch'"
+        )
+    engine = _cpu_engine(opts.engine) if unet else "torch"
     _check_openvino_weights(opts.openvino_weights, engine)
     if engine == "torch":
         return _recipe(opts, "cpu", auto=False, bf16_vae=opts.precision == "fp16")

@@ -58,6 +58,18 @@ SCHEDULER_CONFIGS: dict[str, dict[str, Any]] = {
         "timestep_spacing": "leading",
         "use_karras_sigmas": False,
     },
+    # shared/reference/model-configs/flux1-schnell (read from the repo, commit 768d12a)
+    "black-forest-labs/FLUX.1-schnell": {
+        "_class_name": "FlowMatchEulerDiscreteScheduler",
+        "_diffusers_version": "0.30.0.dev0",
+        "base_image_seq_len": 256,
+        "base_shift": 0.5,
+        "max_image_seq_len": 4096,
+        "max_shift": 1.15,
+        "num_train_timesteps": 1000,
+        "shift": 1.0,
+        "use_dynamic_shifting": False,
+    },
 }
 
 # model_index.json "_class_name" of each pipeline repo.
@@ -66,4 +78,5 @@ MODEL_INDEX_CLASSES: dict[str, str] = {
     "stabilityai/sd-turbo": "StableDiffusionPipeline",
     "stabilityai/sdxl-turbo": "StableDiffusionXLPipeline",
     "stabilityai/stable-diffusion-xl-base-1.0": "StableDiffusionXLPipeline",
+    "black-forest-labs/FLUX.1-schnell": "FluxPipeline",
 }

@@ -146,13 +146,16 @@ def tiny_unet(family: Family, *, seed: int = 0) -> UNet2DConditionModel:
     return unet
 
 
-def tiny_autoencoder_tiny(*, seed: int = 0) -> Any:
-    """TAESD's layout (diffusers' `AutoencoderTiny`) with 8 channels: a stand-in for `optimize="max"`'s decoder."""
+def tiny_autoencoder_tiny(*, seed: int = 0, latent_channels: int = 4) -> Any:
+    """TAESD's layout (diffusers' `AutoencoderTiny`) with 8 channels: a stand-in for `optimize="max"`'s decoder
+    (`latent_channels=16`: TAEF1's, for FLUX)."""
     from diffusers import AutoencoderTiny
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        vae: Any = AutoencoderTiny(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4)  # type: ignore[no-untyped-call]
+        vae: Any = AutoencoderTiny(  # type: ignore[no-untyped-call]
+            encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4, latent_channels=latent_channels
+        )
     return vae.eval()
 
 
@@ -186,6 +189,10 @@ def tiny_pipeline(
     family: Family, *, seed: int = 0, scheduler_config: dict[str, Any] | None = None
 ) -> DiffusionPipeline:
     """A tiny random-weight pipeline of `family` on the CPU in float32, deterministic in `seed`."""
+    if family == "flux":
+        from .tiny_flux import tiny_flux_pipeline
+
+        return tiny_flux_pipeline(seed=seed, scheduler_config=scheduler_config)
     _check(family)
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG as it was
         torch.manual_seed(seed)
