@@ -53,7 +53,8 @@ class FluxAdapter:
         the img2img pipeline takes these latents as `image=` and packs them itself."""
         vae = pipe.vae
         latents = image_latents(pipe, images, generators, dtype)
-        return ((latents - vae.config.shift_factor) * vae.config.scaling_factor).to(dtype)
+        shifted: torch.Tensor = (latents - vae.config.shift_factor) * vae.config.scaling_factor
+        return shifted.to(dtype)
 
     @torch.no_grad()
     def decode(self, pipe: Any, latents: torch.Tensor, *, height: int, width: int) -> list[Image.Image]:

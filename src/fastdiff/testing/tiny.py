@@ -8,6 +8,7 @@ milliseconds on a CPU. Weights are a pure function of `seed`, and `tiny_unet(f, 
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -192,7 +193,8 @@ def tiny_pipeline(
     if family == "flux":
         from .tiny_flux import tiny_flux_pipeline
 
-        return tiny_flux_pipeline(seed=seed, scheduler_config=scheduler_config)
+        flux: DiffusionPipeline = tiny_flux_pipeline(seed=seed, scheduler_config=scheduler_config)
+        return flux
     _check(family)
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG as it was
         torch.manual_seed(seed)
@@ -219,6 +221,10 @@ def save_tiny_pipeline(
     """Save a tiny pipeline as a diffusers folder, with the `fp16` variant files the real repos also ship."""
     path = Path(path)
     tiny_pipeline(family, seed=seed, scheduler_config=scheduler_config).save_pretrained(path)
+    if family == "flux":  # the repo's own model_index.json, key for key
+        from .tiny_flux import FLUX_MODEL_INDEX
+
+        (path / "model_index.json").write_text(json.dumps(FLUX_MODEL_INDEX, indent=2, sort_keys=True) + "\n")
     if fp16_variant:
         for weights in sorted(path.glob("*/*.safetensors")):
             _write_fp16_copy(weights, weights.with_suffix(".fp16.safetensors"))

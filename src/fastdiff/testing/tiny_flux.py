@@ -12,14 +12,15 @@ import string
 from functools import lru_cache
 from typing import Any
 
+import diffusers
 import torch
-from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-from transformers import CLIPTextModel, T5Config, T5EncoderModel, T5TokenizerFast
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from transformers import CLIPTextModel, T5Config, T5EncoderModel, T5Tokenizer
 
 from .repo_configs import SCHEDULER_CONFIGS
 from .tiny import _CLIP_L, EOS, _text_config, tiny_tokenizer
 
-__all__ = ["FLUX_VAE", "tiny_flux_pipeline", "tiny_t5_tokenizer"]
+__all__ = ["FLUX_MODEL_INDEX", "FLUX_VAE", "tiny_flux_pipeline", "tiny_t5_tokenizer"]
 
 # FLUX.1's VAE (shared/reference/model-configs/flux1-schnell/vae): 16 latent channels, scale and shift, no
 # quant convs; four levels so that the VAE factor is 8, and the image side a multiple of 16 with the 2×2 patches.
@@ -36,6 +37,19 @@ FLUX_VAE: dict[str, Any] = {
     "force_upcast": True,
     "use_quant_conv": False,
     "use_post_quant_conv": False,
+}
+# black-forest-labs/FLUX.1-schnell's model_index.json (shared/reference/model-configs/flux1-schnell), which names
+# the T5 tokenizer T5TokenizerFast (transformers 5 saves it as T5Tokenizer, the same class).
+FLUX_MODEL_INDEX: dict[str, Any] = {
+    "_class_name": "FluxPipeline",
+    "_diffusers_version": "0.30.0.dev0",
+    "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
+    "text_encoder": ["transformers", "CLIPTextModel"],
+    "text_encoder_2": ["transformers", "T5EncoderModel"],
+    "tokenizer": ["transformers", "CLIPTokenizer"],
+    "tokenizer_2": ["transformers", "T5TokenizerFast"],
+    "transformer": ["diffusers", "FluxTransformer2DModel"],
+    "vae": ["diffusers", "AutoencoderKL"],
 }
 _TEXT_WIDTH = 32  # T5's d_model (joint_attention_dim) and CLIP's hidden size (pooled_projection_dim)
 # schnell's transformer (no guidance embedder, patch 1 over 16 × 4 packed channels) with 2 heads of 16 and one
@@ -61,17 +75,18 @@ def _t5_vocab() -> tuple[tuple[str, float], ...]:
     return (*special, *((c, -3.0) for c in chars), *(("▁" + c, -2.5) for c in chars))
 
 
-def tiny_t5_tokenizer() -> T5TokenizerFast:
+def tiny_t5_tokenizer() -> T5Tokenizer:
     """A T5 tokenizer (Unigram, "</s>" appended) over printable ASCII: about one token per character."""
-    return T5TokenizerFast(vocab=list(_t5_vocab()), extra_ids=0, model_max_length=512)
+    return T5Tokenizer(vocab=list(_t5_vocab()), extra_ids=0, model_max_length=512)
 
 
-def tiny_flux_pipeline(*, seed: int = 0, scheduler_config: dict[str, Any] | None = None) -> FluxPipeline:
+def tiny_flux_pipeline(*, seed: int = 0, scheduler_config: dict[str, Any] | None = None) -> Any:
     """A tiny random-weight `FluxPipeline` on the CPU in float32, deterministic in `seed` (schnell's scheduler
     config unless one is given)."""
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG as it was
         torch.manual_seed(seed)
-        transformer = FluxTransformer2DModel(**_TRANSFORMER)
+        transformer_class: Any = diffusers.FluxTransformer2DModel
+        transformer = transformer_class(**_TRANSFORMER)
         vae = AutoencoderKL(**FLUX_VAE)
         text_encoder = CLIPTextModel(_text_config(_CLIP_L, EOS))
         t5 = T5Config(
@@ -89,8 +104,10 @@ def tiny_flux_pipeline(*, seed: int = 0, scheduler_config: dict[str, Any] | None
         module.eval()  # as from_pretrained leaves them
     if scheduler_config is None:
         scheduler_config = SCHEDULER_CONFIGS["black-forest-labs/FLUX.1-schnell"]
-    return FluxPipeline(
-        scheduler=FlowMatchEulerDiscreteScheduler.from_config(scheduler_config),
+    pipeline: Any = diffusers.FluxPipeline
+    scheduler: Any = diffusers.FlowMatchEulerDiscreteScheduler
+    return pipeline(
+        scheduler=scheduler.from_config(scheduler_config),
         vae=vae,
         text_encoder=text_encoder,
         tokenizer=tiny_tokenizer(),
