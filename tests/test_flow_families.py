@@ -169,6 +169,17 @@ def test_default_level_runs_the_torch_engine(
         FewStepGenerator.from_pipeline("flux-schnell", flux.pipeline, optimize=Optimizations(engine="openvino"))
 
 
+def test_the_cuda_recipe_runs_on_cpu_tensors(flux: FewStepGenerator) -> None:
+    """The CUDA recipe's module changes (fused QKV in the transformer and the VAE), applied to CPU tensors; its
+    torch.compile is left out (minutes on 2 cores), as only CUDA runs it."""
+    recipe = Optimizations.level("default", compile=False).recipe_for("cuda")
+    assert recipe.fuse_qkv
+    fused = FewStepGenerator.from_pipeline("flux-schnell", flux.pipeline, optimize=recipe)
+    size = {"steps": 2, "seed": 4, "height": 128, "width": 128}
+    got, expected = fused(PROMPT, **size).images[0], flux(PROMPT, **size).images[0]
+    assert np.abs(_pixels(got) - _pixels(expected)).max() <= 1
+
+
 def test_max_level_decodes_with_the_tiny_autoencoder(hub_cache: Path, small_sizes: None) -> None:
     gen = FewStepGenerator.from_preset(
         "flux-schnell", device="cpu", cache_dir=hub_cache, local_files_only=True, optimize="max"

@@ -111,8 +111,9 @@ def apply_optimizations(
     for name, module in own.items():
         nhwc = recipe.channels_last and name in ("unet", "vae")
         convert_own_copy(module, dtype=targets[name], channels_last=nhwc, device=pipe._execution_device)
+    denoiser = next(iter(targets))  # "unet", or FLUX's "transformer"
     if recipe.fuse_qkv:
-        own["unet"].fuse_qkv_projections()
+        own[denoiser].fuse_qkv_projections()
         if not isinstance(own["vae"], AutoencoderTiny):  # the tiny VAE has no attention
             own["vae"].fuse_qkv_projections()
     if openvino:
@@ -129,6 +130,6 @@ def apply_optimizations(
         kwargs: dict[str, Any] = {"backend": recipe.compile_backend, "fullgraph": False}
         if recipe.compile_mode:
             kwargs["mode"] = recipe.compile_mode
-        own["unet"] = torch.compile(own["unet"], **kwargs)
+        own[denoiser] = torch.compile(own[denoiser], **kwargs)
         own["vae"].decoder = torch.compile(own["vae"].decoder, **kwargs)
     return AutoPipelineForText2Image.from_pipe(pipe, **own)

@@ -18,19 +18,15 @@ from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
 from transformers import CLIPTextModel, T5Config, T5EncoderModel, T5Tokenizer
 
 from .repo_configs import SCHEDULER_CONFIGS
-from .tiny import _CLIP_L, EOS, _text_config, tiny_tokenizer
+from .tiny import _CLIP_L, _VAE_COMMON, EOS, _text_config, tiny_tokenizer
 
 __all__ = ["FLUX_MODEL_INDEX", "FLUX_VAE", "tiny_flux_pipeline", "tiny_t5_tokenizer"]
 
 # FLUX.1's VAE (shared/reference/model-configs/flux1-schnell/vae): 16 latent channels, scale and shift, no
 # quant convs; four levels so that the VAE factor is 8, and the image side a multiple of 16 with the 2×2 patches.
 FLUX_VAE: dict[str, Any] = {
-    "block_out_channels": (4, 8, 16, 16),
-    "down_block_types": ("DownEncoderBlock2D",) * 4,
-    "up_block_types": ("UpDecoderBlock2D",) * 4,
-    "layers_per_block": 1,
+    **_VAE_COMMON,
     "latent_channels": 16,
-    "norm_num_groups": 4,
     "sample_size": 1024,
     "scaling_factor": 0.3611,
     "shift_factor": 0.1159,
