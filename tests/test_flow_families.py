@@ -14,8 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator, Optimizations
+from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator, Optimizations, presets
 from fastdiff.cli import main
+from fastdiff.hub import download, missing_files
 from fastdiff.testing import save_tiny_pipeline, tiny_flux_pipeline
 
 from .cards import card_pipeline
@@ -195,6 +196,12 @@ def test_a_diffusers_folder_and_from_pipeline_give_the_same_image(tmp_path: Path
     wrapped = FewStepGenerator.from_pipeline("flux-schnell", tiny_flux_pipeline(seed=3))
     size = {"steps": 2, "seed": 9, "height": 128, "width": 128}
     assert np.array_equal(_pixels(from_folder(PROMPT, **size).images[0]), _pixels(wrapped(PROMPT, **size).images[0]))
+
+
+def test_cached_flux_needs_no_download(hub_cache: Path) -> None:
+    """The CLI's "is it cached?" check looks for the transformer (one file, or the real repo's shard index)."""
+    assert missing_files(presets.get("flux-schnell"), dtype="float32", cache_dir=hub_cache) == []
+    assert download(presets.get("flux-schnell"), dtype="float32", cache_dir=hub_cache)  # offline: all cached
 
 
 def test_presets_table_lists_flux_schnell_with_its_licence(capsys: pytest.CaptureFixture[str]) -> None:
