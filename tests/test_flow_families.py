@@ -204,6 +204,11 @@ def test_cached_flux_needs_no_download(hub_cache: Path) -> None:
     assert download(presets.get("flux-schnell"), dtype="float32", cache_dir=hub_cache)  # offline: all cached
 
 
+def test_export_refuses_a_transformer_before_loading(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["export", "onnx", "--preset", "flux-schnell", "--out", str(tmp_path / "out")]) != 0
+    assert "export covers the UNet families" in capsys.readouterr().err
+
+
 def test_presets_table_lists_flux_schnell_with_its_licence(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["presets"]) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("flux-schnell "))
