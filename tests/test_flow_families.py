@@ -4,6 +4,7 @@ warned with its fix. Tiny random-weight models from the test hub cache, under th
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
@@ -17,7 +18,7 @@ from PIL import Image
 from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator, Optimizations, presets
 from fastdiff.cli import main
 from fastdiff.hub import download, missing_files
-from fastdiff.testing import save_tiny_pipeline, tiny_flux_pipeline
+from fastdiff.testing import cached_repo_path, save_tiny_pipeline, tiny_flux_pipeline, tiny_t5_tokenizer
 
 from .cards import card_pipeline
 
@@ -46,6 +47,25 @@ def _pixels(image: Image.Image) -> np.ndarray:
 def _photo(height: int, width: int) -> Image.Image:
     x, y = np.meshgrid(np.linspace(0, 255, width), np.linspace(0, 255, height))
     return Image.fromarray(np.stack([x, y, np.full_like(x, 90)], -1).astype(np.uint8))
+
+
+def test_tiny_flux_has_the_real_wiring_and_layout(hub_cache: Path) -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(1)
+    torch.manual_seed(123)
+    pipe, again = tiny_flux_pipeline(seed=1), tiny_flux_pipeline(seed=1)
+    assert torch.equal(torch.rand(1), expected)  # the caller's RNG is left alone
+    assert torch.equal(pipe.transformer.x_embedder.weight, again.transformer.x_embedder.weight)
+    assert pipe.vae_scale_factor == 8 and pipe.image_processor.config.vae_scale_factor == 16
+    assert pipe.vae.config.latent_channels * 4 == pipe.transformer.config.in_channels == 64
+    assert not pipe.transformer.config.guidance_embeds and not pipe.transformer.training
+    t5 = tiny_t5_tokenizer()
+    assert (t5.pad_token_id, t5.eos_token_id) == (0, 1) and t5("a cat").input_ids[-1] == t5.eos_token_id
+    snapshot = cached_repo_path(hub_cache, "black-forest-labs/FLUX.1-schnell")
+    index = json.loads((snapshot / "model_index.json").read_text())
+    assert index["tokenizer_2"] == ["transformers", "T5TokenizerFast"] and "image_encoder" not in index
+    scheduler = json.loads((snapshot / "scheduler" / "scheduler_config.json").read_text())
+    assert (scheduler["shift"], scheduler["use_dynamic_shifting"]) == (1.0, False)
 
 
 @pytest.mark.parametrize("steps", [1, 2, 3, 4])
