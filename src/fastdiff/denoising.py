@@ -11,6 +11,7 @@ import torch
 
 from .adapters import Embeddings, ModelAdapter
 from .conventions import input_size
+from .families import family
 from .openvino_engine import compile_log
 from .presets import Preset
 from .result import GenerationResult
@@ -97,7 +98,8 @@ def denoise(
         assert first.strength is not None
         pipe = img2img
         width, height = batch_key(first)[1]
-        kwargs.update(adapter.img2img_arguments(first.steps, first.strength, timesteps, height=height, width=width))
+        arguments = family(preset.family).img2img_arguments
+        kwargs.update(arguments(first.steps, first.strength, timesteps, height=height, width=width))
         kwargs["image"] = _initial_latents(adapter, pipe, requests, noise, merged["prompt_embeds"].dtype)
     with torch.no_grad():
         out: torch.Tensor = pipe(**kwargs).images
@@ -124,7 +126,8 @@ def generate_batch(
         latents = denoise(preset, adapter, pipes, requests, embeds)
         marks.append((clock(), compiled.seconds))
         width, height = batch_key(requests[0])[1]
-        images = adapter.decode(pipes[0], latents, height=height, width=width)
+        size = {"height": height, "width": width} if latents.dim() == 3 else {}  # packed (B, N, C) latents: no size
+        images = adapter.decode(pipes[0], latents, **size)
         marks.append((clock(), compiled.seconds))
     compiled.announce(f"{images[0].width}x{images[0].height}")
     timings = {

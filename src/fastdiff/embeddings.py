@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from .adapters import Embeddings, ModelAdapter
+from .adapters.base import clip_truncation
 
 __all__ = ["EmbeddingCache", "PromptEncoder"]
 
@@ -73,10 +74,17 @@ class PromptEncoder:
     """
 
     def __init__(
-        self, pipe: Any, adapter: ModelAdapter, cache: EmbeddingCache, *, max_sequence_length: int | None = None
+        self,
+        pipe: Any,
+        adapter: ModelAdapter,
+        cache: EmbeddingCache,
+        *,
+        max_sequence_length: int | None = None,
+        check_prompt: Callable[[Any, str, int | None], None] = clip_truncation,
     ) -> None:
         self.pipe, self.adapter, self.cache = pipe, adapter, cache
         self.max_sequence_length = max_sequence_length  # the preset's T5 prompt length (None: CLIP only)
+        self.check_prompt = check_prompt  # the family's `warn_if_truncated`
         self._tokenizer_lock = threading.Lock()
 
     def warn_if_truncated(self, prompt: str, negative_prompt: str | None, guidance: bool) -> None:
@@ -84,16 +92,14 @@ class PromptEncoder:
         shipped toy model, when it names words the model never saw)."""
         if (prompt, negative_prompt if guidance else None, guidance) not in self.cache:
             with self._tokenizer_lock:
-                self.adapter.warn_if_truncated(self.pipe, prompt, max_sequence_length=self.max_sequence_length)
+                self.check_prompt(self.pipe, prompt, self.max_sequence_length)
 
     def __call__(self, prompt: str, negative_prompt: str | None, guidance: bool) -> Embeddings:
         """The embeddings of one image's prompt, cached."""
 
         def compute() -> Embeddings:
             with torch.no_grad(), self._tokenizer_lock:
-                length = self.max_sequence_length
-                return self.adapter.encode(
-                    self.pipe, prompt, negative_prompt, guidance=guidance, max_sequence_length=length
-                )
+                length = {} if self.max_sequence_length is None else {"max_sequence_length": self.max_sequence_length}
+                return self.adapter.encode(self.pipe, prompt, negative_prompt, guidance=guidance, **length)
 
         return self.cache.get((prompt, negative_prompt if guidance else None, guidance), compute)

@@ -81,8 +81,9 @@ class FewStepGenerator:
         self._img2img = AutoPipelineForImage2Image.from_pipe(pipe)
         self._clock = make_clock(self.device)
         self._lock = threading.RLock()  # one pipeline call at a time: diffusers pipelines keep per-call state
+        length, check = preset.max_sequence_length, kind.warn_if_truncated
         self._encoder = PromptEncoder(
-            pipe, self.adapter, self.embedding_cache, max_sequence_length=preset.max_sequence_length
+            pipe, self.adapter, self.embedding_cache, max_sequence_length=length, check_prompt=check
         )
         # fastdiff.serving's queue that batches concurrent calls, where that pays (CUDA); None: they take turns
         self.coalescing = coalescer_for(

@@ -9,7 +9,7 @@ import torch
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
 from PIL import Image
 
-__all__ = ["Embeddings", "ModelAdapter", "UNetFamily", "image_latents"]
+__all__ = ["Embeddings", "ModelAdapter", "clip_truncation", "image_latents", "unet_img2img_arguments"]
 
 # Keyword arguments for the diffusers pipeline call (`prompt_embeds=`, `pooled_prompt_embeds=`, …).
 Embeddings = dict[str, torch.Tensor]
@@ -25,26 +25,12 @@ class ModelAdapter(Protocol):
     noise (one VAE sample per generator, drawn from that generator), whatever the VAE's own dtype. `decode` turns
     final latents into PIL images exactly as the pipeline's own `output_type="pil"` path does. So fastdiff
     matches diffusers pixel for pixel while timing each stage apart, and a VAE in another dtype than the UNet
-    (bf16 on CUDA) works on every path. `img2img_arguments` are the img2img pipeline's schedule and size
-    arguments, and `warn_if_truncated` warns where the family's text encoders will cut a prompt.
+    (bf16 on CUDA) works on every path. A T5 family's `encode` also takes `max_sequence_length=` (the preset's),
+    and its `decode` `height=`/`width=` (packed latents do not carry the image size).
     """
 
-    def encode(
-        self, pipe: Any, prompt: str, negative_prompt: str | None, *, guidance: bool, max_sequence_length: int | None
-    ) -> Embeddings:
-        """Encode one prompt (and its negative when `guidance`) with the pipeline's text encoder(s); T5 families
-        read `max_sequence_length` tokens (the preset's), CLIP always 77."""
-        ...
-
-    def warn_if_truncated(self, pipe: Any, prompt: str, *, max_sequence_length: int | None) -> None:
-        """A `FastDiffWarning` when the text encoders will cut `prompt` (diffusers only logs it)."""
-        ...
-
-    def img2img_arguments(
-        self, steps: int, strength: float, timesteps: tuple[int, ...] | None, *, height: int, width: int
-    ) -> dict[str, Any]:
-        """`num_inference_steps`, `strength` (and `timesteps`, `height`, `width` where it takes them) for the img2img
-        pipeline to run `steps` at `strength` on an input of height × width, as its card's call would."""
+    def encode(self, pipe: Any, prompt: str, negative_prompt: str | None, *, guidance: bool) -> Embeddings:
+        """Encode one prompt (and its negative when `guidance`) with the pipeline's text encoder(s)."""
         ...
 
     def encode_image(
@@ -53,8 +39,8 @@ class ModelAdapter(Protocol):
         """Initial img2img latents: image i sampled through the VAE encoder with generator i."""
         ...
 
-    def decode(self, pipe: Any, latents: torch.Tensor, *, height: int, width: int) -> list[Image.Image]:
-        """Decode final latents of height × width images, mirroring the pipeline's decode and post-processing."""
+    def decode(self, pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
+        """Decode final latents to images, mirroring the pipeline's decode and post-processing."""
         ...
 
 
@@ -73,22 +59,21 @@ def image_latents(
     return torch.cat(samples)
 
 
-class UNetFamily:
-    """What the UNet families (SD 1.x/2.x, SDXL) share: CLIP's 77 tokens, and diffusers' img2img schedule
-    lengthened where it would run no step (`schedulers.img2img_schedule`)."""
+def clip_truncation(pipe: Any, prompt: str, max_sequence_length: int | None) -> None:
+    """Warn when CLIP cuts the prompt at 77 tokens (or a shipped toy model does not know its words): the prompt
+    check of the UNet families (`FamilySpec.warn_if_truncated`)."""
+    from ..validation import warn_prompt
 
-    def warn_if_truncated(self, pipe: Any, prompt: str, *, max_sequence_length: int | None) -> None:
-        """Warn when CLIP cuts the prompt (or a shipped toy model does not know its words)."""
-        from ..validation import warn_prompt
+    warn_prompt(pipe, prompt)
 
-        warn_prompt(pipe, prompt)
 
-    def img2img_arguments(
-        self, steps: int, strength: float, timesteps: tuple[int, ...] | None, *, height: int, width: int
-    ) -> dict[str, Any]:
-        """The steps and strength diffusers' img2img runs, at the input's own size (it takes no height/width)."""
-        from ..schedulers import img2img_schedule
+def unet_img2img_arguments(
+    steps: int, strength: float, timesteps: tuple[int, ...] | None, *, height: int, width: int
+) -> dict[str, Any]:
+    """The UNet img2img pipelines' schedule (`schedulers.img2img_schedule`: lengthened where diffusers would run no
+    step) at the input's own size (they take no height/width): `FamilySpec.img2img_arguments`."""
+    from ..schedulers import img2img_schedule
 
-        steps, strength, timesteps = img2img_schedule(steps, strength, timesteps)
-        explicit = {} if timesteps is None else {"timesteps": list(timesteps)}
-        return {"num_inference_steps": steps, "strength": strength, **explicit}
+    steps, strength, timesteps = img2img_schedule(steps, strength, timesteps)
+    explicit = {} if timesteps is None else {"timesteps": list(timesteps)}
+    return {"num_inference_steps": steps, "strength": strength, **explicit}

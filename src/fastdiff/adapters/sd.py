@@ -8,17 +8,15 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .base import Embeddings, UNetFamily, image_latents
+from .base import Embeddings, image_latents
 
 __all__ = ["StableDiffusionAdapter"]
 
 
-class StableDiffusionAdapter(UNetFamily):
+class StableDiffusionAdapter:
     """Adapter for `StableDiffusionPipeline` / `StableDiffusionImg2ImgPipeline` (SD 1.x, SD 2.x, SD-Turbo)."""
 
-    def encode(
-        self, pipe: Any, prompt: str, negative_prompt: str | None, *, guidance: bool, max_sequence_length: int | None
-    ) -> Embeddings:
+    def encode(self, pipe: Any, prompt: str, negative_prompt: str | None, *, guidance: bool) -> Embeddings:
         """Same call as the pipeline makes, for one image."""
         positive, negative = pipe.encode_prompt(
             prompt, pipe._execution_device, 1, guidance, negative_prompt=negative_prompt
@@ -37,7 +35,7 @@ class StableDiffusionAdapter(UNetFamily):
         return (scale * image_latents(pipe, images, generators, dtype)).to(dtype)  # (B, 4, H/8, W/8)
 
     @torch.no_grad()
-    def decode(self, pipe: Any, latents: torch.Tensor, *, height: int, width: int) -> list[Image.Image]:
+    def decode(self, pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
         """VAE decode, safety checker when the pipeline has one, then post-processing (as in diffusers)."""
         vae = pipe.vae
         # In the VAE's own dtype: a bf16 VAE (optimize="default" on CUDA) decodes the fp16 UNet's latents.

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .base import Embeddings, UNetFamily, image_latents
+from .base import Embeddings, image_latents
 
 __all__ = ["StableDiffusionXLAdapter"]
 
@@ -37,12 +37,10 @@ def _latent_stats(vae: Any, like: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
     return as_tensor[0], as_tensor[1]
 
 
-class StableDiffusionXLAdapter(UNetFamily):
+class StableDiffusionXLAdapter:
     """Adapter for `StableDiffusionXLPipeline` / `StableDiffusionXLImg2ImgPipeline` (Turbo, Lightning, …)."""
 
-    def encode(
-        self, pipe: Any, prompt: str, negative_prompt: str | None, *, guidance: bool, max_sequence_length: int | None
-    ) -> Embeddings:
+    def encode(self, pipe: Any, prompt: str, negative_prompt: str | None, *, guidance: bool) -> Embeddings:
         """Same call as the pipeline makes, for one image (zeros for an empty negative, as the repo config says)."""
         positive, negative, pooled, negative_pooled = pipe.encode_prompt(
             prompt,
@@ -71,7 +69,7 @@ class StableDiffusionXLAdapter(UNetFamily):
         return scale * latents  # (B, 4, H/8, W/8)
 
     @torch.no_grad()
-    def decode(self, pipe: Any, latents: torch.Tensor, *, height: int, width: int) -> list[Image.Image]:
+    def decode(self, pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
         """VAE decode as the SDXL pipeline does it: fp32 upcast when the fp16 VAE would overflow."""
         vae = pipe.vae
         with _fp32_if_fp16(vae):
