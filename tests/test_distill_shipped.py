@@ -13,7 +13,9 @@ from fastdiff import FewStepGenerator, presets
 from fastdiff.distill.classifier import accuracy, images_to_tensor, shipped_classifier
 from fastdiff.distill.evaluation import eval_specs
 from fastdiff.distill.shapes import caption
-from fastdiff.distill.shipped import MODELS, STUDENT, TEACHER
+from fastdiff.presets import SHIPPED_MODELS as MODELS
+
+TEACHER, STUDENT = presets.get("fastdiff-shapes-teacher"), presets.get("fastdiff-shapes")
 
 # Measured before this test was written (see docs/distill.md, "The shipped model"): the shipped student at one
 # step, seed i for prompt i, read back by the shipped classifier on these 32 prompts: colour 0.469, all four

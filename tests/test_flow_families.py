@@ -17,7 +17,7 @@ from PIL import Image
 
 from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator, Optimizations, presets
 from fastdiff.cli import main
-from fastdiff.hub import download, missing_files
+from fastdiff.hub import check_cached_or_reachable, download
 from fastdiff.testing import cached_repo_path, save_tiny_pipeline, tiny_flux_pipeline, tiny_t5_tokenizer
 
 from .cards import card_pipeline
@@ -220,8 +220,9 @@ def test_a_diffusers_folder_and_from_pipeline_give_the_same_image(tmp_path: Path
 
 def test_cached_flux_needs_no_download(hub_cache: Path) -> None:
     """The CLI's "is it cached?" check looks for the transformer (one file, or the real repo's shard index)."""
-    assert missing_files(presets.get("flux-schnell"), dtype="float32", cache_dir=hub_cache) == []
-    assert download(presets.get("flux-schnell"), dtype="float32", cache_dir=hub_cache)  # offline: all cached
+    flux = presets.get("flux-schnell")
+    check_cached_or_reachable(flux, dtypes=["float32"], cache_dir=hub_cache, local_files_only=True)  # no raise
+    assert download(flux, dtype="float32", cache_dir=hub_cache)  # offline: all cached
 
 
 def test_export_refuses_a_transformer_before_loading(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

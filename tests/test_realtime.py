@@ -302,3 +302,12 @@ def test_wait_without_a_prompt_or_past_its_timeout(generator: FewStepGenerator) 
             live.wait(timeout=0.05)
         gated.gate.set()
         assert live.wait(timeout=10).seed == 4
+
+
+def test_a_name_that_is_not_a_state_field_is_refused(generator: FewStepGenerator) -> None:
+    with pytest.raises(TypeError, match="stepz"):
+        LiveSession(generator, stepz=1)
+    with LiveSession(generator, **SIZE) as live:
+        with pytest.raises(TypeError, match="stepz"):
+            live.update(prompt="a cat", stepz=1)
+        assert live.state.prompt is None and live.stats.received == 0  # the refused update changed nothing

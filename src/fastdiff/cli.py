@@ -1,29 +1,25 @@
-"""The `fastdiff` command: presets, generate, download, batch, bench, demo, distill, export, showcase.
-
-Bad input ends in one `error: …` line on stderr and exit status 2, never a traceback. Nothing here imports torch
-at module level, and a subcommand's own module is imported only when that subcommand runs: `fastdiff --help` and
-`fastdiff presets` start in a fraction of a second, and a command that cannot reach its weights says so before
-torch loads.
-"""
+"""The `fastdiff` command. Bad input ends in one `error: …` line on stderr and exit status 2, never a traceback.
+Nothing here imports torch at module level, and a subcommand's own module is imported only when it runs: `fastdiff
+--help` starts in a fraction of a second, and a command that cannot reach its weights says so before torch loads."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from . import cli_options
 from . import presets as preset_table
 from ._quiet import quiet_library_logs
-from .cli_options import add_model_options, add_sampling_options, check_weights_reachable, load_options
 from .errors import FastDiffError, FastDiffWarning
 
 __all__ = ["main"]
 
 
-def _presets_table() -> str:
+def _cmd_presets(args: argparse.Namespace) -> int:
     rows = [("name", "family", "steps", "guidance", "size", "licence")]
     for p in preset_table.all_presets():
         licence = p.license + ("" if p.commercial_use else " (non-commercial)")
@@ -31,18 +27,8 @@ def _presets_table() -> str:
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
-
-
-def _cmd_presets(args: argparse.Namespace) -> int:
-    print(_presets_table())
+    print("\n".join(lines))
     return 0
-
-
-def _output_paths(output: Path, count: int) -> list[Path]:
-    if count == 1:
-        return [output]
-    return [output.with_name(f"{output.stem}-{i}{output.suffix}") for i in range(count)]
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -51,7 +37,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise FastDiffError(f"--output must be a .png file, got {args.output!r}")
     if not output.parent.is_dir():
         raise FastDiffError(f"--output folder {str(output.parent)!r} does not exist; create it first")
-    check_weights_reachable(args)
+    cli_options.check_weights_reachable(args)
     from PIL import Image, UnidentifiedImageError
 
     image = None
@@ -63,20 +49,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     from .generator import FewStepGenerator
 
     quiet_library_logs()
-    gen = FewStepGenerator.from_preset(args.preset, **load_options(args))
+    gen = FewStepGenerator.from_preset(args.preset, **cli_options.load_options(args))
+    sampling = cli_options.sampling_options(args)
     result = gen(
-        args.prompt,
-        steps=args.steps,
-        seed=args.seed,
-        guidance_scale=args.guidance_scale,
-        negative_prompt=args.negative_prompt,
-        height=args.height,
-        width=args.width,
-        num_images=args.num_images,
-        image=image,
-        strength=args.strength,
+        args.prompt, seed=args.seed, num_images=args.num_images, image=image, strength=args.strength, **sampling
     )
-    for path, img in zip(_output_paths(output, len(result.images)), result.images, strict=True):
+    for i, img in enumerate(result.images):
+        path = output if len(result.images) == 1 else output.with_name(f"{output.stem}-{i}{output.suffix}")
         img.save(path)
         print(f"wrote {path}")
     print(f"{result.preset} steps={result.steps} seed={result.seed} on {gen.device}: {_timings_line(result.timings)}")
@@ -91,28 +70,18 @@ def _timings_line(timings: dict[str, float]) -> str:
     return line
 
 
-def _download_dtype(args: argparse.Namespace, preset: preset_table.Preset) -> str:
-    """--dtype, else what `from_preset` loads on --device: float32 on the CPU, float16 on an accelerator. Only
-    "auto" needs torch to tell, and it is asked only once the files are known to be cached or downloadable."""
-    from .hub import check_cached_or_reachable
-
-    if args.dtype is not None:
-        return str(args.dtype)
-    if args.device == "cpu":
-        return "float32"
-    check_cached_or_reachable(preset, dtypes=["float16", "float32"], checkpoint=True)
-    from .devices import resolve_device, resolve_dtype
-
-    return str(resolve_dtype(None, resolve_device(args.device))).removeprefix("torch.")
-
-
 def _cmd_download(args: argparse.Namespace) -> int:
-    from .hub import download, download_tiny_vae
+    from .hub import check_cached_or_reachable, download, download_tiny_vae
 
     preset = preset_table.get(args.name)
-    # By default the files `from_preset` loads on this machine (fp16 variants on a GPU, fp32 on a CPU); a CPU box
-    # that fetches for a GPU box says --dtype float16.
-    dtype = _download_dtype(args, preset)
+    # By default the files `from_preset` loads on --device (fp16 variants on a GPU, fp32 on a CPU). Only "auto" needs
+    # torch to tell, asked once the files are known to be cached or downloadable.
+    dtype = args.dtype or ("float32" if args.device == "cpu" else None)
+    if dtype is None:
+        check_cached_or_reachable(preset, dtypes=["float16", "float32"], checkpoint=True)
+        from .devices import resolve_device, resolve_dtype
+
+        dtype = str(resolve_dtype(None, resolve_device(args.device))).removeprefix("torch.")
     paths = download(preset, dtype=dtype, allow_pickle=args.allow_pickle)
     if not args.no_tiny_vae and not preset_table.is_shipped(preset):
         from .families import family  # diffusers: imported once the preset's own files are in
@@ -125,8 +94,10 @@ def _cmd_download(args: argparse.Namespace) -> int:
 def _add_generate(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     gen = sub.add_parser("generate", help="generate image(s) from a prompt")
     gen.add_argument("prompt")
-    add_model_options(gen)
-    add_sampling_options(gen, seed_default=None, seed_help="image i gets seed SEED+i (default: a random seed, printed)")
+    cli_options.add_model_options(gen)
+    cli_options.add_sampling_options(
+        gen, seed_default=None, seed_help="image i gets seed SEED+i (default: a random seed, printed)"
+    )
     gen.add_argument("--num-images", type=int, default=1)
     gen.add_argument("--image", help="input image for img2img")
     gen.add_argument("--strength", type=float)
@@ -148,65 +119,38 @@ def _add_download(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     dl.set_defaults(func=_cmd_download)
 
 
-@dataclass(frozen=True)
-class _Plugin:
-    """A subcommand whose options and code live in their own module, imported only when it runs."""
-
-    name: str
-    module: str
-    add: str
-    run: str
-    help: str
-    extra: str  # the pip extra its module's imports may need
-
-
+# Subcommands whose options and code live in their own module, imported only when it runs: (name, module, its
+# function adding the options, its function running the command, help, the pip extra its imports may need).
 _PLUGINS = (
-    _Plugin(
-        "batch", "fastdiff.serving.bulk.cli", "add_batch_arguments", "run_batch", "every prompt of a file to DIR", "ray"
-    ),
-    _Plugin("bench", "fastdiff.bench.cli", "add_bench_arguments", "run_bench", "time presets vs SD 1.5@20", "bench"),
-    _Plugin("demo", "fastdiff.demo", "add_demo_arguments", "run_demo", "a local page that follows your typing", "demo"),
-    _Plugin(
-        "distill", "fastdiff.distill.cli", "add_distill_arguments", "run_distill", "ADD-train a student", "distill"
-    ),
-    _Plugin("export", "fastdiff.export.cli", "add_export_arguments", "run_export", "ONNX files, or a web page", "web"),
-    _Plugin(
-        "showcase", "fastdiff.distill.showcase", "add_showcase_arguments", "run_showcase", "the shipped models", ""
-    ),
+    ("batch", "fastdiff.serving.bulk.cli", "add_batch_arguments", "run_batch", "every prompt of a file to DIR", "ray"),
+    ("bench", "fastdiff.bench.cli", "add_bench_arguments", "run_bench", "time presets vs SD 1.5@20", "bench"),
+    ("demo", "fastdiff.demo", "add_demo_arguments", "run_demo", "a local page that follows your typing", "demo"),
+    ("distill", "fastdiff.distill.cli", "add_distill_arguments", "run_distill", "ADD-train a student", "distill"),
+    ("export", "fastdiff.export.cli", "add_export_arguments", "run_export", "ONNX files, or a web page", "web"),
+    ("showcase", "fastdiff.distill.showcase", "add_showcase_arguments", "run_showcase", "the shipped models", ""),
 )
 
 
-def _add_plugin(sub: argparse._SubParsersAction[argparse.ArgumentParser], plugin: _Plugin, *, load: bool) -> None:
-    cmd = sub.add_parser(plugin.name, help=plugin.help)
-    if not load:  # named in `fastdiff --help` only: its options are read when it is the command
-        return
-    import importlib
-
-    try:
-        module = importlib.import_module(plugin.module)
-    except ImportError as err:
-        extra = f"pip install 'fastdiff[{plugin.extra}]'" if plugin.extra else "reinstall fastdiff"
-        raise FastDiffError(f"fastdiff {plugin.name} needs {err.name or err}: {extra}") from None
-    getattr(module, plugin.add)(cmd)
-    cmd.set_defaults(func=getattr(module, plugin.run))
-
-
-def _command(argv: Sequence[str]) -> str | None:
-    """The subcommand argv names: its first word, since `fastdiff` itself takes no option but --help."""
-    return next((word for word in argv if not word.startswith("-")), None)
-
-
 def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
-    """The argument parser of the `fastdiff` command: with `argv`, only the module of the subcommand it names is
-    imported (for its options); without, every subcommand's."""
-    command = None if argv is None else _command(argv)
+    """The argument parser of the `fastdiff` command: with `argv`, only the module of the subcommand it names (its
+    first word: `fastdiff` itself takes no option but --help) is imported, for its options; without, every one's."""
+    command = None if argv is None else next((word for word in argv if not word.startswith("-")), None)
     parser = argparse.ArgumentParser(prog="fastdiff", description="Few-step text-to-image diffusion.")
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("presets", help="list the presets").set_defaults(func=_cmd_presets)
     _add_generate(sub)
     _add_download(sub)
-    for plugin in _PLUGINS:
-        _add_plugin(sub, plugin, load=argv is None or plugin.name == command)
+    for name, module_name, add, run, help, extra in _PLUGINS:
+        cmd = sub.add_parser(name, help=help)
+        if argv is not None and name != command:  # named in `fastdiff --help` only
+            continue
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as err:
+            fix = f"pip install 'fastdiff[{extra}]'" if extra else "reinstall fastdiff"
+            raise FastDiffError(f"fastdiff {name} needs {err.name or err}: {fix}") from None
+        getattr(module, add)(cmd)
+        cmd.set_defaults(func=getattr(module, run))
     return parser
 
 
@@ -217,23 +161,17 @@ def _show_warning(message: Warning | str, category: type[Warning], *args: object
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fastdiff` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        parser = build_parser(argv)
-    except FastDiffError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    args = parser.parse_args(argv)
     with warnings.catch_warnings():
         warnings.simplefilter("always", FastDiffWarning)
         warnings.showwarning = _show_warning  # one line per warning, no source echo
         try:
-            code: int = args.func(args)
+            args = build_parser(argv).parse_args(argv)
+            return int(args.func(args))
         except FastDiffError as err:
             print(f"error: {err}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             return 130
-    return code
 
 
 if __name__ == "__main__":

@@ -1,6 +1,5 @@
-"""The options `fastdiff generate`, `batch` and `demo` share, defined once so that they read and default alike:
-which weights (preset, source, checkpoint, device, dtype, optimize, cache), what to sample (steps, seed, …), and
-the cache-or-hub check every one of them makes before it imports torch."""
+"""The options `fastdiff generate`, `batch` and `demo` share, so that they read and default alike: which weights,
+what to sample, and the cache-or-hub check each makes before it imports torch."""
 
 from __future__ import annotations
 
@@ -9,7 +8,7 @@ from typing import Any
 
 from . import presets as preset_table
 
-__all__ = ["add_model_options", "add_sampling_options", "check_weights_reachable", "load_options"]
+__all__ = ["add_model_options", "add_sampling_options", "check_weights_reachable", "load_options", "sampling_options"]
 
 OPTIMIZE_LEVELS = ("none", "default", "max")  # fastdiff.optimize.LEVELS, named here so --help needs no torch
 
@@ -48,8 +47,7 @@ def add_sampling_options(parser: argparse.ArgumentParser, *, seed_default: int |
 
 
 def check_weights_reachable(args: argparse.Namespace) -> None:
-    """Fail in one line, before torch loads, when the weights are neither cached nor downloadable (a hub preset
-    with no network): the first thing a command that loads weights does."""
+    """Fail in one line, before torch loads, when the weights are neither cached nor downloadable."""
     from .hub import check_cached_or_reachable  # huggingface_hub: 0.2 s that --help does without
 
     if args.source is not None:  # a local folder or file, or another repo: loading checks it
@@ -65,13 +63,10 @@ def check_weights_reachable(args: argparse.Namespace) -> None:
 
 def load_options(args: argparse.Namespace) -> dict[str, Any]:
     """The keyword arguments of `FewStepGenerator.from_preset` that `add_model_options` parsed (all but preset)."""
-    return {
-        "source": args.source,
-        "checkpoint": args.checkpoint,
-        "device": args.device,
-        "dtype": args.dtype,
-        "optimize": args.optimize,
-        "cache_dir": args.cache_dir,
-        "local_files_only": True if args.local_files_only else None,
-        "allow_pickle": args.allow_pickle,
-    }
+    names = ("source", "checkpoint", "device", "dtype", "optimize", "cache_dir", "allow_pickle")
+    return {name: getattr(args, name) for name in names} | {"local_files_only": True if args.local_files_only else None}
+
+
+def sampling_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The generator's arguments that `add_sampling_options` parsed, but the seed (None: the preset's value)."""
+    return {name: getattr(args, name) for name in ("steps", "negative_prompt", "guidance_scale", "height", "width")}

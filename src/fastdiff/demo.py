@@ -1,8 +1,6 @@
 """`fastdiff demo`: a local Gradio page whose image follows the prompt as you type, served by one `LiveSession`.
-
-Gradio drops the events that arrive while one is running (`trigger_mode="always_last"`, one worker) and the
-session drops states its worker had no time for, so typing never builds a backlog. Needs the `demo` extra.
-"""
+Gradio drops the events that arrive while one runs (`trigger_mode="always_last"`) and the session drops states its
+worker had no time for, so typing never builds a backlog."""
 
 from __future__ import annotations
 
@@ -41,11 +39,8 @@ class WarningNotes:
 
     @contextmanager
     def capture(self) -> Iterator[WarningNotes]:
-        """Route FastDiffWarnings here (every time, not once) instead of stderr; others print as usual.
-
-        This changes the process-wide warning state, which is the application's to set: use it only around
-        the server's whole life, as `run_demo` does.
-        """
+        """Route FastDiffWarnings here (every time, not once) instead of stderr; others print as usual. This sets
+        the process-wide warning state, the application's: use it around the server's whole life, as `run_demo`."""
         with warnings.catch_warnings():
             shown = warnings.showwarning
             warnings.simplefilter("always", FastDiffWarning)
@@ -104,8 +99,8 @@ def run_demo(args: argparse.Namespace) -> int:
 
 
 def build_demo(session: LiveSession, *, notes: WarningNotes | None = None) -> gr.Blocks:
-    """The page: prompt, sliders for steps, seed and strength, an optional input image; the image and its
-    measured latency on the right. Every input change updates `session` and shows its newest frame."""
+    """The page: prompt, steps, seed, strength and an input image; every change updates `session` and shows its
+    newest frame with its latency."""
     import gradio as gr
 
     preset = session.generator.preset
@@ -132,10 +127,22 @@ def build_demo(session: LiveSession, *, notes: WarningNotes | None = None) -> gr
             with gr.Column():
                 output = gr.Image(label="Image", type="pil", format="png", interactive=False, elem_id="output")
                 status = gr.Markdown("waiting for a prompt", elem_id="status")
-        renderer = _Renderer(session, notes)
+
+        def render(
+            prompt: str | None, steps: float, seed: float, strength: float, image: Image.Image | None
+        ) -> tuple[Any, str]:
+            """Hand the inputs to the session, wait for the newest frame, describe it."""
+            session.update(prompt=prompt or "", steps=int(steps), seed=int(seed), image=image, strength=strength)
+            try:
+                frame = session.wait(timeout=WAIT_S)
+            except (FastDiffError, TimeoutError) as exc:  # keep the last image; say what is wrong under it
+                return gr.skip(), f"⚠️ {exc}"
+            cautions = [] if notes is None else notes.since(frame.state.submitted + frame.timings["queued"])
+            return frame.image, describe(frame, session.stats, cautions)
+
         gr.on(
             triggers=[prompt.input, steps.change, seed.change, strength.change, source.change],
-            fn=renderer,
+            fn=render,
             inputs=[prompt, steps, seed, strength, source],
             outputs=[output, status],
             trigger_mode="always_last",
@@ -143,28 +150,6 @@ def build_demo(session: LiveSession, *, notes: WarningNotes | None = None) -> gr
             show_progress="hidden",
         )
     return demo
-
-
-class _Renderer:
-    """The event handler: hand the inputs to the session, wait for the newest frame, describe it."""
-
-    def __init__(self, session: LiveSession, notes: WarningNotes | None) -> None:
-        self.session = session
-        self.notes = notes
-
-    def __call__(
-        self, prompt: str | None, steps: float, seed: float, strength: float, image: Image.Image | None
-    ) -> tuple[Any, str]:
-        import gradio as gr
-
-        self.session.update(prompt=prompt or "", steps=int(steps), seed=int(seed), image=image, strength=strength)
-        try:
-            frame = self.session.wait(timeout=WAIT_S)
-        except (FastDiffError, TimeoutError) as exc:  # keep the last image; say what is wrong under it
-            return gr.skip(), f"⚠️ {exc}"
-        started = frame.state.submitted + frame.timings["queued"]
-        cautions = self.notes.since(started) if self.notes is not None else []
-        return frame.image, describe(frame, self.session.stats, cautions)
 
 
 def _ms(seconds: float | None) -> str:
@@ -185,10 +170,10 @@ def describe(frame: Frame, stats: LiveStats, cautions: list[str]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m fastdiff.demo ...` (the same options as `fastdiff demo`)."""
-    parser = argparse.ArgumentParser(prog="fastdiff demo", description=__doc__.splitlines()[0] if __doc__ else None)
-    add_demo_arguments(parser)
-    return run_demo(parser.parse_args(argv))
+    """`python -m fastdiff.demo ...`: the same as `fastdiff demo`."""
+    from .cli import main as fastdiff
+
+    return fastdiff(["demo", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -1,14 +1,10 @@
 """The Hugging Face hub, cache first: reads that make no network call when the files are cached, the error that
-names what is missing, and `download` of exactly the files a preset needs (for the dtype it will run in).
-
-torch-free on purpose: the CLI asks "cached, or can the hub serve it?" before it imports torch, so that an
-offline machine hears what to do in a fraction of a second, not after seconds of imports.
-"""
+names what is missing, and `download` of exactly the files a preset needs. torch-free, so that the CLI can ask
+"cached, or can the hub serve it?" before it imports torch: offline, the fix comes in a fraction of a second."""
 
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -30,22 +26,11 @@ from .presets import Preset, is_shipped
 if TYPE_CHECKING:
     import torch
 
-__all__ = [
-    "cache_first",
-    "check_cached_or_reachable",
-    "download",
-    "download_tiny_vae",
-    "missing_files",
-    "quietly",
-    "unreachable",
-]
+__all__ = ["cache_first", "check_cached_or_reachable", "download", "download_tiny_vae", "quietly"]
 
 T = TypeVar("T")
 TINY_VAE_FILES = ["config.json", "diffusion_pytorch_model.safetensors"]
-
-
-def _offline() -> bool:
-    return bool(constants.HF_HUB_OFFLINE) or os.environ.get("HF_HUB_OFFLINE", "").upper() in ("1", "ON", "YES", "TRUE")
+OFFLINE = "offline (HF_HUB_OFFLINE or local_files_only)"
 
 
 def _dtype_name(dtype: torch.dtype | str) -> str:
@@ -57,7 +42,7 @@ def _weights_suffix(preset: Preset, dtype: torch.dtype | str) -> str:
     return f".{preset.variant}.safetensors" if fp16 else ".safetensors"
 
 
-def missing_files(
+def _missing_files(
     preset: Preset, *, dtype: torch.dtype | str, cache_dir: str | Path | None = None, checkpoint: bool = True
 ) -> list[str]:
     """The hub files of `preset` for `dtype` that are not in the cache ("(pipeline)" for a whole pipeline repo);
@@ -76,15 +61,11 @@ def missing_files(
     return missing
 
 
-def unreachable(repo_id: str) -> str | None:
-    """Why the hub cannot serve `repo_id` now (offline mode, no connection), or None when it answers.
-
-    One HEAD request without retries, within HF_HUB_ETAG_TIMEOUT: huggingface_hub's own downloads retry a
-    refused connection with backoff for about 23 s before they give up, which a user with no network would
-    otherwise wait through before hearing the fix.
-    """
-    if _offline():
-        return "offline (HF_HUB_OFFLINE or local_files_only)"
+def _unreachable(repo_id: str) -> str | None:
+    """Why the hub cannot serve `repo_id` now (offline mode, no connection), or None when it answers: one HEAD request
+    without retries (huggingface_hub's downloads retry a refused connection for about 23 s before they give up)."""
+    if constants.is_offline_mode():
+        return OFFLINE
     try:
         get_hf_file_metadata(hf_hub_url(repo_id, "model_index.json"), timeout=constants.HF_HUB_ETAG_TIMEOUT)
     except HfHubHTTPError:  # the hub answered (401 gated, 404, …): the download itself says what is wrong
@@ -107,7 +88,7 @@ def _missing_error(
     what: str | None,
     err: Exception | None = None,
 ) -> FastDiffError:
-    missing = [what] if what else missing_files(preset, dtype=dtype or "float16", cache_dir=cache_dir)
+    missing = [what] if what else _missing_files(preset, dtype=dtype or "float16", cache_dir=cache_dir)
     missing = missing or [_first_line(err) if err is not None else preset.repo_id]
     # No dtype yet (the CLI asks before torch can tell the device): both precisions, each where it runs.
     dtype_hint = f"--dtype {_dtype_name(dtype)}`" if dtype else "--dtype float16` (for a GPU; float32 for the CPU)"
@@ -119,8 +100,7 @@ def _missing_error(
 
 
 def quietly(fetch: Callable[[bool], T], local: bool) -> T:
-    """`fetch(local)` without the `local_dir_use_symlinks` warning diffusers still triggers in huggingface_hub on
-    every load: noise the user can do nothing about (diffusers #1057-style warning fatigue)."""
+    """`fetch(local)` without the `local_dir_use_symlinks` warning diffusers triggers in huggingface_hub every load."""
     with silenced("hub"):
         return fetch(local)
 
@@ -140,12 +120,12 @@ def cache_first(
         try:
             return quietly(fetch, True)
         except OSError as err:  # LocalEntryNotFoundError and diffusers' "not cached" are OSErrors
-            if (why := unreachable(preset.repo_id)) is not None:
+            if (why := _unreachable(preset.repo_id)) is not None:
                 raise _missing_error(preset, cache_dir, dtype, why=why, what=what, err=err) from None
     try:
         return quietly(fetch, bool(local_files_only))
     except OSError as err:
-        why = "offline (HF_HUB_OFFLINE or local_files_only)" if local_files_only or _offline() else ""
+        why = OFFLINE if local_files_only or constants.is_offline_mode() else ""
         why = why or f"could not be downloaded ({type(err).__name__}: {_first_line(err)})"
         raise _missing_error(preset, cache_dir, dtype, why=why, what=what, err=err) from None
 
@@ -160,33 +140,16 @@ def check_cached_or_reachable(
 ) -> None:
     """Raise the one-line error now, before torch loads, when no dtype of `dtypes` has the preset's files in the
     cache and the hub cannot serve them (or `local_files_only`); `checkpoint=False`: a local UNet/LoRA file was
-    given. A shipped preset needs nothing; a cached one is loaded (and checked) by `cache_first` as usual."""
+    given."""
     if is_shipped(preset):
         return
-    missing = [missing_files(preset, dtype=d, cache_dir=cache_dir, checkpoint=checkpoint) for d in dtypes]
+    missing = [_missing_files(preset, dtype=d, cache_dir=cache_dir, checkpoint=checkpoint) for d in dtypes]
     if not all(missing):
         return
-    why = "offline (HF_HUB_OFFLINE or local_files_only)" if local_files_only else unreachable(preset.repo_id)
+    why = OFFLINE if local_files_only else _unreachable(preset.repo_id)
     if why is not None:
         dtype = dtypes[0] if len(dtypes) == 1 else None
         raise _missing_error(preset, cache_dir, dtype, why=why, what=", ".join(missing[0]))
-
-
-def _component_patterns(preset: Preset, suffix: str, cache_dir: str | Path | None, local: bool) -> list[str]:
-    """The files of the modules model_index.json names (not e.g. SDXL base's unused `vae_1_0/`)."""
-    index_path = hf_hub_download(preset.repo_id, "model_index.json", cache_dir=cache_dir, local_files_only=local)
-    index = json.loads(Path(index_path).read_text())
-    folders = [name for name, value in index.items() if not name.startswith("_") and isinstance(value, list)]
-    unet_from_checkpoint = preset.checkpoint is not None and preset.checkpoint.kind == "unet"
-    patterns = ["model_index.json"]
-    for folder in folders:
-        # configs, shard indexes, tokenizer vocabularies and merges, T5's SentencePiece model
-        patterns += [f"{folder}/*.json", f"{folder}/*.txt", f"{folder}/*.model"]
-        if not (folder == "unet" and unet_from_checkpoint):
-            stem = suffix.removesuffix(".safetensors")  # "" or ".fp16"; shards: name{stem}-00001-of-00003.safetensors
-            for name in ("diffusion_pytorch_model", "model"):
-                patterns += [f"{folder}/{name}{suffix}", f"{folder}/{name}{stem}-*-of-*.safetensors"]
-    return patterns
 
 
 def download(
@@ -195,13 +158,9 @@ def download(
     dtype: torch.dtype | str = "float16",
     cache_dir: str | Path | None = None,
     allow_pickle: bool = False,
-    tiny_vae: str | None = None,
 ) -> list[str]:
-    """Fetch only the files `preset` needs to run in `dtype` into the hub cache, returning local paths; also the
-    tiny autoencoder repo `tiny_vae` (optimize="max"), so that every level then loads offline.
-
-    Cache first: when everything is cached already (huggingface_hub checks a snapshot against the file listing it
-    keeps from the download), nothing goes over the network."""
+    """Fetch only the files `preset` needs to run in `dtype` into the hub cache (nothing when they are cached),
+    returning local paths."""
     if is_shipped(preset):
         return [preset.repo_id]  # in the package already
     if preset.checkpoint and preset.checkpoint.is_pickle and not allow_pickle:
@@ -209,9 +168,21 @@ def download(
 
         raise pickle_refusal(Path(preset.checkpoint.filename))
     suffix = _weights_suffix(preset, dtype)
+    unet_from_checkpoint = preset.checkpoint is not None and preset.checkpoint.kind == "unet"
 
     def fetch(local: bool) -> list[str]:
-        patterns = _component_patterns(preset, suffix, cache_dir, local)
+        # The files of the modules model_index.json names (not e.g. SDXL base's unused `vae_1_0/`).
+        index = hf_hub_download(preset.repo_id, "model_index.json", cache_dir=cache_dir, local_files_only=local)
+        patterns = ["model_index.json"]
+        for folder, value in json.loads(Path(index).read_text()).items():
+            if folder.startswith("_") or not isinstance(value, list):
+                continue
+            # configs, shard indexes, tokenizer vocabularies and merges, T5's SentencePiece model
+            patterns += [f"{folder}/*.json", f"{folder}/*.txt", f"{folder}/*.model"]
+            if not (folder == "unet" and unet_from_checkpoint):
+                stem = suffix.removesuffix(".safetensors")  # "" or ".fp16"; shards: {name}{stem}-00001-of-00003…
+                for name in ("diffusion_pytorch_model", "model"):
+                    patterns += [f"{folder}/{name}{suffix}", f"{folder}/{name}{stem}-*-of-*.safetensors"]
         paths = [
             snapshot_download(preset.repo_id, allow_patterns=patterns, cache_dir=cache_dir, local_files_only=local)
         ]
@@ -219,10 +190,7 @@ def download(
             paths.append(hf_hub_download(ckpt.repo_id, ckpt.filename, cache_dir=cache_dir, local_files_only=local))
         return paths
 
-    paths = cache_first(fetch, preset, None, cache_dir, dtype)
-    if tiny_vae is not None:
-        paths.append(download_tiny_vae(tiny_vae, preset=preset, dtype=dtype, cache_dir=cache_dir))
-    return paths
+    return cache_first(fetch, preset, None, cache_dir, dtype)
 
 
 def download_tiny_vae(

@@ -1,7 +1,4 @@
-"""Deprecated: the live session moved to `fastdiff.serving` (`from fastdiff.serving import LiveSession`).
-
-This module re-exports it so that code written against `fastdiff.realtime` keeps running, with a warning.
-"""
+"""Deprecated: the live session moved to `fastdiff.serving`; this module re-exports it, with a warning."""
 
 from __future__ import annotations
 

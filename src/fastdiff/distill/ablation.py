@@ -22,16 +22,16 @@ from typing import Any
 import diffusers
 import numpy as np
 import torch
+import torch.nn.functional as F
 from PIL import Image, ImageDraw
 
-from . import shipped as _shipped
+from ..presets import get
 from .classifier import ShapesClassifier, accuracy, images_to_tensor, shipped_classifier
 from .config import ADDConfig
+from .data import shapes_images
 from .evaluation import eval_specs, generate, image_rows
-from .image_metrics import energy_map, frechet_distance, gradient_energy, sharpness, sharpness_split
-from .recipe import SHARE, STEP_SECONDS, save_fp16, student_config, student_pipeline
-from .shapes import ShapeSpec, caption, draw, make_shapes
-from .shipped import MODELS, STUDENT, TEACHER
+from .recipe import save_fp16, step_counts, student_config, student_pipeline
+from .shapes import ShapeSpec, caption, draw
 from .trainer import train
 
 _D: Any = diffusers  # its classes are untyped
@@ -54,15 +54,17 @@ __all__ = [
 # adversarial only.
 VARIANTS: dict[str, tuple[float, float]] = {"add": (2.5, 1.0), "distill": (2.5, 0.0), "adversarial": (0.0, 1.0)}
 _LABELS = {"add": "ADD", "distill": "distill-only", "adversarial": "adv-only"}
-GUIDANCE: float = _shipped.GUIDANCE  # the shipped teacher's CFG scale (2.0), its student's target guidance
+TEACHER, STUDENT = get("fastdiff-shapes-teacher"), get("fastdiff-shapes")  # shipped in the package
+GUIDANCE: float = TEACHER.guidance_scale  # the shipped teacher's CFG scale (2.0), its student's target guidance
 GRID_PROMPTS = 8
 ACCURACY = ("shape", "color", "background", "position", "size", "all")
 SHARPNESS = ("sharpness", "sharpness_edges", "sharpness_off_edges")
+_LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
 
 
 def recipe_student_steps(minutes: float = 40.0) -> int:
     """The student's step count in `python -m fastdiff.distill.recipe --minutes M` (1200 for the shipped 40)."""
-    return max(20, int(SHARE["student"] * minutes * 60 / STEP_SECONDS["student"]))
+    return step_counts(minutes)["student"]
 
 
 def student_configs(*, steps: int, guidance: float = GUIDANCE, seed: int = 0) -> dict[str, ADDConfig]:
@@ -71,6 +73,45 @@ def student_configs(*, steps: int, guidance: float = GUIDANCE, seed: int = 0) ->
     return {
         name: dataclasses.replace(base, distill_weight=d, adversarial_weight=a) for name, (d, a) in VARIANTS.items()
     }
+
+
+def frechet_distance(a: torch.Tensor, b: torch.Tensor) -> float:
+    """Fréchet distance of Gaussians fitted to features a (N, D) and b (M, D), computed in float64 (as FID)."""
+    a, b = a.double(), b.double()
+    mean = a.mean(dim=0) - b.mean(dim=0)
+    cov_a, cov_b = torch.cov(a.T), torch.cov(b.T)
+    values, vectors = torch.linalg.eigh(cov_a)
+    root = (vectors * values.clamp(min=0).sqrt()) @ vectors.T  # cov_a^½
+    inner = root @ cov_b @ root  # tr √(cov_a cov_b) = Σ √eig(cov_a^½ cov_b cov_a^½), which is symmetric PSD
+    cross = torch.linalg.eigvalsh((inner + inner.T) / 2).clamp(min=0).sqrt().sum()
+    return float(mean @ mean + cov_a.trace() + cov_b.trace() - 2 * cross)
+
+
+def energy_map(images: torch.Tensor) -> torch.Tensor:
+    """Squared x plus y forward differences of luminance (in [0, 1]) at each pixel (N, H, W) of images in [-1, 1]."""
+    luma = torch.tensor(_LUMA, dtype=torch.float64).view(1, 3, 1, 1)
+    y = ((images.double() + 1) / 2 * luma).sum(dim=1)  # (N, H, W)
+    dx, dy = F.pad(y[:, :, 1:] - y[:, :, :-1], (0, 1)), F.pad(y[:, 1:, :] - y[:, :-1, :], (0, 0, 0, 1))
+    return dx.pow(2) + dy.pow(2)
+
+
+def gradient_energy(images: torch.Tensor) -> torch.Tensor:
+    """Mean luminance gradient energy (`energy_map` averaged) per image (N,)."""
+    return energy_map(images).mean(dim=(1, 2))
+
+
+def sharpness(images: torch.Tensor, reference: torch.Tensor) -> float:
+    """Mean gradient energy of `images` over that of `reference` (1: as sharp as the real images)."""
+    return float(gradient_energy(images).mean() / gradient_energy(reference).mean())
+
+
+def sharpness_split(images: torch.Tensor, reference: torch.Tensor, *, band: int = 2) -> tuple[float, float]:
+    """`sharpness` split into the energy within `band` px of the reference's edges and the rest (speckle, strays)."""
+    edges = (reference[:, :, :, 1:] != reference[:, :, :, :-1]).any(dim=1)  # any channel changes: (N, H, W - 1)
+    edges = F.pad(edges, (0, 1)) | F.pad((reference[:, :, 1:] != reference[:, :, :-1]).any(dim=1), (0, 0, 0, 1))
+    near = F.max_pool2d(edges[:, None].float(), 2 * band + 1, stride=1, padding=band)[:, 0] > 0
+    energy, total = energy_map(images), energy_map(reference).sum()
+    return float(energy[near].sum() / total), float(energy[~near].sum() / total)
 
 
 def real_images(specs: Sequence[ShapeSpec]) -> torch.Tensor:
@@ -85,18 +126,6 @@ def _load(folder: Path) -> Any:
     return pipe
 
 
-def _timed(
-    pipe: Any, prompts: Sequence[str], *, steps: int, guidance: float, repeats: int
-) -> tuple[torch.Tensor, float]:
-    """`evaluation.generate` on all `prompts` (one batch) and the median seconds per image after a warm-up."""
-    images, times = generate(pipe, prompts, steps=steps, guidance=guidance), []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        images = generate(pipe, prompts, steps=steps, guidance=guidance)
-        times.append((time.perf_counter() - start) / len(prompts))
-    return images, statistics.median(times)
-
-
 def evaluate_model(
     pipe: Any,
     specs: Sequence[ShapeSpec],
@@ -107,8 +136,15 @@ def evaluate_model(
     real: torch.Tensor,
     repeats: int = 3,
 ) -> tuple[dict[str, float], torch.Tensor]:
-    """Accuracy per attribute and all four, Fréchet distance and sharpness against `real`, seconds per image."""
-    images, seconds = _timed(pipe, [caption(s) for s in specs], steps=steps, guidance=guidance, repeats=repeats)
+    """Accuracy per attribute and all four, Fréchet distance and sharpness against `real`, and the median seconds
+    per image of `repeats` batched runs after a warm-up one."""
+    prompts = [caption(s) for s in specs]
+    images, times = generate(pipe, prompts, steps=steps, guidance=guidance), []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        images = generate(pipe, prompts, steps=steps, guidance=guidance)
+        times.append((time.perf_counter() - start) / len(prompts))
+    seconds = statistics.median(times)
     return _scores(images, specs, classifier=classifier, real=real) | {"seconds_per_image": seconds}, images
 
 
@@ -131,8 +167,7 @@ def train_students(
     teacher: Any, out: Path, *, steps: int, variants: Sequence[str], seed: int = 0, reuse: bool = False
 ) -> dict[str, Any]:
     """Train each variant from `teacher` on the recipe's data (`reuse`: load it if saved); {variant: (pipe, s)}."""
-    data = make_shapes(4096, seed=seed)  # as recipe._train_all
-    images = torch.tensor(data.images).permute(0, 3, 1, 2).contiguous()  # (N, 3, 64, 64) uint8
+    images, captions = shapes_images(4096, seed=seed)  # as recipe._train_all
     configs = student_configs(steps=steps, seed=seed)
     students: dict[str, Any] = {}
     for name in variants:
@@ -142,7 +177,7 @@ def train_students(
             students[name] = (_load(folder / "pipeline"), rows[-1]["seconds"])  # the trainer's own clock
             continue
         start = time.perf_counter()
-        result = train(teacher, images, data.captions, out_dir=folder / "train", config=configs[name])
+        result = train(teacher, images, captions, out_dir=folder / "train", config=configs[name])
         pipe = student_pipeline(teacher, result.student.float())
         save_fp16(pipe, folder / "pipeline")  # evaluated as saved: fp16-rounded weights, float32 compute
         pipe.set_progress_bar_config(disable=True)
@@ -151,16 +186,9 @@ def train_students(
     return students
 
 
-def _max_unet_difference(a: Any, b: Any) -> float:
-    """The largest absolute difference between two UNets' weights."""
-    other = b.unet.state_dict()
-    return max(float((v - other[k]).abs().max()) for k, v in a.unet.state_dict().items())
-
-
 def _labelled_grid(rows: Sequence[torch.Tensor], labels: Sequence[str], path: Path, *, zoom: int = 2) -> None:
     """`evaluation.image_rows` of the rows, enlarged `zoom`×, with each row's label in a left margin."""
-    image_rows(rows, path)
-    grid = Image.open(path).convert("RGB")
+    grid = image_rows(rows)
     grid = grid.resize((grid.width * zoom, grid.height * zoom), Image.Resampling.NEAREST)
     margin, row_height = 150, grid.height // len(rows)
     canvas = Image.new("RGB", (grid.width + margin, grid.height), "white")
@@ -192,9 +220,9 @@ def run(
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
     clock = time.perf_counter()
-    teacher = _load(MODELS / TEACHER.name)
+    teacher = _load(Path(TEACHER.repo_id))
     students = train_students(teacher, out, steps=steps, variants=variants, seed=seed, reuse=reuse)
-    shipped = _load(MODELS / STUDENT.name)
+    shipped = _load(Path(STUDENT.repo_id))
     teacher_euler = student_pipeline(teacher, teacher.unet)  # its one-step x̂0 at t = 999, as the students' sampler
     teacher_euler.set_progress_bar_config(disable=True)
     recipe_steps = recipe_student_steps()
@@ -234,7 +262,9 @@ def run(
     figures: dict[str, Any] = {"results": results, "student_steps": steps, "variants": list(variants), "seed": seed}
     figures["train_seconds"] = {name: s for name, (_, s) in students.items()}
     if "add" in students and steps == recipe_steps:  # same teacher, data, config and seed as the shipped run
-        figures["add_vs_shipped_unet_max_abs_diff"] = _max_unet_difference(students["add"][0], shipped)
+        theirs = shipped.unet.state_dict()
+        diffs = [float((v - theirs[k]).abs().max()) for k, v in students["add"][0].unet.state_dict().items()]
+        figures["add_vs_shipped_unet_max_abs_diff"] = max(diffs)
     figures["prompts_in_grid"] = [caption(s) for s in specs[:GRID_PROMPTS]]
     figures["seconds_total"] = time.perf_counter() - clock
     (out / "ablation.json").write_text(json.dumps(figures, indent=1) + "\n")

@@ -1,8 +1,7 @@
 """Checkpoints that resume bit for bit, and the loss log (CSV as it runs, JSON at the end).
 
-A checkpoint holds everything the next step reads: the student, its EMA, the discriminator heads (safetensors),
-the optimizer, LR-scheduler and grad-scaler states and each process's training RNG (loaded with
-`weights_only=True`: no pickle runs code).
+A checkpoint holds everything the next step reads: the trained modules (safetensors), the optimizer, LR-scheduler
+and grad-scaler states and each process's training RNG (loaded with `weights_only=True`: no pickle runs code).
 """
 
 from __future__ import annotations
@@ -14,16 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_model, save_model
 from torch import nn
 
 __all__ = ["LossLog", "checkpoint_dir", "latest_checkpoint", "load_checkpoint", "save_checkpoint"]
 
 _PREFIX = "step-"
-
-
-def _save_module(module: nn.Module, path: Path) -> None:
-    save_file({k: v.detach().contiguous() for k, v in module.state_dict().items()}, str(path))
 
 
 def save_checkpoint(
@@ -38,7 +33,7 @@ def save_checkpoint(
     folder.mkdir(parents=True, exist_ok=True)
     if process_index == 0:
         for name, module in modules.items():
-            _save_module(module, folder / f"{name}.safetensors")
+            save_model(module, str(folder / f"{name}.safetensors"))
         torch.save(states, folder / "trainer_state.pt")
     torch.save({"generator": generator.get_state()}, folder / f"rng-{process_index}.pt")
     return folder
@@ -49,9 +44,8 @@ def load_checkpoint(
 ) -> dict[str, Any]:
     """Load `modules` and this process's RNG from `folder` in place; return the saved `states`."""
     for name, module in modules.items():
-        module.load_state_dict(load_file(str(folder / f"{name}.safetensors")))
-    rng = torch.load(folder / f"rng-{process_index}.pt", weights_only=True)
-    generator.set_state(rng["generator"])
+        load_model(module, folder / f"{name}.safetensors")
+    generator.set_state(torch.load(folder / f"rng-{process_index}.pt", weights_only=True)["generator"])
     states: dict[str, Any] = torch.load(folder / "trainer_state.pt", weights_only=True)
     return states
 
@@ -69,33 +63,31 @@ def latest_checkpoint(out_dir: Path) -> Path | None:
 
 
 class LossLog:
-    """Rows of losses, appended to `losses.csv` as they come; `write_json` dumps them all to `losses.json`.
-
-    Only the main process writes (`write=False` elsewhere): the others keep no rows.
-    """
+    """Loss rows, appended to `losses.csv` as they come; `write_json` dumps them all to `losses.json`. A resumed
+    run keeps the rows up to its checkpoint. Only the main process writes (`write=False` elsewhere keeps no rows)."""
 
     def __init__(self, out_dir: Path, fields: Sequence[str], *, resume_step: int | None, write: bool = True) -> None:
         self.csv_path, self.json_path = out_dir / "losses.csv", out_dir / "losses.json"
         self.fields, self.write = list(fields), write
         self.rows: list[dict[str, float]] = []
-        if not write:
-            return
-        if resume_step is not None and self.csv_path.is_file():
+        if write and resume_step is not None and self.csv_path.is_file():
             with self.csv_path.open(newline="") as f:  # rows after the checkpoint are re-run: drop them
-                kept = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
-            self.rows = [r for r in kept if r["step"] <= resume_step]
-        with self.csv_path.open("w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=self.fields)
-            writer.writeheader()
-            writer.writerows(self.rows)
+                rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+            self.rows = [r for r in rows if r["step"] <= resume_step]
+        if write:
+            with self.csv_path.open("w", newline="") as f:
+                csv.DictWriter(f, fieldnames=self.fields).writeheader()
+            self._write_csv(self.rows)
+
+    def _write_csv(self, rows: list[dict[str, float]]) -> None:
+        with self.csv_path.open("a", newline="") as f:
+            csv.DictWriter(f, fieldnames=self.fields).writerows(rows)
 
     def append(self, row: dict[str, float]) -> None:
         """Add one row and append it to the CSV file."""
-        if not self.write:
-            return
-        self.rows.append(row)
-        with self.csv_path.open("a", newline="") as f:
-            csv.DictWriter(f, fieldnames=self.fields).writerow(row)
+        if self.write:
+            self.rows.append(row)
+            self._write_csv([row])
 
     def write_json(self) -> Path:
         """Every row so far as a JSON list."""

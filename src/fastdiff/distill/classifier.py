@@ -12,10 +12,10 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_model, save_file
 from torch import nn
 
-from .shapes import ATTRIBUTES, COLORS, POSITIONS, SHAPES, SIZES, ShapesData, ShapeSpec, make_shapes
+from .shapes import ATTRIBUTES, CHOICES, ShapesData, ShapeSpec, make_shapes
 
 __all__ = [
     "ShapesClassifier",
@@ -28,10 +28,7 @@ __all__ = [
 ]
 
 SHIPPED = Path(__file__).parent / "weights" / "shapes_classifier.safetensors"
-NUM_CLASSES = {"shape": len(SHAPES), "color": len(COLORS), "background": len(COLORS)}
-NUM_CLASSES |= {"position": len(POSITIONS), "size": len(SIZES)}
-_NAMES = {"shape": SHAPES, "color": tuple(COLORS), "background": tuple(COLORS), "position": POSITIONS}
-_NAMES |= {"size": SIZES}
+NUM_CLASSES = {name: len(values) for name, values in CHOICES.items()}
 
 
 def _block(cin: int, cout: int) -> nn.Module:
@@ -64,7 +61,7 @@ class ShapesClassifier(nn.Module):
         """The attribute names read from each image."""
         logits = self(images)
         picks = {name: value.argmax(dim=1).tolist() for name, value in logits.items()}
-        return [{name: _NAMES[name][picks[name][i]] for name in picks} for i in range(images.shape[0])]
+        return [{name: CHOICES[name][picks[name][i]] for name in picks} for i in range(images.shape[0])]
 
     def save(self, path: str | Path, *, half: bool = False) -> Path:
         """Write the weights as safetensors (float16 with `half`, as the shipped file)."""
@@ -77,7 +74,7 @@ class ShapesClassifier(nn.Module):
     def load(cls, path: str | Path) -> ShapesClassifier:
         """A classifier with the weights of `path` (safetensors: no pickle), in eval mode."""
         model = cls()
-        model.load_state_dict(load_file(str(path)))
+        load_model(model, path)
         return model.eval()
 
 

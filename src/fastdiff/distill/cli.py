@@ -17,23 +17,7 @@ from .config import ADDConfig
 
 __all__ = ["add_distill_arguments", "run_distill"]
 
-# CLI flag -> ADDConfig field, for the plain numeric knobs.
-_KNOBS: dict[str, tuple[str, type]] = {
-    "max_steps": ("max steps", int),
-    "max_seconds": ("stop after this many seconds of training", float),
-    "batch_size": ("batch size per process", int),
-    "learning_rate": ("student learning rate", float),
-    "disc_learning_rate": ("discriminator heads' learning rate", float),
-    "warmup_steps": ("linear LR warm-up steps", int),
-    "distill_weight": ("λ, weight of the distillation loss (0: adversarial only)", float),
-    "adversarial_weight": ("weight of the adversarial loss (0: distillation only)", float),
-    "r1_gamma": ("γ of the R1 penalty on real inputs", float),
-    "teacher_guidance_scale": ("CFG scale of the teacher's target", float),
-    "ema_decay": ("EMA decay of the student", float),
-    "checkpoint_every": ("checkpoint every N steps (0: only at the end)", int),
-    "sample_every": ("write a 1-step sample grid every N steps (0: never)", int),
-    "seed": ("seed of the data set, the heads and every noise draw", int),
-}
+_KNOBS = [f for f in dataclasses.fields(ADDConfig) if "help" in f.metadata]  # the fields with a flag
 
 
 def add_distill_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,10 +31,11 @@ def add_distill_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mixed-precision", choices=["no", "fp16", "bf16"], default="no")
     parser.add_argument("--cache-dir", help="Hugging Face cache holding a preset teacher (default: the usual one)")
     parser.add_argument("--resume", action="store_true", help="continue from the latest checkpoint under --out")
-    defaults = ADDConfig()
-    for field, (text, kind) in _KNOBS.items():
-        default = getattr(defaults, field)
-        parser.add_argument(f"--{field.replace('_', '-')}", type=kind, default=default, help=f"{text} ({default})")
+    for field in _KNOBS:
+        flag, default = f"--{field.name.replace('_', '-')}", field.default
+        parser.add_argument(
+            flag, type=field.metadata["type"], default=default, help=f"{field.metadata['help']} ({default})"
+        )
 
 
 def _teacher(spec: str, cache_dir: str | None) -> tuple[Any, int, str]:
@@ -77,7 +62,7 @@ def run_distill(args: argparse.Namespace) -> int:
     from .export import export_student
     from .trainer import train
 
-    config = ADDConfig(mixed_precision=args.mixed_precision, **{k: getattr(args, k) for k in _KNOBS})
+    config = ADDConfig(mixed_precision=args.mixed_precision, **{f.name: getattr(args, f.name) for f in _KNOBS})
     if args.data != "shapes" and not Path(args.data).is_dir():  # before the (slow) teacher load
         raise FastDiffError(f"--data {args.data!r} is neither 'shapes' nor a folder")
     pipe, native, licence = _teacher(args.teacher, args.cache_dir)

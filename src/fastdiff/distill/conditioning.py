@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-from PIL import Image
 
 __all__ = ["Conditioning", "NoiseSchedule", "decode_latents", "encode_captions", "encode_images", "family_of"]
 
@@ -68,17 +67,16 @@ class Conditioning:
         added = {k: v.to(dtype) for k, v in self.added.items()} if self.added is not None else None
         return Conditioning(self.hidden.to(dtype), self.pooled.float(), added)
 
-    def repeat(self, n: int) -> Conditioning:
-        """A one-row conditioning (the empty prompt's) repeated to `n` rows."""
-        added = {k: v.expand(n, -1) for k, v in self.added.items()} if self.added is not None else None
-        return Conditioning(self.hidden.expand(n, -1, -1), self.pooled.expand(n, -1), added)
+    def with_uncond(self, uncond: Conditioning) -> Conditioning:
+        """These rows, then the one row of `uncond` (the empty prompt's) as many times: CFG in one teacher call."""
 
-    def cat(self, other: Conditioning) -> Conditioning:
-        """Both batches stacked (self first), for classifier-free guidance in one teacher call."""
+        def both(mine: torch.Tensor, theirs: torch.Tensor) -> torch.Tensor:
+            return torch.cat([mine, theirs.expand(mine.shape[0], *theirs.shape[1:])])
+
         added = None
-        if self.added is not None and other.added is not None:
-            added = {k: torch.cat([v, other.added[k]]) for k, v in self.added.items()}
-        return Conditioning(torch.cat([self.hidden, other.hidden]), torch.cat([self.pooled, other.pooled]), added)
+        if self.added is not None and uncond.added is not None:
+            added = {k: both(v, uncond.added[k]) for k, v in self.added.items()}
+        return Conditioning(both(self.hidden, uncond.hidden), both(self.pooled, uncond.pooled), added)
 
 
 def family_of(pipe: Any) -> str:
@@ -127,12 +125,11 @@ def encode_images(vae: Any, images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def decode_latents(vae: Any, latents: torch.Tensor) -> list[Image.Image]:
-    """The inverse of `encode_images`, to PIL images (a plain decode: no safety checker, no watermark)."""
+def decode_latents(vae: Any, latents: torch.Tensor) -> torch.Tensor:
+    """The inverse of `encode_images`: (B, 3, H, W) in about [-1, 1] (a plain decode: no safety checker)."""
     z = latents.to(vae.device, vae.dtype) / vae.config.scaling_factor
     stats = _latent_stats(vae, z)
     if stats is not None:
         z = z * stats[1] + stats[0]
-    pixels = vae.decode(z, return_dict=False)[0].float().clamp(-1, 1)  # (B, 3, H, W)
-    array = ((pixels + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return [Image.fromarray(a) for a in array]
+    pixels: torch.Tensor = vae.decode(z, return_dict=False)[0].float()
+    return pixels

@@ -2,38 +2,44 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from ..errors import FastDiffError
 
 __all__ = ["ADDConfig"]
 
 
+def _flag(default: Any, kind: type, text: str) -> Any:
+    """A field that `fastdiff distill` also takes as a `--flag` of type `kind`, with `text` as its help."""
+    return field(default=default, metadata={"type": kind, "help": text})
+
+
 @dataclass(frozen=True)
 class ADDConfig:
     """One Adversarial Diffusion Distillation run (Sauer et al. 2023); see docs/distill.md for each choice."""
 
-    max_steps: int = 1000
-    max_seconds: float | None = None  # stop earlier once this much training time has passed
-    batch_size: int = 8  # per process; the hinge loss degenerates at 1
-    learning_rate: float = 1e-5  # student (Adam)
-    disc_learning_rate: float = 1e-4  # discriminator heads (Adam, β1 = 0 as in diffusers' ADD PR)
-    warmup_steps: int = 0  # linear LR warm-up of both optimizers
-    distill_weight: float = 2.5  # λ of the paper; 0 gives the adversarial-only ablation
-    adversarial_weight: float = 1.0  # 0 gives the distillation-only ablation
-    r1_gamma: float = 1e-5  # R1 on the real inputs of the heads (the teacher features)
+    max_steps: int = _flag(1000, int, "max steps")
+    max_seconds: float | None = _flag(None, float, "stop after this many seconds of training")
+    batch_size: int = _flag(8, int, "batch size per process; the hinge loss degenerates at 1")
+    learning_rate: float = _flag(1e-5, float, "student learning rate (Adam)")
+    disc_learning_rate: float = _flag(1e-4, float, "discriminator heads' learning rate (Adam, β1 = 0)")
+    warmup_steps: int = _flag(0, int, "linear LR warm-up steps of both optimizers")
+    distill_weight: float = _flag(2.5, float, "λ, weight of the distillation loss (0: adversarial only)")
+    adversarial_weight: float = _flag(1.0, float, "weight of the adversarial loss (0: distillation only)")
+    r1_gamma: float = _flag(1e-5, float, "γ of the R1 penalty on the real inputs of the heads")
     student_timesteps: tuple[int, ...] = (999, 749, 499, 249)  # trailing 4-step set, 999 at zero SNR
     teacher_timestep_range: tuple[int, int] = (20, 980)  # s ~ U, the teacher's re-noising level
     disc_timestep_range: tuple[int, int] = (0, 750)  # t̂ ~ U, the discriminator's re-noising level (LADD/AMD)
-    teacher_guidance_scale: float = 1.0  # CFG of the distillation target; 1 is one plain teacher call
+    teacher_guidance_scale: float = _flag(1.0, float, "CFG scale of the teacher's target; 1 is one plain call")
     disc_layers: tuple[int, ...] | None = None  # teacher down blocks (0..n-1) and mid block (n); None: all
     disc_hidden: int = 64  # channels of each discriminator head
-    ema_decay: float = 0.999
+    ema_decay: float = _flag(0.999, float, "EMA decay of the student")
     max_grad_norm: float = 1.0
     mixed_precision: str = "no"  # "no", "fp16" or "bf16" (accelerate's names); frozen models are cast to it
-    seed: int = 0
-    checkpoint_every: int = 0  # 0: only at the end
-    sample_every: int = 0  # 0: never; else a 1-step grid of `sample_prompts` every N steps
+    seed: int = _flag(0, int, "seed of the data set, the heads and every noise draw")
+    checkpoint_every: int = _flag(0, int, "checkpoint every N steps (0: only at the end)")
+    sample_every: int = _flag(0, int, "write a 1-step grid of `sample_prompts` every N steps (0: never)")
     sample_prompts: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:

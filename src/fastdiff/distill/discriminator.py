@@ -23,12 +23,6 @@ class _Stop(Exception):
     """Raised by the last hook: the teacher's up blocks are not needed for the features."""
 
 
-def _layer_modules(unet: Any, layers: Sequence[int]) -> list[nn.Module]:
-    """Layer i < len(down_blocks) is down block i; the index len(down_blocks) is the mid block."""
-    blocks = [*unet.down_blocks, unet.mid_block]
-    return [blocks[i] for i in layers]
-
-
 def feature_channels(unet: Any, layers: Sequence[int]) -> list[int]:
     """Channels of each chosen layer's output (a down block's is its `block_out_channels`, the mid block's the last)."""
     channels = [*unet.config.block_out_channels, unet.config.block_out_channels[-1]]
@@ -46,7 +40,8 @@ class TeacherFeatures:
     def __init__(self, unet: Any, layers: Sequence[int]) -> None:
         self.unet = unet
         self.layers = tuple(sorted(layers))
-        self._modules = _layer_modules(unet, self.layers)
+        blocks = [*unet.down_blocks, unet.mid_block]  # layer n = len(down_blocks) is the mid block
+        self._modules = [blocks[i] for i in self.layers]
 
     def __call__(self, sample: torch.Tensor, timestep: torch.Tensor, **conditioning: Any) -> list[torch.Tensor]:
         """Features (B, C_i, h_i, w_i) of `sample` at `timestep`; gradients reach `sample` when it requires them."""

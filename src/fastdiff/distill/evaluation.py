@@ -41,7 +41,10 @@ def prompt_accuracy(pipe: Any, specs: Sequence[ShapeSpec], *, steps: int, guidan
     return accuracy(shipped_classifier().float(), images, specs) | {"seconds_per_image": seconds}
 
 
-def image_rows(rows: Sequence[torch.Tensor], path: Path) -> None:
-    """Rows of (N, 3, 64, 64) images in [-1, 1], pasted one row each."""
-    arrays = [((r.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).numpy() for r in rows]
-    Image.fromarray(np.concatenate([np.concatenate(list(a), axis=1) for a in arrays], axis=0)).save(path)
+def image_rows(rows: Sequence[torch.Tensor], path: Path | None = None) -> Image.Image:
+    """Rows of (N, 3, H, W) images in [-1, 1], pasted one row each (and saved to `path` when given)."""
+    arrays = [((r.clamp(-1, 1) + 1) * 127.5).round().byte().permute(0, 2, 3, 1).cpu().numpy() for r in rows]
+    grid = Image.fromarray(np.concatenate([np.concatenate(list(a), axis=1) for a in arrays], axis=0))
+    if path is not None:
+        grid.save(path)
+    return grid

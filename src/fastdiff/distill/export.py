@@ -19,6 +19,7 @@ from PIL import Image
 from ..errors import FastDiffError
 from ..presets import Preset, register
 from .conditioning import NoiseSchedule, decode_latents, encode_captions, family_of
+from .evaluation import image_rows
 from .losses import predict_x0
 
 __all__ = ["export_student", "load_preset_file", "one_step_latents", "sample_grid"]
@@ -43,11 +44,7 @@ def sample_grid(pipe: Any, unet: Any, prompts: Sequence[str], *, height: int, wi
     """One-step samples of `unet` from fixed noise (`seed`), one column per prompt."""
     shape = (len(prompts), unet.config.in_channels, height // 8, width // 8)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(unet.device)
-    images = decode_latents(pipe.vae, one_step_latents(pipe, unet, prompts, noise))
-    grid = Image.new("RGB", (width * len(images), height))
-    for i, image in enumerate(images):
-        grid.paste(image, (i * width, 0))
-    return grid
+    return image_rows([decode_latents(pipe.vae, one_step_latents(pipe, unet, prompts, noise))])
 
 
 def export_student(

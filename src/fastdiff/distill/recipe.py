@@ -16,7 +16,7 @@ import csv
 import json
 import math
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ from .classifier import images_to_tensor
 from .conditioning import NoiseSchedule
 from .config import ADDConfig
 from .evaluation import eval_specs, generate, image_rows, prompt_accuracy
-from .shapes import COLORS, POSITIONS, SHAPES, caption, make_shapes
+from .shapes import VOCABULARY, caption, make_shapes
 from .trainer import train
 
 _D: Any = diffusers  # its classes are untyped
@@ -49,8 +49,6 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 }
 BOS, EOS, UNK = "<|startoftext|>", "<|endoftext|>", "<|unk|>"
 MAX_TOKENS = 16  # the longest caption is 12 words, plus BOS and EOS
-WORDS = ("a", "small", "large", *COLORS, *SHAPES, "in", "the", *{w for p in POSITIONS for w in p.split()})
-WORDS += ("on", "background")
 # Nominal seconds per step on one core, which split --minutes into step counts (fixed, so that a budget always
 # means the same steps). The shipped run (--minutes 40, 42.9 min in all) measured 0.38, 0.22 and 0.33 with the
 # other core busy; keep these values, or --minutes 40 no longer gives the shipped weights.
@@ -61,7 +59,7 @@ GUIDANCES = (1.0, 2.0, 4.0, 7.5)  # the teacher's CFG scale at 20 steps is the b
 
 def tokenizer() -> CLIPTokenizer:
     """A CLIP tokenizer whose BPE merges build each word of the `shapes` grammar: one token per word."""
-    words = sorted(set(WORDS))
+    words = sorted(VOCABULARY)
     merges: list[tuple[str, str]] = []
     tokens = [UNK]
     for word in words:  # merged right to left: only the last pair of a word ever ends in </w>, so none collide
@@ -109,6 +107,11 @@ def build_pipeline(seed: int) -> Any:
     return _D.StableDiffusionPipeline(**parts, feature_extractor=None, requires_safety_checker=False)
 
 
+def step_counts(minutes: float) -> dict[str, int]:
+    """The steps of each stage in `--minutes M` (the student's: 1200 for the shipped 40)."""
+    return {k: max(20, int(SHARE[k] * minutes * 60 / STEP_SECONDS[k])) for k in SHARE}
+
+
 def _lr(step: int, steps: int, base: float, warmup: int = 100) -> float:
     """Linear warm-up, then cosine decay to a tenth of `base`."""
     if step < warmup:
@@ -117,19 +120,22 @@ def _lr(step: int, steps: int, base: float, warmup: int = 100) -> float:
 
 
 def _loop(
-    params: Sequence[torch.nn.Parameter], steps: int, lr: float, loss_fn: Callable[[int], torch.Tensor]
-) -> Iterator[tuple[int, float]]:
-    """AdamW over `params`, yielding (step, loss) after each of `steps` updates of `loss_fn(step)`."""
+    params: Sequence[torch.nn.Parameter], steps: int, lr: float, loss_fn: Callable[[], torch.Tensor], log: Path
+) -> None:
+    """`steps` AdamW updates of `params` on `loss_fn()`, each step's loss written to the CSV file `log`."""
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    for step in range(steps):
-        for group in opt.param_groups:
-            group["lr"] = _lr(step, steps, lr)
-        loss = loss_fn(step)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()  # type: ignore[no-untyped-call]
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        yield step, loss.item()
+    with log.open("w", newline="") as f:
+        rows = csv.writer(f)
+        rows.writerow(("step", "loss"))
+        for step in range(steps):
+            for group in opt.param_groups:
+                group["lr"] = _lr(step, steps, lr)
+            loss = loss_fn()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            rows.writerow((step, loss.item()))
 
 
 def train_vae(vae: Any, images: torch.Tensor, steps: int, *, seed: int, log: Path) -> None:
@@ -141,14 +147,14 @@ def train_vae(vae: Any, images: torch.Tensor, steps: int, *, seed: int, log: Pat
     g = torch.Generator().manual_seed(seed)
     vae.train()
 
-    def loss_fn(_: int) -> torch.Tensor:
+    def loss_fn() -> torch.Tensor:
         x = images[torch.randint(images.shape[0], (16,), generator=g)]
         post = vae.encode(x).latent_dist
         error = vae.decode(post.mode()).sample - x
         loss: torch.Tensor = error.abs().mean() + error.pow(2).mean() + 1e-6 * post.kl().mean()
         return loss
 
-    _write_log(log, ("step", "loss"), _loop(list(vae.parameters()), steps, 2e-3, loss_fn))
+    _loop(list(vae.parameters()), steps, 2e-3, loss_fn, log)
     vae.eval()
     vae.register_to_config(scaling_factor=float(1.0 / _encode(vae, images[:1024]).std()))
 
@@ -170,7 +176,7 @@ def train_teacher(
     empty = torch.tensor(pipe.tokenizer([""], padding="max_length", max_length=MAX_TOKENS).input_ids)
     pipe.unet.train(), pipe.text_encoder.train()
 
-    def loss_fn(_: int) -> torch.Tensor:
+    def loss_fn() -> torch.Tensor:
         idx = torch.randint(latents.shape[0], (32,), generator=g)
         tokens = torch.where(torch.rand(32, 1, generator=g) < 0.1, empty, ids[idx])  # (B, L)
         x0, eps = latents[idx], torch.randn(latents[idx].shape, generator=g)  # (B, 4, 8, 8)
@@ -180,16 +186,8 @@ def train_teacher(
         return F.mse_loss(out, eps)
 
     params = [*pipe.unet.parameters(), *pipe.text_encoder.parameters()]
-    _write_log(log, ("step", "loss"), _loop(params, steps, 5e-4, loss_fn))
+    _loop(params, steps, 5e-4, loss_fn, log)
     pipe.unet.eval(), pipe.text_encoder.eval()
-
-
-def _write_log(path: Path, fields: Sequence[str], rows: Iterator[tuple[int, float]]) -> None:
-    with path.open("w", newline="") as f:
-        out = csv.writer(f)
-        out.writerow(fields)
-        for row in rows:
-            out.writerow(row)
 
 
 def save_fp16(pipe: Any, folder: Path) -> int:
@@ -252,8 +250,7 @@ def run(out: Path, *, minutes: float, seed: int = 0) -> dict[str, Any]:
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
     clock = time.perf_counter()
-    steps = {k: max(20, int(SHARE[k] * minutes * 60 / STEP_SECONDS[k])) for k in SHARE}
-    pipe, student, figures = _train_all(out, steps, seed)
+    pipe, student, figures = _train_all(out, step_counts(minutes), seed)
     guidance = figures["teacher_guidance"]
     specs = eval_specs()
     figures["accuracy"] = {

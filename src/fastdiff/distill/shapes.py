@@ -1,8 +1,7 @@
 """The `shapes` data set, drawn in code: one coloured shape on a plain background, with its caption.
 
-Deterministic in `seed`, any size from 64×64. Captions follow one grammar,
-`a [small |large ]COLOR SHAPE[ in the POSITION] on a COLOR background`, and `parse_caption` reads it back, so a
-prompt's attributes can be checked against what a classifier reads from the generated image.
+Captions follow one grammar, `a [small |large ]COLOR SHAPE[ in the POSITION] on a COLOR background`, which
+`parse_caption` reads back, so a classifier can check a generated image against its prompt.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from ..errors import FastDiffError
 
 __all__ = [
     "ATTRIBUTES",
+    "CHOICES",
     "COLORS",
     "EXAMPLE_CAPTION",
     "POSITIONS",
@@ -46,7 +46,9 @@ COLORS: dict[str, tuple[int, int, int]] = {
 }
 POSITIONS = ("center", "top left", "top right", "bottom left", "bottom right")
 SIZES = ("small", "medium", "large")  # "medium" has no word in the caption
-ATTRIBUTES = ("shape", "color", "background", "position", "size")
+# Each attribute's values, in the order of its class labels.
+CHOICES = {"shape": SHAPES, "color": tuple(COLORS), "background": tuple(COLORS), "position": POSITIONS, "size": SIZES}
+ATTRIBUTES = tuple(CHOICES)
 
 # Half-extent of the shape as a fraction of the image side, and the centre of each position: a large shape in a
 # corner still leaves the image's corner pixels to the background (0.28 - 0.22 = 0.06).
@@ -58,7 +60,6 @@ _CENTER = {
     "bottom left": (0.28, 0.72),
     "bottom right": (0.72, 0.72),
 }
-_COLOR_NAMES = tuple(COLORS)
 _CAPTION = re.compile(
     rf"a (?:(?P<size>small|large) )?(?P<color>{'|'.join(COLORS)}) (?P<shape>{'|'.join(SHAPES)})"
     rf"(?: in the (?P<position>{'|'.join(POSITIONS)}))? on a (?P<background>{'|'.join(COLORS)}) background"
@@ -76,8 +77,7 @@ class ShapeSpec:
     size: str = "medium"
 
     def __post_init__(self) -> None:
-        choices = {"shape": SHAPES, "color": COLORS, "background": COLORS, "position": POSITIONS, "size": SIZES}
-        for name, allowed in choices.items():
+        for name, allowed in CHOICES.items():
             if getattr(self, name) not in allowed:
                 raise FastDiffError(f"unknown {name} {getattr(self, name)!r}; expected one of {list(allowed)}")
         if self.color == self.background:
@@ -85,8 +85,7 @@ class ShapeSpec:
 
     def label(self, attribute: str) -> int:
         """The class index of `attribute` (one of `ATTRIBUTES`)."""
-        value = getattr(self, attribute)
-        return {"shape": SHAPES, "position": POSITIONS, "size": SIZES}.get(attribute, _COLOR_NAMES).index(value)
+        return CHOICES[attribute].index(getattr(self, attribute))
 
 
 @dataclass(frozen=True)
@@ -164,8 +163,8 @@ def sample_specs(n: int, *, seed: int) -> list[ShapeSpec]:
     rng = np.random.default_rng(seed)
     specs = []
     for _ in range(n):
-        color = _COLOR_NAMES[rng.integers(len(COLORS))]
-        others = [c for c in _COLOR_NAMES if c != color]
+        color = CHOICES["color"][rng.integers(len(COLORS))]
+        others = [c for c in COLORS if c != color]
         specs.append(
             ShapeSpec(
                 shape=SHAPES[rng.integers(len(SHAPES))],

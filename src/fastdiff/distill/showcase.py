@@ -1,9 +1,7 @@
 """`fastdiff showcase`: the shipped toy models side by side, offline — the teacher at 20 steps against its ADD
 student at 1 step, as SD 1.5@20 against SDXL-Turbo@1: time per image, speed-up, prompt accuracy, and a PNG.
 
-Both load through `FewStepGenerator.from_preset` (the path every preset takes) from the folders in the package;
-each image is one call with a prompt the generator has not seen (its text embedding is computed in the call), and
-the shipped `shapes` classifier reads the prompt's shape, colour, background and position back from it.
+Each image is one `FewStepGenerator` call with a new prompt; the shipped classifier reads the prompt back from it.
 """
 
 from __future__ import annotations
@@ -52,7 +50,7 @@ class Row:
     @property
     def contended(self) -> bool:
         """Whether other processes kept `BUSY_CORES` or more busy while it was timed (the bench's rule)."""
-        return self.other_cores is not None and self.other_cores >= BUSY_CORES
+        return (self.other_cores or 0.0) >= BUSY_CORES
 
 
 def _run(gen: FewStepGenerator, steps: int, specs: Sequence[ShapeSpec]) -> Row:
@@ -142,13 +140,10 @@ def run_showcase(args: argparse.Namespace) -> int:
         folder.mkdir(exist_ok=True)
         for i, image in enumerate(row.images):
             image.save(folder / f"{i:02d}.png")
-    device = device_description(torch.device(rows[0].device))
+    device, note = device_description(torch.device(rows[0].device)), _busy_note(rows)
     print(f"fastdiff showcase: the shipped toy models (64×64), {len(prompts)} new prompts, one call each, on")
     print(f"{device}, {torch.get_num_threads()} threads; warm-up runs reported apart:\n")
-    print(_table(rows))
-    note = _busy_note(rows)
-    if note is not None:
-        print(f"\n{note}")
+    print(_table(rows) + ("" if note is None else f"\n\n{note}"))
     print(f"\nwarm-up: {', '.join(f'{r.preset} {r.warmup_seconds:.2f} s' for r in rows)}")
     print("accuracy: the shipped classifier reads the prompt's attributes back (all four: the whole prompt)")
     print(f"wrote {args.out / 'side-by-side.png'} (top: teacher@20, bottom: student@1)")

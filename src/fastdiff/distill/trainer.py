@@ -1,8 +1,9 @@
-"""`train`: Adversarial Diffusion Distillation (Sauer et al. 2023) of a diffusers UNet teacher, under accelerate.
+"""`train`: Adversarial Diffusion Distillation (Sauer et al. 2023, Algorithm 1) of a diffusers UNet teacher.
 
 Only the student, the discriminator heads, their optimizers and LR schedulers go through `Accelerator.prepare`
 (as diffusers' own distillation scripts do), so `accelerate launch` spreads a run over GPUs; the frozen teacher
-UNet, VAE and text encoder are cast to the mixed-precision dtype and moved explicitly.
+UNet, VAE and text encoder are cast to the mixed-precision dtype and moved explicitly. All randomness (batch,
+timesteps, noise) is drawn from one CPU generator, so a checkpoint that stores it resumes bit for bit.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import torch
 
 from ..errors import FastDiffError
 from .checkpoint import LossLog, checkpoint_dir, latest_checkpoint, load_checkpoint, save_checkpoint
-from .conditioning import NoiseSchedule, encode_captions, encode_images
+from .conditioning import Conditioning, NoiseSchedule, encode_captions, encode_images
 from .config import ADDConfig
 from .discriminator import LADDDiscriminator, TeacherFeatures, default_layers, feature_channels
 from .export import sample_grid
-from .steps import Batch, Models, discriminator_step, generator_step
+from .losses import distillation_loss, hinge_d_loss, hinge_g_loss, predict_x0, r1_penalty
 
 __all__ = ["TrainResult", "train"]
 
@@ -43,11 +44,26 @@ class TrainResult:
 
 @dataclass
 class _Run:
-    models: Models
+    """What a step touches: the trained student and heads (prepared by accelerate), the frozen teacher, the RNG."""
+
+    student: Any
+    heads: Any  # LADDDiscriminator, possibly wrapped by accelerate
     ema: Any
+    teacher: Any
+    features: TeacherFeatures
+    schedule: NoiseSchedule
+    uncond: Conditioning | None  # the empty prompt's conditioning (1 row), for a guided teacher
     optimizers: list[Any]
     schedulers: list[Any]
     generator: torch.Generator
+
+    def randn(self, like: torch.Tensor) -> torch.Tensor:
+        """Gaussian noise shaped like `like`."""
+        return torch.randn(like.shape, generator=self.generator).to(like.device, like.dtype)
+
+    def randint(self, lo: int, hi: int, like: torch.Tensor) -> torch.Tensor:
+        """(B,) integers uniform in [lo, hi], one per row of `like`."""
+        return torch.randint(lo, hi + 1, (like.shape[0],), generator=self.generator).to(like.device)
 
 
 def _accelerator(config: ADDConfig) -> Any:
@@ -94,15 +110,14 @@ def _setup(pipe: Any, config: ADDConfig, acc: Any, size: tuple[int, int]) -> _Ru
     schedule = NoiseSchedule(pipe.scheduler.config)
     guided = config.teacher_guidance_scale > 1.0
     uncond = encode_captions(pipe, [""], height=size[0], width=size[1]).to_unet_dtype(teacher.dtype) if guided else None
-    models = Models(student, teacher, heads, TeacherFeatures(teacher, layers), schedule, uncond)
     generator = torch.Generator().manual_seed(config.seed + 1000 * acc.process_index)
-    return _Run(models, ema, [opt_g, opt_d], [sched_g, sched_d], generator)
+    features = TeacherFeatures(teacher, layers)
+    return _Run(student, heads, ema, teacher, features, schedule, uncond, [opt_g, opt_d], [sched_g, sched_d], generator)
 
 
 def _trained(run: _Run, acc: Any) -> dict[str, Any]:
     """The modules a checkpoint holds, unwrapped from accelerate's wrappers."""
-    student, heads = acc.unwrap_model(run.models.student), acc.unwrap_model(run.models.heads)
-    return {"student": student, "ema": run.ema, "heads": heads}
+    return {"student": acc.unwrap_model(run.student), "ema": run.ema, "heads": acc.unwrap_model(run.heads)}
 
 
 def _save(run: _Run, acc: Any, out: Path, step: int, seconds: float) -> None:
@@ -133,40 +148,100 @@ def _resume(run: _Run, acc: Any, folder: Path) -> tuple[int, float]:
     return int(states["step"]), float(states["seconds"])
 
 
-def _batch(pipe: Any, images: torch.Tensor, captions: Sequence[str], config: ADDConfig, run: _Run) -> Batch:
-    """A random batch (with replacement) of real latents and their captions' conditioning."""
-    idx = torch.randint(images.shape[0], (config.batch_size,), generator=run.generator)
-    x = images[idx]
-    x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()  # (B, 3, H, W) in [-1, 1]
-    latents = encode_images(pipe.vae, x).float()
-    cond = encode_captions(pipe, [captions[i] for i in idx.tolist()], height=x.shape[2], width=x.shape[3])
-    return Batch(latents, cond.to_unet_dtype(run.models.teacher.dtype), run.generator)
+def _teacher_x0(run: _Run, x_s: torch.Tensor, s: torch.Tensor, cond: Conditioning, scale: float) -> torch.Tensor:
+    """The frozen teacher's one-step x̂0 at (x_s, s), with classifier-free guidance when `scale` > 1."""
+    alpha, sigma = run.schedule.alpha_sigma(s)
+    with torch.no_grad():
+        if scale > 1.0 and run.uncond is not None:
+            both = cond.with_uncond(run.uncond)
+            out = run.teacher(torch.cat([x_s, x_s]), torch.cat([s, s]), return_dict=False, **both.unet_kwargs())[0]
+            out_c, out_u = out.chunk(2)
+            out = out_u + scale * (out_c - out_u)
+        else:
+            out = run.teacher(x_s, s, return_dict=False, **cond.unet_kwargs())[0]
+    return predict_x0(out.float(), x_s, alpha, sigma, prediction_type=run.schedule.prediction_type)
+
+
+def _features(run: _Run, x0: torch.Tensor, t_hat: torch.Tensor, eps: torch.Tensor, cond: Conditioning) -> Any:
+    """The frozen teacher's features of `x0` re-noised to t̂ (gradients reach `x0` when it requires them)."""
+    x_t = run.schedule.noise(x0, eps, t_hat)
+    return run.features(x_t.to(run.teacher.dtype), t_hat, **cond.unet_kwargs())
+
+
+def generator_step(
+    run: _Run, x0: torch.Tensor, cond: Conditioning, config: ADDConfig
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    """The student's loss λ·L_distill + L_adv,G on real latents `x0`, and x̂θ (detached) for the discriminator."""
+    schedule = run.schedule
+    index = torch.randint(len(config.student_timesteps), (x0.shape[0],), generator=run.generator)
+    t = torch.tensor(config.student_timesteps)[index].to(x0.device)  # (B,)
+    x_t = schedule.noise(x0, run.randn(x0), t, zero_terminal=True)  # (B, 4, h, w)
+    out = run.student(x_t, t, return_dict=False, **cond.unet_kwargs())[0]
+    alpha, sigma = schedule.alpha_sigma(t)
+    student_x0 = predict_x0(out.float(), x_t, alpha, sigma, prediction_type=schedule.prediction_type)
+
+    s = run.randint(*config.teacher_timestep_range, x0)
+    x_s = schedule.noise(student_x0.detach(), run.randn(x0), s)  # the student's sample, never the real one
+    target = _teacher_x0(run, x_s.to(run.teacher.dtype), s, cond, config.teacher_guidance_scale)
+    distill = distillation_loss(student_x0, target, weight=schedule.alpha_sigma(s)[0])  # c(s) = α_s
+
+    t_hat, eps = run.randint(*config.disc_timestep_range, x0), run.randn(x0)
+    fake = _features(run, student_x0, t_hat, eps, cond)
+    adversarial = hinge_g_loss(run.heads(fake, cond.pooled, t_hat))
+    loss = config.distill_weight * distill + config.adversarial_weight * adversarial
+    logs = {"loss_g": loss.item(), "loss_distill": distill.item(), "loss_adv_g": adversarial.item()}
+    return loss, student_x0.detach(), logs
+
+
+def discriminator_step(
+    run: _Run, x0: torch.Tensor, cond: Conditioning, fake_x0: torch.Tensor, config: ADDConfig
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """Hinge loss on real vs student latents, both re-noised to the same t̂, plus (γ/2)·R1 on the real features."""
+    t_hat, eps = run.randint(*config.disc_timestep_range, x0), run.randn(x0)
+    with torch.no_grad():
+        fake = _features(run, fake_x0, t_hat, eps, cond)
+        real = _features(run, x0, t_hat, eps, cond)
+    real = [f.detach().requires_grad_() for f in real]  # R1 is a gradient wrt these inputs (not diffusers #6303's)
+    real_scores = run.heads(real, cond.pooled, t_hat)
+    fake_scores = run.heads(fake, cond.pooled, t_hat)
+    hinge = hinge_d_loss(real_scores, fake_scores)
+    r1 = r1_penalty(real_scores, real)
+    loss = hinge + 0.5 * config.r1_gamma * r1
+    logs = {"loss_d": loss.item(), "loss_d_hinge": hinge.item(), "r1": r1.item()}
+    logs["d_real"] = torch.stack([s.mean() for s in real_scores]).mean().item()
+    logs["d_fake"] = torch.stack([s.mean() for s in fake_scores]).mean().item()
+    return loss, logs
+
+
+def _update(acc: Any, loss: torch.Tensor, module: Any, optimizer: Any, scheduler: Any, max_norm: float) -> None:
+    """Backward, clip, step the optimizer and its LR schedule, clear the gradients."""
+    acc.backward(loss)
+    acc.clip_grad_norm_(module.parameters(), max_norm)
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
 
 
 def _step(
     pipe: Any, images: torch.Tensor, captions: Sequence[str], config: ADDConfig, run: _Run, acc: Any
 ) -> dict[str, float]:
-    """One student update, one EMA update, one discriminator update."""
-    batch = _batch(pipe, images, captions, config, run)
-    opt_g, opt_d = run.optimizers
+    """One student update, one EMA update, one discriminator update, on a random batch (with replacement)."""
+    idx = torch.randint(images.shape[0], (config.batch_size,), generator=run.generator)
+    x = images[idx]
+    x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()  # (B, 3, H, W) in [-1, 1]
+    latents = encode_images(pipe.vae, x).float()
+    cond = encode_captions(pipe, [captions[i] for i in idx.tolist()], height=x.shape[2], width=x.shape[3])
+    cond = cond.to_unet_dtype(run.teacher.dtype)
     with acc.autocast():
-        loss_g, fake_x0, logs = generator_step(run.models, batch, config)
-    acc.backward(loss_g)
-    acc.clip_grad_norm_(run.models.student.parameters(), config.max_grad_norm)
-    opt_g.step()
-    run.schedulers[0].step()
-    opt_g.zero_grad(set_to_none=True)
+        loss_g, fake_x0, logs = generator_step(run, latents, cond, config)
+    _update(acc, loss_g, run.student, run.optimizers[0], run.schedulers[0], config.max_grad_norm)
     with torch.no_grad():
-        for e, p in zip(run.ema.parameters(), acc.unwrap_model(run.models.student).parameters(), strict=True):
+        for e, p in zip(run.ema.parameters(), acc.unwrap_model(run.student).parameters(), strict=True):
             e.lerp_(p.detach(), 1.0 - config.ema_decay)
-    opt_d.zero_grad(set_to_none=True)  # the G loss also reached the heads' parameters: drop it
+    run.optimizers[1].zero_grad(set_to_none=True)  # the G loss also reached the heads' parameters: drop it
     with acc.autocast():
-        loss_d, d_logs = discriminator_step(run.models, batch, fake_x0, config)
-    acc.backward(loss_d)
-    acc.clip_grad_norm_(run.models.heads.parameters(), config.max_grad_norm)
-    opt_d.step()
-    run.schedulers[1].step()
-    opt_d.zero_grad(set_to_none=True)
+        loss_d, d_logs = discriminator_step(run, latents, cond, fake_x0, config)
+    _update(acc, loss_d, run.heads, run.optimizers[1], run.schedulers[1], config.max_grad_norm)
     return logs | d_logs | {"lr": run.schedulers[0].get_last_lr()[0]}
 
 

@@ -5,9 +5,8 @@ against torch with onnxruntime, and `manifest.json` (schedules, tokenizers, late
 page and onnxruntime-web's files from the npm registry. Needs the `web` extra (`onnx`, `onnxruntime`, `onnxscript`).
 """
 
-from .bundle import OnnxExport, export_onnx
 from .npm import ORT_WEB_VERSION, RegistryUnreachable
-from .onnx import TOLERANCE, Exported
+from .onnx import TOLERANCE, Exported, OnnxExport, export_onnx
 from .web import WebExport, build_site, check_web, export_web, torch_noise
 
 __all__ = [

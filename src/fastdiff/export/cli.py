@@ -58,16 +58,6 @@ def _generator(args: argparse.Namespace) -> Any:
     )
 
 
-def _tiny_vae(spec: str | None, generator: Any) -> Any:
-    if spec is None:
-        return None
-    import torch
-
-    from ..loading import load_tiny_vae
-
-    return load_tiny_vae(spec, generator.preset, dtype=torch.float32)
-
-
 def run_export(args: argparse.Namespace) -> int:
     """Load the preset on the CPU in float32, export, and print what was written."""
     missing = [m for m in ("onnx", "onnxruntime", "onnxscript") if importlib.util.find_spec(m) is None]
@@ -77,12 +67,15 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def _run_onnx(args: argparse.Namespace) -> int:
-    from .bundle import export_onnx
+    import torch
+
+    from ..loading import load_tiny_vae
+    from .onnx import export_onnx
 
     if args.preset is None:
         raise FastDiffError("fastdiff export onnx needs --preset NAME")
     gen = _generator(args)
-    tiny = _tiny_vae(args.tiny_vae, gen)
+    tiny = None if args.tiny_vae is None else load_tiny_vae(args.tiny_vae, gen.preset, dtype=torch.float32)
     done = export_onnx(gen, args.out, dtype=args.dtype, height=args.height, width=args.width, tiny_vae=tiny)
     print(done.summary())
     print(f"wrote {done.folder} in {done.seconds:.0f} s")

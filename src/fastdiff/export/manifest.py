@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -18,7 +18,9 @@ from .._quiet import silenced
 from ..presets import Preset
 from ..schedulers import build_scheduler
 from .modules import latent_size, tokenizers, unet_batch
-from .onnx import Exported
+
+if TYPE_CHECKING:
+    from .onnx import Exported
 
 __all__ = ["FORMAT", "build_manifest", "schedules", "tokenizer_spec"]
 

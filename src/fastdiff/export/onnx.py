@@ -1,5 +1,5 @@
-"""Export a generator's modules to ONNX at static shapes, then check each file against its torch module with
-onnxruntime (CPU) on the example inputs.
+"""`export_onnx`: a generator's text encoder(s), UNet and VAE decoder as ONNX files at static shapes, each checked
+against its torch module with onnxruntime (CPU) on the example inputs, plus `manifest.json`, in one folder.
 
 The exporter is torch's maintained one (`torch.onnx.export(dynamo=True)`: torch.export, then onnxscript), at
 opset 18. `dtype="float16"` stores the large float weights in half precision with a Cast to float32 after each
@@ -10,7 +10,8 @@ checked against the torch module with the same weights rounded to half.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+import json
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,9 +21,10 @@ import torch
 
 from .._quiet import onnx_exporter
 from ..errors import FastDiffError
-from .modules import Component
+from .manifest import build_manifest
+from .modules import Component, components
 
-__all__ = ["OPSET", "TOLERANCE", "Exported", "check_onnx", "export_component", "half_rounded"]
+__all__ = ["TOLERANCE", "Exported", "OnnxExport", "check_onnx", "export_component", "export_onnx", "half_rounded"]
 
 OPSET = 18
 Dtype = Literal["float32", "float16"]
@@ -34,6 +36,7 @@ TOLERANCE: dict[str, float] = {"float32": 1e-4, "float16": 1e-3}
 HALF_MIN_ELEMENTS = 1024  # smaller tensors (biases, norms) stay float32: they weigh little and keep precision
 HALF_MAX = 65504.0  # the largest float16; a tensor beyond it (or not finite) stays float32
 EXTERNAL_DATA_BYTES = 1 << 30  # weights above this go to `NAME.onnx.data` (protobuf caps one file at 2 GB)
+MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -75,25 +78,19 @@ def _store_half(model: Any) -> None:
         graph.insert_before(first, cast)
 
 
-def _strip_debug_info(graph: Any) -> None:
-    """Drop the exporter's per-node stack traces and module paths: half of a small model's file, of no use to a
-    runtime."""
-    for node in graph.all_nodes():
+def _save(model: Any, path: Path) -> str | None:
+    """Write the model without the exporter's per-node stack traces and module paths (half of a small model's
+    file, of no use to a runtime); its weights go to an external data file beside it when they are large."""
+    import onnx_ir as ir
+
+    for node in model.graph.all_nodes():
         node.metadata_props.clear()
         node.doc_string = None
         for value in node.outputs:
             value.metadata_props.clear()
-
-
-def _save(program: Any, path: Path) -> str | None:
-    """Write the model; its weights go to an external data file beside it when they are large."""
-    import onnx_ir as ir
-
-    graph = program.model.graph
-    _strip_debug_info(graph)
-    size = sum(v.const_value.nbytes for v in graph.initializers.values() if v.const_value is not None)
+    size = sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
     external = f"{path.name}.data" if size > EXTERNAL_DATA_BYTES else None
-    ir.save(program.model, str(path), external_data=external)
+    ir.save(model, str(path), external_data=external)
     return external
 
 
@@ -115,7 +112,7 @@ def export_component(component: Component, folder: Path, *, dtype: Dtype = "floa
         )
     if dtype == "float16":
         _store_half(program.model)
-    external = _save(program, path)
+    external = _save(program.model, path)
     reference = half_rounded(component.module) if dtype == "float16" else component.module
     error = check_onnx(path, reference, component.inputs, tolerance=TOLERANCE[dtype])
     size = path.stat().st_size + (path.with_name(external).stat().st_size if external else 0)
@@ -132,10 +129,6 @@ def half_rounded(module: torch.nn.Module) -> torch.nn.Module:
     return rounded
 
 
-def _as_tuple(out: Any) -> Sequence[torch.Tensor]:
-    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
-
-
 def check_onnx(path: Path, module: torch.nn.Module, inputs: dict[str, torch.Tensor], *, tolerance: float) -> float:
     """The largest relative error of onnxruntime's outputs against `module`'s on `inputs`; raises above `tolerance`."""
     import onnxruntime as ort  # type: ignore[import-untyped]
@@ -145,7 +138,8 @@ def check_onnx(path: Path, module: torch.nn.Module, inputs: dict[str, torch.Tens
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     got = session.run(None, {k: v.numpy() for k, v in inputs.items()})
     with torch.no_grad():
-        want = [t.float().numpy() for t in _as_tuple(module(*inputs.values()))]
+        out = module(*inputs.values())
+    want = [t.float().numpy() for t in (out if isinstance(out, (tuple, list)) else (out,))]
     worst = 0.0
     for name, a, b in zip([o.name for o in session.get_outputs()], got, want, strict=True):
         if a.shape != b.shape:
@@ -155,3 +149,53 @@ def check_onnx(path: Path, module: torch.nn.Module, inputs: dict[str, torch.Tens
             raise FastDiffError(f"{path.name}: output {name} is off torch by {error:.2e} (tolerance {tolerance:.0e})")
         worst = max(worst, error)
     return worst
+
+
+@dataclass(frozen=True)
+class OnnxExport:
+    """What `export_onnx` wrote: the folder, the manifest (as written) and each file with its measured error."""
+
+    folder: Path
+    manifest: dict[str, Any]
+    models: tuple[Exported, ...]
+    seconds: float
+
+    def summary(self) -> str:
+        """One line per file: name, size, error against torch."""
+        rows = [f"{m.path.name:<20} {m.bytes / 1e6:8.2f} MB  error vs torch {m.max_error:.1e}" for m in self.models]
+        return "\n".join(rows)
+
+
+def _check_exportable(generator: Any) -> None:
+    """Export traces the float32 CPU modules as loaded: refuse a generator whose modules were cast or compiled."""
+    recipe = generator.recipe
+    if generator.device.type != "cpu" or generator.dtype != torch.float32 or recipe.changes_modules:
+        raise FastDiffError(
+            f"ONNX export needs a float32 CPU generator with unchanged modules, got {generator!r} with {recipe}; "
+            "load it with FewStepGenerator.from_preset(name, device='cpu', dtype='float32', optimize='none')"
+        )
+
+
+def export_onnx(
+    generator: Any,
+    out: str | Path,
+    *,
+    dtype: Dtype = "float32",
+    height: int | None = None,
+    width: int | None = None,
+    tiny_vae: Any = None,
+) -> OnnxExport:
+    """Export `generator`'s modules to `out` at `height` × `width` (default: the preset's size), each checked
+    against torch with onnxruntime; `tiny_vae` (an `AutoencoderTiny`) replaces the VAE decoder."""
+    _check_exportable(generator)
+    preset, pipe = generator.preset, generator.pipeline
+    height, width = height or preset.height, width or preset.width
+    decoder = pipe.vae if tiny_vae is None else tiny_vae
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    parts = components(pipe, preset, height=height, width=width, decoder=decoder)
+    models = tuple(export_component(c, folder, dtype=dtype) for c in parts)
+    manifest = build_manifest(pipe, preset, height=height, width=width, models=models, decoder=decoder, dtype=dtype)
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n")
+    return OnnxExport(folder, manifest, models, time.perf_counter() - start)

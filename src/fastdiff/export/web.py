@@ -21,10 +21,9 @@ import torch
 
 from ..errors import FastDiffError
 from ..schedulers import build_scheduler
-from .bundle import MANIFEST, export_onnx
 from .modules import unet_batch
 from .npm import ORT_WEB_VERSION, fetch_package, ort_web_files
-from .onnx import Dtype
+from .onnx import MANIFEST, Dtype, export_onnx
 
 __all__ = ["PAGE_FILES", "WebExport", "build_site", "check_web", "export_web", "torch_noise"]
 

@@ -1,16 +1,7 @@
-"""Coalescing a generator's concurrent calls: whoever finds the model idle runs what is queued, as few pipeline calls
-as fit.
-
-No thread of its own and no added wait for a lone call: a caller that finds the model idle leads, runs the
-oldest queued call together with every queued call it is compatible with (same `batch_key`, up to `max_batch`
-images), hands each caller its result, and leads again until its own call is done. Calls that arrive while a
-batch runs queue up and form the next batch (continuous batching, as LLM servers do it). `max_wait_ms` > 0 lets
-a leader wait that long for a batch to fill (throughput first). A solo call (one with its own generator or step
-callback, a live session's, `coalesce=False`) runs as a batch of its own, in its turn.
-
-A generator without a coalescer (`max_batch=1`, the default off CUDA) needs none of this: its calls take turns on
-its lock.
-"""
+"""Coalescing a generator's concurrent calls, with no thread of its own and no added wait for a lone call: a caller
+that finds the model idle leads: it runs the oldest queued call with every compatible queued call (same `batch_key`,
+up to `max_batch` images), hands each caller its result, and leads again until its own call is done (continuous
+batching, as LLM servers do it). A solo call (its own generator or step callback, `coalesce=False`) runs alone."""
 
 from __future__ import annotations
 
@@ -21,7 +12,6 @@ from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Generic, TypeVar
 
-from ..denoising import batch_key
 from ..errors import FastDiffError
 
 if TYPE_CHECKING:
@@ -32,10 +22,8 @@ if TYPE_CHECKING:
 
 __all__ = ["DEFAULT_MAX_BATCH", "BatchStats", "Coalescer", "check_batching", "coalescer_for", "outcomes"]
 
-# Images per pipeline call when coalescing concurrent calls (`max_batch`), by device type; 1 (never coalesce) where
-# batching does not pay. CUDA: a batch of 8 costs far less than 8 calls (not measured here: no GPU was lent). CPU,
-# measured on the 2-core EPYC (docs/serving.md): the real SDXL-Turbo is compute-bound, 4 coalesced callers made
-# 1.01x the serial loop, so 1 (a tiny model gains 1.7-1.8x from amortized per-call overhead: max_batch=4 there).
+# `max_batch` by device type; 1 (never coalesce) where batching does not pay. CUDA: a batch of 8 costs far less than 8
+# calls. CPU (docs/serving.md): the real SDXL-Turbo is compute-bound, 4 coalesced callers made 1.01x the serial loop.
 DEFAULT_MAX_BATCH = {"cuda": 8}
 
 R = TypeVar("R")  # a request
@@ -67,12 +55,8 @@ class _Ticket(Generic[R, T]):
 
 
 class Coalescer(Generic[R, T]):
-    """Runs `run(requests)` (one result per request, in order) for batches of compatible queued calls.
-
-    `key(request)` says which requests may share a batch, `size(request)` how many images one adds. A call is one
-    or more requests of one key that always run in one batch. When a batch raises, each of its calls is run again
-    alone, so that a bad one fails by itself and the others succeed.
-    """
+    """Runs `run(requests)` (one result per request, in order) for batches of compatible queued calls: `key(request)`
+    says which requests may share a batch, `size(request)` how many images one adds."""
 
     def __init__(
         self,
@@ -92,21 +76,23 @@ class Coalescer(Generic[R, T]):
         self._waits: deque[float] = deque(maxlen=WAITS_KEPT)
 
     def submit_call(self, requests: Sequence[R], *, solo: bool = False) -> list[T]:
-        """Run one call's `requests` (all of one key) in one batch, with others' compatible calls unless `solo`;
-        returns their results, in order. Queued calls run oldest first, whichever caller's thread leads."""
+        """Run one call's `requests` (all of one key) in one batch, with others' compatible calls unless `solo`."""
         ticket: _Ticket[R, T] = _Ticket(list(requests), self._key(requests[0]), sum(map(self._size, requests)), solo)
         with self._cond:
             self._queue.append(ticket)
             self._calls += 1
             self._cond.notify_all()  # a leader waiting for its batch to fill (max_wait_ms) looks again
-            while not ticket.done and self._leading:
-                self._cond.wait()
+            self._cond.wait_for(lambda: ticket.done or not self._leading)
             lead = not ticket.done
             self._leading = self._leading or lead
         if lead:
             try:
                 while (batch := self._next_batch(ticket)) is not None:
-                    self._execute(batch)
+                    done = outcomes(self._run, [t.requests for t in batch])  # outside the queue's lock
+                    with self._cond:
+                        for t, (results, error) in zip(batch, done, strict=True):
+                            t.results, t.error, t.done = results, error, True
+                        self._cond.notify_all()
             finally:
                 with self._cond:
                     self._leading = False
@@ -124,9 +110,14 @@ class Coalescer(Generic[R, T]):
             head = self._queue[0]  # `own` at least is queued
             deadline = time.perf_counter() + self.max_wait_ms / 1000
             while True:
-                batch = self._compatible(head)
+                batch, images = [head], head.size
+                for t in self._queue:
+                    fits = t.key == head.key and images + t.size <= self.max_batch
+                    if not head.solo and t is not head and not t.solo and fits:
+                        batch.append(t)
+                        images += t.size
                 left = deadline - time.perf_counter()
-                if head.solo or sum(t.size for t in batch) >= self.max_batch or left <= 0:
+                if head.solo or images >= self.max_batch or left <= 0:
                     break
                 self._cond.wait(left)  # throughput first: give the batch time to fill
             now = time.perf_counter()
@@ -134,26 +125,8 @@ class Coalescer(Generic[R, T]):
                 self._queue.remove(t)
                 self._waits.append(now - t.queued)
             self._batches += 1
-            self._images += sum(t.size for t in batch)
+            self._images += images
             return batch
-
-    def _compatible(self, head: _Ticket[R, T]) -> list[_Ticket[R, T]]:
-        if head.solo:
-            return [head]
-        batch, images = [head], head.size
-        for t in self._queue:
-            if t is not head and not t.solo and t.key == head.key and images + t.size <= self.max_batch:
-                batch.append(t)
-                images += t.size
-        return batch
-
-    def _execute(self, batch: list[_Ticket[R, T]]) -> None:
-        """Run one batch outside the queue's lock and hand each ticket its outcome."""
-        done = outcomes(self._run, [t.requests for t in batch])
-        with self._cond:
-            for t, (results, error) in zip(batch, done, strict=True):
-                t.results, t.error, t.done = results, error, True
-            self._cond.notify_all()
 
     def stats(self) -> BatchStats:
         """A snapshot of the counters."""
@@ -170,8 +143,8 @@ class Coalescer(Generic[R, T]):
 def outcomes(
     run: Callable[[Sequence[R]], Sequence[T]], calls: list[list[R]]
 ) -> list[tuple[list[T] | None, BaseException | None]]:
-    """`run` of all the calls' requests at once; on failure, each call alone, so that each gets its own error or its
-    results (a bad one fails by itself, the others succeed)."""
+    """`run` of all the calls' requests at once; on failure, each call alone, so that a bad one fails by itself and
+    the others get their results."""
     try:
         results = list(run([r for call in calls for r in call]))
     except BaseException as err:
@@ -203,6 +176,8 @@ def coalescer_for(
 ) -> Coalescer[Request, GenerationResult] | None:
     """The queue that batches a generator's concurrent calls into `run` (its one pipeline call, under its lock), or
     None where its calls only take turns: `max_batch` None is by device (`DEFAULT_MAX_BATCH`: 8 on CUDA, else 1)."""
+    from ..denoising import batch_key  # torch: imported with the generator, not with `fastdiff.serving`
+
     batch, wait = check_batching(DEFAULT_MAX_BATCH.get(device.type, 1) if max_batch is None else max_batch, max_wait_ms)
     if batch == 1 and wait and max_batch is None:
         raise FastDiffError(

@@ -7,7 +7,7 @@ a coalescer's queue: they are full already.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
-from itertools import count, islice
+from itertools import count, islice, repeat
 from typing import Any, TypeVar
 
 from ..conventions import diffusers_hint
@@ -20,67 +20,6 @@ R = TypeVar("R")
 T = TypeVar("T")
 # The arguments of a call that `map` passes on, the same for every prompt (seed aside, which counts up).
 CALL_ARGUMENTS = ("steps", "guidance_scale", "negative_prompt", "height", "width", "image", "strength")
-
-
-def _sized(items: Iterable[Any]) -> int | None:
-    """`len(items)` when it has one (a list), None for a stream."""
-    return len(items) if isinstance(items, Sized) else None
-
-
-def _seed_stream(seeds: Iterable[int] | None, base: int | None) -> Iterator[int | None]:
-    """seeds[i]; else base, base + 1, …; else None forever (a random seed each)."""
-    if seeds is not None:
-        return iter(seeds)
-    return count(base) if base is not None else iter(lambda: None, 0)
-
-
-def _requests(
-    make: Callable[..., R],
-    prompts: Iterable[str],
-    *,
-    seeds: Iterable[int] | None,
-    batch_size: int,
-    call_kwargs: dict[str, Any],
-) -> Iterator[list[R]]:
-    """Checked requests, `batch_size` at a time, lazily (a stream of prompts is never read ahead further)."""
-    kwargs = dict(call_kwargs)
-    base = kwargs.pop("seed", None)
-    unknown = sorted(set(kwargs) - set(CALL_ARGUMENTS))
-    if unknown:
-        hints = [hint for name in unknown if (hint := diffusers_hint(name))]
-        hint = f" ({'; '.join(hints)})" if hints else ""
-        raise FastDiffError(f"map() got unknown arguments {unknown}{hint}; it takes those of a call: {CALL_ARGUMENTS}")
-    defaults = {name: kwargs.get(name) for name in CALL_ARGUMENTS} | {"num_images": 1}
-    stream, items = _seed_stream(seeds, base), iter(prompts)
-    while chunk := list(islice(items, batch_size)):
-        batch = []
-        for prompt in chunk:
-            seed = next(stream, StopIteration)
-            if seed is StopIteration:
-                raise FastDiffError("map() got fewer seeds than prompts; pass one seed per prompt")
-            batch.append(make(prompt, seed=seed, **defaults))
-        yield batch
-
-
-def _in_order(
-    run: Callable[[Sequence[R]], Sequence[T]],
-    batches: Iterator[list[R]],
-    *,
-    total: int | None,
-    desc: str,
-    progress: bool,
-) -> Iterator[T]:
-    """Each batch's results in order; the first failure is raised where it stands (after the results before it)."""
-    from tqdm.auto import tqdm  # type: ignore[import-untyped, unused-ignore]
-
-    with tqdm(total=total, disable=not progress, desc=desc, unit="image") as bar:
-        for batch in batches:
-            for results, error in outcomes(run, [[r] for r in batch]):  # a bad prompt fails alone
-                if error is not None:
-                    raise error
-                assert results is not None
-                bar.update(1)
-                yield results[0]
 
 
 def map_prompts(
@@ -97,7 +36,30 @@ def map_prompts(
     """One result per prompt, in order: `make(prompt, seed=..., **call_kwargs)` checks each prompt's request (lazily:
     a stream of prompts is never read ahead further than a batch), `run(requests)` makes `batch_size` of them at once
     (one result each). Prompt *i* gets `seeds[i]`, else `seed + i` when `seed=` is among `call_kwargs`, else a random
-    seed."""
+    seed. The first failure is raised where it stands, after the results before it."""
+    from tqdm.auto import tqdm  # type: ignore[import-untyped, unused-ignore]
+
     size = check_batching(batch_size, 0)[0]
-    batches = _requests(make, prompts, seeds=seeds, batch_size=size, call_kwargs=call_kwargs)
-    yield from _in_order(run, batches, total=_sized(prompts), desc=desc, progress=progress)
+    kwargs = dict(call_kwargs)
+    base = kwargs.pop("seed", None)
+    unknown = sorted(set(kwargs) - set(CALL_ARGUMENTS))
+    if unknown:
+        hints = [hint for name in unknown if (hint := diffusers_hint(name))]
+        hint = f" ({'; '.join(hints)})" if hints else ""
+        raise FastDiffError(f"map() got unknown arguments {unknown}{hint}; it takes those of a call: {CALL_ARGUMENTS}")
+    defaults = {name: kwargs.get(name) for name in CALL_ARGUMENTS} | {"num_images": 1}
+    seed_stream = iter(seeds) if seeds is not None else repeat(None) if base is None else count(base)
+    items, total = iter(prompts), len(prompts) if isinstance(prompts, Sized) else None
+    with tqdm(total=total, disable=not progress, desc=desc, unit="image") as bar:
+        while chunk := list(islice(items, size)):
+            batch = []
+            for prompt in chunk:
+                if (seed := next(seed_stream, StopIteration)) is StopIteration:
+                    raise FastDiffError("map() got fewer seeds than prompts; pass one seed per prompt")
+                batch.append(make(prompt, seed=seed, **defaults))
+            for results, error in outcomes(run, [[r] for r in batch]):  # a bad prompt fails alone
+                if error is not None:
+                    raise error
+                assert results is not None
+                bar.update(1)
+                yield results[0]

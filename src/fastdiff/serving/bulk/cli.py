@@ -1,8 +1,5 @@
-"""`fastdiff batch PROMPTS --out DIR [--preset NAME]`: every prompt of a file to DIR/NNNNNN.png, resumable.
-
-Also runnable as `python -m fastdiff.serving.bulk.cli PROMPTS ...`. The driver (this process) reads the prompt file,
-opens DIR (refusing one made by another run), hands the prompts not yet done to a runner (in-process, a process
-pool, or Ray actors) and writes what comes back: image first, then its manifest line.
+"""`fastdiff batch PROMPTS --out DIR`: every prompt of a file to DIR/NNNNNN.png, resumable. The driver (this process)
+opens DIR, hands the prompts not yet done to a runner and writes what comes back: image first, then its manifest line.
 """
 
 from __future__ import annotations
@@ -10,23 +7,18 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ... import __version__
+from ... import __version__, cli_options
 from ... import presets as preset_table
-from ...cli_options import add_model_options, add_sampling_options, check_weights_reachable
-from ...errors import FastDiffError, FastDiffWarning, warn
-from .local import run_in_process, run_process_pool
+from ...errors import FastDiffError, warn
 from .manifest import RunDir
 from .prompts import Job, make_jobs, prompts_sha256, read_prompt_file
-from .worker import LoadSpec, Made
+from .worker import LoadSpec, Made, run_in_process, run_process_pool
 
 __all__ = ["add_batch_arguments", "main", "run_batch"]
-
-_DEFAULTS = ("steps", "negative_prompt", "guidance_scale", "height", "width")  # a .jsonl line may override these
 
 
 def _positive(text: str) -> int:
@@ -46,8 +38,10 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
         "steps, negative_prompt, guidance_scale, height, width)",
     )
     add("--out", required=True, help="output folder: NNNNNN.png, manifest.jsonl, run.json")
-    add_model_options(parser)
-    add_sampling_options(parser, seed_default=0, seed_help="prompt i gets seed SEED+i unless its line names one")
+    cli_options.add_model_options(parser)
+    cli_options.add_sampling_options(
+        parser, seed_default=0, seed_help="prompt i gets seed SEED+i unless its line names one"
+    )
     add("--batch-size", type=_positive, default=1, help="images per pipeline call in each worker")
     add("--workers", type=_positive, default=1, help="worker processes (with --ray: actors per CPU node)")
     add("--threads", type=_positive, help="torch CPU threads per worker (default: cores // workers)")
@@ -56,22 +50,19 @@ def add_batch_arguments(parser: argparse.ArgumentParser) -> None:
     add("--no-progress", action="store_true", help="no progress bar (the summary line is still printed)")
 
 
-def _local_path(value: str | None) -> str | None:
-    """Local paths made absolute (a worker may start elsewhere); a hub repo id stays as it is."""
-    return str(Path(value).resolve()) if value is not None and Path(value).exists() else value
+def _load_spec(args: argparse.Namespace) -> LoadSpec:
+    """The generator every worker loads, with local paths made absolute (a worker may start elsewhere)."""
+    options = cli_options.load_options(args)
+    for key in ("source", "checkpoint", "cache_dir"):  # a hub repo id (not a path here) stays as it is
+        if options[key] is not None and (key == "cache_dir" or Path(options[key]).exists()):
+            options[key] = str(Path(options[key]).resolve())
+    return LoadSpec(args.preset, options, batch_size=args.batch_size, threads=args.threads)
 
 
-def _header(args: argparse.Namespace, entries: list[dict[str, Any]]) -> dict[str, Any]:
+def _header(args: argparse.Namespace, spec: LoadSpec, entries: list[dict[str, Any]]) -> dict[str, Any]:
     """What DIR records about its run: every setting that changes the images, and the prompt list's hash."""
-    settings = {
-        "preset": args.preset,
-        "source": _local_path(args.source),
-        "checkpoint": _local_path(args.checkpoint),
-        "dtype": args.dtype,
-        "optimize": args.optimize,
-        "seed": args.seed,
-        **{key: getattr(args, key) for key in _DEFAULTS},
-    }
+    settings = {"preset": args.preset, **{key: spec.options[key] for key in ("source", "checkpoint", "dtype")}}
+    settings |= {"optimize": args.optimize, "seed": args.seed, **cli_options.sampling_options(args)}
     return {
         "format": 1,
         "settings": settings,
@@ -82,41 +73,6 @@ def _header(args: argparse.Namespace, entries: list[dict[str, Any]]) -> dict[str
     }
 
 
-def _load_spec(args: argparse.Namespace) -> LoadSpec:
-    return LoadSpec(
-        preset=args.preset,
-        source=_local_path(args.source),
-        checkpoint=_local_path(args.checkpoint),
-        device=args.device,
-        dtype=args.dtype,
-        cache_dir=None if args.cache_dir is None else str(Path(args.cache_dir).resolve()),
-        local_files_only=True if args.local_files_only else None,
-        allow_pickle=args.allow_pickle,
-        optimize=args.optimize,
-        batch_size=args.batch_size,
-        threads=args.threads,
-    )
-
-
-def _runner(args: argparse.Namespace, chunks: list[list[Job]]) -> Iterator[Made]:
-    spec = _load_spec(args)
-    if not chunks:
-        return iter(())
-    if args.ray is not None:
-        from .ray_runner import run_on_ray
-
-        return run_on_ray(spec, chunks, address=args.ray or None, workers=args.workers)
-    if args.workers > 1:
-        return run_process_pool(spec, chunks, workers=args.workers)
-    return run_in_process(spec, chunks)
-
-
-def _progress(*, total: int, done: int, disable: bool) -> Any:
-    from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
-
-    return tqdm(total=total, initial=done, desc="fastdiff batch", unit="img", disable=disable, file=sys.stderr)
-
-
 def _drain(run_dir: RunDir, made: Iterator[Made], *, jobs: list[Job], preset: str, bar: Any) -> tuple[int, int]:
     """Write every image that comes back (image, then manifest line); returns (images written, failures)."""
     shown: set[str] = set()
@@ -124,7 +80,7 @@ def _drain(run_dir: RunDir, made: Iterator[Made], *, jobs: list[Job], preset: st
     for batch in made:
         if batch.fatal is not None:
             raise FastDiffError(batch.fatal)
-        for message in dict.fromkeys(batch.warnings):
+        for message in batch.warnings:
             if message not in shown:  # every worker warns about the same size: say it once
                 shown.add(message)
                 warn(message)
@@ -143,19 +99,31 @@ def _drain(run_dir: RunDir, made: Iterator[Made], *, jobs: list[Job], preset: st
 
 def run_batch(args: argparse.Namespace) -> int:
     """Run `fastdiff batch`; 0 when every prompt has its image, 1 when some were refused (named on stderr)."""
+    from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
+
     preset = preset_table.get(args.preset).name  # a wrong name is refused before DIR is touched
     if args.ray is None:  # Ray workers read their own nodes' caches, not this machine's
-        check_weights_reachable(args)  # and weights that cannot load: in one line, before torch loads
+        cli_options.check_weights_reachable(args)  # and weights that cannot load: in one line, before torch loads
     entries = read_prompt_file(args.prompts)
-    jobs = make_jobs(entries, base_seed=args.seed, defaults={key: getattr(args, key) for key in _DEFAULTS})
-    run_dir = RunDir.open(args.out, header=_header(args, entries), force=args.force)
+    jobs = make_jobs(entries, base_seed=args.seed, defaults=cli_options.sampling_options(args))
+    spec = _load_spec(args)
+    run_dir = RunDir.open(args.out, header=_header(args, spec, entries), force=args.force)
     todo = [job for job in jobs if job.index not in run_dir.done]
     chunks = [todo[k : k + args.batch_size] for k in range(0, len(todo), args.batch_size)]
+    made: Iterator[Made] = iter(())
+    if chunks and args.ray is not None:
+        from .ray_runner import run_on_ray
+
+        made = run_on_ray(spec, chunks, address=args.ray or None, workers=args.workers)
+    elif chunks:
+        made = (
+            run_process_pool(spec, chunks, workers=args.workers) if args.workers > 1 else run_in_process(spec, chunks)
+        )
     skipped = len(jobs) - len(todo)
     start = time.perf_counter()
-    bar = _progress(total=len(jobs), done=skipped, disable=args.no_progress)
+    bar = tqdm(total=len(jobs), initial=skipped, desc="fastdiff batch", unit="img", disable=args.no_progress)
     try:
-        written, failed = _drain(run_dir, _runner(args, chunks), jobs=jobs, preset=preset, bar=bar)
+        written, failed = _drain(run_dir, made, jobs=jobs, preset=preset, bar=bar)
     finally:
         bar.close()
         run_dir.close()
@@ -170,21 +138,9 @@ def run_batch(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m fastdiff.serving.bulk.cli`: the same as `fastdiff batch`."""
-    from ...cli import _show_warning
+    from ...cli import main as fastdiff
 
-    parser = argparse.ArgumentParser(prog="fastdiff batch", description=__doc__.splitlines()[0] if __doc__ else None)
-    add_batch_arguments(parser)
-    args = parser.parse_args(argv)
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", FastDiffWarning)
-        warnings.showwarning = _show_warning
-        try:
-            return run_batch(args)
-        except FastDiffError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-        except KeyboardInterrupt:
-            return 130
+    return fastdiff(["batch", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

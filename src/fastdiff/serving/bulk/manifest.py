@@ -1,10 +1,8 @@
 """The output folder of a batch run: `run.json` (what the run is), `NNNNNN.png` and `manifest.jsonl` (what is done).
 
-The rules that make a killed run lose nothing: an image is written to a temp file in the folder, fsynced and
-renamed over its final name (so a final name never holds half an image); only then is its manifest line appended,
-flushed and fsynced. On resume an image counts as done when its manifest line exists and the file's sha256 matches
-it; a torn last line (the run died mid-append), a line whose file is gone or changed, and stale temp files are
-cleared before anything new is written.
+A killed run loses nothing: an image is written whole (temp file, fsync, rename), only then is its manifest line
+appended and fsynced. On resume an image is done when its line exists and the file's sha256 matches it; a torn last
+line, a line whose file is gone or changed, and stale temp files are cleared first.
 """
 
 from __future__ import annotations
@@ -15,6 +13,7 @@ import json
 import os
 import re
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -49,30 +48,6 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise
 
 
-def _sha256(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except FileNotFoundError:
-        return None
-
-
-def _read_manifest(path: Path) -> tuple[list[dict[str, Any]], bool]:
-    """The manifest's entries, and whether the file needs rewriting (a torn last line was dropped)."""
-    if not path.exists():
-        return [], False
-    *complete, tail = path.read_bytes().split(b"\n")  # `tail` is b"" unless the last append was cut short
-    entries = []
-    for number, raw in enumerate(complete, start=1):
-        try:
-            entries.append(json.loads(raw))
-        except ValueError:
-            raise FastDiffError(
-                f"{path} line {number} is not JSON; delete that line (its image is then made again), or pass "
-                "--force to start over"
-            ) from None
-    return entries, bool(tail)
-
-
 def _differences(found: dict[str, Any], wanted: dict[str, Any]) -> list[str]:
     if found.get("prompts_sha256") != wanted["prompts_sha256"]:
         return [f"a different prompt list ({found.get('count', '?')} prompts then, {wanted['count']} now)"]
@@ -88,13 +63,13 @@ def _shown(value: object) -> str:
     return "unset" if value is None else repr(value)
 
 
+@dataclass
 class RunDir:
     """An open output folder: which prompts are done, and `record` to add one image and its manifest line."""
 
-    def __init__(self, root: Path, done: dict[int, dict[str, Any]], manifest: IO[str]) -> None:
-        self.root = root
-        self.done = done
-        self._manifest = manifest
+    root: Path
+    done: dict[int, dict[str, Any]]
+    _manifest: IO[str]
 
     @classmethod
     def open(cls, root: str | Path, *, header: dict[str, Any], force: bool = False) -> RunDir:
@@ -144,17 +119,28 @@ def _check_header(root: Path, header: dict[str, Any]) -> None:
 def _valid_entries(root: Path, *, count: int) -> dict[int, dict[str, Any]]:
     """Entries whose image is in place with the recorded hash (the last one per index); rewrites the manifest
     without the others, so that it never lists an index twice or an image that is not there."""
-    entries, torn = _read_manifest(root / MANIFEST)
+    path = root / MANIFEST
+    *lines, tail = path.read_bytes().split(b"\n") if path.exists() else [b""]  # tail: a torn last append, or b""
+    entries = []
+    for number, raw in enumerate(lines, start=1):
+        try:
+            entries.append(json.loads(raw))
+        except ValueError:
+            raise FastDiffError(
+                f"{path} line {number} is not JSON; delete that line (its image is then made again), or pass "
+                "--force to start over"
+            ) from None
     done: dict[int, dict[str, Any]] = {}
     for entry in entries:
         index = entry.get("index")
         if not (isinstance(index, int) and 0 <= index < count and entry.get("file") == image_name(index)):
             continue
-        if _sha256(root / image_name(index)) == entry.get("sha256"):
+        image = root / image_name(index)
+        if image.exists() and hashlib.sha256(image.read_bytes()).hexdigest() == entry.get("sha256"):
             done[index] = entry
-    if torn or len(done) != len(entries):
-        lines = "".join(json.dumps(done[i], ensure_ascii=False) + "\n" for i in sorted(done))
-        write_atomic(root / MANIFEST, lines.encode("utf-8"))
+    if tail or len(done) != len(entries):
+        kept = "".join(json.dumps(done[i], ensure_ascii=False) + "\n" for i in sorted(done))
+        write_atomic(path, kept.encode("utf-8"))
     return done
 
 

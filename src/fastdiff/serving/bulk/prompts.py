@@ -1,8 +1,5 @@
-"""The prompt file of `fastdiff batch`: one prompt a line (`.txt`) or one JSON object a line (`.jsonl`).
-
-Blank (whitespace-only) lines are skipped in both and take no index: prompt *i* is the *i*-th non-blank line,
-counted from 0, and its seed is BASE + *i* unless its line names one. Errors name the file's own line number.
-"""
+"""The prompt file of `fastdiff batch`: one prompt a line (`.txt`) or one JSON object a line (`.jsonl`). Prompt *i*
+is the *i*-th non-blank line, from 0; its seed is BASE + *i* unless its line names one."""
 
 from __future__ import annotations
 
@@ -52,12 +49,6 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
             yield number, line.strip()
 
 
-def _has_type(value: object, kind: type) -> bool:
-    if isinstance(value, bool):
-        return False
-    return isinstance(value, (int, float)) if kind is float else isinstance(value, kind)
-
-
 def _parse_json_line(where: str, line: str) -> dict[str, Any]:
     try:
         entry = json.loads(line)
@@ -68,7 +59,8 @@ def _parse_json_line(where: str, line: str) -> dict[str, Any]:
     for key, value in entry.items():
         if key not in LINE_KEYS:
             raise FastDiffError(f"{where}: unknown key {key!r}{did_you_mean(key, LINE_KEYS)}")
-        if value is not None and not _has_type(value, LINE_KEYS[key]):
+        kind = (int, float) if LINE_KEYS[key] is float else LINE_KEYS[key]  # JSON's 1 is a fine float
+        if value is not None and (isinstance(value, bool) or not isinstance(value, kind)):
             raise FastDiffError(f"{where}: {key!r} must be a {LINE_KEYS[key].__name__}, got {value!r}")
     if not isinstance(entry.get("prompt"), str):
         raise FastDiffError(f'{where}: every line needs a "prompt" string')
@@ -92,18 +84,15 @@ def read_prompt_file(path: str | Path) -> list[dict[str, Any]]:
 
 def make_jobs(entries: list[dict[str, Any]], *, base_seed: int, defaults: Mapping[str, Any]) -> list[Job]:
     """One job per entry: seed `base_seed + i` unless the entry names one; `defaults` fill what it leaves unset."""
+    given = {key: value for key, value in defaults.items() if value is not None}
     jobs = []
-    for index, entry in enumerate(entries):
-        options = {key: value for key, value in defaults.items() if value is not None}
-        options.update({key: value for key, value in entry.items() if key not in ("prompt", "seed")})
-        jobs.append(
-            Job(index=index, prompt=entry["prompt"], seed=entry.get("seed", base_seed + index), options=options)
-        )
+    for i, entry in enumerate(entries):
+        options = given | {key: value for key, value in entry.items() if key not in ("prompt", "seed")}
+        jobs.append(Job(i, entry["prompt"], entry.get("seed", base_seed + i), options))
     return jobs
 
 
 def prompts_sha256(entries: list[dict[str, Any]]) -> str:
-    """A hash of the parsed prompt list: the same prompts and per-line settings give the same hash, whatever the
-    file's blank lines, key order or spacing."""
+    """A hash of the parsed prompt list: the same whatever the file's blank lines, key order or spacing."""
     canonical = json.dumps(entries, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
     return hashlib.sha256(canonical.encode("utf-8")).hexdigest()

@@ -1,11 +1,6 @@
 """Batch runs on a Ray cluster: one `Worker` actor per GPU, or on CPU-only clusters one per `--workers` share of
-a node's cores, fed through `ray.util.ActorPool`.
-
-The actors return PNG bytes and the driver writes them, exactly as in a local run (same folder, manifest and
-resume rules, and no shared filesystem needed between nodes). A worker that dies is Ray's to bring back: each actor
-is restarted up to `RETRIES` times and the chunk it was making is retried on it (`max_restarts`,
-`max_task_retries`). Ray is imported only here, and only when `--ray` is given.
-"""
+a node's cores, fed through `ray.util.ActorPool`. The actors return PNG bytes and the driver writes them, as in a
+local run. A worker that dies is Ray's to bring back (`max_restarts`, `max_task_retries`)."""
 
 from __future__ import annotations
 
@@ -25,35 +20,24 @@ RETRIES = 3
 ACTOR_PREFIX = "fastdiff-batch"  # actors are named, so `ray list actors` shows whose they are
 
 
-def _ray() -> Any:
-    try:
-        return importlib.import_module("ray")
-    except ImportError:
-        raise FastDiffError('--ray needs Ray: pip install "fastdiff[ray]" (or run without --ray)') from None
-
-
-def _actor_shapes(ray: Any, spec: LoadSpec, *, workers: int) -> tuple[int, dict[str, Any]]:
-    """How many actors to start and the resources of each: a GPU each, else `node cores // workers` CPUs each."""
+def _start_actors(ray: Any, spec: LoadSpec, *, workers: int, chunks: int) -> list[Any]:
+    """A GPU per actor, else `node cores // workers` CPUs (and as many torch threads) per actor."""
     nodes = [node["Resources"] for node in ray.nodes() if node.get("Alive")]
     gpus = int(sum(node.get("GPU", 0) for node in nodes))
-    if gpus and spec.device != "cpu":
-        return gpus, {"num_gpus": 1, "num_cpus": 1}
     cores = [int(node.get("CPU", 0)) for node in nodes if node.get("CPU", 0) >= 1]
-    if not cores:
+    if gpus and spec.options.get("device") != "cpu":
+        count, resources = gpus, {"num_gpus": 1, "num_cpus": 1}
+    elif cores:
+        per_actor = max(1, min(cores) // workers)
+        count, resources = sum(n // per_actor for n in cores), {"num_cpus": per_actor}
+        spec = replace(spec, threads=spec.threads or per_actor)
+    else:
         raise FastDiffError("the Ray cluster has no CPU or GPU to run on; check `ray status`")
-    per_actor = max(1, min(cores) // workers)
-    return sum(count // per_actor for count in cores), {"num_cpus": per_actor}
-
-
-def _start_actors(ray: Any, spec: LoadSpec, *, workers: int, chunks: int) -> list[Any]:
-    count, resources = _actor_shapes(ray, spec, workers=workers)
     actor_class = ray.remote(Worker)
-    threads = spec.threads or (resources["num_cpus"] if "num_gpus" not in resources else None)
-    actor_spec = replace(spec, threads=threads)
     return [
         actor_class.options(
             **resources, max_restarts=RETRIES, max_task_retries=RETRIES, name=f"{ACTOR_PREFIX}-{os.getpid()}-{i}"
-        ).remote(actor_spec)
+        ).remote(spec)
         for i in range(min(count, chunks))
     ]
 
@@ -62,7 +46,10 @@ def run_on_ray(spec: LoadSpec, chunks: list[list[Job]], *, address: str | None, 
     """Make `chunks` on Ray: a new local cluster when `address` is None (or RAY_ADDRESS's when set), else the
     cluster at `address` ("auto": the one started on this machine by `ray start`). A process that already joined a
     cluster (`ray.init()` beforehand) keeps it."""
-    ray = _ray()
+    try:
+        ray = importlib.import_module("ray")
+    except ImportError:
+        raise FastDiffError('--ray needs Ray: pip install "fastdiff[ray]" (or run without --ray)') from None
     started = not ray.is_initialized()
     if started:
         try:

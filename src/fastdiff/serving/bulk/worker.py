@@ -1,18 +1,18 @@
-"""One worker of a batch run: it holds one generator and turns jobs into PNG bytes for the driver to write.
-
-The same `Worker` runs in the driver (one worker), in a spawned process (`--workers N`) and as a Ray actor
-(`--ray`). It returns bytes rather than writing files so that one process, the driver, owns the output folder and
-its manifest: a Ray node needs no shared filesystem, and the manifest has a single writer.
-"""
+"""One worker of a batch run turns jobs into PNG bytes for the driver to write (one process owns the output folder).
+It runs in the driver, in N spawned processes (`--workers N`, at most two chunks each in flight) or on Ray."""
 
 from __future__ import annotations
 
 import io
 import itertools
+import multiprocessing
+import os
 import warnings
-from collections.abc import Iterator
-from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
 
 from ...errors import FastDiffError, FastDiffWarning
 from .prompts import Job
@@ -21,34 +21,17 @@ if TYPE_CHECKING:
     from ...generator import FewStepGenerator
     from ...result import GenerationResult
 
-__all__ = ["LoadSpec", "Made", "Outcome", "Worker"]
+__all__ = ["LoadSpec", "Made", "Outcome", "Worker", "cpu_cores", "run_in_process", "run_process_pool"]
 
 
 @dataclass(frozen=True)
 class LoadSpec:
-    """How a worker loads its generator (fields named as `FewStepGenerator.from_preset`'s arguments) and runs it."""
+    """How a worker loads its generator (`FewStepGenerator.from_preset(preset, **options)`) and runs it."""
 
     preset: str
-    source: str | None = None
-    checkpoint: str | None = None
-    device: str = "auto"
-    dtype: str | None = None
-    cache_dir: str | None = None
-    local_files_only: bool | None = None
-    allow_pickle: bool = False
-    optimize: str = "default"
+    options: dict[str, Any] = field(default_factory=dict)
     batch_size: int = 1
     threads: int | None = None  # torch CPU threads of this worker; None keeps the process's setting
-
-    def load(self) -> FewStepGenerator:
-        """`FewStepGenerator.from_preset` with this spec's fields of the same names."""
-        from ...generator import FewStepGenerator
-
-        options = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _NOT_LOAD_OPTIONS}
-        return FewStepGenerator.from_preset(self.preset, **options)
-
-
-_NOT_LOAD_OPTIONS = ("preset", "batch_size", "threads")
 
 
 @dataclass(frozen=True)
@@ -86,20 +69,19 @@ class Worker:
         self._gen: FewStepGenerator | None = None
 
     def make(self, jobs: list[Job]) -> Made:
-        """Make `jobs` (one batched call per run of jobs with equal options when batch_size > 1)."""
+        """Make `jobs`: with batch_size > 1, one `gen.map` per run of consecutive jobs with equal options."""
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", FastDiffWarning)
             try:
                 gen = self._generator()
             except FastDiffError as err:
                 return Made(fatal=str(err))
-            outcomes = [outcome for group in _groups(jobs) for outcome in self._make_group(gen, group)]
-        forwarded = []
+            groups = itertools.groupby(jobs, key=lambda job: sorted(job.options.items()))
+            outcomes = [outcome for _, group in groups for outcome in self._make_group(gen, list(group))]
         for w in caught:  # FastDiffWarnings go to the driver, which shows each once; the rest warn here as usual
-            if issubclass(w.category, FastDiffWarning):
-                forwarded.append(str(w.message))
-            else:
+            if not issubclass(w.category, FastDiffWarning):
                 warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
+        forwarded = [str(w.message) for w in caught if issubclass(w.category, FastDiffWarning)]
         return Made(outcomes=outcomes, warnings=forwarded)
 
     def _generator(self) -> FewStepGenerator:
@@ -107,11 +89,12 @@ class Worker:
             import torch
 
             from ..._quiet import quiet_library_logs
+            from ...generator import FewStepGenerator
 
             if self.spec.threads is not None:
                 torch.set_num_threads(self.spec.threads)
             quiet_library_logs()
-            self._gen = self.spec.load()
+            self._gen = FewStepGenerator.from_preset(self.spec.preset, **self.spec.options)
         return self._gen
 
     def _make_group(self, gen: FewStepGenerator, jobs: list[Job]) -> list[Outcome]:
@@ -123,17 +106,58 @@ class Worker:
                 return [_outcome(job.index, result) for job, result in zip(jobs, results, strict=True)]
             except FastDiffError:
                 pass  # one bad job refuses the whole batch: make them one by one to fail only that one
-        return [self._make_one(gen, job) for job in jobs]
+        outcomes = []
+        for job in jobs:
+            try:
+                outcomes.append(_outcome(job.index, gen(job.prompt, seed=job.seed, **job.options)))
+            except FastDiffError as err:
+                outcomes.append(Outcome(job.index, error=str(err)))
+        return outcomes
 
-    @staticmethod
-    def _make_one(gen: FewStepGenerator, job: Job) -> Outcome:
-        try:
-            return _outcome(job.index, gen(job.prompt, seed=job.seed, **job.options))
-        except FastDiffError as err:
-            return Outcome(job.index, error=str(err))
+
+_WORKER: Worker | None = None  # the worker of this spawned process
 
 
-def _groups(jobs: list[Job]) -> Iterator[list[Job]]:
-    """Consecutive jobs with the same call options (those can share one batched call)."""
-    for _, group in itertools.groupby(jobs, key=lambda job: sorted(job.options.items())):
-        yield list(group)
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity, which a container or `taskset` narrows)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def run_in_process(spec: LoadSpec, chunks: Iterable[list[Job]]) -> Iterator[Made]:
+    """One worker in this process, chunk after chunk."""
+    return map(Worker(spec).make, chunks)
+
+
+def _start(spec: LoadSpec) -> None:
+    global _WORKER
+    _WORKER = Worker(spec)
+
+
+def _make(chunk: list[Job]) -> Made:
+    assert _WORKER is not None, "the pool's initializer makes the worker"
+    return _WORKER.make(chunk)
+
+
+def run_process_pool(spec: LoadSpec, chunks: Iterable[list[Job]], *, workers: int) -> Iterator[Made]:
+    """`workers` spawned processes (spawn: no forked torch or CUDA state)."""
+    spec = replace(spec, threads=spec.threads or max(1, cpu_cores() // workers))
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start, initargs=(spec,))
+    pending: set[Future[Made]] = set()
+    todo = iter(chunks)
+    try:
+        while True:
+            while len(pending) < 2 * workers and (chunk := next(todo, None)) is not None:
+                pending.add(pool.submit(_make, chunk))
+            if not pending:
+                return
+            finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for future in finished:
+                yield future.result()
+    except BrokenProcessPool as err:
+        raise FastDiffError(
+            f"a worker process died ({err}); re-run the same command to resume (what is written is kept), with "
+            "fewer --workers if it ran out of memory"
+        ) from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -1,21 +1,21 @@
-"""`LiveSession`: one worker thread that always generates the newest state, never a backlog."""
+"""`LiveSession`: one worker thread that always generates the newest state, never a backlog: the hand-over is one
+slot for the newest state and one for the newest outcome, under one condition variable."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+import math
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from types import TracebackType
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image
-
 from ...errors import FastDiffError
-from .mailbox import Mailbox
-from .state import UNSET, Frame, LiveState, LiveStats, Unset
+from .state import UNSET, Frame, LiveState, LiveStats
 
 if TYPE_CHECKING:
     from ...generator import FewStepGenerator
@@ -24,29 +24,37 @@ if TYPE_CHECKING:
 __all__ = ["LiveSession"]
 
 log = logging.getLogger(__name__)
+LATENCIES_KEPT = 2048
 
 
 class _Superseded(Exception):
-    """Raised by the session's step-end callback to abandon a generation nobody will look at."""
+    """Abandons a generation nobody will look at."""
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    number: int  # counts outcomes, so that an iterator can tell new from seen
+    version: int  # the update it answers
+    frame: Frame | None
+    error: FastDiffError | None
+
+    def unwrap(self) -> Frame:
+        """The frame, or the error raised as a new exception (raising one object again grows its traceback)."""
+        if self.error is not None:
+            fresh = FastDiffError(*self.error.args)
+            fresh.__cause__ = self.error.__cause__
+            raise fresh
+        assert self.frame is not None
+        return self.frame
 
 
 class LiveSession:
     """Generate images that follow changing inputs (typing, sliders, a webcam) with no backlog.
 
-    `update(...)` never blocks: it replaces the pending state. One worker thread owns the generator and
-    generates only the newest state; states replaced before their turn are dropped, never queued. A generation
-    in progress finishes (with `interrupt=True` it is cut short at the end of its current step when a newer state
-    arrives: newest frame sooner, but no frames at all while the input changes faster than one generation).
-    Each frame is exactly `generator(prompt, steps=..., seed=..., ...)` for its state: the embeddings come from
-    the generator's LRU cache and the noise is fixed by seed and size, so a prompt being typed evolves one
-    picture. Use it as a context manager; leaving it stops the worker (the generation in progress is cut at
-    current step).
-
-    The keyword arguments are the initial state, as in the generator's call (None: the preset's value, so one
-    step for the Turbo presets; `seed=0` rather than random, so that a session is reproducible).
-    `on_frame` / `on_error` run on the worker thread: keep them short, they delay the next generation. While
-    the session is open, other threads may call the same generator: their calls and the session's take turns
-    (the session's run alone: each carries the step-end callback that can stop it).
+    `**state` is the initial state: `LiveState`'s fields, as in the generator's call. One worker thread generates
+    only the newest state; states replaced before their turn are dropped. A generation in progress finishes, unless
+    `interrupt=True`: then a newer state cuts it at the end of its current step. Each frame is exactly
+    `generator(prompt, **state)` for its state. `on_frame` / `on_error` run on the worker thread: keep them short.
     """
 
     def __init__(
@@ -54,105 +62,87 @@ class LiveSession:
         generator: FewStepGenerator,
         *,
         prompt: str | None = None,
-        steps: int | None = None,
-        seed: int | None = 0,
-        height: int | None = None,
-        width: int | None = None,
-        guidance_scale: float | None = None,
-        negative_prompt: str | None = None,
-        image: Image.Image | None = None,
-        strength: float | None = None,
         on_frame: Callable[[Frame], None] | None = None,
         on_error: Callable[[FastDiffError], None] | None = None,
         interrupt: bool = False,
+        **state: Any,
     ) -> None:
         self.generator = generator
         self.interrupt = interrupt
-        self._on_frame = on_frame
-        self._on_error = on_error
-        initial = LiveState(
-            steps=steps,
-            seed=seed,
-            height=height,
-            width=width,
-            guidance_scale=guidance_scale,
-            negative_prompt=negative_prompt,
-            image=image,
-            strength=strength,
-        )
-        self._box = Mailbox(initial)
+        self._on_frame, self._on_error = on_frame, on_error
+        self._cond = threading.Condition()
+        self._state = LiveState(**state)  # the newest state, with or without a prompt
+        self._pending: LiveState | None = None  # the newest state not yet taken by the worker
+        self._outcome: _Outcome | None = None
+        self._latest: Frame | None = None
+        self._closed = False
+        self._wakers: set[Callable[[], None]] = set()  # async iterators' wake-up calls
+        self._counts = dict.fromkeys(("received", "generated", "dropped", "failed", "interrupted"), 0)
+        self._unshown: deque[tuple[int, float]] = deque()  # (version, submitted) of updates no frame answered yet
+        self._latencies: deque[float] = deque(maxlen=LATENCIES_KEPT)
         self._worker = threading.Thread(target=self._run, name="fastdiff-live", daemon=True)
         self._worker.start()
         if prompt is not None:
             self.update(prompt=prompt)
 
-    def update(
-        self,
-        *,
-        prompt: str | Unset = UNSET,
-        negative_prompt: str | Unset | None = UNSET,
-        seed: int | Unset | None = UNSET,
-        steps: int | Unset | None = UNSET,
-        guidance_scale: float | Unset | None = UNSET,
-        height: int | Unset | None = UNSET,
-        width: int | Unset | None = UNSET,
-        image: Image.Image | Unset | None = UNSET,
-        strength: float | Unset | None = UNSET,
-    ) -> LiveState:
-        """Replace the pending state with the newest one changed by the given arguments; never blocks.
-
-        Arguments left out keep their value. Nothing is generated until a prompt has been given (an empty
-        string is a prompt). Values are checked by the generator: a bad one surfaces from `wait()`.
-        """
-        box = self._box
-        with box.cond:
-            state = box.state.updated(
-                version=box.state.version + 1,
-                submitted=time.perf_counter(),
-                prompt=prompt,
-                negative_prompt=negative_prompt,
-                seed=seed,
-                steps=steps,
-                guidance_scale=guidance_scale,
-                height=height,
-                width=width,
-                image=image,
-                strength=strength,
-            )
-            box.put(state)  # re-entrant: the condition's lock is an RLock, so the version stays consecutive
+    def update(self, **changes: Any) -> LiveState:
+        """Replace the pending state with the newest one changed by the given `LiveState` fields (those left out, or
+        `UNSET`, keep their value); never blocks. A bad value surfaces from `wait()`."""
+        given = {name: value for name, value in changes.items() if value is not UNSET}
+        with self._cond:
+            if self._closed:
+                raise FastDiffError("this LiveSession is closed; start a new one to keep generating")
+            version = self._state.version + 1
+            state = self._state = replace(self._state, **given, version=version, submitted=time.perf_counter())
+            if state.prompt is not None:
+                self._counts["received"] += 1
+                self._counts["dropped"] += self._pending is not None
+                self._unshown.append((state.version, state.submitted))
+                self._pending = state
+                self._cond.notify_all()
         return state
 
     @property
     def state(self) -> LiveState:
         """The newest state (the one `wait()` waits for)."""
-        with self._box.cond:
-            return self._box.state
+        with self._cond:
+            return self._state
 
     def wait(self, timeout: float | None = None) -> Frame:
-        """The frame of the newest state, once made; raises its `FastDiffError` if that generation failed.
+        """The frame of the newest state, once made; raises its `FastDiffError` if that generation failed,
+        `TimeoutError` after `timeout` seconds, `FastDiffError` when no prompt was given yet or the session closes."""
+        with self._cond:
+            target = self._state
+            if target.prompt is None:
+                raise FastDiffError("nothing to wait for: call update(prompt=...) first")
 
-        Raises `TimeoutError` after `timeout` seconds, `FastDiffError` when no prompt was given yet or the
-        session closes first.
-        """
-        return self._box.wait_version(timeout).unwrap()
+            def answered() -> bool:
+                return self._outcome is not None and self._outcome.version >= target.version
+
+            if not self._cond.wait_for(lambda: answered() or self._closed, timeout):
+                raise TimeoutError(f"no frame for {target.prompt!r} within {timeout} s")
+            if not answered():
+                raise FastDiffError(f"the session was closed before the frame for {target.prompt!r} was made")
+            outcome = self._outcome
+        assert outcome is not None
+        return outcome.unwrap()
 
     def latest(self) -> Frame | None:
         """The newest frame made so far (possibly of an older state), or None; never waits, never raises."""
-        with self._box.cond:
-            return self._box.latest_frame
+        with self._cond:
+            return self._latest
 
     @property
     def error(self) -> FastDiffError | None:
         """The error of the newest generation if it failed (cleared by the next frame), else None."""
-        with self._box.cond:
-            return None if self._box.outcome is None else self._box.outcome.error
+        with self._cond:
+            return None if self._outcome is None else self._outcome.error
 
     def frames(self, *, timeout: float | None = None) -> Iterator[Frame]:
-        """Yield frames as they come, from the current state's on; frames the loop was too slow for are
-        skipped, never queued. Ends when the session closes or no frame comes for `timeout` seconds. A failed
-        generation raises its `FastDiffError` here (the session keeps running: iterate again)."""
-        seen = self._box.start_mark()
-        while (outcome := self._box.wait_after(seen, timeout)) is not None:
+        """Yield frames as they come, from the current state's on, skipping those the loop was too slow for; ends when
+        the session closes or no frame comes for `timeout` seconds. A failed generation raises its error here."""
+        seen = self._start_mark()
+        while (outcome := self._wait_after(seen, timeout)) is not None:
             seen = outcome.number
             yield outcome.unwrap()
 
@@ -165,14 +155,13 @@ class LiveSession:
             with contextlib.suppress(RuntimeError):  # the loop closed while the session still runs
                 loop.call_soon_threadsafe(event.set)
 
-        box = self._box
-        with box.cond:
-            box.wakers.add(wake)
-        seen = box.start_mark()
+        with self._cond:
+            self._wakers.add(wake)
+        seen = self._start_mark()
         try:
             while True:
-                with box.cond:
-                    outcome, closed = box.newer_than(seen), box.closed
+                with self._cond:
+                    outcome, closed = self._newer_than(seen), self._closed
                 if outcome is not None:
                     seen = outcome.number
                     yield outcome.unwrap()
@@ -185,17 +174,30 @@ class LiveSession:
                     return
                 event.clear()
         finally:
-            with box.cond:
-                box.wakers.discard(wake)
+            with self._cond:
+                self._wakers.discard(wake)
 
     @property
     def stats(self) -> LiveStats:
         """A snapshot of the counters and the input-to-frame latency percentiles."""
-        return self._box.stats()
+        with self._cond:
+            counts, ordered = dict(self._counts), sorted(self._latencies)
+
+        def nearest_rank(q: float) -> float | None:
+            return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))] if ordered else None
+
+        return LiveStats(**counts, latency_p50=nearest_rank(0.50), latency_p95=nearest_rank(0.95))
 
     def close(self) -> None:
         """Stop the worker (a generation in progress is cut at the end of its current step) and wait for it to end."""
-        for wake in self._box.close():
+        with self._cond:
+            if not self._closed and self._pending is not None:
+                self._counts["dropped"] += 1
+                self._pending = None
+            self._closed = True
+            self._cond.notify_all()
+            wakers = list(self._wakers)
+        for wake in wakers:
             wake()
         if threading.current_thread() is not self._worker:  # a callback closing its own session cannot join
             self._worker.join()
@@ -203,14 +205,12 @@ class LiveSession:
     @property
     def closed(self) -> bool:
         """Whether `close()` was called (the worker has ended once it returned)."""
-        return self._box.closed
+        return self._closed
 
     def __enter__(self) -> LiveSession:
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def __repr__(self) -> str:
@@ -218,41 +218,79 @@ class LiveSession:
         state = "closed" if self.closed else "open"
         return f"LiveSession({self.generator!r}, {state}, received={s.received}, generated={s.generated})"
 
-    def _step_end(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
-        """diffusers' `callback_on_step_end` on the session's calls: abandon a generation nobody will see.
+    def _newer_than(self, seen: int) -> _Outcome | None:
+        outcome = self._outcome
+        return outcome if outcome is not None and outcome.number > seen else None
 
-        It raises rather than set diffusers' `pipe._interrupt`, which would still decode the unfinished latents into
-        an image nobody will see; the call runs alone (a call with a callback always does), so only it stops.
-        """
-        if self._box.superseded(by_newer=self.interrupt):
-            raise _Superseded
+    def _wait_after(self, seen: int, timeout: float | None) -> _Outcome | None:
+        """The newest outcome if it is newer than number `seen`, waiting up to `timeout`; None when closed."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._newer_than(seen) is not None or self._closed, timeout)
+            return self._newer_than(seen)
+
+    def _start_mark(self) -> int:
+        """Where an iterator starts: just before the current state's outcome if it exists, else after the newest."""
+        with self._cond:
+            if self._outcome is None:
+                return 0
+            return self._outcome.number - (self._outcome.version >= self._state.version)
+
+    def _step_end(self, pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+        """diffusers' `callback_on_step_end`: abandon a generation nobody will see (raising: `pipe._interrupt` would
+        still decode the unfinished latents; a call with a callback runs alone, so only it stops)."""
+        with self._cond:
+            if self._closed or (self.interrupt and self._pending is not None):
+                raise _Superseded
         return callback_kwargs
 
     def _run(self) -> None:
-        while (state := self._box.take()) is not None:
-            assert state.prompt is not None  # only states with a prompt are put
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._pending is not None or self._closed)
+                if self._closed:
+                    return
+                state, self._pending = self._pending, None
+            assert state is not None and state.prompt is not None  # only states with a prompt are pending
             started = time.perf_counter()
             try:
                 result = self.generator(state.prompt, callback_on_step_end=self._step_end, **state.call_kwargs())
             except _Superseded:
-                self._box.count("interrupted")
+                with self._cond:
+                    self._counts["interrupted"] += 1
                 continue
             except FastDiffError as exc:
-                self._finish(state, None, exc)
+                self._publish(state, None, started, exc)
             except Exception as exc:  # the worker must outlive any bad state; the error goes to wait()
                 error = FastDiffError(
                     f"generation failed for prompt {state.prompt!r}: {type(exc).__name__}: {exc}; "
                     "the session keeps running, update() with other values"
                 )
                 error.__cause__ = exc
-                self._finish(state, None, error)
+                self._publish(state, None, started, error)
             else:
-                self._finish(state, _frame_maker(state, result, started), None)
+                self._publish(state, result, started, None)
 
-    def _finish(
-        self, state: LiveState, make: Callable[[int, float], Frame] | None, error: FastDiffError | None
+    def _publish(
+        self, state: LiveState, result: GenerationResult | None, started: float, error: FastDiffError | None
     ) -> None:
-        frame = self._box.publish(state, make, error)
+        now = time.perf_counter()
+        with self._cond:
+            number = 1 if self._outcome is None else self._outcome.number + 1
+            frame = None
+            if result is not None:
+                timings = {**result.timings, "queued": started - state.submitted, "latency": now - state.submitted}
+                image, seed, steps, guidance = result.image, result.seed, result.steps, result.guidance_scale
+                frame = self._latest = Frame(image, state, seed, steps, guidance, number, timings)
+            self._counts["generated" if frame is not None else "failed"] += 1
+            while self._unshown and self._unshown[0][0] <= state.version:  # each update is answered by this outcome
+                submitted = self._unshown.popleft()[1]
+                if frame is not None:
+                    self._latencies.append(now - submitted)
+            self._outcome = _Outcome(number, state.version, frame, error)
+            self._cond.notify_all()
+            wakers = list(self._wakers)
+        for wake in wakers:
+            wake()
         try:
             if frame is not None and self._on_frame is not None:
                 self._on_frame(frame)
@@ -260,13 +298,3 @@ class LiveSession:
                 self._on_error(error)
         except Exception:  # a broken callback must not stop the session; its traceback goes to the log
             log.exception("LiveSession callback raised")
-
-
-def _frame_maker(state: LiveState, result: GenerationResult, started: float) -> Callable[[int, float], Frame]:
-    """Builds the frame once the mailbox has numbered it and taken the time it was shown."""
-
-    def make(number: int, now: float) -> Frame:
-        timings = {**result.timings, "queued": started - state.submitted, "latency": now - state.submitted}
-        return Frame(result.image, state, result.seed, result.steps, result.guidance_scale, number, timings)
-
-    return make

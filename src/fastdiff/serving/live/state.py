@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import enum
 import io
-import math
-from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from PIL import Image
@@ -25,11 +23,9 @@ UNSET = Unset.UNSET
 
 @dataclass(frozen=True)
 class LiveState:
-    """One state of the inputs, as of one `update`: the arguments of one generator call plus when it arrived.
-
-    None means what it means to `FewStepGenerator.__call__` (the preset's value; a random seed for `seed`).
-    `version` counts updates (1 for the first); `submitted` is its `time.perf_counter()`.
-    """
+    """One state of the inputs: the arguments of one generator call (None: as in `FewStepGenerator.__call__`, the
+    preset's value; `seed` 0, so that a session is reproducible), the number of its `update` (`version`, from 1) and
+    its `time.perf_counter()` (`submitted`)."""
 
     prompt: str | None = None
     negative_prompt: str | None = None
@@ -43,38 +39,20 @@ class LiveState:
     version: int = 0
     submitted: float = 0.0
 
-    def updated(self, *, version: int, submitted: float, **changes: Any) -> LiveState:
-        """This state with `changes` applied (UNSET values skipped) as the state of update number `version`."""
-        given = {name: value for name, value in changes.items() if value is not UNSET}
-        return replace(self, **given, version=version, submitted=submitted)
-
     def call_kwargs(self) -> dict[str, Any]:
-        """The keyword arguments of the generator call for this state (after the prompt).
-
-        `strength` goes only with an image: a strength slider keeps its value while the image is cleared, and
-        the generator rightly refuses strength without an image.
-        """
-        return {
-            "steps": self.steps,
-            "seed": self.seed,
-            "guidance_scale": self.guidance_scale,
-            "negative_prompt": self.negative_prompt,
-            "height": self.height,
-            "width": self.width,
-            "image": self.image,
-            "strength": self.strength if self.image is not None else None,
+        """The keyword arguments of the generator call for this state (after the prompt). `strength` goes only with an
+        image: a strength slider keeps its value while the image is cleared, and the generator refuses it alone."""
+        kwargs = {
+            f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("prompt", "version", "submitted")
         }
+        return kwargs | {"strength": self.strength if self.image is not None else None}
 
 
 @dataclass(frozen=True)
 class Frame:
-    """One generated image and the state it was made from.
-
-    `image` is exactly `generator(state.prompt, **state.call_kwargs()).images[0]`. `seed`, `steps` and
-    `guidance_scale` are the values used (the preset's where the state said None). `timings` holds the
-    generator's "encode", "denoise", "decode", "total", plus "queued" (update → generation start) and
-    "latency" (update → frame), in seconds. `number` counts the session's frames from 1.
-    """
+    """One generated image (exactly `generator(state.prompt, **state.call_kwargs()).images[0]`), its state and the
+    values used. `timings` holds the generator's, plus "queued" (update → generation start) and "latency" (update →
+    frame), in seconds. `number` counts the session's frames from 1."""
 
     image: Image.Image
     state: LiveState
@@ -86,13 +64,11 @@ class Frame:
 
     @property
     def prompt(self) -> str:
-        """The prompt this frame shows."""
         assert self.state.prompt is not None  # a state without a prompt is never generated
         return self.state.prompt
 
     @property
     def negative_prompt(self) -> str | None:
-        """The negative prompt of the state."""
         return self.state.negative_prompt
 
     @property
@@ -117,12 +93,10 @@ class Frame:
 
 @dataclass(frozen=True)
 class LiveStats:
-    """Counters of one session; `received == generated + failed + dropped + interrupted` once it is idle.
-
-    `dropped`: states replaced by a newer one before their generation began. `interrupted`: generations cut
-    short at a step boundary (newer state with `interrupt=True`, or shutdown). `latency_p50`/`latency_p95`:
-    seconds from each `update` to the first frame that shows it or a newer state (None before any frame).
-    """
+    """Counters of one session; `received == generated + failed + dropped + interrupted` once it is idle. `dropped`:
+    states replaced before their generation began; `interrupted`: generations cut short at a step boundary (a newer
+    state with `interrupt=True`, or shutdown); `latency_p50`/`latency_p95`: seconds from each `update` to the first
+    frame that shows it or a newer state (None before any frame)."""
 
     received: int
     generated: int
@@ -131,28 +105,3 @@ class LiveStats:
     interrupted: int
     latency_p50: float | None
     latency_p95: float | None
-
-
-class LatencyLog:
-    """Input-to-frame latency of every update: an update counts as served by the first frame at or after it."""
-
-    def __init__(self, window: int = 2048) -> None:
-        self._waiting: deque[tuple[int, float]] = deque()  # (version, submitted) of updates not yet shown
-        self._values: deque[float] = deque(maxlen=window)
-
-    def received(self, version: int, submitted: float) -> None:
-        self._waiting.append((version, submitted))
-
-    def served(self, version: int, now: float, *, shown: bool) -> None:
-        """Updates up to `version` got their answer at `now` (a frame when `shown`, else an error)."""
-        while self._waiting and self._waiting[0][0] <= version:
-            _, submitted = self._waiting.popleft()
-            if shown:
-                self._values.append(now - submitted)
-
-    def quantile(self, q: float) -> float | None:
-        """The q-quantile (nearest rank) of the recorded latencies."""
-        if not self._values:
-            return None
-        ordered = sorted(self._values)
-        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
