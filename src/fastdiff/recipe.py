@@ -232,9 +232,7 @@ def _cpu(opts: Optimizations, *, unet: bool) -> Recipe:
     engine in the loaded dtype unless a precision is named; layouts and torch.compile only when asked.
     A transformer family (FLUX) runs torch: the OpenVINO engine converts UNets only, for now."""
     if not unet and opts.engine == "openvino":
-        raise FastDiffError(
-            "the OpenVINO engine converts UNets only, not this model's transformer: pass engine='torch'"
-        )
+        raise FastDiffError("the OpenVINO engine converts UNets only, not transformers: pass engine='torch'")
     engine = _cpu_engine(opts.engine) if unet else "torch"
     _check_openvino_weights(opts.openvino_weights, engine)
     if engine == "torch":
