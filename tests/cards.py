@@ -13,6 +13,7 @@ from diffusers import (
     AutoPipelineForText2Image,
     DDIMScheduler,
     EulerDiscreteScheduler,
+    FluxPipeline,
     LCMScheduler,
     StableDiffusionXLPipeline,
     TCDScheduler,
@@ -109,6 +110,13 @@ def shapes(name: str) -> tuple[Any, dict[str, Any]]:
     return pipe, {"guidance_scale": 0.0}
 
 
+def flux_schnell(cache: Path) -> tuple[Any, dict[str, Any]]:
+    """black-forest-labs/FLUX.1-schnell card: FluxPipeline with the repo's scheduler, guidance_scale=0.0,
+    max_sequence_length=256."""
+    pipe = FluxPipeline.from_pretrained("black-forest-labs/FLUX.1-schnell", **_hub(cache))
+    return pipe, {"guidance_scale": 0.0, "max_sequence_length": 256}
+
+
 def card_pipeline(preset: str, cache: Path) -> tuple[Any, dict[str, Any]]:
     """The card's pipeline for a preset name, and the extra call arguments the card passes."""
     if preset.startswith("fastdiff-shapes"):
@@ -126,4 +134,6 @@ def card_pipeline(preset: str, cache: Path) -> tuple[Any, dict[str, Any]]:
         return hyper(int(preset.split("-")[2].removesuffix("step")), cache)
     if preset.startswith("dmd2-sdxl-"):
         return dmd2(int(preset.split("-")[2].removesuffix("step")), cache)
+    if preset == "flux-schnell":
+        return flux_schnell(cache)
     raise KeyError(preset)

@@ -110,6 +110,7 @@ CANNOT_RUN = {
     "teacher_pipe": "trains for 2000 steps from the reader's own teacher pipeline",
     'source="/models/': "the reader's own local folders and files",
     'to("cuda")': "loads with diffusers straight onto a CUDA device",
+    "enable_model_cpu_offload": "offloads to an accelerator this machine does not have",
     "my_style.safetensors": "the reader's own LoRA and UNet files",
     "ipywidgets": "a Jupyter cell: widgets and the notebook's running event loop",
 }

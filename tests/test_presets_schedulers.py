@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fastdiff import presets
+from fastdiff.families import family
 
 TRAILING = {  # diffusers' trailing spacing: round(1000 - 1000·i/n) - 1, as the Turbo/Lightning/Hyper cards use
     1: [999],
@@ -25,6 +26,8 @@ LCM = {  # LCMScheduler: n of the 50 "original" steps 999, 979, …, 19, evenly 
     7: [999, 859, 719, 579, 439, 299, 159],
     8: [999, 879, 759, 639, 499, 379, 259, 139],
 }
+# FLUX.1-schnell's FlowMatchEuler, shift 1.0 and no dynamic shifting: sigmas linspace(1, 1/n, n), timestep = 1000σ.
+FLOW = {1: [1000], 2: [1000, 500], 3: [1000, 667, 333], 4: [1000, 750, 500, 250]}
 # SD 1.5's PNDM, leading spacing with steps_offset 1 and skip_prk_steps: N steps are N + 1 UNet calls, the
 # second timestep repeated (PLMS's warm-up).
 PNDM = {1: [1], 3: [667, 334, 334, 1], 20: [951, 901, *range(901, 0, -50)]}
@@ -46,6 +49,8 @@ EXPECTED: dict[str, tuple[str, str | None, str, dict[int, list[int]]]] = {
     **{f"hyper-sdxl-{n}step-lora": ("DDIMScheduler", "trailing", "epsilon", {n: TRAILING[n]}) for n in (2, 4, 8)},
     "dmd2-sdxl-1step": ("LCMScheduler", None, "epsilon", {1: [399]}),  # the card's explicit timesteps
     "dmd2-sdxl-4step": ("LCMScheduler", None, "epsilon", {4: [999, 749, 499, 249]}),
+    # flow matching: the scheduler has no prediction type (the transformer predicts the velocity)
+    "flux-schnell": ("FlowMatchEulerDiscreteScheduler", None, "flow", FLOW),
     # The shipped toy models: the teacher with SD 1.5's own scheduler config, the student as SD-Turbo.
     "fastdiff-shapes-teacher": ("PNDMScheduler", "leading", "epsilon", PNDM),
     "fastdiff-shapes": ("EulerDiscreteScheduler", "trailing", "epsilon", {n: TRAILING[n] for n in (1, 2, 3, 4)}),
@@ -55,6 +60,8 @@ WIDE = {"sd15", "fastdiff-shapes-teacher"}
 # The eta each scheduler step gets: TCD's gamma 1.0 from Hyper-SD's card for its 1-step LoRA; DDIM the pipeline's
 # default 0.0 (deterministic), as the card leaves it; None where the step takes no eta.
 ETA = {"hyper-sdxl-1step-lora": 1.0, **{f"hyper-sdxl-{n}step-lora": 0.0 for n in (2, 4, 8)}}
+# FluxPipeline hands its transformer timestep / 1000; the tables above are in the scheduler's units.
+TIMESTEP_UNIT = {"flux-schnell": 1000}
 
 
 def test_every_preset_has_an_expected_schedule() -> None:
@@ -72,7 +79,7 @@ def _run(gen: Any, steps: int) -> tuple[list[int], list[Any]]:
 
     def hook(module: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         t = kwargs.get("timestep", args[1] if len(args) > 1 else None)
-        timesteps.append(round(float(torch.as_tensor(t).flatten()[0])))
+        timesteps.append(round(float(torch.as_tensor(t).flatten()[0]) * TIMESTEP_UNIT.get(gen.preset.name, 1)))
 
     scheduler = gen.pipeline.scheduler
     step = scheduler.step
@@ -82,7 +89,8 @@ def _run(gen: Any, steps: int) -> tuple[list[int], list[Any]]:
         etas.append(kwargs.get("eta"))
         return step(*args, **kwargs)
 
-    handle = gen.pipeline.unet.register_forward_pre_hook(hook, with_kwargs=True)
+    denoiser = getattr(gen.pipeline, family(gen.preset.family).denoiser)
+    handle = denoiser.register_forward_pre_hook(hook, with_kwargs=True)
     scheduler.step = recording_step
     try:
         prompt = "a red circle on a blue background" if gen.preset.name.startswith("fastdiff-") else "a lighthouse"
@@ -99,7 +107,7 @@ def test_scheduler_and_timesteps_follow_the_card(name: str, load: Any, small_siz
     gen = load(name)
     scheduler = gen.pipeline.scheduler
     assert type(scheduler).__name__ == cls
-    assert scheduler.config.prediction_type == prediction
+    assert scheduler.config.get("prediction_type", "flow") == prediction
     if spacing is not None:
         assert scheduler.config.timestep_spacing == spacing
     for steps, expected in by_steps.items():

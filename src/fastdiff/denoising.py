@@ -11,10 +11,10 @@ import torch
 
 from .adapters import Embeddings, ModelAdapter
 from .embeddings import EmbeddingCache
+from .families import family
 from .openvino_engine import compile_log
 from .presets import Preset
 from .result import GenerationResult
-from .schedulers import img2img_schedule
 from .validation import Request, input_size
 
 __all__ = ["STAGES", "batch_key", "denoise", "generate_batch"]
@@ -62,7 +62,8 @@ def denoise(
     embeds: Sequence[Embeddings],
 ) -> torch.Tensor:
     """Run the text-to-image (or image-to-image) pipeline of `pipes` once for all `requests`, with each request's
-    embeddings repeated per image (as `num_images_per_prompt` would); returns latents (B, 4, H/8, W/8)."""
+    embeddings repeated per image (as `num_images_per_prompt` would); returns the pipeline's latents
+    ((B, 4, H/8, W/8) for a UNet, packed (B, N, C) for FLUX)."""
     first = requests[0]
     noise = _noise(requests)
     merged = {
@@ -82,17 +83,17 @@ def denoise(
     timesteps = preset.timesteps
     text2img, img2img = pipes
     if first.image is None:
-        pipe, steps = text2img, first.steps
-        kwargs.update(height=first.height, width=first.width)
+        pipe = text2img
+        kwargs.update(height=first.height, width=first.width, num_inference_steps=first.steps)
+        if timesteps is not None:
+            kwargs["timesteps"] = list(timesteps)
     else:
         assert first.strength is not None
         pipe = img2img
-        steps, strength, timesteps = img2img_schedule(first.steps, first.strength, timesteps)
-        latents = _initial_latents(adapter, pipe, requests, noise, merged["prompt_embeds"].dtype)
-        kwargs.update(image=latents, strength=strength)
-    kwargs["num_inference_steps"] = steps
-    if timesteps is not None:
-        kwargs["timesteps"] = list(timesteps)
+        width, height = batch_key(first)[1]
+        arguments = family(preset.family).img2img_arguments
+        kwargs.update(arguments(first.steps, first.strength, timesteps, height=height, width=width))
+        kwargs["image"] = _initial_latents(adapter, pipe, requests, noise, merged["prompt_embeds"].dtype)
     with torch.no_grad():
         out: torch.Tensor = pipe(**kwargs).images
     return out
@@ -116,7 +117,9 @@ def generate_batch(
         marks.append((clock(), compiled.seconds))
         latents = denoise(preset, adapter, pipes, requests, embeds)
         marks.append((clock(), compiled.seconds))
-        images = adapter.decode(pipes[0], latents)
+        width, height = batch_key(requests[0])[1]
+        size = {"height": height, "width": width} if latents.dim() == 3 else {}  # packed (B, N, C) latents: no size
+        images = adapter.decode(pipes[0], latents, **size)
         marks.append((clock(), compiled.seconds))
     compiled.announce(f"{images[0].width}x{images[0].height}")
     timings = {

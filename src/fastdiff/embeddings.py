@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .adapters import Embeddings, ModelAdapter
+from .adapters.base import clip_truncation
 from .errors import warn
 from .presets import SHIPPED_MODELS
 
@@ -27,10 +29,18 @@ class EmbeddingCache:
     truncation and padding settings between calls.
     """
 
-    def __init__(self, maxsize: int = 32) -> None:
+    def __init__(
+        self,
+        maxsize: int = 32,
+        *,
+        max_sequence_length: int | None = None,
+        warn_if_truncated: Callable[[Any, str, int | None], None] = clip_truncation,
+    ) -> None:
         if maxsize < 0:
             raise ValueError("maxsize must be ≥ 0")
         self.maxsize = maxsize
+        self.max_sequence_length = max_sequence_length  # the preset's T5 prompt length (None: CLIP only)
+        self.warn_if_truncated = warn_if_truncated  # the family's prompt-length check
         self.hits = 0
         self.misses = 0
         self._entries: OrderedDict[Key, Embeddings] = OrderedDict()
@@ -44,8 +54,9 @@ class EmbeddingCache:
             self._entries.move_to_end(key)
             return self._entries[key]
         self.misses += 1
+        length = {} if self.max_sequence_length is None else {"max_sequence_length": self.max_sequence_length}
         with torch.no_grad(), self._tokenizer_lock:
-            value = adapter.encode(pipe, prompt, negative, guidance=guidance)
+            value = adapter.encode(pipe, prompt, negative, guidance=guidance, **length)
         if self.maxsize:
             self._entries[key] = value
             while len(self._entries) > self.maxsize:
@@ -53,8 +64,8 @@ class EmbeddingCache:
         return value
 
     def warn_if_unread(self, pipe: Any, prompt: str, negative: str | None, guidance: bool) -> None:
-        """On a cache miss only (no per-call tokenizing): warn when CLIP will cut the prompt, or when a shipped toy
-        model is given words it never saw (it knows only its `shapes` caption grammar)."""
+        """On a cache miss only (no per-call tokenizing): warn when the text encoders will cut the prompt, or when a
+        shipped toy model is given words it never saw (it knows only its `shapes` caption grammar)."""
         if (prompt, negative if guidance else None, guidance) in self._entries:
             return
         folder = Path(getattr(pipe, "name_or_path", None) or ".")
@@ -68,14 +79,8 @@ class EmbeddingCache:
                     f"{', '.join(map(repr, unknown))}. Try e.g. {EXAMPLE_CAPTION!r}."
                 )
             return
-        tokenizer = pipe.tokenizer
         with self._tokenizer_lock:
-            count = len(tokenizer(prompt, truncation=False).input_ids)
-        if count > tokenizer.model_max_length:
-            warn(
-                f"the prompt is {count} tokens; CLIP reads only the first {tokenizer.model_max_length}, the rest "
-                "is cut. Shorten the prompt (put what matters first).",
-            )
+            self.warn_if_truncated(pipe, prompt, self.max_sequence_length)
 
     def clear(self) -> None:
         """Forget every entry (the counters stay)."""

@@ -7,19 +7,24 @@ from __future__ import annotations
 
 import functools
 import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from diffusers import (
+    FluxImg2ImgPipeline,
+    FluxPipeline,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
 )
 
-from .adapters import ModelAdapter, StableDiffusionAdapter, StableDiffusionXLAdapter
+from .adapters import FluxAdapter, ModelAdapter, StableDiffusionAdapter, StableDiffusionXLAdapter
+from .adapters.base import clip_truncation, unet_img2img_arguments
+from .adapters.flux import flux_img2img_arguments, t5_truncation
 from .errors import FastDiffError, did_you_mean
-from .presets import SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO
+from .presets import FLUX_SCHNELL_REPO, SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO
 
 __all__ = ["FAMILIES", "FamilySpec", "family"]
 
@@ -34,6 +39,9 @@ class FamilySpec:
     adapter: ModelAdapter
     base_repo: str  # the repo whose architecture and scheduler config stand for the family (tiny/random models)
     tiny_vae_repo: str  # TAESD for the family's latent space (optimize="max")
+    denoiser: str = "unet"  # the pipeline attribute holding the denoising network ("transformer" for FLUX)
+    img2img_arguments: Callable[..., dict[str, Any]] = unet_img2img_arguments  # its img2img call's schedule, size
+    warn_if_truncated: Callable[[Any, str, int | None], None] = clip_truncation  # (pipe, prompt, max_sequence_length)
 
     @functools.cached_property
     def default_strength(self) -> float:
@@ -61,11 +69,22 @@ FAMILIES: dict[str, FamilySpec] = {
         SDXL_BASE_REPO,
         "madebyollin/taesdxl",
     ),
+    "flux": FamilySpec(
+        "flux",
+        FluxPipeline,
+        FluxImg2ImgPipeline,
+        FluxAdapter(),
+        FLUX_SCHNELL_REPO,
+        "madebyollin/taef1",
+        denoiser="transformer",
+        img2img_arguments=flux_img2img_arguments,
+        warn_if_truncated=t5_truncation,
+    ),
 }
 
 
 def family(name: str) -> FamilySpec:
-    """The family called `name` ("sd1", "sd2", "sdxl"); register a new one by adding it to `FAMILIES`."""
+    """The family called `name` ("sd1", "sd2", "sdxl", "flux"); register a new one by adding it to `FAMILIES`."""
     try:
         return FAMILIES[name]
     except KeyError:

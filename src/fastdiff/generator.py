@@ -57,11 +57,16 @@ class FewStepGenerator:
     ) -> None:
         self.preset = preset
         self.pipeline = pipe
-        self.recipe = decide_recipe(optimizations or "none", self.device)  # a Recipe is kept as decided
+        kind = family(preset.family)
+        self.recipe = decide_recipe(optimizations or "none", self.device, family=kind)  # a Recipe is kept as decided
         self.optimizations = self.recipe.optimizations
-        self.adapter = family(preset.family).adapter
+        self.adapter = kind.adapter
         self.weights = weights or WeightsIdentity(None)  # what every cache derived from the weights keys on
-        self.embedding_cache = EmbeddingCache(self.recipe.embedding_cache_size)
+        self.embedding_cache = EmbeddingCache(
+            self.recipe.embedding_cache_size,
+            max_sequence_length=preset.max_sequence_length,
+            warn_if_truncated=kind.warn_if_truncated,
+        )
         self._adapters: dict[str, float] = {}  # unfused LoRAs of `load_lora(fuse=False)` and their scales
         self._img2img = AutoPipelineForImage2Image.from_pipe(pipe)
         self._clock = make_clock(self.device)
@@ -82,8 +87,8 @@ class FewStepGenerator:
 
     @property
     def dtype(self) -> torch.dtype:
-        """The dtype of the UNet weights."""
-        return self.pipeline.unet.dtype  # type: ignore[no-any-return]
+        """The dtype of the denoiser's weights (the UNet, or FLUX's transformer)."""
+        return getattr(self.pipeline, family(self.preset.family).denoiser).dtype  # type: ignore[no-any-return]
 
     @classmethod
     def from_preset(
@@ -110,7 +115,7 @@ class FewStepGenerator:
         """
         spec = preset_table.get(preset)
         target = resolve_device(device)
-        recipe = decide_recipe(optimize, target)
+        recipe = decide_recipe(optimize, target, family=family(spec.family))
         pipe, weights = loading.load(
             spec,
             recipe,
@@ -143,7 +148,7 @@ class FewStepGenerator:
         hash of the weights. Other arguments: as in `from_preset`.
         """
         spec = preset_table.get(preset)
-        recipe = decide_recipe(optimize, torch.device(pipe._execution_device))
+        recipe = decide_recipe(optimize, torch.device(pipe._execution_device), family=family(spec.family))
         own, weights = loading.adopt(
             spec, pipe, recipe, checkpoint=checkpoint, allow_pickle=allow_pickle, cache_key=cache_key
         )
@@ -189,7 +194,7 @@ class FewStepGenerator:
         requests = resolve_call(
             self.preset,
             kwargs,
-            vae_scale_factor=self.pipeline.vae_scale_factor,
+            vae_scale_factor=self.pipeline.image_processor.config.vae_scale_factor,  # FLUX: VAE 8 × patch 2
             device=self.device,
             tensor_inputs=pipe._callback_tensor_inputs,
         )
@@ -230,7 +235,8 @@ class FewStepGenerator:
         )
 
     def _request(self, prompt: object, **given: Any) -> Request:
-        return resolve_request(self.preset, vae_scale_factor=self.pipeline.vae_scale_factor, prompt=prompt, **given)
+        factor = self.pipeline.image_processor.config.vae_scale_factor  # FLUX: VAE 8 × patch 2
+        return resolve_request(self.preset, vae_scale_factor=factor, prompt=prompt, **given)
 
     def _new_shape(self, requests: Sequence[Request]) -> tuple[int, int, int] | None:
         """Record the (height, width, UNet batch) of a pipeline call, which torch.compile specializes on; the shape

@@ -49,10 +49,12 @@ def _missing_files(
     `checkpoint=False` leaves out the preset's UNet/LoRA file (a local one was given)."""
     missing = []
     ckpt = preset.checkpoint
-    unet = f"unet/diffusion_pytorch_model{_weights_suffix(preset, dtype)}"
-    for path in ["model_index.json"] + ([] if ckpt and ckpt.kind == "unet" else [unet]):
-        if not isinstance(try_to_load_from_cache(preset.repo_id, path, cache_dir=cache_dir), str):
-            missing.append(f"{preset.repo_id} ({'pipeline' if path == 'model_index.json' else path})")
+    suffix = _weights_suffix(preset, dtype)
+    # the denoiser's weights: a UNet, or a transformer (FLUX's, in shards: their index stands for them)
+    denoiser = [f"{d}/diffusion_pytorch_model{suffix}{i}" for d in ("unet", "transformer") for i in ("", ".index.json")]
+    for paths in [["model_index.json"]] + ([] if ckpt and ckpt.kind == "unet" else [denoiser]):
+        if not any(isinstance(try_to_load_from_cache(preset.repo_id, p, cache_dir=cache_dir), str) for p in paths):
+            missing.append(f"{preset.repo_id} ({'pipeline' if paths[0] == 'model_index.json' else paths[0]})")
     cached = ckpt is None or isinstance(try_to_load_from_cache(ckpt.repo_id, ckpt.filename, cache_dir=cache_dir), str)
     if checkpoint and ckpt and not cached:
         missing.append(f"{ckpt.repo_id}/{ckpt.filename}")
@@ -175,9 +177,12 @@ def download(
         for folder, value in json.loads(Path(index).read_text()).items():
             if folder.startswith("_") or not isinstance(value, list):
                 continue
-            patterns += [f"{folder}/*.json", f"{folder}/*.txt"]  # configs, tokenizer vocabularies and merges
+            # configs, shard indexes, tokenizer vocabularies and merges, T5's SentencePiece model
+            patterns += [f"{folder}/*.json", f"{folder}/*.txt", f"{folder}/*.model"]
             if not (folder == "unet" and unet_from_checkpoint):
-                patterns += [f"{folder}/diffusion_pytorch_model{suffix}", f"{folder}/model{suffix}"]
+                stem = suffix.removesuffix(".safetensors")  # "" or ".fp16"; shards: {name}{stem}-00001-of-00003…
+                for name in ("diffusion_pytorch_model", "model"):
+                    patterns += [f"{folder}/{name}{suffix}", f"{folder}/{name}{stem}-*-of-*.safetensors"]
         paths = [
             snapshot_download(preset.repo_id, allow_patterns=patterns, cache_dir=cache_dir, local_files_only=local)
         ]

@@ -122,7 +122,7 @@ def adopt(
         assert path is not None  # a given checkpoint always resolves
         apply_checkpoint(own, preset, path, allow_pickle=allow_pickle)
     provenance = None if cache_key is None else (f"cache_key={cache_key}",)
-    return _optimized(own, preset, recipe, provenance, dtype=recipe.dtype or own.unet.dtype)
+    return _optimized(own, preset, recipe, provenance, dtype=recipe.dtype or getattr(own, kind.denoiser).dtype)
 
 
 def _optimized(

@@ -45,9 +45,10 @@ def own_copy(module: nn.Module) -> nn.Module:
 def _target_dtypes(pipe: Any, recipe: Recipe, vae: Any) -> dict[str, torch.dtype]:
     """The dtype each module computes in under `recipe`: its dtype (or the loaded one), and bfloat16 for an fp16
     VAE when `bf16_vae` (it has fp32's range: no overflow, no fp32 upcast; diffusers #4325)."""
-    dtype, names = recipe.dtype, ("unet", "text_encoder", "text_encoder_2")
+    dtype, names = recipe.dtype, ("unet", "transformer", "text_encoder", "text_encoder_2")
     targets = {name: dtype or getattr(pipe, name).dtype for name in names if getattr(pipe, name, None) is not None}
-    targets["vae"] = dtype or (vae.dtype if vae is pipe.vae else pipe.unet.dtype)  # a tiny VAE runs as the UNet
+    denoiser = next(iter(targets))  # "unet", or FLUX's "transformer"
+    targets["vae"] = dtype or (vae.dtype if vae is pipe.vae else targets[denoiser])  # a tiny VAE runs as the denoiser
     if recipe.bf16_vae and targets["vae"] == torch.float16:
         targets["vae"] = torch.bfloat16
     return targets
@@ -74,8 +75,9 @@ def apply_optimizations(
     for name, module in own.items():
         nhwc = torch.channels_last if recipe.channels_last and name in ("unet", "vae") else None
         module.to(pipe._execution_device, targets[name], memory_format=nhwc)
+    denoiser = next(iter(targets))  # "unet", or FLUX's "transformer"
     if recipe.fuse_qkv:
-        own["unet"].fuse_qkv_projections()
+        own[denoiser].fuse_qkv_projections()
         if not isinstance(own["vae"], AutoencoderTiny):  # the tiny VAE has no attention
             own["vae"].fuse_qkv_projections()
     if openvino:
@@ -90,6 +92,6 @@ def apply_optimizations(
         )
     if recipe.compile:
         options: dict[str, Any] = {"backend": recipe.compile_backend, "mode": recipe.compile_mode}
-        own["unet"] = torch.compile(own["unet"], **options)
+        own[denoiser] = torch.compile(own[denoiser], **options)
         own["vae"].decoder = torch.compile(own["vae"].decoder, **options)
     return AutoPipelineForText2Image.from_pipe(pipe, **own)

@@ -34,13 +34,14 @@ SDXL_TURBO_REPO = "stabilityai/sdxl-turbo"
 LIGHTNING_REPO = "ByteDance/SDXL-Lightning"
 HYPER_REPO = "ByteDance/Hyper-SD"
 DMD2_REPO = "tianweiy/DMD2"
+FLUX_SCHNELL_REPO = "black-forest-labs/FLUX.1-schnell"
 
 # The models fastdiff ships in the package (fp16 diffusers folders, no variant suffix), so that a fresh machine
 # makes real images offline; `python -m fastdiff.distill.recipe` reproduces them (docs/distill.md).
 SHIPPED_MODELS = Path(__file__).resolve().parent / "distill" / "models"
 DEFAULT_PRESET = "fastdiff-shapes"  # what `fastdiff generate` and `fastdiff demo` run when no preset is named
 
-Family = Literal["sd1", "sd2", "sdxl"]
+Family = Literal["sd1", "sd2", "sdxl", "flux"]
 
 NON_COMMERCIAL = ("sai-nc-community", "cc-by-nc-sa-4.0")
 
@@ -77,6 +78,7 @@ class Preset:
     timesteps: tuple[int, ...] | None = None  # explicit timesteps (DMD2), used instead of spacing
     eta: float | None = None  # stochasticity of TCD's step
     variant: str | None = "fp16"  # variant of the repo's files loaded for float16
+    max_sequence_length: int | None = None  # the T5 prompt length the card passes (T5 families; CLIP reads 77)
     description: str = ""
 
     def __post_init__(self) -> None:
@@ -254,6 +256,24 @@ _BUILTIN: tuple[Preset, ...] = (
     *(_hyper_lora(n) for n in (1, 2, 4, 8)),
     _dmd2((399,)),
     _dmd2((999, 749, 499, 249)),
+    # https://huggingface.co/black-forest-labs/FLUX.1-schnell: LADD-distilled rectified-flow transformer, 1-4 steps,
+    # guidance 0 (not guidance-distilled), T5 prompt ≤ 256 tokens, the repo's FlowMatchEuler (shift 1.0, no
+    # dynamic shifting); bf16 files only (no fp16 variant).
+    Preset(
+        name="flux-schnell",
+        family="flux",
+        repo_id=FLUX_SCHNELL_REPO,
+        steps=(1, 2, 3, 4),
+        default_steps=4,
+        guidance_scale=0.0,
+        height=1024,
+        width=1024,
+        scheduler="repo",
+        license="apache-2.0",
+        variant=None,
+        max_sequence_length=256,
+        description="FLUX.1 [schnell] (latent adversarial diffusion distillation, 12B transformer)",
+    ),
     # Shipped, docs/distill.md: a toy teacher trained on the drawn `shapes` set, run as SD 1.5 is (its own PNDM
     # scheduler, 20 steps, CFG 2.0: the best of 1, 2, 4, 7.5 on held-out prompts in the recipe's run) ...
     _shipped(

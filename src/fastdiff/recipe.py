@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 
@@ -19,6 +19,9 @@ from .devices import DTYPES, cpu_bf16_pays
 from .errors import FastDiffError, did_you_mean
 from .openvino_cache import WEIGHT_FORMATS, openvino_usable
 from .openvino_int8 import nncf_usable
+
+if TYPE_CHECKING:
+    from .families import FamilySpec
 
 __all__ = ["LEVELS", "Optimizations", "Recipe", "decide_recipe"]
 
@@ -177,29 +180,35 @@ class Recipe:
         return self.compile and self.compile_mode is not None and "reduce-overhead" in self.compile_mode
 
 
-def decide_recipe(optimize: str | Optimizations | Recipe, device: torch.device) -> Recipe:
+def decide_recipe(
+    optimize: str | Optimizations | Recipe, device: torch.device, *, family: FamilySpec | None = None
+) -> Recipe:
     """`optimize=` as `from_preset` takes it (a level name, an `Optimizations`, or a `Recipe`, kept as decided)
-    decided for `device`."""
+    decided for `device` and the model `family` (None: a UNet family)."""
     if isinstance(optimize, Recipe):
         return optimize
     if isinstance(optimize, str):
         optimize = Optimizations.level(optimize)
     if not isinstance(optimize, Optimizations):
         raise FastDiffError(f"optimize must be 'none', 'default', 'max' or an Optimizations, not {optimize!r}")
-    return _cpu(optimize) if device.type == "cpu" else _cuda(optimize, device.type)
+    unet = family is None or family.denoiser == "unet"
+    return _cpu(optimize, unet=unet) if device.type == "cpu" else _cuda(optimize, device.type)
 
 
-def _cpu(opts: Optimizations) -> Recipe:
+def _cpu(opts: Optimizations, *, unet: bool) -> Recipe:
     """The CPU: OpenVINO ("auto": where installed) in bf16 where this CPU computes it faster than fp32, else f32;
-    the torch engine in the loaded dtype unless a precision is named; layouts and torch.compile when asked."""
+    the torch engine in the loaded dtype unless a precision is named; layouts and torch.compile when asked. A
+    transformer family (FLUX) runs torch: the OpenVINO engine converts UNets only, for now."""
     engine = opts.engine
+    if engine == "openvino" and not unet:
+        raise FastDiffError("the OpenVINO engine converts UNets only, not transformers: pass engine='torch'")
     if engine == "openvino" and not openvino_usable():
         raise FastDiffError("engine='openvino' needs OpenVINO: pip install openvino")
     if engine == "auto":
         wanted = os.environ.get("FASTDIFF_CPU_ENGINE", "auto")  # "torch" keeps the torch engine process-wide
         if wanted not in ("auto", "torch"):
             raise FastDiffError(f"FASTDIFF_CPU_ENGINE must be 'auto' or 'torch', not {wanted!r}")
-        engine = "openvino" if wanted == "auto" and openvino_usable() else "torch"
+        engine = "openvino" if unet and wanted == "auto" and openvino_usable() else "torch"
     _check_openvino_weights(opts.openvino_weights, engine)
     if engine == "torch":
         return _recipe(opts, "cpu", auto=False)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from .base import Embeddings, ModelAdapter
+from .flux import FluxAdapter
 from .sd import StableDiffusionAdapter
 from .sdxl import StableDiffusionXLAdapter
 
-__all__ = ["Embeddings", "ModelAdapter", "StableDiffusionAdapter", "StableDiffusionXLAdapter"]
+__all__ = ["Embeddings", "FluxAdapter", "ModelAdapter", "StableDiffusionAdapter", "StableDiffusionXLAdapter"]

@@ -9,7 +9,9 @@ import torch
 from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
 from PIL import Image
 
-__all__ = ["Embeddings", "ModelAdapter", "image_latents"]
+from ..errors import warn
+
+__all__ = ["Embeddings", "ModelAdapter", "clip_truncation", "image_latents", "unet_img2img_arguments"]
 
 # Keyword arguments for the diffusers pipeline call (`prompt_embeds=`, `pooled_prompt_embeds=`, …).
 Embeddings = dict[str, torch.Tensor]
@@ -25,7 +27,8 @@ class ModelAdapter(Protocol):
     noise (one VAE sample per generator, drawn from that generator), whatever the VAE's own dtype. `decode` turns
     final latents into PIL images exactly as the pipeline's own `output_type="pil"` path does. So fastdiff
     matches diffusers pixel for pixel while timing each stage apart, and a VAE in another dtype than the UNet
-    (bf16 on CUDA) works on every path.
+    (bf16 on CUDA) works on every path. A T5 family's `encode` also takes `max_sequence_length=` (the preset's),
+    and its `decode` `height=`/`width=` (packed latents do not carry the image size).
     """
 
     def encode(self, pipe: Any, prompt: str, negative_prompt: str | None, *, guidance: bool) -> Embeddings:
@@ -56,3 +59,27 @@ def image_latents(
             pixels[id(image)] = pipe.image_processor.preprocess(image).to(device=device, dtype=dtype).to(vae.dtype)
         samples.append(retrieve_latents(vae.encode(pixels[id(image)]), generator=generator))
     return torch.cat(samples)
+
+
+def clip_truncation(pipe: Any, prompt: str, max_sequence_length: int | None) -> None:
+    """Warn when CLIP will cut the prompt (diffusers only logs it, which notebooks and services never show): the
+    prompt check of the UNet families (`FamilySpec.warn_if_truncated`)."""
+    tokenizer = pipe.tokenizer
+    count = len(tokenizer(prompt, truncation=False).input_ids)
+    if count > tokenizer.model_max_length:
+        warn(
+            f"the prompt is {count} tokens; CLIP reads only the first {tokenizer.model_max_length}, the rest "
+            "is cut. Shorten the prompt (put what matters first).",
+        )
+
+
+def unet_img2img_arguments(
+    steps: int, strength: float, timesteps: tuple[int, ...] | None, *, height: int, width: int
+) -> dict[str, Any]:
+    """The UNet img2img pipelines' schedule (`schedulers.img2img_schedule`: lengthened where diffusers would run no
+    step) at the input's own size (they take no height/width): `FamilySpec.img2img_arguments`."""
+    from ..schedulers import img2img_schedule
+
+    steps, strength, timesteps = img2img_schedule(steps, strength, timesteps)
+    explicit = {} if timesteps is None else {"timesteps": list(timesteps)}
+    return {"num_inference_steps": steps, "strength": strength, **explicit}

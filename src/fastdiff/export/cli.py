@@ -40,8 +40,12 @@ def add_export_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _generator(args: argparse.Namespace) -> Any:
     from .._quiet import quiet_library_logs
+    from ..families import family
     from ..generator import FewStepGenerator
+    from ..presets import get
 
+    if family(get(args.preset).family).denoiser != "unet":  # refused before anything large loads
+        raise FastDiffError(f"{args.preset}: export covers the UNet families (SD 1.x/2.x, SDXL), not transformers yet")
     quiet_library_logs()
     return FewStepGenerator.from_preset(
         args.preset,

@@ -17,6 +17,7 @@ from .tiny import (
     tiny_unet,
     tiny_unet_checkpoint,
 )
+from .tiny_flux import tiny_flux_pipeline, tiny_t5_tokenizer
 
 __all__ = [
     "MODEL_INDEX_CLASSES",
@@ -28,8 +29,10 @@ __all__ = [
     "save_single_file",
     "save_tiny_pipeline",
     "tiny_autoencoder_tiny",
+    "tiny_flux_pipeline",
     "tiny_lora",
     "tiny_pipeline",
+    "tiny_t5_tokenizer",
     "tiny_tokenizer",
     "tiny_unet",
     "tiny_unet_checkpoint",

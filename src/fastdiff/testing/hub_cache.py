@@ -32,6 +32,7 @@ __all__ = ["cached_repo_path", "make_hf_cache", "repo_seed"]
 
 # What the Hub stores with git LFS (its default .gitattributes); their etag is the content's sha256.
 _LFS_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".msgpack", ".onnx", ".h5")
+_TINY_VAE_LATENT_CHANNELS = {"madebyollin/taef1": 16}  # TAESD and TAESDXL have SD's 4
 
 
 def repo_seed(*names: str) -> int:
@@ -82,7 +83,8 @@ def make_hf_cache(cache_dir: str | Path, presets: Iterable[str | Preset], *, fp1
 def _tiny_vae_files(repo_id: str) -> dict[str, bytes]:
     """A tiny `AutoencoderTiny` laid out as TAESD's repo (config.json, diffusion_pytorch_model.safetensors)."""
     with tempfile.TemporaryDirectory() as tmp:
-        tiny_autoencoder_tiny(seed=repo_seed(repo_id)).save_pretrained(tmp)
+        channels = _TINY_VAE_LATENT_CHANNELS.get(repo_id, 4)
+        tiny_autoencoder_tiny(seed=repo_seed(repo_id), latent_channels=channels).save_pretrained(tmp)
         return {p.name: p.read_bytes() for p in sorted(Path(tmp).iterdir()) if p.is_file()}
 
 

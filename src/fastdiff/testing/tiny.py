@@ -8,6 +8,7 @@ milliseconds on a CPU. Weights are a pure function of `seed`, and `tiny_unet(f, 
 
 from __future__ import annotations
 
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -124,13 +125,16 @@ def tiny_unet(family: Family, *, seed: int = 0) -> UNet2DConditionModel:
     return unet
 
 
-def tiny_autoencoder_tiny(*, seed: int = 0) -> Any:
-    """TAESD's layout (diffusers' `AutoencoderTiny`) with 8 channels: a stand-in for `optimize="max"`'s decoder."""
+def tiny_autoencoder_tiny(*, seed: int = 0, latent_channels: int = 4) -> Any:
+    """TAESD's layout (diffusers' `AutoencoderTiny`) with 8 channels: a stand-in for `optimize="max"`'s decoder
+    (`latent_channels=16`: TAEF1's, for FLUX)."""
     from diffusers import AutoencoderTiny
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        vae: Any = AutoencoderTiny(encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4)  # type: ignore[no-untyped-call]
+        vae: Any = AutoencoderTiny(  # type: ignore[no-untyped-call]
+            encoder_block_out_channels=(8,) * 4, decoder_block_out_channels=(8,) * 4, latent_channels=latent_channels
+        )
     return vae.eval()
 
 
@@ -164,6 +168,11 @@ def tiny_pipeline(
     family: Family, *, seed: int = 0, scheduler_config: dict[str, Any] | None = None
 ) -> DiffusionPipeline:
     """A tiny random-weight pipeline of `family` on the CPU in float32, deterministic in `seed`."""
+    if family == "flux":
+        from .tiny_flux import tiny_flux_pipeline
+
+        flux: DiffusionPipeline = tiny_flux_pipeline(seed=seed, scheduler_config=scheduler_config)
+        return flux
     _check(family)
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG as it was
         torch.manual_seed(seed)
@@ -190,6 +199,10 @@ def save_tiny_pipeline(
     """Save a tiny pipeline as a diffusers folder, with the `fp16` variant files the real repos also ship."""
     path = Path(path)
     tiny_pipeline(family, seed=seed, scheduler_config=scheduler_config).save_pretrained(path)
+    if family == "flux":  # the repo's own model_index.json, key for key
+        from .tiny_flux import FLUX_MODEL_INDEX
+
+        (path / "model_index.json").write_text(json.dumps(FLUX_MODEL_INDEX, indent=2, sort_keys=True) + "\n")
     if fp16_variant:
         for weights in sorted(path.glob("*/*.safetensors")):
             _write_fp16_copy(weights, weights.with_suffix(".fp16.safetensors"))
