@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fastdiff import FastDiffError, GenerationResult
+from fastdiff import FastDiffError, GenerationResult, presets
 from fastdiff.serving.bulk import Job, RunDir, image_name, make_jobs, prompts_sha256, read_prompt_file
 from fastdiff.serving.bulk.cli import add_batch_arguments, main, run_batch
 from fastdiff.serving.bulk.worker import LoadSpec, Worker
@@ -27,20 +27,20 @@ PRESET = "sdxl-turbo"
 SIZE = ["--height", "64", "--width", "64"]
 
 
-def batch_argv(prompts: Path, out: Path, hub_cache: Path, *extra: str) -> list[str]:
-    """The arguments of a quiet tiny sdxl-turbo run at 64x64 on the CPU from the test cache (one torch thread, as in
-    conftest: tiny models run faster on one)."""
+def batch_argv(prompts: Path, out: Path, hub_cache: Path, *extra: str, preset: str = PRESET) -> list[str]:
+    """The arguments of a quiet tiny run (sdxl-turbo unless `preset` names another) at 64x64 on the CPU from the test
+    cache (one torch thread, as in conftest: tiny models run faster on one)."""
     return [
         str(prompts),
-        *["--preset", PRESET, "--out", str(out), "--cache-dir", str(hub_cache), "--local-files-only"],
+        *["--preset", preset, "--out", str(out), "--cache-dir", str(hub_cache), "--local-files-only"],
         *["--device", "cpu", "--optimize", "none", "--threads", "1", "--no-progress", *SIZE, *extra],
     ]
 
 
-def run(prompts: Path, out: Path, hub_cache: Path, *extra: str) -> int:
+def run(prompts: Path, out: Path, hub_cache: Path, *extra: str, preset: str = PRESET) -> int:
     parser = argparse.ArgumentParser()
     add_batch_arguments(parser)
-    return run_batch(parser.parse_args(batch_argv(prompts, out, hub_cache, *extra)))
+    return run_batch(parser.parse_args(batch_argv(prompts, out, hub_cache, *extra, preset=preset)))
 
 
 def write_txt(path: Path, prompts: list[str]) -> Path:
@@ -160,21 +160,28 @@ def test_a_folder_of_images_without_a_header_is_refused(tmp_path: Path) -> None:
 # --- whole runs ---------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("batch_size", ["1", "2"])
+@pytest.mark.parametrize(("preset", "batch_size"), [(PRESET, "1"), (PRESET, "2"), ("flux-schnell", "2")])
 def test_images_equal_direct_calls_and_the_manifest_says_how(
-    tmp_path: Path, hub_cache: Path, load: Any, small_sizes: None, capsys: pytest.CaptureFixture[str], batch_size: str
+    tmp_path: Path,
+    hub_cache: Path,
+    load: Any,
+    small_sizes: None,
+    capsys: pytest.CaptureFixture[str],
+    preset: str,
+    batch_size: str,
 ) -> None:
     prompts = tmp_path / "p.jsonl"
     lines = [{"prompt": "a red fox"}, {"prompt": "a green frog"}, {"prompt": "a blue bird", "seed": 42, "steps": 2}]
     prompts.write_text("\n".join(json.dumps(line) for line in lines), encoding="utf-8")
     out = tmp_path / "out"
-    assert run(prompts, out, hub_cache, "--seed", "10", "--batch-size", batch_size) == 0
+    assert run(prompts, out, hub_cache, "--seed", "10", "--batch-size", batch_size, preset=preset) == 0
     assert "made 3, skipped 0 (done before), failed 0" in capsys.readouterr().out
     entries = sorted(assert_complete(out, 3), key=lambda e: e["index"])
     made = [(e["seed"], e["steps"], e["preset"]) for e in entries]
-    assert made == [(10, 1, PRESET), (11, 1, PRESET), (42, 2, PRESET)]  # --batch-size 2: the first two in one call
+    default = presets.get(preset).default_steps
+    assert made == [(10, default, preset), (11, default, preset), (42, 2, preset)]  # --batch-size 2: two in one call
     assert entries[0]["prompt"] == "a red fox" and set(entries[0]["timings"]) >= {"encode", "denoise", "total"}
-    gen = load("sdxl-turbo")
+    gen = load(preset)
     for entry in entries:
         direct = gen(entry["prompt"], seed=entry["seed"], steps=entry["steps"], height=64, width=64).images[0]
         assert np.abs(pixels(out / entry["file"]) - pixels(direct)).max() <= 1
@@ -213,13 +220,15 @@ def test_a_refused_prompt_fails_alone_and_is_retried_next_time(
     assert "made 0, skipped 2 (done before), failed 1" in capsys.readouterr().out
 
 
-def test_sigkill_mid_run_loses_nothing_and_two_workers_finish_it(
-    tmp_path: Path, hub_cache: Path, load: Any, small_sizes: None
+@pytest.mark.parametrize(("preset", "workers"), [(PRESET, "2"), ("flux-schnell", "1")])
+def test_sigkill_mid_run_loses_nothing_and_a_rerun_finishes_it(
+    tmp_path: Path, hub_cache: Path, load: Any, small_sizes: None, preset: str, workers: str
 ) -> None:
+    """Killed part-way, then resumed (sdxl-turbo by two spawned workers; FLUX in this process, to stay fast)."""
     count = 16
     prompts = write_txt(tmp_path / "p.txt", [f"prompt number {i}" for i in range(count)])
     out = tmp_path / "out"
-    argv = [sys.executable, "-m", "fastdiff.serving.bulk.cli", *batch_argv(prompts, out, hub_cache)]
+    argv = [sys.executable, "-m", "fastdiff.serving.bulk.cli", *batch_argv(prompts, out, hub_cache, preset=preset)]
     with (tmp_path / "stderr.txt").open("wb") as err:
         child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=err)
         written = _wait_for_lines(out / "manifest.jsonl", at_least=2, child=child)
@@ -228,9 +237,9 @@ def test_sigkill_mid_run_loses_nothing_and_two_workers_finish_it(
     assert 2 <= written < count, (tmp_path / "stderr.txt").read_text()
     for path in out.glob("[0-9]*.png"):  # whatever has a final name is a whole image
         Image.open(path).load()
-    # Two worker processes (spawned) make the rest: the images of one, i.e. of direct calls.
-    assert run(prompts, out, hub_cache, "--workers", "2") == 0
-    gen = load("sdxl-turbo")
+    # The rest is made by the rerun (with two worker processes: the images of one), i.e. of direct calls.
+    assert run(prompts, out, hub_cache, "--workers", workers, preset=preset) == 0
+    gen = load(preset)
     for entry in assert_complete(out, count):
         direct = gen(entry["prompt"], seed=entry["seed"], height=64, width=64).images[0]
         assert np.abs(pixels(out / entry["file"]) - pixels(direct)).max() <= 1

@@ -138,14 +138,6 @@ def test_generator_is_seed_and_a_batch_is_each_image_alone(flux: FewStepGenerato
     assert np.abs(_pixels(listed[0]) - alone[1]).max() <= 1 and np.abs(_pixels(listed[1]) - alone[0]).max() <= 1
 
 
-def test_map_gives_each_prompt_its_own_call(flux: FewStepGenerator) -> None:
-    size = {"steps": 1, "height": 128, "width": 128}
-    mapped = list(flux.map(["a red fox", "a blue boat"], seeds=[3, 4], batch_size=2, progress=False, **size))
-    for result, (prompt, seed) in zip(mapped, [("a red fox", 3), ("a blue boat", 4)], strict=True):
-        alone = flux(prompt, seed=seed, **size).images[0]
-        assert np.abs(_pixels(result.images[0]) - _pixels(alone)).max() <= 1
-
-
 def test_prompt_embeddings_are_cached(flux: FewStepGenerator) -> None:
     prompt = "a lighthouse at dusk, cached"
     first = flux(prompt, seed=1, steps=1, height=128, width=128)

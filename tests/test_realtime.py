@@ -1,4 +1,5 @@
-"""LiveSession: newest-state-only generation on a tiny random SDXL model (no weights, a few seconds on a CPU)."""
+"""LiveSession: newest-state-only generation on a tiny random SDXL model (no weights, a few seconds on a CPU); the
+tests marked `each_family` run on a tiny FLUX.1-schnell too."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ from PIL import Image
 
 from fastdiff import FastDiffError, FewStepGenerator
 from fastdiff.serving import Frame, LiveSession
+from fastdiff.testing import tiny_flux_pipeline
 from fastdiff.testing.tiny import tiny_pipeline
 
 # Tiny models run at 64-128 px to keep the suite fast; the size warning is about real checkpoints. The filter is
 # process-wide, so it also covers the session's worker thread.
 # diffusers' schedulers call np.array() on torch tensors, which numpy 2.4 flags with torch 2.13 (not ours to fix).
 pytestmark = [
-    pytest.mark.filterwarnings("ignore:sdxl-turbo was trained at:fastdiff.FastDiffWarning"),
+    pytest.mark.filterwarnings("ignore:.* was trained at:fastdiff.FastDiffWarning"),
     pytest.mark.filterwarnings("ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"),
 ]
 
@@ -32,6 +34,20 @@ PROMPT = "a watercolor painting of a lighthouse on a cliff at dawn, soft morning
 @pytest.fixture(scope="module")
 def generator() -> FewStepGenerator:
     return FewStepGenerator.from_pipeline("sdxl-turbo", tiny_pipeline("sdxl"))  # one torch thread: see conftest
+
+
+@pytest.fixture(scope="module")
+def flux_generator() -> FewStepGenerator:
+    return FewStepGenerator.from_pipeline("flux-schnell", tiny_flux_pipeline())
+
+
+@pytest.fixture(params=["sdxl-turbo", "flux-schnell"])
+def each_family(request: pytest.FixtureRequest, generator: FewStepGenerator) -> FewStepGenerator:
+    """The tiny SDXL generator, then a tiny FLUX one (a UNet family and a flow-matching transformer)."""
+    if request.param == "sdxl-turbo":
+        return generator
+    flux: FewStepGenerator = request.getfixturevalue("flux_generator")
+    return flux
 
 
 class Gated(FewStepGenerator):
@@ -125,9 +141,9 @@ def test_update_never_blocks_while_generating(generator: FewStepGenerator) -> No
         assert live.wait(timeout=10).prompt == "p199"
 
 
-def test_embedding_cache_hits_when_only_the_seed_changes(generator: FewStepGenerator) -> None:
-    cache = generator.embedding_cache
-    with LiveSession(generator, **SIZE) as live:
+def test_embedding_cache_hits_when_only_the_seed_changes(each_family: FewStepGenerator) -> None:
+    cache = each_family.embedding_cache
+    with LiveSession(each_family, steps=1, **SIZE) as live:
         live.update(prompt="cache me")
         live.wait(timeout=10)
         hits, misses = cache.hits, cache.misses
@@ -261,18 +277,18 @@ def test_a_broken_callback_is_logged_and_does_not_stop_the_session(
     assert "callback raised" in caplog.text
 
 
-def test_interrupt_cuts_a_superseded_generation_at_a_step_boundary(generator: FewStepGenerator) -> None:
-    gated = Gated(generator)
+def test_interrupt_cuts_a_superseded_generation_at_a_step_boundary(each_family: FewStepGenerator) -> None:
+    gated = Gated(each_family)
     with LiveSession(gated, interrupt=True, steps=4, seed=2, **SIZE) as live:
         live.update(prompt="old")
         assert gated.entered.wait(10)
-        live.update(prompt="new")  # pending before "old" reaches its first UNet step
+        live.update(prompt="new")  # pending before "old" reaches its first denoiser step
         gated.gate.set()
         frame = live.wait(timeout=10)
         stats = live.stats
     assert (stats.interrupted, stats.generated, stats.dropped) == (1, 1, 0)
     # The abandoned run leaves no scheduler state behind: the next frame is still the direct call's image.
-    assert same(frame.image, generator("new", steps=4, seed=2, **SIZE).image)
+    assert same(frame.image, each_family("new", steps=4, seed=2, **SIZE).image)
 
 
 def test_clean_shutdown_leaves_no_thread_and_no_hook(generator: FewStepGenerator) -> None:
