@@ -225,6 +225,14 @@ def test_cached_flux_needs_no_download(hub_cache: Path) -> None:
     assert download(flux, dtype="float32", cache_dir=hub_cache)  # offline: all cached
 
 
+def test_an_uncached_flux_names_what_is_missing_not_a_unet(tmp_path: Path) -> None:
+    """Nothing cached: the whole pipeline is named, never a `unet/` file FLUX does not have."""
+    flux = presets.get("flux-schnell")
+    with pytest.raises(FastDiffError, match=r"FLUX\.1-schnell \(pipeline\)") as raised:
+        check_cached_or_reachable(flux, dtypes=["float32"], cache_dir=tmp_path / "empty", local_files_only=True)
+    assert "unet/" not in str(raised.value) and "fastdiff download flux-schnell" in str(raised.value)
+
+
 def test_export_refuses_a_transformer_before_loading(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["export", "onnx", "--preset", "flux-schnell", "--out", str(tmp_path / "out")]) != 0
     assert "export covers the UNet families" in capsys.readouterr().err

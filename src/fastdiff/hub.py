@@ -52,9 +52,12 @@ def _missing_files(
     suffix = _weights_suffix(preset, dtype)
     # the denoiser's weights: a UNet, or a transformer (FLUX's, in shards: their index stands for them)
     denoiser = [f"{d}/diffusion_pytorch_model{suffix}{i}" for d in ("unet", "transformer") for i in ("", ".index.json")]
-    for paths in [["model_index.json"]] + ([] if ckpt and ckpt.kind == "unet" else [denoiser]):
-        if not any(isinstance(try_to_load_from_cache(preset.repo_id, p, cache_dir=cache_dir), str) for p in paths):
-            missing.append(f"{preset.repo_id} ({'pipeline' if paths[0] == 'model_index.json' else paths[0]})")
+    if not isinstance(try_to_load_from_cache(preset.repo_id, "model_index.json", cache_dir=cache_dir), str):
+        missing.append(f"{preset.repo_id} (pipeline)")  # the whole pipeline, its denoiser's weights included
+    elif not (ckpt and ckpt.kind == "unet") and not any(
+        isinstance(try_to_load_from_cache(preset.repo_id, p, cache_dir=cache_dir), str) for p in denoiser
+    ):
+        missing.append(f"{preset.repo_id} (unet/ or transformer/ weights, diffusion_pytorch_model{suffix})")
     cached = ckpt is None or isinstance(try_to_load_from_cache(ckpt.repo_id, ckpt.filename, cache_dir=cache_dir), str)
     if checkpoint and ckpt and not cached:
         missing.append(f"{ckpt.repo_id}/{ckpt.filename}")
