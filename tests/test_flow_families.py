@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from safetensors.torch import save_file
 
 from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator, Optimizations, presets
 from fastdiff.cli import main
@@ -223,6 +224,25 @@ def test_cached_flux_needs_no_download(hub_cache: Path) -> None:
     flux = presets.get("flux-schnell")
     check_cached_or_reachable(flux, dtypes=["float32"], cache_dir=hub_cache, local_files_only=True)  # no raise
     assert download(flux, dtype="float32", cache_dir=hub_cache)  # offline: all cached
+
+
+def test_load_checkpoint_puts_a_transformer_state_dict_in_place(tmp_path: Path, small_sizes: None) -> None:
+    """`gen.load_checkpoint` loads into the family's denoiser: FLUX's transformer, with diffusers' image after it."""
+    gen = FewStepGenerator.from_pipeline("flux-schnell", tiny_flux_pipeline(seed=3))
+    size = {"steps": 2, "seed": 9, "height": 128, "width": 128}
+    before = _pixels(gen(PROMPT, **size).images[0])
+    other = tiny_flux_pipeline(seed=4).transformer
+    save_file(other.state_dict(), tmp_path / "transformer.safetensors")
+    save_file({k: v for k, v in list(other.state_dict().items())[1:]}, tmp_path / "short.safetensors")
+    with pytest.raises(FastDiffError, match="does not fit this FluxTransformer2DModel"):
+        gen.load_checkpoint(tmp_path / "short.safetensors")
+    assert np.array_equal(_pixels(gen(PROMPT, **size).images[0]), before)  # a refused file changed nothing
+    gen.load_checkpoint(tmp_path / "transformer.safetensors")
+    reference = tiny_flux_pipeline(seed=3)
+    reference.transformer = other
+    expected = _pixels(FewStepGenerator.from_pipeline("flux-schnell", reference)(PROMPT, **size).images[0])
+    after = _pixels(gen(PROMPT, **size).images[0])
+    assert np.array_equal(after, expected) and not np.array_equal(after, before)
 
 
 def test_an_uncached_flux_names_what_is_missing_not_a_unet(tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ __all__ = [
     "apply_lora",
     "build_unet",
     "checkpoint_path",
-    "load_unet_checkpoint",
+    "load_denoiser_checkpoint",
     "load_unet_state_dict",
     "lora_file",
     "pickle_refusal",
@@ -62,9 +62,9 @@ def load_unet_state_dict(path: Path, *, allow_pickle: bool) -> dict[str, torch.T
     return state
 
 
-def _check_fits(state: dict[str, torch.Tensor], unet: Any, *, name: str) -> None:
-    """Refuse a state dict that does not fit `unet` key for key and shape for shape."""
-    expected = {k: tuple(v.shape) for k, v in unet.state_dict().items()}
+def _check_fits(state: dict[str, torch.Tensor], module: Any, *, name: str) -> None:
+    """Refuse a state dict that does not fit `module` (a UNet, a transformer) key for key and shape for shape."""
+    expected = {k: tuple(v.shape) for k, v in module.state_dict().items()}
     problems = [f"{k} missing" for k in sorted(set(expected) - set(state))]
     problems += [f"{k} unexpected" for k in sorted(set(state) - set(expected))]
     problems += [
@@ -72,8 +72,9 @@ def _check_fits(state: dict[str, torch.Tensor], unet: Any, *, name: str) -> None
     ]
     if problems:
         raise FastDiffError(
-            f"checkpoint {name} does not fit this UNet ({len(problems)} keys: {'; '.join(problems[:3])}): it is for "
-            "another model family or a different file; check the preset's checkpoint and source"
+            f"checkpoint {name} does not fit this {type(module).__name__} ({len(problems)} keys: "
+            f"{'; '.join(problems[:3])}): it is for another model family or a different file; check the preset's "
+            "checkpoint and source"
         )
 
 
@@ -182,15 +183,17 @@ def apply_checkpoint(pipe: Any, preset: Preset, path: Path, *, allow_pickle: boo
     if preset.checkpoint.kind == "lora":
         apply_lora(pipe, path)
     else:
-        load_unet_checkpoint(pipe, path, allow_pickle=allow_pickle)
+        load_denoiser_checkpoint(pipe, path, allow_pickle=allow_pickle)
 
 
-def load_unet_checkpoint(pipe: Any, path: Path, *, allow_pickle: bool) -> None:
-    """Load a full UNet state dict into `pipe`'s UNet (compiled or not) in place, checked first."""
-    unet = getattr(pipe.unet, "_orig_mod", pipe.unet)  # a compiled UNet's state dict keys start with _orig_mod.
+def load_denoiser_checkpoint(pipe: Any, path: Path, *, allow_pickle: bool, denoiser: str = "unet") -> None:
+    """Load a full state dict into `pipe`'s denoiser (its UNet, or FLUX's transformer; compiled or not) in place,
+    checked first."""
+    module = getattr(pipe, denoiser)
+    module = getattr(module, "_orig_mod", module)  # a compiled module's state dict keys start with _orig_mod.
     state = load_unet_state_dict(path, allow_pickle=allow_pickle)
-    _check_fits(state, unet, name=path.name)
-    unet.load_state_dict(state)
+    _check_fits(state, module, name=path.name)
+    module.load_state_dict(state)
 
 
 def lora_file(

@@ -21,7 +21,7 @@ from PIL import Image
 from . import loading
 from . import presets as preset_table
 from .adapters import Embeddings
-from .checkpoints import apply_lora, load_unet_checkpoint, lora_file
+from .checkpoints import apply_lora, load_denoiser_checkpoint, lora_file
 from .denoising import batch_key, generate_batch
 from .devices import make_clock, resolve_device
 from .embeddings import EmbeddingCache
@@ -282,12 +282,13 @@ class FewStepGenerator:
             self._renew(f"lora={file_identity(path)} scale={scale!r} fuse={fuse}")
 
     def load_checkpoint(self, checkpoint: str | Path, *, allow_pickle: bool = False) -> None:
-        """Load a full UNet state dict (`.safetensors`, or a pickle with `allow_pickle=True`) into the UNet in place;
-        a file that does not fit changes nothing."""
+        """Load a full state dict of the family's denoiser (the UNet; FLUX's transformer) from `.safetensors`, or a
+        pickle with `allow_pickle=True`, in place; a file that does not fit changes nothing."""
         check_flag("allow_pickle", allow_pickle)
         path = Path(checkpoint).expanduser()
         with self._lock:
-            load_unet_checkpoint(self.pipeline, path, allow_pickle=allow_pickle)
+            denoiser = family(self.preset.family).denoiser
+            load_denoiser_checkpoint(self.pipeline, path, allow_pickle=allow_pickle, denoiser=denoiser)
             self._renew(f"checkpoint={file_identity(path)}")
 
     def weights_changed(self) -> None:
