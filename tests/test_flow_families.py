@@ -19,7 +19,13 @@ from safetensors.torch import save_file
 from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator, Optimizations, presets
 from fastdiff.cli import main
 from fastdiff.hub import check_cached_or_reachable, download
-from fastdiff.testing import cached_repo_path, save_tiny_pipeline, tiny_flux_pipeline, tiny_t5_tokenizer
+from fastdiff.testing import (
+    cached_repo_path,
+    save_tiny_pipeline,
+    tiny_flux_pipeline,
+    tiny_lora,
+    tiny_t5_tokenizer,
+)
 
 from .cards import card_pipeline
 
@@ -243,6 +249,37 @@ def test_load_checkpoint_puts_a_transformer_state_dict_in_place(tmp_path: Path, 
     expected = _pixels(FewStepGenerator.from_pipeline("flux-schnell", reference)(PROMPT, **size).images[0])
     after = _pixels(gen(PROMPT, **size).images[0])
     assert np.array_equal(after, expected) and not np.array_equal(after, before)
+
+
+def _diffusers_image(pipe: Any, **size: int) -> np.ndarray:
+    """Plain diffusers, as the card calls it."""
+    pipe.set_progress_bar_config(disable=True)
+    generator = torch.Generator("cpu").manual_seed(size.pop("seed"))
+    steps = size.pop("steps")
+    kwargs = {"guidance_scale": 0.0, "num_inference_steps": steps, "max_sequence_length": 256, **size}
+    return _pixels(pipe(PROMPT, generator=generator, **kwargs).images[0])
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_load_lora_on_the_transformer_is_diffusers_image(fuse: bool, tmp_path: Path, small_sizes: None) -> None:
+    """`gen.load_lora` puts a FLUX LoRA (diffusers' `transformer.…lora_A/B` keys) on the transformer: fused, the
+    image of `load_lora_weights` + `fuse_lora(lora_scale=)` + `unload_lora_weights`; unfused, of `set_adapters`."""
+    lora = tiny_lora("flux", tmp_path / "flux_lora.safetensors", seed=5)
+    gen = FewStepGenerator.from_pipeline("flux-schnell", tiny_flux_pipeline(seed=3))
+    size = {"steps": 2, "seed": 9, "height": 128, "width": 128}
+    before = _pixels(gen(PROMPT, **size).images[0])
+    gen.load_lora(lora, scale=0.7, fuse=fuse)
+    after = _pixels(gen(PROMPT, **size).images[0])
+    reference = tiny_flux_pipeline(seed=3)
+    reference.load_lora_weights(str(tmp_path), weight_name=lora.name, adapter_name="user")
+    if fuse:
+        reference.fuse_lora(lora_scale=0.7, adapter_names=["user"])
+        reference.unload_lora_weights()
+    else:
+        reference.set_adapters(["user"], adapter_weights=[0.7])
+    expected = _diffusers_image(reference, **size)
+    # the tiny transformer moves the image by a few levels: far past the 1/255 that parity allows
+    assert np.abs(after - expected).max() <= 1 and np.abs(after - before).max() > 4
 
 
 def test_an_uncached_flux_names_what_is_missing_not_a_unet(tmp_path: Path) -> None:

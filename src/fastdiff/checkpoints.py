@@ -101,7 +101,10 @@ def _lora_state_check(path: Path) -> None:
     except (SafetensorError, OSError, ValueError) as err:
         raise FastDiffError(f"LoRA {path.name} is corrupt or not safetensors ({err}); download it again") from None
     if not any("lora" in k.lower() for k in keys):
-        raise FastDiffError(f"{path.name} holds no LoRA weights; is it a full UNet checkpoint (kind='unet')?")
+        raise FastDiffError(
+            f"{path.name} holds no LoRA weights; is it a full UNet or transformer checkpoint "
+            "(`load_checkpoint`, kind='unet')?"
+        )
 
 
 def apply_lora(pipe: Any, path: Path, *, scale: float = 1.0, adapters: dict[str, float] | None = None) -> None:

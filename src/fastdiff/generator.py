@@ -273,8 +273,9 @@ class FewStepGenerator:
         local_files_only: bool | None = None,
         cache_dir: str | Path | None = None,
     ) -> None:
-        """Load a LoRA (a `.safetensors` file, or a folder or hub repo id with `weight_name`, cache first) fused at
-        `scale` as diffusers' `fuse_lora` does, or with `fuse=False` a peft adapter (`set_adapters`)."""
+        """Load a LoRA of the family's denoiser (the UNet; FLUX's transformer) from a `.safetensors` file, or a folder
+        or hub repo id with `weight_name` (cache first), fused at `scale` as diffusers' `fuse_lora` does, or with
+        `fuse=False` a peft adapter (`set_adapters`)."""
         path = lora_file(lora, weight_name, local_files_only=local_files_only, cache_dir=cache_dir)
         check_flag("fuse", fuse)
         with self._lock:

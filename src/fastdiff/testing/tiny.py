@@ -250,11 +250,19 @@ def tiny_unet_checkpoint(
     return path
 
 
+def _denoiser_state(family: Family) -> dict[str, torch.Tensor]:
+    if FAMILIES[family].denoiser == "unet":
+        return _unet_state(family, 0)
+    from .tiny_flux import tiny_flux_pipeline  # here, not at the top: tiny_flux builds on this module
+
+    return dict(getattr(tiny_flux_pipeline(seed=0), FAMILIES[family].denoiser).state_dict())
+
+
 @lru_cache(maxsize=4)
 def _lora_targets(family: Family) -> tuple[tuple[str, int, int], ...]:
-    """(module, in_features, out_features) of every attention projection of the tiny UNet."""
+    """(module, in_features, out_features) of every attention projection of the tiny UNet or transformer."""
     suffixes = tuple(f".{name}.weight" for name in ("to_q", "to_k", "to_v", "to_out.0"))
-    state = _unet_state(family, 0).items()
+    state = _denoiser_state(family).items()
     return tuple((k.removesuffix(".weight"), v.shape[1], v.shape[0]) for k, v in state if k.endswith(suffixes))
 
 
@@ -263,14 +271,16 @@ def _uniform(shape: tuple[int, int], bound: float, generator: torch.Generator) -
 
 
 def tiny_lora(family: Family, path: str | Path, *, seed: int, rank: int = 4) -> Path:
-    """A UNet LoRA for the tiny `family` UNet in diffusers' format (what `save_lora_weights` writes from peft)."""
+    """A LoRA for the tiny `family` UNet or transformer in diffusers' format (what `save_lora_weights` writes from
+    peft), on the attention projections."""
     path = Path(path)
     generator = torch.Generator().manual_seed(seed)
     state = {}
     for module, fan_in, fan_out in _lora_targets(family):
         # nn.Linear's init for both factors: peft's default zeroes B, and a zero LoRA would change nothing.
-        state[f"unet.{module}.lora_A.weight"] = _uniform((rank, fan_in), fan_in**-0.5, generator)
-        state[f"unet.{module}.lora_B.weight"] = _uniform((fan_out, rank), rank**-0.5, generator)
+        prefix = f"{FAMILIES[family].denoiser}.{module}"
+        state[f"{prefix}.lora_A.weight"] = _uniform((rank, fan_in), fan_in**-0.5, generator)
+        state[f"{prefix}.lora_B.weight"] = _uniform((fan_out, rank), rank**-0.5, generator)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file(state, str(path), metadata={"format": "pt"})  # no alpha stored: diffusers then uses alpha = rank
     return path
