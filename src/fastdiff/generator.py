@@ -106,7 +106,8 @@ class FewStepGenerator:
         max_batch: int | None = None,
         max_wait_ms: float = 0.0,
     ) -> FewStepGenerator:
-        """Load the preset's weights (cache first: no network call when cached) onto `device`.
+        """Load the preset's weights (cache first: no network call when cached) onto `device`; weights that
+        cannot fit its free memory are refused before any is read, naming the fixes.
 
         `source`: a diffusers folder, a single file or another hub repo of the family; `checkpoint`: a UNet/LoRA file
         instead of the preset's; `allow_pickle`: also read `.bin`/`.pt`/`.ckpt` pickles. `optimize`: "none"

@@ -13,12 +13,14 @@ from typing import Any
 
 import torch
 from diffusers import AutoPipelineForText2Image
+from huggingface_hub import try_to_load_from_cache
 
 from .checkpoints import apply_checkpoint, build_unet, checkpoint_path, load_unet_state_dict
 from .devices import offloaded, resolve_dtype
 from .errors import FastDiffError
 from .families import family
 from .hub import cache_first, quietly
+from .memory import available_memory, check_fits, pipeline_files, weights_bytes
 from .optimize import apply_optimizations, own_copy
 from .presets import Preset, is_shipped
 from .recipe import Recipe
@@ -73,6 +75,7 @@ def load(
     kind, location = _classify_source(source)
     hub: dict[str, Any] = {"local_files_only": local_files_only, "cache_dir": cache_dir, "dtype": dtype}
     ckpt = checkpoint_path(preset, checkpoint, allow_pickle=allow_pickle, **hub)
+    _check_fits(preset, kind, location, ckpt, device=device, dtype=dtype, cache_dir=cache_dir)
     components: dict[str, Any] = {}
     if ckpt is not None and preset.checkpoint is not None and preset.checkpoint.kind == "unet":
         # A full UNet checkpoint replaces the repo's UNet: build it from the config alone (no second UNet read).
@@ -90,6 +93,38 @@ def load(
     applied = () if ckpt is None else (f"checkpoint={file_identity(ckpt)}",)
     provenance = None if origin is None else (f"preset={preset.name}", f"dtype={dtype}", origin, *applied)
     return _optimized(pipe.to(device), preset, recipe, provenance, **hub)
+
+
+def _check_fits(
+    preset: Preset,
+    kind: str,
+    location: str,
+    ckpt: Path | None,
+    *,
+    device: torch.device,
+    dtype: torch.dtype,
+    cache_dir: str | Path | None,
+) -> None:
+    """Refuse, before any weights are read, a pipeline whose weights cannot fit `device` (memory.py); a pipeline not
+    on disk yet (to be downloaded) is not estimated."""
+    unet = ckpt if preset.checkpoint is not None and preset.checkpoint.kind == "unet" else None
+    if kind == "file":
+        files = [Path(location)]
+    else:
+        repo = location or preset.repo_id
+        index = Path(repo, "model_index.json")
+        if not index.is_file():
+            cached = try_to_load_from_cache(repo, "model_index.json", cache_dir=cache_dir)
+            if not isinstance(cached, str):
+                return  # not downloaded yet: nothing on disk to estimate from
+            index = Path(cached)
+        skip = ("unet",) if unet is not None else ()
+        files = pipeline_files(index.parent, variant=_variant(preset, dtype, str(index.parent)), skip=skip)
+    files += [unet] if unet is not None else []
+    needed = weights_bytes([f for f in files if f.suffix == ".safetensors"], dtype=dtype)
+    error = check_fits(what=preset.name, needed=needed, available=available_memory(device), device=device, dtype=dtype)
+    if error is not None:
+        raise error
 
 
 def adopt(

@@ -20,8 +20,8 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from ..configs.tokenizer import byte_level_tokenizer
 from ..errors import FastDiffError
+from ..memory import available_memory
 from .architectures import TINY_VAE, Architecture, architecture
-from .timing import available_memory
 
 __all__ = [
     "NotEnoughMemory",

@@ -15,6 +15,7 @@ import psutil
 import torch
 
 from ..devices import make_clock, synchronize
+from ..memory import available_memory
 
 __all__ = [
     "BUSY_CORES",
@@ -168,10 +169,3 @@ class Contention:
 def cpu_count() -> int:
     """CPUs this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-
-
-def available_memory(device: torch.device) -> int | None:
-    """Bytes that can still be allocated on `device` (CUDA free memory, the OS's available RAM); None if unknown."""
-    if device.type == "cuda":
-        return int(torch.cuda.mem_get_info(device)[0])
-    return int(psutil.virtual_memory().available) if device.type == "cpu" else None
