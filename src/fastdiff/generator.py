@@ -1,8 +1,8 @@
 """`FewStepGenerator`: a preset composed with a diffusers pipeline and the adapter of its family.
 
-A call reads: validate (`validation`) → encode, cached (`embeddings`) → denoise and decode (`denoising`) →
-`GenerationResult` (`result`). Building one: `loading`; changing its weights: `checkpoints`, `weights`. What runs
-around it (coalescing concurrent calls, `map`, the live session, bulk runs) is `fastdiff.serving`.
+A call reads: validate (diffusers' call conventions, `conventions`; each prompt against the preset, `validation`)
+→ encode, cached (`embeddings`) → denoise and decode (`denoising`) → `GenerationResult` (`result`). Building one:
+`loading`; changing its weights: `checkpoints`, `weights`. What runs around it (coalescing concurrent calls, `map`, the live session, bulk runs) is `fastdiff.serving`.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from . import loading
 from . import presets as preset_table
 from .adapters import Embeddings
 from .checkpoints import apply_lora, load_denoiser_checkpoint, lora_file
+from .conventions import resolve_call, translated
 from .denoising import batch_key, generate_batch
 from .devices import make_clock, resolve_device
 from .embeddings import EmbeddingCache
@@ -33,7 +34,7 @@ from .recipe import Optimizations, Recipe, decide_recipe
 from .result import GenerationResult, joined
 from .serving.coalescing import BatchStats, coalescer_for
 from .serving.mapping import map_prompts
-from .validation import InputImage, Request, check_flag, resolve_call, resolve_request, translated
+from .validation import InputImage, Request, check_flag, resolve_request
 from .weights import WeightsIdentity, file_identity
 
 __all__ = ["FewStepGenerator"]

@@ -1,38 +1,33 @@
-"""Check a call against its preset and diffusers' conventions, and fill in the preset's defaults.
+"""Check one prompt's request against its preset and fill in the preset's defaults (`resolve_request`).
 
 What cannot work is refused with a `FastDiffError` that names the fix, before any model runs; what is likely wrong
-gets a `FastDiffWarning`; a diffusers habit works as in diffusers or is refused with fastdiff's way.
+gets a `FastDiffWarning`. How a whole call in diffusers' style becomes requests is `fastdiff.conventions`.
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import math
 import re
 import secrets
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
 import numpy as np
 import torch
 from PIL import Image
 
-from .errors import FastDiffError, did_you_mean, warn
-from .families import FAMILIES, family
+from .errors import FastDiffError, warn
+from .families import family
 from .presets import Preset, all_presets
 
 __all__ = [
+    "MAX_IMAGES",
     "MAX_SIDE",
-    "REFUSED",
-    "RENAMED",
     "InputImage",
     "Request",
     "check_flag",
-    "diffusers_hint",
+    "check_seed",
     "input_size",
-    "resolve_call",
     "resolve_request",
 ]
 
@@ -43,38 +38,6 @@ MAX_IMAGES = 64
 # An img2img input as diffusers' `VaeImageProcessor` takes one: a PIL image, a float numpy array in [0, 1] (HWC or
 # 1HWC), or a float tensor in [0, 1] (CHW or 1CHW).
 InputImage: TypeAlias = Image.Image | np.ndarray | torch.Tensor
-
-_RAW = "call gen.pipeline(...) directly (the diffusers pipeline, with the preset's scheduler)"
-_EMBEDS = "fastdiff encodes the prompt itself (cached); pass the text as prompt=, gen.encode(prompt) returns embeddings"
-
-# diffusers' names of fastdiff's own arguments: name → (fastdiff's name, its default, which the rename replaces).
-RENAMED: dict[str, tuple[str, object]] = {
-    "num_inference_steps": ("steps", None),
-    "num_images_per_prompt": ("num_images", 1),
-}
-
-# diffusers' call arguments that fastdiff refuses, with its way: fastdiff decides that part itself (noise, schedule,
-# embeddings, output), and taking the value would make another image than the one asked for. The pipelines' other
-# arguments (guidance_rescale, clip_skip, SDXL's micro-conditioning…) are refused with `_RAW`.
-REFUSED: dict[str, str] = {
-    "output_type": "results are PIL images (result.images; np.asarray(image) for an array): drop output_type",
-    "return_dict": "a call always returns a GenerationResult (result.images): drop return_dict",
-    "prompt_embeds": _EMBEDS,
-    "negative_prompt_embeds": _EMBEDS,
-    "pooled_prompt_embeds": _EMBEDS,
-    "negative_pooled_prompt_embeds": _EMBEDS,
-    "prompt_2": f"fastdiff sends prompt= to both SDXL text encoders; for two prompts {_RAW}",
-    "negative_prompt_2": f"fastdiff sends negative_prompt= to both text encoders; for two {_RAW}",
-    "latents": f"fastdiff draws the noise from seed= or generator= (your own torch.Generator); for latents {_RAW}",
-    "timesteps": "the preset sets the timesteps (preset.timesteps); steps= picks among its step counts",
-    "sigmas": "the preset's scheduler recipe sets the sigmas; steps= picks among its step counts",
-    "eta": "the preset's scheduler recipe sets eta (preset.eta); register a preset with another to change it",
-    "cross_attention_kwargs": f"for a LoRA's scale use gen.load_lora(lora, scale=...); for the rest {_RAW}",
-    "ip_adapter_image": f"fastdiff loads no IP-Adapter; {_RAW} after pipe.load_ip_adapter(...)",
-    "mask_image": "fastdiff does text-to-image and img2img (image=, strength=), not inpainting",
-    "callback": "pass callback_on_step_end=f, f(pipe, step, timestep, callback_kwargs) -> dict, as diffusers",
-    "callback_steps": "callback_on_step_end= runs at every step; skip steps inside it (step % k)",
-}
 
 
 @dataclass(frozen=True)
@@ -100,37 +63,6 @@ class Request:
     def guidance(self) -> bool:
         """Whether classifier-free guidance runs: diffusers only runs it for guidance_scale > 1."""
         return self.guidance_scale > 1.0
-
-
-@functools.cache
-def _pipeline_arguments() -> frozenset[str]:
-    """The call arguments of every family's diffusers pipelines, text-to-image and img2img."""
-    classes = [cls for spec in FAMILIES.values() for cls in (spec.pipeline, spec.img2img)]
-    return frozenset(name for cls in classes for name in inspect.signature(cls.__call__).parameters)
-
-
-def diffusers_hint(name: str) -> str | None:
-    """What fastdiff does with diffusers' argument `name`; None for a name that is not diffusers'."""
-    if name in RENAMED:
-        return f"diffusers' {name}= is {RENAMED[name][0]}= in fastdiff"
-    other = f"fastdiff runs the model card's recipe; for {name} {_RAW}" if name in _pipeline_arguments() else None
-    reason = REFUSED.get(name, other)
-    return None if reason is None else f"{name}= is a diffusers argument fastdiff does not take: {reason}"
-
-
-def translated(own: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """`own` (a call's arguments) with diffusers' renamed ones in `extra` mapped onto them; others are refused."""
-    out = dict(own)
-    for name, value in extra.items():
-        if name not in RENAMED:
-            raise FastDiffError(
-                diffusers_hint(name) or f"unexpected argument {name}={value!r}{did_you_mean(name, own)}"
-            )
-        rename, default = RENAMED[name]
-        if out[rename] != default:
-            raise FastDiffError(f"got both {rename}= and diffusers' {name}=; pass one ({rename}= is fastdiff's)")
-        out[rename] = value
-    return out
 
 
 def check_flag(name: str, value: object, *, optional: bool = False) -> None:
@@ -361,107 +293,3 @@ def resolve_request(
         image=image,  # type: ignore[arg-type]
         strength=resolved_strength,
     )
-
-
-def _prompt_pairs(prompt: object, negative_prompt: object) -> list[tuple[object, object]]:
-    """(prompt, negative prompt) per prompt: one str, or a list with one negative prompt for all or a list as long."""
-    prompts = list(prompt) if isinstance(prompt, (list, tuple)) else [prompt]
-    if not prompts:
-        raise FastDiffError("prompt is an empty list: pass a str, or a list of at least one str")
-    negatives = (
-        list(negative_prompt) if isinstance(negative_prompt, (list, tuple)) else [negative_prompt] * len(prompts)
-    )
-    if len(negatives) != len(prompts):
-        for_what = f"{len(prompts)} prompts" if isinstance(prompt, (list, tuple)) else "one prompt"
-        raise FastDiffError(
-            f"negative_prompt has {len(negatives)} entries for {for_what}: pass one str for all, or one per prompt"
-        )
-    return list(zip(prompts, negatives, strict=True))
-
-
-def _generator_seeds(generator: object, *, seed: object, images: int, device: torch.device) -> tuple[int, ...]:
-    """Each image's generator's `initial_seed()`, once `generator` is checked to make `images` images on `device`."""
-    if seed is not None:
-        raise FastDiffError(
-            "pass seed= or generator=, not both: generator=torch.Generator('cpu').manual_seed(7) makes the seed=7 image"
-        )
-    one = isinstance(generator, torch.Generator)
-    generators = [generator] if one else generator
-    if not isinstance(generators, (list, tuple)) or not all(isinstance(g, torch.Generator) for g in generators):
-        raise FastDiffError(
-            f"generator must be a torch.Generator or a list of them, not {type(generator).__name__}; "
-            "e.g. generator=torch.Generator('cpu').manual_seed(0)"
-        )
-    if not one and len(generators) != images:
-        raise FastDiffError(
-            f"got {len(generators)} generators for {images} image{'s' if images != 1 else ''}: pass one per image "
-            "(prompts × num_images), or a single torch.Generator for all"
-        )
-    for g in generators:
-        if g.device.type not in ("cpu", device.type):
-            raise FastDiffError(
-                f"a {g.device.type} generator cannot make noise for the {device.type} model: "
-                "use torch.Generator('cpu') (the same image on every device)"
-            )
-    return tuple(g.initial_seed() for g in (generators * images if one else generators))
-
-
-def _check_callback(callback: object, tensor_inputs: object, allowed: Sequence[str]) -> None:
-    if callback is not None and not callable(callback):
-        raise FastDiffError(
-            f"callback_on_step_end must be callable, not {type(callback).__name__}: "
-            "f(pipe, step, timestep, callback_kwargs) -> dict, as in diffusers"
-        )
-    if tensor_inputs is None:
-        return
-    if callback is None:
-        raise FastDiffError("callback_on_step_end_tensor_inputs needs callback_on_step_end=; pass it, or drop both")
-    if not isinstance(tensor_inputs, (list, tuple)) or not all(isinstance(n, str) for n in tensor_inputs):
-        raise FastDiffError(f"callback_on_step_end_tensor_inputs must be a list of names, e.g. {list(allowed)}")
-    unknown = [n for n in tensor_inputs if n not in allowed]
-    if unknown:
-        raise FastDiffError(f"callback_on_step_end_tensor_inputs: this pipeline passes {list(allowed)}, not {unknown}")
-
-
-def resolve_call(
-    preset: Preset,
-    arguments: dict[str, Any],
-    *,
-    vae_scale_factor: int,
-    device: torch.device,
-    tensor_inputs: Sequence[str],
-) -> list[Request]:
-    """A call's `arguments` (fastdiff's names, see `translated`) checked: one `Request` per prompt, in order. Image
-    *k* of the call is that of `seed + k` (None: a random seed) or comes from the call's *k*-th generator."""
-    shared = {k: arguments[k] for k in ("steps", "guidance_scale", "height", "width", "num_images", "image")}
-    requests = [
-        # seed 0 until every prompt is checked: the call's seed (or its generators) numbers all its images
-        resolve_request(
-            preset,
-            vae_scale_factor=vae_scale_factor,
-            prompt=prompt,
-            negative_prompt=negative,
-            seed=0,
-            strength=arguments["strength"],
-            **shared,
-        )
-        for prompt, negative in _prompt_pairs(arguments["prompt"], arguments["negative_prompt"])
-    ]
-    n = requests[0].num_images  # the same for every prompt
-    total = len(requests) * n
-    if total > MAX_IMAGES:  # one call is one pipeline call
-        raise FastDiffError(
-            f"{len(requests)} prompts × num_images={n} is {total} images, more than "
-            f"{MAX_IMAGES} in one call: use gen.map(prompts) for many prompts"
-        )
-    _check_callback(arguments["callback_on_step_end"], arguments["callback_on_step_end_tensor_inputs"], tensor_inputs)
-    own: tuple[int, ...] = ()
-    if arguments["generator"] is not None:
-        own = _generator_seeds(arguments["generator"], seed=arguments["seed"], images=total, device=device)
-    first = 0 if own else check_seed(arguments["seed"], total)
-    names = ("generator", "callback_on_step_end", "callback_on_step_end_tensor_inputs")
-    passed = {k: list(v) if isinstance(v, tuple) else v for k in names if (v := arguments[k]) is not None}
-    return [
-        replace(r, seed=own[i] if own else first + i, pass_through=passed or None, image_seeds=own[i : i + n])
-        for i, r in zip(range(0, total, n), requests, strict=True)
-    ]

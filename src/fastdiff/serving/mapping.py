@@ -11,8 +11,8 @@ from concurrent.futures import Future
 from itertools import count, islice, repeat
 from typing import Any, TypeVar
 
+from ..conventions import diffusers_hint
 from ..errors import FastDiffError
-from ..validation import diffusers_hint
 from .coalescing import check_batching, run_each
 
 __all__ = ["map_prompts"]
