@@ -149,7 +149,7 @@ def test_random_weights_in_a_folder_are_written_once_and_memory_mapped(tmp_path:
 
 def test_too_large_for_memory_is_refused_before_allocating(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(random_weights, "available_memory", lambda device: 1000)
-    with pytest.raises(NotEnoughMemory, match="GiB is available"):
+    with pytest.raises(NotEnoughMemory, match="GiB free"):
         random_components(_small_sdxl(), device=torch.device("cpu"), dtype=torch.float32)
 
 

@@ -2,7 +2,8 @@
 
 A call reads: validate (diffusers' call conventions, `conventions`; each prompt against the preset, `validation`)
 → encode, cached (`embeddings`) → denoise and decode (`denoising`) → `GenerationResult` (`result`). Building one:
-`loading`; changing its weights: `checkpoints`, `weights`. What runs around it (coalescing concurrent calls, `map`, the live session, bulk runs) is `fastdiff.serving`.
+`loading`; changing its weights: `checkpoints`, `weights`. What runs around it (coalescing concurrent calls, `map`,
+the live session, bulk runs) is `fastdiff.serving`.
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProject
 
 from ..configs.tokenizer import byte_level_tokenizer
 from ..errors import FastDiffError
-from ..memory import available_memory
+from ..memory import available_memory, check_fits
 from .architectures import TINY_VAE, Architecture, architecture
 
 __all__ = [
@@ -105,11 +105,9 @@ def _check_memory(modules: list[nn.Module], *, device: torch.device, dtype: torc
     """Refuse to materialize what cannot fit, rather than being killed by the OOM killer halfway."""
     need = sum(p.numel() for m in modules for p in m.parameters()) * torch.empty((), dtype=dtype).element_size()
     free = available_memory(device)
-    if free is not None and need > 0.95 * free:
-        raise NotEnoughMemory(
-            f"{repo_id}: its weights need {need / 2**30:.1f} GiB in {str(dtype).removeprefix('torch.')} and only "
-            f"{free / 2**30:.1f} GiB is available on {device}; free memory (other processes) or use a GPU"
-        )
+    refused = check_fits(what=repo_id, needed=need, available=free, device=device, dtype=dtype, offload=False)
+    if refused is not None:
+        raise NotEnoughMemory(str(refused))
 
 
 def random_components(
