@@ -152,6 +152,17 @@ def test_from_pipeline_leaves_the_users_pipeline_usable(load: Any) -> None:
     assert np.array_equal(card_image(), expected)  # the user's pipeline gives the very same image after wrapping
 
 
+def test_from_pipeline_keeps_each_modules_dtype() -> None:
+    """Wrapping shares the user's modules as they are: diffusers' own `from_pipe` would cast them all to float32."""
+    from fastdiff.testing import tiny_pipeline
+
+    user_pipe = tiny_pipeline("sd2").to(torch.bfloat16)
+    gen = FewStepGenerator.from_pipeline("sd-turbo", user_pipe)
+    gen("a cat", image=np.zeros((64, 64, 3), dtype=np.float32), strength=0.5)  # through the img2img twin
+    assert gen.pipeline.unet is user_pipe.unet and gen.dtype == torch.bfloat16
+    assert {user_pipe.unet.dtype, user_pipe.vae.dtype, user_pipe.text_encoder.dtype} == {torch.bfloat16}
+
+
 def test_from_pipeline_refuses_another_family(load: Any) -> None:
     with pytest.raises(
         FastDiffError, match=r"needs a StableDiffusionXLPipeline \(or its img2img twin\), got StableDiff"

@@ -56,7 +56,7 @@ REFUSED: dict[str, str] = {
 @functools.cache
 def _pipeline_arguments() -> frozenset[str]:
     """The call arguments of every family's diffusers pipelines, text-to-image and img2img."""
-    classes = [cls for spec in FAMILIES.values() for cls in (spec.pipeline, spec.img2img)]
+    classes = [cls for spec in FAMILIES.values() for cls in spec.pipelines]
     return frozenset(name for cls in classes for name in inspect.signature(cls.__call__).parameters)
 
 

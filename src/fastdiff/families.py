@@ -35,7 +35,7 @@ class FamilySpec:
 
     name: str
     pipeline: Any  # the text-to-image pipeline class (also what single files load into)
-    img2img: Any  # the image-to-image pipeline class over the same modules
+    img2img: Any | None  # the image-to-image pipeline class over the same modules; None where diffusers has none
     adapter: ModelAdapter
     base_repo: str  # the repo whose architecture and scheduler config stand for the family (tiny/random models)
     tiny_vae_repo: str  # TAESD for the family's latent space (optimize="max")
@@ -44,13 +44,32 @@ class FamilySpec:
     warn_if_truncated: Callable[[Any, str, int | None], None] = clip_truncation  # (pipe, prompt, max_sequence_length)
 
     @functools.cached_property
-    def default_strength(self) -> float:
+    def default_strength(self) -> float | None:
         """The img2img pipeline's own default strength (0.3 for SDXL, 0.8 for SD), as diffusers would use it."""
+        if self.img2img is None:
+            return None
         return float(inspect.signature(self.img2img.__call__).parameters["strength"].default)
 
+    @property
+    def pipelines(self) -> tuple[Any, ...]:
+        """The family's diffusers pipeline classes: text-to-image, then image-to-image where diffusers has one."""
+        return (self.pipeline,) if self.img2img is None else (self.pipeline, self.img2img)
+
+    def over(self, pipe: Any, *, img2img: bool = False) -> Any:
+        """The family's text-to-image (or image-to-image) pipeline over `pipe`'s own modules, shared, not copied;
+        None for img2img where diffusers has none. Built as the `AutoPipelineFor*.from_pipe` methods build it:
+        `DiffusionPipeline.from_pipe` would cast every shared module to one dtype (float32 unless told), and the
+        auto mappings lack some families (SANA-Sprint)."""
+        cls = self.img2img if img2img else self.pipeline
+        if cls is None:
+            return None
+        accepted = inspect.signature(cls.__init__).parameters
+        arguments = {**dict(pipe.config), **pipe.components}  # the config's flags, then the modules themselves
+        return cls(**{name: value for name, value in arguments.items() if name in accepted})
+
     def accepts(self, pipe: object) -> bool:
-        """True for a text-to-image or image-to-image pipeline of this family (not ControlNet, inpaint, SD3…)."""
-        return isinstance(pipe, (self.pipeline, self.img2img))
+        """True for a text-to-image or image-to-image pipeline of this family (not ControlNet, inpaint…)."""
+        return isinstance(pipe, self.pipelines)
 
 
 _SD = StableDiffusionAdapter()

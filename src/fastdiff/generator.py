@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoPipelineForImage2Image
 from PIL import Image
 
 from . import loading
@@ -70,7 +69,7 @@ class FewStepGenerator:
             warn_if_truncated=kind.warn_if_truncated,
         )
         self._adapters: dict[str, float] = {}  # unfused LoRAs of `load_lora(fuse=False)` and their scales
-        self._img2img = AutoPipelineForImage2Image.from_pipe(pipe)
+        self._img2img = kind.over(pipe, img2img=True)
         self._clock = make_clock(self.device)
         self._lock = threading.RLock()  # one pipeline call at a time: diffusers pipelines keep per-call state
         self._shapes: set[tuple[int, int, int]] = set()  # (height, width, UNet batch) seen, for torch.compile
@@ -80,7 +79,8 @@ class FewStepGenerator:
             self._generate, device=self.device, max_batch=max_batch, max_wait_ms=max_wait_ms
         )
         for p in (pipe, self._img2img):
-            p.set_progress_bar_config(disable=True)
+            if p is not None:
+                p.set_progress_bar_config(disable=True)
 
     @property
     def device(self) -> torch.device:
@@ -193,7 +193,8 @@ class FewStepGenerator:
         own |= {"callback_on_step_end": callback_on_step_end}
         own |= {"callback_on_step_end_tensor_inputs": callback_on_step_end_tensor_inputs}
         kwargs = translated(own, diffusers_arguments)
-        pipe = self.pipeline if kwargs["image"] is None else self._img2img
+        # Without an img2img twin the image is refused by resolve_call.
+        pipe = self.pipeline if kwargs["image"] is None or self._img2img is None else self._img2img
         requests = resolve_call(
             self.preset,
             kwargs,

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import AutoPipelineForText2Image
 from huggingface_hub import try_to_load_from_cache
 
 from .checkpoints import apply_checkpoint, build_unet, checkpoint_path, load_unet_state_dict
@@ -150,7 +149,7 @@ def adopt(
             f"{preset.name} needs a {kind.pipeline.__name__} (or its img2img twin), got {type(pipe).__name__}; "
             "pick a preset of its family, or build that pipeline from the same modules"
         )
-    own = AutoPipelineForText2Image.from_pipe(pipe)
+    own = kind.over(pipe)
     own.scheduler = build_scheduler(preset.scheduler, type(pipe.scheduler).from_config(pipe.scheduler.config))
     if checkpoint is not None:
         path = checkpoint_path(preset, checkpoint, local_files_only=True, cache_dir=None, dtype=own.unet.dtype)
@@ -236,11 +235,11 @@ def _load_pipeline(
         return cache_first(fetch_single, preset, local_files_only, cache_dir, dtype)
     repo = location or preset.repo_id
     variant = _variant(preset, dtype, location if kind == "folder" else "")
-    auto: Any = AutoPipelineForText2Image
+    pipeline_class: Any = family(preset.family).pipeline  # the family's own class, as its model card loads it
 
     def fetch(local: bool) -> Any:
         try:
-            return auto.from_pretrained(
+            return pipeline_class.from_pretrained(
                 repo, local_files_only=local, dtype=dtype, variant=variant, cache_dir=cache_dir, **components
             )
         except ValueError as err:

@@ -191,12 +191,20 @@ def _check_array_image(image: np.ndarray | torch.Tensor, *, resize: bool) -> Non
         )
 
 
-def check_img2img(image: object, strength: object, *, default_strength: float, step: int, resize: bool) -> float | None:
-    """img2img inputs: strength only with an image, and in (0, 1]; an image the pipeline can encode."""
+def check_img2img(
+    image: object, strength: object, *, default_strength: float | None, step: int, resize: bool
+) -> float | None:
+    """img2img inputs: strength only with an image, and in (0, 1]; an image the pipeline can encode; a family
+    with an image-to-image pipeline (`default_strength` None: diffusers has none)."""
     if image is None:
         if strength is not None:
             raise FastDiffError("strength only applies to img2img; pass image=... as well, or drop strength")
         return None
+    if default_strength is None:
+        raise FastDiffError(
+            "this model family has no image-to-image pipeline in diffusers; drop image= (and strength=), or pick "
+            "a preset of a family with img2img (fastdiff presets lists them)"
+        )
     if not isinstance(image, (Image.Image, np.ndarray, torch.Tensor)):
         raise FastDiffError(
             f"image must be a PIL.Image.Image (or a float array in [0, 1], as in diffusers), not "

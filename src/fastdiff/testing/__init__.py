@@ -17,7 +17,8 @@ from .tiny import (
     tiny_unet,
     tiny_unet_checkpoint,
 )
-from .tiny_flux import tiny_flux_pipeline, tiny_t5_tokenizer
+from .tiny_flux import tiny_pipeline as tiny_flux_pipeline
+from .tiny_flux import tiny_t5_tokenizer
 
 __all__ = [
     "MODEL_INDEX_CLASSES",

@@ -8,6 +8,7 @@ milliseconds on a CPU. Weights are a pure function of `seed`, and `tiny_unet(f, 
 
 from __future__ import annotations
 
+import importlib
 import json
 from functools import lru_cache
 from pathlib import Path
@@ -115,6 +116,18 @@ def _check(family: str) -> None:
         raise ValueError(f"unknown family {family!r}; expected one of {sorted(_UNET)}")
 
 
+# A transformer family's tiny pipeline lives in its own module of this package (built on the helpers here), which
+# defines `tiny_pipeline(*, seed, scheduler_config)` and `MODEL_INDEX` (the repo's own model_index.json, or None).
+# A new family is one entry here.
+_TRANSFORMER_KITS: dict[str, str] = {"flux": "tiny_flux"}
+
+
+def _transformer_kit(family: str) -> Any:
+    """The test-kit module of a transformer `family`; None for the UNet families built in this module."""
+    name = _TRANSFORMER_KITS.get(family)
+    return None if name is None else importlib.import_module(f".{name}", __package__)
+
+
 def tiny_unet(family: Family, *, seed: int = 0) -> UNet2DConditionModel:
     """The tiny UNet of `family` with weights drawn from `seed` (the same as `tiny_pipeline`'s)."""
     _check(family)
@@ -168,11 +181,9 @@ def tiny_pipeline(
     family: Family, *, seed: int = 0, scheduler_config: dict[str, Any] | None = None
 ) -> DiffusionPipeline:
     """A tiny random-weight pipeline of `family` on the CPU in float32, deterministic in `seed`."""
-    if family == "flux":
-        from .tiny_flux import tiny_flux_pipeline
-
-        flux: DiffusionPipeline = tiny_flux_pipeline(seed=seed, scheduler_config=scheduler_config)
-        return flux
+    if (kit := _transformer_kit(family)) is not None:
+        built: DiffusionPipeline = kit.tiny_pipeline(seed=seed, scheduler_config=scheduler_config)
+        return built
     _check(family)
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG as it was
         torch.manual_seed(seed)
@@ -199,10 +210,9 @@ def save_tiny_pipeline(
     """Save a tiny pipeline as a diffusers folder, with the `fp16` variant files the real repos also ship."""
     path = Path(path)
     tiny_pipeline(family, seed=seed, scheduler_config=scheduler_config).save_pretrained(path)
-    if family == "flux":  # the repo's own model_index.json, key for key
-        from .tiny_flux import FLUX_MODEL_INDEX
-
-        (path / "model_index.json").write_text(json.dumps(FLUX_MODEL_INDEX, indent=2, sort_keys=True) + "\n")
+    kit = _transformer_kit(family)
+    if kit is not None and kit.MODEL_INDEX is not None:  # the repo's own model_index.json, key for key
+        (path / "model_index.json").write_text(json.dumps(kit.MODEL_INDEX, indent=2, sort_keys=True) + "\n")
     if fp16_variant:
         for weights in sorted(path.glob("*/*.safetensors")):
             _write_fp16_copy(weights, weights.with_suffix(".fp16.safetensors"))
@@ -251,11 +261,9 @@ def tiny_unet_checkpoint(
 
 
 def _denoiser_state(family: Family) -> dict[str, torch.Tensor]:
-    if FAMILIES[family].denoiser == "unet":
+    if (kit := _transformer_kit(family)) is None:
         return _unet_state(family, 0)
-    from .tiny_flux import tiny_flux_pipeline  # here, not at the top: tiny_flux builds on this module
-
-    return dict(getattr(tiny_flux_pipeline(seed=0), FAMILIES[family].denoiser).state_dict())
+    return dict(getattr(kit.tiny_pipeline(seed=0), FAMILIES[family].denoiser).state_dict())
 
 
 @lru_cache(maxsize=4)

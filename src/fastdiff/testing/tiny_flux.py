@@ -23,7 +23,7 @@ from ..presets import FLUX_SCHNELL_REPO
 from .repo_configs import SCHEDULER_CONFIGS
 from .tiny import _CLIP_L, _VAE_COMMON, _text_config, tiny_tokenizer
 
-__all__ = ["FLUX_MODEL_INDEX", "FLUX_VAE", "tiny_flux_pipeline", "tiny_t5_tokenizer"]
+__all__ = ["FLUX_VAE", "MODEL_INDEX", "tiny_pipeline", "tiny_t5_tokenizer"]
 
 # FLUX.1's VAE (shared/reference/model-configs/flux1-schnell/vae): 16 latent channels, scale and shift, no
 # quant convs; four levels so that the VAE factor is 8, and the image side a multiple of 16 with the 2×2 patches.
@@ -39,7 +39,7 @@ FLUX_VAE: dict[str, Any] = {
 }
 # the repo's model_index.json, which names the T5 tokenizer T5TokenizerFast (transformers 5 saves it as T5Tokenizer,
 # the same class)
-FLUX_MODEL_INDEX: dict[str, Any] = repo_config(FLUX_SCHNELL_REPO, "model_index.json")
+MODEL_INDEX: dict[str, Any] = repo_config(FLUX_SCHNELL_REPO, "model_index.json")
 _TEXT_WIDTH = 32  # T5's d_model (joint_attention_dim) and CLIP's hidden size (pooled_projection_dim)
 # schnell's transformer (no guidance embedder, patch 1 over 16 × 4 packed channels) with 2 heads of 16 and one
 # block of each kind; RoPE's axes add up to the head width, as 16 + 56 + 56 = 128 do in the real one.
@@ -69,7 +69,7 @@ def tiny_t5_tokenizer() -> T5Tokenizer:
     return T5Tokenizer(vocab=list(_t5_vocab()), extra_ids=0, model_max_length=512)
 
 
-def tiny_flux_pipeline(*, seed: int = 0, scheduler_config: dict[str, Any] | None = None) -> Any:
+def tiny_pipeline(*, seed: int = 0, scheduler_config: dict[str, Any] | None = None) -> Any:
     """A tiny random-weight `FluxPipeline` on the CPU in float32, deterministic in `seed` (schnell's scheduler
     config unless one is given)."""
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG as it was
