@@ -15,6 +15,7 @@ from diffusers import (
     EulerDiscreteScheduler,
     FluxPipeline,
     LCMScheduler,
+    SanaSprintPipeline,
     StableDiffusionXLPipeline,
     TCDScheduler,
     UNet2DConditionModel,
@@ -117,6 +118,14 @@ def flux_schnell(cache: Path) -> tuple[Any, dict[str, Any]]:
     return pipe, {"guidance_scale": 0.0, "max_sequence_length": 256}
 
 
+def sana_sprint(size: str, cache: Path) -> tuple[Any, dict[str, Any]]:
+    """NVlabs' SANA-Sprint docs: SanaSprintPipeline.from_pretrained(repo) and the pipeline's own defaults
+    (guidance 4.5 embedded, 2 steps with intermediate_timesteps 1.3, resolution binning, max_sequence_length 300,
+    the complex human instruction); no argument beyond the prompt and the step count."""
+    repo = f"Efficient-Large-Model/Sana_Sprint_{size.upper()}_1024px_diffusers"
+    return SanaSprintPipeline.from_pretrained(repo, **_hub(cache)), {}
+
+
 def card_pipeline(preset: str, cache: Path) -> tuple[Any, dict[str, Any]]:
     """The card's pipeline for a preset name, and the extra call arguments the card passes."""
     if preset.startswith("fastdiff-shapes"):
@@ -136,4 +145,6 @@ def card_pipeline(preset: str, cache: Path) -> tuple[Any, dict[str, Any]]:
         return dmd2(int(preset.split("-")[2].removesuffix("step")), cache)
     if preset == "flux-schnell":
         return flux_schnell(cache)
+    if preset.startswith("sana-sprint-"):
+        return sana_sprint(preset.removeprefix("sana-sprint-"), cache)
     raise KeyError(preset)

@@ -77,6 +77,7 @@ def denoise(
         "generator": noise,
         "output_type": "latent",
     }
+    kwargs.update(family(preset.family).step_arguments(first.steps))
     kwargs.update(first.pass_through or {})
     if preset.eta is not None:
         kwargs["eta"] = preset.eta
@@ -118,8 +119,7 @@ def generate_batch(
         latents = denoise(preset, adapter, pipes, requests, embeds)
         marks.append((clock(), compiled.seconds))
         width, height = batch_key(requests[0])[1]
-        size = {"height": height, "width": width} if latents.dim() == 3 else {}  # packed (B, N, C) latents: no size
-        images = adapter.decode(pipes[0], latents, **size)
+        images = adapter.decode(pipes[0], latents, height=height, width=width)
         marks.append((clock(), compiled.seconds))
     compiled.announce(f"{images[0].width}x{images[0].height}")
     timings = {

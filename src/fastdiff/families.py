@@ -14,19 +14,26 @@ from typing import Any
 from diffusers import (
     FluxImg2ImgPipeline,
     FluxPipeline,
+    SanaSprintImg2ImgPipeline,
+    SanaSprintPipeline,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
 )
 
-from .adapters import FluxAdapter, ModelAdapter, StableDiffusionAdapter, StableDiffusionXLAdapter
+from .adapters import FluxAdapter, ModelAdapter, SanaSprintAdapter, StableDiffusionAdapter, StableDiffusionXLAdapter
 from .adapters.base import clip_truncation, unet_img2img_arguments
 from .adapters.flux import flux_img2img_arguments, t5_truncation
+from .adapters.sana_sprint import gemma_truncation, scm_step_arguments
 from .errors import FastDiffError, did_you_mean
-from .presets import FLUX_SCHNELL_REPO, SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO
+from .presets import FLUX_SCHNELL_REPO, SANA_SPRINT_06B_REPO, SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO
 
 __all__ = ["FAMILIES", "FamilySpec", "family"]
+
+
+def _no_step_arguments(steps: int) -> dict[str, Any]:
+    return {}  # most pipelines take num_inference_steps alone
 
 
 @dataclass(frozen=True)
@@ -38,10 +45,16 @@ class FamilySpec:
     img2img: Any | None  # the image-to-image pipeline class over the same modules; None where diffusers has none
     adapter: ModelAdapter
     base_repo: str  # the repo whose architecture and scheduler config stand for the family (tiny/random models)
-    tiny_vae_repo: str  # TAESD for the family's latent space (optimize="max")
+    tiny_vae_repo: str | None  # TAESD for the family's latent space (optimize="max"); None: there is none
     denoiser: str = "unet"  # the pipeline attribute holding the denoising network ("transformer" for FLUX)
     img2img_arguments: Callable[..., dict[str, Any]] = unet_img2img_arguments  # its img2img call's schedule, size
     warn_if_truncated: Callable[[Any, str, int | None], None] = clip_truncation  # (pipe, prompt, max_sequence_length)
+    step_arguments: Callable[[int], dict[str, Any]] = _no_step_arguments  # the call's arguments a step count sets
+    # guidance_scale feeds the denoiser's guidance embedder (one pass per step, no negative prompt), never CFG
+    embedded_guidance: bool = False
+    # the pipeline generates at the aspect-ratio bin nearest the size asked and resizes the image back to it
+    resolution_binning: bool = False
+    no_fp16: str | None = None  # why the family cannot run in float16 (None: it can); accelerators then load bf16
 
     @functools.cached_property
     def default_strength(self) -> float | None:
@@ -99,11 +112,26 @@ FAMILIES: dict[str, FamilySpec] = {
         img2img_arguments=flux_img2img_arguments,
         warn_if_truncated=t5_truncation,
     ),
+    "sana-sprint": FamilySpec(
+        "sana-sprint",
+        SanaSprintPipeline,
+        SanaSprintImg2ImgPipeline,
+        SanaSprintAdapter(),
+        SANA_SPRINT_06B_REPO,
+        None,  # no tiny autoencoder exists for DC-AE's latents: optimize="max" keeps the VAE
+        denoiser="transformer",
+        img2img_arguments=flux_img2img_arguments,
+        warn_if_truncated=gemma_truncation,
+        step_arguments=scm_step_arguments,
+        embedded_guidance=True,
+        resolution_binning=True,
+        no_fp16="its Gemma-2 text encoder must stay in bfloat16 (diffusers' SANA-Sprint docs)",
+    ),
 }
 
 
 def family(name: str) -> FamilySpec:
-    """The family called `name` ("sd1", "sd2", "sdxl", "flux"); register a new one by adding it to `FAMILIES`."""
+    """The family called `name` ("sd1", "flux", "sana-sprint", ...); register a new one by adding it to `FAMILIES`."""
     try:
         return FAMILIES[name]
     except KeyError:

@@ -70,7 +70,11 @@ def load(
     in (no cast, no second copy)."""
     check_flag("local_files_only", local_files_only, optional=True)
     check_flag("allow_pickle", allow_pickle)
+    given = dtype if dtype is not None else recipe.dtype
     dtype = recipe.dtype if dtype is None and recipe.dtype is not None else resolve_dtype(dtype, device)
+    if given is None and dtype == torch.float16 and family(preset.family).no_fp16:
+        dtype = torch.bfloat16  # the accelerators' default, float16, is one this family cannot run in
+    _check_dtype(preset, dtype)
     kind, location = _classify_source(source)
     hub: dict[str, Any] = {"local_files_only": local_files_only, "cache_dir": cache_dir, "dtype": dtype}
     ckpt = checkpoint_path(preset, checkpoint, allow_pickle=allow_pickle, **hub)
@@ -126,6 +130,16 @@ def _check_fits(
         raise error
 
 
+def _check_dtype(preset: Preset, dtype: torch.dtype) -> None:
+    """Refuse float16 for a family that cannot run in it (`FamilySpec.no_fp16`), naming the dtypes that work."""
+    reason = family(preset.family).no_fp16
+    if dtype == torch.float16 and reason is not None:
+        raise FastDiffError(
+            f"{preset.name} cannot run in float16: {reason}. Pass dtype='bfloat16' (or 'float32'; on the CPU, "
+            "leave dtype unset) and no precision='fp16'"
+        )
+
+
 def adopt(
     preset: Preset,
     pipe: Any,
@@ -150,6 +164,7 @@ def adopt(
             "pick a preset of its family, or build that pipeline from the same modules"
         )
     own = kind.over(pipe)
+    _check_dtype(preset, recipe.dtype or getattr(own, kind.denoiser).dtype)
     own.scheduler = build_scheduler(preset.scheduler, type(pipe.scheduler).from_config(pipe.scheduler.config))
     if checkpoint is not None:
         path = checkpoint_path(preset, checkpoint, local_files_only=True, cache_dir=None, dtype=own.unet.dtype)
@@ -271,8 +286,8 @@ def load_tiny_vae(
     if isinstance(spec, AutoencoderTiny):
         given: Any = spec
         return own_copy(given)
-    if spec == "auto" and is_shipped(preset):
-        return None  # its own VAE is already tiny, and TAESD was trained for another latent space
+    if spec == "auto" and (is_shipped(preset) or family(preset.family).tiny_vae_repo is None):
+        return None  # its own VAE is already tiny, or no TAESD was trained for its latent space (DC-AE)
     location = _tiny_vae_location(spec, preset)
     if location is None:
         raise FastDiffError(f"tiny_vae must be 'auto', a hub id, a folder or an AutoencoderTiny, not {spec!r}")

@@ -58,11 +58,13 @@ class Request:
     # are: such a call runs alone (a callback sees and may stop the whole batch, one generator's draws follow on)
     pass_through: dict[str, Any] | None = field(default=None, compare=False)
     image_seeds: tuple[int, ...] = ()  # with generator=: each image's generator's `initial_seed()`
+    embedded_guidance: bool = False  # the family's `FamilySpec.embedded_guidance`
 
     @property
     def guidance(self) -> bool:
-        """Whether classifier-free guidance runs: diffusers only runs it for guidance_scale > 1."""
-        return self.guidance_scale > 1.0
+        """Whether classifier-free guidance runs: diffusers only runs it for guidance_scale > 1, and never where
+        the denoiser reads the scale itself (embedded guidance)."""
+        return self.guidance_scale > 1.0 and not self.embedded_guidance
 
 
 def check_flag(name: str, value: object, *, optional: bool = False) -> None:
@@ -277,12 +279,19 @@ def resolve_request(
     h = check_side("height", height, preset.height, step)
     w = check_side("width", width, preset.width, step)
     ratio = (h * w) / (preset.height * preset.width)
-    if (image is None or resize) and not 0.3 <= ratio <= 2.0:
+    binned = family(preset.family).resolution_binning  # generated at the native size whatever the size asked
+    if (image is None or resize) and not binned and not 0.3 <= ratio <= 2.0:
         warn(
             f"{preset.name} was trained at {preset.width}x{preset.height}; at {w}x{h} expect "
             "duplicated subjects (larger) or mush (smaller). Leave height/width unset for the native size.",
         )
-    if negative_prompt and resolved_guidance <= 1.0:
+    embedded = family(preset.family).embedded_guidance
+    if negative_prompt and embedded:
+        warn(
+            f"negative_prompt is ignored: {preset.name} feeds guidance_scale to its transformer (embedded guidance, "
+            "no CFG, no negative prompt); drop it."
+        )
+    elif negative_prompt and resolved_guidance <= 1.0:
         warn(
             f"negative_prompt is ignored at guidance_scale={resolved_guidance} (diffusers only runs CFG above 1); "
             "drop it, or raise guidance_scale on a model that supports CFG.",
@@ -300,4 +309,5 @@ def resolve_request(
         num_images=num_images,
         image=image,  # type: ignore[arg-type]
         strength=resolved_strength,
+        embedded_guidance=embedded,
     )

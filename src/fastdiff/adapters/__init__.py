@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from .base import Embeddings, ModelAdapter
 from .flux import FluxAdapter
+from .sana_sprint import SanaSprintAdapter
 from .sd import StableDiffusionAdapter
 from .sdxl import StableDiffusionXLAdapter
 
-__all__ = ["Embeddings", "FluxAdapter", "ModelAdapter", "StableDiffusionAdapter", "StableDiffusionXLAdapter"]
+__all__ = [
+    "Embeddings",
+    "FluxAdapter",
+    "ModelAdapter",
+    "SanaSprintAdapter",
+    "StableDiffusionAdapter",
+    "StableDiffusionXLAdapter",
+]

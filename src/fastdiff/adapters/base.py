@@ -27,8 +27,9 @@ class ModelAdapter(Protocol):
     noise (one VAE sample per generator, drawn from that generator), whatever the VAE's own dtype. `decode` turns
     final latents into PIL images exactly as the pipeline's own `output_type="pil"` path does. So fastdiff
     matches diffusers pixel for pixel while timing each stage apart, and a VAE in another dtype than the UNet
-    (bf16 on CUDA) works on every path. A T5 family's `encode` also takes `max_sequence_length=` (the preset's),
-    and its `decode` `height=`/`width=` (packed latents do not carry the image size).
+    (bf16 on CUDA) works on every path. A T5 or Gemma family's `encode` also takes `max_sequence_length=` (the
+    preset's); `decode` gets the size asked as `height=`/`width=` (packed latents do not carry it, binned ones
+    carry another).
     """
 
     def encode(self, pipe: Any, prompt: str, negative_prompt: str | None, *, guidance: bool) -> Embeddings:
@@ -41,8 +42,8 @@ class ModelAdapter(Protocol):
         """Initial img2img latents: image i sampled through the VAE encoder with generator i."""
         ...
 
-    def decode(self, pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
-        """Decode final latents to images, mirroring the pipeline's decode and post-processing."""
+    def decode(self, pipe: Any, latents: torch.Tensor, *, height: int, width: int) -> list[Image.Image]:
+        """Decode final latents to `height` × `width` images, mirroring the pipeline's decode and post-processing."""
         ...
 
 
