@@ -1,7 +1,7 @@
 """SANA-Sprint (0.6B and 1.6B) behind the same facade: the card's image for every allowed step count, img2img,
 seeds and generators, batches, cached embeddings, embedded guidance, each bad input refused or warned with its fix,
-and serving (the live session, `gen.map`, `fastdiff batch`, many threads). Tiny random-weight models from the test
-hub cache, under the real repo ids.
+and serving (the live session, `gen.map`, `fastdiff batch`; many threads: test_concurrency). Tiny random-weight
+models from the test hub cache, under the real repo ids.
 
 The pipeline bins every size to its ~1024² aspect-ratio bucket and resizes the image back, so even a 64² call
 decodes a 1024² image: the tests keep their image counts low."""
@@ -9,7 +9,6 @@ decodes a 1024² image: the tests keep their image counts low."""
 from __future__ import annotations
 
 import json
-import threading
 import warnings
 from collections.abc import Callable
 from functools import cache
@@ -25,11 +24,12 @@ from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator, presets
 from fastdiff.adapters.sana_sprint import COMPLEX_HUMAN_INSTRUCTION
 from fastdiff.cli import main
 from fastdiff.serving import LiveSession
-from fastdiff.testing import cached_repo_path
-from fastdiff.testing.tiny_sana_sprint import tiny_gemma_tokenizer, tiny_pipeline
+from fastdiff.testing import cached_repo_path, tiny_gemma_tokenizer
+from fastdiff.testing import tiny_sana_sprint_pipeline as tiny_pipeline
 
 from .cards import card_pipeline
 from .test_bulk import assert_complete, run, write_txt
+from .test_flow_families import _photo
 
 PROMPT = "a tiny astronaut hatching from an egg on the moon"
 HEIGHT, WIDTH = 96, 128  # not square: the bin is 896x1152 and the image is resized and cropped back
@@ -56,11 +56,6 @@ def _pixels(image: Image.Image) -> np.ndarray:
 
 def _close(a: Image.Image, b: Image.Image) -> bool:
     return bool(np.abs(_pixels(a) - _pixels(b)).max() <= 1)
-
-
-def _photo(height: int, width: int) -> Image.Image:
-    x, y = np.meshgrid(np.linspace(0, 255, width), np.linspace(0, 255, height))
-    return Image.fromarray(np.stack([x, y, np.full_like(x, 90)], -1).astype(np.uint8))
 
 
 def _own_warnings(call: Callable[[], Any]) -> tuple[Any, list[str]]:
@@ -280,34 +275,3 @@ def test_fastdiff_batch_writes_the_direct_calls_images(
         assert (entry["preset"], entry["steps"]) == ("sana-sprint-0.6b", 2)
         direct = sprint(entry["prompt"], seed=entry["seed"], **SIZE).images[0]
         assert _close(Image.open(out / entry["file"]).convert("RGB"), direct)
-
-
-def test_many_threads_get_their_own_images(sprint: FewStepGenerator) -> None:
-    """8 threads × 5 calls on one coalescing generator, 0 wrong images (each call decodes a 1024² bin: 20 calls
-    a thread, as for FLUX, take a minute on 2 cores and pass as well)."""
-    gen = FewStepGenerator.from_pipeline("sana-sprint-0.6b", sprint.pipeline, max_batch=4)
-    cases = [(p, seed, steps) for p in ("a red bird", "a blue bird") for seed in (0, 1) for steps in (1, 2)]
-    expected = {case: _pixels(gen(case[0], seed=case[1], steps=case[2], **SIZE).images[0]) for case in cases}
-    errors: list[BaseException] = []
-    wrong: list[tuple[Any, ...]] = []
-
-    def worker(k: int) -> None:
-        rng = np.random.default_rng(k)
-        for _ in range(5):
-            case = cases[int(rng.integers(len(cases)))]
-            try:
-                got = gen(case[0], seed=case[1], steps=case[2], **SIZE).images[0]
-            except BaseException as err:  # any exception at all is a failure of thread safety
-                errors.append(err)
-                continue
-            if np.abs(_pixels(got) - expected[case]).max() > 1:
-                wrong.append(case)
-
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == [] and wrong == []
-    stats = gen.stats
-    assert stats.calls == len(cases) + 8 * 5 and stats.batches < stats.calls  # some calls did share a batch

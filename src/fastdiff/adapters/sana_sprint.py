@@ -57,8 +57,10 @@ class SanaSprintAdapter:
         """The img2img pipeline's input as (B, 3, H, W) pixels in [0, 1] at its binned size, resized as its
         `prepare_image` resizes each kind of input: it normalizes and encodes them itself (DC-AE samples nothing,
         so the generators are not drawn from), and passing latents instead would be resized as an image."""
+        from ..validation import input_size  # validation reads the families, which hold this adapter
+
         processor = pipe.image_processor
-        width, height = _size(images[0])
+        width, height = input_size(images[0])
         binned = processor.classify_height_width_bin(height, width, ratios=ASPECT_RATIO_1024_BIN)
         pixels = torch.cat([_pixels(processor, image, *binned) for image in images])
         return pixels.to(pipe._execution_device)
@@ -76,14 +78,6 @@ class SanaSprintAdapter:
         image = pipe.image_processor.resize_and_crop_tensor(image, width, height)
         images: list[Image.Image] = pipe.image_processor.postprocess(image, output_type="pil")
         return images
-
-
-def _size(image: Any) -> tuple[int, int]:
-    if isinstance(image, Image.Image):
-        return image.size
-    if isinstance(image, np.ndarray):
-        return image.shape[-2], image.shape[-3]
-    return image.shape[-1], image.shape[-2]
 
 
 def _pixels(processor: Any, image: Any, height: int, width: int) -> torch.Tensor:

@@ -19,6 +19,8 @@ from .tiny import (
 )
 from .tiny_flux import tiny_pipeline as tiny_flux_pipeline
 from .tiny_flux import tiny_t5_tokenizer
+from .tiny_sana_sprint import tiny_gemma_tokenizer
+from .tiny_sana_sprint import tiny_pipeline as tiny_sana_sprint_pipeline
 
 __all__ = [
     "MODEL_INDEX_CLASSES",
@@ -31,8 +33,10 @@ __all__ = [
     "save_tiny_pipeline",
     "tiny_autoencoder_tiny",
     "tiny_flux_pipeline",
+    "tiny_gemma_tokenizer",
     "tiny_lora",
     "tiny_pipeline",
+    "tiny_sana_sprint_pipeline",
     "tiny_t5_tokenizer",
     "tiny_tokenizer",
     "tiny_unet",
