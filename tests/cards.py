@@ -126,6 +126,12 @@ def sana_sprint(size: str, cache: Path) -> tuple[Any, dict[str, Any]]:
     return SanaSprintPipeline.from_pretrained(repo, **_hub(cache)), {}
 
 
+def step_arguments(preset: str, steps: int) -> dict[str, Any]:
+    """What the card's reader adds to run another step count than the card's: SanaSprintPipeline refuses its
+    default intermediate timestep (1.3, for 2 steps) at any other count."""
+    return {"intermediate_timesteps": None} if preset.startswith("sana-sprint-") and steps != 2 else {}
+
+
 def card_pipeline(preset: str, cache: Path) -> tuple[Any, dict[str, Any]]:
     """The card's pipeline for a preset name, and the extra call arguments the card passes."""
     if preset.startswith("fastdiff-shapes"):

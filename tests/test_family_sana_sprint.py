@@ -9,6 +9,10 @@ decodes a 1024² image: the tests keep their image counts low."""
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import warnings
 from collections.abc import Callable
 from functools import cache
@@ -27,8 +31,8 @@ from fastdiff.serving import LiveSession
 from fastdiff.testing import cached_repo_path, tiny_gemma_tokenizer
 from fastdiff.testing import tiny_sana_sprint_pipeline as tiny_pipeline
 
-from .cards import card_pipeline
-from .test_bulk import assert_complete, run, write_txt
+from .cards import card_pipeline, step_arguments
+from .test_bulk import _wait_for_lines, assert_complete, batch_argv, run, write_txt
 from .test_flow_families import _photo
 
 PROMPT = "a tiny astronaut hatching from an egg on the moon"
@@ -64,11 +68,6 @@ def _own_warnings(call: Callable[[], Any]) -> tuple[Any, list[str]]:
         warnings.simplefilter("always")
         result = call()
     return result, [str(w.message) for w in record if issubclass(w.category, FastDiffWarning)]
-
-
-def _scm(steps: int) -> dict[str, Any]:
-    """What the card's user must pass for a step count other than 2 (the pipeline refuses its default then)."""
-    return {} if steps == 2 else {"intermediate_timesteps": None}
 
 
 def test_tiny_sana_sprint_has_the_real_wiring_and_layout(hub_cache: Path) -> None:
@@ -109,7 +108,7 @@ def test_sana_sprint_is_the_cards_image(name: str, steps: int, load: Any, hub_ca
         height=HEIGHT,
         width=WIDTH,
         generator=torch.Generator("cpu").manual_seed(11),
-        **_scm(steps),
+        **step_arguments(name, steps),
     ).images[0]
     got = load(name)(PROMPT, steps=steps, seed=11, height=HEIGHT, width=WIDTH).images[0]
     assert got.size == (WIDTH, HEIGHT)
@@ -163,7 +162,7 @@ def test_img2img_is_the_img2img_pipelines_image(
         height=HEIGHT,
         width=WIDTH,
         generator=torch.Generator("cpu").manual_seed(3),
-        **_scm(steps),
+        **step_arguments("sana-sprint-0.6b", steps),
     ).images[0]
     got = sprint(PROMPT, image=init, strength=strength, steps=steps, seed=3).images[0]
     assert got.size == (WIDTH, HEIGHT)
@@ -274,4 +273,28 @@ def test_fastdiff_batch_writes_the_direct_calls_images(
     for entry in assert_complete(out, 2):
         assert (entry["preset"], entry["steps"]) == ("sana-sprint-0.6b", 2)
         direct = sprint(entry["prompt"], seed=entry["seed"], **SIZE).images[0]
+        assert _close(Image.open(out / entry["file"]).convert("RGB"), direct)
+
+
+def test_fastdiff_batch_killed_mid_run_is_finished_by_a_rerun(
+    tmp_path: Path, hub_cache: Path, sprint: FewStepGenerator
+) -> None:
+    count = 6
+    prompts = write_txt(tmp_path / "p.txt", [f"prompt number {i}" for i in range(count)])
+    out = tmp_path / "out"
+    argv = [
+        sys.executable,
+        "-m",
+        "fastdiff.serving.bulk.cli",
+        *batch_argv(prompts, out, hub_cache, preset="sana-sprint-0.6b"),
+    ]
+    with (tmp_path / "stderr.txt").open("wb") as err:
+        child = subprocess.Popen([*argv, "--steps", "1"], stdout=subprocess.DEVNULL, stderr=err)
+        written = _wait_for_lines(out / "manifest.jsonl", at_least=2, child=child)
+        os.kill(child.pid, signal.SIGKILL)
+        child.wait()
+    assert 2 <= written < count, (tmp_path / "stderr.txt").read_text()
+    assert run(prompts, out, hub_cache, "--steps", "1", preset="sana-sprint-0.6b") == 0
+    for entry in assert_complete(out, count):
+        direct = sprint(entry["prompt"], seed=entry["seed"], steps=1, **SIZE).images[0]
         assert _close(Image.open(out / entry["file"]).convert("RGB"), direct)
