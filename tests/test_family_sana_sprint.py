@@ -24,7 +24,7 @@ import pytest
 import torch
 from PIL import Image
 
-from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator, presets
+from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator, Optimizations, presets
 from fastdiff.adapters.sana_sprint import COMPLEX_HUMAN_INSTRUCTION
 from fastdiff.cli import main
 from fastdiff.serving import LiveSession
@@ -227,6 +227,21 @@ def test_max_level_keeps_the_dc_ae(sprint: FewStepGenerator) -> None:
     gen = FewStepGenerator.from_pipeline("sana-sprint-0.6b", sprint.pipeline, optimize="max")
     assert type(gen.pipeline.vae).__name__ == "AutoencoderDC" and gen.recipe.engine == "torch"
     assert _close(gen(PROMPT, seed=1, steps=1, **SIZE).images[0], sprint(PROMPT, seed=1, steps=1, **SIZE).images[0])
+
+
+def test_the_cuda_recipe_runs_on_cpu_tensors(sprint: FewStepGenerator) -> None:
+    """The CUDA recipe's module changes on CPU tensors, over the family's own pipeline class: fused QKV where
+    diffusers offers it (the transformer's method, which leaves SANA's attention as it is; DC-AE has none);
+    torch.compile is left out (minutes on 2 cores)."""
+    recipe = Optimizations.level("default", compile=False).recipe_for("cuda")
+    assert recipe.fuse_qkv
+    fused = FewStepGenerator.from_pipeline("sana-sprint-0.6b", sprint.pipeline, optimize=recipe)
+    assert (
+        type(fused.pipeline).__name__ == "SanaSprintPipeline"
+        and fused.pipeline.transformer is not sprint.pipeline.transformer
+    )
+    size = {"steps": 2, "seed": 4, **SIZE}
+    assert _close(fused(PROMPT, **size).images[0], sprint(PROMPT, **size).images[0])
 
 
 def test_presets_table_lists_both_with_their_licence(capsys: pytest.CaptureFixture[str]) -> None:

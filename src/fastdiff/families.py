@@ -29,7 +29,18 @@ from .adapters.sana_sprint import gemma_truncation, scm_step_arguments
 from .errors import FastDiffError, did_you_mean
 from .presets import FLUX_SCHNELL_REPO, SANA_SPRINT_06B_REPO, SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO
 
-__all__ = ["FAMILIES", "FamilySpec", "family"]
+__all__ = ["FAMILIES", "FamilySpec", "family", "rebuild"]
+
+
+def rebuild(cls: Any, pipe: Any, **components: Any) -> Any:
+    """A `cls` pipeline over `pipe`'s modules (shared, not copied) with `components` replaced, as the
+    `AutoPipelineFor*.from_pipe` methods build it but for any class (their mappings lack SANA-Sprint), and without
+    `DiffusionPipeline.from_pipe`'s cast of every shared module to one dtype (float32 unless told)."""
+    accepted = inspect.signature(cls.__init__).parameters
+    arguments = {**dict(pipe.config), **pipe.components, **components}  # the config's flags, then the modules
+    built = cls(**{name: value for name, value in arguments.items() if name in accepted})
+    built.register_to_config(_name_or_path=pipe.name_or_path)
+    return built
 
 
 def _no_step_arguments(steps: int) -> dict[str, Any]:
@@ -69,16 +80,10 @@ class FamilySpec:
         return (self.pipeline,) if self.img2img is None else (self.pipeline, self.img2img)
 
     def over(self, pipe: Any, *, img2img: bool = False) -> Any:
-        """The family's text-to-image (or image-to-image) pipeline over `pipe`'s own modules, shared, not copied;
-        None for img2img where diffusers has none. Built as the `AutoPipelineFor*.from_pipe` methods build it:
-        `DiffusionPipeline.from_pipe` would cast every shared module to one dtype (float32 unless told), and the
-        auto mappings lack some families (SANA-Sprint)."""
+        """The family's text-to-image (or image-to-image) pipeline over `pipe`'s own modules (`rebuild`); None for
+        img2img where diffusers has none."""
         cls = self.img2img if img2img else self.pipeline
-        if cls is None:
-            return None
-        accepted = inspect.signature(cls.__init__).parameters
-        arguments = {**dict(pipe.config), **pipe.components}  # the config's flags, then the modules themselves
-        return cls(**{name: value for name, value in arguments.items() if name in accepted})
+        return None if cls is None else rebuild(cls, pipe)
 
     def accepts(self, pipe: object) -> bool:
         """True for a text-to-image or image-to-image pipeline of this family (not ControlNet, inpaint…)."""

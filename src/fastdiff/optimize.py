@@ -60,7 +60,7 @@ def apply_optimizations(
     """A new pipeline over optimized copies of `pipe`'s modules, doing what `recipe` says; `tiny_vae`
     (fastdiff's own `AutoencoderTiny` copy) replaces the VAE and is moved to the pipeline's device.
     `weights_keys`: the modules' weights named for the OpenVINO engine's disk cache (absent: hashed)."""
-    from diffusers import AutoencoderTiny, AutoPipelineForText2Image
+    from .families import rebuild
 
     if not isinstance(recipe, Recipe):
         raise FastDiffError("apply_optimizations takes a Recipe: pass optimizations.recipe_for(device)")
@@ -77,9 +77,9 @@ def apply_optimizations(
         module.to(pipe._execution_device, targets[name], memory_format=nhwc)
     denoiser = next(iter(targets))  # "unet", or FLUX's "transformer"
     if recipe.fuse_qkv:
-        own[denoiser].fuse_qkv_projections()
-        if not isinstance(own["vae"], AutoencoderTiny):  # the tiny VAE has no attention
-            own["vae"].fuse_qkv_projections()
+        for name in (denoiser, "vae"):
+            if hasattr(own[name], "fuse_qkv_projections"):  # where diffusers offers it (not DC-AE, nor TAESD)
+                own[name].fuse_qkv_projections()
     if openvino:
         from .openvino_engine import use_openvino
 
@@ -94,4 +94,4 @@ def apply_optimizations(
         options: dict[str, Any] = {"backend": recipe.compile_backend, "mode": recipe.compile_mode}
         own[denoiser] = torch.compile(own[denoiser], **options)
         own["vae"].decoder = torch.compile(own["vae"].decoder, **options)
-    return AutoPipelineForText2Image.from_pipe(pipe, **own)
+    return rebuild(type(pipe), pipe, **own)
