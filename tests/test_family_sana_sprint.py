@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from diffusers import SanaSprintImg2ImgPipeline, SanaSprintPipeline
 from PIL import Image
 
+import fastdiff.loading
 from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator, Optimizations, presets
 from fastdiff.adapters.sana_sprint import COMPLEX_HUMAN_INSTRUCTION
 from fastdiff.cli import main
@@ -149,8 +151,6 @@ def test_img2img_is_the_img2img_pipelines_image(
 ) -> None:
     """SanaSprintImg2ImgPipeline over the card's modules at the input's own size (it would make 1024² without
     height/width), binned and resized back as text-to-image is."""
-    from diffusers import SanaSprintImg2ImgPipeline
-
     card = SanaSprintImg2ImgPipeline(**_card("sana-sprint-0.6b", hub_cache).components)
     card.set_progress_bar_config(disable=True)
     init = _photo(HEIGHT, WIDTH)
@@ -220,6 +220,19 @@ def test_float16_is_refused_before_loading(hub_cache: Path, sprint: FewStepGener
         "sana-sprint-0.6b", device="cpu", dtype="bfloat16", cache_dir=hub_cache, local_files_only=True
     )
     assert bf16.dtype == torch.bfloat16 and bf16.pipeline.text_encoder.dtype == torch.bfloat16
+
+
+def test_weights_that_cannot_fit_are_refused_before_any_is_read(
+    hub_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def never(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("weights were read")
+
+    monkeypatch.setattr(fastdiff.loading, "available_memory", lambda device: 1024)
+    monkeypatch.setattr(SanaSprintPipeline, "from_pretrained", never)
+    with pytest.raises(FastDiffError, match=r"sana-sprint-1.6b: its weights need about .* GiB in float32") as info:
+        FewStepGenerator.from_preset("sana-sprint-1.6b", device="cpu", cache_dir=hub_cache, local_files_only=True)
+    assert "dtype='bfloat16'" in str(info.value) and "float16" not in str(info.value).replace("bfloat16", "")
 
 
 def test_max_level_keeps_the_dc_ae(sprint: FewStepGenerator) -> None:

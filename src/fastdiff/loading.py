@@ -125,7 +125,9 @@ def _check_fits(
         files = pipeline_files(index.parent, variant=_variant(preset, dtype, str(index.parent)), skip=skip)
     files += [unet] if unet is not None else []
     needed = weights_bytes([f for f in files if f.suffix == ".safetensors"], dtype=dtype)
-    error = check_fits(what=preset.name, needed=needed, available=available_memory(device), device=device, dtype=dtype)
+    fp16 = family(preset.family).no_fp16 is None
+    free = available_memory(device)
+    error = check_fits(what=preset.name, needed=needed, available=free, device=device, dtype=dtype, fp16=fp16)
     if error is not None:
         raise error
 

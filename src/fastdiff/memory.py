@@ -62,16 +62,23 @@ def weights_bytes(files: Iterable[Path], *, dtype: torch.dtype) -> int:
 
 
 def check_fits(
-    *, what: str, needed: int, available: int | None, device: torch.device, dtype: torch.dtype, offload: bool = True
+    *,
+    what: str,
+    needed: int,
+    available: int | None,
+    device: torch.device,
+    dtype: torch.dtype,
+    offload: bool = True,
+    fp16: bool = True,
 ) -> FastDiffError | None:
     """The error refusing `what`, whose weights take `needed` bytes in `dtype`, when they exceed FREE_FRACTION of
     the `available` bytes of `device`; None when they fit or the free memory is unknown. `offload=False`: where
-    model offload is not an option (the bench), it is not offered."""
+    model offload is not an option (the bench), it is not offered; `fp16=False`: nor float16 (SANA-Sprint)."""
     if available is None or needed <= FREE_FRACTION * available:
         return None
     fixes = []
     if dtype.itemsize == 4:
-        half = "'bfloat16'" if device.type == "cpu" else "'float16' or 'bfloat16'"
+        half = "'float16' or 'bfloat16'" if device.type != "cpu" and fp16 else "'bfloat16'"
         fixes.append(f"dtype={half} (half: {needed / 2 / GIB:.1f} GiB)")
     if device.type == "cuda" and offload:
         fixes.append(
