@@ -1,0 +1,275 @@
+"""FLUX.2 [klein] 4B behind the same facade: the card's image, seeds and generators, batches, cached embeddings,
+each bad input refused or warned with its fix (image= refused: diffusers has no img2img pipeline for it), and the
+serving paths. Tiny random-weight models from the test hub cache, under the real repo id."""
+
+from __future__ import annotations
+
+import json
+import threading
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator, Optimizations, presets
+from fastdiff.cli import main
+from fastdiff.hub import check_cached_or_reachable
+from fastdiff.serving import LiveSession
+from fastdiff.testing import cached_repo_path, save_tiny_pipeline, tiny_flux2_pipeline
+from fastdiff.testing.tiny_flux2 import tiny_qwen_tokenizer
+
+from .cards import card_pipeline
+from .test_bulk import assert_complete, pixels, run, write_txt
+
+NAME, REPO = "flux2-klein-4b", "black-forest-labs/FLUX.2-klein-4B"
+PROMPT = "a red fox in fresh snow"
+HEIGHT, WIDTH = 64, 96  # not square: the latents are scattered back by their position ids
+SIZE = {"height": 64, "width": 64}
+
+
+@pytest.fixture
+def klein(load: Any, small_sizes: None) -> FewStepGenerator:
+    gen: FewStepGenerator = load(NAME)
+    return gen
+
+
+@cache
+def _card(cache_dir: Path) -> Any:
+    pipe, kwargs = card_pipeline(NAME, cache_dir)
+    pipe.set_progress_bar_config(disable=True)
+    assert kwargs == {"guidance_scale": 1.0}
+    return pipe
+
+
+def _pixels(image: Image.Image) -> np.ndarray:
+    return np.asarray(image, dtype=np.int16)
+
+
+def _close(a: Image.Image, b: Image.Image) -> bool:
+    return bool(np.abs(_pixels(a) - _pixels(b)).max() <= 1)
+
+
+def test_tiny_klein_has_the_real_wiring_and_layout(hub_cache: Path) -> None:
+    torch.manual_seed(123)
+    expected = torch.rand(1)
+    torch.manual_seed(123)
+    pipe, again = tiny_flux2_pipeline(seed=1), tiny_flux2_pipeline(seed=1)
+    assert torch.equal(torch.rand(1), expected)  # the caller's RNG is left alone
+    assert torch.equal(pipe.transformer.x_embedder.weight, again.transformer.x_embedder.weight)
+    assert pipe.vae_scale_factor == 8 and pipe.image_processor.config.vae_scale_factor == 16
+    assert pipe.vae.config.latent_channels * 4 == pipe.transformer.config.in_channels == 128
+    assert tuple(pipe.vae.config.patch_size) == (2, 2) and pipe.vae.bn.num_features == 128
+    assert not torch.equal(pipe.vae.bn.running_mean, torch.zeros(128))  # trained-like statistics to undo
+    assert not pipe.transformer.config.guidance_embeds and not pipe.transformer.training and pipe.config.is_distilled
+    # the pipeline stacks the hidden states after layers 9, 18 and 27: three widths side by side, 27 intermediate
+    text = pipe.text_encoder.config
+    assert pipe.transformer.config.joint_attention_dim == 3 * text.hidden_size and text.num_hidden_layers > 27
+    assert type(pipe.text_encoder).__name__ == "Qwen3ForCausalLM"
+    tokenizer = tiny_qwen_tokenizer()
+    messages = [{"role": "user", "content": "a cat"}]
+    rendered = tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, enable_thinking=False
+    )
+    assert rendered == "<|im_start|>user\na cat<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    assert tokenizer.convert_ids_to_tokens(tokenizer(rendered).input_ids)[0] == "<|im_start|>"  # one token
+    assert tokenizer.pad_token == "<|endoftext|>" and tokenizer.padding_side == "right"
+    snapshot = cached_repo_path(hub_cache, REPO)
+    index = json.loads((snapshot / "model_index.json").read_text())
+    assert index["tokenizer"] == ["transformers", "Qwen2TokenizerFast"] and index["is_distilled"] is True
+    scheduler = json.loads((snapshot / "scheduler" / "scheduler_config.json").read_text())
+    assert scheduler["use_dynamic_shifting"] and scheduler["time_shift_type"] == "exponential"
+
+
+@pytest.mark.parametrize("steps", presets.get(NAME).steps)
+def test_klein_is_the_cards_image(steps: int, klein: FewStepGenerator, hub_cache: Path) -> None:
+    """The card: Flux2KleinPipeline(prompt=..., guidance_scale=1.0, num_inference_steps=4,
+    generator=torch.Generator(...).manual_seed(s))."""
+    expected = _card(hub_cache)(
+        prompt=PROMPT,
+        guidance_scale=1.0,
+        num_inference_steps=steps,
+        height=HEIGHT,
+        width=WIDTH,
+        generator=torch.Generator("cpu").manual_seed(11),
+    ).images[0]
+    got = klein(PROMPT, steps=steps, seed=11, height=HEIGHT, width=WIDTH).images[0]
+    assert got.size == (WIDTH, HEIGHT)
+    assert _pixels(expected).std() > 5, "a flat reference would prove nothing"
+    assert np.array_equal(_pixels(got), _pixels(expected)), f"{NAME}@{steps}"
+
+
+def test_default_steps_and_size_are_the_cards(klein: FewStepGenerator) -> None:
+    preset = klein.preset
+    assert (preset.default_steps, preset.steps, preset.guidance_scale) == (4, (4,), 1.0)
+    assert (preset.height, preset.width, preset.max_sequence_length, preset.license) == (1024, 1024, 512, "apache-2.0")
+    assert preset.variant is None and preset.scheduler == "repo"
+    scheduler = klein.pipeline.scheduler
+    assert type(scheduler).__name__ == "FlowMatchEulerDiscreteScheduler" and scheduler.config.use_dynamic_shifting
+    assert klein.dtype == torch.float32 and klein.pipeline.transformer.dtype == torch.float32
+
+
+def test_decode_is_the_pipelines_own(klein: FewStepGenerator, hub_cache: Path) -> None:
+    """output_type="latent" gives (B, 32, H/8, W/8), already de-normalized and unpatchified; the adapter's decode of
+    them is the pipeline's "pil" image."""
+    card = _card(hub_cache)
+    call = {"prompt": PROMPT, "num_inference_steps": 4, "height": HEIGHT, "width": WIDTH}
+    latents = card(**call, generator=torch.Generator("cpu").manual_seed(2), output_type="latent").images
+    assert latents.shape == (1, 32, HEIGHT // 8, WIDTH // 8)
+    expected = card(**call, generator=torch.Generator("cpu").manual_seed(2)).images[0]
+    assert np.array_equal(_pixels(klein.adapter.decode(card, latents)[0]), _pixels(expected))
+
+
+def test_generator_is_seed_and_a_batch_is_each_image_alone(klein: FewStepGenerator) -> None:
+    alone = [_pixels(klein(PROMPT, seed=s, **SIZE).images[0]) for s in (5, 6)]
+    by_generator = klein(PROMPT, generator=torch.Generator("cpu").manual_seed(5), **SIZE).images[0]
+    assert np.array_equal(_pixels(by_generator), alone[0])
+    batch = klein(PROMPT, seed=5, num_images=2, **SIZE)
+    assert batch.seeds == [5, 6]
+    for got, expected in zip(batch.images, alone, strict=True):
+        assert np.abs(_pixels(got) - expected).max() <= 1
+    other = "a blue heron at dawn"
+    listed = klein([PROMPT, other], seed=5, **SIZE).images
+    assert np.abs(_pixels(listed[0]) - alone[0]).max() <= 1
+    assert _close(listed[1], klein(other, seed=6, **SIZE).images[0])
+
+
+def test_prompt_embeddings_are_cached(klein: FewStepGenerator) -> None:
+    prompt = "a lighthouse at dusk, cached"
+    first = klein(prompt, seed=1, **SIZE)
+    hits = klein.embedding_cache.hits
+    again = klein(prompt, seed=1, **SIZE)
+    assert klein.embedding_cache.hits == hits + 1
+    assert np.array_equal(_pixels(first.images[0]), _pixels(again.images[0]))
+    embeds = klein.encode(prompt, guidance=True)  # a distilled repo runs no CFG: no negative embeddings
+    assert set(embeds) == {"prompt_embeds"}
+    assert embeds["prompt_embeds"].shape == (1, 512, 48)  # padded to max_sequence_length, 3 layers × 16
+
+
+def test_bad_inputs_name_the_fix(klein: FewStepGenerator) -> None:
+    with pytest.raises(FastDiffError, match=r"flux2-klein-4b runs exactly 4 steps .*, got steps=2; use steps=4"):
+        klein(PROMPT, steps=2)
+    with pytest.raises(FastDiffError, match=r"height=72 is not a multiple of 16 .*: use 64 or 80"):
+        klein(PROMPT, height=72, width=64)
+    with pytest.raises(FastDiffError, match=r"width=100 is not a multiple of 16"):
+        klein(PROMPT, height=64, width=100)
+    with pytest.raises(FastDiffError, match=r"no image-to-image pipeline in diffusers; drop image="):
+        klein(PROMPT, image=Image.new("RGB", (64, 64)), **SIZE)
+    with pytest.warns(FastDiffWarning, match=r"distilled to run without guidance.*Use guidance_scale=1.0"):
+        guided = klein(PROMPT, guidance_scale=4.0, seed=3, **SIZE).images[0]
+    assert np.array_equal(_pixels(guided), _pixels(klein(PROMPT, seed=3, **SIZE).images[0]))  # ignored, as diffusers
+
+
+def test_a_prompt_past_max_sequence_length_warns(klein: FewStepGenerator) -> None:
+    long = "snow " * 100  # 500 byte tokens and the chat template's 26: past 512
+    with pytest.warns(FastDiffWarning, match=r"Qwen3 tokens with its chat template; .* only the first 512"):
+        klein(long, **SIZE)
+    within = "snow " * 95  # 475 + 26 tokens: all read
+    with pytest.warns() as record:
+        klein(within, **SIZE)
+    assert not [w for w in record if "tokens" in str(w.message)]
+
+
+def test_max_level_keeps_the_vae_and_the_cuda_recipe_runs_on_cpu_tensors(
+    hub_cache: Path, klein: FewStepGenerator
+) -> None:
+    """No tiny autoencoder fits FLUX.2's latents (the pipeline reads its VAE's batch-norm statistics): "max" keeps
+    the VAE. The CUDA recipe's fused QKV (transformer and VAE) gives the same image on CPU tensors."""
+    gen = FewStepGenerator.from_preset(NAME, device="cpu", cache_dir=hub_cache, local_files_only=True, optimize="max")
+    assert type(gen.pipeline.vae).__name__ == "AutoencoderKLFlux2" and gen.recipe.engine == "torch"
+    expected = klein(PROMPT, seed=4, **SIZE).images[0]
+    assert _close(gen(PROMPT, seed=4, **SIZE).images[0], expected)
+    recipe = Optimizations.level("default", compile=False).recipe_for("cuda")
+    fused = FewStepGenerator.from_pipeline(NAME, klein.pipeline, optimize=recipe)
+    assert _close(fused(PROMPT, seed=4, **SIZE).images[0], expected)
+
+
+def test_a_diffusers_folder_and_from_pipeline_give_the_same_image(tmp_path: Path, small_sizes: None) -> None:
+    folder = save_tiny_pipeline("flux2", tmp_path / "klein", seed=3, fp16_variant=False)
+    from_folder = FewStepGenerator.from_preset(NAME, source=folder, device="cpu", optimize="none")
+    wrapped = FewStepGenerator.from_pipeline(NAME, tiny_flux2_pipeline(seed=3))
+    call = {"seed": 9, **SIZE}
+    assert np.array_equal(_pixels(from_folder(PROMPT, **call).images[0]), _pixels(wrapped(PROMPT, **call).images[0]))
+
+
+def test_cached_klein_needs_no_download(hub_cache: Path, no_network: None) -> None:
+    check_cached_or_reachable(presets.get(NAME), dtypes=["float32"], cache_dir=hub_cache, local_files_only=True)
+
+
+# --- serving ------------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def own(load: Any, small_sizes: None) -> FewStepGenerator:
+    """A generator of its own (own embedding cache counters) over the session's tiny klein modules."""
+    return FewStepGenerator.from_pipeline(NAME, load(NAME).pipeline)
+
+
+def test_live_frames_are_the_plain_call(own: FewStepGenerator) -> None:
+    frames = []
+    with LiveSession(own, seed=11, **SIZE) as live:
+        for change in ({"prompt": "a red house"}, {"seed": 12}):
+            live.update(**change)
+            frames.append(live.wait(timeout=30))
+    red, seed = frames
+    assert np.array_equal(_pixels(red.image), _pixels(own("a red house", seed=11, **SIZE).image))
+    assert np.array_equal(_pixels(seed.image), _pixels(own("a red house", seed=12, **SIZE).image))
+    assert (seed.seed, seed.steps, seed.guidance_scale) == (12, 4, 1.0)
+
+
+def test_map_gives_each_prompt_its_own_call(own: FewStepGenerator) -> None:
+    prompts = [f"a paper boat, picture {i}" for i in range(3)]
+    results = list(own.map(prompts, batch_size=2, progress=False, seed=100, **SIZE))  # 2 + 1
+    assert [r.seed for r in results] == [100, 101, 102]
+    for prompt, result in zip(prompts, results, strict=True):
+        assert _close(result.image, own(prompt, seed=result.seed, **SIZE).image)
+
+
+def test_batch_command_writes_the_direct_images(
+    tmp_path: Path, hub_cache: Path, klein: FewStepGenerator, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompts = write_txt(tmp_path / "p.txt", ["a red fox", "a green frog", "a blue bird"])
+    out = tmp_path / "out"
+    assert run(prompts, out, hub_cache, "--seed", "10", "--batch-size", "2", preset=NAME) == 0
+    assert "made 3, skipped 0 (done before), failed 0" in capsys.readouterr().out
+    for entry in assert_complete(out, 3):
+        assert (entry["preset"], entry["steps"]) == (NAME, 4)
+        direct = klein(entry["prompt"], seed=entry["seed"], **SIZE).images[0]
+        assert np.abs(pixels(out / entry["file"]) - pixels(direct)).max() <= 1
+
+
+@pytest.mark.parametrize("max_batch", [4, 1])
+def test_many_threads_get_their_own_images(load: Any, small_sizes: None, max_batch: int) -> None:
+    """8 threads × 5 calls on one generator (coalescing or taking turns): 0 wrong images."""
+    gen = FewStepGenerator.from_pipeline(NAME, load(NAME).pipeline, max_batch=max_batch)
+    cases = [(p, seed, n) for p in ("a red bird", "a blue bird") for seed in (0, 1) for n in (1, 2)]
+    expected = {case: gen(case[0], seed=case[1], num_images=case[2], **SIZE) for case in cases}
+    errors: list[BaseException] = []
+    wrong: list[tuple[Any, ...]] = []
+
+    def worker(k: int) -> None:
+        rng = np.random.default_rng(k)
+        for _ in range(5):
+            case = cases[int(rng.integers(len(cases)))]
+            try:
+                got = gen(case[0], seed=case[1], num_images=case[2], **SIZE)
+            except BaseException as err:  # any exception at all is a failure of thread safety
+                errors.append(err)
+                continue
+            wrong.extend(case for i in range(case[2]) if not _close(got.images[i], expected[case].images[i]))
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and wrong == []
+
+
+def test_presets_table_lists_klein_with_its_licence(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["presets"]) == 0
+    line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(f"{NAME} "))
+    assert " 4 " in f" {line} " and "1024x1024" in line and "apache-2.0" in line and "non-commercial" not in line
