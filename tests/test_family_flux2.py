@@ -13,8 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from diffusers import Flux2KleinPipeline
 from PIL import Image
 
+import fastdiff.loading
 from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator, Optimizations, presets
 from fastdiff.cli import main
 from fastdiff.hub import check_cached_or_reachable
@@ -161,6 +163,32 @@ def test_bad_inputs_name_the_fix(klein: FewStepGenerator) -> None:
     with pytest.warns(FastDiffWarning, match=r"distilled to run without guidance.*Use guidance_scale=1.0"):
         guided = klein(PROMPT, guidance_scale=4.0, seed=3, **SIZE).images[0]
     assert np.array_equal(_pixels(guided), _pixels(klein(PROMPT, seed=3, **SIZE).images[0]))  # ignored, as diffusers
+
+
+def test_a_base_model_runs_cfg_against_the_empty_prompt(small_sizes: None) -> None:
+    """A non-distilled klein (the Base repos) runs CFG above guidance 1: the adapter then adds the empty prompt's
+    embeddings as `negative_prompt_embeds`, as the pipeline encodes them itself."""
+    base = tiny_flux2_pipeline(seed=3)
+    base.register_to_config(is_distilled=False)
+    base.set_progress_bar_config(disable=True)
+    gen = FewStepGenerator.from_pipeline(NAME, base)
+    assert set(gen.encode(PROMPT, guidance=True)) == {"prompt_embeds", "negative_prompt_embeds"}
+    with pytest.warns(FastDiffWarning, match="distilled to run without guidance"):  # the preset is the distilled repo
+        got = gen(PROMPT, guidance_scale=4.0, seed=3, **SIZE).images[0]
+    generator = torch.Generator("cpu").manual_seed(3)
+    expected = base(prompt=PROMPT, guidance_scale=4.0, num_inference_steps=4, generator=generator, **SIZE).images[0]
+    assert np.array_equal(_pixels(got), _pixels(expected))
+    assert not np.array_equal(_pixels(got), _pixels(gen(PROMPT, seed=3, **SIZE).images[0]))
+
+
+def test_weights_that_cannot_fit_are_refused_before_loading(hub_cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    def never(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("weights were read")
+
+    monkeypatch.setattr(fastdiff.loading, "available_memory", lambda device: 1024)
+    monkeypatch.setattr(Flux2KleinPipeline, "from_pretrained", never)
+    with pytest.raises(FastDiffError, match=f"{NAME}: its weights need about .* in float32"):
+        FewStepGenerator.from_preset(NAME, device="cpu", cache_dir=hub_cache, local_files_only=True)
 
 
 def test_a_prompt_past_max_sequence_length_warns(klein: FewStepGenerator) -> None:
