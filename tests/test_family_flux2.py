@@ -21,7 +21,7 @@ from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator, Optimizat
 from fastdiff.cli import main
 from fastdiff.hub import check_cached_or_reachable
 from fastdiff.serving import LiveSession
-from fastdiff.testing import cached_repo_path, save_tiny_pipeline, tiny_flux2_pipeline
+from fastdiff.testing import cached_repo_path, save_tiny_pipeline, tiny_flux2_pipeline, tiny_lora
 from fastdiff.testing.tiny_flux2 import tiny_qwen_tokenizer
 
 from .cards import card_pipeline
@@ -225,6 +225,51 @@ def test_a_diffusers_folder_and_from_pipeline_give_the_same_image(tmp_path: Path
 
 def test_cached_klein_needs_no_download(hub_cache: Path, no_network: None) -> None:
     check_cached_or_reachable(presets.get(NAME), dtypes=["float32"], cache_dir=hub_cache, local_files_only=True)
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_load_lora_on_the_transformer_is_diffusers_image(fuse: bool, tmp_path: Path, small_sizes: None) -> None:
+    """A klein LoRA (diffusers' `transformer.…lora_A/B` keys): fused, the image of `load_lora_weights` +
+    `fuse_lora(lora_scale=)`; unfused, of `set_adapters`."""
+    lora = tiny_lora("flux2", tmp_path / "klein_lora.safetensors", seed=5)
+    gen = FewStepGenerator.from_pipeline(NAME, tiny_flux2_pipeline(seed=3))
+    before = _pixels(gen(PROMPT, seed=9, **SIZE).images[0])
+    gen.load_lora(lora, scale=0.7, fuse=fuse)
+    after = _pixels(gen(PROMPT, seed=9, **SIZE).images[0])
+    reference = tiny_flux2_pipeline(seed=3)
+    reference.set_progress_bar_config(disable=True)
+    reference.load_lora_weights(str(tmp_path), weight_name=lora.name, adapter_name="user")
+    if fuse:
+        reference.fuse_lora(lora_scale=0.7, adapter_names=["user"])
+        reference.unload_lora_weights()
+    else:
+        reference.set_adapters(["user"], adapter_weights=[0.7])
+    generator = torch.Generator("cpu").manual_seed(9)
+    expected = reference(prompt=PROMPT, num_inference_steps=4, guidance_scale=1.0, generator=generator, **SIZE)
+    assert np.array_equal(after, _pixels(expected.images[0])) and not np.array_equal(after, before)
+
+
+def test_generate_and_download_commands(
+    hub_cache: Path,
+    tmp_path: Path,
+    klein: FewStepGenerator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`fastdiff generate` writes the call's image; `fastdiff download` lists the cached repo and no tiny VAE."""
+    out = tmp_path / "fox.png"
+    flags = ["--cache-dir", str(hub_cache), "--local-files-only", "--device", "cpu", "--optimize", "none"]
+    argv = ["generate", PROMPT, "--preset", NAME, *flags, "--seed", "3", "--height", "64", "--width", "64"]
+    assert main([*argv, "--output", str(out)]) == 0
+    assert np.array_equal(_pixels(Image.open(out).convert("RGB")), _pixels(klein(PROMPT, seed=3, **SIZE).images[0]))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    capsys.readouterr()
+    assert main(["download", NAME, "--dtype", "float32"]) == 0
+    assert capsys.readouterr().out.split() == [str(cached_repo_path(hub_cache, REPO))]
 
 
 # --- serving ------------------------------------------------------------------------------------------------------
