@@ -5,8 +5,7 @@ serving paths. Tiny random-weight models from the test hub cache, under the real
 from __future__ import annotations
 
 import json
-import threading
-from functools import cache
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +23,8 @@ from fastdiff.serving import LiveSession
 from fastdiff.testing import cached_repo_path, save_tiny_pipeline, tiny_flux2_pipeline, tiny_lora
 from fastdiff.testing.tiny_flux2 import tiny_qwen_tokenizer
 
-from .cards import card_pipeline
 from .test_bulk import assert_complete, pixels, run, write_txt
+from .test_parity import _card as parity_card
 
 NAME, REPO = "flux2-klein-4b", "black-forest-labs/FLUX.2-klein-4B"
 PROMPT = "a red fox in fresh snow"
@@ -39,10 +38,9 @@ def klein(load: Any, small_sizes: None) -> FewStepGenerator:
     return gen
 
 
-@cache
 def _card(cache_dir: Path) -> Any:
-    pipe, kwargs = card_pipeline(NAME, cache_dir)
-    pipe.set_progress_bar_config(disable=True)
+    """The card's pipeline (test_parity's, loaded once), after checking the call arguments the card adds."""
+    pipe, kwargs = parity_card(NAME, cache_dir)
     assert kwargs == {"guidance_scale": 1.0}
     return pipe
 
@@ -56,11 +54,9 @@ def _close(a: Image.Image, b: Image.Image) -> bool:
 
 
 def test_tiny_klein_has_the_real_wiring_and_layout(hub_cache: Path) -> None:
-    torch.manual_seed(123)
-    expected = torch.rand(1)
-    torch.manual_seed(123)
+    rng = torch.random.get_rng_state()
     pipe, again = tiny_flux2_pipeline(seed=1), tiny_flux2_pipeline(seed=1)
-    assert torch.equal(torch.rand(1), expected)  # the caller's RNG is left alone
+    assert torch.equal(torch.random.get_rng_state(), rng)  # the caller's RNG is left alone
     assert torch.equal(pipe.transformer.x_embedder.weight, again.transformer.x_embedder.weight)
     assert pipe.vae_scale_factor == 8 and pipe.image_processor.config.vae_scale_factor == 16
     assert pipe.vae.config.latent_channels * 4 == pipe.transformer.config.in_channels == 128
@@ -90,14 +86,8 @@ def test_tiny_klein_has_the_real_wiring_and_layout(hub_cache: Path) -> None:
 def test_klein_is_the_cards_image(steps: int, klein: FewStepGenerator, hub_cache: Path) -> None:
     """The card: Flux2KleinPipeline(prompt=..., guidance_scale=1.0, num_inference_steps=4,
     generator=torch.Generator(...).manual_seed(s))."""
-    expected = _card(hub_cache)(
-        prompt=PROMPT,
-        guidance_scale=1.0,
-        num_inference_steps=steps,
-        height=HEIGHT,
-        width=WIDTH,
-        generator=torch.Generator("cpu").manual_seed(11),
-    ).images[0]
+    card = {"prompt": PROMPT, "guidance_scale": 1.0, "num_inference_steps": steps, "height": HEIGHT, "width": WIDTH}
+    expected = _card(hub_cache)(**card, generator=torch.Generator("cpu").manual_seed(11)).images[0]
     got = klein(PROMPT, steps=steps, seed=11, height=HEIGHT, width=WIDTH).images[0]
     assert got.size == (WIDTH, HEIGHT)
     assert _pixels(expected).std() > 5, "a flat reference would prove nothing"
@@ -126,17 +116,15 @@ def test_decode_is_the_pipelines_own(klein: FewStepGenerator, hub_cache: Path) -
 
 
 def test_generator_is_seed_and_a_batch_is_each_image_alone(klein: FewStepGenerator) -> None:
-    alone = [_pixels(klein(PROMPT, seed=s, **SIZE).images[0]) for s in (5, 6)]
-    by_generator = klein(PROMPT, generator=torch.Generator("cpu").manual_seed(5), **SIZE).images[0]
-    assert np.array_equal(_pixels(by_generator), alone[0])
-    batch = klein(PROMPT, seed=5, num_images=2, **SIZE)
-    assert batch.seeds == [5, 6]
-    for got, expected in zip(batch.images, alone, strict=True):
-        assert np.abs(_pixels(got) - expected).max() <= 1
+    """generator= draws what seed= draws; image k of a batch (num_images, or a prompt list) is seed + k's alone."""
     other = "a blue heron at dawn"
+    alone = [klein(PROMPT, seed=5, **SIZE).images[0], klein(PROMPT, seed=6, **SIZE).images[0]]
+    by_generator = klein(PROMPT, generator=torch.Generator("cpu").manual_seed(5), **SIZE).images[0]
+    assert np.array_equal(_pixels(by_generator), _pixels(alone[0]))
+    batch = klein(PROMPT, seed=5, num_images=2, **SIZE)
     listed = klein([PROMPT, other], seed=5, **SIZE).images
-    assert np.abs(_pixels(listed[0]) - alone[0]).max() <= 1
-    assert _close(listed[1], klein(other, seed=6, **SIZE).images[0])
+    assert batch.seeds == [5, 6] and all(map(_close, batch.images, alone))
+    assert _close(listed[0], alone[0]) and _close(listed[1], klein(other, seed=6, **SIZE).images[0])
 
 
 def test_prompt_embeddings_are_cached(klein: FewStepGenerator) -> None:
@@ -151,15 +139,22 @@ def test_prompt_embeddings_are_cached(klein: FewStepGenerator) -> None:
     assert embeds["prompt_embeds"].shape == (1, 512, 48)  # padded to max_sequence_length, 3 layers × 16
 
 
-def test_bad_inputs_name_the_fix(klein: FewStepGenerator) -> None:
-    with pytest.raises(FastDiffError, match=r"flux2-klein-4b runs exactly 4 steps .*, got steps=2; use steps=4"):
-        klein(PROMPT, steps=2)
-    with pytest.raises(FastDiffError, match=r"height=72 is not a multiple of 16 .*: use 64 or 80"):
-        klein(PROMPT, height=72, width=64)
-    with pytest.raises(FastDiffError, match=r"width=100 is not a multiple of 16"):
-        klein(PROMPT, height=64, width=100)
-    with pytest.raises(FastDiffError, match=r"no image-to-image pipeline in diffusers; drop image="):
-        klein(PROMPT, image=Image.new("RGB", (64, 64)), **SIZE)
+@pytest.mark.parametrize(
+    ("call", "fix"),
+    [
+        ({"steps": 2}, r"flux2-klein-4b runs exactly 4 steps .*, got steps=2; use steps=4"),
+        ({"height": 72, "width": 64}, r"height=72 is not a multiple of 16 .*: use 64 or 80"),
+        ({"height": 64, "width": 100}, r"width=100 is not a multiple of 16"),
+        # the pipeline's image= is reference editing: diffusers has no img2img twin to run it as img2img
+        ({"image": Image.new("RGB", (64, 64)), **SIZE}, r"no image-to-image pipeline in diffusers; drop image="),
+    ],
+)
+def test_bad_inputs_are_refused_naming_the_fix(call: dict[str, Any], fix: str, klein: FewStepGenerator) -> None:
+    with pytest.raises(FastDiffError, match=fix):
+        klein(PROMPT, **call)
+
+
+def test_guidance_warns_naming_the_fix_and_changes_nothing(klein: FewStepGenerator) -> None:
     with pytest.warns(FastDiffWarning, match=r"distilled to run without guidance.*Use guidance_scale=1.0"):
         guided = klein(PROMPT, guidance_scale=4.0, seed=3, **SIZE).images[0]
     assert np.array_equal(_pixels(guided), _pixels(klein(PROMPT, seed=3, **SIZE).images[0]))  # ignored, as diffusers
@@ -228,25 +223,22 @@ def test_cached_klein_needs_no_download(hub_cache: Path, no_network: None) -> No
 
 
 @pytest.mark.parametrize("fuse", [True, False])
-def test_load_lora_on_the_transformer_is_diffusers_image(fuse: bool, tmp_path: Path, small_sizes: None) -> None:
-    """A klein LoRA (diffusers' `transformer.…lora_A/B` keys): fused, the image of `load_lora_weights` +
-    `fuse_lora(lora_scale=)`; unfused, of `set_adapters`."""
+def test_load_lora_on_the_transformer_is_diffusers_lora(fuse: bool, tmp_path: Path, small_sizes: None) -> None:
+    """`gen.load_lora` of a klein LoRA (diffusers' `transformer.…lora_A/B` keys) gives the image of the pipeline
+    after diffusers' `load_lora_weights`, then `fuse_lora(lora_scale=)` (fused) or `set_adapters` (unfused)."""
     lora = tiny_lora("flux2", tmp_path / "klein_lora.safetensors", seed=5)
-    gen = FewStepGenerator.from_pipeline(NAME, tiny_flux2_pipeline(seed=3))
-    before = _pixels(gen(PROMPT, seed=9, **SIZE).images[0])
-    gen.load_lora(lora, scale=0.7, fuse=fuse)
-    after = _pixels(gen(PROMPT, seed=9, **SIZE).images[0])
-    reference = tiny_flux2_pipeline(seed=3)
-    reference.set_progress_bar_config(disable=True)
-    reference.load_lora_weights(str(tmp_path), weight_name=lora.name, adapter_name="user")
+    by_diffusers = tiny_flux2_pipeline(seed=3)
+    by_diffusers.load_lora_weights(str(tmp_path), weight_name=lora.name, adapter_name="user")
     if fuse:
-        reference.fuse_lora(lora_scale=0.7, adapter_names=["user"])
-        reference.unload_lora_weights()
+        by_diffusers.fuse_lora(lora_scale=0.7, adapter_names=["user"])
     else:
-        reference.set_adapters(["user"], adapter_weights=[0.7])
-    generator = torch.Generator("cpu").manual_seed(9)
-    expected = reference(prompt=PROMPT, num_inference_steps=4, guidance_scale=1.0, generator=generator, **SIZE)
-    assert np.array_equal(after, _pixels(expected.images[0])) and not np.array_equal(after, before)
+        by_diffusers.set_adapters(["user"], adapter_weights=[0.7])
+    gen = FewStepGenerator.from_pipeline(NAME, tiny_flux2_pipeline(seed=3))
+    plain = gen(PROMPT, seed=9, **SIZE).images[0]
+    gen.load_lora(lora, scale=0.7, fuse=fuse)
+    expected = FewStepGenerator.from_pipeline(NAME, by_diffusers)(PROMPT, seed=9, **SIZE).images[0]
+    got = gen(PROMPT, seed=9, **SIZE).images[0]
+    assert np.array_equal(_pixels(got), _pixels(expected)) and not np.array_equal(_pixels(got), _pixels(plain))
 
 
 def test_generate_and_download_commands(
@@ -316,30 +308,18 @@ def test_batch_command_writes_the_direct_images(
 
 @pytest.mark.parametrize("max_batch", [4, 1])
 def test_many_threads_get_their_own_images(load: Any, small_sizes: None, max_batch: int) -> None:
-    """8 threads × 5 calls on one generator (coalescing or taking turns): 0 wrong images."""
+    """8 threads × 5 calls on one generator (coalescing or taking turns): 0 wrong images, no error."""
     gen = FewStepGenerator.from_pipeline(NAME, load(NAME).pipeline, max_batch=max_batch)
     cases = [(p, seed, n) for p in ("a red bird", "a blue bird") for seed in (0, 1) for n in (1, 2)]
-    expected = {case: gen(case[0], seed=case[1], num_images=case[2], **SIZE) for case in cases}
-    errors: list[BaseException] = []
-    wrong: list[tuple[Any, ...]] = []
+    expected = {case: gen(case[0], seed=case[1], num_images=case[2], **SIZE).images for case in cases}
 
-    def worker(k: int) -> None:
-        rng = np.random.default_rng(k)
-        for _ in range(5):
-            case = cases[int(rng.integers(len(cases)))]
-            try:
-                got = gen(case[0], seed=case[1], num_images=case[2], **SIZE)
-            except BaseException as err:  # any exception at all is a failure of thread safety
-                errors.append(err)
-                continue
-            wrong.extend(case for i in range(case[2]) if not _close(got.images[i], expected[case].images[i]))
+    def wrong_images(thread: int) -> list[tuple[str, int, int]]:
+        picks = np.random.default_rng(thread).integers(len(cases), size=5)
+        calls = [(cases[i], gen(cases[i][0], seed=cases[i][1], num_images=cases[i][2], **SIZE)) for i in picks]
+        return [case for case, got in calls if not all(map(_close, got.images, expected[case]))]
 
-    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == [] and wrong == []
+    with ThreadPoolExecutor(8) as pool:  # an exception in any thread is raised here
+        assert [case for wrong in pool.map(wrong_images, range(8)) for case in wrong] == []
 
 
 def test_presets_table_lists_klein_with_its_licence(capsys: pytest.CaptureFixture[str]) -> None:
