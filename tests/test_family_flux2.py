@@ -19,6 +19,7 @@ import fastdiff.loading
 from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator, Optimizations, presets
 from fastdiff.cli import main
 from fastdiff.hub import check_cached_or_reachable
+from fastdiff.memory import pipeline_files, weights_bytes
 from fastdiff.serving import LiveSession
 from fastdiff.testing import cached_repo_path, save_tiny_pipeline, tiny_flux2_pipeline, tiny_lora
 from fastdiff.testing.tiny_flux2 import tiny_qwen_tokenizer
@@ -184,6 +185,19 @@ def test_weights_that_cannot_fit_are_refused_before_loading(hub_cache: Path, mon
     monkeypatch.setattr(Flux2KleinPipeline, "from_pretrained", never)
     with pytest.raises(FastDiffError, match=f"{NAME}: its weights need about .* in float32"):
         FewStepGenerator.from_preset(NAME, device="cpu", cache_dir=hub_cache, local_files_only=True)
+
+
+def test_the_memory_estimate_reads_a_sharded_text_encoder(tmp_path: Path) -> None:
+    """The real repo's Qwen3 comes in shards (model-0000N-of-0000M.safetensors): each is counted, once."""
+    whole = save_tiny_pipeline("flux2", tmp_path / "whole", fp16_variant=False)
+    sharded = save_tiny_pipeline("flux2", tmp_path / "sharded", fp16_variant=False)
+    for file in (sharded / "text_encoder").glob("*.safetensors"):
+        file.unlink()
+    tiny_flux2_pipeline().text_encoder.save_pretrained(sharded / "text_encoder", max_shard_size="100KB")
+    shards = [f.name for f in pipeline_files(sharded, variant=None) if f.parent.name == "text_encoder"]
+    assert len(shards) > 1 and all("-of-" in name for name in shards)
+    expected = weights_bytes(pipeline_files(whole, variant=None), dtype=torch.bfloat16)
+    assert weights_bytes(pipeline_files(sharded, variant=None), dtype=torch.bfloat16) == expected
 
 
 def test_a_prompt_past_max_sequence_length_warns(klein: FewStepGenerator) -> None:
