@@ -232,8 +232,14 @@ def test_a_diffusers_folder_and_from_pipeline_give_the_same_image(tmp_path: Path
     assert np.array_equal(_pixels(from_folder(PROMPT, **call).images[0]), _pixels(wrapped(PROMPT, **call).images[0]))
 
 
-def test_cached_klein_needs_no_download(hub_cache: Path, no_network: None) -> None:
-    check_cached_or_reachable(presets.get(NAME), dtypes=["float32"], cache_dir=hub_cache, local_files_only=True)
+def test_cached_klein_needs_no_download_and_an_uncached_one_is_named(
+    hub_cache: Path, tmp_path: Path, no_network: None
+) -> None:
+    klein = presets.get(NAME)
+    check_cached_or_reachable(klein, dtypes=["float32"], cache_dir=hub_cache, local_files_only=True)  # no raise
+    with pytest.raises(FastDiffError, match=r"FLUX\.2-klein-4B \(pipeline\)") as raised:
+        check_cached_or_reachable(klein, dtypes=["float32"], cache_dir=tmp_path / "empty", local_files_only=True)
+    assert "unet/" not in str(raised.value) and f"fastdiff download {NAME}" in str(raised.value)
 
 
 @pytest.mark.parametrize("fuse", [True, False])
