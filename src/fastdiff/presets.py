@@ -275,10 +275,10 @@ _BUILTIN: tuple[Preset, ...] = (
         max_sequence_length=256,
         description="FLUX.1 [schnell] (latent adversarial diffusion distillation, 12B transformer)",
     ),
-    # https://huggingface.co/black-forest-labs/FLUX.2-klein-4B: "step-distilled to 4 inference steps", so exactly
-    # 4; guidance_scale=1.0 as the card passes it (the repo's `is_distilled` turns CFG off whatever the value),
-    # 1024², bf16 files only; the pipeline's own max_sequence_length (512 Qwen3 tokens, chat template included)
-    # and its sigmas and empirical mu on the repo's FlowMatchEuler.
+    # https://huggingface.co/black-forest-labs/FLUX.2-klein-4B: step-distilled to 4 steps, so exactly 4;
+    # guidance_scale=1.0 as the card passes it (the repo's `is_distilled` turns CFG off whatever the value), 1024²,
+    # the repo's own files (the card loads them in bf16; no variant); the pipeline's own max_sequence_length (512
+    # Qwen3 tokens, chat template included) and its sigmas and empirical mu on the repo's FlowMatchEuler.
     Preset(
         name="flux2-klein-4b",
         family="flux2",
