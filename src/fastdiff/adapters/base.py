@@ -27,8 +27,8 @@ class ModelAdapter(Protocol):
     noise (one VAE sample per generator, drawn from that generator), whatever the VAE's own dtype. `decode` turns
     final latents into PIL images exactly as the pipeline's own `output_type="pil"` path does. So fastdiff
     matches diffusers pixel for pixel while timing each stage apart, and a VAE in another dtype than the UNet
-    (bf16 on CUDA) works on every path. A T5 or Gemma family's `encode` also takes `max_sequence_length=` (the
-    preset's); `decode` gets the size asked as `height=`/`width=` (packed latents do not carry it, binned ones
+    (bf16 on CUDA) works on every path. A T5, Qwen3 or Gemma family's `encode` also takes `max_sequence_length=`
+    (the preset's); `decode` gets the size asked as `height=`/`width=` (packed latents do not carry it, binned ones
     carry another).
     """
 
