@@ -66,6 +66,19 @@ def test_rows_have_every_field_and_stages_add_up() -> None:
     assert by_name["diffusers:sdxl-turbo@1"].gflops == pytest.approx(by_name["sdxl-turbo@1"].gflops)
 
 
+def test_flow_rows_run_beside_unet_rows() -> None:
+    """FLUX.1 [schnell] beside SD 1.5 and SDXL-Turbo in one run, from its shipped configs; its plain diffusers row
+    makes the card's call (max_sequence_length=256), so both rows do the same work on the same weights."""
+    names = ["sd15@2", "sdxl-turbo@1", "flux-schnell@4", "diffusers:flux-schnell@4"]
+    rows = {row.scenario: row for row in run_scenarios(parse_scenarios(names), _source(), _config(repeats=1))}
+    assert list(rows) == names
+    flux, card = rows["flux-schnell@4"], rows["diffusers:flux-schnell@4"]
+    assert flux.unet_calls == card.unet_calls == 4 and flux.per_unet_call_s > 0  # the transformer's calls
+    assert all(flux.gflops_by_stage[stage] > 0 for stage in ("encode", "denoise", "decode"))
+    assert card.gflops == pytest.approx(flux.gflops) and card.load_shared and card.stages_method == "hooks"
+    assert flux.speedup_vs_diffusers is not None and not flux.load_shared
+
+
 def test_rows_of_the_same_work_run_interleaved_on_shared_weights() -> None:
     from diffusers import AutoencoderTiny
 

@@ -136,10 +136,14 @@ class ScenarioRun:
                 warnings.filterwarnings("ignore", message=r".*was trained at", category=FastDiffWarning)
                 result = gen(prompt, steps=steps, seed=seed, height=config.height, width=config.width)
             return {k: v for k, v in result.timings.items() if k in STAGES}
-        size = {k: v for k, v in (("height", config.height), ("width", config.width)) if v is not None}
-        guidance, generator = self.scenario.preset.guidance_scale, torch.Generator("cpu").manual_seed(seed)
+        preset = self.scenario.preset
+        given = {"height": config.height, "width": config.width, "max_sequence_length": preset.max_sequence_length}
+        card = {k: v for k, v in given.items() if v is not None}  # T5 families' cards pass their prompt length
+        guidance, generator = preset.guidance_scale, torch.Generator("cpu").manual_seed(seed)
         with torch.no_grad():
-            self.loaded.pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, generator=generator, **size)
+            self.loaded.pipe(
+                prompt=prompt, num_inference_steps=steps, guidance_scale=guidance, generator=generator, **card
+            )
         return None
 
     def _prompt(self, tag: str) -> str:
