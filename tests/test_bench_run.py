@@ -79,6 +79,18 @@ def test_flow_rows_run_beside_unet_rows() -> None:
     assert flux.speedup_vs_diffusers is not None and not flux.load_shared
 
 
+def test_a_row_that_cannot_fit_is_skipped_and_the_next_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """20 MB free: tiny FLUX's 27 MB of weights are refused through memory.check_fits, tiny SDXL's 11 MB run."""
+    from fastdiff.bench import random_weights
+
+    monkeypatch.setattr(random_weights, "available_memory", lambda device: 20 * 2**20)
+    skipped: list[tuple[str, str]] = []
+    scenarios = parse_scenarios(["flux-schnell@4", "sdxl-turbo@1"])
+    rows = run_scenarios(scenarios, _source(), _config(repeats=1), on_skip=lambda s, why: skipped.append((s.name, why)))
+    assert [row.scenario for row in rows] == ["sdxl-turbo@1"]
+    assert [name for name, _ in skipped] == ["flux-schnell@4"] and "GiB free" in skipped[0][1]
+
+
 def test_rows_of_the_same_work_run_interleaved_on_shared_weights() -> None:
     from diffusers import AutoencoderTiny
 

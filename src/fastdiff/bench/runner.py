@@ -14,10 +14,9 @@ from typing import Any
 import torch
 
 from ..denoising import STAGES
-from ..errors import FastDiffWarning
+from ..errors import FastDiffError, FastDiffWarning
 from ..openvino_engine import expected_shapes
 from .flops import FlopCache, ModuleProbe, device_peak_tflops, stage_modules
-from .random_weights import NotEnoughMemory
 from .scenarios import BASELINE, Scenario
 from .sources import ModelSource
 from .timing import Contention, PeakMemory, auto_cpu_threads, make_clock, percentile, round_order, summarize
@@ -259,7 +258,8 @@ def run_scenarios(
     on_skip: Callable[[Scenario, str], None] = lambda scenario, reason: None,
 ) -> list[BenchRow]:
     """Run every scenario in order (consecutive rows of the same preset and steps interleaved when they share
-    weights; one whose weights do not fit is skipped and reported to `on_skip`), then set each row's speedups."""
+    weights; one fastdiff refuses, such as weights that cannot fit, is skipped and reported to `on_skip`), then set
+    each row's speedups."""
     rows: list[BenchRow] = []
     flop_cache: FlopCache = {}
     # Consecutive rows doing the same work (preset and steps) run interleaved where the source can hold them all.
@@ -268,7 +268,7 @@ def run_scenarios(
         for group in (list(group) for _, group in same_work):
             try:
                 done = run_interleaved(group, source, config, flop_cache=flop_cache, tick=tick)
-            except NotEnoughMemory as err:
+            except FastDiffError as err:  # weights that cannot fit, a dtype the model refuses: the next rows run
                 source.release()
                 for scenario in group:
                     on_skip(scenario, str(err))
