@@ -11,7 +11,7 @@ import torch
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from fastdiff.bench import random_weights
-from fastdiff.bench.architectures import ARCHITECTURES, Architecture, tiny_architecture
+from fastdiff.bench.architectures import ARCHITECTURES, Architecture, architecture, tiny_architecture
 from fastdiff.bench.random_weights import (
     NotEnoughMemory,
     _materialize,
@@ -22,6 +22,7 @@ from fastdiff.bench.random_weights import (
     random_components,
 )
 from fastdiff.configs.tokenizer import byte_level_tokenizer, word_level_tokenizer
+from fastdiff.errors import FastDiffError
 from fastdiff.presets import FLUX_SCHNELL_REPO, SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO, SDXL_TURBO_REPO
 
 CLIP_L, SD_VAE = 123_060_480, 83_653_863
@@ -249,3 +250,10 @@ def test_every_shipped_config_is_package_data() -> None:
     shipped = {path for pattern in globs for path in glob.glob(pattern, root_dir=package)}
     configs = {str(p.relative_to(package)) for p in (package / "configs").rglob("*") if p.suffix in (".json", ".md")}
     assert len(configs) > 20 and configs <= shipped
+
+
+def test_a_repo_without_shipped_configs_names_the_fix() -> None:
+    with pytest.raises(
+        FastDiffError, match=r"ship its model_index.json and every module's config.json.*FLUX.1-schnell"
+    ):
+        architecture("black-forest-labs/FLUX.1-dev")

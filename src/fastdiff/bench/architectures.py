@@ -49,7 +49,7 @@ def _optional_config(repo_id: str, path: str) -> dict[str, Any] | None:
 
 
 def _read(repo_id: str) -> Architecture | None:
-    """`repo_id`'s architecture, or None when its denoiser's config is not shipped (only its scheduler, say)."""
+    """`repo_id`'s architecture, or None when a module's config is not shipped (only the scheduler's, say)."""
     index = repo_config(repo_id, "model_index.json")
     modules, tokenizers = {}, {}
     for name, spec in index.items():
@@ -59,8 +59,12 @@ def _read(repo_id: str) -> Architecture | None:
         if "Tokenizer" in cls:
             special = _optional_config(repo_id, f"{name}/special_tokens_map.json") or {}
             tokenizers[name] = (cls, special.get("pad_token", EOS))  # "!" for OpenCLIP, else CLIP's EOS
-        elif library in ("diffusers", "transformers") and (config := _optional_config(repo_id, f"{name}/config.json")):
-            modules[name] = (library, cls, config)  # not SD's safety checker nor its feature extractor
+        # SD's safety checker is another library's and its feature extractor no module: neither is built.
+        elif library in ("diffusers", "transformers") and not cls.endswith(("Processor", "FeatureExtractor")):
+            config = _optional_config(repo_id, f"{name}/config.json")
+            if config is None:  # a module whose config is not shipped (yet): no architecture
+                return None
+            modules[name] = (library, cls, config)
     denoiser = next((name for name in DENOISERS if name in modules), None)
     if denoiser is None:
         return None
