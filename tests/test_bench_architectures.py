@@ -257,3 +257,15 @@ def test_a_repo_without_shipped_configs_names_the_fix() -> None:
         FastDiffError, match=r"ship its model_index.json and every module's config.json.*FLUX.1-schnell"
     ):
         architecture("black-forest-labs/FLUX.1-dev")
+
+
+def test_the_unet_only_fields_still_read_with_a_deprecation_warning() -> None:
+    arch = ARCHITECTURES[SDXL_TURBO_REPO]
+    with pytest.warns(DeprecationWarning, match=r"Architecture\.unet is deprecated"):
+        assert arch.unet == arch.config("unet")
+    with pytest.warns(DeprecationWarning):
+        assert arch.vae == arch.config("vae")
+    with pytest.warns(DeprecationWarning):
+        assert arch.text_encoders == (arch.config("text_encoder"), arch.config("text_encoder_2"))
+    with pytest.warns(DeprecationWarning):
+        assert arch.pad_tokens == ("<|endoftext|>", "!")  # CLIP-L's EOS, OpenCLIP's "!"

@@ -4,8 +4,9 @@ shipped repo whose denoiser's config is there, whatever its family, as its model
 from __future__ import annotations
 
 import dataclasses
+import warnings
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..configs import config_repos, repo_config
 from ..configs.tokenizer import EOS
@@ -17,6 +18,7 @@ __all__ = ["ARCHITECTURES", "TINY_VAE", "Architecture", "architecture", "tiny_ar
 # decodes with it; taef1 and taesd3 differ only in their 16 latent channels.
 TINY_VAE: dict[str, Any] = repo_config("madebyollin/taesd", "config.json")
 DENOISERS = ("unet", "transformer")
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,32 @@ class Architecture:
     def config(self, component: str) -> dict[str, Any]:
         """The config of one module ("unet", "text_encoder_2", …)."""
         return self.modules[component][2]
+
+    # Deprecated: the UNet-only fields of the SD/SDXL-only Architecture, read from `modules` now.
+    @property
+    def unet(self) -> dict[str, Any]:
+        """Deprecated: `config("unet")`."""
+        return self._deprecated("unet", self.config("unet"))
+
+    @property
+    def vae(self) -> dict[str, Any]:
+        """Deprecated: `config("vae")`."""
+        return self._deprecated("vae", self.config("vae"))
+
+    @property
+    def text_encoders(self) -> tuple[dict[str, Any], ...]:
+        """Deprecated: `config("text_encoder")`, `config("text_encoder_2")`, …"""
+        configs = tuple(config for name, (_, _, config) in self.modules.items() if name.startswith("text_encoder"))
+        return self._deprecated("text_encoders", configs)
+
+    @property
+    def pad_tokens(self) -> tuple[str, ...]:
+        """Deprecated: `tokenizers`, each (class, pad token)."""
+        return self._deprecated("pad_tokens", tuple(pad for _, pad in self.tokenizers.values()))
+
+    def _deprecated(self, name: str, value: _T) -> _T:
+        warnings.warn(f"Architecture.{name} is deprecated: read .config(name) or .modules", DeprecationWarning, 3)
+        return value
 
 
 def _optional_config(repo_id: str, path: str) -> dict[str, Any] | None:
