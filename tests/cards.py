@@ -13,6 +13,7 @@ from diffusers import (
     AutoPipelineForText2Image,
     DDIMScheduler,
     EulerDiscreteScheduler,
+    Flux2KleinPipeline,
     FluxPipeline,
     LCMScheduler,
     StableDiffusionXLPipeline,
@@ -117,6 +118,13 @@ def flux_schnell(cache: Path) -> tuple[Any, dict[str, Any]]:
     return pipe, {"guidance_scale": 0.0, "max_sequence_length": 256}
 
 
+def flux2_klein_4b(cache: Path) -> tuple[Any, dict[str, Any]]:
+    """black-forest-labs/FLUX.2-klein-4B card: Flux2KleinPipeline with the repo's scheduler, guidance_scale=1.0,
+    num_inference_steps=4 (the pipeline's own max_sequence_length, 512)."""
+    pipe = Flux2KleinPipeline.from_pretrained("black-forest-labs/FLUX.2-klein-4B", **_hub(cache))
+    return pipe, {"guidance_scale": 1.0}
+
+
 def card_pipeline(preset: str, cache: Path) -> tuple[Any, dict[str, Any]]:
     """The card's pipeline for a preset name, and the extra call arguments the card passes."""
     if preset.startswith("fastdiff-shapes"):
@@ -136,4 +144,6 @@ def card_pipeline(preset: str, cache: Path) -> tuple[Any, dict[str, Any]]:
         return dmd2(int(preset.split("-")[2].removesuffix("step")), cache)
     if preset == "flux-schnell":
         return flux_schnell(cache)
+    if preset == "flux2-klein-4b":
+        return flux2_klein_4b(cache)
     raise KeyError(preset)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffusers import (
+    Flux2KleinPipeline,
     FluxImg2ImgPipeline,
     FluxPipeline,
     StableDiffusionImg2ImgPipeline,
@@ -20,11 +21,12 @@ from diffusers import (
     StableDiffusionXLPipeline,
 )
 
-from .adapters import FluxAdapter, ModelAdapter, StableDiffusionAdapter, StableDiffusionXLAdapter
+from .adapters import Flux2KleinAdapter, FluxAdapter, ModelAdapter, StableDiffusionAdapter, StableDiffusionXLAdapter
 from .adapters.base import clip_truncation, unet_img2img_arguments
 from .adapters.flux import flux_img2img_arguments, t5_truncation
+from .adapters.flux2 import qwen_truncation
 from .errors import FastDiffError, did_you_mean
-from .presets import FLUX_SCHNELL_REPO, SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO
+from .presets import FLUX2_KLEIN_4B_REPO, FLUX_SCHNELL_REPO, SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO
 
 __all__ = ["FAMILIES", "FamilySpec", "family"]
 
@@ -38,7 +40,7 @@ class FamilySpec:
     img2img: Any | None  # the image-to-image pipeline class over the same modules; None where diffusers has none
     adapter: ModelAdapter
     base_repo: str  # the repo whose architecture and scheduler config stand for the family (tiny/random models)
-    tiny_vae_repo: str  # TAESD for the family's latent space (optimize="max")
+    tiny_vae_repo: str | None  # TAESD for the family's latent space (optimize="max"); None where there is none
     denoiser: str = "unet"  # the pipeline attribute holding the denoising network ("transformer" for FLUX)
     img2img_arguments: Callable[..., dict[str, Any]] = unet_img2img_arguments  # its img2img call's schedule, size
     warn_if_truncated: Callable[[Any, str, int | None], None] = clip_truncation  # (pipe, prompt, max_sequence_length)
@@ -98,6 +100,18 @@ FAMILIES: dict[str, FamilySpec] = {
         denoiser="transformer",
         img2img_arguments=flux_img2img_arguments,
         warn_if_truncated=t5_truncation,
+    ),
+    # No img2img (the pipeline's image= is reference editing) and no tiny VAE: its latent path reads the VAE's
+    # batch-norm statistics, which an AutoencoderTiny lacks.
+    "flux2": FamilySpec(
+        "flux2",
+        Flux2KleinPipeline,
+        None,
+        Flux2KleinAdapter(),
+        FLUX2_KLEIN_4B_REPO,
+        None,
+        denoiser="transformer",
+        warn_if_truncated=qwen_truncation,
     ),
 }
 
