@@ -58,7 +58,10 @@ def test_cpu_tiny_run_writes_every_row(tmp_path: Path, capsys: pytest.CaptureFix
 
 def test_flow_rows_alone(tmp_path: Path) -> None:
     out = tmp_path / "flow.json"
-    assert gpu_check.main(["--device", "cpu", "--weights", "tiny", "--rows", "flow", "--json", str(out)]) == 0
+    assert (
+        gpu_check.main(["--device", "cpu", "--weights", "tiny", "--rows", "flow", "--repeats", "1", "--json", str(out)])
+        == 0
+    )
     rows = json.loads(out.read_text())["rows"]
     assert [row["scenario"] for row in rows] == [name for name, _, _ in gpu_check.FLOW_ROWS]
     assert all(row["ok"] and (row["height"], row["width"]) == (128, 128) for row in rows)
