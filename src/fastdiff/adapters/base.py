@@ -28,8 +28,8 @@ class ModelAdapter(Protocol):
     final latents into PIL images exactly as the pipeline's own `output_type="pil"` path does. So fastdiff
     matches diffusers pixel for pixel while timing each stage apart, and a VAE in another dtype than the UNet
     (bf16 on CUDA) works on every path. A T5, Qwen3 or Gemma family's `encode` also takes `max_sequence_length=`
-    (the preset's); `decode` gets the size asked as `height=`/`width=` (packed latents do not carry it, binned ones
-    carry another).
+    (the preset's); a `decode` that takes `height=`/`width=` gets the size asked (FLUX.1's packed latents do not
+    carry it, SANA-Sprint's binned ones carry another).
     """
 
     def encode(self, pipe: Any, prompt: str, negative_prompt: str | None, *, guidance: bool) -> Embeddings:
@@ -42,8 +42,8 @@ class ModelAdapter(Protocol):
         """Initial img2img latents: image i sampled through the VAE encoder with generator i."""
         ...
 
-    def decode(self, pipe: Any, latents: torch.Tensor, *, height: int, width: int) -> list[Image.Image]:
-        """Decode final latents to `height` × `width` images, mirroring the pipeline's decode and post-processing."""
+    def decode(self, pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
+        """Decode final latents to images, mirroring the pipeline's decode and post-processing."""
         ...
 
 

@@ -50,9 +50,7 @@ class Flux2KleinAdapter:
         raise FastDiffError("FLUX.2 [klein] has no image-to-image pipeline in diffusers; drop image=")
 
     @torch.no_grad()
-    def decode(
-        self, pipe: Any, latents: torch.Tensor, *, height: int | None = None, width: int | None = None
-    ) -> list[Image.Image]:
+    def decode(self, pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
         """The pipeline's `output_type="latent"` latents are already unpacked, de-normalized with the VAE's
         batch-norm statistics and unpatchified to (B, 32, H/8, W/8): decode them, as its `output_type="pil"` path."""
         vae = pipe.vae

@@ -35,10 +35,8 @@ class StableDiffusionAdapter:
         return (scale * image_latents(pipe, images, generators, dtype)).to(dtype)  # (B, 4, H/8, W/8)
 
     @torch.no_grad()
-    def decode(
-        self, pipe: Any, latents: torch.Tensor, *, height: int | None = None, width: int | None = None
-    ) -> list[Image.Image]:
-        """VAE decode (the latents give the size), safety checker when the pipeline has one, then post-processing."""
+    def decode(self, pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
+        """VAE decode, safety checker when the pipeline has one, then post-processing (as in diffusers)."""
         vae = pipe.vae
         # In the VAE's own dtype: a bf16 VAE (optimize="default" on CUDA) decodes the fp16 UNet's latents.
         image = vae.decode((latents / vae.config.scaling_factor).to(vae.dtype), return_dict=False)[0]  # (B, 3, H, W)

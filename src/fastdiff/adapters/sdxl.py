@@ -69,9 +69,7 @@ class StableDiffusionXLAdapter:
         return scale * latents  # (B, 4, H/8, W/8)
 
     @torch.no_grad()
-    def decode(
-        self, pipe: Any, latents: torch.Tensor, *, height: int | None = None, width: int | None = None
-    ) -> list[Image.Image]:
+    def decode(self, pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
         """VAE decode as the SDXL pipeline does it: fp32 upcast when the fp16 VAE would overflow."""
         vae = pipe.vae
         with _fp32_if_fp16(vae):
