@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from diffusers import (
     FluxImg2ImgPipeline,
     FluxPipeline,
@@ -18,13 +19,16 @@ from diffusers import (
     StableDiffusionPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
+    ZImageImg2ImgPipeline,
+    ZImagePipeline,
 )
 
-from .adapters import FluxAdapter, ModelAdapter, StableDiffusionAdapter, StableDiffusionXLAdapter
+from .adapters import FluxAdapter, ModelAdapter, StableDiffusionAdapter, StableDiffusionXLAdapter, ZImageAdapter
 from .adapters.base import clip_truncation, unet_img2img_arguments
 from .adapters.flux import flux_img2img_arguments, t5_truncation
+from .adapters.zimage import qwen_truncation
 from .errors import FastDiffError, did_you_mean
-from .presets import FLUX_SCHNELL_REPO, SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO
+from .presets import FLUX_SCHNELL_REPO, SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO, Z_IMAGE_TURBO_REPO
 
 __all__ = ["FAMILIES", "FamilySpec", "family"]
 
@@ -42,6 +46,14 @@ class FamilySpec:
     denoiser: str = "unet"  # the pipeline attribute holding the denoising network ("transformer" for FLUX)
     img2img_arguments: Callable[..., dict[str, Any]] = unet_img2img_arguments  # its img2img call's schedule, size
     warn_if_truncated: Callable[[Any, str, int | None], None] = clip_truncation  # (pipe, prompt, max_sequence_length)
+    # the guidance_scale above which its pipeline runs classifier-free guidance (None: guidance_scale is never CFG)
+    cfg_above: float | None = 1.0
+    refused_dtypes: Mapping[torch.dtype, str] = field(default_factory=dict, compare=False)  # dtype → why, and the fix
+
+    def check_dtype(self, dtype: torch.dtype | None) -> None:
+        """Refuse a dtype the family's models cannot compute in, saying why and what to use."""
+        if dtype is not None and dtype in self.refused_dtypes:
+            raise FastDiffError(f"{self.name} cannot run in {dtype}: {self.refused_dtypes[dtype]}")
 
     @functools.cached_property
     def default_strength(self) -> float | None:
@@ -98,12 +110,29 @@ FAMILIES: dict[str, FamilySpec] = {
         denoiser="transformer",
         img2img_arguments=flux_img2img_arguments,
         warn_if_truncated=t5_truncation,
+        cfg_above=None,  # schnell has no guidance embedder, and FluxPipeline's CFG is true_cfg_scale
+    ),
+    "zimage": FamilySpec(
+        "zimage",
+        ZImagePipeline,
+        ZImageImg2ImgPipeline,
+        ZImageAdapter(),
+        Z_IMAGE_TURBO_REPO,
+        "madebyollin/taef1",  # its VAE is FLUX.1's
+        denoiser="transformer",
+        img2img_arguments=flux_img2img_arguments,  # as FLUX's: at least one step for any strength, the input's size
+        warn_if_truncated=qwen_truncation,
+        cfg_above=0.0,
+        refused_dtypes={
+            torch.float16: "its activations overflow float16, giving NaN (black) images (Tongyi-MAI/Z-Image#14); "
+            "pass dtype='bfloat16' (or 'float32'), or precision='bf16'",
+        },
     ),
 }
 
 
 def family(name: str) -> FamilySpec:
-    """The family called `name` ("sd1", "sd2", "sdxl", "flux"); register a new one by adding it to `FAMILIES`."""
+    """The family called `name` (a key of `FAMILIES`: "sd1", "flux"…); register a new one by adding it there."""
     try:
         return FAMILIES[name]
     except KeyError:

@@ -6,5 +6,13 @@ from .base import Embeddings, ModelAdapter
 from .flux import FluxAdapter
 from .sd import StableDiffusionAdapter
 from .sdxl import StableDiffusionXLAdapter
+from .zimage import ZImageAdapter
 
-__all__ = ["Embeddings", "FluxAdapter", "ModelAdapter", "StableDiffusionAdapter", "StableDiffusionXLAdapter"]
+__all__ = [
+    "Embeddings",
+    "FluxAdapter",
+    "ModelAdapter",
+    "StableDiffusionAdapter",
+    "StableDiffusionXLAdapter",
+    "ZImageAdapter",
+]
