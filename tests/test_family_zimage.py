@@ -196,7 +196,7 @@ def test_bad_inputs_name_the_fix(zimage: FewStepGenerator) -> None:
 def test_float16_is_refused_naming_bfloat16(zimage: FewStepGenerator, hub_cache: Path) -> None:
     """fp16 gives NaN (black) images with Z-Image: refused however it is asked for, before loading anything."""
     load = {"device": "cpu", "cache_dir": hub_cache, "local_files_only": True}
-    fix = r"zimage cannot run in torch.float16: .*NaN \(black\) images.*dtype='bfloat16'"
+    fix = r"zimage models cannot run in float16: .*NaN \(black\) images.*use bfloat16 \(dtype='bfloat16'"
     with pytest.raises(FastDiffError, match=fix):
         FewStepGenerator.from_preset("z-image-turbo", dtype="float16", **load)
     with pytest.raises(FastDiffError, match=fix):
@@ -232,6 +232,26 @@ def test_memory_that_cannot_fit_is_refused_before_loading(hub_cache: Path, monke
 def test_cached_z_image_needs_no_download(hub_cache: Path) -> None:
     preset = presets.get("z-image-turbo")
     check_cached_or_reachable(preset, dtypes=["bfloat16"], cache_dir=hub_cache, local_files_only=True)  # no raise
+
+
+def test_the_cuda_recipe_runs_on_cpu_tensors(zimage: FewStepGenerator) -> None:
+    """The CUDA recipe's module changes on CPU tensors (its torch.compile left out, as only CUDA runs it): the VAE's
+    QKV fused, the transformer left as is (diffusers offers no fused projections for it)."""
+    recipe = Optimizations.level("default", compile=False).recipe_for("cuda")
+    assert recipe.fuse_qkv
+    fused = FewStepGenerator.from_pipeline("z-image-turbo", zimage.pipeline, optimize=recipe)
+    got, expected = fused(PROMPT, seed=4, **SMALL).images[0], zimage(PROMPT, seed=4, **SMALL).images[0]
+    assert np.abs(pixels(got) - pixels(expected)).max() <= 1
+
+
+def test_cpu_levels_run_torch_and_max_decodes_with_taef1(hub_cache: Path, small_sizes: None) -> None:
+    """OpenVINO converts UNets only: "default" and "max" run Z-Image in torch; "max" decodes with TAEF1 (its VAE
+    is FLUX.1's)."""
+    load = {"device": "cpu", "cache_dir": hub_cache, "local_files_only": True}
+    assert FewStepGenerator.from_preset("z-image-turbo", optimize="default", **load).recipe.engine == "torch"
+    gen = FewStepGenerator.from_preset("z-image-turbo", optimize="max", **load)
+    assert type(gen.pipeline.vae).__name__ == "AutoencoderTiny" and gen.recipe.engine == "torch"
+    assert gen(PROMPT, seed=0, **SMALL).images[0].size == (64, 64)
 
 
 # --- serving ----------------------------------------------------------------------------------------------------

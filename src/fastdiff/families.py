@@ -53,7 +53,8 @@ class FamilySpec:
     def check_dtype(self, dtype: torch.dtype | None) -> None:
         """Refuse a dtype the family's models cannot compute in, saying why and what to use."""
         if dtype is not None and dtype in self.refused_dtypes:
-            raise FastDiffError(f"{self.name} cannot run in {dtype}: {self.refused_dtypes[dtype]}")
+            named = str(dtype).removeprefix("torch.")
+            raise FastDiffError(f"{self.name} models cannot run in {named}: {self.refused_dtypes[dtype]}")
 
     @functools.cached_property
     def default_strength(self) -> float | None:
@@ -124,8 +125,8 @@ FAMILIES: dict[str, FamilySpec] = {
         warn_if_truncated=qwen_truncation,
         cfg_above=0.0,
         refused_dtypes={
-            torch.float16: "its activations overflow float16, giving NaN (black) images (Tongyi-MAI/Z-Image#14); "
-            "pass dtype='bfloat16' (or 'float32'), or precision='bf16'",
+            torch.float16: "their activations overflow it, giving NaN (black) images (Tongyi-MAI/Z-Image#14); use "
+            "bfloat16 (dtype='bfloat16', precision='bf16') or float32",
         },
     ),
 }
