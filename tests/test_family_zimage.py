@@ -27,6 +27,7 @@ from fastdiff.testing import cached_repo_path, tiny_pipeline
 from fastdiff.testing.tiny_zimage import tiny_qwen_tokenizer
 
 from .cards import card_pipeline
+from .images import gradient
 from .test_bulk import assert_complete, pixels, run, write_txt
 
 PROMPT = "a golden retriever in autumn leaves"
@@ -50,11 +51,6 @@ def _card(cache_dir: Path) -> Any:
 
 def _close(a: Image.Image, b: Image.Image) -> bool:
     return bool(np.abs(pixels(a) - pixels(b)).max() <= 1)
-
-
-def _photo(height: int, width: int) -> Image.Image:
-    x, y = np.meshgrid(np.linspace(0, 255, width), np.linspace(0, 255, height))
-    return Image.fromarray(np.stack([x, y, np.full_like(x, 90)], -1).astype(np.uint8))
 
 
 def test_tiny_zimage_has_the_real_wiring_and_layout(hub_cache: Path) -> None:
@@ -119,7 +115,7 @@ def test_img2img_is_the_img2img_pipelines_image(strength: float, zimage: FewStep
 
     card = ZImageImg2ImgPipeline.from_pipe(_card(hub_cache))
     card.set_progress_bar_config(disable=True)
-    init = _photo(HEIGHT, WIDTH)
+    init = gradient(HEIGHT, WIDTH)
     expected = card(
         PROMPT,
         image=init,
@@ -266,13 +262,13 @@ def served(load: Any, small_sizes: None) -> FewStepGenerator:
 def test_live_frames_are_the_plain_call(served: FewStepGenerator) -> None:
     frames = []
     with LiveSession(served, seed=11, **SMALL) as live:
-        for change in ({"prompt": "a red house"}, {"seed": 12}, {"image": _photo(64, 64), "strength": 0.5}):
+        for change in ({"prompt": "a red house"}, {"seed": 12}, {"image": gradient(64, 64), "strength": 0.5}):
             live.update(**change)
             frames.append(live.wait(timeout=60))
     red, seed, half = frames
     assert pixels(red.image).tolist() == pixels(served("a red house", seed=11, **SMALL).image).tolist()
     assert pixels(seed.image).tolist() == pixels(served("a red house", seed=12, **SMALL).image).tolist()
-    plain = served("a red house", seed=12, image=_photo(64, 64), strength=0.5).image
+    plain = served("a red house", seed=12, image=gradient(64, 64), strength=0.5).image
     assert pixels(half.image).tolist() == pixels(plain).tolist()
 
 

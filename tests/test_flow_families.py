@@ -28,6 +28,7 @@ from fastdiff.testing import (
 )
 
 from .cards import card_pipeline
+from .images import gradient
 
 PROMPT = "a golden retriever in autumn leaves"
 HEIGHT, WIDTH = 256, 384  # not square: the packed latents must be unpacked to the right shape
@@ -49,11 +50,6 @@ def _card(cache_dir: Path) -> Any:
 
 def _pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.int16)
-
-
-def _photo(height: int, width: int) -> Image.Image:
-    x, y = np.meshgrid(np.linspace(0, 255, width), np.linspace(0, 255, height))
-    return Image.fromarray(np.stack([x, y, np.full_like(x, 90)], -1).astype(np.uint8))
 
 
 def test_tiny_flux_has_the_real_wiring_and_layout(hub_cache: Path) -> None:
@@ -114,7 +110,7 @@ def test_img2img_is_the_img2img_pipelines_image(
 
     card = FluxImg2ImgPipeline.from_pipe(_card(hub_cache))
     card.set_progress_bar_config(disable=True)
-    init = _photo(HEIGHT, WIDTH)
+    init = gradient(HEIGHT, WIDTH)
     expected = card(
         PROMPT,
         image=init,
