@@ -126,8 +126,7 @@ def _check_fits(
         files = pipeline_files(index.parent, variant=_variant(preset, dtype, str(index.parent)), skip=skip)
     files += [unet] if unet is not None else []
     needed = weights_bytes([f for f in files if f.suffix == ".safetensors"], dtype=dtype)
-    refused = family(preset.family).refused_dtypes
-    available = available_memory(device)
+    available, refused = available_memory(device), family(preset.family).refused_dtypes
     error = check_fits(
         what=preset.name, needed=needed, available=available, device=device, dtype=dtype, refused=refused
     )

@@ -129,12 +129,9 @@ def check_guidance(preset: Preset, guidance_scale: object) -> float:
     value = float(guidance_scale)  # type: ignore[arg-type]
     kind = family(preset.family)
     if preset.guidance_free and value > (1.0 if kind.cfg_above is None else kind.cfg_above):
-        if kind.cfg_above is None:
-            effect = f"is ignored by its {kind.denoiser}"
-        else:
-            effect = (
-                f"runs classifier-free guidance, which doubles the {kind.denoiser} work and usually burns the image"
-            )
+        effect = f"is ignored by its {kind.denoiser}"
+        if kind.cfg_above is not None:
+            effect = "runs classifier-free guidance, which doubles the work and usually burns the image"
         warn(
             f"{preset.name} was distilled to run without guidance; guidance_scale={value} {effect}. "
             f"Use guidance_scale={preset.guidance_scale}.",
