@@ -23,7 +23,7 @@ from fastdiff.families import family
 from fastdiff.hub import check_cached_or_reachable
 from fastdiff.memory import check_fits
 from fastdiff.serving import LiveSession
-from fastdiff.testing import cached_repo_path, tiny_pipeline
+from fastdiff.testing import cached_repo_path, save_tiny_pipeline, tiny_lora, tiny_pipeline
 from fastdiff.testing.tiny_zimage import tiny_qwen_tokenizer
 
 from .cards import card_pipeline
@@ -251,6 +251,40 @@ def test_cpu_levels_run_torch_and_max_decodes_with_taef1(hub_cache: Path, small_
     gen = FewStepGenerator.from_preset("z-image-turbo", optimize="max", **load)
     assert type(gen.pipeline.vae).__name__ == "AutoencoderTiny" and gen.recipe.engine == "torch"
     assert gen(PROMPT, seed=0, **SMALL).images[0].size == (64, 64)
+
+
+def test_a_diffusers_folder_and_from_pipeline_give_the_same_image(tmp_path: Path, small_sizes: None) -> None:
+    folder = save_tiny_pipeline("zimage", tmp_path / "zimage", seed=3, fp16_variant=False)
+    from_folder = FewStepGenerator.from_preset("z-image-turbo", source=folder, device="cpu", optimize="none")
+    wrapped = FewStepGenerator.from_pipeline("z-image-turbo", tiny_pipeline("zimage", seed=3))
+    assert (
+        pixels(from_folder(PROMPT, seed=9, **SMALL).image).tolist()
+        == pixels(wrapped(PROMPT, seed=9, **SMALL).image).tolist()
+    )
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_load_lora_on_the_transformer_is_diffusers_image(fuse: bool, tmp_path: Path, small_sizes: None) -> None:
+    """`gen.load_lora` puts a Z-Image LoRA on the transformer: fused, the image of `load_lora_weights` +
+    `fuse_lora(lora_scale=)` + `unload_lora_weights`; unfused, of `set_adapters`."""
+    lora = tiny_lora("zimage", tmp_path / "zimage_lora.safetensors", seed=5)
+    gen = FewStepGenerator.from_pipeline("z-image-turbo", tiny_pipeline("zimage", seed=3))
+    before = pixels(gen(PROMPT, seed=9, **SMALL).image)
+    gen.load_lora(lora, scale=0.7, fuse=fuse)
+    after = pixels(gen(PROMPT, seed=9, **SMALL).image)
+    reference = tiny_pipeline("zimage", seed=3)
+    reference.set_progress_bar_config(disable=True)
+    reference.load_lora_weights(str(tmp_path), weight_name=lora.name, adapter_name="user")
+    if fuse:
+        reference.fuse_lora(lora_scale=0.7, adapter_names=["user"])
+        reference.unload_lora_weights()
+    else:
+        reference.set_adapters(["user"], adapter_weights=[0.7])
+    generator = torch.Generator("cpu").manual_seed(9)
+    expected = pixels(
+        reference(PROMPT, num_inference_steps=8, guidance_scale=0.0, generator=generator, **SMALL).images[0]
+    )
+    assert np.abs(after - expected).max() <= 1 and np.abs(after - before).max() > 4
 
 
 # --- serving ----------------------------------------------------------------------------------------------------
