@@ -125,6 +125,18 @@ def z_image_turbo(cache: Path) -> tuple[Any, dict[str, Any]]:
     return pipe, {"guidance_scale": 0.0}
 
 
+def with_lora(pipe: Any, lora: Path, *, scale: float, fuse: bool) -> Any:
+    """What a diffusers user writes for a LoRA file: `load_lora_weights`, then `fuse_lora(lora_scale=)` and
+    `unload_lora_weights` (fused), or `set_adapters` (not fused)."""
+    pipe.load_lora_weights(str(lora.parent), weight_name=lora.name, adapter_name="user")
+    if fuse:
+        pipe.fuse_lora(lora_scale=scale, adapter_names=["user"])
+        pipe.unload_lora_weights()
+    else:
+        pipe.set_adapters(["user"], adapter_weights=[scale])
+    return pipe
+
+
 def card_pipeline(preset: str, cache: Path) -> tuple[Any, dict[str, Any]]:
     """The card's pipeline for a preset name, and the extra call arguments the card passes."""
     if preset.startswith("fastdiff-shapes"):

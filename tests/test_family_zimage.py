@@ -26,7 +26,7 @@ from fastdiff.serving import LiveSession
 from fastdiff.testing import cached_repo_path, save_tiny_pipeline, tiny_lora, tiny_pipeline
 from fastdiff.testing.tiny_zimage import tiny_qwen_tokenizer
 
-from .cards import card_pipeline
+from .cards import card_pipeline, with_lora
 from .images import gradient
 from .test_bulk import assert_complete, pixels, run, write_txt
 
@@ -272,14 +272,8 @@ def test_load_lora_on_the_transformer_is_diffusers_image(fuse: bool, tmp_path: P
     before = pixels(gen(PROMPT, seed=9, **SMALL).image)
     gen.load_lora(lora, scale=0.7, fuse=fuse)
     after = pixels(gen(PROMPT, seed=9, **SMALL).image)
-    reference = tiny_pipeline("zimage", seed=3)
+    reference = with_lora(tiny_pipeline("zimage", seed=3), lora, scale=0.7, fuse=fuse)
     reference.set_progress_bar_config(disable=True)
-    reference.load_lora_weights(str(tmp_path), weight_name=lora.name, adapter_name="user")
-    if fuse:
-        reference.fuse_lora(lora_scale=0.7, adapter_names=["user"])
-        reference.unload_lora_weights()
-    else:
-        reference.set_adapters(["user"], adapter_weights=[0.7])
     generator = torch.Generator("cpu").manual_seed(9)
     expected = pixels(
         reference(PROMPT, num_inference_steps=8, guidance_scale=0.0, generator=generator, **SMALL).images[0]
