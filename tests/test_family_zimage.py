@@ -63,6 +63,7 @@ def test_tiny_zimage_has_the_real_wiring_and_layout(hub_cache: Path) -> None:
     assert pipe.vae_scale_factor == 8 and pipe.image_processor.config.vae_scale_factor == 16
     assert pipe.vae.config.latent_channels == pipe.transformer.config.in_channels == 16
     assert pipe.transformer.config.cap_feat_dim == pipe.text_encoder.config.hidden_size
+    assert list(pipe.transformer.config.axes_lens) == [1536, 512, 512]  # the repo's, not the class default
     assert type(pipe.text_encoder).__name__ == "Qwen3Model" and not pipe.transformer.training
     tokenizer = tiny_qwen_tokenizer()
     chat = tokenizer.apply_chat_template(

@@ -34,12 +34,14 @@ _CHAT_TEMPLATE = (
     "{%- if enable_thinking is defined and enable_thinking is false %}{{ '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
     "{%- endif %}"
 )
-# Z-Image-Turbo's transformer (16 latent channels, 2×2 patches, one main and one refiner block of each kind) at
-# width 32 with 2 heads of 16; RoPE's axes add up to the head width, as 32 + 48 + 48 = 128 do in the real one.
+# Z-Image-Turbo's transformer config (16 latent channels, 2×2 patches, RoPE's axis lengths and theta, QK norm) at
+# width 32 with 2 heads of 16 and one main and one refiner block of each kind; RoPE's axes add up to the head
+# width, as 32 + 48 + 48 = 128 do in the real one.
 _TRANSFORMER: dict[str, Any] = {
-    "all_patch_size": (2,),
-    "all_f_patch_size": (1,),
-    "in_channels": 16,
+    key: value
+    for key, value in repo_config(Z_IMAGE_TURBO_REPO, "transformer/config.json").items()
+    if not key.startswith("_")
+} | {
     "dim": 32,
     "n_layers": 1,
     "n_refiner_layers": 1,
@@ -47,7 +49,6 @@ _TRANSFORMER: dict[str, Any] = {
     "n_kv_heads": 2,
     "cap_feat_dim": _TEXT_WIDTH,
     "axes_dims": [4, 6, 6],
-    "axes_lens": [1536, 512, 512],  # the repo's (the class default is 1024 on the first axis)
 }
 
 
