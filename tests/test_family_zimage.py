@@ -24,7 +24,7 @@ from fastdiff.hub import check_cached_or_reachable
 from fastdiff.memory import check_fits
 from fastdiff.serving import LiveSession
 from fastdiff.testing import cached_repo_path, save_tiny_pipeline, tiny_lora, tiny_pipeline
-from fastdiff.testing.tiny_zimage import tiny_qwen_tokenizer
+from fastdiff.testing.tiny_flux2 import tiny_qwen_tokenizer
 
 from .cards import card_pipeline, with_lora
 from .images import gradient
@@ -164,7 +164,7 @@ def test_guidance_above_zero_runs_cfg_as_diffusers_and_warns(zimage: FewStepGene
     fix, and still diffusers' image, negative prompt included."""
     with pytest.warns(
         FastDiffWarning,
-        match=r"guidance_scale=0.5 runs classifier-free guidance, which doubles the work.*Use guidance_scale=0.0",
+        match=r"guidance_scale=0.5 runs classifier-free guidance: twice the .*Use guidance_scale=0.0",
     ):
         got = zimage(PROMPT, guidance_scale=0.5, negative_prompt="blurry", seed=2, **SMALL).images[0]
     expected = _card(hub_cache)(

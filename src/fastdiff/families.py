@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 from diffusers import (
+    Flux2KleinPipeline,
     FluxImg2ImgPipeline,
     FluxPipeline,
     StableDiffusionImg2ImgPipeline,
@@ -23,12 +24,26 @@ from diffusers import (
     ZImagePipeline,
 )
 
-from .adapters import FluxAdapter, ModelAdapter, StableDiffusionAdapter, StableDiffusionXLAdapter, ZImageAdapter
+from .adapters import (
+    Flux2KleinAdapter,
+    FluxAdapter,
+    ModelAdapter,
+    StableDiffusionAdapter,
+    StableDiffusionXLAdapter,
+    ZImageAdapter,
+)
 from .adapters.base import clip_truncation, unet_img2img_arguments
 from .adapters.flux import flux_img2img_arguments, t5_truncation
-from .adapters.zimage import qwen_truncation
+from .adapters.flux2 import qwen_truncation
 from .errors import FastDiffError, did_you_mean
-from .presets import FLUX_SCHNELL_REPO, SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO, Z_IMAGE_TURBO_REPO
+from .presets import (
+    FLUX2_KLEIN_4B_REPO,
+    FLUX_SCHNELL_REPO,
+    SD15_REPO,
+    SD_TURBO_REPO,
+    SDXL_BASE_REPO,
+    Z_IMAGE_TURBO_REPO,
+)
 
 __all__ = ["FAMILIES", "FamilySpec", "family"]
 
@@ -42,12 +57,13 @@ class FamilySpec:
     img2img: Any | None  # the image-to-image pipeline class over the same modules; None where diffusers has none
     adapter: ModelAdapter
     base_repo: str  # the repo whose architecture and scheduler config stand for the family (tiny/random models)
-    tiny_vae_repo: str  # TAESD for the family's latent space (optimize="max")
+    tiny_vae_repo: str | None  # TAESD for the family's latent space (optimize="max"); None where there is none
     denoiser: str = "unet"  # the pipeline attribute holding the denoising network ("transformer" for FLUX)
     img2img_arguments: Callable[..., dict[str, Any]] = unet_img2img_arguments  # its img2img call's schedule, size
     warn_if_truncated: Callable[[Any, str, int | None], None] = clip_truncation  # (pipe, prompt, max_sequence_length)
-    # the guidance_scale above which its pipeline runs classifier-free guidance (None: guidance_scale is never CFG)
-    cfg_above: float | None = 1.0
+    cfg_above: float = 1.0  # the guidance_scale above which its pipeline runs classifier-free guidance
+    # what such a guidance does to a model distilled to run without it (the warning's words)
+    guidance_effect: str = "doubles the UNet work and usually burns the image"
     refused_dtypes: Mapping[torch.dtype, str] = field(default_factory=dict, compare=False)  # dtype → why, and the fix
 
     def check_dtype(self, dtype: torch.dtype | None) -> None:
@@ -111,7 +127,7 @@ FAMILIES: dict[str, FamilySpec] = {
         denoiser="transformer",
         img2img_arguments=flux_img2img_arguments,
         warn_if_truncated=t5_truncation,
-        cfg_above=None,  # schnell has no guidance embedder, and FluxPipeline's CFG is true_cfg_scale
+        guidance_effect="is ignored by its transformer",  # no guidance embedder; FluxPipeline's CFG is true_cfg_scale
     ),
     "zimage": FamilySpec(
         "zimage",
@@ -122,12 +138,26 @@ FAMILIES: dict[str, FamilySpec] = {
         "madebyollin/taef1",  # its VAE is FLUX.1's
         denoiser="transformer",
         img2img_arguments=flux_img2img_arguments,  # as FLUX's: at least one step for any strength, the input's size
-        warn_if_truncated=qwen_truncation,
+        warn_if_truncated=functools.partial(qwen_truncation, enable_thinking=True),
         cfg_above=0.0,
+        guidance_effect="runs classifier-free guidance: twice the transformer work, and usually a burnt image",
         refused_dtypes={
             torch.float16: "their activations overflow it, giving NaN (black) images (Tongyi-MAI/Z-Image#14); use "
             "bfloat16 (dtype='bfloat16', precision='bf16') or float32",
         },
+    ),
+    # No img2img (the pipeline's image= is reference editing) and no tiny VAE: its latent path reads the VAE's
+    # batch-norm statistics, which an AutoencoderTiny lacks.
+    "flux2": FamilySpec(
+        "flux2",
+        Flux2KleinPipeline,
+        None,
+        Flux2KleinAdapter(),
+        FLUX2_KLEIN_4B_REPO,
+        None,
+        denoiser="transformer",
+        warn_if_truncated=qwen_truncation,
+        guidance_effect="is ignored by its transformer",  # the repo's is_distilled turns CFG off
     ),
 }
 

@@ -58,12 +58,12 @@ class Request:
     # are: such a call runs alone (a callback sees and may stop the whole batch, one generator's draws follow on)
     pass_through: dict[str, Any] | None = field(default=None, compare=False)
     image_seeds: tuple[int, ...] = ()  # with generator=: each image's generator's `initial_seed()`
-    cfg_above: float | None = 1.0  # the family's `FamilySpec.cfg_above`
+    cfg_above: float = 1.0  # the family's `FamilySpec.cfg_above`
 
     @property
     def guidance(self) -> bool:
         """Whether classifier-free guidance runs: diffusers runs it above the family's threshold (mostly 1)."""
-        return self.cfg_above is not None and self.guidance_scale > self.cfg_above
+        return self.guidance_scale > self.cfg_above
 
 
 def check_flag(name: str, value: object, *, optional: bool = False) -> None:
@@ -128,12 +128,9 @@ def check_guidance(preset: Preset, guidance_scale: object) -> float:
         )
     value = float(guidance_scale)  # type: ignore[arg-type]
     kind = family(preset.family)
-    if preset.guidance_free and value > (1.0 if kind.cfg_above is None else kind.cfg_above):
-        effect = f"is ignored by its {kind.denoiser}"
-        if kind.cfg_above is not None:
-            effect = "runs classifier-free guidance, which doubles the work and usually burns the image"
+    if preset.guidance_free and value > kind.cfg_above:
         warn(
-            f"{preset.name} was distilled to run without guidance; guidance_scale={value} {effect}. "
+            f"{preset.name} was distilled to run without guidance; guidance_scale={value} {kind.guidance_effect}. "
             f"Use guidance_scale={preset.guidance_scale}.",
         )
     return value
@@ -286,10 +283,10 @@ def resolve_request(
             "duplicated subjects (larger) or mush (smaller). Leave height/width unset for the native size.",
         )
     cfg_above = family(preset.family).cfg_above
-    if negative_prompt and (cfg_above is None or resolved_guidance <= cfg_above):
-        when = "this model never runs CFG" if cfg_above is None else f"diffusers only runs CFG above {cfg_above:g}"
+    if negative_prompt and resolved_guidance <= cfg_above:
         warn(
-            f"negative_prompt is ignored at guidance_scale={resolved_guidance} ({when}); "
+            f"negative_prompt is ignored at guidance_scale={resolved_guidance} (diffusers only runs CFG above "
+            f"{cfg_above:g}); "
             "drop it, or raise guidance_scale on a model that supports CFG.",
         )
     if isinstance(image, Image.Image) and resize:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from .base import Embeddings, ModelAdapter
 from .flux import FluxAdapter
+from .flux2 import Flux2KleinAdapter
 from .sd import StableDiffusionAdapter
 from .sdxl import StableDiffusionXLAdapter
 from .zimage import ZImageAdapter
 
 __all__ = [
     "Embeddings",
+    "Flux2KleinAdapter",
     "FluxAdapter",
     "ModelAdapter",
     "StableDiffusionAdapter",

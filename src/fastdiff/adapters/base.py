@@ -29,7 +29,7 @@ class ModelAdapter(Protocol):
     final latents into PIL images exactly as the pipeline's own `output_type="pil"` path does. So fastdiff
     matches diffusers pixel for pixel while timing each stage apart, and a VAE in another dtype than the UNet
     (bf16 on CUDA) works on every path. A T5 or Qwen3 family's `encode` also takes `max_sequence_length=` (the
-    preset's), and FLUX's `decode` `height=`/`width=` (packed latents do not carry the image size).
+    preset's), and FLUX.1's `decode` `height=`/`width=` (packed latents do not carry the image size).
     """
 
     def encode(self, pipe: Any, prompt: str, negative_prompt: str | None, *, guidance: bool) -> Embeddings:

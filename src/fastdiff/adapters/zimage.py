@@ -9,10 +9,9 @@ from typing import Any
 import torch
 from PIL import Image
 
-from ..errors import warn
 from .base import Embeddings, image_latents
 
-__all__ = ["ZImageAdapter", "qwen_truncation"]
+__all__ = ["ZImageAdapter"]
 
 
 class ZImageAdapter:
@@ -60,17 +59,3 @@ class ZImageAdapter:
         image = vae.decode(latents, return_dict=False)[0]  # (B, 3, H, W)
         images: list[Image.Image] = pipe.image_processor.postprocess(image, output_type="pil")
         return images
-
-
-def qwen_truncation(pipe: Any, prompt: str, max_sequence_length: int | None) -> None:
-    """Warn when the chat-templated prompt is cut at `max_sequence_length` Qwen tokens (the cut drops the
-    template's closing tokens too)."""
-    limit = max_sequence_length or 512
-    message = [{"role": "user", "content": prompt}]
-    text = pipe.tokenizer.apply_chat_template(message, tokenize=False, add_generation_prompt=True, enable_thinking=True)
-    count = len(pipe.tokenizer(text, truncation=False).input_ids)
-    if count > limit:
-        warn(
-            f"the prompt is {count} Qwen3 tokens with its chat template; this model reads only the first {limit} "
-            "(max_sequence_length), the rest is cut. Shorten the prompt (put what matters first)."
-        )

@@ -2,8 +2,8 @@
 second-to-last layer through a chat template, FLUX.1's 16-channel VAE with scale and shift, a single-stream
 transformer over 2×2 patches with refiner blocks and RoPE on three axes) with a few dozen channels.
 
-The tokenizer is built here (the hub is never asked): a byte-level `Qwen2Tokenizer` with Qwen's chat tokens and a
-chat template that renders a user turn as Qwen3's does.
+The tokenizer is the tiny FLUX.2 [klein]'s, built in code: a byte-level `Qwen2Tokenizer` with Qwen3's special
+tokens and chat template.
 """
 
 from __future__ import annotations
@@ -13,27 +13,18 @@ from typing import Any
 import diffusers
 import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
-from transformers import Qwen2Tokenizer, Qwen3Config, Qwen3Model
+from transformers import Qwen3Config, Qwen3Model
 
 from ..configs import repo_config
-from ..configs.tokenizer import byte_vocab
 from ..presets import Z_IMAGE_TURBO_REPO
 from .repo_configs import SCHEDULER_CONFIGS
 from .tiny_flux import FLUX_VAE
+from .tiny_flux2 import tiny_qwen_tokenizer
 
-__all__ = ["MODEL_INDEX", "tiny_pipeline", "tiny_qwen_tokenizer"]
+__all__ = ["MODEL_INDEX", "tiny_pipeline"]
 
 MODEL_INDEX: dict[str, Any] = repo_config(Z_IMAGE_TURBO_REPO, "model_index.json")
 _TEXT_WIDTH = 32  # Qwen3's hidden size, the transformer's cap_feat_dim (2560 in the real model)
-# Qwen3's user turn and generation prompt; enable_thinking=False would add an empty think block, as Qwen3's does.
-_CHAT_TEMPLATE = (
-    "{%- for message in messages %}"
-    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>\\n' }}"
-    "{%- endfor %}"
-    "{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}"
-    "{%- if enable_thinking is defined and enable_thinking is false %}{{ '<think>\\n\\n</think>\\n\\n' }}{%- endif %}"
-    "{%- endif %}"
-)
 # Z-Image-Turbo's transformer config (16 latent channels, 2×2 patches, RoPE's axis lengths and theta, QK norm) at
 # width 32 with 2 heads of 16 and one main and one refiner block of each kind; RoPE's axes add up to the head
 # width, as 32 + 48 + 48 = 128 do in the real one.
@@ -50,16 +41,6 @@ _TRANSFORMER: dict[str, Any] = {
     "cap_feat_dim": _TEXT_WIDTH,
     "axes_dims": [4, 6, 6],
 }
-
-
-def tiny_qwen_tokenizer() -> Qwen2Tokenizer:
-    """A byte-level Qwen2 tokenizer (one token per byte, no merges) with `<|im_start|>`/`<|im_end|>` and a chat
-    template; it pads with `<|endoftext|>` on the right, as Qwen's does."""
-    byte_ids = dict(list(byte_vocab().items())[:256])  # the 256 byte characters, ids = byte values
-    tokenizer = Qwen2Tokenizer(vocab=byte_ids, merges=[], model_max_length=131072)
-    tokenizer.add_tokens(["<|im_start|>", "<|im_end|>"], special_tokens=True)
-    tokenizer.chat_template = _CHAT_TEMPLATE
-    return tokenizer
 
 
 def tiny_pipeline(*, seed: int = 0, scheduler_config: dict[str, Any] | None = None) -> Any:
