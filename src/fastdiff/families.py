@@ -24,17 +24,11 @@ from diffusers import (
     ZImagePipeline,
 )
 
-from .adapters import (
-    Flux2KleinAdapter,
-    FluxAdapter,
-    ModelAdapter,
-    StableDiffusionAdapter,
-    StableDiffusionXLAdapter,
-    ZImageAdapter,
-)
+from .adapters import Flux2KleinAdapter, FluxAdapter, ModelAdapter, StableDiffusionAdapter, StableDiffusionXLAdapter
 from .adapters.base import clip_truncation, unet_img2img_arguments
 from .adapters.flux import flux_img2img_arguments, t5_truncation
 from .adapters.flux2 import qwen_truncation
+from .adapters.zimage import ZImageAdapter
 from .errors import FastDiffError, did_you_mean
 from .presets import (
     FLUX2_KLEIN_4B_REPO,
