@@ -7,6 +7,7 @@ from .flux import FluxAdapter
 from .flux2 import Flux2KleinAdapter
 from .sd import StableDiffusionAdapter
 from .sdxl import StableDiffusionXLAdapter
+from .zimage import ZImageAdapter
 
 __all__ = [
     "Embeddings",
@@ -15,4 +16,5 @@ __all__ = [
     "ModelAdapter",
     "StableDiffusionAdapter",
     "StableDiffusionXLAdapter",
+    "ZImageAdapter",
 ]
