@@ -115,6 +115,8 @@ class OutputCheck:
         if not self._active:
             return
         tensor = out if isinstance(out, torch.Tensor) else out[0]  # (sample,) or a *ModelOutput
+        if isinstance(tensor, list):  # Z-Image's transformer: one output per image
+            tensor = torch.stack(tensor)
         self.seen[kind].append(_stats(tensor))
 
     def close(self) -> dict[str, int]:

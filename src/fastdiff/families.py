@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from diffusers import (
     Flux2KleinPipeline,
     FluxImg2ImgPipeline,
@@ -21,6 +23,8 @@ from diffusers import (
     StableDiffusionPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
+    ZImageImg2ImgPipeline,
+    ZImagePipeline,
 )
 
 from .adapters import (
@@ -35,6 +39,7 @@ from .adapters.base import clip_truncation, unet_img2img_arguments
 from .adapters.flux import flux_img2img_arguments, t5_truncation
 from .adapters.flux2 import qwen_truncation
 from .adapters.sana_sprint import gemma_truncation, scm_step_arguments
+from .adapters.zimage import ZImageAdapter
 from .errors import FastDiffError, did_you_mean
 from .presets import (
     FLUX2_KLEIN_4B_REPO,
@@ -43,6 +48,7 @@ from .presets import (
     SD15_REPO,
     SD_TURBO_REPO,
     SDXL_BASE_REPO,
+    Z_IMAGE_TURBO_REPO,
 )
 
 __all__ = ["FAMILIES", "FamilySpec", "family", "rebuild"]
@@ -77,11 +83,18 @@ class FamilySpec:
     img2img_arguments: Callable[..., dict[str, Any]] = unet_img2img_arguments  # its img2img call's schedule, size
     warn_if_truncated: Callable[[Any, str, int | None], None] = clip_truncation  # (pipe, prompt, max_sequence_length)
     step_arguments: Callable[[int], dict[str, Any]] = _no_step_arguments  # the call's arguments a step count sets
-    # guidance_scale feeds the denoiser's guidance embedder (one pass per step, no negative prompt), never CFG
-    embedded_guidance: bool = False
     # the pipeline generates at the aspect-ratio bin nearest the size asked and resizes the image back to it
     resolution_binning: bool = False
-    no_fp16: str | None = None  # why the family cannot run in float16 (None: it can); accelerators then load bf16
+    cfg_above: float = 1.0  # the guidance_scale above which its pipeline runs classifier-free guidance
+    # what such a guidance does to a model distilled to run without it (the warning's words)
+    guidance_effect: str = "doubles the UNet work and usually burns the image"
+    refused_dtypes: Mapping[torch.dtype, str] = field(default_factory=dict, compare=False)  # dtype → why, and the fix
+
+    def check_dtype(self, dtype: torch.dtype | None) -> None:
+        """Refuse a dtype the family's models cannot compute in, saying why and what to use."""
+        if dtype is not None and dtype in self.refused_dtypes:
+            named = str(dtype).removeprefix("torch.")
+            raise FastDiffError(f"{self.name} models cannot run in {named}: {self.refused_dtypes[dtype]}")
 
     @functools.cached_property
     def default_strength(self) -> float | None:
@@ -132,6 +145,24 @@ FAMILIES: dict[str, FamilySpec] = {
         denoiser="transformer",
         img2img_arguments=flux_img2img_arguments,
         warn_if_truncated=t5_truncation,
+        guidance_effect="is ignored by its transformer",  # no guidance embedder; FluxPipeline's CFG is true_cfg_scale
+    ),
+    "zimage": FamilySpec(
+        "zimage",
+        ZImagePipeline,
+        ZImageImg2ImgPipeline,
+        ZImageAdapter(),
+        Z_IMAGE_TURBO_REPO,
+        "madebyollin/taef1",  # its VAE is FLUX.1's
+        denoiser="transformer",
+        img2img_arguments=flux_img2img_arguments,  # as FLUX's: at least one step for any strength, the input's size
+        warn_if_truncated=functools.partial(qwen_truncation, enable_thinking=True),
+        cfg_above=0.0,
+        guidance_effect="runs classifier-free guidance: twice the transformer work, and usually a burnt image",
+        refused_dtypes={
+            torch.float16: "their activations overflow it, giving NaN (black) images (Tongyi-MAI/Z-Image#14); use "
+            "bfloat16 (dtype='bfloat16', precision='bf16') or float32",
+        },
     ),
     # No img2img (the pipeline's image= is reference editing) and no tiny VAE: its latent path reads the VAE's
     # batch-norm statistics, which an AutoencoderTiny lacks.
@@ -144,6 +175,7 @@ FAMILIES: dict[str, FamilySpec] = {
         None,
         denoiser="transformer",
         warn_if_truncated=qwen_truncation,
+        guidance_effect="is ignored by its transformer",  # the repo's is_distilled turns CFG off
     ),
     "sana-sprint": FamilySpec(
         "sana-sprint",
@@ -156,15 +188,18 @@ FAMILIES: dict[str, FamilySpec] = {
         img2img_arguments=flux_img2img_arguments,
         warn_if_truncated=gemma_truncation,
         step_arguments=scm_step_arguments,
-        embedded_guidance=True,
         resolution_binning=True,
-        no_fp16="its Gemma-2 text encoder must stay in bfloat16 (diffusers' SANA-Sprint docs)",
+        cfg_above=math.inf,  # guidance_scale feeds the transformer's guidance embedder: one pass, never CFG
+        refused_dtypes={
+            torch.float16: "their Gemma-2 text encoder must stay in bfloat16 (diffusers' SANA-Sprint docs); use "
+            "bfloat16 (dtype='bfloat16', precision='bf16') or float32",
+        },
     ),
 }
 
 
 def family(name: str) -> FamilySpec:
-    """The family called `name` ("sd1", "flux", "sana-sprint", ...); register a new one by adding it to `FAMILIES`."""
+    """The family called `name` (a key of `FAMILIES`: "sd1", "flux"…); register a new one by adding it there."""
     try:
         return FAMILIES[name]
     except KeyError:

@@ -70,11 +70,12 @@ def load(
     in (no cast, no second copy)."""
     check_flag("local_files_only", local_files_only, optional=True)
     check_flag("allow_pickle", allow_pickle)
-    given = dtype if dtype is not None else recipe.dtype
+    spec, asked = family(preset.family), dtype
     dtype = recipe.dtype if dtype is None and recipe.dtype is not None else resolve_dtype(dtype, device)
-    if given is None and dtype == torch.float16 and family(preset.family).no_fp16:
-        dtype = torch.bfloat16  # the accelerators' default, float16, is one this family cannot run in
-    _check_dtype(preset, dtype)
+    if asked is None and recipe.dtype is None and dtype in spec.refused_dtypes:
+        dtype = torch.bfloat16  # the device's default (float16) breaks this family: load in its card's dtype
+    spec.check_dtype(dtype)
+    spec.check_dtype(recipe.dtype)
     kind, location = _classify_source(source)
     hub: dict[str, Any] = {"local_files_only": local_files_only, "cache_dir": cache_dir, "dtype": dtype}
     ckpt = checkpoint_path(preset, checkpoint, allow_pickle=allow_pickle, **hub)
@@ -125,21 +126,12 @@ def _check_fits(
         files = pipeline_files(index.parent, variant=_variant(preset, dtype, str(index.parent)), skip=skip)
     files += [unet] if unet is not None else []
     needed = weights_bytes([f for f in files if f.suffix == ".safetensors"], dtype=dtype)
-    fp16 = family(preset.family).no_fp16 is None
-    free = available_memory(device)
-    error = check_fits(what=preset.name, needed=needed, available=free, device=device, dtype=dtype, fp16=fp16)
+    available, refused = available_memory(device), family(preset.family).refused_dtypes
+    error = check_fits(
+        what=preset.name, needed=needed, available=available, device=device, dtype=dtype, refused=refused
+    )
     if error is not None:
         raise error
-
-
-def _check_dtype(preset: Preset, dtype: torch.dtype) -> None:
-    """Refuse float16 for a family that cannot run in it (`FamilySpec.no_fp16`), naming the dtypes that work."""
-    reason = family(preset.family).no_fp16
-    if dtype == torch.float16 and reason is not None:
-        raise FastDiffError(
-            f"{preset.name} cannot run in float16: {reason}. Pass dtype='bfloat16' (or 'float32'; on the CPU, "
-            "leave dtype unset) and no precision='fp16'"
-        )
 
 
 def adopt(
@@ -165,8 +157,8 @@ def adopt(
             f"{preset.name} needs a {kind.pipeline.__name__} (or its img2img twin), got {type(pipe).__name__}; "
             "pick a preset of its family, or build that pipeline from the same modules"
         )
+    kind.check_dtype(recipe.dtype or getattr(pipe, kind.denoiser).dtype)
     own = kind.over(pipe)
-    _check_dtype(preset, recipe.dtype or getattr(own, kind.denoiser).dtype)
     own.scheduler = build_scheduler(preset.scheduler, type(pipe.scheduler).from_config(pipe.scheduler.config))
     if checkpoint is not None:
         path = checkpoint_path(preset, checkpoint, local_files_only=True, cache_dir=None, dtype=own.unet.dtype)

@@ -76,10 +76,10 @@ def apply_optimizations(
         nhwc = torch.channels_last if recipe.channels_last and name in ("unet", "vae") else None
         module.to(pipe._execution_device, targets[name], memory_format=nhwc)
     denoiser = next(iter(targets))  # "unet", or FLUX's "transformer"
-    if recipe.fuse_qkv:
-        for name in (denoiser, "vae"):
-            if hasattr(own[name], "fuse_qkv_projections"):  # where diffusers offers it (not DC-AE, nor TAESD)
-                own[name].fuse_qkv_projections()
+    if recipe.fuse_qkv:  # where diffusers offers it: not Z-Image's transformer, nor the tiny VAE (no attention)
+        for module in (own[denoiser], own["vae"]):
+            if hasattr(module, "fuse_qkv_projections"):
+                module.fuse_qkv_projections()
     if openvino:
         from .openvino_engine import use_openvino
 
