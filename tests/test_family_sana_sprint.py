@@ -34,8 +34,8 @@ from fastdiff.testing import cached_repo_path, tiny_gemma_tokenizer
 from fastdiff.testing import tiny_sana_sprint_pipeline as tiny_pipeline
 
 from .cards import card_pipeline, step_arguments
-from .test_bulk import _wait_for_lines, assert_complete, batch_argv, run, write_txt
 from .images import gradient
+from .test_bulk import _wait_for_lines, assert_complete, batch_argv, run, write_txt
 
 PROMPT = "a tiny astronaut hatching from an egg on the moon"
 HEIGHT, WIDTH = 96, 128  # not square: the bin is 896x1152 and the image is resized and cropped back
@@ -196,9 +196,7 @@ def test_bad_inputs_name_the_fix(sprint: FewStepGenerator) -> None:
         sprint(PROMPT, steps=4)
     with pytest.raises(FastDiffError, match=r"height=100 is not a multiple of 32 .*: use 96 or 128"):
         sprint(PROMPT, height=100, width=64)
-    with pytest.warns(
-        FastDiffWarning, match=r"negative_prompt is ignored .*runs no CFG for sana-sprint-0.6b"
-    ):
+    with pytest.warns(FastDiffWarning, match=r"negative_prompt is ignored .*runs no CFG for sana-sprint-0.6b"):
         sprint(PROMPT, negative_prompt="blurry", steps=1, **SIZE)
     # any size is generated at its ~1024² bin: no "trained at 1024x1024" warning
     assert _own_warnings(lambda: sprint(PROMPT, steps=1, **SIZE))[1] == []
