@@ -19,6 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import huggingface_hub.constants
 import numpy as np
 import pytest
 import torch
@@ -29,6 +30,7 @@ import fastdiff.loading
 from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator, Optimizations, presets
 from fastdiff.adapters.sana_sprint import COMPLEX_HUMAN_INSTRUCTION
 from fastdiff.cli import main
+from fastdiff.hub import check_cached_or_reachable
 from fastdiff.serving import LiveSession
 from fastdiff.testing import cached_repo_path, tiny_gemma_tokenizer
 from fastdiff.testing import tiny_sana_sprint_pipeline as tiny_pipeline
@@ -255,6 +257,50 @@ def test_the_cuda_recipe_runs_on_cpu_tensors(sprint: FewStepGenerator) -> None:
     )
     size = {"steps": 2, "seed": 4, **SIZE}
     assert _close(fused(PROMPT, **size).images[0], sprint(PROMPT, **size).images[0])
+
+
+def test_cached_sprint_needs_no_download_and_an_uncached_one_is_named(
+    hub_cache: Path, tmp_path: Path, no_network: None
+) -> None:
+    sprint = presets.get("sana-sprint-1.6b")
+    check_cached_or_reachable(sprint, dtypes=["float32"], cache_dir=hub_cache, local_files_only=True)  # no raise
+    with pytest.raises(FastDiffError, match=r"Sana_Sprint_1\.6B_1024px_diffusers \(pipeline\)") as raised:
+        check_cached_or_reachable(sprint, dtypes=["float32"], cache_dir=tmp_path / "empty", local_files_only=True)
+    assert "unet/" not in str(raised.value) and "fastdiff download sana-sprint-1.6b" in str(raised.value)
+
+
+def test_generate_and_download_commands(
+    hub_cache: Path,
+    tmp_path: Path,
+    sprint: FewStepGenerator,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`fastdiff generate` writes the call's image; `fastdiff download` lists the cached repo and no tiny VAE."""
+    out = tmp_path / "fox.png"
+    flags = ["--cache-dir", str(hub_cache), "--local-files-only", "--device", "cpu", "--optimize", "none"]
+    argv = [
+        "generate",
+        PROMPT,
+        "--preset",
+        "sana-sprint-0.6b",
+        *flags,
+        "--seed",
+        "3",
+        "--height",
+        "64",
+        "--width",
+        "64",
+    ]
+    assert main([*argv, "--output", str(out)]) == 0
+    assert _close(Image.open(out).convert("RGB"), sprint(PROMPT, seed=3, **SIZE).images[0])
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(hub_cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    capsys.readouterr()
+    assert main(["download", "sana-sprint-0.6b", "--dtype", "float32"]) == 0
+    repo = "Efficient-Large-Model/Sana_Sprint_0.6B_1024px_diffusers"
+    assert capsys.readouterr().out.split() == [str(cached_repo_path(hub_cache, repo))]
 
 
 def test_presets_table_lists_both_with_their_licence(capsys: pytest.CaptureFixture[str]) -> None:
