@@ -15,6 +15,7 @@ from diffusers import (
     EulerDiscreteScheduler,
     FluxPipeline,
     LCMScheduler,
+    StableDiffusion3Pipeline,
     StableDiffusionXLPipeline,
     TCDScheduler,
     UNet2DConditionModel,
@@ -117,6 +118,13 @@ def flux_schnell(cache: Path) -> tuple[Any, dict[str, Any]]:
     return pipe, {"guidance_scale": 0.0, "max_sequence_length": 256}
 
 
+def sd35_large_turbo(cache: Path) -> tuple[Any, dict[str, Any]]:
+    """stabilityai/stable-diffusion-3.5-large-turbo card: StableDiffusion3Pipeline with the repo's scheduler,
+    num_inference_steps=4, guidance_scale=0.0 (max_sequence_length: the pipeline's 256)."""
+    pipe = StableDiffusion3Pipeline.from_pretrained("stabilityai/stable-diffusion-3.5-large-turbo", **_hub(cache))
+    return pipe, {"guidance_scale": 0.0}
+
+
 def card_pipeline(preset: str, cache: Path) -> tuple[Any, dict[str, Any]]:
     """The card's pipeline for a preset name, and the extra call arguments the card passes."""
     if preset.startswith("fastdiff-shapes"):
@@ -136,4 +144,6 @@ def card_pipeline(preset: str, cache: Path) -> tuple[Any, dict[str, Any]]:
         return dmd2(int(preset.split("-")[2].removesuffix("step")), cache)
     if preset == "flux-schnell":
         return flux_schnell(cache)
+    if preset == "sd35-large-turbo":
+        return sd35_large_turbo(cache)
     raise KeyError(preset)

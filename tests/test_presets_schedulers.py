@@ -28,6 +28,9 @@ LCM = {  # LCMScheduler: n of the 50 "original" steps 999, 979, …, 19, evenly 
 }
 # FLUX.1-schnell's FlowMatchEuler, shift 1.0 and no dynamic shifting: sigmas linspace(1, 1/n, n), timestep = 1000σ.
 FLOW = {1: [1000], 2: [1000, 500], 3: [1000, 667, 333], 4: [1000, 750, 500, 250]}
+# SD 3.5 Large Turbo's FlowMatchEuler, shift 3.0: σ' = 3σ / (1 + 2σ) of σ = linspace(1, 0.003, n) (0.003: the
+# training schedule's smallest σ), timestep = 1000σ' (SD3's transformer takes it so).
+SD3_FLOW = {4: [1000, 858, 602, 9]}
 # SD 1.5's PNDM, leading spacing with steps_offset 1 and skip_prk_steps: N steps are N + 1 UNet calls, the
 # second timestep repeated (PLMS's warm-up).
 PNDM = {1: [1], 3: [667, 334, 334, 1], 20: [951, 901, *range(901, 0, -50)]}
@@ -51,6 +54,7 @@ EXPECTED: dict[str, tuple[str, str | None, str, dict[int, list[int]]]] = {
     "dmd2-sdxl-4step": ("LCMScheduler", None, "epsilon", {4: [999, 749, 499, 249]}),
     # flow matching: the scheduler has no prediction type (the transformer predicts the velocity)
     "flux-schnell": ("FlowMatchEulerDiscreteScheduler", None, "flow", FLOW),
+    "sd35-large-turbo": ("FlowMatchEulerDiscreteScheduler", None, "flow", SD3_FLOW),
     # The shipped toy models: the teacher with SD 1.5's own scheduler config, the student as SD-Turbo.
     "fastdiff-shapes-teacher": ("PNDMScheduler", "leading", "epsilon", PNDM),
     "fastdiff-shapes": ("EulerDiscreteScheduler", "trailing", "epsilon", {n: TRAILING[n] for n in (1, 2, 3, 4)}),

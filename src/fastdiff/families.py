@@ -14,17 +14,26 @@ from typing import Any
 from diffusers import (
     FluxImg2ImgPipeline,
     FluxPipeline,
+    StableDiffusion3Img2ImgPipeline,
+    StableDiffusion3Pipeline,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
 )
 
-from .adapters import FluxAdapter, ModelAdapter, StableDiffusionAdapter, StableDiffusionXLAdapter
+from .adapters import (
+    FluxAdapter,
+    ModelAdapter,
+    StableDiffusion3Adapter,
+    StableDiffusionAdapter,
+    StableDiffusionXLAdapter,
+)
 from .adapters.base import clip_truncation, unet_img2img_arguments
 from .adapters.flux import flux_img2img_arguments, t5_truncation
+from .adapters.sd3 import sd3_img2img_arguments, sd3_truncation
 from .errors import FastDiffError, did_you_mean
-from .presets import FLUX_SCHNELL_REPO, SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO
+from .presets import FLUX_SCHNELL_REPO, SD15_REPO, SD35_LARGE_TURBO_REPO, SD_TURBO_REPO, SDXL_BASE_REPO
 
 __all__ = ["FAMILIES", "FamilySpec", "family"]
 
@@ -42,6 +51,12 @@ class FamilySpec:
     denoiser: str = "unet"  # the pipeline attribute holding the denoising network ("transformer" for FLUX)
     img2img_arguments: Callable[..., dict[str, Any]] = unet_img2img_arguments  # its img2img call's schedule, size
     warn_if_truncated: Callable[[Any, str, int | None], None] = clip_truncation  # (pipe, prompt, max_sequence_length)
+    cfg: bool = True  # guidance_scale > 1 runs classifier-free guidance (twice the denoiser's work); False: ignored
+
+    def size_multiple(self, pipe: Any) -> int:
+        """What image sides must be multiples of: the image processor's factor (FLUX's counts its 2×2 patches),
+        times the pipeline's own `patch_size` where it keeps the patches apart (SD3: VAE 8 × patch 2)."""
+        return int(pipe.image_processor.config.vae_scale_factor) * int(getattr(pipe, "patch_size", 1))
 
     @functools.cached_property
     def default_strength(self) -> float | None:
@@ -98,12 +113,24 @@ FAMILIES: dict[str, FamilySpec] = {
         denoiser="transformer",
         img2img_arguments=flux_img2img_arguments,
         warn_if_truncated=t5_truncation,
+        cfg=False,  # schnell's transformer has no guidance input, and FluxPipeline runs CFG only for true_cfg_scale
+    ),
+    "sd3": FamilySpec(
+        "sd3",
+        StableDiffusion3Pipeline,
+        StableDiffusion3Img2ImgPipeline,
+        StableDiffusion3Adapter(),
+        SD35_LARGE_TURBO_REPO,
+        "madebyollin/taesd3",
+        denoiser="transformer",
+        img2img_arguments=sd3_img2img_arguments,
+        warn_if_truncated=sd3_truncation,
     ),
 }
 
 
 def family(name: str) -> FamilySpec:
-    """The family called `name` ("sd1", "sd2", "sdxl", "flux"); register a new one by adding it to `FAMILIES`."""
+    """The family called `name` ("sd1", "sd2", "sdxl", "flux", "sd3"); register a new one by adding it to `FAMILIES`."""
     try:
         return FAMILIES[name]
     except KeyError:

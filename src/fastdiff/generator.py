@@ -198,7 +198,7 @@ class FewStepGenerator:
         requests = resolve_call(
             self.preset,
             kwargs,
-            vae_scale_factor=self.pipeline.image_processor.config.vae_scale_factor,  # FLUX: VAE 8 × patch 2
+            vae_scale_factor=family(self.preset.family).size_multiple(self.pipeline),
             device=self.device,
             tensor_inputs=pipe._callback_tensor_inputs,
         )
@@ -239,7 +239,7 @@ class FewStepGenerator:
         )
 
     def _request(self, prompt: object, **given: Any) -> Request:
-        factor = self.pipeline.image_processor.config.vae_scale_factor  # FLUX: VAE 8 × patch 2
+        factor = family(self.preset.family).size_multiple(self.pipeline)
         return resolve_request(self.preset, vae_scale_factor=factor, prompt=prompt, **given)
 
     def _new_shape(self, requests: Sequence[Request]) -> tuple[int, int, int] | None:

@@ -5,6 +5,14 @@ from __future__ import annotations
 from .base import Embeddings, ModelAdapter
 from .flux import FluxAdapter
 from .sd import StableDiffusionAdapter
+from .sd3 import StableDiffusion3Adapter
 from .sdxl import StableDiffusionXLAdapter
 
-__all__ = ["Embeddings", "FluxAdapter", "ModelAdapter", "StableDiffusionAdapter", "StableDiffusionXLAdapter"]
+__all__ = [
+    "Embeddings",
+    "FluxAdapter",
+    "ModelAdapter",
+    "StableDiffusion3Adapter",
+    "StableDiffusionAdapter",
+    "StableDiffusionXLAdapter",
+]

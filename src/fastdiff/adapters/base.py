@@ -11,7 +11,15 @@ from PIL import Image
 
 from ..errors import warn
 
-__all__ = ["Embeddings", "ModelAdapter", "clip_truncation", "image_latents", "unet_img2img_arguments"]
+__all__ = [
+    "Embeddings",
+    "ModelAdapter",
+    "clip_truncation",
+    "guided_embeddings",
+    "image_latents",
+    "shifted_image_latents",
+    "unet_img2img_arguments",
+]
 
 # Keyword arguments for the diffusers pipeline call (`prompt_embeds=`, `pooled_prompt_embeds=`, …).
 Embeddings = dict[str, torch.Tensor]
@@ -59,6 +67,35 @@ def image_latents(
             pixels[id(image)] = pipe.image_processor.preprocess(image).to(device=device, dtype=dtype).to(vae.dtype)
         samples.append(retrieve_latents(vae.encode(pixels[id(image)]), generator=generator))
     return torch.cat(samples)
+
+
+def shifted_image_latents(
+    pipe: Any, images: Sequence[Image.Image], generators: Sequence[torch.Generator], dtype: torch.dtype
+) -> torch.Tensor:
+    """`image_latents` shifted and scaled as the flow-matching img2img pipelines (FLUX.1, SD3) do it:
+    (sample − shift) × scale in `dtype`."""
+    config = pipe.vae.config
+    latents = image_latents(pipe, images, generators, dtype)
+    shifted: torch.Tensor = (latents - config.shift_factor) * config.scaling_factor
+    return shifted.to(dtype)
+
+
+def guided_embeddings(
+    prompt_embeds: torch.Tensor,
+    negative_prompt_embeds: torch.Tensor | None,
+    pooled_prompt_embeds: torch.Tensor,
+    negative_pooled_prompt_embeds: torch.Tensor | None,
+    *,
+    guidance: bool,
+) -> Embeddings:
+    """What SDXL's and SD3's `encode_prompt` return, as the call's keyword arguments: the negatives only with
+    classifier-free guidance."""
+    embeds = {"prompt_embeds": prompt_embeds, "pooled_prompt_embeds": pooled_prompt_embeds}
+    if guidance:
+        assert negative_prompt_embeds is not None and negative_pooled_prompt_embeds is not None
+        embeds["negative_prompt_embeds"] = negative_prompt_embeds
+        embeds["negative_pooled_prompt_embeds"] = negative_pooled_prompt_embeds
+    return embeds
 
 
 def clip_truncation(pipe: Any, prompt: str, max_sequence_length: int | None) -> None:
