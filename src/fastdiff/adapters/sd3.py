@@ -78,7 +78,8 @@ def sd3_truncation(pipe: Any, prompt: str, max_sequence_length: int | None) -> N
     """Warn when T5 cuts the prompt at `max_sequence_length` tokens (no encoder reads the rest), else when the two
     CLIPs cut it at 77 (their part of the joint sequence and the pooled vector that modulates every block)."""
     limit = max_sequence_length or _T5_DEFAULT
-    count = len(pipe.tokenizer_3(prompt, truncation=False).input_ids)
+    t5 = pipe.tokenizer_3  # None in a pipeline loaded with text_encoder_3=None (zeros stand for T5, as diffusers does)
+    count = 0 if t5 is None else len(t5(prompt, truncation=False).input_ids)
     if count > limit:
         warn(
             f"the prompt is {count} T5 tokens; this model reads only the first {limit} (max_sequence_length), "
