@@ -14,14 +14,14 @@ from typing import Any
 import diffusers
 import torch
 from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
-from transformers import CLIPTextModelWithProjection, T5Config, T5EncoderModel
+from transformers import CLIPTextModelWithProjection
 
 from ..configs import repo_config
 from ..configs.tokenizer import EOS
 from ..presets import SD35_LARGE_TURBO_REPO
 from .repo_configs import SCHEDULER_CONFIGS
 from .tiny import _CLIP_L, _OPEN_CLIP_BIGG, _VAE_COMMON, _text_config, tiny_tokenizer
-from .tiny_flux import tiny_t5_tokenizer
+from .tiny_flux import tiny_t5_encoder, tiny_t5_tokenizer
 
 __all__ = ["MODEL_INDEX", "SD3_VAE", "tiny_pipeline"]
 
@@ -63,7 +63,6 @@ _TRANSFORMER: dict[str, Any] = {
 def tiny_pipeline(*, seed: int = 0, scheduler_config: dict[str, Any] | None = None) -> Any:
     """A tiny random-weight `StableDiffusion3Pipeline` on the CPU in float32, deterministic in `seed` (the turbo
     repo's scheduler config unless one is given)."""
-    t5_tokenizer = tiny_t5_tokenizer()
     with torch.random.fork_rng(devices=[]):  # leave the caller's RNG as it was
         torch.manual_seed(seed)
         transformer_class: Any = diffusers.SD3Transformer2DModel
@@ -71,17 +70,7 @@ def tiny_pipeline(*, seed: int = 0, scheduler_config: dict[str, Any] | None = No
         vae = AutoencoderKL(**SD3_VAE)
         text_encoder = CLIPTextModelWithProjection(_text_config(_CLIP_L, EOS))
         text_encoder_2 = CLIPTextModelWithProjection(_text_config(_OPEN_CLIP_BIGG, "!"))
-        t5 = T5Config(
-            vocab_size=len(t5_tokenizer),
-            d_model=_T5_WIDTH,
-            d_kv=8,
-            d_ff=37,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            feed_forward_proj="gated-gelu",  # T5 v1.1, as google/t5-v1_1-xxl
-        )
-        text_encoder_3 = T5EncoderModel(t5)
+        text_encoder_3 = tiny_t5_encoder(width=_T5_WIDTH)
     for module in (transformer, vae, text_encoder, text_encoder_2, text_encoder_3):
         module.eval()  # as from_pretrained leaves them
     if scheduler_config is None:
@@ -97,5 +86,5 @@ def tiny_pipeline(*, seed: int = 0, scheduler_config: dict[str, Any] | None = No
         text_encoder_2=text_encoder_2,
         tokenizer_2=tiny_tokenizer(pad_token="!"),
         text_encoder_3=text_encoder_3,
-        tokenizer_3=t5_tokenizer,
+        tokenizer_3=tiny_t5_tokenizer(),
     )
