@@ -15,9 +15,11 @@ import pytest
 import torch
 from PIL import Image
 
-from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator, presets
+from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator, Optimizations, presets
 from fastdiff.cli import main
+from fastdiff.families import family
 from fastdiff.hub import check_cached_or_reachable
+from fastdiff.recipe import decide_recipe
 from fastdiff.serving import LiveSession
 from fastdiff.testing import cached_repo_path, tiny_sd3_pipeline
 
@@ -25,6 +27,7 @@ from .cards import card_pipeline
 from .test_bulk import assert_complete, pixels, run, write_txt
 
 PRESET = "sd35-large-turbo"
+PRESET_FAMILY = "sd3"
 REPO = "stabilityai/stable-diffusion-3.5-large-turbo"
 PROMPT = "a capybara holding a sign that reads hello"
 HEIGHT, WIDTH = 128, 192  # not square, a multiple of 16 (VAE 8 × patch 2)
@@ -262,3 +265,33 @@ def test_presets_table_lists_sd35_large_turbo_with_its_licence(capsys: pytest.Ca
     assert main(["presets"]) == 0
     line = next(line for line in capsys.readouterr().out.splitlines() if line.startswith(f"{PRESET} "))
     assert " sd3 " in line and " 4 " in line and "1024x1024" in line and "stabilityai-ai-community" in line
+
+
+def test_default_and_max_levels_run_the_torch_engine(
+    sd3: FewStepGenerator, hub_cache: Path, cpu_engine_default: None
+) -> None:
+    """OpenVINO converts UNets only: "default" on the CPU runs SD3 in torch, within tolerance of "none"; "max"
+    decodes with the tiny autoencoder of TAESD3's layout."""
+    loaded = {"device": "cpu", "cache_dir": hub_cache, "local_files_only": True}
+    default = FewStepGenerator.from_preset(PRESET, optimize="default", **loaded)
+    assert default.recipe.engine == "torch"
+    assert _close(default(PROMPT, seed=4, **SIZE).images[0], sd3(PROMPT, seed=4, **SIZE).images[0])
+    fastest = FewStepGenerator.from_preset(PRESET, optimize="max", **loaded)
+    assert (
+        type(fastest.pipeline.vae).__name__ == "AutoencoderTiny" and fastest.pipeline.vae.config.latent_channels == 16
+    )
+    assert fastest(PROMPT, seed=0, **SIZE).images[0].size == (64, 64)
+
+
+def test_the_cuda_recipe_runs_on_cpu_tensors_without_fused_qkv(sd3: FewStepGenerator) -> None:
+    """The CUDA recipe's module changes on CPU tensors (its torch.compile left out: minutes on 2 cores), without
+    fused QKV: diffusers' fused joint attention skips SD 3.5's RMS QK-norm, which moves the image by several
+    levels; asked for by name, it is refused."""
+    sd3_family = family(PRESET_FAMILY)
+    recipe = decide_recipe(Optimizations.level("default", compile=False), torch.device("cuda"), family=sd3_family)
+    assert not recipe.fuse_qkv and recipe.channels_last
+    fused = FewStepGenerator.from_pipeline(PRESET, tiny_sd3_pipeline(seed=2), optimize=recipe)
+    plain = FewStepGenerator.from_pipeline(PRESET, tiny_sd3_pipeline(seed=2))
+    assert _close(fused(PROMPT, seed=4, **SIZE).images[0], plain(PROMPT, seed=4, **SIZE).images[0])
+    with pytest.raises(FastDiffError, match=r"fused QKV changes the sd3 family's images .*: pass fuse_qkv=False"):
+        decide_recipe(Optimizations(fuse_qkv=True), torch.device("cuda"), family=sd3_family)

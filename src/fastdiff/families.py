@@ -52,6 +52,7 @@ class FamilySpec:
     img2img_arguments: Callable[..., dict[str, Any]] = unet_img2img_arguments  # its img2img call's schedule, size
     warn_if_truncated: Callable[[Any, str, int | None], None] = clip_truncation  # (pipe, prompt, max_sequence_length)
     cfg: bool = True  # guidance_scale > 1 runs classifier-free guidance (twice the denoiser's work); False: ignored
+    fuse_qkv: bool = True  # diffusers' fused QKV computes the same network (the CUDA recipe's "auto" fuses it)
 
     def size_multiple(self, pipe: Any) -> int:
         """What image sides must be multiples of: the image processor's factor (FLUX's counts its 2×2 patches),
@@ -125,6 +126,7 @@ FAMILIES: dict[str, FamilySpec] = {
         denoiser="transformer",
         img2img_arguments=sd3_img2img_arguments,
         warn_if_truncated=sd3_truncation,
+        fuse_qkv=False,  # diffusers' FusedJointAttnProcessor2_0 skips SD 3.5's RMS QK-norm: another image
     ),
 }
 
