@@ -295,3 +295,11 @@ def test_the_cuda_recipe_runs_on_cpu_tensors_without_fused_qkv(sd3: FewStepGener
     assert _close(fused(PROMPT, seed=4, **SIZE).images[0], plain(PROMPT, seed=4, **SIZE).images[0])
     with pytest.raises(FastDiffError, match=r"fused QKV changes the sd3 family's images .*: pass fuse_qkv=False"):
         decide_recipe(Optimizations(fuse_qkv=True), torch.device("cuda"), family=sd3_family)
+
+
+def test_a_precision_casts_all_three_text_encoders(small_sizes: None) -> None:
+    """precision="bf16" casts T5 (text_encoder_3) with the CLIPs: SD3 joins their outputs into one sequence."""
+    gen = FewStepGenerator.from_pipeline(PRESET, tiny_sd3_pipeline(seed=2), optimize=Optimizations(precision="bf16"))
+    encoders = (gen.pipeline.text_encoder, gen.pipeline.text_encoder_2, gen.pipeline.text_encoder_3)
+    assert {encoder.dtype for encoder in encoders} == {gen.pipeline.transformer.dtype} == {torch.bfloat16}
+    assert _pixels(gen(PROMPT, seed=1, **SIZE).images[0]).std() > 5
