@@ -192,6 +192,10 @@ def test_bad_inputs_name_the_fix(sd3: FewStepGenerator) -> None:
         sd3(PROMPT, height=264, width=256)  # a multiple of the VAE's 8, not of its 2×2 patches
     with pytest.raises(FastDiffError, match=r"width=200 is not a multiple of 16"):
         sd3(PROMPT, height=256, width=200)
+    with pytest.raises(FastDiffError, match=r"height=3584 is larger than 3072"):  # 192 position embeddings × 16
+        sd3(PROMPT, height=3584, width=1024)
+    with pytest.raises(FastDiffError, match=r"image is 3200x64; img2img takes sides from 16 to 3072 pixels"):
+        sd3(PROMPT, image=_photo(64, 3200))
     with pytest.raises(FastDiffError, match="guidance_scale must be a finite number"):
         sd3(PROMPT, guidance_scale=float("nan"))
 

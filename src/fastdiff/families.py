@@ -59,6 +59,14 @@ class FamilySpec:
         times the pipeline's own `patch_size` where it keeps the patches apart (SD3: VAE 8 × patch 2)."""
         return int(pipe.image_processor.config.vae_scale_factor) * int(getattr(pipe, "patch_size", 1))
 
+    def max_side(self, pipe: Any) -> int:
+        """The longest image side: `MAX_SIDE`, or less where the denoiser's position embeddings end (SD3's
+        `pos_embed_max_size` patches: 192 × 16 = 3072 px; diffusers refuses more only mid-call)."""
+        from .validation import MAX_SIDE
+
+        patches = getattr(getattr(pipe, self.denoiser).config, "pos_embed_max_size", None)
+        return MAX_SIDE if patches is None else min(MAX_SIDE, patches * self.size_multiple(pipe))
+
     @functools.cached_property
     def default_strength(self) -> float | None:
         """The img2img pipeline's own default strength (0.3 for SDXL, 0.8 for SD), as diffusers would use it."""

@@ -199,6 +199,7 @@ class FewStepGenerator:
             self.preset,
             kwargs,
             vae_scale_factor=family(self.preset.family).size_multiple(self.pipeline),
+            max_side=family(self.preset.family).max_side(self.pipeline),
             device=self.device,
             tensor_inputs=pipe._callback_tensor_inputs,
         )
@@ -239,8 +240,9 @@ class FewStepGenerator:
         )
 
     def _request(self, prompt: object, **given: Any) -> Request:
-        factor = family(self.preset.family).size_multiple(self.pipeline)
-        return resolve_request(self.preset, vae_scale_factor=factor, prompt=prompt, **given)
+        kind = family(self.preset.family)
+        sides = {"vae_scale_factor": kind.size_multiple(self.pipeline), "max_side": kind.max_side(self.pipeline)}
+        return resolve_request(self.preset, **sides, prompt=prompt, **given)
 
     def _new_shape(self, requests: Sequence[Request]) -> tuple[int, int, int] | None:
         """Record the (height, width, UNet batch) of a pipeline call, which torch.compile specializes on; the shape

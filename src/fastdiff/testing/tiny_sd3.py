@@ -43,7 +43,7 @@ MODEL_INDEX: dict[str, Any] = repo_config(SD35_LARGE_TURBO_REPO, "model_index.js
 _T5_WIDTH = 128
 # SD 3.5 Large's transformer (patch 2 over 16 channels, RMS QK-norm, no dual-attention layers) with 2 heads of 16 and
 # 2 joint blocks (the last one context-pre-only, as in the real one); the pooled projection is the two CLIPs'
-# projections (32 each) concatenated; position embeddings up to 64 patches a side (1024², the preset's size).
+# projections (32 each) concatenated; the real 192 position embeddings a side (sides up to 3072).
 _TRANSFORMER: dict[str, Any] = {
     "sample_size": 128,
     "patch_size": 2,
@@ -55,7 +55,7 @@ _TRANSFORMER: dict[str, Any] = {
     "caption_projection_dim": 32,
     "joint_attention_dim": _T5_WIDTH,
     "pooled_projection_dim": 64,
-    "pos_embed_max_size": 64,
+    "pos_embed_max_size": 192,
     "qk_norm": "rms_norm",
 }
 
