@@ -307,3 +307,21 @@ def test_a_precision_casts_all_three_text_encoders(small_sizes: None) -> None:
     encoders = (gen.pipeline.text_encoder, gen.pipeline.text_encoder_2, gen.pipeline.text_encoder_3)
     assert {encoder.dtype for encoder in encoders} == {gen.pipeline.transformer.dtype} == {torch.bfloat16}
     assert _pixels(gen(PROMPT, seed=1, **SIZE).images[0]).std() > 5
+
+
+def test_memory_estimate_counts_all_five_modules_and_refuses_before_loading(
+    sd3: FewStepGenerator, hub_cache: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The transformer, the VAE and the three text encoders, from the safetensors headers; too little memory is
+    refused before any weights are read, with bf16 offered (the card's dtype)."""
+    import fastdiff.loading
+    from fastdiff.memory import pipeline_files, weights_bytes
+
+    files = pipeline_files(cached_repo_path(hub_cache, REPO), variant=None)
+    assert {f.parent.name for f in files} == {"transformer", "vae", "text_encoder", "text_encoder_2", "text_encoder_3"}
+    modules = [m for m in sd3.pipeline.components.values() if isinstance(m, torch.nn.Module)]
+    tensors = {t.data_ptr(): t for m in modules for t in m.state_dict().values() if t.is_floating_point()}
+    assert weights_bytes(files, dtype=torch.float32) == sum(t.numel() * 4 for t in tensors.values())  # T5's tied once
+    monkeypatch.setattr(fastdiff.loading, "available_memory", lambda device: 1024)
+    with pytest.raises(FastDiffError, match=r"sd35-large-turbo: its weights need about .* dtype='bfloat16'"):
+        FewStepGenerator.from_preset(PRESET, device="cpu", cache_dir=hub_cache, local_files_only=True)
