@@ -13,6 +13,7 @@ from diffusers import (
     AutoPipelineForText2Image,
     DDIMScheduler,
     EulerDiscreteScheduler,
+    Flux2KleinPipeline,
     FluxPipeline,
     LCMScheduler,
     StableDiffusion3Pipeline,
@@ -118,6 +119,13 @@ def flux_schnell(cache: Path) -> tuple[Any, dict[str, Any]]:
     return pipe, {"guidance_scale": 0.0, "max_sequence_length": 256}
 
 
+def flux2_klein_4b(cache: Path) -> tuple[Any, dict[str, Any]]:
+    """black-forest-labs/FLUX.2-klein-4B card: Flux2KleinPipeline with the repo's scheduler, guidance_scale=1.0,
+    num_inference_steps=4 (the pipeline's own max_sequence_length, 512)."""
+    pipe = Flux2KleinPipeline.from_pretrained("black-forest-labs/FLUX.2-klein-4B", **_hub(cache))
+    return pipe, {"guidance_scale": 1.0}
+
+
 def sd35_large_turbo(cache: Path) -> tuple[Any, dict[str, Any]]:
     """stabilityai/stable-diffusion-3.5-large-turbo card: StableDiffusion3Pipeline with the repo's scheduler,
     num_inference_steps=4, guidance_scale=0.0 (max_sequence_length: the pipeline's 256)."""
@@ -144,6 +152,8 @@ def card_pipeline(preset: str, cache: Path) -> tuple[Any, dict[str, Any]]:
         return dmd2(int(preset.split("-")[2].removesuffix("step")), cache)
     if preset == "flux-schnell":
         return flux_schnell(cache)
+    if preset == "flux2-klein-4b":
+        return flux2_klein_4b(cache)
     if preset == "sd35-large-turbo":
         return sd35_large_turbo(cache)
     raise KeyError(preset)

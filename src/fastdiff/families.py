@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffusers import (
+    Flux2KleinPipeline,
     FluxImg2ImgPipeline,
     FluxPipeline,
     StableDiffusion3Img2ImgPipeline,
@@ -23,6 +24,7 @@ from diffusers import (
 )
 
 from .adapters import (
+    Flux2KleinAdapter,
     FluxAdapter,
     ModelAdapter,
     StableDiffusion3Adapter,
@@ -31,9 +33,17 @@ from .adapters import (
 )
 from .adapters.base import clip_truncation, unet_img2img_arguments
 from .adapters.flux import flux_img2img_arguments, t5_truncation
+from .adapters.flux2 import qwen_truncation
 from .adapters.sd3 import sd3_img2img_arguments, sd3_truncation
 from .errors import FastDiffError, did_you_mean
-from .presets import FLUX_SCHNELL_REPO, SD15_REPO, SD35_LARGE_TURBO_REPO, SD_TURBO_REPO, SDXL_BASE_REPO
+from .presets import (
+    FLUX2_KLEIN_4B_REPO,
+    FLUX_SCHNELL_REPO,
+    SD15_REPO,
+    SD35_LARGE_TURBO_REPO,
+    SD_TURBO_REPO,
+    SDXL_BASE_REPO,
+)
 
 __all__ = ["FAMILIES", "FamilySpec", "family"]
 
@@ -47,7 +57,7 @@ class FamilySpec:
     img2img: Any | None  # the image-to-image pipeline class over the same modules; None where diffusers has none
     adapter: ModelAdapter
     base_repo: str  # the repo whose architecture and scheduler config stand for the family (tiny/random models)
-    tiny_vae_repo: str  # TAESD for the family's latent space (optimize="max")
+    tiny_vae_repo: str | None  # TAESD for the family's latent space (optimize="max"); None where there is none
     denoiser: str = "unet"  # the pipeline attribute holding the denoising network ("transformer" for FLUX)
     img2img_arguments: Callable[..., dict[str, Any]] = unet_img2img_arguments  # its img2img call's schedule, size
     warn_if_truncated: Callable[[Any, str, int | None], None] = clip_truncation  # (pipe, prompt, max_sequence_length)
@@ -124,6 +134,19 @@ FAMILIES: dict[str, FamilySpec] = {
         warn_if_truncated=t5_truncation,
         cfg=False,  # schnell's transformer has no guidance input, and FluxPipeline runs CFG only for true_cfg_scale
     ),
+    # No img2img (the pipeline's image= is reference editing) and no tiny VAE: its latent path reads the VAE's
+    # batch-norm statistics, which an AutoencoderTiny lacks.
+    "flux2": FamilySpec(
+        "flux2",
+        Flux2KleinPipeline,
+        None,
+        Flux2KleinAdapter(),
+        FLUX2_KLEIN_4B_REPO,
+        None,
+        denoiser="transformer",
+        warn_if_truncated=qwen_truncation,
+        cfg=False,  # the repo's `is_distilled` turns the pipeline's CFG off whatever the scale
+    ),
     "sd3": FamilySpec(
         "sd3",
         StableDiffusion3Pipeline,
@@ -140,7 +163,7 @@ FAMILIES: dict[str, FamilySpec] = {
 
 
 def family(name: str) -> FamilySpec:
-    """The family called `name` ("sd1", "sd2", "sdxl", "flux", "sd3"); register a new one by adding it to `FAMILIES`."""
+    """The family called `name` (a key of `FAMILIES`: "sd1", "sdxl", "flux", "sd3", …); a new one is a row there."""
     try:
         return FAMILIES[name]
     except KeyError:

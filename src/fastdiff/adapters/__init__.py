@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from .base import Embeddings, ModelAdapter
 from .flux import FluxAdapter
+from .flux2 import Flux2KleinAdapter
 from .sd import StableDiffusionAdapter
 from .sd3 import StableDiffusion3Adapter
 from .sdxl import StableDiffusionXLAdapter
 
 __all__ = [
     "Embeddings",
+    "Flux2KleinAdapter",
     "FluxAdapter",
     "ModelAdapter",
     "StableDiffusion3Adapter",
