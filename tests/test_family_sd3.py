@@ -138,6 +138,22 @@ def test_img2img_is_the_img2img_pipelines_image(
     assert np.abs(_pixels(got) - _pixels(expected)).max() <= 1
 
 
+def test_an_array_input_off_the_multiple_of_16_is_resized_as_diffusers_would(
+    sd3: FewStepGenerator, hub_cache: Path
+) -> None:
+    """A float HWC array of 72×88 (multiples of the VAE's 8, not of 16) runs at 64×80, as the img2img pipeline runs
+    it when given that height/width (without them it refuses such sides)."""
+    from diffusers import StableDiffusion3Img2ImgPipeline
+
+    card = StableDiffusion3Img2ImgPipeline.from_pipe(_card(hub_cache))
+    card.set_progress_bar_config(disable=True)
+    array = np.asarray(_photo(72, 88), dtype=np.float32) / 255
+    call = {"strength": 0.5, "guidance_scale": 0.0, "num_inference_steps": 4}
+    expected = card(PROMPT, image=array[None], height=64, width=80, generator=torch.Generator().manual_seed(3), **call)
+    got = sd3(PROMPT, image=array, strength=0.5, seed=3).images[0]
+    assert got.size == (80, 64) and _close(got, expected.images[0])
+
+
 def test_generator_is_seed_and_a_batch_is_each_image_alone(sd3: FewStepGenerator) -> None:
     alone = [_pixels(sd3(PROMPT, seed=s, **SIZE).images[0]) for s in (5, 6)]
     by_generator = sd3(PROMPT, generator=torch.Generator("cpu").manual_seed(5), **SIZE).images[0]

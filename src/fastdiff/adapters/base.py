@@ -55,27 +55,36 @@ class ModelAdapter(Protocol):
 
 
 def image_latents(
-    pipe: Any, images: Sequence[Image.Image], generators: Sequence[torch.Generator], dtype: torch.dtype
+    pipe: Any,
+    images: Sequence[Image.Image],
+    generators: Sequence[torch.Generator],
+    dtype: torch.dtype,
+    **size: int,
 ) -> torch.Tensor:
-    """`vae.encode` of each image (preprocessed as the pipeline does, cast as it does to `dtype`, then to the VAE's
-    dtype) sampled with its generator, as diffusers' `prepare_latents` does for a list of generators; unscaled."""
+    """`vae.encode` of each image (preprocessed as the pipeline does, resized to `height=`/`width=` where given,
+    cast as it does to `dtype`, then to the VAE's dtype) sampled with its generator, as diffusers' `prepare_latents`
+    does for a list of generators; unscaled."""
     vae, device = pipe.vae, pipe._execution_device
     pixels: dict[int, torch.Tensor] = {}  # each distinct image preprocessed once: (1, 3, H, W) in [-1, 1]
     samples = []
     for image, generator in zip(images, generators, strict=True):
         if id(image) not in pixels:
-            pixels[id(image)] = pipe.image_processor.preprocess(image).to(device=device, dtype=dtype).to(vae.dtype)
+            pixels[id(image)] = pipe.image_processor.preprocess(image, **size).to(device, dtype).to(vae.dtype)
         samples.append(retrieve_latents(vae.encode(pixels[id(image)]), generator=generator))
     return torch.cat(samples)
 
 
 def shifted_image_latents(
-    pipe: Any, images: Sequence[Image.Image], generators: Sequence[torch.Generator], dtype: torch.dtype
+    pipe: Any,
+    images: Sequence[Image.Image],
+    generators: Sequence[torch.Generator],
+    dtype: torch.dtype,
+    **size: int,
 ) -> torch.Tensor:
     """`image_latents` shifted and scaled as the flow-matching img2img pipelines (FLUX.1, SD3) do it:
     (sample − shift) × scale in `dtype`."""
     config = pipe.vae.config
-    latents = image_latents(pipe, images, generators, dtype)
+    latents = image_latents(pipe, images, generators, dtype, **size)
     shifted: torch.Tensor = (latents - config.shift_factor) * config.scaling_factor
     return shifted.to(dtype)
 

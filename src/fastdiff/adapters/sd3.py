@@ -17,17 +17,6 @@ SIZE_MULTIPLE = 16  # image sides: the VAE's 8 × the transformer's 2×2 patches
 _T5_DEFAULT = 256  # StableDiffusion3Pipeline's max_sequence_length
 
 
-def _fit(pipe: Any, image: Image.Image) -> Image.Image:
-    """A picture resized down to sides that are multiples of 16, with the image processor's own resize."""
-    if not isinstance(image, Image.Image):
-        return image  # an array is used at its own size, as in diffusers
-    width, height = (side - side % SIZE_MULTIPLE for side in image.size)
-    if (width, height) == image.size:
-        return image
-    resized: Image.Image = pipe.image_processor.resize(image, height, width)
-    return resized
-
-
 class StableDiffusion3Adapter:
     """Adapter for `StableDiffusion3Pipeline` / `StableDiffusion3Img2ImgPipeline` (SD 3.5 Large Turbo). Unlike
     FLUX.1, guidance_scale > 1 runs classifier-free guidance, with the negative prompt through all three encoders."""
@@ -58,11 +47,13 @@ class StableDiffusion3Adapter:
     def encode_image(
         self, pipe: Any, images: Sequence[Image.Image], generators: Sequence[torch.Generator], dtype: torch.dtype
     ) -> torch.Tensor:
-        """As `StableDiffusion3Img2ImgPipeline.prepare_latents`: (VAE sample − shift) × scale, (B, 16, H/8, W/8). A
-        picture whose sides are not multiples of 16 is first resized down to them, as the pipeline resizes it to
-        the height/width that `sd3_img2img_arguments` passes."""
-        fitted = {id(image): _fit(pipe, image) for image in images}  # once per distinct picture
-        return shifted_image_latents(pipe, [fitted[id(image)] for image in images], generators, dtype)
+        """As `StableDiffusion3Img2ImgPipeline.prepare_latents`: (VAE sample − shift) × scale, (B, 16, H/8, W/8),
+        the input resized down to sides that are multiples of 16, as the pipeline resizes it to the height/width
+        that `sd3_img2img_arguments` passes (one size: a batch shares its input's size)."""
+        from ..validation import input_size  # here: validation imports the families, which import the adapters
+
+        width, height = (side - side % SIZE_MULTIPLE for side in input_size(images[0]))
+        return shifted_image_latents(pipe, images, generators, dtype, height=height, width=width)
 
     @torch.no_grad()
     def decode(self, pipe: Any, latents: torch.Tensor) -> list[Image.Image]:
