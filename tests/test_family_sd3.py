@@ -21,7 +21,7 @@ from fastdiff.families import family
 from fastdiff.hub import check_cached_or_reachable
 from fastdiff.recipe import decide_recipe
 from fastdiff.serving import LiveSession
-from fastdiff.testing import cached_repo_path, tiny_sd3_pipeline
+from fastdiff.testing import cached_repo_path, tiny_lora, tiny_sd3_pipeline
 
 from .cards import card_pipeline
 from .test_bulk import assert_complete, pixels, run, write_txt
@@ -341,3 +341,25 @@ def test_memory_estimate_counts_all_five_modules_and_refuses_before_loading(
     monkeypatch.setattr(fastdiff.loading, "available_memory", lambda device: 1024)
     with pytest.raises(FastDiffError, match=r"sd35-large-turbo: its weights need about .* dtype='bfloat16'"):
         FewStepGenerator.from_preset(PRESET, device="cpu", cache_dir=hub_cache, local_files_only=True)
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_load_lora_on_the_transformer_is_diffusers_image(fuse: bool, tmp_path: Path, small_sizes: None) -> None:
+    """`gen.load_lora` puts an SD3 LoRA (diffusers' `transformer.…lora_A/B` keys) on the transformer: fused, the
+    image of `load_lora_weights` + `fuse_lora(lora_scale=)` + `unload_lora_weights`; unfused, of `set_adapters`."""
+    lora = tiny_lora("sd3", tmp_path / "sd3_lora.safetensors", seed=5)
+    gen = FewStepGenerator.from_pipeline(PRESET, tiny_sd3_pipeline(seed=3))
+    before = gen(PROMPT, seed=9, **SIZE).images[0]
+    gen.load_lora(lora, scale=0.7, fuse=fuse)
+    after = gen(PROMPT, seed=9, **SIZE).images[0]
+    reference = tiny_sd3_pipeline(seed=3)
+    reference.set_progress_bar_config(disable=True)
+    reference.load_lora_weights(str(tmp_path), weight_name=lora.name, adapter_name="user")
+    if fuse:
+        reference.fuse_lora(lora_scale=0.7, adapter_names=["user"])
+        reference.unload_lora_weights()
+    else:
+        reference.set_adapters(["user"], adapter_weights=[0.7])
+    call = {"num_inference_steps": 4, "guidance_scale": 0.0, "generator": torch.Generator().manual_seed(9), **SIZE}
+    expected = reference(PROMPT, **call).images[0]
+    assert _close(after, expected) and np.abs(_pixels(after) - _pixels(before)).max() > 4
