@@ -23,7 +23,7 @@ from fastdiff.recipe import decide_recipe
 from fastdiff.serving import LiveSession
 from fastdiff.testing import cached_repo_path, tiny_lora, tiny_sd3_pipeline
 
-from .cards import card_pipeline
+from .cards import card_pipeline, with_lora
 from .test_bulk import assert_complete, pixels, run, write_txt
 
 PRESET = "sd35-large-turbo"
@@ -169,7 +169,7 @@ def test_generator_is_seed_and_a_batch_is_each_image_alone(sd3: FewStepGenerator
 
 def test_guidance_runs_cfg_with_the_negative_prompt(sd3: FewStepGenerator, hub_cache: Path) -> None:
     """SD3 runs classifier-free guidance above 1 (unlike FLUX.1 [schnell]): warned, and still diffusers' image."""
-    with pytest.warns(FastDiffWarning, match=r"distilled to run without guidance; .* doubles the transformer work"):
+    with pytest.warns(FastDiffWarning, match=r"distilled to run without guidance; .* twice the transformer work"):
         got = sd3(PROMPT, guidance_scale=3.0, negative_prompt="blurry", seed=2, **SIZE).images[0]
     expected = _card(hub_cache)(
         PROMPT,
@@ -352,14 +352,8 @@ def test_load_lora_on_the_transformer_is_diffusers_image(fuse: bool, tmp_path: P
     before = gen(PROMPT, seed=9, **SIZE).images[0]
     gen.load_lora(lora, scale=0.7, fuse=fuse)
     after = gen(PROMPT, seed=9, **SIZE).images[0]
-    reference = tiny_sd3_pipeline(seed=3)
+    reference = with_lora(tiny_sd3_pipeline(seed=3), lora, scale=0.7, fuse=fuse)
     reference.set_progress_bar_config(disable=True)
-    reference.load_lora_weights(str(tmp_path), weight_name=lora.name, adapter_name="user")
-    if fuse:
-        reference.fuse_lora(lora_scale=0.7, adapter_names=["user"])
-        reference.unload_lora_weights()
-    else:
-        reference.set_adapters(["user"], adapter_weights=[0.7])
     call = {"num_inference_steps": 4, "guidance_scale": 0.0, "generator": torch.Generator().manual_seed(9), **SIZE}
     expected = reference(PROMPT, **call).images[0]
     assert _close(after, expected) and np.abs(_pixels(after) - _pixels(before)).max() > 4

@@ -28,6 +28,9 @@ LCM = {  # LCMScheduler: n of the 50 "original" steps 999, 979, …, 19, evenly 
 }
 # FLUX.1-schnell's FlowMatchEuler, shift 1.0 and no dynamic shifting: sigmas linspace(1, 1/n, n), timestep = 1000σ.
 FLOW = {1: [1000], 2: [1000, 500], 3: [1000, 667, 333], 4: [1000, 750, 500, 250]}
+# Z-Image-Turbo's FlowMatchEuler, shift 3.0: sigmas linspace(1, 1/8, 8) shifted to 3σ/(1 + 2σ) = 1, 0.9545, 0.9,
+# 0.8333, 0.75, 0.6429, 0.5, 0.3; its transformer sees 1 - σ (time running 0 → 1), here × 1000.
+Z_IMAGE = [0, 45, 100, 167, 250, 357, 500, 700]
 # SD 3.5 Large Turbo's FlowMatchEuler, shift 3.0: σ' = 3σ / (1 + 2σ) of σ = linspace(1, 0.003, n) (0.003: the
 # training schedule's smallest σ), timestep = 1000σ' (SD3's transformer takes it so).
 SD3_FLOW = {4: [1000, 858, 602, 9]}
@@ -58,6 +61,7 @@ EXPECTED: dict[str, tuple[str, str | None, str, dict[int, list[int]]]] = {
     # image tokens of 64², 4 steps) with dynamic shifting, exp(mu) / (exp(mu) + 1/σ - 1); the tiny repo's scheduler
     # config is inferred (testing/tiny_flux2.py)
     "flux2-klein-4b": ("FlowMatchEulerDiscreteScheduler", None, "flow", {4: [1000, 955, 875, 700]}),
+    "z-image-turbo": ("FlowMatchEulerDiscreteScheduler", None, "flow", {8: Z_IMAGE}),
     "sd35-large-turbo": ("FlowMatchEulerDiscreteScheduler", None, "flow", SD3_FLOW),
     # The shipped toy models: the teacher with SD 1.5's own scheduler config, the student as SD-Turbo.
     "fastdiff-shapes-teacher": ("PNDMScheduler", "leading", "epsilon", PNDM),
@@ -68,8 +72,9 @@ WIDE = {"sd15", "fastdiff-shapes-teacher"}
 # The eta each scheduler step gets: TCD's gamma 1.0 from Hyper-SD's card for its 1-step LoRA; DDIM the pipeline's
 # default 0.0 (deterministic), as the card leaves it; None where the step takes no eta.
 ETA = {"hyper-sdxl-1step-lora": 1.0, **{f"hyper-sdxl-{n}step-lora": 0.0 for n in (2, 4, 8)}}
-# The FLUX pipelines hand their transformer timestep / 1000; the tables above are in the scheduler's units.
-TIMESTEP_UNIT = {"flux-schnell": 1000, "flux2-klein-4b": 1000}
+# The FLUX pipelines hand their transformer timestep / 1000, ZImagePipeline 1 - timestep / 1000; the tables above
+# are in the scheduler's units.
+TIMESTEP_UNIT = {"flux-schnell": 1000, "flux2-klein-4b": 1000, "z-image-turbo": 1000}
 
 
 def test_every_preset_has_an_expected_schedule() -> None:

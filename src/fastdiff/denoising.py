@@ -54,6 +54,17 @@ def _initial_latents(
     return adapter.encode_image(pipe, images, noise, dtype)  # type: ignore[arg-type]
 
 
+def _per_image(
+    requests: Sequence[Request], values: Sequence[torch.Tensor | list[torch.Tensor]]
+) -> torch.Tensor | list[torch.Tensor]:
+    """Each request's embedding repeated per image (as `num_images_per_prompt` would), joined along the batch: a
+    tensor's dim 0, or one list where each image has its own tensor (Z-Image's variable-length prompts)."""
+    tensors = [value for value in values if isinstance(value, torch.Tensor)]
+    if len(tensors) == len(values):
+        return torch.cat([t.repeat_interleave(r.num_images, dim=0) for r, t in zip(requests, tensors, strict=True)])
+    return [t for r, value in zip(requests, values, strict=True) for t in value for _ in range(r.num_images)]
+
+
 def denoise(
     preset: Preset,
     adapter: ModelAdapter,
@@ -66,10 +77,7 @@ def denoise(
     ((B, 4, H/8, W/8) for a UNet, packed (B, N, C) for FLUX)."""
     first = requests[0]
     noise = _noise(requests)
-    merged = {
-        key: torch.cat([e[key].repeat_interleave(r.num_images, dim=0) for r, e in zip(requests, embeds, strict=True)])
-        for key in embeds[0]
-    }
+    merged = {key: _per_image(requests, [e[key] for e in embeds]) for key in embeds[0]}
     kwargs: dict[str, Any] = {
         **merged,
         "guidance_scale": first.guidance_scale,
@@ -93,7 +101,9 @@ def denoise(
         width, height = batch_key(first)[1]
         arguments = family(preset.family).img2img_arguments
         kwargs.update(arguments(first.steps, first.strength, timesteps, height=height, width=width))
-        kwargs["image"] = _initial_latents(adapter, pipe, requests, noise, merged["prompt_embeds"].dtype)
+        embedded = merged["prompt_embeds"]
+        dtype = (embedded[0] if isinstance(embedded, list) else embedded).dtype  # diffusers' dtype for the image
+        kwargs["image"] = _initial_latents(adapter, pipe, requests, noise, dtype)
     with torch.no_grad():
         out: torch.Tensor = pipe(**kwargs).images
     return out

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from diffusers import (
     Flux2KleinPipeline,
     FluxImg2ImgPipeline,
@@ -21,6 +22,8 @@ from diffusers import (
     StableDiffusionPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
+    ZImageImg2ImgPipeline,
+    ZImagePipeline,
 )
 
 from .adapters import (
@@ -35,6 +38,7 @@ from .adapters.base import clip_truncation, unet_img2img_arguments
 from .adapters.flux import flux_img2img_arguments, t5_truncation
 from .adapters.flux2 import qwen_truncation
 from .adapters.sd3 import sd3_img2img_arguments, sd3_truncation
+from .adapters.zimage import ZImageAdapter
 from .errors import FastDiffError, did_you_mean
 from .presets import (
     FLUX2_KLEIN_4B_REPO,
@@ -43,6 +47,7 @@ from .presets import (
     SD35_LARGE_TURBO_REPO,
     SD_TURBO_REPO,
     SDXL_BASE_REPO,
+    Z_IMAGE_TURBO_REPO,
 )
 
 __all__ = ["FAMILIES", "FamilySpec", "family"]
@@ -61,7 +66,17 @@ class FamilySpec:
     denoiser: str = "unet"  # the pipeline attribute holding the denoising network ("transformer" for FLUX)
     img2img_arguments: Callable[..., dict[str, Any]] = unet_img2img_arguments  # its img2img call's schedule, size
     warn_if_truncated: Callable[[Any, str, int | None], None] = clip_truncation  # (pipe, prompt, max_sequence_length)
-    cfg: bool = True  # guidance_scale > 1 runs classifier-free guidance (twice the denoiser's work); False: ignored
+    cfg_above: float = 1.0  # the guidance_scale above which its pipeline runs classifier-free guidance
+    # what such a guidance does to a model distilled to run without it (the warning's words)
+    guidance_effect: str = "doubles the UNet work and usually burns the image"
+    refused_dtypes: Mapping[torch.dtype, str] = field(default_factory=dict, compare=False)  # dtype → why, and the fix
+
+    def check_dtype(self, dtype: torch.dtype | None) -> None:
+        """Refuse a dtype the family's models cannot compute in, saying why and what to use."""
+        if dtype is not None and dtype in self.refused_dtypes:
+            named = str(dtype).removeprefix("torch.")
+            raise FastDiffError(f"{self.name} models cannot run in {named}: {self.refused_dtypes[dtype]}")
+
     fuse_qkv: bool = True  # diffusers' fused QKV computes the same network (the CUDA recipe's "auto" fuses it)
 
     def size_multiple(self, pipe: Any) -> int:
@@ -132,7 +147,24 @@ FAMILIES: dict[str, FamilySpec] = {
         denoiser="transformer",
         img2img_arguments=flux_img2img_arguments,
         warn_if_truncated=t5_truncation,
-        cfg=False,  # schnell's transformer has no guidance input, and FluxPipeline runs CFG only for true_cfg_scale
+        guidance_effect="is ignored by its transformer",  # no guidance embedder; FluxPipeline's CFG is true_cfg_scale
+    ),
+    "zimage": FamilySpec(
+        "zimage",
+        ZImagePipeline,
+        ZImageImg2ImgPipeline,
+        ZImageAdapter(),
+        Z_IMAGE_TURBO_REPO,
+        "madebyollin/taef1",  # its VAE is FLUX.1's
+        denoiser="transformer",
+        img2img_arguments=flux_img2img_arguments,  # as FLUX's: at least one step for any strength, the input's size
+        warn_if_truncated=functools.partial(qwen_truncation, enable_thinking=True),
+        cfg_above=0.0,
+        guidance_effect="runs classifier-free guidance: twice the transformer work, and usually a burnt image",
+        refused_dtypes={
+            torch.float16: "their activations overflow it, giving NaN (black) images (Tongyi-MAI/Z-Image#14); use "
+            "bfloat16 (dtype='bfloat16', precision='bf16') or float32",
+        },
     ),
     # No img2img (the pipeline's image= is reference editing) and no tiny VAE: its latent path reads the VAE's
     # batch-norm statistics, which an AutoencoderTiny lacks.
@@ -145,7 +177,7 @@ FAMILIES: dict[str, FamilySpec] = {
         None,
         denoiser="transformer",
         warn_if_truncated=qwen_truncation,
-        cfg=False,  # the repo's `is_distilled` turns the pipeline's CFG off whatever the scale
+        guidance_effect="is ignored by its transformer",  # the repo's is_distilled turns CFG off
     ),
     "sd3": FamilySpec(
         "sd3",
@@ -157,13 +189,14 @@ FAMILIES: dict[str, FamilySpec] = {
         denoiser="transformer",
         img2img_arguments=sd3_img2img_arguments,
         warn_if_truncated=sd3_truncation,
+        guidance_effect="runs classifier-free guidance: twice the transformer work, and usually a burnt image",
         fuse_qkv=False,  # diffusers' FusedJointAttnProcessor2_0 skips SD 3.5's RMS QK-norm: another image
     ),
 }
 
 
 def family(name: str) -> FamilySpec:
-    """The family called `name` (a key of `FAMILIES`: "sd1", "sdxl", "flux", "sd3", …); a new one is a row there."""
+    """The family called `name` (a key of `FAMILIES`: "sd1", "flux"…); register a new one by adding it there."""
     try:
         return FAMILIES[name]
     except KeyError:

@@ -60,7 +60,7 @@ def apply_optimizations(
     """A new pipeline over optimized copies of `pipe`'s modules, doing what `recipe` says; `tiny_vae`
     (fastdiff's own `AutoencoderTiny` copy) replaces the VAE and is moved to the pipeline's device.
     `weights_keys`: the modules' weights named for the OpenVINO engine's disk cache (absent: hashed)."""
-    from diffusers import AutoencoderTiny, AutoPipelineForText2Image
+    from diffusers import AutoPipelineForText2Image
 
     if not isinstance(recipe, Recipe):
         raise FastDiffError("apply_optimizations takes a Recipe: pass optimizations.recipe_for(device)")
@@ -76,10 +76,10 @@ def apply_optimizations(
         nhwc = torch.channels_last if recipe.channels_last and name in ("unet", "vae") else None
         module.to(pipe._execution_device, targets[name], memory_format=nhwc)
     denoiser = next(iter(targets))  # "unet", or FLUX's "transformer"
-    if recipe.fuse_qkv:
-        own[denoiser].fuse_qkv_projections()
-        if not isinstance(own["vae"], AutoencoderTiny):  # the tiny VAE has no attention
-            own["vae"].fuse_qkv_projections()
+    if recipe.fuse_qkv:  # where diffusers offers it: not Z-Image's transformer, nor the tiny VAE (no attention)
+        for module in (own[denoiser], own["vae"]):
+            if hasattr(module, "fuse_qkv_projections"):
+                module.fuse_qkv_projections()
     if openvino:
         from .openvino_engine import use_openvino
 

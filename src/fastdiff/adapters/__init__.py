@@ -8,6 +8,7 @@ from .flux2 import Flux2KleinAdapter
 from .sd import StableDiffusionAdapter
 from .sd3 import StableDiffusion3Adapter
 from .sdxl import StableDiffusionXLAdapter
+from .zimage import ZImageAdapter
 
 __all__ = [
     "Embeddings",
@@ -17,4 +18,5 @@ __all__ = [
     "StableDiffusion3Adapter",
     "StableDiffusionAdapter",
     "StableDiffusionXLAdapter",
+    "ZImageAdapter",
 ]
