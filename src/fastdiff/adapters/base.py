@@ -100,7 +100,7 @@ def guided_embeddings(
 ) -> Embeddings:
     """What SDXL's and SD3's `encode_prompt` return, as the call's keyword arguments: the negatives only with
     classifier-free guidance."""
-    embeds = {"prompt_embeds": prompt_embeds, "pooled_prompt_embeds": pooled_prompt_embeds}
+    embeds: Embeddings = {"prompt_embeds": prompt_embeds, "pooled_prompt_embeds": pooled_prompt_embeds}
     if guidance:
         assert negative_prompt_embeds is not None and negative_pooled_prompt_embeds is not None
         embeds["negative_prompt_embeds"] = negative_prompt_embeds
