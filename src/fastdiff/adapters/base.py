@@ -82,7 +82,7 @@ def shifted_image_latents(
     dtype: torch.dtype,
     **size: int,
 ) -> torch.Tensor:
-    """`image_latents` shifted and scaled as the flow-matching img2img pipelines (FLUX.1, SD3) do it:
+    """`image_latents` shifted and scaled as the flow-matching img2img pipelines (FLUX.1, Z-Image, SD3) do it:
     (sample − shift) × scale in `dtype`."""
     config = pipe.vae.config
     latents = image_latents(pipe, images, generators, dtype, **size)
