@@ -16,6 +16,7 @@ from diffusers import (
     Flux2KleinPipeline,
     FluxPipeline,
     LCMScheduler,
+    StableDiffusion3Pipeline,
     StableDiffusionXLPipeline,
     TCDScheduler,
     UNet2DConditionModel,
@@ -145,6 +146,13 @@ def with_lora(pipe: Any, lora: Path, *, scale: float, fuse: bool) -> Any:
     return pipe
 
 
+def sd35_large_turbo(cache: Path) -> tuple[Any, dict[str, Any]]:
+    """stabilityai/stable-diffusion-3.5-large-turbo card: StableDiffusion3Pipeline with the repo's scheduler,
+    num_inference_steps=4, guidance_scale=0.0 (max_sequence_length: the pipeline's 256)."""
+    pipe = StableDiffusion3Pipeline.from_pretrained("stabilityai/stable-diffusion-3.5-large-turbo", **_hub(cache))
+    return pipe, {"guidance_scale": 0.0}
+
+
 def card_pipeline(preset: str, cache: Path) -> tuple[Any, dict[str, Any]]:
     """The card's pipeline for a preset name, and the extra call arguments the card passes."""
     if preset.startswith("fastdiff-shapes"):
@@ -168,4 +176,6 @@ def card_pipeline(preset: str, cache: Path) -> tuple[Any, dict[str, Any]]:
         return flux2_klein_4b(cache)
     if preset == "z-image-turbo":
         return z_image_turbo(cache)
+    if preset == "sd35-large-turbo":
+        return sd35_large_turbo(cache)
     raise KeyError(preset)

@@ -6,6 +6,7 @@ from .base import Embeddings, ModelAdapter
 from .flux import FluxAdapter
 from .flux2 import Flux2KleinAdapter
 from .sd import StableDiffusionAdapter
+from .sd3 import StableDiffusion3Adapter
 from .sdxl import StableDiffusionXLAdapter
 from .zimage import ZImageAdapter
 
@@ -14,6 +15,7 @@ __all__ = [
     "Flux2KleinAdapter",
     "FluxAdapter",
     "ModelAdapter",
+    "StableDiffusion3Adapter",
     "StableDiffusionAdapter",
     "StableDiffusionXLAdapter",
     "ZImageAdapter",

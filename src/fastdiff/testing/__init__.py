@@ -20,6 +20,7 @@ from .tiny import (
 from .tiny_flux import tiny_pipeline as tiny_flux_pipeline
 from .tiny_flux import tiny_t5_tokenizer
 from .tiny_flux2 import tiny_pipeline as tiny_flux2_pipeline
+from .tiny_sd3 import tiny_pipeline as tiny_sd3_pipeline
 
 __all__ = [
     "MODEL_INDEX_CLASSES",
@@ -35,6 +36,7 @@ __all__ = [
     "tiny_flux_pipeline",
     "tiny_lora",
     "tiny_pipeline",
+    "tiny_sd3_pipeline",
     "tiny_t5_tokenizer",
     "tiny_tokenizer",
     "tiny_unet",
