@@ -17,6 +17,7 @@ from diffusers import (
     FluxPipeline,
     LCMScheduler,
     SanaSprintPipeline,
+    StableDiffusion3Pipeline,
     StableDiffusionXLPipeline,
     TCDScheduler,
     UNet2DConditionModel,
@@ -146,6 +147,13 @@ def with_lora(pipe: Any, lora: Path, *, scale: float, fuse: bool) -> Any:
     return pipe
 
 
+def sd35_large_turbo(cache: Path) -> tuple[Any, dict[str, Any]]:
+    """stabilityai/stable-diffusion-3.5-large-turbo card: StableDiffusion3Pipeline with the repo's scheduler,
+    num_inference_steps=4, guidance_scale=0.0 (max_sequence_length: the pipeline's 256)."""
+    pipe = StableDiffusion3Pipeline.from_pretrained("stabilityai/stable-diffusion-3.5-large-turbo", **_hub(cache))
+    return pipe, {"guidance_scale": 0.0}
+
+
 def sana_sprint(size: str, cache: Path) -> tuple[Any, dict[str, Any]]:
     """NVlabs' SANA-Sprint docs: SanaSprintPipeline.from_pretrained(repo) and the pipeline's own defaults
     (guidance 4.5 embedded, 2 steps with intermediate_timesteps 1.3, resolution binning, max_sequence_length 300,
@@ -183,6 +191,8 @@ def card_pipeline(preset: str, cache: Path) -> tuple[Any, dict[str, Any]]:
         return flux2_klein_4b(cache)
     if preset == "z-image-turbo":
         return z_image_turbo(cache)
+    if preset == "sd35-large-turbo":
+        return sd35_large_turbo(cache)
     if preset.startswith("sana-sprint-"):
         return sana_sprint(preset.removeprefix("sana-sprint-"), cache)
     raise KeyError(preset)

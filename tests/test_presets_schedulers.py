@@ -31,6 +31,9 @@ FLOW = {1: [1000], 2: [1000, 500], 3: [1000, 667, 333], 4: [1000, 750, 500, 250]
 # Z-Image-Turbo's FlowMatchEuler, shift 3.0: sigmas linspace(1, 1/8, 8) shifted to 3σ/(1 + 2σ) = 1, 0.9545, 0.9,
 # 0.8333, 0.75, 0.6429, 0.5, 0.3; its transformer sees 1 - σ (time running 0 → 1), here × 1000.
 Z_IMAGE = [0, 45, 100, 167, 250, 357, 500, 700]
+# SD 3.5 Large Turbo's FlowMatchEuler, shift 3.0: σ' = 3σ / (1 + 2σ) of σ = linspace(1, 0.003, n) (0.003: the
+# training schedule's smallest σ), timestep = 1000σ' (SD3's transformer takes it so).
+SD3_FLOW = {4: [1000, 858, 602, 9]}
 # SANA-Sprint's SCM (TrigFlow) from max_timesteps π/2, through the pipeline's intermediate 1.3 at 2 steps only; the
 # transformer sees sin t / (sin t + cos t) of each.
 SCM = {1: [1000], 2: [1000, 783]}
@@ -62,6 +65,7 @@ EXPECTED: dict[str, tuple[str, str | None, str, dict[int, list[int]]]] = {
     # config is inferred (testing/tiny_flux2.py)
     "flux2-klein-4b": ("FlowMatchEulerDiscreteScheduler", None, "flow", {4: [1000, 955, 875, 700]}),
     "z-image-turbo": ("FlowMatchEulerDiscreteScheduler", None, "flow", {8: Z_IMAGE}),
+    "sd35-large-turbo": ("FlowMatchEulerDiscreteScheduler", None, "flow", SD3_FLOW),
     "sana-sprint-0.6b": ("SCMScheduler", None, "trigflow", SCM),
     "sana-sprint-1.6b": ("SCMScheduler", None, "trigflow", SCM),
     # The shipped toy models: the teacher with SD 1.5's own scheduler config, the student as SD-Turbo.

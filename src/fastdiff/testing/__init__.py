@@ -22,6 +22,7 @@ from .tiny_flux import tiny_t5_tokenizer
 from .tiny_flux2 import tiny_pipeline as tiny_flux2_pipeline
 from .tiny_sana_sprint import tiny_gemma_tokenizer
 from .tiny_sana_sprint import tiny_pipeline as tiny_sana_sprint_pipeline
+from .tiny_sd3 import tiny_pipeline as tiny_sd3_pipeline
 
 __all__ = [
     "MODEL_INDEX_CLASSES",
@@ -39,6 +40,7 @@ __all__ = [
     "tiny_lora",
     "tiny_pipeline",
     "tiny_sana_sprint_pipeline",
+    "tiny_sd3_pipeline",
     "tiny_t5_tokenizer",
     "tiny_tokenizer",
     "tiny_unet",
