@@ -28,6 +28,9 @@ LCM = {  # LCMScheduler: n of the 50 "original" steps 999, 979, …, 19, evenly 
 }
 # FLUX.1-schnell's FlowMatchEuler, shift 1.0 and no dynamic shifting: sigmas linspace(1, 1/n, n), timestep = 1000σ.
 FLOW = {1: [1000], 2: [1000, 500], 3: [1000, 667, 333], 4: [1000, 750, 500, 250]}
+# Qwen-Image-Lightning's card: mu = ln 3 at every size with the exponential time shift, a fixed shift of 3 on
+# linspace(1, 1/n, n): σ' = 3σ / (1 + 2σ), and no terminal stretch.
+FLOW_SHIFT_3 = {4: [1000, 900, 750, 500], 8: [1000, 955, 900, 833, 750, 643, 500, 300]}
 # SD 1.5's PNDM, leading spacing with steps_offset 1 and skip_prk_steps: N steps are N + 1 UNet calls, the
 # second timestep repeated (PLMS's warm-up).
 PNDM = {1: [1], 3: [667, 334, 334, 1], 20: [951, 901, *range(901, 0, -50)]}
@@ -51,6 +54,10 @@ EXPECTED: dict[str, tuple[str, str | None, str, dict[int, list[int]]]] = {
     "dmd2-sdxl-4step": ("LCMScheduler", None, "epsilon", {4: [999, 749, 499, 249]}),
     # flow matching: the scheduler has no prediction type (the transformer predicts the velocity)
     "flux-schnell": ("FlowMatchEulerDiscreteScheduler", None, "flow", FLOW),
+    **{
+        f"qwen-image-lightning-{n}step": ("FlowMatchEulerDiscreteScheduler", None, "flow", {n: FLOW_SHIFT_3[n]})
+        for n in (4, 8)
+    },
     # The shipped toy models: the teacher with SD 1.5's own scheduler config, the student as SD-Turbo.
     "fastdiff-shapes-teacher": ("PNDMScheduler", "leading", "epsilon", PNDM),
     "fastdiff-shapes": ("EulerDiscreteScheduler", "trailing", "epsilon", {n: TRAILING[n] for n in (1, 2, 3, 4)}),
@@ -60,8 +67,8 @@ WIDE = {"sd15", "fastdiff-shapes-teacher"}
 # The eta each scheduler step gets: TCD's gamma 1.0 from Hyper-SD's card for its 1-step LoRA; DDIM the pipeline's
 # default 0.0 (deterministic), as the card leaves it; None where the step takes no eta.
 ETA = {"hyper-sdxl-1step-lora": 1.0, **{f"hyper-sdxl-{n}step-lora": 0.0 for n in (2, 4, 8)}}
-# FluxPipeline hands its transformer timestep / 1000; the tables above are in the scheduler's units.
-TIMESTEP_UNIT = {"flux-schnell": 1000}
+# FluxPipeline and QwenImagePipeline hand their transformer timestep / 1000; the tables above are in the scheduler's units.
+TIMESTEP_UNIT = {"flux-schnell": 1000, "qwen-image-lightning-4step": 1000, "qwen-image-lightning-8step": 1000}
 
 
 def test_every_preset_has_an_expected_schedule() -> None:

@@ -86,7 +86,8 @@ def _cmd_download(args: argparse.Namespace) -> int:
     if not args.no_tiny_vae and not preset_table.is_shipped(preset):
         from .families import family  # diffusers: imported once the preset's own files are in
 
-        paths.append(download_tiny_vae(family(preset.family).tiny_vae_repo, preset=preset, dtype=dtype))
+        if (tiny_vae := family(preset.family).tiny_vae_repo) is not None:
+            paths.append(download_tiny_vae(tiny_vae, preset=preset, dtype=dtype))
     print("\n".join(paths))
     return 0
 

@@ -8,6 +8,7 @@ from itertools import accumulate, pairwise
 from typing import Any
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from .adapters import Embeddings, ModelAdapter
 from .embeddings import EmbeddingCache
@@ -66,13 +67,19 @@ def denoise(
     ((B, 4, H/8, W/8) for a UNet, packed (B, N, C) for FLUX)."""
     first = requests[0]
     noise = _noise(requests)
+    # one row per image; prompts of different token counts (Qwen-Image keeps each prompt's own, with its mask) are
+    # zero-padded at the end to the longest, as the pipelines pad a list of prompts
     merged = {
-        key: torch.cat([e[key].repeat_interleave(r.num_images, dim=0) for r, e in zip(requests, embeds, strict=True)])
+        key: pad_sequence(
+            [row for r, e in zip(requests, embeds, strict=True) for row in e[key] for _ in range(r.num_images)],
+            batch_first=True,
+        )
         for key in embeds[0]
     }
+    spec = family(preset.family)
     kwargs: dict[str, Any] = {
         **merged,
-        "guidance_scale": first.guidance_scale,
+        "true_cfg_scale" if spec.true_cfg else "guidance_scale": first.guidance_scale,
         "num_images_per_prompt": 1,
         "generator": noise,
         "output_type": "latent",
@@ -91,8 +98,7 @@ def denoise(
         assert first.strength is not None
         pipe = img2img
         width, height = batch_key(first)[1]
-        arguments = family(preset.family).img2img_arguments
-        kwargs.update(arguments(first.steps, first.strength, timesteps, height=height, width=width))
+        kwargs.update(spec.img2img_arguments(first.steps, first.strength, timesteps, height=height, width=width))
         kwargs["image"] = _initial_latents(adapter, pipe, requests, noise, merged["prompt_embeds"].dtype)
     with torch.no_grad():
         out: torch.Tensor = pipe(**kwargs).images

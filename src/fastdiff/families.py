@@ -14,17 +14,20 @@ from typing import Any
 from diffusers import (
     FluxImg2ImgPipeline,
     FluxPipeline,
+    QwenImageImg2ImgPipeline,
+    QwenImagePipeline,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
 )
 
-from .adapters import FluxAdapter, ModelAdapter, StableDiffusionAdapter, StableDiffusionXLAdapter
+from .adapters import FluxAdapter, ModelAdapter, QwenImageAdapter, StableDiffusionAdapter, StableDiffusionXLAdapter
 from .adapters.base import clip_truncation, unet_img2img_arguments
 from .adapters.flux import flux_img2img_arguments, t5_truncation
+from .adapters.qwenimage import qwen_truncation
 from .errors import FastDiffError, did_you_mean
-from .presets import FLUX_SCHNELL_REPO, SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO
+from .presets import FLUX_SCHNELL_REPO, QWEN_IMAGE_REPO, SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO
 
 __all__ = ["FAMILIES", "FamilySpec", "family"]
 
@@ -38,8 +41,11 @@ class FamilySpec:
     img2img: Any | None  # the image-to-image pipeline class over the same modules; None where diffusers has none
     adapter: ModelAdapter
     base_repo: str  # the repo whose architecture and scheduler config stand for the family (tiny/random models)
-    tiny_vae_repo: str  # TAESD for the family's latent space (optimize="max")
+    tiny_vae_repo: str | None  # TAESD for the family's latent space (optimize="max"); None where there is none
     denoiser: str = "unet"  # the pipeline attribute holding the denoising network ("transformer" for FLUX)
+    # guidance_scale is the pipeline's `true_cfg_scale` (CFG on a transformer: two passes a step); QwenImage's own
+    # `guidance_scale` is for guidance-distilled transformers
+    true_cfg: bool = False
     img2img_arguments: Callable[..., dict[str, Any]] = unet_img2img_arguments  # its img2img call's schedule, size
     warn_if_truncated: Callable[[Any, str, int | None], None] = clip_truncation  # (pipe, prompt, max_sequence_length)
 
@@ -99,11 +105,23 @@ FAMILIES: dict[str, FamilySpec] = {
         img2img_arguments=flux_img2img_arguments,
         warn_if_truncated=t5_truncation,
     ),
+    "qwenimage": FamilySpec(
+        "qwenimage",
+        QwenImagePipeline,
+        QwenImageImg2ImgPipeline,
+        QwenImageAdapter(),
+        QWEN_IMAGE_REPO,
+        None,  # no diffusers AutoencoderTiny for its latents: optimize="max" keeps the VAE
+        denoiser="transformer",
+        true_cfg=True,
+        img2img_arguments=flux_img2img_arguments,  # the same schedule: at least one step for any strength
+        warn_if_truncated=qwen_truncation,
+    ),
 }
 
 
 def family(name: str) -> FamilySpec:
-    """The family called `name` ("sd1", "sd2", "sdxl", "flux"); register a new one by adding it to `FAMILIES`."""
+    """The family called `name` ("sd1", "flux", "qwenimage", …); register a new one by adding it to `FAMILIES`."""
     try:
         return FAMILIES[name]
     except KeyError:

@@ -271,8 +271,10 @@ def load_tiny_vae(
     if isinstance(spec, AutoencoderTiny):
         given: Any = spec
         return own_copy(given)
-    if spec == "auto" and is_shipped(preset):
-        return None  # its own VAE is already tiny, and TAESD was trained for another latent space
+    if spec == "auto" and (is_shipped(preset) or family(preset.family).tiny_vae_repo is None):
+        # a shipped model's VAE is already tiny (TAESD was trained for another latent space); a family without
+        # a diffusers AutoencoderTiny for its latents (Qwen-Image) keeps its own VAE
+        return None
     location = _tiny_vae_location(spec, preset)
     if location is None:
         raise FastDiffError(f"tiny_vae must be 'auto', a hub id, a folder or an AutoencoderTiny, not {spec!r}")

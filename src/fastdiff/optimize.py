@@ -60,7 +60,7 @@ def apply_optimizations(
     """A new pipeline over optimized copies of `pipe`'s modules, doing what `recipe` says; `tiny_vae`
     (fastdiff's own `AutoencoderTiny` copy) replaces the VAE and is moved to the pipeline's device.
     `weights_keys`: the modules' weights named for the OpenVINO engine's disk cache (absent: hashed)."""
-    from diffusers import AutoencoderTiny, AutoPipelineForText2Image
+    from diffusers import AutoPipelineForText2Image
 
     if not isinstance(recipe, Recipe):
         raise FastDiffError("apply_optimizations takes a Recipe: pass optimizations.recipe_for(device)")
@@ -73,12 +73,14 @@ def apply_optimizations(
     if tiny_vae is not None:
         own["vae"] = tiny_vae
     for name, module in own.items():
-        nhwc = torch.channels_last if recipe.channels_last and name in ("unet", "vae") else None
+        # 2-D convolutions only: a video VAE's 5-D kernels (Qwen-Image's) have no channels_last layout
+        two_d = name in ("unet", "vae") and all(p.dim() < 5 for p in module.parameters())
+        nhwc = torch.channels_last if recipe.channels_last and two_d else None
         module.to(pipe._execution_device, targets[name], memory_format=nhwc)
     denoiser = next(iter(targets))  # "unet", or FLUX's "transformer"
     if recipe.fuse_qkv:
         own[denoiser].fuse_qkv_projections()
-        if not isinstance(own["vae"], AutoencoderTiny):  # the tiny VAE has no attention
+        if hasattr(own["vae"], "fuse_qkv_projections"):  # the tiny VAE has no attention, Qwen-Image's none to fuse
             own["vae"].fuse_qkv_projections()
     if openvino:
         from .openvino_engine import use_openvino

@@ -127,8 +127,13 @@ def check_guidance(preset: Preset, guidance_scale: object) -> float:
         )
     value = float(guidance_scale)  # type: ignore[arg-type]
     if preset.guidance_free and value > 1.0:
-        unet = family(preset.family).denoiser == "unet"  # FLUX.1 [schnell]'s transformer has no guidance input
-        effect = "doubles the UNet work and usually burns the image" if unet else "is ignored by its transformer"
+        spec = family(preset.family)  # FLUX.1 [schnell]'s transformer has no guidance input; Qwen-Image runs true CFG
+        cfg = spec.denoiser == "unet" or spec.true_cfg
+        effect = (
+            f"doubles the {'UNet' if spec.denoiser == 'unet' else 'transformer'} work and usually burns the image"
+            if cfg
+            else "is ignored by its transformer"
+        )
         warn(
             f"{preset.name} was distilled to run without guidance; guidance_scale={value} {effect}. "
             f"Use guidance_scale={preset.guidance_scale}.",

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 from .base import Embeddings, ModelAdapter
 from .flux import FluxAdapter
+from .qwenimage import QwenImageAdapter
 from .sd import StableDiffusionAdapter
 from .sdxl import StableDiffusionXLAdapter
 
-__all__ = ["Embeddings", "FluxAdapter", "ModelAdapter", "StableDiffusionAdapter", "StableDiffusionXLAdapter"]
+__all__ = [
+    "Embeddings",
+    "FluxAdapter",
+    "ModelAdapter",
+    "QwenImageAdapter",
+    "StableDiffusionAdapter",
+    "StableDiffusionXLAdapter",
+]

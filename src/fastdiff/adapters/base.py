@@ -47,16 +47,23 @@ class ModelAdapter(Protocol):
 
 
 def image_latents(
-    pipe: Any, images: Sequence[Image.Image], generators: Sequence[torch.Generator], dtype: torch.dtype
+    pipe: Any,
+    images: Sequence[Image.Image],
+    generators: Sequence[torch.Generator],
+    dtype: torch.dtype,
+    *,
+    frames: bool = False,
 ) -> torch.Tensor:
     """`vae.encode` of each image (preprocessed as the pipeline does, cast as it does to `dtype`, then to the VAE's
-    dtype) sampled with its generator, as diffusers' `prepare_latents` does for a list of generators; unscaled."""
+    dtype) sampled with its generator, as diffusers' `prepare_latents` does for a list of generators; unscaled.
+    `frames`: a video VAE (Qwen-Image's) encodes each image as one frame, (1, 3, 1, H, W)."""
     vae, device = pipe.vae, pipe._execution_device
     pixels: dict[int, torch.Tensor] = {}  # each distinct image preprocessed once: (1, 3, H, W) in [-1, 1]
     samples = []
     for image, generator in zip(images, generators, strict=True):
         if id(image) not in pixels:
-            pixels[id(image)] = pipe.image_processor.preprocess(image).to(device=device, dtype=dtype).to(vae.dtype)
+            pixel = pipe.image_processor.preprocess(image).to(device=device, dtype=dtype).to(vae.dtype)
+            pixels[id(image)] = pixel.unsqueeze(2) if frames else pixel
         samples.append(retrieve_latents(vae.encode(pixels[id(image)]), generator=generator))
     return torch.cat(samples)
 

@@ -19,6 +19,8 @@ from .tiny import (
 )
 from .tiny_flux import tiny_pipeline as tiny_flux_pipeline
 from .tiny_flux import tiny_t5_tokenizer
+from .tiny_qwenimage import tiny_pipeline as tiny_qwenimage_pipeline
+from .tiny_qwenimage import tiny_qwen2_tokenizer
 
 __all__ = [
     "MODEL_INDEX_CLASSES",
@@ -33,6 +35,8 @@ __all__ = [
     "tiny_flux_pipeline",
     "tiny_lora",
     "tiny_pipeline",
+    "tiny_qwen2_tokenizer",
+    "tiny_qwenimage_pipeline",
     "tiny_t5_tokenizer",
     "tiny_tokenizer",
     "tiny_unet",

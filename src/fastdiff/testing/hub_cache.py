@@ -74,7 +74,7 @@ def make_hf_cache(cache_dir: str | Path, presets: Iterable[str | Preset], *, fp1
                 data = _checkpoint_bytes(ckpt, preset.family, repo_seed(preset.repo_id))
                 _write_repo(cache_dir, ckpt.repo_id, {ckpt.filename: data}, listing=False)
         tiny_repo = FAMILIES[preset.family].tiny_vae_repo
-        if not (_repo_dir(cache_dir, tiny_repo) / "refs" / "main").exists():
+        if tiny_repo is not None and not (_repo_dir(cache_dir, tiny_repo) / "refs" / "main").exists():
             _write_repo(cache_dir, tiny_repo, _tiny_vae_files(tiny_repo), listing=True)
     return cache_dir
 
