@@ -18,6 +18,7 @@ from PIL import Image
 
 from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator, Optimizations, presets
 from fastdiff.cli import main
+from fastdiff.memory import pipeline_files, weights_bytes
 from fastdiff.serving import LiveSession
 from fastdiff.testing import cached_repo_path, tiny_qwen2_tokenizer, tiny_qwenimage_pipeline
 
@@ -193,8 +194,7 @@ def test_guidance_runs_true_cfg_and_warns_with_the_fix(qwen: FewStepGenerator, h
     prompt (" " when none, as the Qwen-Image card recommends), two transformer passes a step."""
     with pytest.warns(
         FastDiffWarning,
-        match=r"without guidance; guidance_scale=3.0 doubles the transformer work.*"
-        r"Use guidance_scale=1.0",
+        match=r"without guidance; guidance_scale=3.0 .*doubles the transformer work.*Use guidance_scale=1.0",
     ):
         got = qwen(PROMPT, guidance_scale=3.0, seed=2, **SIZE).images[0]
     expected = _card_image("qwen-image-lightning-4step", hub_cache, PROMPT, seed=2, steps=4, true_cfg_scale=3.0)[0]
@@ -231,6 +231,33 @@ def test_cpu_levels_run_torch_and_keep_the_vae(qwen: FewStepGenerator, hub_cache
     recipe = Optimizations.level("default", compile=False).recipe_for("cuda")
     fused = FewStepGenerator.from_pipeline("qwen-image-lightning-4step", qwen.pipeline, optimize=recipe)
     assert _close(fused(PROMPT, seed=4, **SIZE).images[0], expected)
+
+
+def test_memory_that_cannot_fit_is_refused_before_loading(
+    hub_cache: Path, load: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The estimate is every module the repo's model_index names (the Qwen2.5-VL encoder, vision tower included),
+    from the safetensors headers; a device without room refuses before diffusers reads a weight."""
+    from diffusers import QwenImagePipeline
+
+    import fastdiff.loading
+
+    folder = cached_repo_path(hub_cache, "Qwen/Qwen-Image")
+    modules = [
+        m for m in load("qwen-image-lightning-4step").pipeline.components.values() if isinstance(m, torch.nn.Module)
+    ]
+    loaded = sum(t.numel() * 4 for m in modules for t in m.state_dict().values() if t.is_floating_point())
+    assert weights_bytes(pipeline_files(folder, variant=None), dtype=torch.float32) == loaded
+
+    def never(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("weights were read")
+
+    monkeypatch.setattr(fastdiff.loading, "available_memory", lambda device: 1024)
+    monkeypatch.setattr(QwenImagePipeline, "from_pretrained", never)
+    with pytest.raises(FastDiffError, match=r"qwen-image-lightning-8step: its weights need about .* GiB in float32"):
+        FewStepGenerator.from_preset(
+            "qwen-image-lightning-8step", device="cpu", cache_dir=hub_cache, local_files_only=True
+        )
 
 
 def test_live_frames_and_map_are_the_plain_call(qwen: FewStepGenerator) -> None:

@@ -67,7 +67,8 @@ WIDE = {"sd15", "fastdiff-shapes-teacher"}
 # The eta each scheduler step gets: TCD's gamma 1.0 from Hyper-SD's card for its 1-step LoRA; DDIM the pipeline's
 # default 0.0 (deterministic), as the card leaves it; None where the step takes no eta.
 ETA = {"hyper-sdxl-1step-lora": 1.0, **{f"hyper-sdxl-{n}step-lora": 0.0 for n in (2, 4, 8)}}
-# FluxPipeline and QwenImagePipeline hand their transformer timestep / 1000; the tables above are in the scheduler's units.
+# FluxPipeline and QwenImagePipeline hand their transformer timestep / 1000; the tables above are in the
+# scheduler's units.
 TIMESTEP_UNIT = {"flux-schnell": 1000, "qwen-image-lightning-4step": 1000, "qwen-image-lightning-8step": 1000}
 
 

@@ -25,7 +25,7 @@ from diffusers import (
 from .adapters import FluxAdapter, ModelAdapter, QwenImageAdapter, StableDiffusionAdapter, StableDiffusionXLAdapter
 from .adapters.base import clip_truncation, unet_img2img_arguments
 from .adapters.flux import flux_img2img_arguments, t5_truncation
-from .adapters.qwenimage import qwen_truncation
+from .adapters.qwenimage import qwen_vl_truncation
 from .errors import FastDiffError, did_you_mean
 from .presets import FLUX_SCHNELL_REPO, QWEN_IMAGE_REPO, SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO
 
@@ -115,7 +115,7 @@ FAMILIES: dict[str, FamilySpec] = {
         denoiser="transformer",
         true_cfg=True,
         img2img_arguments=flux_img2img_arguments,  # the same schedule: at least one step for any strength
-        warn_if_truncated=qwen_truncation,
+        warn_if_truncated=qwen_vl_truncation,
     ),
 }
 

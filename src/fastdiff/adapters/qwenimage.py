@@ -12,7 +12,7 @@ from PIL import Image
 from ..errors import warn
 from .base import Embeddings, image_latents
 
-__all__ = ["QwenImageAdapter", "qwen_truncation"]
+__all__ = ["QwenImageAdapter", "qwen_vl_truncation"]
 
 MAX_SEQUENCE_LENGTH = 512  # QwenImagePipeline.__call__'s default, which the cards keep
 NO_NEGATIVE = " "  # the negative prompt the Qwen-Image card recommends when there is none
@@ -91,7 +91,7 @@ def _latent_statistics(vae: Any, like: torch.Tensor) -> tuple[torch.Tensor, torc
     return mean, inverse_std
 
 
-def qwen_truncation(pipe: Any, prompt: str, max_sequence_length: int | None) -> None:
+def qwen_vl_truncation(pipe: Any, prompt: str, max_sequence_length: int | None) -> None:
     """Warn when the prompt's embedding, which keeps the tokens after the chat template's system part, is cut at
     `max_sequence_length`."""
     limit = max_sequence_length or MAX_SEQUENCE_LENGTH
