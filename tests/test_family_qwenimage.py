@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import threading
-from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +17,14 @@ from PIL import Image
 
 from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator, Optimizations, presets
 from fastdiff.cli import main
+from fastdiff.hub import check_cached_or_reachable, download
 from fastdiff.memory import pipeline_files, weights_bytes
 from fastdiff.serving import LiveSession
 from fastdiff.testing import cached_repo_path, tiny_qwen2_tokenizer, tiny_qwenimage_pipeline
 
-from .cards import QWEN_LIGHTNING_SCHEDULER, card_pipeline
+from .cards import QWEN_LIGHTNING_SCHEDULER
 from .test_bulk import assert_complete, pixels, run, write_txt
+from .test_parity import _card
 
 PRESETS = ["qwen-image-lightning-4step", "qwen-image-lightning-8step"]
 PROMPT = "a tiny astronaut hatching from an egg on the moon"
@@ -37,18 +38,12 @@ def qwen(load: Any, small_sizes: None) -> FewStepGenerator:
     return gen
 
 
-@cache
-def _card(name: str, cache_dir: Path) -> tuple[Any, dict[str, Any]]:
-    pipe, kwargs = card_pipeline(name, cache_dir)
-    pipe.set_progress_bar_config(disable=True)
-    return pipe, kwargs
-
-
 def _card_image(name: str, cache_dir: Path, prompt: Any, *, seed: Any, steps: int, **extra: Any) -> list[Image.Image]:
     """The card's call: true_cfg_scale=1.0, negative_prompt=" ", the LoRA's step count, a CPU generator."""
     pipe, kwargs = _card(name, cache_dir)
-    generator = [torch.Generator("cpu").manual_seed(s) for s in seed] if isinstance(seed, list) else seed
-    if isinstance(seed, int):
+    if isinstance(seed, list):
+        generator: Any = [torch.Generator("cpu").manual_seed(s) for s in seed]
+    else:
         generator = torch.Generator("cpu").manual_seed(seed)
     images: list[Image.Image] = pipe(
         prompt, num_inference_steps=steps, generator=generator, **{**kwargs, **SIZE, **extra}
@@ -231,6 +226,17 @@ def test_cpu_levels_run_torch_and_keep_the_vae(qwen: FewStepGenerator, hub_cache
     recipe = Optimizations.level("default", compile=False).recipe_for("cuda")
     fused = FewStepGenerator.from_pipeline("qwen-image-lightning-4step", qwen.pipeline, optimize=recipe)
     assert _close(fused(PROMPT, seed=4, **SIZE).images[0], expected)
+
+
+def test_cached_lightning_needs_no_download(hub_cache: Path, no_network: None) -> None:
+    """`fastdiff download`'s files (the modules model_index names, the tokenizer's files, the LoRA) are all in the
+    cache: nothing is fetched."""
+    for name in PRESETS:
+        preset = presets.get(name)
+        check_cached_or_reachable(preset, dtypes=["float32"], cache_dir=hub_cache, local_files_only=True)
+        snapshot, lora = download(preset, dtype="float32", cache_dir=hub_cache)
+        assert preset.checkpoint is not None and lora.endswith(preset.checkpoint.filename)
+        assert (Path(snapshot) / "tokenizer" / "tokenizer_config.json").is_file()
 
 
 def test_memory_that_cannot_fit_is_refused_before_loading(
