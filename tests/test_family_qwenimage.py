@@ -314,6 +314,14 @@ def test_threads_get_their_own_images(qwen: FewStepGenerator) -> None:
     assert wrong == [] and gen.stats.calls == len(cases) + 24
 
 
+def test_fastdiff_generate_writes_the_image(tmp_path: Path, hub_cache: Path, qwen: FewStepGenerator) -> None:
+    out = tmp_path / "astronaut.png"
+    model = ["--preset", "qwen-image-lightning-4step", "--cache-dir", str(hub_cache), "--local-files-only"]
+    call = ["--device", "cpu", "--optimize", "none", "--seed", "3", "--height", str(HEIGHT), "--width", str(WIDTH)]
+    assert main(["generate", PROMPT, *model, *call, "--output", str(out)]) == 0
+    assert np.abs(pixels(out) - pixels(qwen(PROMPT, seed=3, **SIZE).image)).max() <= 1
+
+
 def test_presets_table_lists_both_with_their_licence(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["presets"]) == 0
     lines = capsys.readouterr().out.splitlines()

@@ -15,7 +15,7 @@ from .base import Embeddings, image_latents
 __all__ = ["QwenImageAdapter", "qwen_vl_truncation"]
 
 MAX_SEQUENCE_LENGTH = 512  # QwenImagePipeline.__call__'s default, which the cards keep
-NO_NEGATIVE = " "  # the negative prompt the Qwen-Image card recommends when there is none
+DEFAULT_NEGATIVE_PROMPT = " "  # the negative prompt the Qwen-Image card recommends when there is none
 
 
 class QwenImageAdapter:
@@ -47,7 +47,7 @@ class QwenImageAdapter:
         embeds, mask = one(prompt)  # (1, L, 3584), (1, L) for the real model
         if not guidance:
             return {"prompt_embeds": embeds, "prompt_embeds_mask": mask}
-        negative, negative_mask = one(NO_NEGATIVE if negative_prompt is None else negative_prompt)
+        negative, negative_mask = one(DEFAULT_NEGATIVE_PROMPT if negative_prompt is None else negative_prompt)
         return {
             "prompt_embeds": embeds,
             "prompt_embeds_mask": mask,
