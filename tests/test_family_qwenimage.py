@@ -20,7 +20,7 @@ from fastdiff.cli import main
 from fastdiff.hub import check_cached_or_reachable, download
 from fastdiff.memory import pipeline_files, weights_bytes
 from fastdiff.serving import LiveSession
-from fastdiff.testing import cached_repo_path, tiny_qwen2_tokenizer, tiny_qwenimage_pipeline
+from fastdiff.testing import cached_repo_path, tiny_lora, tiny_qwen2_tokenizer, tiny_qwenimage_pipeline
 
 from .cards import QWEN_LIGHTNING_SCHEDULER
 from .test_bulk import assert_complete, pixels, run, write_txt
@@ -226,6 +226,31 @@ def test_cpu_levels_run_torch_and_keep_the_vae(qwen: FewStepGenerator, hub_cache
     recipe = Optimizations.level("default", compile=False).recipe_for("cuda")
     fused = FewStepGenerator.from_pipeline("qwen-image-lightning-4step", qwen.pipeline, optimize=recipe)
     assert _close(fused(PROMPT, seed=4, **SIZE).images[0], expected)
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_load_lora_on_the_transformer_is_diffusers_image(fuse: bool, tmp_path: Path, small_sizes: None) -> None:
+    """A user's LoRA on top (diffusers' `transformer.…lora_A/B` keys): fused, the image of `load_lora_weights` +
+    `fuse_lora(lora_scale=)` + `unload_lora_weights`; unfused, of `set_adapters`."""
+    lora = tiny_lora("qwenimage", tmp_path / "style.safetensors", seed=5)
+    gen = FewStepGenerator.from_pipeline("qwen-image-lightning-4step", tiny_qwenimage_pipeline(seed=3))
+    before = _pixels(gen(PROMPT, seed=9, **SIZE).image)
+    gen.load_lora(lora, scale=2.0, fuse=fuse)
+    after = _pixels(gen(PROMPT, seed=9, **SIZE).image)
+    reference = FewStepGenerator.from_pipeline("qwen-image-lightning-4step", tiny_qwenimage_pipeline(seed=3))
+    pipe = reference.pipeline
+    pipe.load_lora_weights(str(tmp_path), weight_name=lora.name, adapter_name="user")
+    if fuse:
+        pipe.fuse_lora(lora_scale=2.0, adapter_names=["user"])
+        pipe.unload_lora_weights()
+    else:
+        pipe.set_adapters(["user"], adapter_weights=[2.0])
+    pipe.set_progress_bar_config(disable=True)
+    expected = _pixels(
+        pipe(PROMPT, true_cfg_scale=1.0, num_inference_steps=4, generator=torch.manual_seed(9), **SIZE).images[0]
+    )
+    # the tiny transformer moves the image by a few levels: past the 1/255 that parity allows
+    assert np.abs(after - expected).max() <= 1 and np.abs(after - before).max() > 4
 
 
 def test_cached_lightning_needs_no_download(hub_cache: Path, no_network: None) -> None:
