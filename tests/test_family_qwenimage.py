@@ -207,6 +207,8 @@ def test_bad_inputs_name_the_fix(qwen: FewStepGenerator) -> None:
         qwen(PROMPT, height=72, width=64)
     with pytest.raises(FastDiffError, match=r"width=100 is not a multiple of 16"):
         qwen(PROMPT, height=64, width=100)
+    with pytest.raises(FastDiffError, match=r"true_cfg_scale= is a diffusers argument .*pass guidance_scale="):
+        qwen(PROMPT, true_cfg_scale=1.0)
     long = "a " * 600  # one token a word with the tiny tokenizer ("a", "Ġa", …)
     with pytest.warns(
         FastDiffWarning, match=r"Qwen2.5-VL tokens; this model reads only the first \d+ \(max_sequence_length=512"
