@@ -26,7 +26,7 @@ __all__ = ["MODEL_INDEX", "tiny_pipeline", "tiny_qwen2_tokenizer"]
 
 MODEL_INDEX: dict[str, Any] = repo_config(QWEN_IMAGE_REPO, "model_index.json")
 # the chat template QwenImagePipeline wraps every prompt in (its `prompt_template_encode`), up to the prompt
-TEMPLATE_PREFIX = (
+_TEMPLATE_PREFIX = (
     "<|im_start|>system\nDescribe the image by detailing the color, shape, size, texture, quantity, text, spatial "
     "relationships of the objects and background:<|im_end|>\n<|im_start|>user\n"
 )
@@ -62,7 +62,7 @@ def _bpe() -> tuple[dict[str, int], tuple[tuple[str, str], ...]]:
     alphabet = [token for token in byte_vocab() if len(token) == 1]
     merges: dict[tuple[str, str], None] = {}  # ordered and unique
     # the words of the template as Qwen2's pre-tokenizer splits them, a leading space as byte-level "Ġ"
-    for word in re.findall(r" ?[A-Za-z]+", re.sub(r"<\|\w+\|>", "\n", TEMPLATE_PREFIX)):
+    for word in re.findall(r" ?[A-Za-z]+", re.sub(r"<\|\w+\|>", "\n", _TEMPLATE_PREFIX)):
         word = word.replace(" ", "Ġ")
         merges |= {(word[:end], word[end]): None for end in range(1, len(word))}
     tokens = [*alphabet, *dict.fromkeys(a + b for a, b in merges), *_SPECIAL, *_VISION]
