@@ -16,6 +16,7 @@ from diffusers import (
     DiffusionPipeline,
     EulerDiscreteScheduler,
     FlowMatchEulerDiscreteScheduler,
+    Flux2KleinPipeline,
     FluxPipeline,
     LCMScheduler,
     StableDiffusionXLPipeline,
@@ -120,6 +121,13 @@ def flux_schnell(cache: Path) -> tuple[Any, dict[str, Any]]:
     return pipe, {"guidance_scale": 0.0, "max_sequence_length": 256}
 
 
+def flux2_klein_4b(cache: Path) -> tuple[Any, dict[str, Any]]:
+    """black-forest-labs/FLUX.2-klein-4B card: Flux2KleinPipeline with the repo's scheduler, guidance_scale=1.0,
+    num_inference_steps=4 (the pipeline's own max_sequence_length, 512)."""
+    pipe = Flux2KleinPipeline.from_pretrained("black-forest-labs/FLUX.2-klein-4B", **_hub(cache))
+    return pipe, {"guidance_scale": 1.0}
+
+
 # lightx2v/Qwen-Image-Lightning card (and diffusers' qwenimage.md, "LoRA for faster inference"), comments its own
 QWEN_LIGHTNING_SCHEDULER = {
     "base_image_seq_len": 256,
@@ -170,6 +178,8 @@ def card_pipeline(preset: str, cache: Path) -> tuple[Any, dict[str, Any]]:
         return dmd2(int(preset.split("-")[2].removesuffix("step")), cache)
     if preset == "flux-schnell":
         return flux_schnell(cache)
+    if preset == "flux2-klein-4b":
+        return flux2_klein_4b(cache)
     if preset.startswith("qwen-image-lightning-"):
         return qwen_image_lightning(int(preset.split("-")[3].removesuffix("step")), cache)
     raise KeyError(preset)

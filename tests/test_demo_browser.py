@@ -235,3 +235,16 @@ def test_run_demo_defaults_to_the_shipped_student_offline(monkeypatch: pytest.Mo
     args = parser.parse_args(["--device", "cpu"])
     assert args.preset == "fastdiff-shapes"
     assert run_demo(args) == 0 and calls
+
+
+def test_a_family_without_img2img_offers_no_input_image() -> None:
+    """FLUX.2 [klein] has no img2img pipeline: its page hides the input image and the strength."""
+    from fastdiff.demo import build_demo
+    from fastdiff.serving import LiveSession
+    from fastdiff.testing import tiny_flux2_pipeline
+
+    klein = FewStepGenerator.from_pipeline("flux2-klein-4b", tiny_flux2_pipeline())
+    with LiveSession(klein, **SIZE) as session:
+        blocks = build_demo(session).blocks.values()
+    visible = {block.elem_id: block.visible for block in blocks if getattr(block, "elem_id", None)}
+    assert (visible["source"], visible["strength"], visible["prompt"]) == (False, False, True)

@@ -48,7 +48,7 @@ def _card(name: str, cache_dir: Path) -> tuple[Any, dict[str, Any]]:
 def card_image(name: str, cache_dir: Path, *, steps: int, seed: int, size: int) -> np.ndarray:
     pipe, kwargs = _card(name, cache_dir)
     image = pipe(
-        prompt_for(name),
+        prompt=prompt_for(name),  # by name: FLUX.2 [klein]'s first parameter is its reference image
         num_inference_steps=steps,
         height=size,
         width=size,

@@ -54,6 +54,10 @@ EXPECTED: dict[str, tuple[str, str | None, str, dict[int, list[int]]]] = {
     "dmd2-sdxl-4step": ("LCMScheduler", None, "epsilon", {4: [999, 749, 499, 249]}),
     # flow matching: the scheduler has no prediction type (the transformer predicts the velocity)
     "flux-schnell": ("FlowMatchEulerDiscreteScheduler", None, "flow", FLOW),
+    # FLUX.2 [klein]: the pipeline's own sigmas linspace(1, 1/4, 4), shifted by its empirical mu (1.945 for the 16
+    # image tokens of 64², 4 steps) with dynamic shifting, exp(mu) / (exp(mu) + 1/σ - 1); the tiny repo's scheduler
+    # config is inferred (testing/tiny_flux2.py)
+    "flux2-klein-4b": ("FlowMatchEulerDiscreteScheduler", None, "flow", {4: [1000, 955, 875, 700]}),
     **{
         f"qwen-image-lightning-{n}step": ("FlowMatchEulerDiscreteScheduler", None, "flow", {n: FLOW_SHIFT_3[n]})
         for n in (4, 8)
@@ -67,9 +71,14 @@ WIDE = {"sd15", "fastdiff-shapes-teacher"}
 # The eta each scheduler step gets: TCD's gamma 1.0 from Hyper-SD's card for its 1-step LoRA; DDIM the pipeline's
 # default 0.0 (deterministic), as the card leaves it; None where the step takes no eta.
 ETA = {"hyper-sdxl-1step-lora": 1.0, **{f"hyper-sdxl-{n}step-lora": 0.0 for n in (2, 4, 8)}}
-# FluxPipeline and QwenImagePipeline hand their transformer timestep / 1000; the tables above are in the
-# scheduler's units.
-TIMESTEP_UNIT = {"flux-schnell": 1000, "qwen-image-lightning-4step": 1000, "qwen-image-lightning-8step": 1000}
+# The FLUX and QwenImage pipelines hand their transformer timestep / 1000; the tables above are in the scheduler's
+# units.
+TIMESTEP_UNIT = {
+    "flux-schnell": 1000,
+    "flux2-klein-4b": 1000,
+    "qwen-image-lightning-4step": 1000,
+    "qwen-image-lightning-8step": 1000,
+}
 
 
 def test_every_preset_has_an_expected_schedule() -> None:

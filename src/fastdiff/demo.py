@@ -98,8 +98,11 @@ def build_demo(session: LiveSession, *, notes: WarningNotes | None = None) -> gr
     newest frame with its latency."""
     import gradio as gr
 
+    from .families import family
+
     preset = session.generator.preset
     lo, hi = min(preset.steps), max(preset.steps)
+    img2img = family(preset.family).img2img is not None  # without an img2img pipeline, no input image to offer
     demo = gr.Blocks(title=f"fastdiff live · {preset.name}", analytics_enabled=False)
     with demo:
         gr.Markdown(f"### fastdiff live · {preset.name}\nType: the image follows. Stale inputs are skipped.")
@@ -113,11 +116,12 @@ def build_demo(session: LiveSession, *, notes: WarningNotes | None = None) -> gr
                 )  # fmt: skip
                 seed = gr.Slider(0, 9999, value=session.state.seed or 0, step=1, label="Seed", elem_id="seed")
                 strength = gr.Slider(
-                    0.05, 1.0, value=DEFAULT_STRENGTH, step=0.05, label="Strength (img2img)", elem_id="strength"
-                )
+                    0.05, 1.0, value=DEFAULT_STRENGTH, step=0.05, label="Strength (img2img)", elem_id="strength",
+                    visible=img2img,
+                )  # fmt: skip
                 source = gr.Image(
                     label="Input image (optional)", type="pil", sources=["upload", "webcam", "clipboard"],
-                    elem_id="source",
+                    elem_id="source", visible=img2img,
                 )  # fmt: skip
             with gr.Column():
                 output = gr.Image(label="Image", type="pil", format="png", interactive=False, elem_id="output")

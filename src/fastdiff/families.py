@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from diffusers import (
+    Flux2KleinPipeline,
     FluxImg2ImgPipeline,
     FluxPipeline,
     QwenImageImg2ImgPipeline,
@@ -22,12 +23,20 @@ from diffusers import (
     StableDiffusionXLPipeline,
 )
 
-from .adapters import FluxAdapter, ModelAdapter, QwenImageAdapter, StableDiffusionAdapter, StableDiffusionXLAdapter
+from .adapters import (
+    Flux2KleinAdapter,
+    FluxAdapter,
+    ModelAdapter,
+    QwenImageAdapter,
+    StableDiffusionAdapter,
+    StableDiffusionXLAdapter,
+)
 from .adapters.base import clip_truncation, unet_img2img_arguments
 from .adapters.flux import flux_img2img_arguments, t5_truncation
+from .adapters.flux2 import qwen_truncation
 from .adapters.qwenimage import qwen_vl_truncation
 from .errors import FastDiffError, did_you_mean
-from .presets import FLUX_SCHNELL_REPO, QWEN_IMAGE_REPO, SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO
+from .presets import FLUX2_KLEIN_4B_REPO, FLUX_SCHNELL_REPO, QWEN_IMAGE_REPO, SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO
 
 __all__ = ["FAMILIES", "FamilySpec", "family"]
 
@@ -104,6 +113,18 @@ FAMILIES: dict[str, FamilySpec] = {
         denoiser="transformer",
         img2img_arguments=flux_img2img_arguments,
         warn_if_truncated=t5_truncation,
+    ),
+    # No img2img (the pipeline's image= is reference editing) and no tiny VAE: its latent path reads the VAE's
+    # batch-norm statistics, which an AutoencoderTiny lacks.
+    "flux2": FamilySpec(
+        "flux2",
+        Flux2KleinPipeline,
+        None,
+        Flux2KleinAdapter(),
+        FLUX2_KLEIN_4B_REPO,
+        None,
+        denoiser="transformer",
+        warn_if_truncated=qwen_truncation,
     ),
     "qwenimage": FamilySpec(
         "qwenimage",

@@ -264,17 +264,15 @@ def load_tiny_vae(
     cache_dir: str | Path | None = None,
 ) -> Any:
     """The tiny autoencoder of `Optimizations.tiny_vae` on the CPU: "auto" (the family's TAESD; None for the
-    shipped models), a hub id or a folder (cache first, like every weight), or a given `AutoencoderTiny` (copied:
-    the caller's is never changed)."""
+    shipped models and a family without one), a hub id or a folder (cache first, like every weight), or a given
+    `AutoencoderTiny` (copied: the caller's is never changed)."""
     from diffusers import AutoencoderTiny
 
     if isinstance(spec, AutoencoderTiny):
         given: Any = spec
         return own_copy(given)
     if spec == "auto" and (is_shipped(preset) or family(preset.family).tiny_vae_repo is None):
-        # a shipped model's VAE is already tiny (TAESD was trained for another latent space); a family without
-        # a diffusers AutoencoderTiny for its latents (Qwen-Image) keeps its own VAE
-        return None
+        return None  # its own VAE is already tiny (TAESD was trained for another latent space), or no TAESD fits
     location = _tiny_vae_location(spec, preset)
     if location is None:
         raise FastDiffError(f"tiny_vae must be 'auto', a hub id, a folder or an AutoencoderTiny, not {spec!r}")

@@ -35,6 +35,7 @@ LIGHTNING_REPO = "ByteDance/SDXL-Lightning"
 HYPER_REPO = "ByteDance/Hyper-SD"
 DMD2_REPO = "tianweiy/DMD2"
 FLUX_SCHNELL_REPO = "black-forest-labs/FLUX.1-schnell"
+FLUX2_KLEIN_4B_REPO = "black-forest-labs/FLUX.2-klein-4B"
 QWEN_IMAGE_REPO = "Qwen/Qwen-Image"
 QWEN_LIGHTNING_REPO = "lightx2v/Qwen-Image-Lightning"
 
@@ -43,7 +44,7 @@ QWEN_LIGHTNING_REPO = "lightx2v/Qwen-Image-Lightning"
 SHIPPED_MODELS = Path(__file__).resolve().parent / "distill" / "models"
 DEFAULT_PRESET = "fastdiff-shapes"  # what `fastdiff generate` and `fastdiff demo` run when no preset is named
 
-Family = Literal["sd1", "sd2", "sdxl", "flux", "qwenimage"]
+Family = Literal["sd1", "sd2", "sdxl", "flux", "flux2", "qwenimage"]
 
 NON_COMMERCIAL = ("sai-nc-community", "cc-by-nc-sa-4.0")
 
@@ -297,6 +298,25 @@ _BUILTIN: tuple[Preset, ...] = (
         variant=None,
         max_sequence_length=256,
         description="FLUX.1 [schnell] (latent adversarial diffusion distillation, 12B transformer)",
+    ),
+    # https://huggingface.co/black-forest-labs/FLUX.2-klein-4B: step-distilled to 4 steps, so exactly 4;
+    # guidance_scale=1.0 as the card passes it (the repo's `is_distilled` turns CFG off whatever the value), 1024²,
+    # the repo's own files (the card loads them in bf16; no variant); the pipeline's own max_sequence_length (512
+    # Qwen3 tokens, chat template included) and its sigmas and empirical mu on the repo's FlowMatchEuler.
+    Preset(
+        name="flux2-klein-4b",
+        family="flux2",
+        repo_id=FLUX2_KLEIN_4B_REPO,
+        steps=(4,),
+        default_steps=4,
+        guidance_scale=1.0,
+        height=1024,
+        width=1024,
+        scheduler="repo",
+        license="apache-2.0",
+        variant=None,
+        max_sequence_length=512,
+        description="FLUX.2 [klein] 4B (step-distilled rectified-flow transformer, Qwen3 text encoder)",
     ),
     _qwen_lightning(4),
     _qwen_lightning(8),

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from .base import Embeddings, ModelAdapter
 from .flux import FluxAdapter
+from .flux2 import Flux2KleinAdapter
 from .qwenimage import QwenImageAdapter
 from .sd import StableDiffusionAdapter
 from .sdxl import StableDiffusionXLAdapter
 
 __all__ = [
     "Embeddings",
+    "Flux2KleinAdapter",
     "FluxAdapter",
     "ModelAdapter",
     "QwenImageAdapter",

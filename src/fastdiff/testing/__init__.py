@@ -19,6 +19,7 @@ from .tiny import (
 )
 from .tiny_flux import tiny_pipeline as tiny_flux_pipeline
 from .tiny_flux import tiny_t5_tokenizer
+from .tiny_flux2 import tiny_pipeline as tiny_flux2_pipeline
 from .tiny_qwenimage import tiny_pipeline as tiny_qwenimage_pipeline
 from .tiny_qwenimage import tiny_qwen2_tokenizer
 
@@ -32,6 +33,7 @@ __all__ = [
     "save_single_file",
     "save_tiny_pipeline",
     "tiny_autoencoder_tiny",
+    "tiny_flux2_pipeline",
     "tiny_flux_pipeline",
     "tiny_lora",
     "tiny_pipeline",
