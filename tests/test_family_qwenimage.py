@@ -51,12 +51,8 @@ def _card_image(name: str, cache_dir: Path, prompt: Any, *, seed: Any, steps: in
     return images
 
 
-def _pixels(image: Image.Image) -> np.ndarray:
-    return np.asarray(image, dtype=np.int16)
-
-
 def _close(a: Image.Image, b: Image.Image) -> bool:
-    return bool(np.abs(_pixels(a) - _pixels(b)).max() <= 1)
+    return bool(np.abs(pixels(a) - pixels(b)).max() <= 1)
 
 
 def _photo() -> Image.Image:
@@ -113,10 +109,10 @@ def test_lightning_is_the_cards_image(name: str, load: Any, hub_cache: Path, sma
     expected = _card_image(name, hub_cache, PROMPT, seed=11, steps=steps)[0]
     got = gen(PROMPT, seed=11, **SIZE).images[0]
     assert got.size == (WIDTH, HEIGHT) and steps == int(name.split("-")[3].removesuffix("step"))
-    assert _pixels(expected).std() > 5, "a flat reference would prove nothing"
-    assert np.array_equal(_pixels(got), _pixels(expected)), name
+    assert pixels(expected).std() > 5, "a flat reference would prove nothing"
+    assert np.array_equal(pixels(got), pixels(expected)), name
     base = FewStepGenerator.from_pipeline(name, tiny_qwenimage_pipeline(seed=0))  # no LoRA
-    assert np.abs(_pixels(base(PROMPT, seed=11, **SIZE).images[0]) - _pixels(got)).max() > 4, "the LoRA is fused"
+    assert np.abs(pixels(base(PROMPT, seed=11, **SIZE).images[0]) - pixels(got)).max() > 4, "the LoRA is fused"
 
 
 @pytest.mark.parametrize("name", PRESETS)
@@ -153,13 +149,13 @@ def test_img2img_is_the_img2img_pipelines_image(strength: float, qwen: FewStepGe
         **SIZE,
     ).images[0]
     got = qwen(PROMPT, image=init, strength=strength, seed=3).images[0]
-    assert got.size == (WIDTH, HEIGHT) and np.abs(_pixels(got) - _pixels(expected)).max() <= 1
+    assert got.size == (WIDTH, HEIGHT) and np.abs(pixels(got) - pixels(expected)).max() <= 1
 
 
 def test_generator_is_seed_and_a_batch_is_each_image_alone(qwen: FewStepGenerator, hub_cache: Path) -> None:
     alone = [qwen(PROMPT, seed=s, **SIZE).images[0] for s in (5, 6)]
     assert np.array_equal(
-        _pixels(qwen(PROMPT, generator=torch.Generator("cpu").manual_seed(5), **SIZE).image), _pixels(alone[0])
+        pixels(qwen(PROMPT, generator=torch.Generator("cpu").manual_seed(5), **SIZE).image), pixels(alone[0])
     )
     batch = qwen(PROMPT, seed=5, num_images=2, **SIZE)
     assert batch.seeds == [5, 6] and all(_close(g, e) for g, e in zip(batch.images, alone, strict=True))
@@ -177,7 +173,7 @@ def test_prompt_embeddings_are_cached(qwen: FewStepGenerator) -> None:
     first = qwen(prompt, seed=1, **SIZE)
     hits = qwen.embedding_cache.hits
     again = qwen(prompt, seed=1, **SIZE)
-    assert qwen.embedding_cache.hits == hits + 1 and np.array_equal(_pixels(first.image), _pixels(again.image))
+    assert qwen.embedding_cache.hits == hits + 1 and np.array_equal(pixels(first.image), pixels(again.image))
     embeds = qwen.encode(prompt)
     assert set(embeds) == {"prompt_embeds", "prompt_embeds_mask"}  # no CFG: no negative embeddings
     assert embeds["prompt_embeds"].shape[:2] == embeds["prompt_embeds_mask"].shape  # the prompt's own length
@@ -193,7 +189,7 @@ def test_guidance_runs_true_cfg_and_warns_with_the_fix(qwen: FewStepGenerator, h
     ):
         got = qwen(PROMPT, guidance_scale=3.0, seed=2, **SIZE).images[0]
     expected = _card_image("qwen-image-lightning-4step", hub_cache, PROMPT, seed=2, steps=4, true_cfg_scale=3.0)[0]
-    assert np.abs(_pixels(got) - _pixels(expected)).max() <= 1
+    assert np.abs(pixels(got) - pixels(expected)).max() <= 1
     with pytest.warns(FastDiffWarning, match=r"negative_prompt is ignored at guidance_scale=1.0"):
         qwen(PROMPT, negative_prompt="blurry", seed=2, **SIZE)
 
@@ -236,9 +232,9 @@ def test_load_lora_on_the_transformer_is_diffusers_image(fuse: bool, tmp_path: P
     `fuse_lora(lora_scale=)` + `unload_lora_weights`; unfused, of `set_adapters`."""
     lora = tiny_lora("qwenimage", tmp_path / "style.safetensors", seed=5)
     gen = FewStepGenerator.from_pipeline("qwen-image-lightning-4step", tiny_qwenimage_pipeline(seed=3))
-    before = _pixels(gen(PROMPT, seed=9, **SIZE).image)
+    before = pixels(gen(PROMPT, seed=9, **SIZE).image)
     gen.load_lora(lora, scale=2.0, fuse=fuse)
-    after = _pixels(gen(PROMPT, seed=9, **SIZE).image)
+    after = pixels(gen(PROMPT, seed=9, **SIZE).image)
     reference = FewStepGenerator.from_pipeline("qwen-image-lightning-4step", tiny_qwenimage_pipeline(seed=3))
     pipe = reference.pipeline
     pipe.load_lora_weights(str(tmp_path), weight_name=lora.name, adapter_name="user")
@@ -248,7 +244,7 @@ def test_load_lora_on_the_transformer_is_diffusers_image(fuse: bool, tmp_path: P
     else:
         pipe.set_adapters(["user"], adapter_weights=[2.0])
     pipe.set_progress_bar_config(disable=True)
-    expected = _pixels(
+    expected = pixels(
         pipe(PROMPT, true_cfg_scale=1.0, num_inference_steps=4, generator=torch.manual_seed(9), **SIZE).images[0]
     )
     # the tiny transformer moves the image by a few levels: past the 1/255 that parity allows
