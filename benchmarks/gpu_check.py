@@ -1,15 +1,18 @@
 """The GPU check: one command that times the rows the GPU targets name and fails when a row is wrong.
 
-    python benchmarks/gpu_check.py --device cuda --weights random --json gpu.json   # one H100/H200, ≤ 8 min
-    python benchmarks/gpu_check.py --device cpu --weights tiny --json out.json      # the same script, ≤ 2 min here
+    python benchmarks/gpu_check.py --device cuda --weights random --json gpu.json   # one H100/H200
+    python benchmarks/gpu_check.py --device cpu --weights tiny --json out.json      # the same script, minutes here
 
-Rows: plain diffusers and fastdiff "default" and "max" (tiny decoder, cached prompt) on sdxl-turbo@1 at 512² (run
-interleaved on one set of weights), then fastdiff "default" on sdxl-lightning@4 at 1024², sd-turbo@1 and sd15@20
-at 512². Random weights on the real architectures in fp16 on CUDA (timings are real, images are noise); `tiny`:
-the tiny test models at 64²/128² in fp32. Each row reports p50/p95, warm-up time, recompiles after warm-up, UNet
-MFU, and checks every image it made: a non-finite or all-zero latent, or a non-finite, black or flat image fails
-the row, as does any recompile after warm-up. Exit status: 0 when every row passes, 1 otherwise, 2 on bad input.
-Loading, timing and FLOP counting are `fastdiff.bench`'s (`RandomSource`, `ScenarioRun`, `ModuleProbe`).
+UNet rows (fp16 on CUDA): plain diffusers and fastdiff "default" and "max" (tiny decoder, cached prompt) on
+sdxl-turbo@1 at 512² (run interleaved on one set of weights), then fastdiff "default" on sdxl-lightning@4 at 1024²,
+sd-turbo@1 and sd15@20 at 512². Flow rows (bf16 on CUDA, the cards' dtype): fastdiff "default" on every
+flow-matching transformer preset whose configs fastdiff ships (`fastdiff.bench.architectures`), at its default
+steps and 1024². `--rows unet|flow` runs one set (each fits a 10-minute slot on an H100). Random weights on the
+real architectures (timings are real, images are noise); `tiny`: the same wiring at toy widths, 64²/128², fp32.
+Each row reports p50/p95, warm-up time, recompiles after warm-up, the denoiser's MFU, peak memory, and checks every
+image it made: a non-finite or all-zero latent, or a non-finite, black or flat image fails the row, as does any
+recompile after warm-up. Exit status: 0 when every row passes, 1 otherwise, 2 on bad input. Loading, timing and
+FLOP counting are `fastdiff.bench`'s (`RandomSource`, `ScenarioRun`, `ModuleProbe`).
 """
 
 from __future__ import annotations
@@ -27,8 +30,15 @@ from typing import Any
 
 import torch
 
-from fastdiff import FastDiffWarning
-from fastdiff.bench.flops import FlopCache, device_peak_tflops, stage_modules
+try:  # a GPU image has torch; fastdiff's other dependencies come as wheels (docs/notes/performance-history.md)
+    from fastdiff import FastDiffWarning, presets
+except ImportError as missing:
+    sys.exit(
+        f"gpu_check: error: {missing}; install fastdiff with its dependencies (pip install -e .), or on a "
+        "machine without network the wheels of docs/notes/performance-history.md#on-a-gpu-machine-without-network"
+    )
+from fastdiff.bench.architectures import ARCHITECTURES
+from fastdiff.bench.flops import FlopCache, denoiser, device_peak_tflops, stage_modules
 from fastdiff.bench.report import collect_meta, device_description, seconds
 from fastdiff.bench.runner import PROMPT, BenchRow, RunConfig, ScenarioRun, set_speedup_vs_diffusers
 from fastdiff.bench.scenarios import Scenario, parse_scenario
@@ -44,6 +54,21 @@ ROWS: tuple[tuple[str, int, bool], ...] = (
     ("fastdiff:default:sd-turbo@1", 512, False),
     ("fastdiff:default:sd15@20", 512, False),
 )
+
+
+def flow_rows() -> tuple[tuple[str, int, bool], ...]:
+    """fastdiff "default" at 1024² on each repo of a flow-matching transformer preset whose configs are shipped (a
+    new family's row comes with its configs), at the preset's default steps."""
+    by_repo: dict[str, str] = {}
+    for name in presets.names():
+        preset = presets.get(name)
+        arch = ARCHITECTURES.get(preset.repo_id)
+        if arch is not None and arch.denoiser == "transformer":
+            by_repo.setdefault(preset.repo_id, f"fastdiff:default:{name}@{preset.default_steps}")
+    return tuple((row, 1024, False) for row in by_repo.values())
+
+
+FLOW_ROWS = flow_rows()
 TINY_SIDE = {512: 64, 1024: 128}  # the tiny models keep the ratio of sizes at a fraction of the cost
 DIFFUSERS_WARMUP = 2  # as many runs as gen.warmup() makes under reduce-overhead (the second records the CUDA graph)
 
@@ -62,7 +87,7 @@ def _stats(x: torch.Tensor) -> torch.Tensor:
 
 
 class OutputCheck:
-    """Hooks on the UNet (its outputs), the decoder's first module (the latents) and the decoder (the images).
+    """Hooks on the denoiser (its outputs), the decoder's first module (the latents) and the decoder (the images).
 
     Rows may run the very same modules (a level that changes nothing, on shared weights), so a check records only
     inside `watching()`, around its own row's runs."""
@@ -70,7 +95,7 @@ class OutputCheck:
     def __init__(self, pipe: Any) -> None:
         decode = stage_modules(pipe)["decode"]
         self._hooks = [
-            pipe.unet.register_forward_hook(lambda m, a, out: self._add("unet", out)),
+            denoiser(pipe).register_forward_hook(lambda m, a, out: self._add("unet", out)),
             decode[0].register_forward_pre_hook(lambda m, args: self._add("latents", args[0])),
             pipe.vae.decoder.register_forward_hook(lambda m, a, out: self._add("images", out)),
         ]
@@ -89,7 +114,9 @@ class OutputCheck:
     def _add(self, kind: str, out: Any) -> None:
         if not self._active:
             return
-        tensor = out if isinstance(out, torch.Tensor) else out[0]  # UNet: (sample,) or UNet2DConditionOutput
+        tensor = out if isinstance(out, torch.Tensor) else out[0]  # (sample,) or a *ModelOutput
+        if isinstance(tensor, list):  # Z-Image's transformer: one output per image
+            tensor = torch.stack(tensor)
         self.seen[kind].append(_stats(tensor))
 
     def close(self) -> dict[str, int]:
@@ -176,16 +203,16 @@ def _row(m: Measured, flops: FlopCache, peak_tflops: float | None) -> tuple[Benc
     return row, extra
 
 
-def run_check(device: torch.device, weights: str, repeats: int) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Measure every row of ROWS; the JSON rows and the run's metadata."""
-    dtype = torch.float16 if device.type == "cuda" else torch.float32
+def run_check(
+    device: torch.device, weights: str, repeats: int, rows: str = "all"
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Measure the UNet rows (ROWS), the flow rows (FLOW_ROWS) or both; the JSON rows and the run's metadata."""
+    cuda, tiny = device.type == "cuda", weights == "tiny"
     name = device_description(device)
-    base = RunConfig(device=device, dtype=dtype, repeats=repeats, warmup=DIFFUSERS_WARMUP, device_name=name)
-    source = RandomSource(device=device, dtype=dtype, clock=make_clock(device), tiny=weights == "tiny")
-    peak = device_peak_tflops(name, dtype) if device.type == "cuda" else None
-    rows = [(parse_scenario(s), TINY_SIDE[side] if weights == "tiny" else side, r) for s, side, r in ROWS]
+    chosen = {"all": ROWS + FLOW_ROWS, "unet": ROWS, "flow": FLOW_ROWS}[rows]
+    parsed = [(parse_scenario(s), TINY_SIDE[side] if tiny else side, r) for s, side, r in chosen]
     groups: list[list[tuple[Scenario, int, bool]]] = []
-    for row in rows:
+    for row in parsed:
         first = groups[-1][0][0] if groups else None
         if first is not None and (first.preset.name, first.steps) == (row[0].preset.name, row[0].steps):
             groups[-1].append(row)
@@ -193,16 +220,28 @@ def run_check(device: torch.device, weights: str, repeats: int) -> tuple[list[di
             groups.append([row])
     results: list[tuple[BenchRow, dict[str, Any]]] = []
     flops: FlopCache = {}
+    source: RandomSource | None = None
     try:
         for group in groups:
+            flow = ARCHITECTURES[group[0][0].preset.repo_id].denoiser == "transformer"
+            dtype = (torch.bfloat16 if flow else torch.float16) if cuda else torch.float32
+            if source is None or source.dtype != dtype:  # one model in memory at a time
+                if source is not None:
+                    source.release()
+                source = RandomSource(device=device, dtype=dtype, clock=make_clock(device), tiny=tiny)
+            base = RunConfig(device=device, dtype=dtype, repeats=repeats, warmup=DIFFUSERS_WARMUP, device_name=name)
             for m in _measure_group(group, source, base):
-                results.append(_row(m, flops, peak))
+                results.append(_row(m, flops, device_peak_tflops(name, dtype) if cuda else None))
                 print(f"gpu_check: {m.run.scenario.name} done", file=sys.stderr, flush=True)
     finally:
-        source.release()
+        if source is not None:
+            source.release()
     set_speedup_vs_diffusers([row for row, _ in results])
-    meta = collect_meta(base, weights=weights)
-    meta.update(size="per row", repeat_prompt="per row", warmup="gen.warmup() / 2 runs for diffusers")
+    dtypes = "float16 (UNet rows), bfloat16 (flow rows)" if cuda else "float32"
+    meta = collect_meta(
+        RunConfig(device=device, dtype=torch.float32, repeats=repeats, device_name=name), weights=weights
+    )
+    meta.update(dtype=dtypes, size="per row", repeat_prompt="per row", warmup="gen.warmup() / 2 runs for diffusers")
     return [{**row.as_dict(), **extra} for row, extra in results], meta
 
 
@@ -219,8 +258,9 @@ COLUMNS: tuple[tuple[str, Any], ...] = (
     ("warm-up", lambda r: seconds(r["warmup_s"])),
     ("recompiles", lambda r: str(r["recompiles_after_warmup"])),
     ("images ok", lambda r: f"{r['images_checked'] - r['black_or_flat']}/{r['images_checked']}"),
-    ("UNet TFLOP/s", lambda r: f"{r['unet_tflops_per_s']:.3f}"),
+    ("denoiser TFLOP/s", lambda r: f"{r['unet_tflops_per_s']:.3f}"),
     ("MFU", _mfu),
+    ("peak mem", lambda r: f"{r['peak_memory_bytes'] / 2**30:.2f} GiB"),
     ("vs diffusers", lambda r: "-" if r["speedup_vs_diffusers"] is None else f"{r['speedup_vs_diffusers']:.2f}×"),
     ("check", lambda r: "ok" if r["ok"] else "FAIL"),
 )
@@ -250,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="gpu_check.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument("--weights", choices=("random", "tiny"), default="random")
+    parser.add_argument("--rows", choices=("all", "unet", "flow"), default="all", help="which rows (default: all)")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per row (default: 20 on CUDA, 2 on CPU)")
     parser.add_argument("--json", dest="json_path", default=None, metavar="FILE", help="write one row per scenario")
     args = parser.parse_args(argv)
@@ -262,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     start = time.perf_counter()
     with _quiet_small_sizes(args.weights), torch.no_grad():
-        rows, meta = run_check(torch.device(args.device), args.weights, repeats)
+        rows, meta = run_check(torch.device(args.device), args.weights, repeats, args.rows)
     meta["wall_s"] = time.perf_counter() - start
     print(format_table(rows, meta))
     print(f"wall time {meta['wall_s']:.1f} s")

@@ -30,15 +30,15 @@ def stages(repo: str, latent: int, unet_calls: int, *, cfg: bool) -> tuple[float
     """(encode, denoise, decode) GFLOPs of one image of `repo`'s architecture at `latent`² latents."""
     arch, batch = ARCHITECTURES[repo], 2 if cfg else 1
     with torch.device("meta"):
-        unet = UNet2DConditionModel.from_config(arch.unet)  # type: ignore[no-untyped-call]
-        vae = AutoencoderKL.from_config(arch.vae)  # type: ignore[no-untyped-call]
-        encoders: list[torch.nn.Module] = [CLIPTextModel(CLIPTextConfig(**arch.text_encoders[0]))]
-        if len(arch.text_encoders) > 1:
-            encoders.append(CLIPTextModelWithProjection(CLIPTextConfig(**arch.text_encoders[1])))
+        unet = UNet2DConditionModel.from_config(arch.config("unet"))  # type: ignore[no-untyped-call]
+        vae = AutoencoderKL.from_config(arch.config("vae"))  # type: ignore[no-untyped-call]
+        encoders: list[torch.nn.Module] = [CLIPTextModel(CLIPTextConfig(**arch.config("text_encoder")))]
+        if "text_encoder_2" in arch.modules:
+            encoders.append(CLIPTextModelWithProjection(CLIPTextConfig(**arch.config("text_encoder_2"))))
         ids = torch.zeros(1, 77, dtype=torch.long)
         encode = batch * sum(gflops(functools.partial(e, ids, output_hidden_states=True)) for e in encoders)
         sample = torch.randn(batch, 4, latent, latent)
-        context = torch.randn(batch, 77, arch.unet["cross_attention_dim"])
+        context = torch.randn(batch, 77, arch.config("unet")["cross_attention_dim"])
         extra: dict[str, dict[str, torch.Tensor]] = {}
         if len(encoders) > 1:
             extra["added_cond_kwargs"] = {"text_embeds": torch.randn(batch, 1280), "time_ids": torch.randn(batch, 6)}

@@ -43,7 +43,7 @@ def main() -> None:
 
     arch = architecture(args.repo)
     with _parameters_on_meta():
-        unet = UNet2DConditionModel.from_config(arch.unet)  # type: ignore[no-untyped-call]
+        unet = UNet2DConditionModel.from_config(arch.config("unet"))  # type: ignore[no-untyped-call]
     _materialize([unet], device=torch.device("cpu"), dtype=torch.float32, seed=0)
     use_openvino({"unet": unet}, weights_keys={"unet": f"random:{args.repo}:seed=0"}, precision=args.precision)
     side = args.size // 8

@@ -1,10 +1,17 @@
-"""Image comparison shared by the tolerance tests."""
+"""Image comparison shared by the tolerance tests, and a photo-like input for img2img."""
 
 from __future__ import annotations
 
 from typing import Any
 
 import numpy as np
+from PIL import Image
+
+
+def gradient(height: int, width: int) -> Image.Image:
+    """A smooth two-axis colour gradient: an img2img input with structure the VAE keeps."""
+    x, y = np.meshgrid(np.linspace(0, 255, width), np.linspace(0, 255, height))
+    return Image.fromarray(np.stack([x, y, np.full_like(x, 90)], -1).astype(np.uint8))
 
 
 def psnr(a: Any, b: Any) -> float:

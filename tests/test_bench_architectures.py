@@ -5,62 +5,60 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, UNet2DConditionModel
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+from transformers import CLIPTextConfig, CLIPTextModel
 
 from fastdiff.bench import random_weights
-from fastdiff.bench.architectures import ARCHITECTURES, tiny_architecture
+from fastdiff.bench.architectures import ARCHITECTURES, Architecture, architecture, tiny_architecture
 from fastdiff.bench.random_weights import (
     NotEnoughMemory,
     _materialize,
     _parameters_on_meta,
+    meta_modules,
+    parameter_shapes,
     pipeline_from,
     random_components,
 )
-from fastdiff.configs.tokenizer import byte_level_tokenizer
-from fastdiff.presets import SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO, SDXL_TURBO_REPO
+from fastdiff.configs.tokenizer import byte_level_tokenizer, word_level_tokenizer
+from fastdiff.errors import FastDiffError
+from fastdiff.presets import FLUX_SCHNELL_REPO, SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO, SDXL_TURBO_REPO
+
+CLIP_L, SD_VAE = 123_060_480, 83_653_863
 
 
-def _count(module: torch.nn.Module) -> int:
-    assert all(p.is_meta for p in module.parameters())
-    return sum(p.numel() for p in module.parameters())
-
-
-# Parameter counts of the published checkpoints (diffusers / transformers layouts).
+# Parameter counts of the published checkpoints (diffusers / transformers layouts), built on meta: no memory.
 @pytest.mark.parametrize(
-    ("repo", "unet", "encoders"),
+    ("repo", "counts"),
     [
-        (SD15_REPO, 859_520_964, (123_060_480,)),
-        (SDXL_BASE_REPO, 2_567_463_684, (123_060_480, 694_659_840)),
-        (SD_TURBO_REPO, 865_910_724, (340_387_840,)),
+        (SD15_REPO, {"unet": 859_520_964, "text_encoder": CLIP_L, "vae": SD_VAE}),
+        (SDXL_BASE_REPO, {"unet": 2_567_463_684, "text_encoder": CLIP_L, "text_encoder_2": 694_659_840, "vae": SD_VAE}),
+        (SD_TURBO_REPO, {"unet": 865_910_724, "text_encoder": 340_387_840, "vae": SD_VAE}),
+        # FLUX.1's 12B transformer, CLIP-L and the T5-XXL encoder (its token embedding shared, counted once)
+        (
+            FLUX_SCHNELL_REPO,
+            {"transformer": 11_891_178_560, "text_encoder": CLIP_L, "text_encoder_2": 4_762_310_656, "vae": 83_819_683},
+        ),
     ],
 )
-def test_architectures_have_the_real_parameter_counts(repo: str, unet: int, encoders: tuple[int, ...]) -> None:
-    arch = ARCHITECTURES[repo]
-    classes = (CLIPTextModel, CLIPTextModelWithProjection)
-    with _parameters_on_meta():
-        assert _count(UNet2DConditionModel.from_config(arch.unet)) == unet
-        assert _count(AutoencoderKL.from_config(arch.vae)) == 83_653_863
-        counts = tuple(
-            _count(cls(CLIPTextConfig(**cfg))) for cls, cfg in zip(classes, arch.text_encoders, strict=False)
-        )
-    assert counts == encoders
+def test_architectures_have_the_real_parameter_counts(repo: str, counts: dict[str, int]) -> None:
+    modules = meta_modules(ARCHITECTURES[repo])
+    assert all(p.is_meta for module in modules.values() for p in module.parameters())
+    assert {name: sum(p.numel() for p in module.parameters()) for name, module in modules.items()} == counts
+    assert ARCHITECTURES[repo].denoiser == next(iter(counts))
 
 
 def test_turbo_and_base_share_modules() -> None:
-    """The bench builds one family's modules once and shares them: SDXL-Turbo's and SDXL base's have one shape."""
+    """The bench builds modules once and shares them where the shapes agree: SDXL-Turbo's and SDXL base's do."""
 
-    def shapes(repo: str) -> dict[str, tuple[int, ...]]:
-        with _parameters_on_meta():
-            unet = UNet2DConditionModel.from_config(ARCHITECTURES[repo].unet)
-        return {name: tuple(p.shape) for name, p in unet.named_parameters()}
+    def shapes(repo: str) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
+        return parameter_shapes(meta_modules(ARCHITECTURES[repo]))
 
     assert shapes(SDXL_TURBO_REPO) == shapes(SDXL_BASE_REPO)
     assert shapes(SD15_REPO) != shapes(SD_TURBO_REPO)
-    assert ARCHITECTURES[SDXL_TURBO_REPO].unet["sample_size"] == 64  # 512 px
-    assert ARCHITECTURES[SDXL_BASE_REPO].unet["sample_size"] == 128  # 1024 px
+    assert ARCHITECTURES[SDXL_TURBO_REPO].config("unet")["sample_size"] == 64  # 512 px
+    assert ARCHITECTURES[SDXL_BASE_REPO].config("unet")["sample_size"] == 128  # 1024 px
 
 
 def _small_clip() -> CLIPTextConfig:
@@ -98,6 +96,17 @@ def test_code_made_tokenizer_stays_inside_the_real_vocabulary() -> None:
     assert len(ids) == 77 and max(ids) < 49408
 
 
+def test_word_level_tokenizer_counts_words_and_wraps_chats() -> None:
+    """T5's, Gemma's and Qwen's stand-in: a token per word, as many as their BPEs make give or take, any vocabulary."""
+    tokenizer = word_level_tokenizer()
+    chat = [{"role": "user", "content": "a photo of an astronaut, riding"}]
+    text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+    assert text == "<|im_start|>user\na photo of an astronaut, riding<|im_end|>\n<|im_start|>assistant\n"
+    assert len(tokenizer(text).input_ids) == 12  # the chat markers are one token each
+    padded = tokenizer("a photo", padding="max_length", max_length=8, truncation=True).input_ids
+    assert padded == [2, 2] + [tokenizer.pad_token_id] * 6 and max(padded) < 5
+
+
 def _small_sdxl() -> Any:
     """SDXL wiring at toy widths, with the real vocabulary size."""
     return tiny_architecture(ARCHITECTURES[SDXL_TURBO_REPO])
@@ -112,6 +121,80 @@ def test_random_components_make_a_working_pipeline() -> None:
     assert type(pipe.scheduler).__name__ == "EulerAncestralDiscreteScheduler"
     image = pipe("a cat", num_inference_steps=1, guidance_scale=0.0, height=64, width=64).images[0]
     assert image.size == (64, 64)
+
+
+@pytest.mark.parametrize("mapped", [False, True])
+def test_a_transformer_family_builds_from_its_configs_alone(tmp_path: Path, mapped: bool) -> None:
+    """FLUX.1 [schnell] from its shipped configs at toy widths: the T5 encoder's tied embedding stays one tensor,
+    in memory and memory-mapped (written once, under its first name)."""
+    arch = tiny_architecture(ARCHITECTURES[FLUX_SCHNELL_REPO])
+    assert arch.config("transformer")["joint_attention_dim"] == arch.config("text_encoder_2")["d_model"] == 64
+    assert arch.config("transformer")["pooled_projection_dim"] == arch.config("text_encoder")["hidden_size"] == 12
+    folder = tmp_path if mapped else None
+    parts = random_components(arch, device=torch.device("cpu"), dtype=torch.float32, folder=folder)
+    t5 = parts["text_encoder_2"]
+    tied = t5.encoder.embed_tokens.weight
+    assert tied.data_ptr() == t5.shared.weight.data_ptr() and not tied.is_meta  # one tensor (mapped: one file's)
+    if mapped:
+        again = random_components(arch, device=torch.device("cpu"), dtype=torch.float32)
+        assert torch.equal(again["text_encoder_2"].shared.weight, t5.shared.weight)
+    pipe = pipeline_from(arch, parts)
+    pipe.set_progress_bar_config(disable=True)
+    assert type(pipe).__name__ == "FluxPipeline" and type(pipe.scheduler).__name__ == "FlowMatchEulerDiscreteScheduler"
+    image = pipe(prompt="a cat", num_inference_steps=2, guidance_scale=0.0, height=64, width=64, max_sequence_length=32)
+    assert image.images[0].size == (64, 64)
+
+
+# A family the bench has no code for, told by its configs alone: SANA-Sprint 0.6B's transformer, its Gemma 2 text
+# encoder and deep-compression VAE, its SCM scheduler (shared/reference/model-configs/sana-sprint-0.6b).
+_SANA_SPRINT = Architecture(
+    repo_id="example/sana-sprint",
+    pipeline="SanaSprintPipeline",
+    modules={
+        "transformer": ("diffusers", "SanaTransformer2DModel", {
+            "attention_head_dim": 32, "caption_channels": 2304, "cross_attention_dim": 1152,
+            "cross_attention_head_dim": 72, "guidance_embeds": True, "guidance_embeds_scale": 0.1, "in_channels": 32,
+            "mlp_ratio": 2.5, "norm_elementwise_affine": False, "norm_eps": 1e-6, "num_attention_heads": 36,
+            "num_cross_attention_heads": 16, "num_layers": 28, "out_channels": 32, "patch_size": 1,
+            "qk_norm": "rms_norm_across_heads", "sample_size": 32, "timestep_scale": 1.0,
+        }),
+        "text_encoder": ("transformers", "Gemma2Model", {
+            "model_type": "gemma2", "head_dim": 256, "hidden_size": 2304, "intermediate_size": 9216,
+            "num_attention_heads": 8, "num_hidden_layers": 26, "num_key_value_heads": 4, "vocab_size": 256000,
+        }),
+        "vae": ("diffusers", "AutoencoderDC", {
+            "attention_head_dim": 32, "decoder_block_out_channels": [128, 256, 512, 512, 1024, 1024],
+            "decoder_block_types": ["ResBlock"] * 3 + ["EfficientViTBlock"] * 3, "decoder_layers_per_block": [3] * 6,
+            "decoder_norm_types": "rms_norm", "decoder_qkv_multiscales": [[], [], [], [5], [5], [5]],
+            "encoder_block_out_channels": [128, 256, 512, 512, 1024, 1024],
+            "encoder_block_types": ["ResBlock"] * 3 + ["EfficientViTBlock"] * 3,
+            "encoder_layers_per_block": [2, 2, 2, 3, 3, 3], "encoder_qkv_multiscales": [[], [], [], [5], [5], [5]],
+            "latent_channels": 32, "scaling_factor": 0.41407, "upsample_block_type": "interpolate",
+        }),
+    },
+    tokenizers={"tokenizer": ("GemmaTokenizerFast", "<pad>")},
+    scheduler={"_class_name": "SCMScheduler", "prediction_type": "trigflow", "sigma_data": 0.5},
+    flags={},
+    tiny_vae={},
+)  # fmt: skip
+
+
+def test_a_family_new_to_the_bench_builds_at_toy_widths() -> None:
+    arch = tiny_architecture(_SANA_SPRINT)
+    transformer = arch.config("transformer")
+    assert (transformer["num_layers"], transformer["num_attention_heads"], transformer["attention_head_dim"]) == (
+        1,
+        2,
+        32,
+    )
+    assert transformer["cross_attention_dim"] == 64 == 2 * transformer["cross_attention_head_dim"]  # heads × width
+    assert transformer["caption_channels"] == arch.config("text_encoder")["hidden_size"] == 36
+    assert arch.config("text_encoder")["num_hidden_layers"] == 26  # depth kept
+    pipe = pipeline_from(arch, random_components(arch, device=torch.device("cpu"), dtype=torch.float32, seed=3))
+    pipe.set_progress_bar_config(disable=True)
+    assert type(pipe.scheduler).__name__ == "SCMScheduler"
+    image = pipe(prompt="a cat", num_inference_steps=2, height=64, width=64, output_type="np").images
+    assert image.shape == (1, 64, 64, 3) and np.isfinite(image).all()
 
 
 def _mapped_file(address: int) -> str | None:
@@ -167,3 +250,22 @@ def test_every_shipped_config_is_package_data() -> None:
     shipped = {path for pattern in globs for path in glob.glob(pattern, root_dir=package)}
     configs = {str(p.relative_to(package)) for p in (package / "configs").rglob("*") if p.suffix in (".json", ".md")}
     assert len(configs) > 20 and configs <= shipped
+
+
+def test_a_repo_without_shipped_configs_names_the_fix() -> None:
+    with pytest.raises(
+        FastDiffError, match=r"ship its model_index.json and every module's config.json.*FLUX.1-schnell"
+    ):
+        architecture("black-forest-labs/FLUX.1-dev")
+
+
+def test_the_unet_only_fields_still_read_with_a_deprecation_warning() -> None:
+    arch = ARCHITECTURES[SDXL_TURBO_REPO]
+    with pytest.warns(DeprecationWarning, match=r"Architecture\.unet is deprecated"):
+        assert arch.unet == arch.config("unet")
+    with pytest.warns(DeprecationWarning):
+        assert arch.vae == arch.config("vae")
+    with pytest.warns(DeprecationWarning):
+        assert arch.text_encoders == (arch.config("text_encoder"), arch.config("text_encoder_2"))
+    with pytest.warns(DeprecationWarning):
+        assert arch.pad_tokens == ("<|endoftext|>", "!")  # CLIP-L's EOS, OpenCLIP's "!"

@@ -66,6 +66,31 @@ def test_rows_have_every_field_and_stages_add_up() -> None:
     assert by_name["diffusers:sdxl-turbo@1"].gflops == pytest.approx(by_name["sdxl-turbo@1"].gflops)
 
 
+def test_flow_rows_run_beside_unet_rows() -> None:
+    """FLUX.1 [schnell] beside SD 1.5 and SDXL-Turbo in one run, from its shipped configs; its plain diffusers row
+    makes the card's call (max_sequence_length=256), so both rows do the same work on the same weights."""
+    names = ["sd15@2", "sdxl-turbo@1", "flux-schnell@4", "diffusers:flux-schnell@4"]
+    rows = {row.scenario: row for row in run_scenarios(parse_scenarios(names), _source(), _config(repeats=1))}
+    assert list(rows) == names
+    flux, card = rows["flux-schnell@4"], rows["diffusers:flux-schnell@4"]
+    assert flux.unet_calls == card.unet_calls == 4 and flux.per_unet_call_s > 0  # the transformer's calls
+    assert all(flux.gflops_by_stage[stage] > 0 for stage in ("encode", "denoise", "decode"))
+    assert card.gflops == pytest.approx(flux.gflops) and card.load_shared and card.stages_method == "hooks"
+    assert flux.speedup_vs_diffusers is not None and not flux.load_shared
+
+
+def test_a_row_that_cannot_fit_is_skipped_and_the_next_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    """20 MB free: tiny FLUX's 27 MB of weights are refused through memory.check_fits, tiny SDXL's 11 MB run."""
+    from fastdiff.bench import random_weights
+
+    monkeypatch.setattr(random_weights, "available_memory", lambda device: 20 * 2**20)
+    skipped: list[tuple[str, str]] = []
+    scenarios = parse_scenarios(["flux-schnell@4", "sdxl-turbo@1"])
+    rows = run_scenarios(scenarios, _source(), _config(repeats=1), on_skip=lambda s, why: skipped.append((s.name, why)))
+    assert [row.scenario for row in rows] == ["sdxl-turbo@1"]
+    assert [name for name, _ in skipped] == ["flux-schnell@4"] and "GiB free" in skipped[0][1]
+
+
 def test_rows_of_the_same_work_run_interleaved_on_shared_weights() -> None:
     from diffusers import AutoencoderTiny
 

@@ -185,7 +185,7 @@ def test_guidance_runs_true_cfg_and_warns_with_the_fix(qwen: FewStepGenerator, h
     prompt (" " when none, as the Qwen-Image card recommends), two transformer passes a step."""
     with pytest.warns(
         FastDiffWarning,
-        match=r"without guidance; guidance_scale=3.0 .*doubles the transformer work.*Use guidance_scale=1.0",
+        match=r"without guidance; guidance_scale=3.0 runs true CFG: twice the transformer work.*Use guidance_scale=1.0",
     ):
         got = qwen(PROMPT, guidance_scale=3.0, seed=2, **SIZE).images[0]
     expected = _card_image("qwen-image-lightning-4step", hub_cache, PROMPT, seed=2, steps=4, true_cfg_scale=3.0)[0]
@@ -210,6 +210,25 @@ def test_bad_inputs_name_the_fix(qwen: FewStepGenerator) -> None:
         FastDiffWarning, match=r"Qwen2.5-VL tokens; this model reads only the first \d+ \(max_sequence_length=512"
     ):
         qwen(long, seed=0, **SIZE)
+
+
+def test_float16_is_refused_and_the_accelerators_default_loads_bfloat16(
+    hub_cache: Path, monkeypatch: pytest.MonkeyPatch, small_sizes: None
+) -> None:
+    """Qwen-Image's activations overflow float16 (NaN, black images): refused naming bfloat16, the card's dtype, which
+    a load without a dtype on CUDA/MPS (float16 there) takes instead; the LoRA fuses in bfloat16."""
+    import fastdiff.loading
+
+    load = {"device": "cpu", "cache_dir": hub_cache, "local_files_only": True}
+    fix = r"qwenimage models cannot run in float16: .*NaN \(black\) images.*use bfloat16"
+    with pytest.raises(FastDiffError, match=fix):
+        FewStepGenerator.from_preset("qwen-image-lightning-4step", dtype="float16", **load)
+    with pytest.raises(FastDiffError, match=fix):
+        FewStepGenerator.from_pipeline("qwen-image-lightning-4step", tiny_qwenimage_pipeline().to(torch.float16))
+    monkeypatch.setattr(fastdiff.loading, "resolve_dtype", lambda dtype, device: dtype or torch.float16)
+    gen = FewStepGenerator.from_preset("qwen-image-lightning-4step", optimize="none", **load)
+    assert gen.dtype == torch.bfloat16 and gen.pipeline.text_encoder.dtype == torch.bfloat16
+    assert pixels(gen(PROMPT, seed=0, **SIZE).images[0]).std() > 5  # an image, not NaN
 
 
 def test_cpu_levels_run_torch_and_keep_the_vae(qwen: FewStepGenerator, hub_cache: Path, small_sizes: None) -> None:

@@ -27,7 +27,8 @@ from fastdiff.testing import (
     tiny_t5_tokenizer,
 )
 
-from .cards import card_pipeline
+from .cards import card_pipeline, with_lora
+from .images import gradient
 
 PROMPT = "a golden retriever in autumn leaves"
 HEIGHT, WIDTH = 256, 384  # not square: the packed latents must be unpacked to the right shape
@@ -49,11 +50,6 @@ def _card(cache_dir: Path) -> Any:
 
 def _pixels(image: Image.Image) -> np.ndarray:
     return np.asarray(image, dtype=np.int16)
-
-
-def _photo(height: int, width: int) -> Image.Image:
-    x, y = np.meshgrid(np.linspace(0, 255, width), np.linspace(0, 255, height))
-    return Image.fromarray(np.stack([x, y, np.full_like(x, 90)], -1).astype(np.uint8))
 
 
 def test_tiny_flux_has_the_real_wiring_and_layout(hub_cache: Path) -> None:
@@ -114,7 +110,7 @@ def test_img2img_is_the_img2img_pipelines_image(
 
     card = FluxImg2ImgPipeline.from_pipe(_card(hub_cache))
     card.set_progress_bar_config(disable=True)
-    init = _photo(HEIGHT, WIDTH)
+    init = gradient(HEIGHT, WIDTH)
     expected = card(
         PROMPT,
         image=init,
@@ -270,14 +266,7 @@ def test_load_lora_on_the_transformer_is_diffusers_image(fuse: bool, tmp_path: P
     before = _pixels(gen(PROMPT, **size).images[0])
     gen.load_lora(lora, scale=0.7, fuse=fuse)
     after = _pixels(gen(PROMPT, **size).images[0])
-    reference = tiny_flux_pipeline(seed=3)
-    reference.load_lora_weights(str(tmp_path), weight_name=lora.name, adapter_name="user")
-    if fuse:
-        reference.fuse_lora(lora_scale=0.7, adapter_names=["user"])
-        reference.unload_lora_weights()
-    else:
-        reference.set_adapters(["user"], adapter_weights=[0.7])
-    expected = _diffusers_image(reference, **size)
+    expected = _diffusers_image(with_lora(tiny_flux_pipeline(seed=3), lora, scale=0.7, fuse=fuse), **size)
     # the tiny transformer moves the image by a few levels: far past the 1/255 that parity allows
     assert np.abs(after - expected).max() <= 1 and np.abs(after - before).max() > 4
 

@@ -33,8 +33,10 @@ def test_cpu_tiny_run_writes_every_row(tmp_path: Path, capsys: pytest.CaptureFix
     assert gpu_check.main(["--device", "cpu", "--weights", "tiny", "--json", str(out)]) == 0
     data = json.loads(out.read_text())
     rows = {row["scenario"]: row for row in data["rows"]}
-    assert list(rows) == [name for name, _, _ in gpu_check.ROWS]
-    sizes = {name: gpu_check.TINY_SIDE[side] for name, side, _ in gpu_check.ROWS}
+    every = gpu_check.ROWS + gpu_check.FLOW_ROWS
+    assert list(rows) == [name for name, _, _ in every]
+    assert ("fastdiff:default:flux-schnell@4", 1024, False) in gpu_check.FLOW_ROWS  # its configs are shipped
+    sizes = {name: gpu_check.TINY_SIDE[side] for name, side, _ in every}
     for name, row in rows.items():
         assert (row["height"], row["width"]) == (sizes[name], sizes[name])
         latency = row["latency_s"]
@@ -46,11 +48,23 @@ def test_cpu_tiny_run_writes_every_row(tmp_path: Path, capsys: pytest.CaptureFix
         assert row["nonfinite"] == row["zero_latents"] == row["black_or_flat"] == 0
         assert row["unet_mfu"] is None and row["unet_tflops_per_s"] > 0  # no peak table entry for a CPU
         assert row["warmup_s"] > 0 and row["unet_calls"] == (21 if "sd15@20" in name else row["steps"])
+        assert row["peak_memory_bytes"] > 0
     encode = {name: row["stages_s"]["encode"] for name, row in rows.items()}
     assert encode["fastdiff:max:sdxl-turbo@1"] < encode["diffusers:sdxl-turbo@1"]  # the cached prompt skips it
     assert rows["fastdiff:default:sdxl-turbo@1"]["speedup_vs_diffusers"] is not None
     table = capsys.readouterr().out
     assert all(name in table for name in rows) and "FAIL" not in table
+
+
+def test_flow_rows_alone(tmp_path: Path) -> None:
+    out = tmp_path / "flow.json"
+    assert (
+        gpu_check.main(["--device", "cpu", "--weights", "tiny", "--rows", "flow", "--repeats", "1", "--json", str(out)])
+        == 0
+    )
+    rows = json.loads(out.read_text())["rows"]
+    assert [row["scenario"] for row in rows] == [name for name, _, _ in gpu_check.FLOW_ROWS]
+    assert all(row["ok"] and (row["height"], row["width"]) == (128, 128) for row in rows)
 
 
 def _pipe_like() -> Any:

@@ -55,6 +55,19 @@ def _initial_latents(
     return adapter.encode_image(pipe, images, noise, dtype)  # type: ignore[arg-type]
 
 
+def _per_image(
+    requests: Sequence[Request], values: Sequence[torch.Tensor | list[torch.Tensor]]
+) -> torch.Tensor | list[torch.Tensor]:
+    """Each request's embedding repeated per image (as `num_images_per_prompt` would), joined along the batch: a
+    tensor's dim 0, or one list where each image has its own tensor (Z-Image's variable-length prompts). Tensors of
+    different token counts (Qwen-Image keeps each prompt's own, with its mask) are zero-padded at the end to the
+    longest, as the pipelines pad a list of prompts."""
+    rows = [t for r, value in zip(requests, values, strict=True) for t in value for _ in range(r.num_images)]
+    if all(isinstance(value, torch.Tensor) for value in values):
+        return pad_sequence(rows, batch_first=True)
+    return rows
+
+
 def denoise(
     preset: Preset,
     adapter: ModelAdapter,
@@ -67,15 +80,7 @@ def denoise(
     ((B, 4, H/8, W/8) for a UNet, packed (B, N, C) for FLUX)."""
     first = requests[0]
     noise = _noise(requests)
-    # one row per image; prompts of different token counts (Qwen-Image keeps each prompt's own, with its mask) are
-    # zero-padded at the end to the longest, as the pipelines pad a list of prompts
-    merged = {
-        key: pad_sequence(
-            [row for r, e in zip(requests, embeds, strict=True) for row in e[key] for _ in range(r.num_images)],
-            batch_first=True,
-        )
-        for key in embeds[0]
-    }
+    merged = {key: _per_image(requests, [e[key] for e in embeds]) for key in embeds[0]}
     spec = family(preset.family)
     kwargs: dict[str, Any] = {
         **merged,
@@ -99,7 +104,9 @@ def denoise(
         pipe = img2img
         width, height = batch_key(first)[1]
         kwargs.update(spec.img2img_arguments(first.steps, first.strength, timesteps, height=height, width=width))
-        kwargs["image"] = _initial_latents(adapter, pipe, requests, noise, merged["prompt_embeds"].dtype)
+        embedded = merged["prompt_embeds"]
+        dtype = (embedded[0] if isinstance(embedded, list) else embedded).dtype  # diffusers' dtype for the image
+        kwargs["image"] = _initial_latents(adapter, pipe, requests, noise, dtype)
     with torch.no_grad():
         out: torch.Tensor = pipe(**kwargs).images
     return out

@@ -7,10 +7,11 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
+import torch
 from diffusers import (
     Flux2KleinPipeline,
     FluxImg2ImgPipeline,
@@ -21,6 +22,8 @@ from diffusers import (
     StableDiffusionPipeline,
     StableDiffusionXLImg2ImgPipeline,
     StableDiffusionXLPipeline,
+    ZImageImg2ImgPipeline,
+    ZImagePipeline,
 )
 
 from .adapters import (
@@ -35,8 +38,17 @@ from .adapters.base import clip_truncation, unet_img2img_arguments
 from .adapters.flux import flux_img2img_arguments, t5_truncation
 from .adapters.flux2 import qwen_truncation
 from .adapters.qwenimage import qwen_vl_truncation
+from .adapters.zimage import ZImageAdapter
 from .errors import FastDiffError, did_you_mean
-from .presets import FLUX2_KLEIN_4B_REPO, FLUX_SCHNELL_REPO, QWEN_IMAGE_REPO, SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO
+from .presets import (
+    FLUX2_KLEIN_4B_REPO,
+    FLUX_SCHNELL_REPO,
+    QWEN_IMAGE_REPO,
+    SD15_REPO,
+    SD_TURBO_REPO,
+    SDXL_BASE_REPO,
+    Z_IMAGE_TURBO_REPO,
+)
 
 __all__ = ["FAMILIES", "FamilySpec", "family"]
 
@@ -52,11 +64,21 @@ class FamilySpec:
     base_repo: str  # the repo whose architecture and scheduler config stand for the family (tiny/random models)
     tiny_vae_repo: str | None  # TAESD for the family's latent space (optimize="max"); None where there is none
     denoiser: str = "unet"  # the pipeline attribute holding the denoising network ("transformer" for FLUX)
+    img2img_arguments: Callable[..., dict[str, Any]] = unet_img2img_arguments  # its img2img call's schedule, size
+    warn_if_truncated: Callable[[Any, str, int | None], None] = clip_truncation  # (pipe, prompt, max_sequence_length)
+    cfg_above: float = 1.0  # the guidance_scale above which its pipeline runs classifier-free guidance
     # guidance_scale is the pipeline's `true_cfg_scale` (CFG on a transformer: two passes a step); QwenImage's own
     # `guidance_scale` is for guidance-distilled transformers
     true_cfg: bool = False
-    img2img_arguments: Callable[..., dict[str, Any]] = unet_img2img_arguments  # its img2img call's schedule, size
-    warn_if_truncated: Callable[[Any, str, int | None], None] = clip_truncation  # (pipe, prompt, max_sequence_length)
+    # what such a guidance does to a model distilled to run without it (the warning's words)
+    guidance_effect: str = "doubles the UNet work and usually burns the image"
+    refused_dtypes: Mapping[torch.dtype, str] = field(default_factory=dict, compare=False)  # dtype → why, and the fix
+
+    def check_dtype(self, dtype: torch.dtype | None) -> None:
+        """Refuse a dtype the family's models cannot compute in, saying why and what to use."""
+        if dtype is not None and dtype in self.refused_dtypes:
+            named = str(dtype).removeprefix("torch.")
+            raise FastDiffError(f"{self.name} models cannot run in {named}: {self.refused_dtypes[dtype]}")
 
     @functools.cached_property
     def default_strength(self) -> float | None:
@@ -113,6 +135,24 @@ FAMILIES: dict[str, FamilySpec] = {
         denoiser="transformer",
         img2img_arguments=flux_img2img_arguments,
         warn_if_truncated=t5_truncation,
+        guidance_effect="is ignored by its transformer",  # no guidance embedder; FluxPipeline's CFG is true_cfg_scale
+    ),
+    "zimage": FamilySpec(
+        "zimage",
+        ZImagePipeline,
+        ZImageImg2ImgPipeline,
+        ZImageAdapter(),
+        Z_IMAGE_TURBO_REPO,
+        "madebyollin/taef1",  # its VAE is FLUX.1's
+        denoiser="transformer",
+        img2img_arguments=flux_img2img_arguments,  # as FLUX's: at least one step for any strength, the input's size
+        warn_if_truncated=functools.partial(qwen_truncation, enable_thinking=True),
+        cfg_above=0.0,
+        guidance_effect="runs classifier-free guidance: twice the transformer work, and usually a burnt image",
+        refused_dtypes={
+            torch.float16: "their activations overflow it, giving NaN (black) images (Tongyi-MAI/Z-Image#14); use "
+            "bfloat16 (dtype='bfloat16', precision='bf16') or float32",
+        },
     ),
     # No img2img (the pipeline's image= is reference editing) and no tiny VAE: its latent path reads the VAE's
     # batch-norm statistics, which an AutoencoderTiny lacks.
@@ -125,6 +165,7 @@ FAMILIES: dict[str, FamilySpec] = {
         None,
         denoiser="transformer",
         warn_if_truncated=qwen_truncation,
+        guidance_effect="is ignored by its transformer",  # the repo's is_distilled turns CFG off
     ),
     "qwenimage": FamilySpec(
         "qwenimage",
@@ -134,15 +175,20 @@ FAMILIES: dict[str, FamilySpec] = {
         QWEN_IMAGE_REPO,
         None,  # no diffusers AutoencoderTiny for its latents: optimize="max" keeps the VAE
         denoiser="transformer",
-        true_cfg=True,
         img2img_arguments=flux_img2img_arguments,  # the same schedule: at least one step for any strength
         warn_if_truncated=qwen_vl_truncation,
+        true_cfg=True,
+        guidance_effect="runs true CFG: twice the transformer work, and usually a burnt image",
+        refused_dtypes={
+            torch.float16: "its activations overflow it, giving NaN (black) images (ComfyUI#10751); use bfloat16 "
+            "as the card does (dtype='bfloat16', precision='bf16') or float32",
+        },
     ),
 }
 
 
 def family(name: str) -> FamilySpec:
-    """The family called `name` ("sd1", "flux", "qwenimage", …); register a new one by adding it to `FAMILIES`."""
+    """The family called `name` (a key of `FAMILIES`: "sd1", "flux"…); register a new one by adding it there."""
     try:
         return FAMILIES[name]
     except KeyError:

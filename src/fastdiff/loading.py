@@ -70,7 +70,12 @@ def load(
     in (no cast, no second copy)."""
     check_flag("local_files_only", local_files_only, optional=True)
     check_flag("allow_pickle", allow_pickle)
+    spec, asked = family(preset.family), dtype
     dtype = recipe.dtype if dtype is None and recipe.dtype is not None else resolve_dtype(dtype, device)
+    if asked is None and recipe.dtype is None and dtype in spec.refused_dtypes:
+        dtype = torch.bfloat16  # the device's default (float16) breaks this family: load in its card's dtype
+    spec.check_dtype(dtype)
+    spec.check_dtype(recipe.dtype)
     kind, location = _classify_source(source)
     hub: dict[str, Any] = {"local_files_only": local_files_only, "cache_dir": cache_dir, "dtype": dtype}
     ckpt = checkpoint_path(preset, checkpoint, allow_pickle=allow_pickle, **hub)
@@ -121,7 +126,10 @@ def _check_fits(
         files = pipeline_files(index.parent, variant=_variant(preset, dtype, str(index.parent)), skip=skip)
     files += [unet] if unet is not None else []
     needed = weights_bytes([f for f in files if f.suffix == ".safetensors"], dtype=dtype)
-    error = check_fits(what=preset.name, needed=needed, available=available_memory(device), device=device, dtype=dtype)
+    available, refused = available_memory(device), family(preset.family).refused_dtypes
+    error = check_fits(
+        what=preset.name, needed=needed, available=available, device=device, dtype=dtype, refused=refused
+    )
     if error is not None:
         raise error
 
@@ -149,6 +157,7 @@ def adopt(
             f"{preset.name} needs a {kind.pipeline.__name__} (or its img2img twin), got {type(pipe).__name__}; "
             "pick a preset of its family, or build that pipeline from the same modules"
         )
+    kind.check_dtype(recipe.dtype or getattr(pipe, kind.denoiser).dtype)
     own = kind.over(pipe)
     own.scheduler = build_scheduler(preset.scheduler, type(pipe.scheduler).from_config(pipe.scheduler.config))
     if checkpoint is not None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 import psutil
@@ -62,17 +62,25 @@ def weights_bytes(files: Iterable[Path], *, dtype: torch.dtype) -> int:
 
 
 def check_fits(
-    *, what: str, needed: int, available: int | None, device: torch.device, dtype: torch.dtype, offload: bool = True
+    *,
+    what: str,
+    needed: int,
+    available: int | None,
+    device: torch.device,
+    dtype: torch.dtype,
+    offload: bool = True,
+    refused: Collection[torch.dtype] = (),
 ) -> FastDiffError | None:
     """The error refusing `what`, whose weights take `needed` bytes in `dtype`, when they exceed FREE_FRACTION of
     the `available` bytes of `device`; None when they fit or the free memory is unknown. `offload=False`: where
-    model offload is not an option (the bench), it is not offered."""
+    model offload is not an option (the bench), it is not offered; `refused`: dtypes the model cannot run in."""
     if available is None or needed <= FREE_FRACTION * available:
         return None
     fixes = []
-    if dtype.itemsize == 4:
-        half = "'bfloat16'" if device.type == "cpu" else "'float16' or 'bfloat16'"
-        fixes.append(f"dtype={half} (half: {needed / 2 / GIB:.1f} GiB)")
+    halves = (torch.bfloat16,) if device.type == "cpu" else (torch.float16, torch.bfloat16)
+    names = [f"'{str(half).removeprefix('torch.')}'" for half in halves if half not in refused]
+    if dtype.itemsize == 4 and names:
+        fixes.append(f"dtype={' or '.join(names)} (half: {needed / 2 / GIB:.1f} GiB)")
     if device.type == "cuda" and offload:
         fixes.append(
             "model offload (load the diffusers pipeline, call pipe.enable_model_cpu_offload() and pass it to "

@@ -78,10 +78,10 @@ def apply_optimizations(
         nhwc = torch.channels_last if recipe.channels_last and two_d else None
         module.to(pipe._execution_device, targets[name], memory_format=nhwc)
     denoiser = next(iter(targets))  # "unet", or FLUX's "transformer"
-    if recipe.fuse_qkv:
-        own[denoiser].fuse_qkv_projections()
-        if hasattr(own["vae"], "fuse_qkv_projections"):  # the tiny VAE has no attention, Qwen-Image's none to fuse
-            own["vae"].fuse_qkv_projections()
+    if recipe.fuse_qkv:  # where diffusers offers it: not Z-Image's transformer, the tiny VAE or Qwen-Image's VAE
+        for module in (own[denoiser], own["vae"]):
+            if hasattr(module, "fuse_qkv_projections"):
+                module.fuse_qkv_projections()
     if openvino:
         from .openvino_engine import use_openvino
 

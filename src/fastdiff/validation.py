@@ -58,11 +58,12 @@ class Request:
     # are: such a call runs alone (a callback sees and may stop the whole batch, one generator's draws follow on)
     pass_through: dict[str, Any] | None = field(default=None, compare=False)
     image_seeds: tuple[int, ...] = ()  # with generator=: each image's generator's `initial_seed()`
+    cfg_above: float = 1.0  # the family's `FamilySpec.cfg_above`
 
     @property
     def guidance(self) -> bool:
-        """Whether classifier-free guidance runs: diffusers only runs it for guidance_scale > 1."""
-        return self.guidance_scale > 1.0
+        """Whether classifier-free guidance runs: diffusers runs it above the family's threshold (mostly 1)."""
+        return self.guidance_scale > self.cfg_above
 
 
 def check_flag(name: str, value: object, *, optional: bool = False) -> None:
@@ -126,16 +127,10 @@ def check_guidance(preset: Preset, guidance_scale: object) -> float:
             f"{preset.name} uses guidance_scale={preset.guidance_scale}"
         )
     value = float(guidance_scale)  # type: ignore[arg-type]
-    if preset.guidance_free and value > 1.0:
-        spec = family(preset.family)  # FLUX.1 [schnell]'s transformer has no guidance input; Qwen-Image runs true CFG
-        cfg = spec.denoiser == "unet" or spec.true_cfg
-        effect = (
-            f"doubles the {'UNet' if spec.denoiser == 'unet' else 'transformer'} work and usually burns the image"
-            if cfg
-            else "is ignored by its transformer"
-        )
+    kind = family(preset.family)
+    if preset.guidance_free and value > kind.cfg_above:
         warn(
-            f"{preset.name} was distilled to run without guidance; guidance_scale={value} {effect}. "
+            f"{preset.name} was distilled to run without guidance; guidance_scale={value} {kind.guidance_effect}. "
             f"Use guidance_scale={preset.guidance_scale}.",
         )
     return value
@@ -287,9 +282,11 @@ def resolve_request(
             f"{preset.name} was trained at {preset.width}x{preset.height}; at {w}x{h} expect "
             "duplicated subjects (larger) or mush (smaller). Leave height/width unset for the native size.",
         )
-    if negative_prompt and resolved_guidance <= 1.0:
+    cfg_above = family(preset.family).cfg_above
+    if negative_prompt and resolved_guidance <= cfg_above:
         warn(
-            f"negative_prompt is ignored at guidance_scale={resolved_guidance} (diffusers only runs CFG above 1); "
+            f"negative_prompt is ignored at guidance_scale={resolved_guidance} (diffusers only runs CFG above "
+            f"{cfg_above:g}); "
             "drop it, or raise guidance_scale on a model that supports CFG.",
         )
     if isinstance(image, Image.Image) and resize:
@@ -305,4 +302,5 @@ def resolve_request(
         num_images=num_images,
         image=image,  # type: ignore[arg-type]
         strength=resolved_strength,
+        cfg_above=cfg_above,
     )

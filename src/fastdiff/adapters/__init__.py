@@ -8,6 +8,7 @@ from .flux2 import Flux2KleinAdapter
 from .qwenimage import QwenImageAdapter
 from .sd import StableDiffusionAdapter
 from .sdxl import StableDiffusionXLAdapter
+from .zimage import ZImageAdapter
 
 __all__ = [
     "Embeddings",
@@ -17,4 +18,5 @@ __all__ = [
     "QwenImageAdapter",
     "StableDiffusionAdapter",
     "StableDiffusionXLAdapter",
+    "ZImageAdapter",
 ]

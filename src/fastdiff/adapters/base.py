@@ -13,8 +13,9 @@ from ..errors import warn
 
 __all__ = ["Embeddings", "ModelAdapter", "clip_truncation", "image_latents", "unet_img2img_arguments"]
 
-# Keyword arguments for the diffusers pipeline call (`prompt_embeds=`, `pooled_prompt_embeds=`, …).
-Embeddings = dict[str, torch.Tensor]
+# Keyword arguments for the diffusers pipeline call (`prompt_embeds=`, `pooled_prompt_embeds=`, …): a tensor
+# batched along dim 0, or a list with one tensor per image where lengths differ (Z-Image).
+Embeddings = dict[str, torch.Tensor | list[torch.Tensor]]
 
 
 class ModelAdapter(Protocol):

@@ -59,12 +59,14 @@ class Flux2KleinAdapter:
         return images
 
 
-def qwen_truncation(pipe: Any, prompt: str, max_sequence_length: int | None) -> None:
-    """Warn when the text encoder cuts the prompt: the pipeline wraps it in Qwen's chat template, then truncates
-    the whole text to `max_sequence_length` tokens."""
+def qwen_truncation(pipe: Any, prompt: str, max_sequence_length: int | None, *, enable_thinking: bool = False) -> None:
+    """Warn when the text encoder cuts the prompt: the pipeline wraps it in Qwen's chat template (thinking off for
+    FLUX.2, on for Z-Image), then truncates the whole text to `max_sequence_length` tokens (512 by default, both)."""
     tokenizer, limit = pipe.tokenizer, _length(max_sequence_length)
     messages = [{"role": "user", "content": prompt}]
-    text = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True, enable_thinking=False)
+    text = tokenizer.apply_chat_template(
+        messages, tokenize=False, add_generation_prompt=True, enable_thinking=enable_thinking
+    )
     count = len(tokenizer(text, truncation=False).input_ids)
     if count > limit:
         warn(

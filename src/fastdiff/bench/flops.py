@@ -28,6 +28,7 @@ __all__ = [
     "ModuleProbe",
     "count_flops",
     "cpu_matmul_tflops",
+    "denoiser",
     "device_peak_tflops",
     "stage_modules",
 ]
@@ -88,11 +89,19 @@ def cpu_matmul_tflops(dtype: torch.dtype, *, size: int = 2048, runs: int = 5) ->
 
 
 def stage_modules(pipe: Any) -> dict[str, list[nn.Module]]:
-    """The modules that do each stage's work in a diffusers SD/SDXL pipeline."""
-    encoders = [m for name in ("text_encoder", "text_encoder_2") if (m := getattr(pipe, name, None)) is not None]
+    """The modules that do each stage's work in a diffusers text-to-image pipeline (UNet or transformer)."""
+    names = ("text_encoder", "text_encoder_2", "text_encoder_3")
+    encoders = [m for name in names if (m := getattr(pipe, name, None)) is not None]
     vae = pipe.vae
     decode = [m for m in (getattr(vae, "post_quant_conv", None), vae.decoder) if m is not None]
-    return {"encode": encoders, "denoise": [pipe.unet], "decode": decode}
+    return {"encode": encoders, "denoise": [denoiser(pipe)], "decode": decode}
+
+
+def denoiser(pipe: Any) -> nn.Module:
+    """The pipeline's denoising network: its UNet or its transformer."""
+    unet: nn.Module | None = getattr(pipe, "unet", None)
+    found: nn.Module = pipe.transformer if unet is None else unet
+    return found
 
 
 @dataclass

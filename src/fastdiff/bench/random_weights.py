@@ -6,6 +6,7 @@ engine's compiled copy fits beside them as it does for a user."""
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import os
 from collections.abc import Iterator
@@ -13,18 +14,20 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import diffusers
 import torch
-from diffusers import AutoencoderKL, StableDiffusionPipeline, StableDiffusionXLPipeline, UNet2DConditionModel
+import transformers
 from torch import nn
-from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-from ..configs.tokenizer import byte_level_tokenizer
+from ..configs.tokenizer import byte_level_tokenizer, word_level_tokenizer
 from ..errors import FastDiffError
 from ..memory import available_memory, check_fits
 from .architectures import TINY_VAE, Architecture, architecture
 
 __all__ = [
     "NotEnoughMemory",
+    "meta_modules",
+    "parameter_shapes",
     "pipeline_from",
     "random_components",
     "random_pipeline",
@@ -35,12 +38,13 @@ __all__ = [
 
 @contextmanager
 def _parameters_on_meta() -> Iterator[None]:
-    """Build modules with parameters on the meta device (no memory, no init) and buffers real (position ids)."""
+    """Build modules with parameters on the meta device (no memory, no init) and buffers real (position ids); a
+    parameter tied to one already on meta (T5's token embedding) stays that one."""
     register = nn.Module.register_parameter
 
     def on_meta(module: nn.Module, name: str, param: nn.Parameter | None) -> None:
         register(module, name, param)
-        if param is not None:
+        if param is not None and not param.is_meta:
             meta = nn.Parameter(param.to("meta"), requires_grad=False)
             module._parameters[name] = meta
 
@@ -56,16 +60,19 @@ def _materialize(modules: list[nn.Module], *, device: torch.device, dtype: torch
     generator = torch.Generator("cpu").manual_seed(seed)
     pool = (torch.randn(1 << 20, generator=generator) * 0.02).to(device=device, dtype=dtype)
     offset = 0
+    filled: dict[int, nn.Parameter] = {}  # one tensor for a parameter two modules share (T5's token embedding)
     for module in modules:
         for sub in module.modules():
             for name, param in list(sub._parameters.items()):
                 if param is None:
                     continue
-                data = torch.empty(param.shape, device=device, dtype=dtype)
-                _fill(data.view(-1), pool, offset)
-                offset = (offset + 7919) % pool.numel()  # a new phase per tensor, so no two weights are equal
-                sub._parameters[name] = nn.Parameter(data, requires_grad=False)
-        module.to(device)  # buffers (CLIP position ids) were built real, on the CPU
+                if id(param) not in filled:
+                    data = torch.empty(param.shape, device=device, dtype=dtype)
+                    _fill(data.view(-1), pool, offset)
+                    offset = (offset + 7919) % pool.numel()  # a new phase per tensor, so no two weights are equal
+                    filled[id(param)] = nn.Parameter(data, requires_grad=False)
+                sub._parameters[name] = filled[id(param)]
+        module.to(device)  # buffers (CLIP position ids, RoPE frequencies) were built real, on the CPU
 
 
 def _fill(flat: torch.Tensor, pool: torch.Tensor, offset: int) -> None:
@@ -78,7 +85,7 @@ def _fill(flat: torch.Tensor, pool: torch.Tensor, offset: int) -> None:
 
 def weights_name(arch: Architecture, *, dtype: torch.dtype, seed: int = 0) -> str:
     """The name of `arch`'s random weights, which its configs, the dtype and the seed alone decide."""
-    facts = json.dumps([arch.unet, arch.vae, arch.text_encoders, str(dtype), seed], sort_keys=True)
+    facts = json.dumps([arch.modules, str(dtype), seed], sort_keys=True)
     return f"{arch.repo_id.replace('/', '--')}-{hashlib.sha256(facts.encode()).hexdigest()[:16]}"
 
 
@@ -86,15 +93,27 @@ def _memory_mapped(module: nn.Module, path: Path, *, device: torch.device, dtype
     """`module`'s weights from `path` (memory-mapped on the CPU), written there first if it is missing."""
     from safetensors.torch import load_file, save_file
 
+    aliases = _aliases(module)
     if not path.is_file():
         _check_memory([module], device=device, dtype=dtype, repo_id=path.stem)
         _materialize([module], device=device, dtype=dtype, seed=seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         partial = path.with_name(f"{path.name}.{os.getpid()}.part")
-        save_file({name: t.contiguous() for name, t in module.state_dict().items()}, str(partial))
+        state = {name: t.contiguous() for name, t in module.state_dict().items() if name not in aliases}
+        save_file(state, str(partial))  # a tied tensor once: safetensors refuses aliases
         os.replace(partial, path)  # a killed writer leaves a .part file, never a truncated weights file
-    module.load_state_dict(load_file(str(path), device=str(device)), strict=True, assign=True)
+    state = load_file(str(path), device=str(device))
+    state |= {alias: state[name] for alias, name in aliases.items()}  # tied again, to the same mapped pages
+    module.load_state_dict(state, strict=True, assign=True)
     module.requires_grad_(False).to(device)  # buffers left out of the state dict were built on the CPU
+
+
+def _aliases(module: nn.Module) -> dict[str, str]:
+    """Each later name of a parameter registered under two names (T5's token embedding), to its first name."""
+    first: dict[int, str] = {}
+    for name, param in module.named_parameters(remove_duplicate=False):
+        first.setdefault(id(param), name)
+    return {name: first[id(p)] for name, p in module.named_parameters(remove_duplicate=False) if first[id(p)] != name}
 
 
 class NotEnoughMemory(FastDiffError):
@@ -110,32 +129,55 @@ def _check_memory(modules: list[nn.Module], *, device: torch.device, dtype: torc
         raise NotEnoughMemory(str(refused))
 
 
+def _module(library: str, cls_name: str, config: dict[str, Any]) -> nn.Module:
+    """A module from its config by its library's public API: diffusers' `from_config`, transformers' `Class(config)`."""
+    if library == "diffusers":
+        model: nn.Module = getattr(diffusers, cls_name).from_config(config)
+        return model
+    cls = getattr(transformers, cls_name)
+    model = cls(cls.config_class.from_dict(config))
+    return model
+
+
+def parameter_shapes(modules: dict[str, Any]) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
+    """Each module's parameter names and shapes: two architectures with equal ones can share weights (SDXL Turbo's
+    and SDXL base's, which differ in their default size)."""
+    return {
+        name: [(key, tuple(p.shape)) for key, p in module.named_parameters()]
+        for name, module in modules.items()
+        if isinstance(module, nn.Module)
+    }
+
+
+def meta_modules(arch: Architecture) -> dict[str, nn.Module]:
+    """`arch`'s modules with their parameters on the meta device: shapes and counts, no memory."""
+    with _parameters_on_meta():
+        return {name: _module(*spec) for name, spec in arch.modules.items()}
+
+
+def _tokenizer(cls_name: str, pad_token: str) -> Any:
+    """A tokenizer made in code for the repo's (`fastdiff.configs.tokenizer`): CLIP's byte-level one, else one word
+    a token."""
+    return byte_level_tokenizer(pad_token=pad_token) if cls_name.startswith("CLIP") else word_level_tokenizer()
+
+
 def random_components(
     arch: Architecture, *, device: torch.device, dtype: torch.dtype, seed: int = 0, folder: Path | None = None
 ) -> dict[str, Any]:
     """The pipeline's modules with random weights (and code-made tokenizers), ready for `pipeline_from`; with
     `folder`, memory-mapped from files written there on first use (module docstring)."""
-    with _parameters_on_meta():
-        unet = UNet2DConditionModel.from_config(arch.unet)  # type: ignore[no-untyped-call]
-        vae = AutoencoderKL.from_config(arch.vae)  # type: ignore[no-untyped-call]
-        encoders: list[nn.Module] = [CLIPTextModel(CLIPTextConfig(**arch.text_encoders[0]))]
-        if len(arch.text_encoders) > 1:
-            encoders.append(CLIPTextModelWithProjection(CLIPTextConfig(**arch.text_encoders[1])))
-    modules: list[nn.Module] = [unet, vae, *encoders]
+    modules = meta_modules(arch)
     if folder is None:  # all of them in memory at once: refused before the first is filled
-        _check_memory(modules, device=device, dtype=dtype, repo_id=arch.repo_id)
-    for i, module in enumerate(modules):  # a seed per module: memory-mapped weights equal the in-memory ones
+        _check_memory(list(modules.values()), device=device, dtype=dtype, repo_id=arch.repo_id)
+    for i, (name, module) in enumerate(modules.items()):  # a seed per module: memory-mapped weights equal in-memory
         if folder is None:
             _materialize([module], device=device, dtype=dtype, seed=seed + i)
         else:  # one module's weights in memory at a time while they are written
-            path = Path(folder) / f"{weights_name(arch, dtype=dtype, seed=seed)}-{i}.safetensors"
+            path = Path(folder) / f"{weights_name(arch, dtype=dtype, seed=seed)}-{name}.safetensors"
             _memory_mapped(module, path, device=device, dtype=dtype, seed=seed + i)
-    parts: dict[str, Any] = {"unet": unet.eval(), "vae": vae.eval()}
-    for i, (encoder, pad) in enumerate(zip(encoders, arch.pad_tokens, strict=True)):
-        suffix = "" if i == 0 else f"_{i + 1}"
-        parts[f"text_encoder{suffix}"] = encoder.eval()
-        parts[f"tokenizer{suffix}"] = byte_level_tokenizer(pad_token=pad)
-    return parts
+        module.eval()
+    tokenizers = {name: _tokenizer(cls, pad) for name, (cls, pad) in arch.tokenizers.items()}
+    return {**modules, **tokenizers}
 
 
 def random_tiny_vae(
@@ -151,18 +193,17 @@ def random_tiny_vae(
 
 
 def pipeline_from(arch: Architecture, components: dict[str, Any]) -> Any:
-    """A diffusers pipeline of `arch` over existing modules, with the repo's own scheduler."""
-    import diffusers
-
-    scheduler_cls = getattr(diffusers, arch.scheduler["_class_name"])
-    scheduler = scheduler_cls.from_config(arch.scheduler)
-    # The repo's default size lives in the UNet config; shared SDXL modules take the size of the repo in use.
-    components["unet"].register_to_config(sample_size=arch.unet["sample_size"])
-    if arch.pipeline == "StableDiffusionXLPipeline":
-        return StableDiffusionXLPipeline(**components, scheduler=scheduler, add_watermarker=False)  # type: ignore[no-untyped-call]
-    return StableDiffusionPipeline(  # type: ignore[no-untyped-call]
-        **components, scheduler=scheduler, safety_checker=None, feature_extractor=None, requires_safety_checker=False
-    )
+    """A diffusers pipeline of `arch` over existing modules, with the repo's own scheduler; the components not built
+    (SD's safety checker and feature extractor) are None, and no safety checker or watermark is asked for."""
+    scheduler = getattr(diffusers, arch.scheduler["_class_name"]).from_config(arch.scheduler)
+    # The repo's default size lives in the denoiser's config; shared SDXL modules take the size of the repo in use.
+    if "sample_size" in arch.config(arch.denoiser):
+        components[arch.denoiser].register_to_config(sample_size=arch.config(arch.denoiser)["sample_size"])
+    cls = getattr(diffusers, arch.pipeline)
+    given = {**arch.flags, "requires_safety_checker": False, "add_watermarker": False, **components}
+    given["scheduler"] = scheduler
+    parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    return cls(**{p.name: given.get(p.name) for p in parameters if p.name in given or p.default is p.empty})
 
 
 def random_pipeline(repo_id: str, *, device: torch.device, dtype: torch.dtype, seed: int = 0) -> Any:

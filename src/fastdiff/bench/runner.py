@@ -14,10 +14,9 @@ from typing import Any
 import torch
 
 from ..denoising import STAGES
-from ..errors import FastDiffWarning
+from ..errors import FastDiffError, FastDiffWarning
 from ..openvino_engine import expected_shapes
 from .flops import FlopCache, ModuleProbe, device_peak_tflops, stage_modules
-from .random_weights import NotEnoughMemory
 from .scenarios import BASELINE, Scenario
 from .sources import ModelSource
 from .timing import Contention, PeakMemory, auto_cpu_threads, make_clock, percentile, round_order, summarize
@@ -136,10 +135,14 @@ class ScenarioRun:
                 warnings.filterwarnings("ignore", message=r".*was trained at", category=FastDiffWarning)
                 result = gen(prompt, steps=steps, seed=seed, height=config.height, width=config.width)
             return {k: v for k, v in result.timings.items() if k in STAGES}
-        size = {k: v for k, v in (("height", config.height), ("width", config.width)) if v is not None}
-        guidance, generator = self.scenario.preset.guidance_scale, torch.Generator("cpu").manual_seed(seed)
+        preset = self.scenario.preset
+        given = {"height": config.height, "width": config.width, "max_sequence_length": preset.max_sequence_length}
+        card = {k: v for k, v in given.items() if v is not None}  # T5 families' cards pass their prompt length
+        guidance, generator = preset.guidance_scale, torch.Generator("cpu").manual_seed(seed)
         with torch.no_grad():
-            self.loaded.pipe(prompt, num_inference_steps=steps, guidance_scale=guidance, generator=generator, **size)
+            self.loaded.pipe(
+                prompt=prompt, num_inference_steps=steps, guidance_scale=guidance, generator=generator, **card
+            )
         return None
 
     def _prompt(self, tag: str) -> str:
@@ -255,7 +258,8 @@ def run_scenarios(
     on_skip: Callable[[Scenario, str], None] = lambda scenario, reason: None,
 ) -> list[BenchRow]:
     """Run every scenario in order (consecutive rows of the same preset and steps interleaved when they share
-    weights; one whose weights do not fit is skipped and reported to `on_skip`), then set each row's speedups."""
+    weights; one fastdiff refuses, such as weights that cannot fit, is skipped and reported to `on_skip`), then set
+    each row's speedups."""
     rows: list[BenchRow] = []
     flop_cache: FlopCache = {}
     # Consecutive rows doing the same work (preset and steps) run interleaved where the source can hold them all.
@@ -264,7 +268,7 @@ def run_scenarios(
         for group in (list(group) for _, group in same_work):
             try:
                 done = run_interleaved(group, source, config, flop_cache=flop_cache, tick=tick)
-            except NotEnoughMemory as err:
+            except FastDiffError as err:  # weights that cannot fit, a dtype the model refuses: the next rows run
                 source.release()
                 for scenario in group:
                     on_skip(scenario, str(err))

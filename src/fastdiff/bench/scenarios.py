@@ -29,7 +29,7 @@ DEFAULT_SCENARIOS: tuple[str, ...] = (
     "sdxl-lightning@1",  # the 1-step x0 UNet
     "sdxl-lightning@4",
 )
-OPTIONAL_SCENARIOS: tuple[str, ...] = ("sd-turbo@1", "sdxl-lightning@2", "sdxl-lightning@8")
+OPTIONAL_SCENARIOS: tuple[str, ...] = ("sd-turbo@1", "sdxl-lightning@2", "sdxl-lightning@8", "flux-schnell@4")
 
 
 @dataclass(frozen=True)

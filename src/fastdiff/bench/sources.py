@@ -17,7 +17,14 @@ from ..generator import FewStepGenerator
 from ..optimize import Optimizations, own_copy
 from ..weights import WeightsIdentity
 from .architectures import architecture, tiny_architecture
-from .random_weights import pipeline_from, random_components, random_tiny_vae, weights_name
+from .random_weights import (
+    meta_modules,
+    parameter_shapes,
+    pipeline_from,
+    random_components,
+    random_tiny_vae,
+    weights_name,
+)
 from .scenarios import Scenario
 from .timing import Clock
 
@@ -61,14 +68,14 @@ def _free(device: torch.device) -> None:
 
 class RandomSource:
     """The real architecture of each repo (`tiny=True`: at toy widths) with random weights, memory-mapped from
-    `folder` if given; rows of one family share its modules (`shares_weights`)."""
+    `folder` if given; rows whose modules have the same shapes share them (`shares_weights`)."""
 
     def __init__(
         self, *, device: torch.device, dtype: torch.dtype, clock: Clock, tiny: bool = False, folder: Path | None = None
     ) -> None:
         self.device, self.dtype, self.clock, self.tiny, self.folder = device, dtype, clock, tiny, folder
         self.shares_weights = True
-        self._family: str | None = None
+        self._repo: str | None = None
         self._components: dict[str, Any] = {}
         self._load_s = 0.0
 
@@ -76,13 +83,15 @@ class RandomSource:
         """Build the modules (meta device, one fill) or reuse the last ones, then wrap them as the scenario asks."""
         arch = architecture(scenario.preset.repo_id)
         arch = tiny_architecture(arch) if self.tiny else arch
-        shared = scenario.preset.family == self._family
+        shared = self._repo == arch.repo_id or (  # another repo of the same shapes (SDXL-Turbo's, SDXL base's)
+            bool(self._components) and parameter_shapes(self._components) == parameter_shapes(meta_modules(arch))
+        )
         if not shared:
             self.release()
             start = self.clock()
             self._components = random_components(arch, device=self.device, dtype=self.dtype, folder=self.folder)
-            self._family = scenario.preset.family
             self._load_s = self.clock() - start
+        self._repo = arch.repo_id
         with silenced("numpy-copy"):
             pipe = pipeline_from(arch, dict(self._components))
             generator = None
@@ -102,13 +111,13 @@ class RandomSource:
 
     def release(self) -> None:
         """Drop the held modules."""
-        self._components, self._family = {}, None
+        self._components, self._repo = {}, None
         _free(self.device)
 
 
 class HubSource:
     """Real weights from the Hugging Face cache (or the hub), loaded cold one at a time: `from_preset` for fastdiff
-    rows, the card's `AutoPipelineForText2Image.from_pretrained` for the others."""
+    rows, the card's `<Pipeline>.from_pretrained` for the others."""
 
     shares_weights = False  # each row loads its own weights (the card's pipeline, or from_preset)
 
@@ -145,14 +154,15 @@ class HubSource:
         return self._loaded
 
     def _diffusers_pipeline(self, scenario: Scenario) -> Any:
-        from diffusers import AutoPipelineForText2Image
         from huggingface_hub import try_to_load_from_cache
+
+        from ..families import family
 
         repo = scenario.preset.repo_id
         variant = "fp16" if self.dtype == torch.float16 and scenario.preset.variant == "fp16" else None
         # A cached repo loads without network calls, as fastdiff's own loading does: both load times are comparable.
         cached = isinstance(try_to_load_from_cache(repo, "model_index.json", cache_dir=self.cache_dir), str)
-        pipe = AutoPipelineForText2Image.from_pretrained(  # type: ignore[no-untyped-call]
+        pipe = family(scenario.preset.family).pipeline.from_pretrained(  # the auto mapping lacks SANA-Sprint
             repo, dtype=self.dtype, variant=variant, cache_dir=self.cache_dir, local_files_only=cached
         )
         return pipe.to(self.device)

@@ -1,16 +1,18 @@
-"""A CLIP tokenizer made in code, standing for the repos' own (whose vocabulary files are not shipped).
+"""Tokenizers made in code, standing for the repos' own (whose vocabulary files are not shipped).
 
-Every byte is a token, alone and as a word end, so any text tokenizes and every id stays below the real CLIP
-vocabulary's size: a random-weight or tiny text encoder reads it as it would read the real tokenizer's ids.
+CLIP's: every byte is a token, alone and as a word end, so any text tokenizes and every id stays below the real CLIP
+vocabulary's size: a random-weight or tiny text encoder reads it as it would read the real tokenizer's ids. The
+others' (T5, Gemma, Qwen): a word a token, about as many as their BPEs make, and ChatML's chat template.
 """
 
 from __future__ import annotations
 
 from functools import lru_cache
 
-from transformers import CLIPTokenizer
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import CLIPTokenizer, PreTrainedTokenizerFast
 
-__all__ = ["BOS", "EOS", "byte_level_tokenizer", "byte_vocab"]
+__all__ = ["BOS", "EOS", "byte_level_tokenizer", "byte_vocab", "word_level_tokenizer"]
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
@@ -34,3 +36,26 @@ def byte_vocab() -> dict[str, int]:
 def byte_level_tokenizer(*, pad_token: str = EOS) -> CLIPTokenizer:
     """A CLIP tokenizer with a byte-level vocabulary and no merges: one token per character, 77 at most."""
     return CLIPTokenizer(vocab=dict(byte_vocab()), merges=[], pad_token=pad_token, model_max_length=77)
+
+
+_CHAT = ("<|im_start|>", "<|im_end|>")
+_CHATML = (  # Qwen's chat template, which Z-Image's and FLUX.2's pipelines wrap each prompt in
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def word_level_tokenizer(*, model_max_length: int = 512) -> PreTrainedTokenizerFast:
+    """One token per word or punctuation run (each unknown: ids 0-4 fit any vocabulary), pad "<pad>", EOS "</s>"."""
+    special = ["<pad>", "</s>", "<unk>", *_CHAT]
+    backend = Tokenizer(models.WordLevel({token: i for i, token in enumerate(special)}, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    return PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        extra_special_tokens=list(_CHAT),
+        chat_template=_CHATML,
+        model_max_length=model_max_length,
+    )

@@ -119,7 +119,12 @@ def _check(family: str) -> None:
 # A transformer family's tiny pipeline lives in its own module of this package (built on the helpers here), which
 # defines `tiny_pipeline(*, seed, scheduler_config)` and `MODEL_INDEX` (the repo's own model_index.json, or None).
 # A new family is one entry here.
-_TRANSFORMER_KITS: dict[str, str] = {"flux": "tiny_flux", "flux2": "tiny_flux2", "qwenimage": "tiny_qwenimage"}
+_TRANSFORMER_KITS: dict[str, str] = {
+    "flux": "tiny_flux",
+    "flux2": "tiny_flux2",
+    "zimage": "tiny_zimage",
+    "qwenimage": "tiny_qwenimage",
+}
 
 
 def _transformer_kit(family: str) -> Any:
