@@ -19,6 +19,7 @@ from diffusers import (
     Flux2KleinPipeline,
     FluxPipeline,
     LCMScheduler,
+    StableDiffusion3Pipeline,
     StableDiffusionXLPipeline,
     TCDScheduler,
     UNet2DConditionModel,
@@ -148,6 +149,13 @@ def with_lora(pipe: Any, lora: Path, *, scale: float, fuse: bool) -> Any:
     return pipe
 
 
+def sd35_large_turbo(cache: Path) -> tuple[Any, dict[str, Any]]:
+    """stabilityai/stable-diffusion-3.5-large-turbo card: StableDiffusion3Pipeline with the repo's scheduler,
+    num_inference_steps=4, guidance_scale=0.0 (max_sequence_length: the pipeline's 256)."""
+    pipe = StableDiffusion3Pipeline.from_pretrained("stabilityai/stable-diffusion-3.5-large-turbo", **_hub(cache))
+    return pipe, {"guidance_scale": 0.0}
+
+
 # lightx2v/Qwen-Image-Lightning card (and diffusers' qwenimage.md, "LoRA for faster inference"), comments its own
 QWEN_LIGHTNING_SCHEDULER = {
     "base_image_seq_len": 256,
@@ -202,6 +210,8 @@ def card_pipeline(preset: str, cache: Path) -> tuple[Any, dict[str, Any]]:
         return flux2_klein_4b(cache)
     if preset == "z-image-turbo":
         return z_image_turbo(cache)
+    if preset == "sd35-large-turbo":
+        return sd35_large_turbo(cache)
     if preset.startswith("qwen-image-lightning-"):
         return qwen_image_lightning(int(preset.split("-")[3].removesuffix("step")), cache)
     raise KeyError(preset)

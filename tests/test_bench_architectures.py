@@ -23,7 +23,14 @@ from fastdiff.bench.random_weights import (
 )
 from fastdiff.configs.tokenizer import byte_level_tokenizer, word_level_tokenizer
 from fastdiff.errors import FastDiffError
-from fastdiff.presets import FLUX_SCHNELL_REPO, SD15_REPO, SD_TURBO_REPO, SDXL_BASE_REPO, SDXL_TURBO_REPO
+from fastdiff.presets import (
+    FLUX_SCHNELL_REPO,
+    SD15_REPO,
+    SD35_LARGE_TURBO_REPO,
+    SD_TURBO_REPO,
+    SDXL_BASE_REPO,
+    SDXL_TURBO_REPO,
+)
 
 CLIP_L, SD_VAE = 123_060_480, 83_653_863
 
@@ -39,6 +46,18 @@ CLIP_L, SD_VAE = 123_060_480, 83_653_863
         (
             FLUX_SCHNELL_REPO,
             {"transformer": 11_891_178_560, "text_encoder": CLIP_L, "text_encoder_2": 4_762_310_656, "vae": 83_819_683},
+        ),
+        # SD 3.5 Large (Turbo): the 8.06B MMDiT (shared/reference counts 8,056,627,520 from its config), CLIP-L with
+        # its projection, OpenCLIP-G (as SDXL's), the same T5-XXL encoder and 16-channel VAE as FLUX.1
+        (
+            SD35_LARGE_TURBO_REPO,
+            {
+                "transformer": 8_056_627_520,
+                "text_encoder": CLIP_L + 768 * 768,
+                "text_encoder_2": 694_659_840,
+                "text_encoder_3": 4_762_310_656,
+                "vae": 83_819_683,
+            },
         ),
     ],
 )

@@ -34,6 +34,9 @@ FLOW_SHIFT_3 = {4: [1000, 900, 750, 500], 8: [1000, 955, 900, 833, 750, 643, 500
 # Z-Image-Turbo's FlowMatchEuler, shift 3.0: sigmas linspace(1, 1/8, 8) shifted to 3σ/(1 + 2σ) = 1, 0.9545, 0.9,
 # 0.8333, 0.75, 0.6429, 0.5, 0.3; its transformer sees 1 - σ (time running 0 → 1), here × 1000.
 Z_IMAGE = [0, 45, 100, 167, 250, 357, 500, 700]
+# SD 3.5 Large Turbo's FlowMatchEuler, shift 3.0: σ' = 3σ / (1 + 2σ) of σ = linspace(1, 0.003, n) (0.003: the
+# training schedule's smallest σ), timestep = 1000σ' (SD3's transformer takes it so).
+SD3_FLOW = {4: [1000, 858, 602, 9]}
 # SD 1.5's PNDM, leading spacing with steps_offset 1 and skip_prk_steps: N steps are N + 1 UNet calls, the
 # second timestep repeated (PLMS's warm-up).
 PNDM = {1: [1], 3: [667, 334, 334, 1], 20: [951, 901, *range(901, 0, -50)]}
@@ -62,6 +65,7 @@ EXPECTED: dict[str, tuple[str, str | None, str, dict[int, list[int]]]] = {
     # config is inferred (testing/tiny_flux2.py)
     "flux2-klein-4b": ("FlowMatchEulerDiscreteScheduler", None, "flow", {4: [1000, 955, 875, 700]}),
     "z-image-turbo": ("FlowMatchEulerDiscreteScheduler", None, "flow", {8: Z_IMAGE}),
+    "sd35-large-turbo": ("FlowMatchEulerDiscreteScheduler", None, "flow", SD3_FLOW),
     **{
         f"qwen-image-lightning-{n}step": ("FlowMatchEulerDiscreteScheduler", None, "flow", {n: FLOW_SHIFT_3[n]})
         for n in (4, 8)
@@ -75,8 +79,8 @@ WIDE = {"sd15", "fastdiff-shapes-teacher"}
 # The eta each scheduler step gets: TCD's gamma 1.0 from Hyper-SD's card for its 1-step LoRA; DDIM the pipeline's
 # default 0.0 (deterministic), as the card leaves it; None where the step takes no eta.
 ETA = {"hyper-sdxl-1step-lora": 1.0, **{f"hyper-sdxl-{n}step-lora": 0.0 for n in (2, 4, 8)}}
-# The FLUX and QwenImage pipelines hand their transformer timestep / 1000, ZImagePipeline 1 - timestep / 1000; the
-# tables above are in the scheduler's units.
+# The FLUX pipelines hand their transformer timestep / 1000, ZImagePipeline 1 - timestep / 1000; the tables above
+# are in the scheduler's units.
 TIMESTEP_UNIT = {
     "flux-schnell": 1000,
     "flux2-klein-4b": 1000,

@@ -16,7 +16,7 @@ import torch
 from .errors import FastDiffError, did_you_mean
 from .families import FAMILIES
 from .presets import Preset
-from .validation import MAX_IMAGES, Request, check_seed, resolve_request
+from .validation import MAX_IMAGES, MAX_SIDE, Request, check_seed, resolve_request
 
 __all__ = ["REFUSED", "RENAMED", "diffusers_hint", "resolve_call", "translated"]
 
@@ -153,6 +153,7 @@ def resolve_call(
     arguments: dict[str, Any],
     *,
     vae_scale_factor: int,
+    max_side: int = MAX_SIDE,
     device: torch.device,
     tensor_inputs: Sequence[str],
 ) -> list[Request]:
@@ -164,6 +165,7 @@ def resolve_call(
         resolve_request(
             preset,
             vae_scale_factor=vae_scale_factor,
+            max_side=max_side,
             prompt=prompt,
             negative_prompt=negative,
             seed=0,

@@ -18,6 +18,8 @@ from diffusers import (
     FluxPipeline,
     QwenImageImg2ImgPipeline,
     QwenImagePipeline,
+    StableDiffusion3Img2ImgPipeline,
+    StableDiffusion3Pipeline,
     StableDiffusionImg2ImgPipeline,
     StableDiffusionPipeline,
     StableDiffusionXLImg2ImgPipeline,
@@ -31,6 +33,7 @@ from .adapters import (
     FluxAdapter,
     ModelAdapter,
     QwenImageAdapter,
+    StableDiffusion3Adapter,
     StableDiffusionAdapter,
     StableDiffusionXLAdapter,
 )
@@ -38,6 +41,7 @@ from .adapters.base import clip_truncation, unet_img2img_arguments
 from .adapters.flux import flux_img2img_arguments, t5_truncation
 from .adapters.flux2 import qwen_truncation
 from .adapters.qwenimage import qwen_vl_truncation
+from .adapters.sd3 import sd3_img2img_arguments, sd3_truncation
 from .adapters.zimage import ZImageAdapter
 from .errors import FastDiffError, did_you_mean
 from .presets import (
@@ -45,6 +49,7 @@ from .presets import (
     FLUX_SCHNELL_REPO,
     QWEN_IMAGE_REPO,
     SD15_REPO,
+    SD35_LARGE_TURBO_REPO,
     SD_TURBO_REPO,
     SDXL_BASE_REPO,
     Z_IMAGE_TURBO_REPO,
@@ -79,6 +84,21 @@ class FamilySpec:
         if dtype is not None and dtype in self.refused_dtypes:
             named = str(dtype).removeprefix("torch.")
             raise FastDiffError(f"{self.name} models cannot run in {named}: {self.refused_dtypes[dtype]}")
+
+    fuse_qkv: bool = True  # diffusers' fused QKV computes the same network (the CUDA recipe's "auto" fuses it)
+
+    def size_multiple(self, pipe: Any) -> int:
+        """What image sides must be multiples of: the image processor's factor (FLUX's counts its 2×2 patches),
+        times the pipeline's own `patch_size` where it keeps the patches apart (SD3: VAE 8 × patch 2)."""
+        return int(pipe.image_processor.config.vae_scale_factor) * int(getattr(pipe, "patch_size", 1))
+
+    def max_side(self, pipe: Any) -> int:
+        """The longest image side: `MAX_SIDE`, or less where the denoiser's position embeddings end (SD3's
+        `pos_embed_max_size` patches: 192 × 16 = 3072 px; diffusers refuses more only mid-call)."""
+        from .validation import MAX_SIDE
+
+        patches = getattr(getattr(pipe, self.denoiser).config, "pos_embed_max_size", None)
+        return MAX_SIDE if patches is None else min(MAX_SIDE, patches * self.size_multiple(pipe))
 
     @functools.cached_property
     def default_strength(self) -> float | None:
@@ -166,6 +186,19 @@ FAMILIES: dict[str, FamilySpec] = {
         denoiser="transformer",
         warn_if_truncated=qwen_truncation,
         guidance_effect="is ignored by its transformer",  # the repo's is_distilled turns CFG off
+    ),
+    "sd3": FamilySpec(
+        "sd3",
+        StableDiffusion3Pipeline,
+        StableDiffusion3Img2ImgPipeline,
+        StableDiffusion3Adapter(),
+        SD35_LARGE_TURBO_REPO,
+        "madebyollin/taesd3",
+        denoiser="transformer",
+        img2img_arguments=sd3_img2img_arguments,
+        warn_if_truncated=sd3_truncation,
+        guidance_effect="runs classifier-free guidance: twice the transformer work, and usually a burnt image",
+        fuse_qkv=False,  # diffusers' FusedJointAttnProcessor2_0 skips SD 3.5's RMS QK-norm: another image
     ),
     "qwenimage": FamilySpec(
         "qwenimage",

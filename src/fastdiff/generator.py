@@ -70,6 +70,8 @@ class FewStepGenerator:
         )
         self._adapters: dict[str, float] = {}  # unfused LoRAs of `load_lora(fuse=False)` and their scales
         self._img2img = kind.over(pipe, img2img=True)
+        # what image sides must be multiples of (VAE × patch), and the longest the denoiser takes
+        self._sides = {"vae_scale_factor": kind.size_multiple(pipe), "max_side": kind.max_side(pipe)}
         self._clock = make_clock(self.device)
         self._lock = threading.RLock()  # one pipeline call at a time: diffusers pipelines keep per-call state
         self._shapes: set[tuple[int, int, int]] = set()  # (height, width, UNet batch) seen, for torch.compile
@@ -198,7 +200,7 @@ class FewStepGenerator:
         requests = resolve_call(
             self.preset,
             kwargs,
-            vae_scale_factor=self.pipeline.image_processor.config.vae_scale_factor,  # FLUX: VAE 8 × patch 2
+            **self._sides,
             device=self.device,
             tensor_inputs=pipe._callback_tensor_inputs,
         )
@@ -239,8 +241,7 @@ class FewStepGenerator:
         )
 
     def _request(self, prompt: object, **given: Any) -> Request:
-        factor = self.pipeline.image_processor.config.vae_scale_factor  # FLUX: VAE 8 × patch 2
-        return resolve_request(self.preset, vae_scale_factor=factor, prompt=prompt, **given)
+        return resolve_request(self.preset, **self._sides, prompt=prompt, **given)
 
     def _new_shape(self, requests: Sequence[Request]) -> tuple[int, int, int] | None:
         """Record the (height, width, UNet batch) of a pipeline call, which torch.compile specializes on; the shape

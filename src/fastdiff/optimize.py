@@ -45,7 +45,7 @@ def own_copy(module: nn.Module) -> nn.Module:
 def _target_dtypes(pipe: Any, recipe: Recipe, vae: Any) -> dict[str, torch.dtype]:
     """The dtype each module computes in under `recipe`: its dtype (or the loaded one), and bfloat16 for an fp16
     VAE when `bf16_vae` (it has fp32's range: no overflow, no fp32 upcast; diffusers #4325)."""
-    dtype, names = recipe.dtype, ("unet", "transformer", "text_encoder", "text_encoder_2")
+    dtype, names = recipe.dtype, ("unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3")
     targets = {name: dtype or getattr(pipe, name).dtype for name in names if getattr(pipe, name, None) is not None}
     denoiser = next(iter(targets))  # "unet", or FLUX's "transformer"
     targets["vae"] = dtype or (vae.dtype if vae is pipe.vae else targets[denoiser])  # a tiny VAE runs as the denoiser

@@ -8,6 +8,7 @@ of "none"; "max" also swaps the VAE for the tiny autoencoder. Measured gains and
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -185,14 +186,23 @@ def decide_recipe(
 ) -> Recipe:
     """`optimize=` as `from_preset` takes it (a level name, an `Optimizations`, or a `Recipe`, kept as decided)
     decided for `device` and the model `family` (None: a UNet family)."""
-    if isinstance(optimize, Recipe):
-        return optimize
     if isinstance(optimize, str):
         optimize = Optimizations.level(optimize)
-    if not isinstance(optimize, Optimizations):
+    if isinstance(optimize, Recipe):
+        recipe = optimize
+    elif isinstance(optimize, Optimizations):
+        unet = family is None or family.denoiser == "unet"
+        recipe = _cpu(optimize, unet=unet) if device.type == "cpu" else _cuda(optimize, device.type)
+    else:
         raise FastDiffError(f"optimize must be 'none', 'default', 'max' or an Optimizations, not {optimize!r}")
-    unet = family is None or family.denoiser == "unet"
-    return _cpu(optimize, unet=unet) if device.type == "cpu" else _cuda(optimize, device.type)
+    if recipe.fuse_qkv and family is not None and not family.fuse_qkv:
+        if recipe is optimize or recipe.optimizations.fuse_qkv is True:  # asked for, not decided here
+            raise FastDiffError(
+                f"fused QKV changes the {family.name} family's images (diffusers' fused attention for it skips the "
+                "QK-norm): pass fuse_qkv=False"
+            )
+        recipe = dataclasses.replace(recipe, fuse_qkv=False)
+    return recipe
 
 
 def _cpu(opts: Optimizations, *, unet: bool) -> Recipe:

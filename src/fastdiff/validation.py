@@ -136,15 +136,15 @@ def check_guidance(preset: Preset, guidance_scale: object) -> float:
     return value
 
 
-def check_side(name: str, value: object, native: int, step: int) -> int:
-    """One image side: positive, a multiple of `step` (8 and the VAE factor), not absurd."""
+def check_side(name: str, value: object, native: int, step: int, limit: int = MAX_SIDE) -> int:
+    """One image side: positive, a multiple of `step` (8 and the VAE factor), at most `limit`."""
     if value is None:
         return native
     if not _is_int(value) or value <= 0:  # type: ignore[operator]
         raise FastDiffError(f"{name} must be a positive int, got {value!r}; the preset's native {name} is {native}")
     assert isinstance(value, int)
-    if value > MAX_SIDE:
-        raise FastDiffError(f"{name}={value} is larger than {MAX_SIDE}; the preset's native {name} is {native}")
+    if value > limit:
+        raise FastDiffError(f"{name}={value} is larger than {limit}; the preset's native {name} is {native}")
     if value % step:
         lower = value // step * step
         options = f"{lower} or {lower + step}" if lower else str(step)
@@ -192,7 +192,13 @@ def _check_array_image(image: np.ndarray | torch.Tensor, *, resize: bool) -> Non
 
 
 def check_img2img(
-    image: object, strength: object, *, default_strength: float | None, step: int, resize: bool
+    image: object,
+    strength: object,
+    *,
+    default_strength: float | None,
+    step: int,
+    resize: bool,
+    max_side: int = MAX_SIDE,
 ) -> float | None:
     """img2img inputs: strength only with an image, and in (0, 1]; an image the pipeline can encode; a family
     with an image-to-image pipeline (`default_strength` None: diffusers has none)."""
@@ -215,9 +221,9 @@ def check_img2img(
     if not isinstance(image, Image.Image):
         _check_array_image(image, resize=resize)
     width, height = input_size(image)
-    if max(width, height) > MAX_SIDE or min(width, height) < step:
+    if max(width, height) > max_side or min(width, height) < step:
         raise FastDiffError(
-            f"image is {width}x{height}; img2img takes sides from {step} to {MAX_SIDE} pixels: resize it "
+            f"image is {width}x{height}; img2img takes sides from {step} to {max_side} pixels: resize it "
             "first, or pass height=/width= to resize it to the size you want"
         )
     return default_strength if strength is None else float(strength)  # type: ignore[arg-type]
@@ -244,6 +250,7 @@ def resolve_request(
     preset: Preset,
     *,
     vae_scale_factor: int,
+    max_side: int = MAX_SIDE,
     prompt: object,
     steps: object = None,
     seed: object,
@@ -255,7 +262,8 @@ def resolve_request(
     image: object,
     strength: object = None,
 ) -> Request:
-    """One prompt's arguments checked against the preset, with every default filled in."""
+    """One prompt's arguments checked against the preset, with every default filled in (`vae_scale_factor`: what
+    sides must be multiples of; `max_side`: the longest side the denoiser takes)."""
     if not isinstance(prompt, str):
         raise FastDiffError(
             f"prompt must be a str or a list of str, not {type(prompt).__name__}; for several images of one prompt "
@@ -271,11 +279,13 @@ def resolve_request(
     step = math.lcm(8, vae_scale_factor)  # the VAE factor, and never less than diffusers' own check of 8
     resize = height is not None or width is not None
     default_strength = family(preset.family).default_strength
-    resolved_strength = check_img2img(image, strength, default_strength=default_strength, step=step, resize=resize)
+    resolved_strength = check_img2img(
+        image, strength, default_strength=default_strength, step=step, resize=resize, max_side=max_side
+    )
     if resolved_strength is not None:
         check_explicit_strength(preset, resolved_steps, resolved_strength)
-    h = check_side("height", height, preset.height, step)
-    w = check_side("width", width, preset.width, step)
+    h = check_side("height", height, preset.height, step, max_side)
+    w = check_side("width", width, preset.width, step, max_side)
     ratio = (h * w) / (preset.height * preset.width)
     if (image is None or resize) and not 0.3 <= ratio <= 2.0:
         warn(

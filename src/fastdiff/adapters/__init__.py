@@ -7,6 +7,7 @@ from .flux import FluxAdapter
 from .flux2 import Flux2KleinAdapter
 from .qwenimage import QwenImageAdapter
 from .sd import StableDiffusionAdapter
+from .sd3 import StableDiffusion3Adapter
 from .sdxl import StableDiffusionXLAdapter
 from .zimage import ZImageAdapter
 
@@ -16,6 +17,7 @@ __all__ = [
     "FluxAdapter",
     "ModelAdapter",
     "QwenImageAdapter",
+    "StableDiffusion3Adapter",
     "StableDiffusionAdapter",
     "StableDiffusionXLAdapter",
     "ZImageAdapter",

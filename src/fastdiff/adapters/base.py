@@ -11,7 +11,15 @@ from PIL import Image
 
 from ..errors import warn
 
-__all__ = ["Embeddings", "ModelAdapter", "clip_truncation", "image_latents", "unet_img2img_arguments"]
+__all__ = [
+    "Embeddings",
+    "ModelAdapter",
+    "clip_truncation",
+    "guided_embeddings",
+    "image_latents",
+    "shifted_image_latents",
+    "unet_img2img_arguments",
+]
 
 # Keyword arguments for the diffusers pipeline call (`prompt_embeds=`, `pooled_prompt_embeds=`, …): a tensor
 # batched along dim 0, or a list with one tensor per image where lengths differ (Z-Image).
@@ -52,21 +60,55 @@ def image_latents(
     images: Sequence[Image.Image],
     generators: Sequence[torch.Generator],
     dtype: torch.dtype,
-    *,
-    frames: bool = False,
+    **size: int,
 ) -> torch.Tensor:
-    """`vae.encode` of each image (preprocessed as the pipeline does, cast as it does to `dtype`, then to the VAE's
-    dtype) sampled with its generator, as diffusers' `prepare_latents` does for a list of generators; unscaled.
-    `frames`: a video VAE (Qwen-Image's) encodes each image as one frame, (1, 3, 1, H, W)."""
+    """`vae.encode` of each image (preprocessed as the pipeline does, resized to `height=`/`width=` where given,
+    cast as it does to `dtype`, then to the VAE's dtype) sampled with its generator, as diffusers' `prepare_latents`
+    does for a list of generators; unscaled. A video VAE (Qwen-Image's) encodes each image as one frame: latents
+    (B, C, 1, H/8, W/8)."""
     vae, device = pipe.vae, pipe._execution_device
+    frames = "temperal_downsample" in vae.config  # diffusers' spelling, in its video VAEs' configs
     pixels: dict[int, torch.Tensor] = {}  # each distinct image preprocessed once: (1, 3, H, W) in [-1, 1]
     samples = []
     for image, generator in zip(images, generators, strict=True):
         if id(image) not in pixels:
-            pixel = pipe.image_processor.preprocess(image).to(device=device, dtype=dtype).to(vae.dtype)
+            pixel = pipe.image_processor.preprocess(image, **size).to(device, dtype).to(vae.dtype)
             pixels[id(image)] = pixel.unsqueeze(2) if frames else pixel
         samples.append(retrieve_latents(vae.encode(pixels[id(image)]), generator=generator))
     return torch.cat(samples)
+
+
+def shifted_image_latents(
+    pipe: Any,
+    images: Sequence[Image.Image],
+    generators: Sequence[torch.Generator],
+    dtype: torch.dtype,
+    **size: int,
+) -> torch.Tensor:
+    """`image_latents` shifted and scaled as the flow-matching img2img pipelines (FLUX.1, Z-Image, SD3) do it:
+    (sample − shift) × scale in `dtype`."""
+    config = pipe.vae.config
+    latents = image_latents(pipe, images, generators, dtype, **size)
+    shifted: torch.Tensor = (latents - config.shift_factor) * config.scaling_factor
+    return shifted.to(dtype)
+
+
+def guided_embeddings(
+    prompt_embeds: torch.Tensor,
+    negative_prompt_embeds: torch.Tensor | None,
+    pooled_prompt_embeds: torch.Tensor,
+    negative_pooled_prompt_embeds: torch.Tensor | None,
+    *,
+    guidance: bool,
+) -> Embeddings:
+    """What SDXL's and SD3's `encode_prompt` return, as the call's keyword arguments: the negatives only with
+    classifier-free guidance."""
+    embeds: Embeddings = {"prompt_embeds": prompt_embeds, "pooled_prompt_embeds": pooled_prompt_embeds}
+    if guidance:
+        assert negative_prompt_embeds is not None and negative_pooled_prompt_embeds is not None
+        embeds["negative_prompt_embeds"] = negative_prompt_embeds
+        embeds["negative_pooled_prompt_embeds"] = negative_pooled_prompt_embeds
+    return embeds
 
 
 def clip_truncation(pipe: Any, prompt: str, max_sequence_length: int | None) -> None:

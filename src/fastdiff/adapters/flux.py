@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from ..errors import warn
-from .base import Embeddings, image_latents
+from .base import Embeddings, shifted_image_latents
 
 __all__ = ["FluxAdapter", "flux_img2img_arguments", "t5_truncation"]
 
@@ -40,10 +40,7 @@ class FluxAdapter:
     ) -> torch.Tensor:
         """As `FluxImg2ImgPipeline._encode_vae_image`: (VAE sample − shift) × scale, unpacked (B, 16, H/8, W/8);
         the img2img pipeline takes these latents as `image=` and packs them itself."""
-        vae = pipe.vae
-        latents = image_latents(pipe, images, generators, dtype)
-        shifted: torch.Tensor = (latents - vae.config.shift_factor) * vae.config.scaling_factor
-        return shifted.to(dtype)
+        return shifted_image_latents(pipe, images, generators, dtype)
 
     @torch.no_grad()
     def decode(

@@ -61,7 +61,7 @@ class QwenImageAdapter:
     ) -> torch.Tensor:
         """As `QwenImageImg2ImgPipeline._encode_vae_image`: the VAE sample normalised per channel, its one frame
         taken out (B, 16, H/8, W/8); the img2img pipeline takes these latents as `image=` and packs them itself."""
-        latents = image_latents(pipe, images, generators, dtype, frames=True)  # (B, 16, 1, H/8, W/8)
+        latents = image_latents(pipe, images, generators, dtype)  # (B, 16, 1, H/8, W/8)
         mean, inverse_std = _latent_statistics(pipe.vae, latents)
         normalised: torch.Tensor = (latents - mean) * inverse_std
         return normalised[:, :, 0].to(dtype)

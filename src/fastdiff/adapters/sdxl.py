@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .base import Embeddings, image_latents
+from .base import Embeddings, guided_embeddings, image_latents
 
 __all__ = ["StableDiffusionXLAdapter"]
 
@@ -42,18 +42,14 @@ class StableDiffusionXLAdapter:
 
     def encode(self, pipe: Any, prompt: str, negative_prompt: str | None, *, guidance: bool) -> Embeddings:
         """Same call as the pipeline makes, for one image (zeros for an empty negative, as the repo config says)."""
-        positive, negative, pooled, negative_pooled = pipe.encode_prompt(
+        encoded = pipe.encode_prompt(
             prompt,
             device=pipe._execution_device,
             num_images_per_prompt=1,
             do_classifier_free_guidance=guidance,
             negative_prompt=negative_prompt,
         )
-        embeds = {"prompt_embeds": positive, "pooled_prompt_embeds": pooled}
-        if guidance:
-            embeds["negative_prompt_embeds"] = negative
-            embeds["negative_pooled_prompt_embeds"] = negative_pooled
-        return embeds
+        return guided_embeddings(*encoded, guidance=guidance)
 
     @torch.no_grad()
     def encode_image(

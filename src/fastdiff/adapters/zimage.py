@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from PIL import Image
 
-from .base import Embeddings, image_latents
+from .base import Embeddings, shifted_image_latents
 
 __all__ = ["ZImageAdapter"]
 
@@ -47,9 +47,7 @@ class ZImageAdapter:
         # Its image processor is built without `vae_latent_channels` (FluxImg2ImgPipeline's has them), so it would
         # resize and renormalize latents given as `image=`; told the channel count, it passes them on as they are.
         pipe.image_processor.register_to_config(vae_latent_channels=vae.config.latent_channels)
-        latents = image_latents(pipe, images, generators, dtype)
-        shifted: torch.Tensor = (latents - vae.config.shift_factor) * vae.config.scaling_factor
-        return shifted.to(dtype)
+        return shifted_image_latents(pipe, images, generators, dtype)
 
     @torch.no_grad()
     def decode(self, pipe: Any, latents: torch.Tensor) -> list[Image.Image]:

@@ -22,6 +22,7 @@ from .tiny_flux import tiny_t5_tokenizer
 from .tiny_flux2 import tiny_pipeline as tiny_flux2_pipeline
 from .tiny_qwenimage import tiny_pipeline as tiny_qwenimage_pipeline
 from .tiny_qwenimage import tiny_qwen2_tokenizer
+from .tiny_sd3 import tiny_pipeline as tiny_sd3_pipeline
 
 __all__ = [
     "MODEL_INDEX_CLASSES",
@@ -39,6 +40,7 @@ __all__ = [
     "tiny_pipeline",
     "tiny_qwen2_tokenizer",
     "tiny_qwenimage_pipeline",
+    "tiny_sd3_pipeline",
     "tiny_t5_tokenizer",
     "tiny_tokenizer",
     "tiny_unet",

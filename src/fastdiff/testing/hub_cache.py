@@ -32,7 +32,7 @@ __all__ = ["cached_repo_path", "make_hf_cache", "repo_seed"]
 
 # What the Hub stores with git LFS (its default .gitattributes); their etag is the content's sha256.
 _LFS_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".msgpack", ".onnx", ".h5")
-_TINY_VAE_LATENT_CHANNELS = {"madebyollin/taef1": 16}  # TAESD and TAESDXL have SD's 4
+_TINY_VAE_LATENT_CHANNELS = {"madebyollin/taef1": 16, "madebyollin/taesd3": 16}  # TAESD and TAESDXL have SD's 4
 
 
 def repo_seed(*names: str) -> int:

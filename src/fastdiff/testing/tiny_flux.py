@@ -23,7 +23,7 @@ from ..presets import FLUX_SCHNELL_REPO
 from .repo_configs import SCHEDULER_CONFIGS
 from .tiny import _CLIP_L, _VAE_COMMON, _text_config, tiny_tokenizer
 
-__all__ = ["FLUX_VAE", "MODEL_INDEX", "tiny_pipeline", "tiny_t5_tokenizer"]
+__all__ = ["FLUX_VAE", "MODEL_INDEX", "tiny_pipeline", "tiny_t5_encoder", "tiny_t5_tokenizer"]
 
 # FLUX.1's VAE (shared/reference/model-configs/flux1-schnell/vae): 16 latent channels, scale and shift, no
 # quant convs; four levels so that the VAE factor is 8, and the image side a multiple of 16 with the 2×2 patches.
@@ -69,6 +69,22 @@ def tiny_t5_tokenizer() -> T5Tokenizer:
     return T5Tokenizer(vocab=list(_t5_vocab()), extra_ids=0, model_max_length=512)
 
 
+def tiny_t5_encoder(*, width: int) -> T5EncoderModel:
+    """A two-layer T5 v1.1 encoder (gated GELU, as google/t5-v1_1-xxl) of `width` over `tiny_t5_tokenizer`'s
+    vocabulary, drawn from the current RNG."""
+    config = T5Config(
+        vocab_size=len(_t5_vocab()),
+        d_model=width,
+        d_kv=8,
+        d_ff=37,
+        num_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=8,
+        feed_forward_proj="gated-gelu",
+    )
+    return T5EncoderModel(config)
+
+
 def tiny_pipeline(*, seed: int = 0, scheduler_config: dict[str, Any] | None = None) -> Any:
     """A tiny random-weight `FluxPipeline` on the CPU in float32, deterministic in `seed` (schnell's scheduler
     config unless one is given)."""
@@ -78,17 +94,7 @@ def tiny_pipeline(*, seed: int = 0, scheduler_config: dict[str, Any] | None = No
         transformer = transformer_class(**_TRANSFORMER)
         vae = AutoencoderKL(**FLUX_VAE)
         text_encoder = CLIPTextModel(_text_config(_CLIP_L, EOS))
-        t5 = T5Config(
-            vocab_size=len(_t5_vocab()),
-            d_model=_TEXT_WIDTH,
-            d_kv=8,
-            d_ff=37,
-            num_layers=2,
-            num_heads=4,
-            relative_attention_num_buckets=8,
-            feed_forward_proj="gated-gelu",  # T5 v1.1, as google/t5-v1_1-xxl
-        )
-        text_encoder_2 = T5EncoderModel(t5)
+        text_encoder_2 = tiny_t5_encoder(width=_TEXT_WIDTH)
     for module in (transformer, vae, text_encoder, text_encoder_2):
         module.eval()  # as from_pretrained leaves them
     if scheduler_config is None:
