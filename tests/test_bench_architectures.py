@@ -24,12 +24,14 @@ from fastdiff.bench.random_weights import (
 from fastdiff.configs.tokenizer import byte_level_tokenizer, word_level_tokenizer
 from fastdiff.errors import FastDiffError
 from fastdiff.presets import (
+    FLUX2_KLEIN_4B_REPO,
     FLUX_SCHNELL_REPO,
     SD15_REPO,
     SD35_LARGE_TURBO_REPO,
     SD_TURBO_REPO,
     SDXL_BASE_REPO,
     SDXL_TURBO_REPO,
+    Z_IMAGE_TURBO_REPO,
 )
 
 CLIP_L, SD_VAE = 123_060_480, 83_653_863
@@ -58,6 +60,17 @@ CLIP_L, SD_VAE = 123_060_480, 83_653_863
                 "text_encoder_3": 4_762_310_656,
                 "vae": 83_819_683,
             },
+        ),
+        # FLUX.2 [klein] 4B: shared/reference counts 3,875,544,576 for its transformer; Qwen3-4B 4,022,468,096 (the
+        # count of a copy's safetensors in z-image-turbo's README), the same encoder as Z-Image-Turbo's
+        (
+            FLUX2_KLEIN_4B_REPO,
+            {"transformer": 3_875_544_576, "text_encoder": 4_022_468_096, "vae": 84_046_115},
+        ),
+        # Z-Image-Turbo: the "6B" S3-DiT (its bf16 single file of 12.3 GB is ~6.15B), Qwen3-4B, FLUX.1's VAE
+        (
+            Z_IMAGE_TURBO_REPO,
+            {"transformer": 6_154_908_736, "text_encoder": 4_022_468_096, "vae": 83_819_683},
         ),
     ],
 )

@@ -20,29 +20,10 @@ from ..presets import FLUX2_KLEIN_4B_REPO
 
 __all__ = ["MODEL_INDEX", "SCHEDULER_CONFIG", "tiny_pipeline", "tiny_qwen_tokenizer"]
 
-# The repo's model_index.json as far as it could be read (shared/reference/model-configs/flux2-klein-4b): the head
-# up to text_encoder from the repo's page; tokenizer, transformer and vae inferred from the pipeline's signature
-# and the diffusers team's modular repo (which names the tokenizer Qwen2TokenizerFast). Not shipped in configs/.
-MODEL_INDEX: dict[str, Any] = {
-    "_class_name": "Flux2KleinPipeline",
-    "_diffusers_version": "0.37.0.dev0",
-    "is_distilled": True,
-    "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
-    "text_encoder": ["transformers", "Qwen3ForCausalLM"],
-    "tokenizer": ["transformers", "Qwen2TokenizerFast"],
-    "transformer": ["diffusers", "Flux2Transformer2DModel"],
-    "vae": ["diffusers", "AutoencoderKLFlux2"],
-}
-# NOT the repo's (its scheduler config was not found): FLUX.2-dev's diffusers config, whose dynamic shifting
-# (exponential) lets the `mu` the pipeline computes per call apply; `shift` is then unused. A real repo's scheduler
-# config is taken as it is (the preset's scheduler is "repo").
-SCHEDULER_CONFIG: dict[str, Any] = {
-    "_class_name": "FlowMatchEulerDiscreteScheduler",
-    "num_train_timesteps": 1000,
-    "shift": 3.0,
-    "use_dynamic_shifting": True,
-    "time_shift_type": "exponential",
-}
+# The repo's model_index.json and (inferred) scheduler config, as shipped in fastdiff.configs (README.md there says
+# what was read and what is inferred).
+MODEL_INDEX: dict[str, Any] = repo_config(FLUX2_KLEIN_4B_REPO, "model_index.json")
+SCHEDULER_CONFIG: dict[str, Any] = repo_config(FLUX2_KLEIN_4B_REPO, "scheduler/scheduler_config.json")
 
 _SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>")  # Qwen3's, in its id order
 # Qwen3's chat template, as `apply_chat_template(..., add_generation_prompt=True, enable_thinking=False)` renders
