@@ -5,6 +5,7 @@ from __future__ import annotations
 from .base import Embeddings, ModelAdapter
 from .flux import FluxAdapter
 from .flux2 import Flux2KleinAdapter
+from .qwenimage import QwenImageAdapter
 from .sd import StableDiffusionAdapter
 from .sd3 import StableDiffusion3Adapter
 from .sdxl import StableDiffusionXLAdapter
@@ -15,6 +16,7 @@ __all__ = [
     "Flux2KleinAdapter",
     "FluxAdapter",
     "ModelAdapter",
+    "QwenImageAdapter",
     "StableDiffusion3Adapter",
     "StableDiffusionAdapter",
     "StableDiffusionXLAdapter",

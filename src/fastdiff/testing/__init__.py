@@ -20,6 +20,8 @@ from .tiny import (
 from .tiny_flux import tiny_pipeline as tiny_flux_pipeline
 from .tiny_flux import tiny_t5_tokenizer
 from .tiny_flux2 import tiny_pipeline as tiny_flux2_pipeline
+from .tiny_qwenimage import tiny_pipeline as tiny_qwenimage_pipeline
+from .tiny_qwenimage import tiny_qwen2_tokenizer
 from .tiny_sd3 import tiny_pipeline as tiny_sd3_pipeline
 
 __all__ = [
@@ -36,6 +38,8 @@ __all__ = [
     "tiny_flux_pipeline",
     "tiny_lora",
     "tiny_pipeline",
+    "tiny_qwen2_tokenizer",
+    "tiny_qwenimage_pipeline",
     "tiny_sd3_pipeline",
     "tiny_t5_tokenizer",
     "tiny_tokenizer",
