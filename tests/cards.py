@@ -5,6 +5,7 @@ These are deliberately independent of fastdiff's presets: the parity tests compa
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,9 @@ import torch
 from diffusers import (
     AutoPipelineForText2Image,
     DDIMScheduler,
+    DiffusionPipeline,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
     Flux2KleinPipeline,
     FluxPipeline,
     LCMScheduler,
@@ -154,6 +157,37 @@ def sd35_large_turbo(cache: Path) -> tuple[Any, dict[str, Any]]:
     return pipe, {"guidance_scale": 0.0}
 
 
+# lightx2v/Qwen-Image-Lightning card (and diffusers' qwenimage.md, "LoRA for faster inference"), comments its own
+QWEN_LIGHTNING_SCHEDULER = {
+    "base_image_seq_len": 256,
+    "base_shift": math.log(3),  # We use shift=3 in distillation
+    "invert_sigmas": False,
+    "max_image_seq_len": 8192,
+    "max_shift": math.log(3),  # We use shift=3 in distillation
+    "num_train_timesteps": 1000,
+    "shift": 1.0,
+    "shift_terminal": None,  # set shift_terminal to None
+    "stochastic_sampling": False,
+    "time_shift_type": "exponential",
+    "use_beta_sigmas": False,
+    "use_dynamic_shifting": True,
+    "use_exponential_sigmas": False,
+    "use_karras_sigmas": False,
+}
+
+
+def qwen_image_lightning(steps: int, cache: Path) -> tuple[Any, dict[str, Any]]:
+    """lightx2v/Qwen-Image-Lightning card: Qwen/Qwen-Image with the card's scheduler, the step count's LoRA loaded
+    (fused here, as fastdiff fuses it), negative_prompt=" " and true_cfg_scale=1.0 (no CFG)."""
+    scheduler = FlowMatchEulerDiscreteScheduler.from_config(QWEN_LIGHTNING_SCHEDULER)
+    pipe = DiffusionPipeline.from_pretrained("Qwen/Qwen-Image", scheduler=scheduler, **_hub(cache))
+    name = f"Qwen-Image-Lightning-{steps}steps-V2.0-bf16.safetensors"
+    pipe.load_lora_weights(hf_hub_download("lightx2v/Qwen-Image-Lightning", name, **_hub(cache)))
+    pipe.fuse_lora()
+    pipe.unload_lora_weights()
+    return pipe, {"negative_prompt": " ", "true_cfg_scale": 1.0}
+
+
 def sana_sprint(size: str, cache: Path) -> tuple[Any, dict[str, Any]]:
     """NVlabs' SANA-Sprint docs: SanaSprintPipeline.from_pretrained(repo) and the pipeline's own defaults
     (guidance 4.5 embedded, 2 steps with intermediate_timesteps 1.3, resolution binning, max_sequence_length 300,
@@ -193,6 +227,8 @@ def card_pipeline(preset: str, cache: Path) -> tuple[Any, dict[str, Any]]:
         return z_image_turbo(cache)
     if preset == "sd35-large-turbo":
         return sd35_large_turbo(cache)
+    if preset.startswith("qwen-image-lightning-"):
+        return qwen_image_lightning(int(preset.split("-")[3].removesuffix("step")), cache)
     if preset.startswith("sana-sprint-"):
         return sana_sprint(preset.removeprefix("sana-sprint-"), cache)
     raise KeyError(preset)

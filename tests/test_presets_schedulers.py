@@ -28,6 +28,9 @@ LCM = {  # LCMScheduler: n of the 50 "original" steps 999, 979, …, 19, evenly 
 }
 # FLUX.1-schnell's FlowMatchEuler, shift 1.0 and no dynamic shifting: sigmas linspace(1, 1/n, n), timestep = 1000σ.
 FLOW = {1: [1000], 2: [1000, 500], 3: [1000, 667, 333], 4: [1000, 750, 500, 250]}
+# Qwen-Image-Lightning's card: mu = ln 3 at every size with the exponential time shift, a fixed shift of 3 on
+# linspace(1, 1/n, n): σ' = 3σ / (1 + 2σ), and no terminal stretch.
+FLOW_SHIFT_3 = {4: [1000, 900, 750, 500], 8: [1000, 955, 900, 833, 750, 643, 500, 300]}
 # Z-Image-Turbo's FlowMatchEuler, shift 3.0: sigmas linspace(1, 1/8, 8) shifted to 3σ/(1 + 2σ) = 1, 0.9545, 0.9,
 # 0.8333, 0.75, 0.6429, 0.5, 0.3; its transformer sees 1 - σ (time running 0 → 1), here × 1000.
 Z_IMAGE = [0, 45, 100, 167, 250, 357, 500, 700]
@@ -66,6 +69,10 @@ EXPECTED: dict[str, tuple[str, str | None, str, dict[int, list[int]]]] = {
     "flux2-klein-4b": ("FlowMatchEulerDiscreteScheduler", None, "flow", {4: [1000, 955, 875, 700]}),
     "z-image-turbo": ("FlowMatchEulerDiscreteScheduler", None, "flow", {8: Z_IMAGE}),
     "sd35-large-turbo": ("FlowMatchEulerDiscreteScheduler", None, "flow", SD3_FLOW),
+    **{
+        f"qwen-image-lightning-{n}step": ("FlowMatchEulerDiscreteScheduler", None, "flow", {n: FLOW_SHIFT_3[n]})
+        for n in (4, 8)
+    },
     "sana-sprint-0.6b": ("SCMScheduler", None, "trigflow", SCM),
     "sana-sprint-1.6b": ("SCMScheduler", None, "trigflow", SCM),
     # The shipped toy models: the teacher with SD 1.5's own scheduler config, the student as SD-Turbo.
@@ -83,6 +90,8 @@ TIMESTEP_UNIT = {
     "flux-schnell": 1000,
     "flux2-klein-4b": 1000,
     "z-image-turbo": 1000,
+    "qwen-image-lightning-4step": 1000,
+    "qwen-image-lightning-8step": 1000,
     "sana-sprint-0.6b": 1000,
     "sana-sprint-1.6b": 1000,
 }

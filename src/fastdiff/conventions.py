@@ -39,6 +39,10 @@ REFUSED: dict[str, str] = {
     "negative_prompt_embeds": _EMBEDS,
     "pooled_prompt_embeds": _EMBEDS,
     "negative_pooled_prompt_embeds": _EMBEDS,
+    "prompt_embeds_mask": _EMBEDS,
+    "negative_prompt_embeds_mask": _EMBEDS,
+    "true_cfg_scale": "pass guidance_scale=, which Qwen-Image's presets run as the pipeline's true_cfg_scale (CFG "
+    "above 1); the other families' cards use no true CFG",
     "prompt_2": f"fastdiff sends prompt= to both SDXL text encoders; for two prompts {_RAW}",
     "negative_prompt_2": f"fastdiff sends negative_prompt= to both text encoders; for two {_RAW}",
     "latents": f"fastdiff draws the noise from seed= or generator= (your own torch.Generator); for latents {_RAW}",

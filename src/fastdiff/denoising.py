@@ -9,6 +9,7 @@ from itertools import accumulate, pairwise
 from typing import Any
 
 import torch
+from torch.nn.utils.rnn import pad_sequence
 
 from .adapters import Embeddings, ModelAdapter
 from .embeddings import EmbeddingCache
@@ -59,11 +60,13 @@ def _per_image(
     requests: Sequence[Request], values: Sequence[torch.Tensor | list[torch.Tensor]]
 ) -> torch.Tensor | list[torch.Tensor]:
     """Each request's embedding repeated per image (as `num_images_per_prompt` would), joined along the batch: a
-    tensor's dim 0, or one list where each image has its own tensor (Z-Image's variable-length prompts)."""
-    tensors = [value for value in values if isinstance(value, torch.Tensor)]
-    if len(tensors) == len(values):
-        return torch.cat([t.repeat_interleave(r.num_images, dim=0) for r, t in zip(requests, tensors, strict=True)])
-    return [t for r, value in zip(requests, values, strict=True) for t in value for _ in range(r.num_images)]
+    tensor's dim 0, or one list where each image has its own tensor (Z-Image's variable-length prompts). Tensors of
+    different token counts (Qwen-Image keeps each prompt's own, with its mask) are zero-padded at the end to the
+    longest, as the pipelines pad a list of prompts."""
+    rows = [t for r, value in zip(requests, values, strict=True) for t in value for _ in range(r.num_images)]
+    if all(isinstance(value, torch.Tensor) for value in values):
+        return pad_sequence(rows, batch_first=True)
+    return rows
 
 
 def denoise(
@@ -79,9 +82,10 @@ def denoise(
     first = requests[0]
     noise = _noise(requests)
     merged = {key: _per_image(requests, [e[key] for e in embeds]) for key in embeds[0]}
+    spec = family(preset.family)
     kwargs: dict[str, Any] = {
         **merged,
-        "guidance_scale": first.guidance_scale,
+        "true_cfg_scale" if spec.true_cfg else "guidance_scale": first.guidance_scale,
         "num_images_per_prompt": 1,
         "generator": noise,
         "output_type": "latent",
@@ -101,8 +105,7 @@ def denoise(
         assert first.strength is not None
         pipe = img2img
         width, height = batch_key(first)[1]
-        arguments = family(preset.family).img2img_arguments
-        kwargs.update(arguments(first.steps, first.strength, timesteps, height=height, width=width))
+        kwargs.update(spec.img2img_arguments(first.steps, first.strength, timesteps, height=height, width=width))
         embedded = merged["prompt_embeds"]
         dtype = (embedded[0] if isinstance(embedded, list) else embedded).dtype  # diffusers' dtype for the image
         kwargs["image"] = _initial_latents(adapter, pipe, requests, noise, dtype)

@@ -17,6 +17,8 @@ from diffusers import (
     Flux2KleinPipeline,
     FluxImg2ImgPipeline,
     FluxPipeline,
+    QwenImageImg2ImgPipeline,
+    QwenImagePipeline,
     SanaSprintImg2ImgPipeline,
     SanaSprintPipeline,
     StableDiffusion3Img2ImgPipeline,
@@ -33,6 +35,7 @@ from .adapters import (
     Flux2KleinAdapter,
     FluxAdapter,
     ModelAdapter,
+    QwenImageAdapter,
     SanaSprintAdapter,
     StableDiffusion3Adapter,
     StableDiffusionAdapter,
@@ -41,6 +44,7 @@ from .adapters import (
 from .adapters.base import clip_truncation, unet_img2img_arguments
 from .adapters.flux import flux_img2img_arguments, t5_truncation
 from .adapters.flux2 import qwen_truncation
+from .adapters.qwenimage import qwen_vl_truncation
 from .adapters.sana_sprint import gemma_truncation, scm_step_arguments
 from .adapters.sd3 import sd3_img2img_arguments, sd3_truncation
 from .adapters.zimage import ZImageAdapter
@@ -48,6 +52,7 @@ from .errors import FastDiffError, did_you_mean
 from .presets import (
     FLUX2_KLEIN_4B_REPO,
     FLUX_SCHNELL_REPO,
+    QWEN_IMAGE_REPO,
     SANA_SPRINT_06B_REPO,
     SD15_REPO,
     SD35_LARGE_TURBO_REPO,
@@ -91,6 +96,9 @@ class FamilySpec:
     # the pipeline generates at the aspect-ratio bin nearest the size asked and resizes the image back to it
     resolution_binning: bool = False
     cfg_above: float = 1.0  # the guidance_scale above which its pipeline runs classifier-free guidance
+    # guidance_scale is the pipeline's `true_cfg_scale` (CFG on a transformer: two passes a step); QwenImage's own
+    # `guidance_scale` is for guidance-distilled transformers
+    true_cfg: bool = False
     # what such a guidance does to a model distilled to run without it (the warning's words)
     guidance_effect: str = "doubles the UNet work and usually burns the image"
     refused_dtypes: Mapping[torch.dtype, str] = field(default_factory=dict, compare=False)  # dtype → why, and the fix
@@ -209,6 +217,23 @@ FAMILIES: dict[str, FamilySpec] = {
         warn_if_truncated=sd3_truncation,
         guidance_effect="runs classifier-free guidance: twice the transformer work, and usually a burnt image",
         fuse_qkv=False,  # diffusers' FusedJointAttnProcessor2_0 skips SD 3.5's RMS QK-norm: another image
+    ),
+    "qwenimage": FamilySpec(
+        "qwenimage",
+        QwenImagePipeline,
+        QwenImageImg2ImgPipeline,
+        QwenImageAdapter(),
+        QWEN_IMAGE_REPO,
+        None,  # no diffusers AutoencoderTiny for its latents: optimize="max" keeps the VAE
+        denoiser="transformer",
+        img2img_arguments=flux_img2img_arguments,  # the same schedule: at least one step for any strength
+        warn_if_truncated=qwen_vl_truncation,
+        true_cfg=True,
+        guidance_effect="runs true CFG: twice the transformer work, and usually a burnt image",
+        refused_dtypes={
+            torch.float16: "its activations overflow it, giving NaN (black) images (ComfyUI#10751); use bfloat16 "
+            "as the card does (dtype='bfloat16', precision='bf16') or float32",
+        },
     ),
     "sana-sprint": FamilySpec(
         "sana-sprint",

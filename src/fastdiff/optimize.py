@@ -73,10 +73,12 @@ def apply_optimizations(
     if tiny_vae is not None:
         own["vae"] = tiny_vae
     for name, module in own.items():
-        nhwc = torch.channels_last if recipe.channels_last and name in ("unet", "vae") else None
+        # 2-D convolutions only: a video VAE's 5-D kernels (Qwen-Image's) have no channels_last layout
+        two_d = name in ("unet", "vae") and all(p.dim() < 5 for p in module.parameters())
+        nhwc = torch.channels_last if recipe.channels_last and two_d else None
         module.to(pipe._execution_device, targets[name], memory_format=nhwc)
     denoiser = next(iter(targets))  # "unet", or FLUX's "transformer"
-    if recipe.fuse_qkv:  # where diffusers offers it: not Z-Image's transformer, nor the tiny VAE (no attention)
+    if recipe.fuse_qkv:  # where diffusers offers it: not Z-Image's transformer, the tiny VAE or Qwen-Image's VAE
         for module in (own[denoiser], own["vae"]):
             if hasattr(module, "fuse_qkv_projections"):
                 module.fuse_qkv_projections()

@@ -40,13 +40,15 @@ SANA_SPRINT_06B_REPO = "Efficient-Large-Model/Sana_Sprint_0.6B_1024px_diffusers"
 SANA_SPRINT_16B_REPO = "Efficient-Large-Model/Sana_Sprint_1.6B_1024px_diffusers"
 Z_IMAGE_TURBO_REPO = "Tongyi-MAI/Z-Image-Turbo"
 SD35_LARGE_TURBO_REPO = "stabilityai/stable-diffusion-3.5-large-turbo"
+QWEN_IMAGE_REPO = "Qwen/Qwen-Image"
+QWEN_LIGHTNING_REPO = "lightx2v/Qwen-Image-Lightning"
 
 # The models fastdiff ships in the package (fp16 diffusers folders, no variant suffix), so that a fresh machine
 # makes real images offline; `python -m fastdiff.distill.recipe` reproduces them (docs/distill.md).
 SHIPPED_MODELS = Path(__file__).resolve().parent / "distill" / "models"
 DEFAULT_PRESET = "fastdiff-shapes"  # what `fastdiff generate` and `fastdiff demo` run when no preset is named
 
-Family = Literal["sd1", "sd2", "sdxl", "flux", "flux2", "zimage", "sd3", "sana-sprint"]
+Family = Literal["sd1", "sd2", "sdxl", "flux", "flux2", "zimage", "sd3", "qwenimage", "sana-sprint"]
 
 NON_COMMERCIAL = ("sai-nc-community", "cc-by-nc-sa-4.0")
 
@@ -194,6 +196,28 @@ def _dmd2(timesteps: tuple[int, ...]) -> Preset:
         timesteps=timesteps,
         license="cc-by-nc-sa-4.0",
         description=f"DMD2 {steps}-step (improved distribution matching distillation)",
+    )
+
+
+def _qwen_lightning(steps: int) -> Preset:
+    # https://huggingface.co/lightx2v/Qwen-Image-Lightning: a LoRA fused into Qwen/Qwen-Image's transformer, the
+    # card's FlowMatchEuler (a fixed shift of 3), true_cfg_scale=1.0 (no CFG: one pass a step), exactly the step
+    # count of the LoRA, 1024², bf16. V2.0 is the card's latest (less over-saturated than V1.x); its bf16 file is
+    # the same LoRA at half the download. Both repos are Apache-2.0.
+    return Preset(
+        name=f"qwen-image-lightning-{steps}step",
+        family="qwenimage",
+        repo_id=QWEN_IMAGE_REPO,
+        checkpoint=Checkpoint(QWEN_LIGHTNING_REPO, f"Qwen-Image-Lightning-{steps}steps-V2.0-bf16.safetensors", "lora"),
+        steps=(steps,),
+        default_steps=steps,
+        guidance_scale=1.0,
+        height=1024,
+        width=1024,
+        scheduler="flow-euler-shift-3",
+        license="apache-2.0",
+        variant=None,
+        description=f"Qwen-Image-Lightning {steps}-step LoRA on Qwen-Image (20B MMDiT, Qwen2.5-VL text encoder)",
     )
 
 
@@ -360,6 +384,8 @@ _BUILTIN: tuple[Preset, ...] = (
         max_sequence_length=256,
         description="Stable Diffusion 3.5 Large Turbo (adversarial diffusion distillation, 8B MMDiT)",
     ),
+    _qwen_lightning(4),
+    _qwen_lightning(8),
     *(_sana_sprint(size, repo) for size, repo in (("0.6b", SANA_SPRINT_06B_REPO), ("1.6b", SANA_SPRINT_16B_REPO))),
     # Shipped, docs/distill.md: a toy teacher trained on the drawn `shapes` set, run as SD 1.5 is (its own PNDM
     # scheduler, 20 steps, CFG 2.0: the best of 1, 2, 4, 7.5 on held-out prompts in the recipe's run) ...

@@ -14,6 +14,7 @@ from diffusers import (
     DDIMScheduler,
     EulerAncestralDiscreteScheduler,
     EulerDiscreteScheduler,
+    FlowMatchEulerDiscreteScheduler,
     LCMScheduler,
     TCDScheduler,
 )
@@ -68,6 +69,14 @@ def _tcd(config: SchedulerConfig, current: SchedulerMixin) -> SchedulerMixin:
     return _from(TCDScheduler, config)
 
 
+def _flow_euler_shift_3(config: SchedulerConfig, current: SchedulerMixin) -> SchedulerMixin:
+    """Flow-matching Euler with mu = ln 3 at every resolution, i.e. the fixed shift 3 the Qwen-Image-Lightning LoRAs
+    were distilled with (exponential time shift), and no terminal stretch: the card's `scheduler_config`."""
+    return _from(
+        FlowMatchEulerDiscreteScheduler, config, base_shift=math.log(3), max_shift=math.log(3), shift_terminal=None
+    )
+
+
 RECIPES: dict[str, Recipe] = {
     "repo": _repo,
     "euler-trailing": _euler_trailing,
@@ -76,6 +85,7 @@ RECIPES: dict[str, Recipe] = {
     "ddim-trailing": _ddim_trailing,
     "lcm": _lcm,
     "tcd": _tcd,
+    "flow-euler-shift-3": _flow_euler_shift_3,
 }
 
 

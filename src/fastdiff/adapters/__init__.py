@@ -5,6 +5,7 @@ from __future__ import annotations
 from .base import Embeddings, ModelAdapter
 from .flux import FluxAdapter
 from .flux2 import Flux2KleinAdapter
+from .qwenimage import QwenImageAdapter
 from .sana_sprint import SanaSprintAdapter
 from .sd import StableDiffusionAdapter
 from .sd3 import StableDiffusion3Adapter
@@ -16,6 +17,7 @@ __all__ = [
     "Flux2KleinAdapter",
     "FluxAdapter",
     "ModelAdapter",
+    "QwenImageAdapter",
     "SanaSprintAdapter",
     "StableDiffusion3Adapter",
     "StableDiffusionAdapter",

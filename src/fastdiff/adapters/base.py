@@ -65,13 +65,16 @@ def image_latents(
 ) -> torch.Tensor:
     """`vae.encode` of each image (preprocessed as the pipeline does, resized to `height=`/`width=` where given,
     cast as it does to `dtype`, then to the VAE's dtype) sampled with its generator, as diffusers' `prepare_latents`
-    does for a list of generators; unscaled."""
+    does for a list of generators; unscaled. A video VAE (Qwen-Image's) encodes each image as one frame: latents
+    (B, C, 1, H/8, W/8)."""
     vae, device = pipe.vae, pipe._execution_device
+    frames = "temperal_downsample" in vae.config  # diffusers' spelling, in its video VAEs' configs
     pixels: dict[int, torch.Tensor] = {}  # each distinct image preprocessed once: (1, 3, H, W) in [-1, 1]
     samples = []
     for image, generator in zip(images, generators, strict=True):
         if id(image) not in pixels:
-            pixels[id(image)] = pipe.image_processor.preprocess(image, **size).to(device, dtype).to(vae.dtype)
+            pixel = pipe.image_processor.preprocess(image, **size).to(device, dtype).to(vae.dtype)
+            pixels[id(image)] = pixel.unsqueeze(2) if frames else pixel
         samples.append(retrieve_latents(vae.encode(pixels[id(image)]), generator=generator))
     return torch.cat(samples)
 

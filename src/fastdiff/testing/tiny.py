@@ -124,6 +124,7 @@ _TRANSFORMER_KITS: dict[str, str] = {
     "flux2": "tiny_flux2",
     "zimage": "tiny_zimage",
     "sd3": "tiny_sd3",
+    "qwenimage": "tiny_qwenimage",
     "sana-sprint": "tiny_sana_sprint",
 }
 
