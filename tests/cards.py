@@ -19,6 +19,7 @@ from diffusers import (
     Flux2KleinPipeline,
     FluxPipeline,
     LCMScheduler,
+    SanaSprintPipeline,
     StableDiffusion3Pipeline,
     StableDiffusionXLPipeline,
     TCDScheduler,
@@ -187,6 +188,20 @@ def qwen_image_lightning(steps: int, cache: Path) -> tuple[Any, dict[str, Any]]:
     return pipe, {"negative_prompt": " ", "true_cfg_scale": 1.0}
 
 
+def sana_sprint(size: str, cache: Path) -> tuple[Any, dict[str, Any]]:
+    """NVlabs' SANA-Sprint docs: SanaSprintPipeline.from_pretrained(repo) and the pipeline's own defaults
+    (guidance 4.5 embedded, 2 steps with intermediate_timesteps 1.3, resolution binning, max_sequence_length 300,
+    the complex human instruction); no argument beyond the prompt and the step count."""
+    repo = f"Efficient-Large-Model/Sana_Sprint_{size.upper()}_1024px_diffusers"
+    return SanaSprintPipeline.from_pretrained(repo, **_hub(cache)), {}
+
+
+def step_arguments(preset: str, steps: int) -> dict[str, Any]:
+    """What the card's reader adds to run another step count than the card's: SanaSprintPipeline refuses its
+    default intermediate timestep (1.3, for 2 steps) at any other count."""
+    return {"intermediate_timesteps": None} if preset.startswith("sana-sprint-") and steps != 2 else {}
+
+
 def card_pipeline(preset: str, cache: Path) -> tuple[Any, dict[str, Any]]:
     """The card's pipeline for a preset name, and the extra call arguments the card passes."""
     if preset.startswith("fastdiff-shapes"):
@@ -214,4 +229,6 @@ def card_pipeline(preset: str, cache: Path) -> tuple[Any, dict[str, Any]]:
         return sd35_large_turbo(cache)
     if preset.startswith("qwen-image-lightning-"):
         return qwen_image_lightning(int(preset.split("-")[3].removesuffix("step")), cache)
+    if preset.startswith("sana-sprint-"):
+        return sana_sprint(preset.removeprefix("sana-sprint-"), cache)
     raise KeyError(preset)

@@ -72,12 +72,18 @@ def _behind_a_busy_model(gen: FewStepGenerator, calls: list[dict[str, Any]]) -> 
 
 @pytest.mark.parametrize(
     ("preset", "max_batch", "calls"),
-    [("sdxl-turbo", 4, 50), ("sdxl-turbo", 1, 20), ("flux-schnell", 4, 20), ("flux-schnell", 1, 20)],
+    [
+        ("sdxl-turbo", 4, 50),
+        ("sdxl-turbo", 1, 20),
+        ("flux-schnell", 4, 20),
+        ("flux-schnell", 1, 20),
+        ("sana-sprint-0.6b", 4, 5),  # each call decodes a 1024² bin: 20 calls a thread pass too, in 40 s
+    ],
 )
 def test_many_threads_get_their_own_images(
     load: Any, small_sizes: None, preset: str, max_batch: int, calls: int
 ) -> None:
-    """8 threads × `calls` calls on one generator, 0 wrong images, for a UNet family and a transformer one."""
+    """8 threads × `calls` calls on one generator, 0 wrong images, for a UNet family and transformer ones."""
     gen = FewStepGenerator.from_pipeline(preset, load(preset).pipeline, max_batch=max_batch)
     prompts = [f"a {c} bird" for c in ("red", "blue", "green", "white")]
     cases = [(p, seed, steps, n) for p in prompts for seed in (0, 1) for steps, n in ((1, 1), (2, 1), (1, 2))]

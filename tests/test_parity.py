@@ -13,7 +13,7 @@ import torch
 
 from fastdiff import presets
 
-from .cards import card_pipeline
+from .cards import card_pipeline, step_arguments
 
 PROMPT = "a golden retriever in autumn leaves"
 SHAPES_PROMPT = "a small red circle in the top left on a blue background"  # the shipped models' grammar
@@ -54,6 +54,7 @@ def card_image(name: str, cache_dir: Path, *, steps: int, seed: int, size: int) 
         width=size,
         generator=torch.Generator("cpu").manual_seed(seed),
         **kwargs,
+        **step_arguments(name, steps),
     ).images[0]
     return np.asarray(image, dtype=np.int16)
 

@@ -37,6 +37,9 @@ Z_IMAGE = [0, 45, 100, 167, 250, 357, 500, 700]
 # SD 3.5 Large Turbo's FlowMatchEuler, shift 3.0: σ' = 3σ / (1 + 2σ) of σ = linspace(1, 0.003, n) (0.003: the
 # training schedule's smallest σ), timestep = 1000σ' (SD3's transformer takes it so).
 SD3_FLOW = {4: [1000, 858, 602, 9]}
+# SANA-Sprint's SCM (TrigFlow) from max_timesteps π/2, through the pipeline's intermediate 1.3 at 2 steps only; the
+# transformer sees sin t / (sin t + cos t) of each.
+SCM = {1: [1000], 2: [1000, 783]}
 # SD 1.5's PNDM, leading spacing with steps_offset 1 and skip_prk_steps: N steps are N + 1 UNet calls, the
 # second timestep repeated (PLMS's warm-up).
 PNDM = {1: [1], 3: [667, 334, 334, 1], 20: [951, 901, *range(901, 0, -50)]}
@@ -70,6 +73,8 @@ EXPECTED: dict[str, tuple[str, str | None, str, dict[int, list[int]]]] = {
         f"qwen-image-lightning-{n}step": ("FlowMatchEulerDiscreteScheduler", None, "flow", {n: FLOW_SHIFT_3[n]})
         for n in (4, 8)
     },
+    "sana-sprint-0.6b": ("SCMScheduler", None, "trigflow", SCM),
+    "sana-sprint-1.6b": ("SCMScheduler", None, "trigflow", SCM),
     # The shipped toy models: the teacher with SD 1.5's own scheduler config, the student as SD-Turbo.
     "fastdiff-shapes-teacher": ("PNDMScheduler", "leading", "epsilon", PNDM),
     "fastdiff-shapes": ("EulerDiscreteScheduler", "trailing", "epsilon", {n: TRAILING[n] for n in (1, 2, 3, 4)}),
@@ -79,14 +84,16 @@ WIDE = {"sd15", "fastdiff-shapes-teacher"}
 # The eta each scheduler step gets: TCD's gamma 1.0 from Hyper-SD's card for its 1-step LoRA; DDIM the pipeline's
 # default 0.0 (deterministic), as the card leaves it; None where the step takes no eta.
 ETA = {"hyper-sdxl-1step-lora": 1.0, **{f"hyper-sdxl-{n}step-lora": 0.0 for n in (2, 4, 8)}}
-# The FLUX pipelines hand their transformer timestep / 1000, ZImagePipeline 1 - timestep / 1000; the tables above
-# are in the scheduler's units.
+# The FLUX pipelines hand their transformer timestep / 1000, ZImagePipeline 1 - timestep / 1000, SanaSprintPipeline
+# a value in [0, 1]; the tables above are in the scheduler's units (SANA-Sprint's: thousandths).
 TIMESTEP_UNIT = {
     "flux-schnell": 1000,
     "flux2-klein-4b": 1000,
     "z-image-turbo": 1000,
     "qwen-image-lightning-4step": 1000,
     "qwen-image-lightning-8step": 1000,
+    "sana-sprint-0.6b": 1000,
+    "sana-sprint-1.6b": 1000,
 }
 
 

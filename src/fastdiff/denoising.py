@@ -3,6 +3,7 @@ scheduler recipe is diffusers') → decode, timed per stage."""
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Sequence
 from itertools import accumulate, pairwise
 from typing import Any
@@ -89,6 +90,7 @@ def denoise(
         "generator": noise,
         "output_type": "latent",
     }
+    kwargs.update(family(preset.family).step_arguments(first.steps))
     kwargs.update(first.pass_through or {})
     if preset.eta is not None:
         kwargs["eta"] = preset.eta
@@ -131,8 +133,8 @@ def generate_batch(
         latents = denoise(preset, adapter, pipes, requests, embeds)
         marks.append((clock(), compiled.seconds))
         width, height = batch_key(requests[0])[1]
-        size = {"height": height, "width": width} if latents.dim() == 3 else {}  # packed (B, N, C) latents: no size
-        images = adapter.decode(pipes[0], latents, **size)
+        takes_size = "height" in inspect.signature(adapter.decode).parameters  # FLUX.1, SANA-Sprint
+        images = adapter.decode(pipes[0], latents, **({"height": height, "width": width} if takes_size else {}))
         marks.append((clock(), compiled.seconds))
     compiled.announce(f"{images[0].width}x{images[0].height}")
     timings = {

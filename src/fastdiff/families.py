@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +19,8 @@ from diffusers import (
     FluxPipeline,
     QwenImageImg2ImgPipeline,
     QwenImagePipeline,
+    SanaSprintImg2ImgPipeline,
+    SanaSprintPipeline,
     StableDiffusion3Img2ImgPipeline,
     StableDiffusion3Pipeline,
     StableDiffusionImg2ImgPipeline,
@@ -33,6 +36,7 @@ from .adapters import (
     FluxAdapter,
     ModelAdapter,
     QwenImageAdapter,
+    SanaSprintAdapter,
     StableDiffusion3Adapter,
     StableDiffusionAdapter,
     StableDiffusionXLAdapter,
@@ -41,6 +45,7 @@ from .adapters.base import clip_truncation, unet_img2img_arguments
 from .adapters.flux import flux_img2img_arguments, t5_truncation
 from .adapters.flux2 import qwen_truncation
 from .adapters.qwenimage import qwen_vl_truncation
+from .adapters.sana_sprint import gemma_truncation, scm_step_arguments
 from .adapters.sd3 import sd3_img2img_arguments, sd3_truncation
 from .adapters.zimage import ZImageAdapter
 from .errors import FastDiffError, did_you_mean
@@ -48,6 +53,7 @@ from .presets import (
     FLUX2_KLEIN_4B_REPO,
     FLUX_SCHNELL_REPO,
     QWEN_IMAGE_REPO,
+    SANA_SPRINT_06B_REPO,
     SD15_REPO,
     SD35_LARGE_TURBO_REPO,
     SD_TURBO_REPO,
@@ -55,7 +61,22 @@ from .presets import (
     Z_IMAGE_TURBO_REPO,
 )
 
-__all__ = ["FAMILIES", "FamilySpec", "family"]
+__all__ = ["FAMILIES", "FamilySpec", "family", "rebuild"]
+
+
+def rebuild(cls: Any, pipe: Any, **components: Any) -> Any:
+    """A `cls` pipeline over `pipe`'s modules (shared, not copied) with `components` replaced, as the
+    `AutoPipelineFor*.from_pipe` methods build it but for any class (their mappings lack SANA-Sprint), and without
+    `DiffusionPipeline.from_pipe`'s cast of every shared module to one dtype (float32 unless told)."""
+    accepted = inspect.signature(cls.__init__).parameters
+    arguments = {**dict(pipe.config), **pipe.components, **components}  # the config's flags, then the modules
+    built = cls(**{name: value for name, value in arguments.items() if name in accepted})
+    built.register_to_config(_name_or_path=pipe.name_or_path)
+    return built
+
+
+def _no_step_arguments(steps: int) -> dict[str, Any]:
+    return {}  # most pipelines take num_inference_steps alone
 
 
 @dataclass(frozen=True)
@@ -71,6 +92,9 @@ class FamilySpec:
     denoiser: str = "unet"  # the pipeline attribute holding the denoising network ("transformer" for FLUX)
     img2img_arguments: Callable[..., dict[str, Any]] = unet_img2img_arguments  # its img2img call's schedule, size
     warn_if_truncated: Callable[[Any, str, int | None], None] = clip_truncation  # (pipe, prompt, max_sequence_length)
+    step_arguments: Callable[[int], dict[str, Any]] = _no_step_arguments  # the call's arguments a step count sets
+    # the pipeline generates at the aspect-ratio bin nearest the size asked and resizes the image back to it
+    resolution_binning: bool = False
     cfg_above: float = 1.0  # the guidance_scale above which its pipeline runs classifier-free guidance
     # guidance_scale is the pipeline's `true_cfg_scale` (CFG on a transformer: two passes a step); QwenImage's own
     # `guidance_scale` is for guidance-distilled transformers
@@ -113,16 +137,10 @@ class FamilySpec:
         return (self.pipeline,) if self.img2img is None else (self.pipeline, self.img2img)
 
     def over(self, pipe: Any, *, img2img: bool = False) -> Any:
-        """The family's text-to-image (or image-to-image) pipeline over `pipe`'s own modules, shared, not copied;
-        None for img2img where diffusers has none. Built as the `AutoPipelineFor*.from_pipe` methods build it:
-        `DiffusionPipeline.from_pipe` would cast every shared module to one dtype (float32 unless told), and the
-        auto mappings lack some families (SANA-Sprint)."""
+        """The family's text-to-image (or image-to-image) pipeline over `pipe`'s own modules (`rebuild`); None for
+        img2img where diffusers has none."""
         cls = self.img2img if img2img else self.pipeline
-        if cls is None:
-            return None
-        accepted = inspect.signature(cls.__init__).parameters
-        arguments = {**dict(pipe.config), **pipe.components}  # the config's flags, then the modules themselves
-        return cls(**{name: value for name, value in arguments.items() if name in accepted})
+        return None if cls is None else rebuild(cls, pipe)
 
     def accepts(self, pipe: object) -> bool:
         """True for a text-to-image or image-to-image pipeline of this family (not ControlNet, inpaint…)."""
@@ -215,6 +233,24 @@ FAMILIES: dict[str, FamilySpec] = {
         refused_dtypes={
             torch.float16: "its activations overflow it, giving NaN (black) images (ComfyUI#10751); use bfloat16 "
             "as the card does (dtype='bfloat16', precision='bf16') or float32",
+        },
+    ),
+    "sana-sprint": FamilySpec(
+        "sana-sprint",
+        SanaSprintPipeline,
+        SanaSprintImg2ImgPipeline,
+        SanaSprintAdapter(),
+        SANA_SPRINT_06B_REPO,
+        None,  # no tiny autoencoder exists for DC-AE's latents: optimize="max" keeps the VAE
+        denoiser="transformer",
+        img2img_arguments=flux_img2img_arguments,
+        warn_if_truncated=gemma_truncation,
+        step_arguments=scm_step_arguments,
+        resolution_binning=True,
+        cfg_above=math.inf,  # guidance_scale feeds the transformer's guidance embedder: one pass, never CFG
+        refused_dtypes={
+            torch.float16: "their Gemma-2 text encoder must stay in bfloat16 (diffusers' SANA-Sprint docs); use "
+            "bfloat16 (dtype='bfloat16', precision='bf16') or float32",
         },
     ),
 }

@@ -60,7 +60,7 @@ def apply_optimizations(
     """A new pipeline over optimized copies of `pipe`'s modules, doing what `recipe` says; `tiny_vae`
     (fastdiff's own `AutoencoderTiny` copy) replaces the VAE and is moved to the pipeline's device.
     `weights_keys`: the modules' weights named for the OpenVINO engine's disk cache (absent: hashed)."""
-    from diffusers import AutoPipelineForText2Image
+    from .families import rebuild
 
     if not isinstance(recipe, Recipe):
         raise FastDiffError("apply_optimizations takes a Recipe: pass optimizations.recipe_for(device)")
@@ -96,4 +96,4 @@ def apply_optimizations(
         options: dict[str, Any] = {"backend": recipe.compile_backend, "mode": recipe.compile_mode}
         own[denoiser] = torch.compile(own[denoiser], **options)
         own["vae"].decoder = torch.compile(own["vae"].decoder, **options)
-    return AutoPipelineForText2Image.from_pipe(pipe, **own)
+    return rebuild(type(pipe), pipe, **own)

@@ -36,6 +36,8 @@ HYPER_REPO = "ByteDance/Hyper-SD"
 DMD2_REPO = "tianweiy/DMD2"
 FLUX_SCHNELL_REPO = "black-forest-labs/FLUX.1-schnell"
 FLUX2_KLEIN_4B_REPO = "black-forest-labs/FLUX.2-klein-4B"
+SANA_SPRINT_06B_REPO = "Efficient-Large-Model/Sana_Sprint_0.6B_1024px_diffusers"
+SANA_SPRINT_16B_REPO = "Efficient-Large-Model/Sana_Sprint_1.6B_1024px_diffusers"
 Z_IMAGE_TURBO_REPO = "Tongyi-MAI/Z-Image-Turbo"
 SD35_LARGE_TURBO_REPO = "stabilityai/stable-diffusion-3.5-large-turbo"
 QWEN_IMAGE_REPO = "Qwen/Qwen-Image"
@@ -46,7 +48,7 @@ QWEN_LIGHTNING_REPO = "lightx2v/Qwen-Image-Lightning"
 SHIPPED_MODELS = Path(__file__).resolve().parent / "distill" / "models"
 DEFAULT_PRESET = "fastdiff-shapes"  # what `fastdiff generate` and `fastdiff demo` run when no preset is named
 
-Family = Literal["sd1", "sd2", "sdxl", "flux", "flux2", "zimage", "sd3", "qwenimage"]
+Family = Literal["sd1", "sd2", "sdxl", "flux", "flux2", "zimage", "sd3", "qwenimage", "sana-sprint"]
 
 NON_COMMERCIAL = ("sai-nc-community", "cc-by-nc-sa-4.0")
 
@@ -219,6 +221,29 @@ def _qwen_lightning(steps: int) -> Preset:
     )
 
 
+def _sana_sprint(size: str, repo: str) -> Preset:
+    # https://nvlabs.github.io/Sana/docs/sana_sprint (the card's diffusers call): SanaSprintPipeline in bf16, 2
+    # steps (1-2), the repo's SCM scheduler, the pipeline's own defaults otherwise: guidance 4.5 fed to the
+    # transformer's guidance embedder (not CFG), resolution binning, Gemma prompt ≤ 300 tokens after the
+    # pipeline's "complex human instruction". bf16 files only. Licence unsettled (an NVIDIA licence in a card
+    # copy, Apache-2.0 in another; Gemma's terms for the text encoder): "other", check the card.
+    return Preset(
+        name=f"sana-sprint-{size}",
+        family="sana-sprint",
+        repo_id=repo,
+        steps=(1, 2),
+        default_steps=2,
+        guidance_scale=4.5,
+        height=1024,
+        width=1024,
+        scheduler="repo",
+        license="other",
+        variant=None,
+        max_sequence_length=300,
+        description=f"SANA-Sprint {size.upper()} (sCM + LADD, embedded guidance); licence unsettled: check its card",
+    )
+
+
 def _shipped(name: str, **recipe: object) -> Preset:
     """A preset for the packaged folder `distill/models/<name>`: SD 1.x wiring, 64×64, fp16 files, no variant."""
     return Preset(
@@ -361,6 +386,7 @@ _BUILTIN: tuple[Preset, ...] = (
     ),
     _qwen_lightning(4),
     _qwen_lightning(8),
+    *(_sana_sprint(size, repo) for size, repo in (("0.6b", SANA_SPRINT_06B_REPO), ("1.6b", SANA_SPRINT_16B_REPO))),
     # Shipped, docs/distill.md: a toy teacher trained on the drawn `shapes` set, run as SD 1.5 is (its own PNDM
     # scheduler, 20 steps, CFG 2.0: the best of 1, 2, 4, 7.5 on held-out prompts in the recipe's run) ...
     _shipped(

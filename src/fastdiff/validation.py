@@ -287,16 +287,17 @@ def resolve_request(
     h = check_side("height", height, preset.height, step, max_side)
     w = check_side("width", width, preset.width, step, max_side)
     ratio = (h * w) / (preset.height * preset.width)
-    if (image is None or resize) and not 0.3 <= ratio <= 2.0:
+    binned = family(preset.family).resolution_binning  # generated at the native size whatever the size asked
+    if (image is None or resize) and not binned and not 0.3 <= ratio <= 2.0:
         warn(
             f"{preset.name} was trained at {preset.width}x{preset.height}; at {w}x{h} expect "
             "duplicated subjects (larger) or mush (smaller). Leave height/width unset for the native size.",
         )
     cfg_above = family(preset.family).cfg_above
     if negative_prompt and resolved_guidance <= cfg_above:
+        cfg = f"only runs CFG above {cfg_above:g}" if math.isfinite(cfg_above) else f"runs no CFG for {preset.name}"
         warn(
-            f"negative_prompt is ignored at guidance_scale={resolved_guidance} (diffusers only runs CFG above "
-            f"{cfg_above:g}); "
+            f"negative_prompt is ignored at guidance_scale={resolved_guidance} (diffusers {cfg}); "
             "drop it, or raise guidance_scale on a model that supports CFG.",
         )
     if isinstance(image, Image.Image) and resize:

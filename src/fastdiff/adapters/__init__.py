@@ -6,6 +6,7 @@ from .base import Embeddings, ModelAdapter
 from .flux import FluxAdapter
 from .flux2 import Flux2KleinAdapter
 from .qwenimage import QwenImageAdapter
+from .sana_sprint import SanaSprintAdapter
 from .sd import StableDiffusionAdapter
 from .sd3 import StableDiffusion3Adapter
 from .sdxl import StableDiffusionXLAdapter
@@ -17,6 +18,7 @@ __all__ = [
     "FluxAdapter",
     "ModelAdapter",
     "QwenImageAdapter",
+    "SanaSprintAdapter",
     "StableDiffusion3Adapter",
     "StableDiffusionAdapter",
     "StableDiffusionXLAdapter",

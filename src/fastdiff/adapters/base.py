@@ -36,8 +36,9 @@ class ModelAdapter(Protocol):
     noise (one VAE sample per generator, drawn from that generator), whatever the VAE's own dtype. `decode` turns
     final latents into PIL images exactly as the pipeline's own `output_type="pil"` path does. So fastdiff
     matches diffusers pixel for pixel while timing each stage apart, and a VAE in another dtype than the UNet
-    (bf16 on CUDA) works on every path. A T5 or Qwen3 family's `encode` also takes `max_sequence_length=` (the
-    preset's), and FLUX.1's `decode` `height=`/`width=` (packed latents do not carry the image size).
+    (bf16 on CUDA) works on every path. A T5, Qwen3 or Gemma family's `encode` also takes `max_sequence_length=`
+    (the preset's); a `decode` that takes `height=`/`width=` gets the size asked (FLUX.1's packed latents do not
+    carry it, SANA-Sprint's binned ones carry another).
     """
 
     def encode(self, pipe: Any, prompt: str, negative_prompt: str | None, *, guidance: bool) -> Embeddings:

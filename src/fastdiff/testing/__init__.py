@@ -22,6 +22,8 @@ from .tiny_flux import tiny_t5_tokenizer
 from .tiny_flux2 import tiny_pipeline as tiny_flux2_pipeline
 from .tiny_qwenimage import tiny_pipeline as tiny_qwenimage_pipeline
 from .tiny_qwenimage import tiny_qwen2_tokenizer
+from .tiny_sana_sprint import tiny_gemma_tokenizer
+from .tiny_sana_sprint import tiny_pipeline as tiny_sana_sprint_pipeline
 from .tiny_sd3 import tiny_pipeline as tiny_sd3_pipeline
 
 __all__ = [
@@ -36,10 +38,12 @@ __all__ = [
     "tiny_autoencoder_tiny",
     "tiny_flux2_pipeline",
     "tiny_flux_pipeline",
+    "tiny_gemma_tokenizer",
     "tiny_lora",
     "tiny_pipeline",
     "tiny_qwen2_tokenizer",
     "tiny_qwenimage_pipeline",
+    "tiny_sana_sprint_pipeline",
     "tiny_sd3_pipeline",
     "tiny_t5_tokenizer",
     "tiny_tokenizer",

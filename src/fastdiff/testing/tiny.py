@@ -125,6 +125,7 @@ _TRANSFORMER_KITS: dict[str, str] = {
     "zimage": "tiny_zimage",
     "sd3": "tiny_sd3",
     "qwenimage": "tiny_qwenimage",
+    "sana-sprint": "tiny_sana_sprint",
 }
 
 
