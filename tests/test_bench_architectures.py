@@ -133,8 +133,9 @@ def test_word_level_tokenizer_counts_words_and_wraps_chats() -> None:
     tokenizer = word_level_tokenizer()
     chat = [{"role": "user", "content": "a photo of an astronaut, riding"}]
     text = tokenizer.apply_chat_template(chat, tokenize=False, add_generation_prompt=True, enable_thinking=False)
-    assert text == "<|im_start|>user\na photo of an astronaut, riding<|im_end|>\n<|im_start|>assistant\n"
-    assert len(tokenizer(text).input_ids) == 12  # the chat markers are one token each
+    answer = "<|im_start|>assistant\n<think>\n\n</think>\n\n"  # Qwen3's empty thinking block, as FLUX.2 asks
+    assert text == "<|im_start|>user\na photo of an astronaut, riding<|im_end|>\n" + answer
+    assert len(tokenizer(text).input_ids) == 14  # the chat markers are one token each
     padded = tokenizer("a photo", padding="max_length", max_length=8, truncation=True).input_ids
     assert padded == [2, 2] + [tokenizer.pad_token_id] * 6 and max(padded) < 5
 

@@ -56,14 +56,14 @@ def test_cpu_tiny_run_writes_every_row(tmp_path: Path, capsys: pytest.CaptureFix
     assert all(name in table for name in rows) and "FAIL" not in table
 
 
-def test_flow_rows_alone(tmp_path: Path) -> None:
+def test_rows_flow_runs_the_flow_rows_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`--rows flow` runs FLOW_ROWS and no UNet row (one flow row here: the run above covers every row)."""
+    monkeypatch.setattr(gpu_check, "FLOW_ROWS", gpu_check.FLOW_ROWS[:1])
     out = tmp_path / "flow.json"
-    assert (
-        gpu_check.main(["--device", "cpu", "--weights", "tiny", "--rows", "flow", "--repeats", "1", "--json", str(out)])
-        == 0
-    )
+    arguments = ["--device", "cpu", "--weights", "tiny", "--rows", "flow", "--repeats", "1", "--json", str(out)]
+    assert gpu_check.main(arguments) == 0
     rows = json.loads(out.read_text())["rows"]
-    assert [row["scenario"] for row in rows] == [name for name, _, _ in gpu_check.FLOW_ROWS]
+    assert [row["scenario"] for row in rows] == [gpu_check.FLOW_ROWS[0][0]]
     assert all(row["ok"] and (row["height"], row["width"]) == (128, 128) for row in rows)
 
 

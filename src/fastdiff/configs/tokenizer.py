@@ -2,7 +2,7 @@
 
 CLIP's: every byte is a token, alone and as a word end, so any text tokenizes and every id stays below the real CLIP
 vocabulary's size: a random-weight or tiny text encoder reads it as it would read the real tokenizer's ids. The
-others' (T5, Gemma, Qwen): a word a token, about as many as their BPEs make, and ChatML's chat template.
+others' (T5, Gemma, Qwen): a word a token, about as many as their BPEs make, and Qwen3's chat template.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from functools import lru_cache
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import CLIPTokenizer, PreTrainedTokenizerFast
 
-__all__ = ["BOS", "EOS", "byte_level_tokenizer", "byte_vocab", "word_level_tokenizer"]
+__all__ = ["BOS", "EOS", "QWEN3_CHAT_TEMPLATE", "byte_level_tokenizer", "byte_vocab", "word_level_tokenizer"]
 
 BOS, EOS = "<|startoftext|>", "<|endoftext|>"
 
@@ -38,10 +38,14 @@ def byte_level_tokenizer(*, pad_token: str = EOS) -> CLIPTokenizer:
     return CLIPTokenizer(vocab=dict(byte_vocab()), merges=[], pad_token=pad_token, model_max_length=77)
 
 
-_CHAT = ("<|im_start|>", "<|im_end|>")
-_CHATML = (  # Qwen's chat template, which Z-Image's and FLUX.2's pipelines wrap each prompt in
+_CHAT = ("<|im_start|>", "<|im_end|>", "<think>", "</think>")  # Qwen3's chat markers, one token each
+# Qwen3's chat template, as `apply_chat_template(..., add_generation_prompt=True, enable_thinking=...)` renders user
+# messages (the pipelines' only use: Z-Image thinks, FLUX.2's pipeline passes enable_thinking=False, which opens the
+# answer with an empty thinking block).
+QWEN3_CHAT_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
+    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
 )
 
 
@@ -56,6 +60,6 @@ def word_level_tokenizer(*, model_max_length: int = 512) -> PreTrainedTokenizerF
         eos_token="</s>",
         unk_token="<unk>",
         extra_special_tokens=list(_CHAT),
-        chat_template=_CHATML,
+        chat_template=QWEN3_CHAT_TEMPLATE,
         model_max_length=model_max_length,
     )

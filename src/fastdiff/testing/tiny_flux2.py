@@ -15,7 +15,7 @@ import torch
 from transformers import Qwen2Tokenizer, Qwen3Config, Qwen3ForCausalLM
 
 from ..configs import repo_config
-from ..configs.tokenizer import _bytes_to_unicode
+from ..configs.tokenizer import QWEN3_CHAT_TEMPLATE, _bytes_to_unicode
 from ..presets import FLUX2_KLEIN_4B_REPO
 
 __all__ = ["MODEL_INDEX", "SCHEDULER_CONFIG", "tiny_pipeline", "tiny_qwen_tokenizer"]
@@ -26,13 +26,6 @@ MODEL_INDEX: dict[str, Any] = repo_config(FLUX2_KLEIN_4B_REPO, "model_index.json
 SCHEDULER_CONFIG: dict[str, Any] = repo_config(FLUX2_KLEIN_4B_REPO, "scheduler/scheduler_config.json")
 
 _SPECIAL = ("<|endoftext|>", "<|im_start|>", "<|im_end|>", "<think>", "</think>")  # Qwen3's, in its id order
-# Qwen3's chat template, as `apply_chat_template(..., add_generation_prompt=True, enable_thinking=False)` renders
-# user messages (the pipeline's only use): the turn, then an empty thinking block opening the answer.
-_CHAT_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n"
-    "{% if enable_thinking is defined and enable_thinking is false %}<think>\n\n</think>\n\n{% endif %}{% endif %}"
-)
 _TEXT_WIDTH = 16  # Qwen3's hidden size; the transformer reads 3 layers' states side by side (joint_attention_dim)
 # The real VAE and transformer configs, narrowed (the repo's latent channels, patch, batch-norm eps, quant convs,
 # RoPE theta and MLP ratio kept); four VAE levels keep its factor 8.
@@ -76,7 +69,7 @@ def tiny_qwen_tokenizer() -> Qwen2Tokenizer:
     vocab = {c: i for i, c in enumerate(chars)} | {t: len(chars) + i for i, t in enumerate(_SPECIAL)}
     tokenizer = Qwen2Tokenizer(vocab=vocab, merges=[], model_max_length=131072)
     tokenizer.add_special_tokens({"additional_special_tokens": list(_SPECIAL[1:])})
-    tokenizer.chat_template = _CHAT_TEMPLATE
+    tokenizer.chat_template = QWEN3_CHAT_TEMPLATE
     return tokenizer
 
 
