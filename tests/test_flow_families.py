@@ -16,6 +16,8 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
+import fastdiff.families
+import fastdiff.recipe
 from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator, Optimizations, presets
 from fastdiff.cli import main
 from fastdiff.hub import check_cached_or_reachable, download
@@ -202,6 +204,25 @@ def test_the_cuda_recipe_runs_on_cpu_tensors(flux: FewStepGenerator) -> None:
     size = {"steps": 2, "seed": 4, "height": 128, "width": 128}
     got, expected = fused(PROMPT, **size).images[0], flux(PROMPT, **size).images[0]
     assert np.abs(_pixels(got) - _pixels(expected)).max() <= 1
+
+
+def test_the_cuda_recipe_compiles_the_repeated_blocks_regionally(flux: FewStepGenerator) -> None:
+    """A transformer's compile is diffusers' regional one (each block class compiled once, so a new size compiles a
+    block, not the model), without CUDA graphs; aot_eager on CPU tensors traces what inductor would (see
+    test_device_recipes for why not inductor here)."""
+    recipe = Optimizations.level("default", compile_backend="aot_eager").recipe_for("cuda")
+    family = fastdiff.families.family("flux")
+    recipe = fastdiff.recipe.decide_recipe(recipe.optimizations, torch.device("cuda"), family=family)
+    assert recipe.compile and recipe.compile_mode is None and not recipe.cuda_graphs
+    compiled = FewStepGenerator.from_pipeline("flux-schnell", flux.pipeline, optimize=recipe)
+    transformer = compiled.pipeline.transformer
+    assert type(transformer).__name__ == "FluxTransformer2DModel"  # the model itself is not wrapped: its blocks are
+    blocks = [*transformer.transformer_blocks, *transformer.single_transformer_blocks]
+    assert all(block._compiled_call_impl is not None for block in blocks)
+    size = {"steps": 2, "seed": 4, "height": 128, "width": 128}
+    with pytest.warns(FastDiffWarning, match="compiles for this shape"):
+        got = compiled(PROMPT, **size).images[0]
+    assert np.abs(_pixels(got) - _pixels(flux(PROMPT, **size).images[0])).max() <= 1
 
 
 def test_max_level_decodes_with_the_tiny_autoencoder(hub_cache: Path, small_sizes: None) -> None:

@@ -94,6 +94,12 @@ def apply_optimizations(
         )
     if recipe.compile:
         options: dict[str, Any] = {"backend": recipe.compile_backend, "mode": recipe.compile_mode}
-        own[denoiser] = torch.compile(own[denoiser], **options)
+        if denoiser != "unet" and getattr(own[denoiser], "_repeated_blocks", None):
+            # Regional compilation (diffusers' compile_repeated_blocks): one graph per block class, reused by every
+            # block, so a cold start or a new size compiles a block, not the whole transformer (FLUX, Z-Image, ...).
+            # The UNet keeps its whole-model graph with CUDA graphs, as measured (docs/performance.md).
+            own[denoiser].compile_repeated_blocks(fullgraph=True, **options)
+        else:
+            own[denoiser] = torch.compile(own[denoiser], **options)
         own["vae"].decoder = torch.compile(own["vae"].decoder, **options)
     return rebuild(type(pipe), pipe, **own)

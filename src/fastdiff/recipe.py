@@ -192,7 +192,7 @@ def decide_recipe(
         recipe = optimize
     elif isinstance(optimize, Optimizations):
         unet = family is None or family.denoiser == "unet"
-        recipe = _cpu(optimize, unet=unet) if device.type == "cpu" else _cuda(optimize, device.type)
+        recipe = _cpu(optimize, unet=unet) if device.type == "cpu" else _cuda(optimize, device.type, unet=unet)
     else:
         raise FastDiffError(f"optimize must be 'none', 'default', 'max' or an Optimizations, not {optimize!r}")
     if recipe.fuse_qkv and family is not None and not family.fuse_qkv:
@@ -228,16 +228,19 @@ def _cpu(opts: Optimizations, *, unet: bool) -> Recipe:
     return _recipe(opts, "cpu", auto=False, openvino_precision="bf16" if bf16 else "f32")
 
 
-def _cuda(opts: Optimizations, device: str) -> Recipe:
-    """CUDA: channels_last, fused QKV and torch.compile with CUDA graphs where "auto", and an fp16 VAE in bf16
-    under "auto". Other accelerators (MPS): torch, every switch only when asked."""
+def _cuda(opts: Optimizations, device: str, *, unet: bool = True) -> Recipe:
+    """CUDA: channels_last, fused QKV and torch.compile where "auto" (with CUDA graphs for a UNet; a transformer's
+    repeated blocks compile regionally, where graphs per block are not measured), and an fp16 VAE in bf16 under
+    "auto". Other accelerators (MPS): torch, every switch only when asked."""
     if opts.engine == "openvino":
         raise FastDiffError(f"engine='openvino' needs OpenVINO: it runs on the CPU, not {device}")
     _check_openvino_weights(opts.openvino_weights, "torch")
-    return _recipe(opts, device, auto=device == "cuda")
+    return _recipe(opts, device, auto=device == "cuda", graphs=unet)
 
 
-def _recipe(opts: Optimizations, device: str, *, auto: bool, openvino_precision: str | None = None) -> Recipe:
+def _recipe(
+    opts: Optimizations, device: str, *, auto: bool, openvino_precision: str | None = None, graphs: bool = True
+) -> Recipe:
     """The recipe of `opts` on `device`, each "auto" switch decided as `auto`; the torch engine casts to a named
     precision (OpenVINO takes it as its hint), and an fp16 VAE to bf16 with "fp16" (and "auto" where `auto`)."""
 
@@ -254,7 +257,7 @@ def _recipe(opts: Optimizations, device: str, *, auto: bool, openvino_precision:
         channels_last=on(opts.channels_last),
         fuse_qkv=on(opts.fuse_qkv),
         compile=on(opts.compile),
-        compile_mode=opts.compile_mode or ("reduce-overhead" if auto and on(opts.compile) else None),
+        compile_mode=opts.compile_mode or ("reduce-overhead" if auto and graphs and on(opts.compile) else None),
         compile_backend=opts.compile_backend,
         tiny_vae=opts.tiny_vae,
         openvino_weights=opts.openvino_weights,
