@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from .errors import FastDiffError, did_you_mean
 
@@ -199,12 +199,18 @@ def _dmd2(timesteps: tuple[int, ...]) -> Preset:
     )
 
 
+def _flow(**recipe: Any) -> Preset:
+    """A flow-matching transformer preset: the cards' 1024², the repo's own files (bf16 on the hub: no fp16
+    variant) and, unless named, the repo's own scheduler config."""
+    return Preset(**{"height": 1024, "width": 1024, "variant": None, "scheduler": "repo", **recipe})
+
+
 def _qwen_lightning(steps: int) -> Preset:
     # https://huggingface.co/lightx2v/Qwen-Image-Lightning: a LoRA fused into Qwen/Qwen-Image's transformer, the
     # card's FlowMatchEuler (a fixed shift of 3), true_cfg_scale=1.0 (no CFG: one pass a step), exactly the step
     # count of the LoRA, 1024², bf16. V2.0 is the card's latest (less over-saturated than V1.x); its bf16 file is
     # the same LoRA at half the download. Both repos are Apache-2.0.
-    return Preset(
+    return _flow(
         name=f"qwen-image-lightning-{steps}step",
         family="qwenimage",
         repo_id=QWEN_IMAGE_REPO,
@@ -212,11 +218,8 @@ def _qwen_lightning(steps: int) -> Preset:
         steps=(steps,),
         default_steps=steps,
         guidance_scale=1.0,
-        height=1024,
-        width=1024,
         scheduler="flow-euler-shift-3",
         license="apache-2.0",
-        variant=None,
         description=f"Qwen-Image-Lightning {steps}-step LoRA on Qwen-Image (20B MMDiT, Qwen2.5-VL text encoder)",
     )
 
@@ -227,18 +230,14 @@ def _sana_sprint(size: str, repo: str) -> Preset:
     # transformer's guidance embedder (not CFG), resolution binning, Gemma prompt ≤ 300 tokens after the
     # pipeline's "complex human instruction". bf16 files only. Licence unsettled (an NVIDIA licence in a card
     # copy, Apache-2.0 in another; Gemma's terms for the text encoder): "other", check the card.
-    return Preset(
+    return _flow(
         name=f"sana-sprint-{size}",
         family="sana-sprint",
         repo_id=repo,
         steps=(1, 2),
         default_steps=2,
         guidance_scale=4.5,
-        height=1024,
-        width=1024,
-        scheduler="repo",
         license="other",
-        variant=None,
         max_sequence_length=300,
         description=f"SANA-Sprint {size.upper()} (sCM + LADD, embedded guidance); licence unsettled: check its card",
     )
@@ -312,18 +311,14 @@ _BUILTIN: tuple[Preset, ...] = (
     # https://huggingface.co/black-forest-labs/FLUX.1-schnell: LADD-distilled rectified-flow transformer, 1-4 steps,
     # guidance 0 (not guidance-distilled), T5 prompt ≤ 256 tokens, the repo's FlowMatchEuler (shift 1.0, no
     # dynamic shifting); bf16 files only (no fp16 variant).
-    Preset(
+    _flow(
         name="flux-schnell",
         family="flux",
         repo_id=FLUX_SCHNELL_REPO,
         steps=(1, 2, 3, 4),
         default_steps=4,
         guidance_scale=0.0,
-        height=1024,
-        width=1024,
-        scheduler="repo",
         license="apache-2.0",
-        variant=None,
         max_sequence_length=256,
         description="FLUX.1 [schnell] (latent adversarial diffusion distillation, 12B transformer)",
     ),
@@ -331,18 +326,14 @@ _BUILTIN: tuple[Preset, ...] = (
     # guidance_scale=1.0 as the card passes it (the repo's `is_distilled` turns CFG off whatever the value), 1024²,
     # the repo's own files (the card loads them in bf16; no variant); the pipeline's own max_sequence_length (512
     # Qwen3 tokens, chat template included) and its sigmas and empirical mu on the repo's FlowMatchEuler.
-    Preset(
+    _flow(
         name="flux2-klein-4b",
         family="flux2",
         repo_id=FLUX2_KLEIN_4B_REPO,
         steps=(4,),
         default_steps=4,
         guidance_scale=1.0,
-        height=1024,
-        width=1024,
-        scheduler="repo",
         license="apache-2.0",
-        variant=None,
         max_sequence_length=512,
         description="FLUX.2 [klein] 4B (step-distilled rectified-flow transformer, Qwen3 text encoder)",
     ),
@@ -351,36 +342,28 @@ _BUILTIN: tuple[Preset, ...] = (
     # shifting), Qwen3 prompt ≤ 512 tokens (the pipeline's default). The card's num_inference_steps=9 "actually
     # results in 8 DiT forwards" on diffusers < 0.39, whose 9th step sat at sigma 0; 0.39+ (ours) runs those same 8
     # sigmas with num_inference_steps=8, and 9 would be a schedule the model was not distilled for. No fp16 files.
-    Preset(
+    _flow(
         name="z-image-turbo",
         family="zimage",
         repo_id=Z_IMAGE_TURBO_REPO,
         steps=(8,),
         default_steps=8,
         guidance_scale=0.0,
-        height=1024,
-        width=1024,
-        scheduler="repo",
         license="apache-2.0",
-        variant=None,
         max_sequence_length=512,
         description="Z-Image-Turbo (decoupled DMD distillation, 6B single-stream transformer)",
     ),
     # https://huggingface.co/stabilityai/stable-diffusion-3.5-large-turbo: (L)ADD-distilled SD 3.5 Large, "sampling
     # with 4 steps" and guidance 0.0 in the card's call (no other count is named, unlike schnell's and SD-Turbo's
     # 1-4), the repo's FlowMatchEuler (shift 3.0); bf16 files only; T5 prompt at the pipeline's 256 tokens.
-    Preset(
+    _flow(
         name="sd35-large-turbo",
         family="sd3",
         repo_id=SD35_LARGE_TURBO_REPO,
         steps=(4,),
         default_steps=4,
         guidance_scale=0.0,
-        height=1024,
-        width=1024,
-        scheduler="repo",
         license="stabilityai-ai-community",
-        variant=None,
         max_sequence_length=256,
         description="Stable Diffusion 3.5 Large Turbo (adversarial diffusion distillation, 8B MMDiT)",
     ),
