@@ -73,3 +73,15 @@ def _kill_an_actor_once_images_appear(manifest: Path) -> int:
             return lines
         time.sleep(0.002)
     raise AssertionError("the Ray batch never wrote an image")
+
+
+def test_ray_runs_a_flow_transformer_family(tmp_path: Path, hub_cache: Path, ray_cluster: None) -> None:
+    """SANA-Sprint (a flow-matching transformer with its own timesteps and resolution bins) goes through the same
+    Ray actors as the UNets: the images of a local run. One family: an actor's start is most of the test's time."""
+    prompts = write_txt(tmp_path / "p.txt", [f"a lighthouse, number {i}" for i in range(3)])
+    preset = "sana-sprint-0.6b"
+    assert run(prompts, tmp_path / "local", hub_cache, preset=preset) == 0
+    assert run(prompts, tmp_path / "ray", hub_cache, "--ray", "--workers", "1", preset=preset) == 0
+    for entry in assert_complete(tmp_path / "ray", 3):
+        local = pixels(tmp_path / "local" / entry["file"])
+        assert np.abs(pixels(tmp_path / "ray" / entry["file"]) - local).max() <= 1
