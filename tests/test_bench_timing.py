@@ -7,6 +7,7 @@ import os
 import random
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -155,10 +156,18 @@ def test_busy_cpus_and_auto_threads_count_what_others_use(monkeypatch: pytest.Mo
         assert timing.auto_cpu_threads() == threads
 
 
-def test_cpu_matmul_rate_is_the_flops_of_the_median_timed_matmul(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cpu_matmul_rate_is_the_flops_over_the_median_matmul_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch.utils.benchmark import Timer
+
     from fastdiff.bench import flops
 
-    ticks = iter([0.0, 9.0, 10.0, 10.5, 20.0, 20.25, 30.0, 30.75, 40.0, 41.0, 50.0, 50.5])  # 1 untimed + 5 timed
-    monkeypatch.setattr(time, "perf_counter", lambda: next(ticks))
-    # timed: 0.5, 0.25, 0.75, 1.0, 0.5 s -> median 0.5 s for 2 * 64³ FLOPs
-    assert flops.cpu_matmul_tflops(torch.float32, size=64, runs=5) == pytest.approx(2 * 64**3 / 0.5 / 1e12)
+    assert 0 < flops.cpu_matmul_tflops(torch.float32, size=64) < 1e3  # really timed, on torch's threads
+    asked: list[float] = []
+
+    def autorange(timer: Timer, min_run_time: float) -> Any:
+        asked.append(min_run_time)
+        return SimpleNamespace(median=0.5)  # torch.utils.benchmark's median of its timed blocks
+
+    monkeypatch.setattr(Timer, "blocked_autorange", autorange)
+    assert flops.cpu_matmul_tflops(torch.float32, size=64) == pytest.approx(2 * 64**3 / 0.5 / 1e12)
+    assert asked == [1.0]
