@@ -53,8 +53,10 @@ def device_description(device: torch.device) -> str:
 
 
 def _commit() -> str | None:
+    """fastdiff's own commit where it runs from a checkout (not that of the directory the bench was started in)."""
+    command = ["git", "rev-parse", "--short", "HEAD"]
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(command, capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
     except (OSError, subprocess.SubprocessError):
         return None
     return (out.stdout.strip() or None) if out.returncode == 0 else None
