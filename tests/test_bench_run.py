@@ -178,42 +178,42 @@ def test_speedup_is_the_median_of_per_round_ratios(monkeypatch: pytest.MonkeyPat
 def test_rows_that_waited_for_memory_or_shared_the_cpu_are_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     """Plain diffusers' row re-reads its evicted weights while kswapd reclaims memory on the other core, so its
     time and every "vs diffusers" ratio are off. The table says so, naming the row, instead of only the ratios."""
-    now, stalled, busy, own = [0.0], [0.0], [0.0], [0.0]
-    runs = {  # seconds per run, seconds of it waiting for memory, cores other tasks kept busy
-        "diffusers:sdxl-turbo@1": (8.0, 2.0, 0.5),
-        "fastdiff:default:sdxl-turbo@1": (2.0, 0.05, 0.05),
-        "fastdiff:max:sdxl-turbo@1": (1.0, 0.0, 0.0),
+    now, faulted, busy, own = [0.0], [0], [0.0], [0.0]
+    runs = {  # seconds per run, pages read back from disk, cores other tasks kept busy
+        "diffusers:sdxl-turbo@1": (8.0, 50_000, 0.5),
+        "fastdiff:default:sdxl-turbo@1": (2.0, 20, 0.05),
+        "fastdiff:max:sdxl-turbo@1": (1.0, 0, 0.0),
     }
 
-    def stalling_call(run: runner.ScenarioRun, prompt: str, seed: int) -> None:
-        seconds, stall, others = runs[run.scenario.name]
+    def faulting_call(run: runner.ScenarioRun, prompt: str, seed: int) -> None:
+        seconds, faults, others = runs[run.scenario.name]
         now[0] += seconds
-        stalled[0] += stall
+        faulted[0] += faults
         own[0] += 2 * seconds  # our two threads
         busy[0] += 2 * seconds + others * seconds
 
-    monkeypatch.setattr(runner.ScenarioRun, "_call", stalling_call)
+    monkeypatch.setattr(runner.ScenarioRun, "_call", faulting_call)
     monkeypatch.setattr(runner, "make_clock", lambda device: lambda: now[0])
-    monkeypatch.setattr(timing, "memory_stall_seconds", lambda: stalled[0])
+    monkeypatch.setattr(timing, "major_faults", lambda: faulted[0])
     monkeypatch.setattr(timing, "busy_cpu_seconds", lambda: busy[0])
     monkeypatch.setattr(timing.time, "process_time", lambda: own[0])
     rows = {r.scenario: r for r in run_scenarios(parse_scenarios(list(runs)), _source(), _config(repeats=2))}
-    assert [rows[n].memory_stall_s for n in runs] == [pytest.approx(2.0), pytest.approx(0.05), 0.0]
+    assert [rows[n].major_faults for n in runs] == [50_000, 20, 0]
     assert [rows[n].other_cpu_cores for n in runs] == [pytest.approx(0.5), pytest.approx(0.05), 0.0]
-    assert [pressured(rows[n]) for n in runs] == [True, False, False]  # 25 % of its time; 2.5 %; none
+    assert [pressured(rows[n]) for n in runs] == [True, False, False]  # 50,000 pages; 20 (a library's); none
     assert [contended(rows[n]) for n in runs] == [True, False, False]
     meta = {"device": "cpu", "dtype": "float32", "weights": "tiny", "size": "64x64", "repeats": 2, "warmup": 1,
             "torch": "x", "diffusers": "x", "date": "x"}  # fmt: skip
     table = format_table(list(rows.values()), meta)
     notes = [line for line in table.splitlines() if line.startswith(("memory pressure", "shared CPU"))]
     assert len(notes) == 2
-    assert notes[0].startswith("memory pressure: diffusers:sdxl-turbo@1 waited 2.00 s per")
+    assert notes[0].startswith("memory pressure: diffusers:sdxl-turbo@1 read 50000 pages back from disk per")
     assert notes[1].startswith("shared CPU: while diffusers:sdxl-turbo@1 ran, other tasks kept 0.50 cores busy")
     assert "> memory pressure: diffusers:sdxl-turbo@1" in to_markdown(list(rows.values()), meta)
-    monkeypatch.setattr(timing, "memory_stall_seconds", lambda: None)  # no PSI, no /proc/stat: nothing claimed
+    monkeypatch.setattr(timing, "major_faults", lambda: None)  # no getrusage, no CPU times: nothing claimed
     monkeypatch.setattr(timing, "busy_cpu_seconds", lambda: None)
     unmeasured = run_scenarios(parse_scenarios(list(runs)), _source(), _config(repeats=2))
-    assert all(row.memory_stall_s is None and row.other_cpu_cores is None for row in unmeasured)
+    assert all(row.major_faults is None and row.other_cpu_cores is None for row in unmeasured)
     assert not any(pressured(row) or contended(row) for row in unmeasured)
     assert "memory pressure" not in format_table(unmeasured, meta)
 

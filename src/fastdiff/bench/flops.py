@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -14,13 +13,14 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.utils.benchmark import Timer
 from torch.utils.flop_counter import FlopCounterMode
 from torch.utils.hooks import RemovableHandle
 
 from .._quiet import silenced
 from ..denoising import STAGES
 from ..openvino_engine import torch_forwards
-from .timing import Clock, percentile
+from .timing import Clock
 
 __all__ = [
     "DEVICE_PEAK_TFLOPS",
@@ -76,16 +76,12 @@ def device_peak_tflops(device_name: str, dtype: torch.dtype) -> float | None:
     return None
 
 
-def cpu_matmul_tflops(dtype: torch.dtype, *, size: int = 2048, runs: int = 5) -> float:
-    """What this CPU multiplies at, TFLOP/s (the median of `runs` `size`² matmuls on torch's threads, after one
-    untimed): a CPU has no datasheet peak, so a row's TFLOP/s is compared with this measured one."""
+def cpu_matmul_tflops(dtype: torch.dtype, *, size: int = 2048) -> float:
+    """What this CPU multiplies at, TFLOP/s (the median `size`² matmul on torch's threads, by torch.utils.benchmark):
+    a CPU has no datasheet peak, so a row's TFLOP/s is compared with this measured one."""
     a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-    times = []
-    for _ in range(runs + 1):
-        start = time.perf_counter()
-        torch.mm(a, b)
-        times.append(time.perf_counter() - start)
-    return 2 * size**3 / percentile(times[1:], 50) / 1e12  # the first packs and allocates: left out
+    timer = Timer("torch.mm(a, b)", globals={"a": a, "b": b}, num_threads=torch.get_num_threads())
+    return 2 * size**3 / timer.blocked_autorange(min_run_time=1.0).median / 1e12
 
 
 def stage_modules(pipe: Any) -> dict[str, list[nn.Module]]:

@@ -184,10 +184,8 @@ def random_tiny_vae(
     *, device: torch.device, dtype: torch.dtype, seed: int = 1, config: dict[str, Any] = TINY_VAE
 ) -> Any:
     """TAESD/TAESDXL's architecture (`AutoencoderTiny`) with random weights: what `optimize="max"` decodes with."""
-    from diffusers import AutoencoderTiny
-
     with _parameters_on_meta():
-        vae = AutoencoderTiny.from_config(config)  # type: ignore[no-untyped-call]
+        vae = _module("diffusers", "AutoencoderTiny", config)
     _materialize([vae], device=device, dtype=dtype, seed=seed)
     return vae.eval()
 

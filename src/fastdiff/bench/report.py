@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import json
 import platform
@@ -15,7 +16,7 @@ from ..devices import cpu_has_native_bf16
 from ..errors import FastDiffError
 from .flops import cpu_matmul_tflops
 from .runner import BenchRow, RunConfig
-from .timing import BUSY_CORES, PRESSURE_FRACTION, auto_cpu_threads, busy_cpus_elsewhere, cpu_count
+from .timing import BUSY_CORES, PRESSURE_FAULTS, auto_cpu_threads, busy_cpus_elsewhere, cpu_count
 
 __all__ = [
     "Meta",
@@ -52,8 +53,10 @@ def device_description(device: torch.device) -> str:
 
 
 def _commit() -> str | None:
+    """fastdiff's own commit where it runs from a checkout (not that of the directory the bench was started in)."""
+    command = ["git", "rev-parse", "--short", "HEAD"]
     try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5)
+        out = subprocess.run(command, capture_output=True, text=True, timeout=5, cwd=Path(__file__).parent)
     except (OSError, subprocess.SubprocessError):
         return None
     return (out.stdout.strip() or None) if out.returncode == 0 else None
@@ -100,10 +103,11 @@ def _cpu_context(device: torch.device, threads: int | None) -> dict[str, Any]:
 
 
 def read_json(path: str | Path) -> tuple[list[BenchRow], Meta]:
-    """Rows and metadata of a file `write_json` wrote."""
+    """Rows and metadata of a file `write_json` wrote (fields of other versions, such as `memory_stall_s`, left out)."""
+    known = {field.name for field in dataclasses.fields(BenchRow)}
     try:
         data = json.loads(Path(path).read_text())
-        return [BenchRow(**row) for row in data["rows"]], data["meta"]
+        return [BenchRow(**{k: v for k, v in row.items() if k in known}) for row in data["rows"]], data["meta"]
     except (OSError, ValueError, KeyError, TypeError) as err:  # an unreadable or foreign file
         raise FastDiffError(f"cannot read {path}: {err}") from None
 
@@ -127,14 +131,14 @@ def seconds(value: float | None) -> str:
 
 HEADERS = (
     "scenario", "steps", "size", "p50", "p95", "min", "encode", "denoise", "(per UNet call)", "decode",
-    "load", "warm-up", "peak mem", "mem stall", "other CPU", "GFLOP", "TFLOP/s", "img/s", "speedup",
+    "load", "warm-up", "peak mem", "disk faults", "other CPU", "GFLOP", "TFLOP/s", "img/s", "speedup",
     "vs diffusers", "threads",
 )  # fmt: skip
 
 
 def pressured(row: BenchRow) -> bool:
-    """Whether the row's timed runs waited for memory: the median stall ≥ `PRESSURE_FRACTION` of its p50."""
-    return row.memory_stall_s is not None and row.memory_stall_s >= PRESSURE_FRACTION * row.latency_s["p50"]
+    """Whether the row's median timed run read `PRESSURE_FAULTS` or more pages back from disk."""
+    return row.major_faults is not None and row.major_faults >= PRESSURE_FAULTS
 
 
 def contended(row: BenchRow) -> bool:
@@ -148,9 +152,9 @@ def _notes(rows: list[BenchRow], meta: Meta) -> list[str]:
     notes = [meta["note"]] if meta.get("note") else []
     notes += [f"skipped {s['scenario']}: {s['reason']}" for s in meta.get("skipped", [])]
     notes += [
-        f"memory pressure: {row.scenario} waited {seconds(row.memory_stall_s)} per timed run for memory or the "
-        "disk (median, the machine's PSI): pages were evicted and read again, so it ran slower than alone and "
-        "every ratio to it is off by as much; time it in a process of its own "
+        f"memory pressure: {row.scenario} read {row.major_faults:.0f} pages back from disk per timed run (median "
+        "major page faults): they were evicted and read again, so it ran slower than alone and every ratio to it "
+        "is off by as much; time it in a process of its own "
         f"(--scenarios {row.scenario}) or with fewer rows"
         for row in rows
         if pressured(row)
@@ -167,8 +171,8 @@ def _notes(rows: list[BenchRow], meta: Meta) -> list[str]:
 def _cells(row: BenchRow) -> list[str]:
     stages, latency = row.stages_s, row.latency_s
 
-    def ratio(value: float | None) -> str:
-        return "-" if value is None else f"{value:.2f}×"
+    def shown(value: float | None, template: str) -> str:
+        return "-" if value is None else template.format(value)
 
     tflops = f"{row.tflops_per_s:.3f}" + (f" ({row.peak_fraction:.0%})" if row.peak_fraction is not None else "")
     return [
@@ -176,10 +180,10 @@ def _cells(row: BenchRow) -> list[str]:
         seconds(latency["min"]), seconds(stages["encode"]), seconds(stages["denoise"]),
         f"{seconds(row.per_unet_call_s)} ×{row.unet_calls}", seconds(stages["decode"]),
         seconds(row.load_s) + (" (shared)" if row.load_shared else ""), seconds(row.warmup_s),
-        f"{row.peak_memory_bytes / 2**30:.2f} GiB", seconds(row.memory_stall_s),
-        "-" if row.other_cpu_cores is None else f"{row.other_cpu_cores:.2f}", f"{row.gflops:.1f}", tflops,
-        f"{row.images_per_s:.3f}", ratio(row.speedup_vs_baseline), ratio(row.speedup_vs_diffusers),
-        "-" if row.threads is None else str(row.threads),
+        f"{row.peak_memory_bytes / 2**30:.2f} GiB", shown(row.major_faults, "{:.0f}"),
+        shown(row.other_cpu_cores, "{:.2f}"), f"{row.gflops:.1f}", tflops, f"{row.images_per_s:.3f}",
+        shown(row.speedup_vs_baseline, "{:.2f}×"), shown(row.speedup_vs_diffusers, "{:.2f}×"),
+        shown(row.threads, "{}"),
     ]  # fmt: skip
 
 

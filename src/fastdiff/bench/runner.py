@@ -80,7 +80,7 @@ class BenchRow:
     speedup_vs_diffusers: float | None = None  # median of per-round ratios to the `diffusers:` row of this work
     threads: int | None = None  # CPU intra-op threads used (None on GPUs)
     runs_s: list[float] = field(default_factory=list)
-    memory_stall_s: float | None = None  # median seconds a timed run waited for memory or disk (None: no PSI)
+    major_faults: float | None = None  # median pages a timed run read back from disk (None: no getrusage)
     other_cpu_cores: float | None = None  # median cores other tasks kept busy during a timed run (None: unknown)
 
     def as_dict(self) -> dict[str, Any]:
@@ -188,7 +188,7 @@ class ScenarioRun:
         latency = summarize(self.totals)
         per_s = 1.0 / latency["p50"] if latency["p50"] > 0 else 0.0  # a zero-time run only happens with fake clocks
         gflops = sum(flops.values()) / 1e9
-        memory_stall_s, other_cpu_cores = self.contention.medians()
+        major_faults, other_cpu_cores = self.contention.medians()
         return BenchRow(
             scenario=scenario.name,
             preset=scenario.preset.name,
@@ -214,7 +214,7 @@ class ScenarioRun:
             images_per_s=per_s,
             threads=self.threads,
             runs_s=self.totals,
-            memory_stall_s=memory_stall_s,
+            major_faults=major_faults,
             other_cpu_cores=other_cpu_cores,
         )
 

@@ -4,11 +4,11 @@ before its kernel runs), percentiles, peak memory, and what else the machine did
 from __future__ import annotations
 
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import psutil
@@ -19,7 +19,7 @@ from ..memory import available_memory
 
 __all__ = [
     "BUSY_CORES",
-    "PRESSURE_FRACTION",
+    "PRESSURE_FAULTS",
     "Clock",
     "Contention",
     "PeakMemory",
@@ -28,8 +28,8 @@ __all__ = [
     "busy_cpu_seconds",
     "busy_cpus_elsewhere",
     "cpu_count",
+    "major_faults",
     "make_clock",
-    "memory_stall_seconds",
     "percentile",
     "round_order",
     "summarize",
@@ -38,9 +38,9 @@ __all__ = [
 
 Clock = Callable[[], float]
 
-# A row whose median timed run waited this share of its time for memory ran under memory pressure; a row whose
-# working set fits waits next to nothing.
-PRESSURE_FRACTION = 0.05
+# A row whose median timed run read this many pages back from disk (major page faults: its weights or libraries
+# evicted under memory pressure) ran slower than alone; a row whose working set fits reads none.
+PRESSURE_FAULTS = 1000
 # A row whose median timed run had other tasks (another process, kswapd reclaiming memory, the hypervisor's
 # steal) keep this many cores busy beside it shared the CPU: on 2 cores a tenth of a core is 5 % of it.
 BUSY_CORES = 0.1
@@ -93,13 +93,20 @@ class PeakMemory:
         return _peak_rss_bytes()
 
 
-def _peak_rss_bytes() -> int:
+def _rusage() -> Any:
+    """This process's `getrusage` (peak RSS, major page faults); None on Windows, which has none."""
     try:
         import resource
-    except ImportError:  # Windows: no getrusage
+    except ImportError:
+        return None
+    return resource.getrusage(resource.RUSAGE_SELF)
+
+
+def _peak_rss_bytes() -> int:
+    usage = _rusage()
+    if usage is None:
         return 0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return int(peak if sys.platform == "darwin" else peak * 1024)  # bytes on macOS, KiB on Linux
+    return int(usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024)  # bytes on macOS, else KiB
 
 
 def busy_cpus_elsewhere(*, interval: float = 0.3) -> int:
@@ -118,18 +125,10 @@ def auto_cpu_threads() -> int:
     return max(1, min(torch.get_num_threads(), cpu_count() - busy_cpus_elsewhere()))
 
 
-def memory_stall_seconds(pressure: Path = Path("/proc/pressure")) -> float | None:
-    """Seconds some task on this machine stalled for memory or the disk since boot (Linux's pressure stall
-    information, the `some` totals of `memory` and `io`: reclaim, refaults, evicted pages read back); None without
-    PSI. Its change over a timed run is how long the run waited (an upper bound: one wait may count in both)."""
-    totals = []
-    for name in ("memory", "io"):
-        try:
-            found = re.search(r"^some .*total=(\d+)", (pressure / name).read_text(), re.MULTILINE)
-        except OSError:
-            found = None
-        totals.append(int(found.group(1)) / 1e6 if found else None)
-    return None if totals[0] is None else sum(t for t in totals if t is not None)
+def major_faults() -> int | None:
+    """Page faults this process has served by reading the disk so far (evicted pages read back); None off Unix."""
+    usage = _rusage()
+    return None if usage is None else int(usage.ru_majflt)
 
 
 def busy_cpu_seconds() -> float:
@@ -140,30 +139,30 @@ def busy_cpu_seconds() -> float:
 
 
 class Contention:
-    """What else the machine did during each timed run: seconds waited for memory or the disk, and the cores other
-    tasks kept busy (the machine's CPU time less ours, over the run's). `start()`, `stop(seconds)`, `medians()`."""
+    """What else the machine did during each timed run: the pages this process read back from disk, and the cores
+    other tasks kept busy (the machine's CPU time less ours). `start()`, `stop(seconds)`, `medians()`."""
 
     def __init__(self) -> None:
-        self.stalls: list[float] = []
+        self.faults: list[float] = []
         self.other_cores: list[float] = []
-        self._before: tuple[float | None, float | None, float] = (None, None, 0.0)
+        self._before: tuple[int | None, float | None, float] = (None, None, 0.0)
 
     def start(self) -> None:
-        self._before = (memory_stall_seconds(), busy_cpu_seconds(), time.process_time())
+        self._before = (major_faults(), busy_cpu_seconds(), time.process_time())
 
     def stop(self, seconds: float) -> None:
-        (stalled, busy, own), now = self._before, (memory_stall_seconds(), busy_cpu_seconds(), time.process_time())
-        if stalled is not None and now[0] is not None:
-            self.stalls.append(now[0] - stalled)
+        (faults, busy, own), now = self._before, (major_faults(), busy_cpu_seconds(), time.process_time())
+        if faults is not None and now[0] is not None:
+            self.faults.append(now[0] - faults)
         if busy is not None and now[1] is not None and seconds > 0:
             others = (now[1] - busy) - (now[2] - own)  # the machine's CPU time less ours
             self.other_cores.append(max(0.0, others) / seconds)
 
     def medians(self) -> tuple[float | None, float | None]:
-        """(median stall seconds, median other cores) over the runs; None where the machine does not count."""
-        stall = percentile(self.stalls, 50) if self.stalls else None
+        """(median major faults, median other cores) over the runs; None where the machine does not count."""
+        faults = percentile(self.faults, 50) if self.faults else None
         cores = percentile(self.other_cores, 50) if self.other_cores else None
-        return stall, cores
+        return faults, cores
 
 
 def cpu_count() -> int:
