@@ -15,14 +15,14 @@ __all__ = ["add_export_arguments", "run_export"]
 def _common(parser: argparse.ArgumentParser, *, default_dtype: str) -> None:
     parser.add_argument("--preset", help="a preset name (see `fastdiff presets`)")
     add_weight_options(parser)
-    parser.add_argument("--out", required=True, help="output folder (created if missing)")
+    parser.add_argument("--out", required=True, help="output folder (created if missing), for one --height/--width")
     parser.add_argument(
         "--dtype",
         choices=["float32", "float16"],
         default=default_dtype,
         help=f"weights as stored in the files; computation stays float32 (default: {default_dtype})",
     )
-    add_size_options(parser)  # the files are fixed to it
+    add_size_options(parser)
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:
