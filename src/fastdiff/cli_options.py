@@ -8,7 +8,15 @@ from typing import Any
 
 from . import presets as preset_table
 
-__all__ = ["add_model_options", "add_sampling_options", "check_weights_reachable", "load_options", "sampling_options"]
+__all__ = [
+    "add_model_options",
+    "add_sampling_options",
+    "add_size_options",
+    "add_weight_options",
+    "check_weights_reachable",
+    "load_options",
+    "sampling_options",
+]
 
 OPTIMIZE_LEVELS = ("none", "default", "max")  # fastdiff.optimize.LEVELS, named here so --help needs no torch
 
@@ -20,8 +28,7 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     add(
         "--preset", default=default, help=f"a preset name (see `fastdiff presets`; default {default}: shipped, offline)"
     )
-    add("--source", help="local diffusers folder, single-file checkpoint or hub repo (default: the preset's repo)")
-    add("--checkpoint", help="local UNet/LoRA file (default: the preset's file from the hub)")
+    add_weight_options(parser)
     add("--device", default="auto", help="auto (default), cpu, cuda, cuda:N or mps")
     add("--dtype", choices=["float32", "float16", "bfloat16"], help="default: float16 on a GPU, float32 on the CPU")
     add(
@@ -32,7 +39,20 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     )
     add("--cache-dir", help="Hugging Face cache folder (default: HF_HOME's)")
     add("--local-files-only", "--offline", action="store_true", help="load from the cache only, no network")
+
+
+def add_weight_options(parser: argparse.ArgumentParser) -> None:
+    """Which files hold the weights (`fastdiff export` takes these without the device and cache options)."""
+    add = parser.add_argument
+    add("--source", help="local diffusers folder, single-file checkpoint or hub repo (default: the preset's repo)")
+    add("--checkpoint", help="local UNet/LoRA file (default: the preset's file from the hub)")
     add("--allow-pickle", action="store_true", help="allow .bin/.ckpt files (unpickled by torch)")
+
+
+def add_size_options(parser: argparse.ArgumentParser) -> None:
+    """The image size; None (the default) means the preset's."""
+    parser.add_argument("--height", type=int, help="image height (default: the preset's)")
+    parser.add_argument("--width", type=int, help="image width (default: the preset's)")
 
 
 def add_sampling_options(parser: argparse.ArgumentParser, *, seed_default: int | None, seed_help: str) -> None:
@@ -42,8 +62,7 @@ def add_sampling_options(parser: argparse.ArgumentParser, *, seed_default: int |
     add("--seed", type=int, default=seed_default, metavar="SEED", help=seed_help)
     add("--guidance-scale", type=float, help="classifier-free guidance (default: the preset's)")
     add("--negative-prompt")
-    add("--height", type=int, help="image height (default: the preset's)")
-    add("--width", type=int, help="image width (default: the preset's)")
+    add_size_options(parser)
 
 
 def check_weights_reachable(args: argparse.Namespace) -> None:

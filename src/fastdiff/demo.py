@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from .cli_options import add_model_options, check_weights_reachable, load_options
+from .cli_options import add_model_options, add_size_options, check_weights_reachable, load_options
 from .errors import FastDiffError, FastDiffWarning
 
 if TYPE_CHECKING:
@@ -67,8 +67,7 @@ class WarningNotes:
 def add_demo_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of `fastdiff demo`."""
     add_model_options(parser)
-    parser.add_argument("--height", type=int, default=None, help="image height (default: the preset's)")
-    parser.add_argument("--width", type=int, default=None, help="image width (default: the preset's)")
+    add_size_options(parser)
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=7860, help="port to serve on (default 7860)")
 

@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 from typing import Any
 
+from ..cli_options import add_size_options, add_weight_options
 from ..errors import FastDiffError
 
 __all__ = ["add_export_arguments", "run_export"]
@@ -13,18 +14,15 @@ __all__ = ["add_export_arguments", "run_export"]
 
 def _common(parser: argparse.ArgumentParser, *, default_dtype: str) -> None:
     parser.add_argument("--preset", help="a preset name (see `fastdiff presets`)")
-    parser.add_argument("--source", help="local diffusers folder or single-file checkpoint (default: the hub repo)")
-    parser.add_argument("--checkpoint", help="local UNet/LoRA file (default: the preset's file from the hub)")
-    parser.add_argument("--allow-pickle", action="store_true", help="allow .bin/.ckpt files (unpickled by torch)")
-    parser.add_argument("--out", required=True, help="output folder (created if missing)")
+    add_weight_options(parser)
+    parser.add_argument("--out", required=True, help="output folder (created if missing), for one --height/--width")
     parser.add_argument(
         "--dtype",
         choices=["float32", "float16"],
         default=default_dtype,
         help=f"weights as stored in the files; computation stays float32 (default: {default_dtype})",
     )
-    parser.add_argument("--height", type=int, help="image height the files are fixed to (default: the preset's)")
-    parser.add_argument("--width", type=int, help="image width the files are fixed to (default: the preset's)")
+    add_size_options(parser)
 
 
 def add_export_arguments(parser: argparse.ArgumentParser) -> None:

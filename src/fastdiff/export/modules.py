@@ -25,7 +25,7 @@ from ..schedulers import build_scheduler
 if TYPE_CHECKING:
     from .onnx import Exported
 
-__all__ = ["FORMAT", "Component", "build_manifest", "components", "latent_size", "schedules", "tokenizer_spec"]
+__all__ = ["FORMAT", "Component", "build_manifest", "components", "latent_size", "scheduler_spec", "tokenizer_spec"]
 
 FORMAT = 1  # the manifest's format: bump when a field changes meaning
 
@@ -141,11 +141,11 @@ def _floats(values: Any) -> list[float]:
     return [float(v) for v in torch.as_tensor(values).flatten().tolist()]
 
 
-def schedules(pipe: Any, preset: Preset) -> dict[str, dict[str, Any]]:
-    """For each allowed step count: the UNet timesteps, and the sigmas and initial noise scale where the
-    scheduler has them (Euler), exactly as diffusers' `set_timesteps` leaves them."""
+def scheduler_spec(pipe: Any, preset: Preset) -> dict[str, Any]:
+    """The preset's scheduler and, for each allowed step count, the UNet timesteps, and the sigmas and initial noise
+    scale where the scheduler has them (Euler), exactly as diffusers' `set_timesteps` leaves them."""
     scheduler: Any = build_scheduler(preset.scheduler, copy.deepcopy(pipe.scheduler))
-    out: dict[str, dict[str, Any]] = {}
+    schedules: dict[str, dict[str, Any]] = {}
     with silenced("numpy-copy"):  # numpy 2 flags diffusers' np.array(tensor) calls
         for steps in preset.steps:
             if preset.timesteps is not None:
@@ -156,20 +156,14 @@ def schedules(pipe: Any, preset: Preset) -> dict[str, dict[str, Any]]:
             if getattr(scheduler, "sigmas", None) is not None:
                 entry["sigmas"] = _floats(scheduler.sigmas)
             entry["init_noise_sigma"] = float(scheduler.init_noise_sigma)
-            out[str(steps)] = entry
-    return out
-
-
-def _scheduler_spec(pipe: Any, preset: Preset) -> dict[str, Any]:
-    built: Any = build_scheduler(preset.scheduler, copy.deepcopy(pipe.scheduler))
-    config = built.config
+            schedules[str(steps)] = entry
     return {
-        "class": type(built).__name__,
+        "class": type(scheduler).__name__,
         "recipe": preset.scheduler,
-        "prediction_type": config.prediction_type,
-        "timestep_spacing": config.get("timestep_spacing"),
+        "prediction_type": scheduler.config.prediction_type,
+        "timestep_spacing": scheduler.config.get("timestep_spacing"),
         "eta": preset.eta,
-        "schedules": schedules(pipe, preset),
+        "schedules": schedules,
     }
 
 
@@ -221,7 +215,7 @@ def build_manifest(
         "default_steps": preset.default_steps,
         "guidance_scale": preset.guidance_scale,
         "dtype": dtype,
-        "scheduler": _scheduler_spec(pipe, preset),
+        "scheduler": scheduler_spec(pipe, preset),
         "vae": {
             "scaling_factor": float(decoder.config.scaling_factor),
             "latents_mean": getattr(decoder.config, "latents_mean", None),

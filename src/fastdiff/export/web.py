@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import base64
-import copy
 import hashlib
 import io
 import json
@@ -25,8 +24,7 @@ import numpy as np
 import torch
 
 from ..errors import FastDiffError
-from ..schedulers import build_scheduler
-from .modules import unet_batch
+from .modules import scheduler_spec, unet_batch
 from .onnx import MANIFEST, Dtype, export_onnx
 
 __all__ = [
@@ -167,7 +165,7 @@ def export_web(
     """Export `generator` to `out/models` and build the site around it. float16 (the default) stores the
     weights in half precision, half the download; the page computes in float32 either way."""
     preset = generator.preset
-    scheduler = type(build_scheduler(preset.scheduler, copy.deepcopy(generator.pipeline.scheduler))).__name__
+    scheduler = scheduler_spec(generator.pipeline, preset)["class"]
     check_web(preset.name, scheduler, preset.scheduler, unet_batch(preset))  # before minutes of export
     folder = Path(out)
     fetch_package("onnxruntime-web", ort_version, cache=npm_cache)  # into the cache: an offline build fails fast

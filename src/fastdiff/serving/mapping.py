@@ -1,8 +1,5 @@
-"""`gen.map`: many prompts in one process, in order, `batch_size` per pipeline call, with a progress bar.
-
-Its batches go straight to the generator's pipeline call (under its lock, between other threads' calls), not through
-a coalescer's queue: they are full already.
-"""
+"""`gen.map`. Its batches go straight to the generator's pipeline call (under its lock, between other threads' calls),
+not through a coalescer's queue: they are full already."""
 
 from __future__ import annotations
 
