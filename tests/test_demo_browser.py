@@ -84,6 +84,9 @@ pytestmark = [
     # it replaces (gradio.utils.safe_get_lock); the fixture collects them here so no later test inherits them.
     pytest.mark.filterwarnings("ignore:unclosed event loop:ResourceWarning"),
     pytest.mark.filterwarnings(r"ignore:unclosed <socket.socket .*family=(1|AddressFamily.AF_UNIX),:ResourceWarning"),
+    # Gradio's queue calls pandas APIs that pandas 3 deprecates for pandas 4; seen once in a browser test.
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:pandas"),
+    pytest.mark.filterwarnings("ignore::DeprecationWarning:gradio"),
 ]
 
 
