@@ -142,10 +142,6 @@ class FamilySpec:
         cls = self.img2img if img2img else self.pipeline
         return None if cls is None else rebuild(cls, pipe)
 
-    def accepts(self, pipe: object) -> bool:
-        """True for a text-to-image or image-to-image pipeline of this family (not ControlNet, inpaint…)."""
-        return isinstance(pipe, self.pipelines)
-
 
 _SD = StableDiffusionAdapter()
 FAMILIES: dict[str, FamilySpec] = {

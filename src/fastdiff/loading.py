@@ -152,7 +152,7 @@ def adopt(
     if cache_key is not None and not isinstance(cache_key, str):
         raise FastDiffError(f"cache_key must be a str naming the pipeline's weights, not {type(cache_key).__name__}")
     kind = family(preset.family)
-    if not kind.accepts(pipe):
+    if not isinstance(pipe, kind.pipelines):  # not ControlNet, inpaint…
         raise FastDiffError(
             f"{preset.name} needs a {kind.pipeline.__name__} (or its img2img twin), got {type(pipe).__name__}; "
             "pick a preset of its family, or build that pipeline from the same modules"
