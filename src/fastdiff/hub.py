@@ -26,7 +26,7 @@ from .presets import Preset, is_shipped
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["cache_first", "check_cached_or_reachable", "download", "download_tiny_vae", "quietly"]
+__all__ = ["cache_first", "check_cached_or_reachable", "download", "download_tiny_vae", "fp16_variant", "quietly"]
 
 T = TypeVar("T")
 TINY_VAE_FILES = ["config.json", "diffusion_pytorch_model.safetensors"]
@@ -37,9 +37,18 @@ def _dtype_name(dtype: torch.dtype | str) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def fp16_variant(preset: Preset, dtype: torch.dtype | str, folder: str = "") -> str | None:
+    """The preset's fp16 variant when loading float16, unless a local `folder` ships no variant files."""
+    if _dtype_name(dtype) != "float16" or preset.variant is None:
+        return None
+    if folder and not any(Path(folder).glob(f"*/*.{preset.variant}.safetensors")):
+        return None
+    return preset.variant
+
+
 def _weights_suffix(preset: Preset, dtype: torch.dtype | str) -> str:
-    fp16 = _dtype_name(dtype) == "float16" and preset.variant is not None
-    return f".{preset.variant}.safetensors" if fp16 else ".safetensors"
+    variant = fp16_variant(preset, dtype)
+    return f".{variant}.safetensors" if variant else ".safetensors"
 
 
 def _missing_files(
