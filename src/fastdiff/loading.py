@@ -18,7 +18,7 @@ from .checkpoints import apply_checkpoint, build_unet, checkpoint_path, load_une
 from .devices import offloaded, resolve_dtype
 from .errors import FastDiffError
 from .families import family
-from .hub import cache_first, fp16_variant, quietly
+from .hub import cache_first, fp16_variant
 from .memory import available_memory, check_fits, pipeline_files, weights_bytes
 from .optimize import apply_optimizations, own_copy
 from .presets import Preset, is_shipped
@@ -199,7 +199,7 @@ def _unet_config(
         return config
 
     if Path(location).is_dir():
-        return quietly(fetch, True)
+        return fetch(True)
     return cache_first(fetch, preset, local_files_only, cache_dir, dtype)
 
 
@@ -244,7 +244,7 @@ def _load_pipeline(
             ) from None
 
     if kind == "folder":
-        return quietly(fetch, True)
+        return fetch(True)
     return cache_first(fetch, preset, local_files_only, cache_dir, dtype)
 
 
@@ -275,7 +275,7 @@ def load_tiny_vae(
         return tiny.from_pretrained(str(location), dtype=dtype, local_files_only=local, cache_dir=cache_dir)
 
     if Path(location).is_dir():
-        return quietly(fetch, True)
+        return fetch(True)
     return cache_first(fetch, preset, local_files_only, cache_dir, dtype, what=f"tiny VAE {location}")
 
 
