@@ -102,14 +102,13 @@ class FamilySpec:
     # what such a guidance does to a model distilled to run without it (the warning's words)
     guidance_effect: str = "doubles the UNet work and usually burns the image"
     refused_dtypes: Mapping[torch.dtype, str] = field(default_factory=dict, compare=False)  # dtype → why, and the fix
+    fuse_qkv: bool = True  # diffusers' fused QKV computes the same network (the CUDA recipe's "auto" fuses it)
 
     def check_dtype(self, dtype: torch.dtype | None) -> None:
         """Refuse a dtype the family's models cannot compute in, saying why and what to use."""
         if dtype is not None and dtype in self.refused_dtypes:
             named = str(dtype).removeprefix("torch.")
             raise FastDiffError(f"{self.name} models cannot run in {named}: {self.refused_dtypes[dtype]}")
-
-    fuse_qkv: bool = True  # diffusers' fused QKV computes the same network (the CUDA recipe's "auto" fuses it)
 
     def size_multiple(self, pipe: Any) -> int:
         """What image sides must be multiples of: the image processor's factor (FLUX's counts its 2×2 patches),
@@ -141,10 +140,6 @@ class FamilySpec:
         img2img where diffusers has none."""
         cls = self.img2img if img2img else self.pipeline
         return None if cls is None else rebuild(cls, pipe)
-
-    def accepts(self, pipe: object) -> bool:
-        """True for a text-to-image or image-to-image pipeline of this family (not ControlNet, inpaint…)."""
-        return isinstance(pipe, self.pipelines)
 
 
 _SD = StableDiffusionAdapter()

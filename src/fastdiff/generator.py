@@ -1,7 +1,7 @@
 """`FewStepGenerator`: a preset composed with a diffusers pipeline and the adapter of its family.
 
 A call reads: validate (diffusers' call conventions, `conventions`; each prompt against the preset, `validation`)
-→ encode, cached (`embeddings`) → denoise and decode (`denoising`) → `GenerationResult` (`result`). Building one:
+→ encode (cached), denoise and decode (`denoising`) → `GenerationResult` (`result`). Building one:
 `loading`; changing its weights: `checkpoints`, `weights`. What runs around it (coalescing concurrent calls, `map`,
 the live session, bulk runs) is `fastdiff.serving`.
 """
@@ -23,9 +23,8 @@ from . import presets as preset_table
 from .adapters import Embeddings
 from .checkpoints import apply_lora, load_denoiser_checkpoint, lora_file
 from .conventions import resolve_call, translated
-from .denoising import batch_key, generate_batch
+from .denoising import EmbeddingCache, batch_key, generate_batch
 from .devices import make_clock, resolve_device
-from .embeddings import EmbeddingCache
 from .errors import FastDiffError, warn
 from .families import family
 from .openvino_engine import expected_shapes, openvino_forwards

@@ -26,7 +26,7 @@ from .presets import Preset, is_shipped
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["cache_first", "check_cached_or_reachable", "download", "download_tiny_vae", "quietly"]
+__all__ = ["cache_first", "check_cached_or_reachable", "download", "download_tiny_vae", "fp16_variant"]
 
 T = TypeVar("T")
 TINY_VAE_FILES = ["config.json", "diffusion_pytorch_model.safetensors"]
@@ -37,9 +37,18 @@ def _dtype_name(dtype: torch.dtype | str) -> str:
     return str(dtype).removeprefix("torch.")
 
 
+def fp16_variant(preset: Preset, dtype: torch.dtype | str, folder: str = "") -> str | None:
+    """The preset's fp16 variant when loading float16, unless a local `folder` ships no variant files."""
+    if _dtype_name(dtype) != "float16" or preset.variant is None:
+        return None
+    if folder and not any(Path(folder).glob(f"*/*.{preset.variant}.safetensors")):
+        return None
+    return preset.variant
+
+
 def _weights_suffix(preset: Preset, dtype: torch.dtype | str) -> str:
-    fp16 = _dtype_name(dtype) == "float16" and preset.variant is not None
-    return f".{preset.variant}.safetensors" if fp16 else ".safetensors"
+    variant = fp16_variant(preset, dtype)
+    return f".{variant}.safetensors" if variant else ".safetensors"
 
 
 def _missing_files(
@@ -102,12 +111,6 @@ def _missing_error(
     )
 
 
-def quietly(fetch: Callable[[bool], T], local: bool) -> T:
-    """`fetch(local)` without the `local_dir_use_symlinks` warning diffusers triggers in huggingface_hub every load."""
-    with silenced("hub"):
-        return fetch(local)
-
-
 def cache_first(
     fetch: Callable[[bool], T],
     preset: Preset,
@@ -118,15 +121,18 @@ def cache_first(
     what: str | None = None,
 ) -> T:
     """Call `fetch(local_files_only)`: the cache first when None, the network only for what is missing, and only
-    once the hub answers (no retry loop when it cannot)."""
+    once the hub answers (no retry loop when it cannot). The `local_dir_use_symlinks` warning that diffusers' hub
+    reads trigger in huggingface_hub is silenced."""
     if local_files_only is None:
         try:
-            return quietly(fetch, True)
+            with silenced("hub"):
+                return fetch(True)
         except OSError as err:  # LocalEntryNotFoundError and diffusers' "not cached" are OSErrors
             if (why := _unreachable(preset.repo_id)) is not None:
                 raise _missing_error(preset, cache_dir, dtype, why=why, what=what, err=err) from None
     try:
-        return quietly(fetch, bool(local_files_only))
+        with silenced("hub"):
+            return fetch(bool(local_files_only))
     except OSError as err:
         why = OFFLINE if local_files_only or constants.is_offline_mode() else ""
         why = why or f"could not be downloaded ({type(err).__name__}: {_first_line(err)})"

@@ -18,7 +18,7 @@ from .checkpoints import apply_checkpoint, build_unet, checkpoint_path, load_une
 from .devices import offloaded, resolve_dtype
 from .errors import FastDiffError
 from .families import family
-from .hub import cache_first, quietly
+from .hub import cache_first, fp16_variant
 from .memory import available_memory, check_fits, pipeline_files, weights_bytes
 from .optimize import apply_optimizations, own_copy
 from .presets import Preset, is_shipped
@@ -32,10 +32,8 @@ __all__ = ["adopt", "load", "load_tiny_vae"]
 REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
-def _classify_source(source: str | Path | None) -> tuple[str, str]:
+def _classify_source(source: str | Path) -> tuple[str, str]:
     """("hub", repo_id) | ("folder", path) | ("file", path) — or a FastDiffError naming what is accepted."""
-    if source is None:
-        return "hub", ""
     if not isinstance(source, (str, Path)):
         raise FastDiffError(f"source must be a path or hub repo id, not {type(source).__name__}")
     path = Path(source).expanduser()
@@ -76,7 +74,7 @@ def load(
         dtype = torch.bfloat16  # the device's default (float16) breaks this family: load in its card's dtype
     spec.check_dtype(dtype)
     spec.check_dtype(recipe.dtype)
-    kind, location = _classify_source(source)
+    kind, location = ("hub", preset.repo_id) if source is None else _classify_source(source)
     hub: dict[str, Any] = {"local_files_only": local_files_only, "cache_dir": cache_dir, "dtype": dtype}
     ckpt = checkpoint_path(preset, checkpoint, allow_pickle=allow_pickle, **hub)
     _check_fits(preset, kind, location, ckpt, device=device, dtype=dtype, cache_dir=cache_dir)
@@ -84,7 +82,7 @@ def load(
     if ckpt is not None and preset.checkpoint is not None and preset.checkpoint.kind == "unet":
         # A full UNet checkpoint replaces the repo's UNet: build it from the config alone (no second UNet read).
         state = load_unet_state_dict(ckpt, allow_pickle=allow_pickle)
-        config = _unet_config(preset, location if kind in ("folder", "hub") and location else None, **hub)
+        config = _unet_config(preset, preset.repo_id if kind == "file" else location, **hub)
         components["unet"] = build_unet(config, state, name=ckpt.name, dtype=dtype)
     pipe = _load_pipeline(preset, kind, location, allow_pickle=allow_pickle, components=components, **hub)
     if ckpt is not None and "unet" not in components:
@@ -93,7 +91,7 @@ def load(
     if kind == "file":
         origin: str | None = f"{file_identity(location)} config={preset.repo_id}"
     else:
-        origin = source_identity(location or preset.repo_id, cache_dir)
+        origin = source_identity(location, cache_dir)
     applied = () if ckpt is None else (f"checkpoint={file_identity(ckpt)}",)
     provenance = None if origin is None else (f"preset={preset.name}", f"dtype={dtype}", origin, *applied)
     return _optimized(pipe.to(device), preset, recipe, provenance, **hub)
@@ -115,15 +113,14 @@ def _check_fits(
     if kind == "file":
         files = [Path(location)]
     else:
-        repo = location or preset.repo_id
-        index = Path(repo, "model_index.json")
+        index = Path(location, "model_index.json")
         if not index.is_file():
-            cached = try_to_load_from_cache(repo, "model_index.json", cache_dir=cache_dir)
+            cached = try_to_load_from_cache(location, "model_index.json", cache_dir=cache_dir)
             if not isinstance(cached, str):
                 return  # not downloaded yet: nothing on disk to estimate from
             index = Path(cached)
         skip = ("unet",) if unet is not None else ()
-        files = pipeline_files(index.parent, variant=_variant(preset, dtype, str(index.parent)), skip=skip)
+        files = pipeline_files(index.parent, variant=fp16_variant(preset, dtype, str(index.parent)), skip=skip)
     files += [unet] if unet is not None else []
     needed = weights_bytes([f for f in files if f.suffix == ".safetensors"], dtype=dtype)
     available, refused = available_memory(device), family(preset.family).refused_dtypes
@@ -152,7 +149,7 @@ def adopt(
     if cache_key is not None and not isinstance(cache_key, str):
         raise FastDiffError(f"cache_key must be a str naming the pipeline's weights, not {type(cache_key).__name__}")
     kind = family(preset.family)
-    if not kind.accepts(pipe):
+    if not isinstance(pipe, kind.pipelines):  # not ControlNet, inpaint…
         raise FastDiffError(
             f"{preset.name} needs a {kind.pipeline.__name__} (or its img2img twin), got {type(pipe).__name__}; "
             "pick a preset of its family, or build that pipeline from the same modules"
@@ -186,7 +183,7 @@ def _optimized(
 
 def _unet_config(
     preset: Preset,
-    source: str | None,
+    location: str,
     *,
     local_files_only: bool | None,
     cache_dir: str | Path | None,
@@ -195,26 +192,15 @@ def _unet_config(
     """The UNet config of the pipeline (to build an empty UNet that a full UNet checkpoint fills)."""
     from diffusers import UNet2DConditionModel
 
-    location = source or preset.repo_id
-
     def fetch(local: bool) -> dict[str, Any]:
         config: dict[str, Any] = UNet2DConditionModel.load_config(
             location, subfolder="unet", local_files_only=local, cache_dir=cache_dir
         )
         return config
 
-    if source is not None and Path(source).is_dir():
-        return quietly(fetch, True)
+    if Path(location).is_dir():
+        return fetch(True)
     return cache_first(fetch, preset, local_files_only, cache_dir, dtype)
-
-
-def _variant(preset: Preset, dtype: torch.dtype, folder: str = "") -> str | None:
-    """The preset's fp16 variant when loading float16 — unless a local folder ships no variant files."""
-    if dtype != torch.float16 or preset.variant is None:
-        return None
-    if folder and not any(Path(folder).glob(f"*/*.{preset.variant}.safetensors")):
-        return None
-    return preset.variant
 
 
 def _load_pipeline(
@@ -229,38 +215,36 @@ def _load_pipeline(
     components: dict[str, Any],
 ) -> Any:
     """The diffusers pipeline of `preset` on the CPU, with `components` replaced."""
+    pipeline_class: Any = family(preset.family).pipeline  # the family's own class, as its model card loads it
     if kind == "file":
         if location.endswith(".ckpt") and not allow_pickle:
             raise FastDiffError(f"{Path(location).name} is a pickle checkpoint; pass allow_pickle=True to load it")
-        single: Any = family(preset.family).pipeline
 
         def fetch_single(local: bool) -> Any:
             # config= takes the architecture and the scheduler from the preset's repo, never guessed from keys:
             # a Turbo single file loaded with SDXL base's leading Euler gives noise (diffusers #6112).
-            return single.from_single_file(
+            return pipeline_class.from_single_file(
                 location, config=preset.repo_id, dtype=dtype, local_files_only=local, cache_dir=cache_dir, **components
             )
 
         return cache_first(fetch_single, preset, local_files_only, cache_dir, dtype)
-    repo = location or preset.repo_id
-    variant = _variant(preset, dtype, location if kind == "folder" else "")
-    pipeline_class: Any = family(preset.family).pipeline  # the family's own class, as its model card loads it
+    variant = fp16_variant(preset, dtype, location if kind == "folder" else "")
 
     def fetch(local: bool) -> Any:
         try:
             return pipeline_class.from_pretrained(
-                repo, local_files_only=local, dtype=dtype, variant=variant, cache_dir=cache_dir, **components
+                location, local_files_only=local, dtype=dtype, variant=variant, cache_dir=cache_dir, **components
             )
         except ValueError as err:
             if variant is None or "variant" not in str(err):
                 raise
             raise FastDiffError(
-                f"{repo} has no {variant} files for dtype float16; load its full-precision files as float16 with "
+                f"{location} has no {variant} files for dtype float16; load its full-precision files as float16 with "
                 f"preset=fastdiff.presets.replace(preset, variant=None), or pass dtype='float32'"
             ) from None
 
     if kind == "folder":
-        return quietly(fetch, True)
+        return fetch(True)
     return cache_first(fetch, preset, local_files_only, cache_dir, dtype)
 
 
@@ -291,7 +275,7 @@ def load_tiny_vae(
         return tiny.from_pretrained(str(location), dtype=dtype, local_files_only=local, cache_dir=cache_dir)
 
     if Path(location).is_dir():
-        return quietly(fetch, True)
+        return fetch(True)
     return cache_first(fetch, preset, local_files_only, cache_dir, dtype, what=f"tiny VAE {location}")
 
 

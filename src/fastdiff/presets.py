@@ -113,45 +113,43 @@ class Preset:
         return ",".join(str(s) for s in self.steps)
 
 
+def _turbo(**recipe: Any) -> Preset:
+    """A Stability AI Turbo (ADD, Sauer et al. 2023): 1-4 steps (1 by default), guidance 0, 512², non-commercial."""
+    base = {"steps": (1, 2, 3, 4), "default_steps": 1, "guidance_scale": 0.0, "height": 512, "width": 512}
+    return Preset(**{**base, "license": "sai-nc-community", **recipe})
+
+
+def _sdxl_base(**recipe: Any) -> Preset:
+    """A checkpoint distilled from SDXL base and applied on top of it: its repo, 1024², guidance 0 unless named."""
+    base = {"family": "sdxl", "repo_id": SDXL_BASE_REPO, "height": 1024, "width": 1024, "license": "openrail++"}
+    return Preset(**{**base, "guidance_scale": 0.0, **recipe})
+
+
 def _lightning(steps: int, kind: Literal["unet", "lora"]) -> Preset:
-    # https://huggingface.co/ByteDance/SDXL-Lightning: UNet (or LoRA, fused) into SDXL base, Euler trailing,
-    # guidance 0, exactly the step count the checkpoint was distilled for; the 1-step UNet predicts x0.
+    # https://huggingface.co/ByteDance/SDXL-Lightning: UNet (or LoRA, fused), Euler trailing, exactly the step count
+    # the checkpoint was distilled for; the 1-step UNet predicts x0.
     x0 = steps == 1
     filename = f"sdxl_lightning_{steps}step_{kind}{'_x0' if x0 else ''}.safetensors"
-    suffix = "-lora" if kind == "lora" else ""
-    return Preset(
-        name=f"sdxl-lightning-{steps}step{suffix}",
-        family="sdxl",
-        repo_id=SDXL_BASE_REPO,
+    return _sdxl_base(
+        name=f"sdxl-lightning-{steps}step{'-lora' if kind == 'lora' else ''}",
         checkpoint=Checkpoint(LIGHTNING_REPO, filename, kind),
         steps=(steps,),
         default_steps=steps,
-        guidance_scale=0.0,
-        height=1024,
-        width=1024,
         scheduler="euler-trailing-x0" if x0 else "euler-trailing",
-        license="openrail++",
         description=f"SDXL-Lightning {steps}-step {kind} (progressive adversarial distillation)",
     )
 
 
 def _hyper_lora(steps: int) -> Preset:
-    # https://huggingface.co/ByteDance/Hyper-SD: LoRA fused into SDXL base, guidance 0; N-step LoRAs use DDIM
-    # with trailing spacing, the 1-step LoRA uses TCD with eta=1.0.
+    # https://huggingface.co/ByteDance/Hyper-SD: LoRA fused; N-step LoRAs use DDIM trailing, the 1-step one TCD eta=1.
     one = steps == 1
-    return Preset(
+    return _sdxl_base(
         name=f"hyper-sdxl-{steps}step-lora",
-        family="sdxl",
-        repo_id=SDXL_BASE_REPO,
         checkpoint=Checkpoint(HYPER_REPO, f"Hyper-SDXL-{steps}step{'' if one else 's'}-lora.safetensors", "lora"),
         steps=(steps,),
         default_steps=steps,
-        guidance_scale=0.0,
-        height=1024,
-        width=1024,
         scheduler="tcd" if one else "ddim-trailing",
         eta=1.0 if one else None,
-        license="openrail++",
         description=f"Hyper-SDXL {steps}-step LoRA (trajectory segmented consistency distillation)",
     )
 
@@ -179,19 +177,13 @@ def _lcm_lora(base: Literal["sd15", "sdxl"]) -> Preset:
 
 
 def _dmd2(timesteps: tuple[int, ...]) -> Preset:
-    # https://huggingface.co/tianweiy/DMD2: UNet (.bin, pickled) into SDXL base, LCMScheduler with the explicit
-    # timesteps of the card, guidance 0. Licence CC-BY-NC-SA: non-commercial.
+    # https://huggingface.co/tianweiy/DMD2: UNet (.bin, pickled), LCMScheduler on the card's explicit timesteps.
     steps = len(timesteps)
-    return Preset(
+    return _sdxl_base(
         name=f"dmd2-sdxl-{steps}step",
-        family="sdxl",
-        repo_id=SDXL_BASE_REPO,
         checkpoint=Checkpoint(DMD2_REPO, f"dmd2_sdxl_{steps}step_unet_fp16.bin", "unet"),
         steps=(steps,),
         default_steps=steps,
-        guidance_scale=0.0,
-        height=1024,
-        width=1024,
         scheduler="lcm",
         timesteps=timesteps,
         license="cc-by-nc-sa-4.0",
@@ -206,10 +198,8 @@ def _flow(**recipe: Any) -> Preset:
 
 
 def _qwen_lightning(steps: int) -> Preset:
-    # https://huggingface.co/lightx2v/Qwen-Image-Lightning: a LoRA fused into Qwen/Qwen-Image's transformer, the
-    # card's FlowMatchEuler (a fixed shift of 3), true_cfg_scale=1.0 (no CFG: one pass a step), exactly the step
-    # count of the LoRA, 1024², bf16. V2.0 is the card's latest (less over-saturated than V1.x); its bf16 file is
-    # the same LoRA at half the download. Both repos are Apache-2.0.
+    # https://huggingface.co/lightx2v/Qwen-Image-Lightning: the V2.0 LoRA (bf16 file) fused into Qwen-Image, the
+    # card's fixed shift of 3, true_cfg_scale=1.0 (no CFG); why each, docs/presets.md.
     return _flow(
         name=f"qwen-image-lightning-{steps}step",
         family="qwenimage",
@@ -225,11 +215,8 @@ def _qwen_lightning(steps: int) -> Preset:
 
 
 def _sana_sprint(size: str, repo: str) -> Preset:
-    # https://nvlabs.github.io/Sana/docs/sana_sprint (the card's diffusers call): SanaSprintPipeline in bf16, 2
-    # steps (1-2), the repo's SCM scheduler, the pipeline's own defaults otherwise: guidance 4.5 fed to the
-    # transformer's guidance embedder (not CFG), resolution binning, Gemma prompt ≤ 300 tokens after the
-    # pipeline's "complex human instruction". bf16 files only. Licence unsettled (an NVIDIA licence in a card
-    # copy, Apache-2.0 in another; Gemma's terms for the text encoder): "other", check the card.
+    # https://nvlabs.github.io/Sana/docs/sana_sprint: the card's call, the pipeline's own defaults otherwise
+    # (guidance 4.5 is embedded, not CFG); licence unsettled, so "other" (docs/presets.md).
     return _flow(
         name=f"sana-sprint-{size}",
         family="sana-sprint",
@@ -272,33 +259,21 @@ _BUILTIN: tuple[Preset, ...] = (
         license="creativeml-openrail-m",
         description="Stable Diffusion 1.5, the 20-step baseline",
     ),
-    # https://huggingface.co/stabilityai/sd-turbo: ADD-distilled SD 2.1, Euler trailing, guidance 0, 1-4 steps.
-    Preset(
+    # https://huggingface.co/stabilityai/sd-turbo: ADD-distilled SD 2.1, Euler trailing.
+    _turbo(
         name="sd-turbo",
         family="sd2",
         repo_id=SD_TURBO_REPO,
-        steps=(1, 2, 3, 4),
-        default_steps=1,
-        guidance_scale=0.0,
-        height=512,
-        width=512,
         scheduler="euler-trailing",
-        license="sai-nc-community",
         description="SD-Turbo (adversarial diffusion distillation of SD 2.1)",
     ),
     # https://huggingface.co/stabilityai/sdxl-turbo: ADD-distilled SDXL at 512², the repo's Euler-ancestral with
-    # trailing spacing, guidance 0, 1-4 steps (img2img: steps × strength ≥ 1 in diffusers).
-    Preset(
+    # trailing spacing (img2img: steps × strength ≥ 1 in diffusers).
+    _turbo(
         name="sdxl-turbo",
         family="sdxl",
         repo_id=SDXL_TURBO_REPO,
-        steps=(1, 2, 3, 4),
-        default_steps=1,
-        guidance_scale=0.0,
-        height=512,
-        width=512,
         scheduler="euler-ancestral-trailing",
-        license="sai-nc-community",
         description="SDXL-Turbo (adversarial diffusion distillation of SDXL)",
     ),
     *(_lightning(n, "unet") for n in (1, 2, 4, 8)),
@@ -308,9 +283,7 @@ _BUILTIN: tuple[Preset, ...] = (
     *(_hyper_lora(n) for n in (1, 2, 4, 8)),
     _dmd2((399,)),
     _dmd2((999, 749, 499, 249)),
-    # https://huggingface.co/black-forest-labs/FLUX.1-schnell: LADD-distilled rectified-flow transformer, 1-4 steps,
-    # guidance 0 (not guidance-distilled), T5 prompt ≤ 256 tokens, the repo's FlowMatchEuler (shift 1.0, no
-    # dynamic shifting); bf16 files only (no fp16 variant).
+    # https://huggingface.co/black-forest-labs/FLUX.1-schnell: 1-4 steps, guidance 0, T5 prompt ≤ 256 tokens.
     _flow(
         name="flux-schnell",
         family="flux",
@@ -322,10 +295,8 @@ _BUILTIN: tuple[Preset, ...] = (
         max_sequence_length=256,
         description="FLUX.1 [schnell] (latent adversarial diffusion distillation, 12B transformer)",
     ),
-    # https://huggingface.co/black-forest-labs/FLUX.2-klein-4B: step-distilled to 4 steps, so exactly 4;
-    # guidance_scale=1.0 as the card passes it (the repo's `is_distilled` turns CFG off whatever the value), 1024²,
-    # the repo's own files (the card loads them in bf16; no variant); the pipeline's own max_sequence_length (512
-    # Qwen3 tokens, chat template included) and its sigmas and empirical mu on the repo's FlowMatchEuler.
+    # https://huggingface.co/black-forest-labs/FLUX.2-klein-4B: step-distilled to exactly 4 steps, guidance 1.0 as
+    # the card passes it (its `is_distilled` turns CFG off), the pipeline's 512 Qwen3 tokens.
     _flow(
         name="flux2-klein-4b",
         family="flux2",
@@ -337,11 +308,8 @@ _BUILTIN: tuple[Preset, ...] = (
         max_sequence_length=512,
         description="FLUX.2 [klein] 4B (step-distilled rectified-flow transformer, Qwen3 text encoder)",
     ),
-    # https://huggingface.co/Tongyi-MAI/Z-Image-Turbo: Decoupled-DMD-distilled S3-DiT, 8 transformer passes, guidance 0
-    # (the pipeline runs CFG for any guidance > 0), 1024², the repo's FlowMatchEuler (shift 3.0, no dynamic
-    # shifting), Qwen3 prompt ≤ 512 tokens (the pipeline's default). The card's num_inference_steps=9 "actually
-    # results in 8 DiT forwards" on diffusers < 0.39, whose 9th step sat at sigma 0; 0.39+ (ours) runs those same 8
-    # sigmas with num_inference_steps=8, and 9 would be a schedule the model was not distilled for. No fp16 files.
+    # https://huggingface.co/Tongyi-MAI/Z-Image-Turbo: 8 transformer passes (the card's num_inference_steps=9 on
+    # diffusers < 0.39: docs/presets.md), guidance 0 (its pipeline runs CFG above 0), Qwen3 prompt ≤ 512 tokens.
     _flow(
         name="z-image-turbo",
         family="zimage",
@@ -353,9 +321,8 @@ _BUILTIN: tuple[Preset, ...] = (
         max_sequence_length=512,
         description="Z-Image-Turbo (decoupled DMD distillation, 6B single-stream transformer)",
     ),
-    # https://huggingface.co/stabilityai/stable-diffusion-3.5-large-turbo: (L)ADD-distilled SD 3.5 Large, "sampling
-    # with 4 steps" and guidance 0.0 in the card's call (no other count is named, unlike schnell's and SD-Turbo's
-    # 1-4), the repo's FlowMatchEuler (shift 3.0); bf16 files only; T5 prompt at the pipeline's 256 tokens.
+    # https://huggingface.co/stabilityai/stable-diffusion-3.5-large-turbo: the card's 4 steps (no other count is
+    # named) and guidance 0.0, T5 prompt at the pipeline's 256 tokens.
     _flow(
         name="sd35-large-turbo",
         family="sd3",

@@ -19,6 +19,7 @@ from PIL import Image
 from .errors import FastDiffError, warn
 from .families import family
 from .presets import Preset, all_presets
+from .schedulers import img2img_schedule
 
 __all__ = [
     "MAX_IMAGES",
@@ -233,8 +234,6 @@ def check_explicit_strength(preset: Preset, steps: int, strength: float) -> None
     """Refuse a strength far from every timestep of a preset with explicit ones (DMD2), where img2img starts."""
     if preset.timesteps is None:
         return
-    from .schedulers import img2img_schedule
-
     _, mapped, timesteps = img2img_schedule(steps, strength, preset.timesteps)
     assert timesteps is not None
     start = timesteps[len(timesteps) - max(1, int(len(timesteps) * mapped))]
@@ -274,26 +273,26 @@ def resolve_request(
     if not _is_int(num_images) or not 1 <= num_images <= MAX_IMAGES:  # type: ignore[operator]
         raise FastDiffError(f"num_images must be an int in [1, {MAX_IMAGES}], got {num_images!r}")
     assert isinstance(num_images, int)
+    kind = family(preset.family)
     resolved_steps = check_steps(preset, steps)
     resolved_guidance = check_guidance(preset, guidance_scale)
     step = math.lcm(8, vae_scale_factor)  # the VAE factor, and never less than diffusers' own check of 8
     resize = height is not None or width is not None
-    default_strength = family(preset.family).default_strength
     resolved_strength = check_img2img(
-        image, strength, default_strength=default_strength, step=step, resize=resize, max_side=max_side
+        image, strength, default_strength=kind.default_strength, step=step, resize=resize, max_side=max_side
     )
     if resolved_strength is not None:
         check_explicit_strength(preset, resolved_steps, resolved_strength)
     h = check_side("height", height, preset.height, step, max_side)
     w = check_side("width", width, preset.width, step, max_side)
     ratio = (h * w) / (preset.height * preset.width)
-    binned = family(preset.family).resolution_binning  # generated at the native size whatever the size asked
-    if (image is None or resize) and not binned and not 0.3 <= ratio <= 2.0:
+    # a family with resolution binning generates at its native size whatever the size asked
+    if (image is None or resize) and not kind.resolution_binning and not 0.3 <= ratio <= 2.0:
         warn(
             f"{preset.name} was trained at {preset.width}x{preset.height}; at {w}x{h} expect "
             "duplicated subjects (larger) or mush (smaller). Leave height/width unset for the native size.",
         )
-    cfg_above = family(preset.family).cfg_above
+    cfg_above = kind.cfg_above
     if negative_prompt and resolved_guidance <= cfg_above:
         cfg = f"only runs CFG above {cfg_above:g}" if math.isfinite(cfg_above) else f"runs no CFG for {preset.name}"
         warn(
