@@ -7,14 +7,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 from . import cli_options
 from . import presets as preset_table
 from ._quiet import quiet_library_logs
-from .errors import FastDiffError, FastDiffWarning
+from .errors import FastDiffError, routed_warnings
 
 __all__ = ["main"]
 
@@ -155,16 +154,14 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _show_warning(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
-    print(f"warning: {message}", file=sys.stderr)
+def _print_warning(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)  # one line per warning, no source echo
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fastdiff` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    with warnings.catch_warnings():
-        warnings.simplefilter("always", FastDiffWarning)
-        warnings.showwarning = _show_warning  # one line per warning, no source echo
+    with routed_warnings(_print_warning):
         try:
             args = build_parser(argv).parse_args(argv)
             return int(args.func(args))

@@ -8,7 +8,6 @@ import argparse
 import sys
 import threading
 import time
-import warnings
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -17,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from PIL import Image
 
 from .cli_options import add_model_options, add_size_options, check_weights_reachable, load_options
-from .errors import FastDiffError, FastDiffWarning
+from .errors import FastDiffError, routed_warnings
 
 if TYPE_CHECKING:
     import gradio as gr
@@ -39,19 +38,9 @@ class WarningNotes:
 
     @contextmanager
     def capture(self) -> Iterator[WarningNotes]:
-        """Route FastDiffWarnings here (every time, not once) instead of stderr; others print as usual. This sets
-        the process-wide warning state, the application's: use it around the server's whole life, as `run_demo`."""
-        with warnings.catch_warnings():
-            shown = warnings.showwarning
-            warnings.simplefilter("always", FastDiffWarning)
-
-            def show(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-                if issubclass(category, FastDiffWarning):
-                    self.add(str(message))
-                else:
-                    shown(message, category, *args, **kwargs)
-
-            warnings.showwarning = show
+        """Route FastDiffWarnings here instead of stderr (`errors.routed_warnings`): around the server's whole life,
+        as `run_demo` does."""
+        with routed_warnings(self.add):
             yield self
 
     def add(self, message: str) -> None:

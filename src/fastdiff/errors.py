@@ -6,11 +6,12 @@ import difflib
 import os
 import sys
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from importlib.util import find_spec
 from pathlib import Path
 
-__all__ = ["FastDiffError", "FastDiffWarning", "did_you_mean", "warn"]
+__all__ = ["FastDiffError", "FastDiffWarning", "did_you_mean", "routed_warnings", "warn"]
 
 
 class FastDiffError(ValueError):
@@ -50,3 +51,22 @@ def warn(message: str) -> None:
     while frame.f_back is not None and frame.f_code.co_filename.startswith(_INTERNAL):
         frame, level = frame.f_back, level + 1
     warnings.warn(message, FastDiffWarning, stacklevel=level)
+
+
+@contextmanager
+def routed_warnings(to: Callable[[str], None]) -> Iterator[None]:
+    """Give every `FastDiffWarning` (each time, not once) to `to(message)` instead of stderr; other warnings show
+    as usual. It sets the process-wide warning state, so it belongs around an application's life (the CLI, the
+    demo's server, a bulk worker's jobs), never inside a library call."""
+    with warnings.catch_warnings():
+        shown = warnings.showwarning
+        warnings.simplefilter("always", FastDiffWarning)
+
+        def show(message: Warning | str, category: type[Warning], *args: object, **kwargs: object) -> None:
+            if issubclass(category, FastDiffWarning):
+                to(str(message))
+            else:
+                shown(message, category, *args, **kwargs)  # type: ignore[arg-type]
+
+        warnings.showwarning = show
+        yield

@@ -8,14 +8,13 @@ import io
 import itertools
 import multiprocessing
 import os
-import warnings
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from ...errors import FastDiffError, FastDiffWarning
+from ...errors import FastDiffError, routed_warnings
 from .prompts import Job
 
 if TYPE_CHECKING:
@@ -71,18 +70,14 @@ class Worker:
 
     def make(self, jobs: list[Job]) -> Made:
         """Make `jobs`: with batch_size > 1, one `gen.map` per run of consecutive jobs with equal options."""
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always", FastDiffWarning)
+        forwarded: list[str] = []  # FastDiffWarnings go to the driver, which shows each once; the rest warn here
+        with routed_warnings(forwarded.append):
             try:
                 gen = self._generator()
             except FastDiffError as err:
                 return Made(fatal=str(err))
             groups = itertools.groupby(jobs, key=lambda job: sorted(job.options.items()))
             outcomes = [outcome for _, group in groups for outcome in self._make_group(gen, list(group))]
-        for w in caught:  # FastDiffWarnings go to the driver, which shows each once; the rest warn here as usual
-            if not issubclass(w.category, FastDiffWarning):
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno, source=w.source)
-        forwarded = [str(w.message) for w in caught if issubclass(w.category, FastDiffWarning)]
         return Made(outcomes=outcomes, warnings=forwarded)
 
     def _generator(self) -> FewStepGenerator:
