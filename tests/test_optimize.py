@@ -276,9 +276,10 @@ def test_the_levels_openvino_precision_follows_the_cpu(
 
 
 def test_this_cpu_reads_its_own_flags() -> None:
+    """torch's reading of the CPU (`torch.cpu.get_capabilities`, what fastdiff asks) agrees with the kernel's."""
     info = Path("/proc/cpuinfo")
     if not info.is_file():
-        pytest.skip("no /proc/cpuinfo: native bf16 support decides")
+        pytest.skip("no /proc/cpuinfo to check torch's reading against")
     text = info.read_text()
     vendor = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("vendor_id"))
     flags = set(next(line.split(":", 1)[1] for line in text.splitlines() if line.startswith("flags")).split())
