@@ -188,5 +188,5 @@ def test_nncf_is_imported_with_its_telemetry_off(monkeypatch: pytest.MonkeyPatch
     from fastdiff import openvino_int8
 
     monkeypatch.delenv("NNCF_CI", raising=False)  # NNCF sends usage data unless it sees NNCF_CI (or CI) set
-    openvino_int8._nncf("int8")  # as every conversion to int8 imports it
+    openvino_int8._nncf()  # as every conversion to int8 imports it
     assert os.environ.get("NNCF_CI") == "1"

@@ -276,10 +276,37 @@ def test_the_levels_openvino_precision_follows_the_cpu(
 
 
 def test_this_cpu_reads_its_own_flags() -> None:
+    """torch's reading of the CPU (`torch.cpu.get_capabilities`, what fastdiff asks) agrees with the kernel's."""
     info = Path("/proc/cpuinfo")
     if not info.is_file():
-        pytest.skip("no /proc/cpuinfo: native bf16 support decides")
+        pytest.skip("no /proc/cpuinfo to check torch's reading against")
     text = info.read_text()
     vendor = next(line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("vendor_id"))
     flags = set(next(line.split(":", 1)[1] for line in text.splitlines() if line.startswith("flags")).split())
     assert cpu_bf16_pays() is (bf16_pays_on(vendor, flags) and cpu_has_native_bf16())
+
+
+@pytest.mark.filterwarnings("ignore:`torch\\.jit\\.trace:DeprecationWarning")  # the trace OpenVINO's converter takes
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the phase taps, constants of the trace on purpose
+def test_the_subpixel_upsampler_traces_the_same_sums() -> None:
+    """`"default"` under OpenVINO converts the VAE decoder's upsamplers as sub-pixel convolutions: the trace computes
+    diffusers' nearest-2x + 3x3 conv, and eager calls stay diffusers' own."""
+    from diffusers.models.upsampling import Upsample2D
+
+    from fastdiff.optimize import _use_subpixel_upsampling
+
+    plain = Upsample2D(6, use_conv=True, out_channels=5).eval()
+    swapped = Upsample2D(6, use_conv=True, out_channels=5).eval()
+    swapped.load_state_dict(plain.state_dict())
+    _use_subpixel_upsampling(swapped)
+    assert type(swapped).__name__ == "SubpixelUpsample2D"
+    x = torch.randn(2, 6, 5, 7)
+    with torch.no_grad():
+        expected = plain(x)
+        assert torch.equal(swapped(x), expected)  # eager: diffusers' forward, bit for bit
+        traced = torch.jit.trace(swapped, x)
+        assert "upsample" not in str(traced.graph)  # the sub-pixel form: no 2x image is made
+        torch.testing.assert_close(traced(x), expected, rtol=1e-5, atol=1e-5)
+    transposed = Upsample2D(6, use_conv_transpose=True)
+    _use_subpixel_upsampling(transposed)
+    assert type(transposed) is Upsample2D  # only nearest 2x then a 3x3 conv is rewritten

@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -56,14 +55,14 @@ def bf16_pays_on(vendor: str, flags: set[str]) -> bool:
 
 @functools.cache
 def cpu_bf16_pays() -> bool:
-    """`bf16_pays_on` this CPU (Linux's /proc/cpuinfo: no public API names AMX); elsewhere, native bf16."""
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
+    """`bf16_pays_on` this CPU, as torch reads its features (`torch.cpu.get_capabilities`; an AMD core by `sse4a`,
+    an extension only AMD makes); with a torch too old to tell, native bf16."""
+    capabilities = getattr(torch.cpu, "get_capabilities", None)  # absent from older torch
+    if capabilities is None:
         return cpu_has_native_bf16()
-    # one block per core, all alike: the last one's fields win
-    fields = {key.strip(): value.strip() for key, sep, value in map(lambda line: line.partition(":"), lines) if sep}
-    return bf16_pays_on(fields.get("vendor_id", ""), set(fields.get("flags", "").split())) and cpu_has_native_bf16()
+    flags = {name for name, value in capabilities().items() if value is True}
+    vendor = "AuthenticAMD" if "sse4a" in flags else "GenuineIntel"
+    return bf16_pays_on(vendor, flags) and cpu_has_native_bf16()
 
 
 def resolve_device(device: str | torch.device) -> torch.device:

@@ -33,7 +33,7 @@ __all__ = ["WEIGHT_FORMATS", "cache_dir", "compiled_model", "conversions", "open
 # Besides f32: NNCF's int8 weights, or int8 weights and activations (`openvino_int8`).
 WEIGHT_FORMATS = ("int8", "int8-full")
 # Part of every key: changed when the conversion makes another model, so IRs saved before are converted again.
-_REVISION = "static-shapes"
+_REVISION = "3"
 _counts: Counter[str] = Counter(conversions=0, cache_loads=0)
 _lock = threading.Lock()
 _live: weakref.WeakValueDictionary[str, Shared] = weakref.WeakValueDictionary()
@@ -100,8 +100,7 @@ def _key(
     classes = ",".join(sorted({type(m).__qualname__ for m in module.modules()}))
     inputs = ";".join(f"{n}:{tuple(t.shape)}:{t.dtype}" for n, t in zip(names, example, strict=True))
     versions = [ov.__version__, torch.__version__, *(package_version(p) for p in packages)]
-    compression = [f"weights={weights}", "revision=2"] if weights else []  # f32 keys stay as they were
-    parts = [weights_key, classes, inputs, _REVISION, *versions, *compression]
+    parts = [weights_key, classes, inputs, f"weights={weights}", _REVISION, *versions]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
 
 

@@ -20,7 +20,6 @@ from torch import nn
 
 from .errors import warn
 from .openvino_cache import Shared, compiled_model
-from .subpixel import use_subpixel_upsampling
 from .weights import weights_hash
 
 __all__ = [
@@ -244,26 +243,21 @@ class OpenVINOForward:
 def use_openvino(
     modules: dict[str, nn.Module],
     *,
-    weights_keys: dict[str, str | None],
+    weights_keys: dict[str, str | None] | None = None,
     precision: str | None = None,
-    subpixel: bool = False,
     unet_weights: str | None = None,
 ) -> None:
     """Run `modules`' UNet ("unet"), text encoders ("text_encoder*") and VAE decoder ("vae") through OpenVINO,
     each shape converted on its first call. `weights_keys`: each module's weights' name on disk (None or absent:
-    their hash). `subpixel`: the decoder's upsamplers traced as sub-pixel convolutions (`subpixel`).
-    `unet_weights`: the UNet's weight format (None, or one of `openvino_cache.WEIGHT_FORMATS`)."""
+    their hash). `unet_weights`: the UNet's weight format (None, or one of `openvino_cache.WEIGHT_FORMATS`)."""
     for name, module in modules.items():
         kind: Kind | None = "unet" if name == "unet" else "text_encoder" if name.startswith("text_encoder") else None
         if name == "vae" and isinstance(module.decoder, nn.Module):
-            if subpixel:
-                use_subpixel_upsampling(module.decoder)
             kind, module = "decoder", module.decoder
         if kind is not None:
             weights = unet_weights if kind == "unet" else None
-            forward = OpenVINOForward(
-                module, kind, weights_key=weights_keys.get(name), precision=precision, weights=weights
-            )
+            key = (weights_keys or {}).get(name)
+            forward = OpenVINOForward(module, kind, weights_key=key, precision=precision, weights=weights)
             object.__setattr__(module, "forward", forward)
 
 

@@ -18,8 +18,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import FastDiffError
-
 __all__ = ["KEPT_F32", "compress_weights", "linears_as_convolutions", "nncf_usable", "quantize_fully"]
 
 # Layers both formats leave f32: the first and last convolutions and the time and added embeddings' layers (a few
@@ -34,9 +32,7 @@ def nncf_usable() -> bool:
     return find_spec("nncf") is not None
 
 
-def _nncf(weights: str) -> Any:
-    if not nncf_usable():
-        raise FastDiffError(f"openvino_weights={weights!r} needs NNCF: pip install 'fastdiff[int8]'")
+def _nncf() -> Any:  # installed: the recipe refuses the int8 formats where it is not
     # NNCF sends usage telemetry unless it believes it runs in CI; fastdiff makes no network call of its own accord.
     os.environ.setdefault("NNCF_CI", "1")
     import nncf
@@ -47,7 +43,7 @@ def _nncf(weights: str) -> Any:
 
 def compress_weights(model: Any) -> Any:
     """`model` with int8 weights (INT8_ASYM: per output channel, with a zero point), `KEPT_F32` left f32."""
-    nncf = _nncf("int8")
+    nncf = _nncf()
     kept = nncf.IgnoredScope(patterns=[KEPT_F32], validate=False)
     return nncf.compress_weights(model, mode=nncf.CompressWeightsMode.INT8_ASYM, ignored_scope=kept)
 
@@ -93,7 +89,7 @@ def quantize_fully(model: Any, names: Sequence[str], example: Sequence[torch.Ten
     int8 does not pay there on AVX2, and they are the most range-sensitive (the tiny models: 27-31 → 33-38 dB)."""
     from openvino import passes
 
-    nncf = _nncf("int8-full")
+    nncf = _nncf()
     linears_as_convolutions(model)
     # Folded, the 1×1 kernels (Reshapes of the linears' weights) are Constants again, which NNCF stores as int8;
     # unfolded, the SDXL UNet's IR kept 2.2 G of its 2.6 G weights f32.

@@ -42,13 +42,7 @@ _PRECISIONS: dict[Any, str] = {
 }
 # The levels, as the fields they set; every other field keeps its default (off). On the CPU "auto" is OpenVINO
 # where installed (2.0-2.3x plain diffusers); inductor took 65 s to compile the SDXL decoder on 2 cores for 7 %.
-_DEFAULT: dict[str, Any] = {
-    "precision": "auto",
-    "engine": "auto",
-    "compile": "auto",
-    "channels_last": "auto",
-    "fuse_qkv": "auto",
-}
+_DEFAULT: dict[str, Any] = dict.fromkeys(("precision", "engine", "compile", "channels_last", "fuse_qkv"), "auto")
 _LEVELS: dict[str, dict[str, Any]] = {"none": {}, "default": _DEFAULT, "max": {**_DEFAULT, "tiny_vae": "auto"}}
 
 
