@@ -4,6 +4,7 @@ whether this CPU computes bf16 faster than fp32."""
 from __future__ import annotations
 
 import functools
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -16,6 +17,7 @@ __all__ = [
     "DTYPES",
     "bf16_pays_on",
     "cpu_bf16_pays",
+    "cpu_count",
     "cpu_has_native_bf16",
     "make_clock",
     "offloaded",
@@ -36,6 +38,11 @@ DTYPES: dict[str, torch.dtype] = {
 
 
 @functools.cache
+def cpu_count() -> int:
+    """The cores this process may run on (its affinity, which a container or `taskset` narrows)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def cpu_has_native_bf16() -> bool:
     """True when the CPU computes bf16 natively (avx512_bf16 or AMX), as OpenVINO's device capabilities say;
     False without OpenVINO. `cpu_bf16_pays` says whether it is also faster than fp32."""

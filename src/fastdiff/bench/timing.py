@@ -3,7 +3,6 @@ before its kernel runs), percentiles, peak memory, and what else the machine did
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -14,7 +13,7 @@ import numpy as np
 import psutil
 import torch
 
-from ..devices import make_clock, synchronize
+from ..devices import cpu_count, make_clock, synchronize
 from ..memory import available_memory
 
 __all__ = [
@@ -163,8 +162,3 @@ class Contention:
         faults = percentile(self.faults, 50) if self.faults else None
         cores = percentile(self.other_cores, 50) if self.other_cores else None
         return faults, cores
-
-
-def cpu_count() -> int:
-    """CPUs this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

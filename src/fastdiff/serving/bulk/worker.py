@@ -7,13 +7,13 @@ import contextlib
 import io
 import itertools
 import multiprocessing
-import os
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
+from ...devices import cpu_count
 from ...errors import FastDiffError, routed_warnings
 from .prompts import Job
 
@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from ...generator import FewStepGenerator
     from ...result import GenerationResult
 
-__all__ = ["LoadSpec", "Made", "Outcome", "Worker", "cpu_cores", "run_process_pool"]
+__all__ = ["LoadSpec", "Made", "Outcome", "Worker", "run_process_pool"]
 
 
 @dataclass(frozen=True)
@@ -114,11 +114,6 @@ class Worker:
 _WORKER: Worker | None = None  # the worker of this spawned process
 
 
-def cpu_cores() -> int:
-    """The cores this process may run on (its affinity, which a container or `taskset` narrows)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
 def _start(spec: LoadSpec) -> None:
     global _WORKER
     _WORKER = Worker(spec)
@@ -131,7 +126,7 @@ def _make(chunk: list[Job]) -> Made:
 
 def run_process_pool(spec: LoadSpec, chunks: Iterable[list[Job]], *, workers: int) -> Iterator[Made]:
     """`workers` spawned processes (spawn: no forked torch or CUDA state), each chunk yielded as it is made."""
-    spec = replace(spec, threads=spec.threads or max(1, cpu_cores() // workers))
+    spec = replace(spec, threads=spec.threads or max(1, cpu_count() // workers))
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start, initargs=(spec,))
     try:
