@@ -13,7 +13,6 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
-from ...devices import cpu_count
 from ...errors import FastDiffError, routed_warnings
 from .prompts import Job
 
@@ -126,6 +125,8 @@ def _make(chunk: list[Job]) -> Made:
 
 def run_process_pool(spec: LoadSpec, chunks: Iterable[list[Job]], *, workers: int) -> Iterator[Made]:
     """`workers` spawned processes (spawn: no forked torch or CUDA state), each chunk yielded as it is made."""
+    from ...devices import cpu_count  # devices imports torch: `fastdiff batch --help` and its errors come first
+
     spec = replace(spec, threads=spec.threads or max(1, cpu_count() // workers))
     context = multiprocessing.get_context("spawn")
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=context, initializer=_start, initargs=(spec,))
