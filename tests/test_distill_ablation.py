@@ -20,7 +20,8 @@ from fastdiff.distill.ablation import (
     sharpness_split,
     student_configs,
 )
-from fastdiff.distill.evaluation import eval_specs
+from fastdiff.distill.evaluation import eval_specs, held_out_specs
+from fastdiff.distill.shapes import sample_specs
 from fastdiff.testing import tiny_pipeline
 
 pytestmark = pytest.mark.usefixtures("fresh_accelerator_state")
@@ -29,6 +30,13 @@ pytestmark = pytest.mark.usefixtures("fresh_accelerator_state")
 @pytest.fixture(scope="module")
 def real():
     return real_images(eval_specs(16))
+
+
+def test_held_out_prompts_are_new_combinations_never_in_the_recipes_training_captions():
+    specs = held_out_specs()
+    assert len(specs) == len(set(specs)) == 96 and specs == held_out_specs()
+    assert not set(specs) & set(sample_specs(4096, seed=0))  # the recipe's data: make_shapes(4096, seed=0)
+    assert specs != held_out_specs(seed=31)
 
 
 def _reference_frechet(a: np.ndarray, b: np.ndarray) -> float:

@@ -161,6 +161,7 @@ def test_noise_schedule_matches_diffusers():
         ({"disc_timestep_range": (800, 100)}, "disc_timestep_range"),
         ({"mixed_precision": "fp8"}, "mixed_precision"),
         ({"ema_decay": 1.0}, "ema_decay"),
+        ({"distill_target": "real"}, "distill_target"),
     ],
 )
 def test_bad_configs_raise(changes, message):
@@ -220,6 +221,31 @@ def test_the_training_parameterisation_matches_a_1_step_trailing_euler_pipeline(
         prompts, num_inference_steps=1, guidance_scale=0.0, latents=noise, output_type="latent", height=64, width=64
     ).images
     assert torch.allclose(ours, theirs, atol=1e-4), (ours - theirs).abs().max()
+
+
+def test_teacher_trajectories_are_the_trailing_euler_pipeline_and_feed_the_trajectory_target(tmp_path, data):
+    from diffusers import EulerDiscreteScheduler
+
+    from fastdiff.distill.recipe import teacher_trajectories
+
+    pipe = tiny_pipeline("sd1")
+    prompts = list(data[1][:3])
+    noise = torch.randn(16, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    paths = teacher_trajectories(pipe, prompts, noise[:3], steps=4, guidance=2.0, timesteps=(999, 499))
+    assert paths.shape == (3, 3, 4, 8, 8)
+    euler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    theirs = type(pipe)(**(pipe.components | {"scheduler": euler}))(
+        prompts, num_inference_steps=4, guidance_scale=2.0, latents=noise[:3], output_type="latent", height=64, width=64
+    ).images
+    assert torch.allclose(paths[:, -1], theirs, atol=1e-4), (paths[:, -1] - theirs).abs().max()
+    with pytest.raises(ValueError, match="not on the 4-step trailing grid"):
+        teacher_trajectories(pipe, prompts, noise[:3], steps=4, guidance=2.0, timesteps=(900,))
+    config = _config(max_steps=2, distill_target="trajectory", student_timesteps=(999, 499))
+    with pytest.raises(FastDiffError, match="needs train"):
+        train(pipe, *data, out_dir=tmp_path / "none", config=config)
+    everything = teacher_trajectories(pipe, data[1], noise, steps=4, guidance=2.0, timesteps=(999, 499))
+    result = train(pipe, *data, out_dir=tmp_path / "run", config=config, trajectories=everything)
+    assert all(math.isfinite(r[k]) for r in result.log for k in LOSSES)
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])

@@ -28,6 +28,7 @@ OPTIONAL_PAGES = {
     "realtime.md": "Real-time",
     "serving.md": "Serving",
     "distill.md": "Distillation",
+    "notes/add-recipe-2026-12-06.md": "ADD recipe runs",  # the runs behind distill.md's held-out figures
 }
 OPTIONAL_BEFORE = "API"  # optional pages go just before this nav entry
 

@@ -124,14 +124,15 @@ def evaluate_model(
     classifier: ShapesClassifier,
     real: torch.Tensor,
     repeats: int = 3,
+    seed: int = 0,
 ) -> tuple[dict[str, float], torch.Tensor]:
     """Accuracy per attribute and all four, Fréchet distance and sharpness against `real`, and the median seconds
-    per image of `repeats` batched runs after a warm-up one."""
+    per image of `repeats` batched runs after a warm-up one (noise of `seed`)."""
     prompts = [caption(s) for s in specs]
-    images, times = generate(pipe, prompts, steps=steps, guidance=guidance), []
+    images, times = generate(pipe, prompts, steps=steps, guidance=guidance, seed=seed), []
     for _ in range(repeats):
         start = time.perf_counter()
-        images = generate(pipe, prompts, steps=steps, guidance=guidance)
+        images = generate(pipe, prompts, steps=steps, guidance=guidance, seed=seed)
         times.append((time.perf_counter() - start) / len(prompts))
     seconds = statistics.median(times)
     return _scores(images, specs, classifier=classifier, real=real) | {"seconds_per_image": seconds}, images

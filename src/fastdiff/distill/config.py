@@ -32,6 +32,9 @@ class ADDConfig:
     teacher_timestep_range: tuple[int, int] = (20, 980)  # s ~ U, the teacher's re-noising level
     disc_timestep_range: tuple[int, int] = (0, 750)  # t̂ ~ U, the discriminator's re-noising level (LADD/AMD)
     teacher_guidance_scale: float = _flag(1.0, float, "CFG scale of the teacher's target; 1 is one plain call")
+    # "teacher": its one-step x̂0 at the re-noised student output (ADD); "trajectory": the end of the teacher's
+    # sampling path that the student's input lies on (needs `train(trajectories=...)`)
+    distill_target: str = "teacher"
     disc_layers: tuple[int, ...] | None = None  # teacher down blocks (0..n-1) and mid block (n); None: all
     disc_hidden: int = 64  # channels of each discriminator head
     ema_decay: float = _flag(0.999, float, "EMA decay of the student")
@@ -51,6 +54,8 @@ class ADDConfig:
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi < 1000:
                 raise FastDiffError(f"{name} must be (lo, hi) with 0 ≤ lo ≤ hi ≤ 999, not {(lo, hi)}")
+        if self.distill_target not in ("teacher", "trajectory"):
+            raise FastDiffError(f"distill_target must be 'teacher' or 'trajectory', not {self.distill_target!r}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise FastDiffError(f"mixed_precision must be 'no', 'fp16' or 'bf16', not {self.mixed_precision!r}")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -22,9 +22,10 @@ import torch.nn.functional as F
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from .classifier import images_to_tensor
-from .conditioning import NoiseSchedule
+from .conditioning import NoiseSchedule, encode_captions
 from .config import ADDConfig
 from .evaluation import eval_specs, generate, image_rows, prompt_accuracy
+from .losses import predict_x0
 from .shapes import VOCABULARY, caption, make_shapes
 from .trainer import train
 
@@ -197,6 +198,36 @@ def student_pipeline(pipe: Any, unet: Any) -> Any:
     return _D.StableDiffusionPipeline(
         **parts, unet=unet, scheduler=euler, safety_checker=None, feature_extractor=None, requires_safety_checker=False
     )
+
+
+@torch.no_grad()
+def teacher_trajectories(
+    pipe: Any, captions: Sequence[str], noise: torch.Tensor, *, steps: int, guidance: float, timesteps: Sequence[int]
+) -> torch.Tensor:
+    """The ε-prediction teacher's samples of `captions` from `noise` (N, C, h, w) by `steps` Euler trailing steps
+    with CFG `guidance`, as `student_pipeline(pipe, pipe.unet)` draws them (LADD's synthetic data): its latents at
+    each of `timesteps` (on that grid), then the sample, (N, T + 1, C, h, w)."""
+    schedule = NoiseSchedule(pipe.scheduler.config)
+    grid = _D.EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    grid.set_timesteps(steps)
+    path = [int(t) for t in grid.timesteps]
+    if missing := set(timesteps) - set(path):
+        raise ValueError(f"timesteps {sorted(missing)} are not on the {steps}-step trailing grid {path}")
+    uncond, out = encode_captions(pipe, [""], height=64, width=64), []
+    for i in range(0, len(captions), 256):
+        cond = encode_captions(pipe, captions[i : i + 256], height=64, width=64).with_uncond(uncond)
+        x = noise[i : i + 256] * float(schedule.alpha_sigma(torch.tensor(path[0]))[1])  # σ·ε: the sampler's start
+        states = {}
+        for t, following in zip(path, [*path[1:], None], strict=True):
+            states[t], t_ = x, torch.full((x.shape[0],), t)
+            eps_c, eps_u = pipe.unet(torch.cat([x, x]), torch.cat([t_, t_]), cond.hidden).sample.chunk(2)
+            eps = eps_u + guidance * (eps_c - eps_u)
+            x0 = predict_x0(eps, x, *schedule.alpha_sigma(t_), prediction_type="epsilon")
+            if following is not None:  # Euler's step on an ε-prediction is DDIM's: x0 and ε kept, re-mixed
+                a, s = (v.view(-1, 1, 1, 1) for v in schedule.alpha_sigma(torch.full_like(t_, following)))
+                x = a * x0 + s * eps
+        out.append(torch.stack([*(states[t] for t in timesteps), x0], dim=1))
+    return torch.cat(out)
 
 
 def _pick_guidance(pipe: Any) -> tuple[float, dict[str, dict[str, float]]]:

@@ -166,21 +166,28 @@ def _features(run: _Run, x0: torch.Tensor, t_hat: torch.Tensor, eps: torch.Tenso
 
 
 def generator_step(
-    run: _Run, x0: torch.Tensor, cond: Conditioning, config: ADDConfig
+    run: _Run, x0: torch.Tensor, cond: Conditioning, config: ADDConfig, path: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
-    """The student's loss λ·L_distill + L_adv,G on real latents `x0`, and x̂θ (detached) for the discriminator."""
+    """The student's loss λ·L_distill + L_adv,G on real latents `x0`, and x̂θ (detached) for the discriminator; with
+    `path` (B, T, 4, h, w), the teacher's latents at each student timestep, the student's inputs come from it."""
     schedule = run.schedule
     index = torch.randint(len(config.student_timesteps), (x0.shape[0],), generator=run.generator)
     t = torch.tensor(config.student_timesteps)[index].to(x0.device)  # (B,)
-    x_t = schedule.noise(x0, run.randn(x0), t, zero_terminal=True)  # (B, 4, h, w)
+    if path is None:
+        x_t = schedule.noise(x0, run.randn(x0), t, zero_terminal=True)  # (B, 4, h, w)
+    else:  # the teacher's own sampling path through t: its end x0 is where it leads
+        x_t = path[torch.arange(x0.shape[0]), index]
     out = run.student(x_t, t, return_dict=False, **cond.unet_kwargs())[0]
     alpha, sigma = schedule.alpha_sigma(t)
     student_x0 = predict_x0(out.float(), x_t, alpha, sigma, prediction_type=schedule.prediction_type)
 
-    s = run.randint(*config.teacher_timestep_range, x0)
-    x_s = schedule.noise(student_x0.detach(), run.randn(x0), s)  # the student's sample, never the real one
-    target = _teacher_x0(run, x_s.to(run.teacher.dtype), s, cond, config.teacher_guidance_scale)
-    distill = distillation_loss(student_x0, target, weight=schedule.alpha_sigma(s)[0])  # c(s) = α_s
+    if config.distill_target == "trajectory" and path is not None:  # no teacher call: its path was sampled once
+        distill = distillation_loss(student_x0, x0, weight=torch.ones_like(alpha))
+    else:
+        s = run.randint(*config.teacher_timestep_range, x0)
+        x_s = schedule.noise(student_x0.detach(), run.randn(x0), s)  # the student's sample, never the real one
+        target = _teacher_x0(run, x_s.to(run.teacher.dtype), s, cond, config.teacher_guidance_scale)
+        distill = distillation_loss(student_x0, target, weight=schedule.alpha_sigma(s)[0])  # c(s) = α_s
 
     t_hat, eps = run.randint(*config.disc_timestep_range, x0), run.randn(x0)
     fake = _features(run, student_x0, t_hat, eps, cond)
@@ -220,17 +227,24 @@ def _update(acc: Any, loss: torch.Tensor, module: Any, optimizer: Any, scheduler
 
 
 def _step(
-    pipe: Any, images: torch.Tensor, captions: Sequence[str], config: ADDConfig, run: _Run, acc: Any
+    pipe: Any,
+    images: torch.Tensor,
+    captions: Sequence[str],
+    config: ADDConfig,
+    run: _Run,
+    acc: Any,
+    trajectories: torch.Tensor | None,
 ) -> dict[str, float]:
     """One student update, one EMA update, one discriminator update, on a random batch (with replacement)."""
     idx = torch.randint(images.shape[0], (config.batch_size,), generator=run.generator)
     x = images[idx]
     x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()  # (B, 3, H, W) in [-1, 1]
-    latents = encode_images(pipe.vae, x).float()
+    path = None if trajectories is None else trajectories[idx].to(acc.device, torch.float32)
+    latents = encode_images(pipe.vae, x).float() if path is None else path[:, -1]
     cond = encode_captions(pipe, [captions[i] for i in idx.tolist()], height=x.shape[2], width=x.shape[3])
     cond = cond.to_unet_dtype(run.teacher.dtype)
     with acc.autocast():
-        loss_g, fake_x0, logs = generator_step(run, latents, cond, config)
+        loss_g, fake_x0, logs = generator_step(run, latents, cond, config, path)
     _update(acc, loss_g, run.student, run.optimizers[0], run.schedulers[0], config.max_grad_norm)
     with torch.no_grad():
         for e, p in zip(run.ema.parameters(), acc.unwrap_model(run.student).parameters(), strict=True):
@@ -251,13 +265,20 @@ def train(
     config: ADDConfig | None = None,
     resume: bool | str | Path = False,
     accelerator: Any = None,
+    trajectories: torch.Tensor | None = None,
 ) -> TrainResult:
     """Distil `pipe.unet` into a few-step student (the returned EMA) on `images` (N, 3, H, W; uint8, or float in
     [-1, 1]); `pipe`'s modules are frozen and moved to the accelerator's device in place. `resume`: True for the
-    latest checkpoint under `out_dir`, or a checkpoint folder."""
+    latest checkpoint under `out_dir`, or a checkpoint folder. `trajectories` (N, T + 1, 4, h, w), the teacher's
+    samples of the captions (`teacher_trajectories`), replace the images' latents as the real data (LADD) and the
+    student's inputs."""
     config = config or ADDConfig()
     if len(captions) != images.shape[0]:
         raise ValueError(f"{images.shape[0]} images but {len(captions)} captions")
+    if trajectories is not None and len(trajectories) != len(captions):
+        raise ValueError(f"{len(trajectories)} trajectories but {len(captions)} captions")
+    if config.distill_target == "trajectory" and trajectories is None:
+        raise FastDiffError("distill_target='trajectory' needs train(trajectories=teacher_trajectories(...))")
     acc = accelerator or _accelerator(config)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -270,7 +291,7 @@ def train(
     start = time.monotonic() - seconds
     while step < config.max_steps:
         step += 1
-        row = _step(pipe, images, captions, config, run, acc)
+        row = _step(pipe, images, captions, config, run, acc, trajectories)
         seconds = time.monotonic() - start
         log.append({"step": float(step), "seconds": seconds, **row})
         if config.checkpoint_every and step % config.checkpoint_every == 0:
