@@ -63,6 +63,11 @@ def test_bad_flags_fail_before_the_teacher_loads(tmp_path):
 def test_flags_reach_the_config():
     args = _parse("--teacher", "t", "--data", "shapes", "--out", "o", "--r1-gamma", "0.1", "--distill-weight", "0")
     assert args.r1_gamma == 0.1 and args.distill_weight == 0.0 and args.max_steps == 1000 and args.max_seconds is None
+    assert args.student_prediction is None  # as the teacher, unless asked
+    assert (
+        _parse("--teacher", "t", "--data", "s", "--out", "o", "--student-prediction", "sample").student_prediction
+        == "sample"
+    )
 
 
 def test_image_folder_pairs_images_with_captions(tmp_path):

@@ -162,6 +162,7 @@ def test_noise_schedule_matches_diffusers():
         ({"mixed_precision": "fp8"}, "mixed_precision"),
         ({"ema_decay": 1.0}, "ema_decay"),
         ({"distill_target": "real"}, "distill_target"),
+        ({"student_prediction": "x0"}, "student_prediction must be None, 'epsilon', 'v_prediction' or 'sample'"),
     ],
 )
 def test_bad_configs_raise(changes, message):
@@ -194,6 +195,30 @@ def test_the_exported_student_loads_as_a_preset_and_generates(tmp_path, data, mo
     assert all(torch.equal(v, student[k]) for k, v in result.student.state_dict().items())
 
 
+def test_an_x0_student_trains_on_its_own_output_and_exports_an_x0_sampler(tmp_path, data, monkeypatch):
+    from fastdiff import FewStepGenerator, presets
+    from fastdiff.distill import export_student, load_preset_file
+
+    monkeypatch.setattr(presets, "_REGISTRY", dict(presets._REGISTRY))
+    pipe = tiny_pipeline("sd1")
+    config = _config(max_steps=2, student_prediction="sample", adversarial_weight=0.0)
+    result = train(pipe, *data, out_dir=tmp_path / "x0", config=config)
+    eps = train(pipe, *data, out_dir=tmp_path / "eps", config=_config(max_steps=2, adversarial_weight=0.0))
+    first = [row["loss_distill"] for row in (result.log[0], eps.log[0])]
+    assert first[0] != pytest.approx(first[1])  # the same first batch, read as x̂0 instead of ε
+    path = export_student(
+        pipe, result.student, tmp_path / "x0", name="micro-x0", height=64, width=64, prediction_type="sample"
+    )
+    assert json.loads(path.read_text())["scheduler"] == "euler-trailing-x0"
+    saved = json.loads((tmp_path / "x0" / "pipeline" / "scheduler" / "scheduler_config.json").read_text())
+    assert saved["prediction_type"] == "sample"
+    assert pipe.scheduler.config.prediction_type == "epsilon"  # the teacher's own scheduler is put back
+    preset = load_preset_file(path, overwrite=True)
+    generator = FewStepGenerator.from_preset(preset.name, device="cpu", dtype="float32")
+    assert generator.pipeline.scheduler.config.prediction_type == "sample"
+    assert generator("a red circle on a blue background", seed=0, steps=1).images[0].size == (64, 64)
+
+
 def test_bad_preset_files_raise(tmp_path):
     from fastdiff.distill import load_preset_file
 
@@ -207,16 +232,21 @@ def test_bad_preset_files_raise(tmp_path):
         load_preset_file(tmp_path)
 
 
-def test_the_training_parameterisation_matches_a_1_step_trailing_euler_pipeline():
+@pytest.mark.parametrize("student_prediction", [None, "sample"])
+def test_the_training_parameterisation_matches_a_1_step_trailing_euler_pipeline(student_prediction):
     from diffusers import EulerDiscreteScheduler
 
     from fastdiff.distill.export import one_step_latents
 
-    pipe = tiny_pipeline("sd1")
-    pipe.scheduler = EulerDiscreteScheduler.from_config(pipe.scheduler.config, timestep_spacing="trailing")
+    teacher = tiny_pipeline("sd1")
+    pipe = tiny_pipeline("sd1")  # the student's pipeline: its scheduler reads the UNet's output as trained
+    kind = student_prediction or teacher.scheduler.config.prediction_type
+    pipe.scheduler = EulerDiscreteScheduler.from_config(
+        pipe.scheduler.config, timestep_spacing="trailing", prediction_type=kind
+    )
     prompts = ["a red circle on a blue background", "a small green square in the top left on a white background"]
     noise = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
-    ours = one_step_latents(pipe, pipe.unet, prompts, noise)
+    ours = one_step_latents(teacher, pipe.unet, prompts, noise, prediction_type=student_prediction)
     theirs = pipe(
         prompts, num_inference_steps=1, guidance_scale=0.0, latents=noise, output_type="latent", height=64, width=64
     ).images

@@ -39,10 +39,18 @@ def test_showcase_compares_teacher_and_student_offline(
     for row in rows.values():
         assert set(row["scores"]) >= {"all", "shape", "color", "background", "position"}
         assert all(0.0 <= v <= 1.0 for v in row["scores"].values())
-    with Image.open(out / "side-by-side.png") as sheet:
-        assert sheet.width == 3 * 256 and sheet.height > 2 * 256  # 3 prompts, two rows of 4×-enlarged images
+    # The same comparison on held-out prompts: combinations the recipe never trained on, a table of their own.
+    assert "3 held-out prompts (combinations of the grammar's words never trained on)" in printed
+    held_out = record["held_out"]
+    assert len(held_out["prompts"]) == 3 and not set(held_out["prompts"]) & set(record["prompts"])
+    assert [row["preset"] for row in held_out["rows"]] == ["fastdiff-shapes-teacher", "fastdiff-shapes"]
+    tables = [line for line in printed.splitlines() if line.startswith("| fastdiff-shapes | 1 |")]
+    assert len(tables) == 2  # one student row per prompt set
+    for sheet_path in (out / "side-by-side.png", out / "side-by-side-held-out.png"):
+        with Image.open(sheet_path) as sheet:
+            assert sheet.width == 3 * 256 and sheet.height > 2 * 256  # 3 prompts, two rows of 4×-enlarged images
     images = sorted((out / "fastdiff-shapes").glob("*.png"))
-    assert len(images) == 3
+    assert len(images) == 3 and len(list((out / "fastdiff-shapes-held-out").glob("*.png"))) == 3
     with Image.open(images[0]) as first:
         colours = first.getcolors(maxcolors=4096)  # None: more than 4096
         assert first.size == (64, 64) and (colours is None or len(colours) > 10)  # a picture, not a flat square
@@ -61,7 +69,7 @@ def test_showcase_on_a_busy_machine_shows_no_speedup(
     assert main(["showcase", "--out", str(tmp_path), "--prompts", "1"]) == 0
     printed = capsys.readouterr().out
     rows = [line for line in printed.splitlines() if line.startswith("| fastdiff-shapes")]
-    assert len(rows) == 2 and all("| — |" in row and "×" not in row for row in rows)  # no ratio it could not measure
+    assert len(rows) == 4 and all("| — |" in row and "×" not in row for row in rows)  # no ratio it could not measure
     note = next(line for line in printed.splitlines() if line.startswith("note: other processes kept CPU cores busy"))
     assert (
         "fastdiff-shapes-teacher 1.5" in note and "fastdiff-shapes 1.5" in note and "when the machine is idle" in note

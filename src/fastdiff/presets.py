@@ -347,14 +347,14 @@ _BUILTIN: tuple[Preset, ...] = (
         scheduler="repo",
         description="toy SD 1.x-style teacher trained on the drawn `shapes` set (64×64): 20 steps with CFG",
     ),
-    # ... and its ADD student (fastdiff.distill, Sauer et al. 2023), run as SDXL-Turbo is: 1-4 steps, guidance 0,
-    # Euler with trailing spacing.
+    # ... and its ADD student (fastdiff.distill, Sauer et al. 2023), run as SDXL-Turbo is (1-4 steps, guidance 0,
+    # Euler with trailing spacing), reading its UNet's output as x̂0, as SDXL-Lightning's 1-step UNet.
     _shipped(
         "fastdiff-shapes",
         steps=(1, 2, 3, 4),
         default_steps=1,
         guidance_scale=0.0,
-        scheduler="euler-trailing",
+        scheduler="euler-trailing-x0",
         description="ADD student of fastdiff-shapes-teacher (fastdiff.distill): 1-4 steps, `shapes` prompts, 64×64",
     ),
 )

@@ -2,8 +2,8 @@
 
 `python -m fastdiff.distill.ablation --out DIR [--steps N] [--variants add,distill,adversarial]` trains one student
 per loss variant from the shipped teacher with the recipe's config (only the two loss weights differ), evaluates every
-model on the 48 fixed prompts (accuracy, Fréchet distance, sharpness, time; docs/distill.md), and writes
-`ablation.json` and `ablation-grid.png`.
+model on the 96 held-out prompts with noise of their own seed (accuracy, Fréchet distance, sharpness, time;
+docs/distill.md), and writes `ablation.json` and `ablation-grid.png`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from ..presets import get
 from .classifier import ShapesClassifier, accuracy, images_to_tensor, shipped_classifier
 from .config import ADDConfig
 from .data import shapes_images
-from .evaluation import eval_specs, generate, image_rows
+from .evaluation import HELD_OUT_SEED, eval_specs, generate, held_out_specs, image_rows
 from .recipe import save_fp16, step_counts, student_config, student_pipeline
 from .shapes import ShapeSpec, caption, draw
 from .trainer import train
@@ -168,7 +168,8 @@ def train_students(
             continue
         start = time.perf_counter()
         result = train(teacher, images, captions, out_dir=folder / "train", config=configs[name])
-        pipe = student_pipeline(teacher, result.student.float())
+        kind = configs[name].student_prediction or teacher.scheduler.config.prediction_type
+        pipe = student_pipeline(teacher, result.student.float(), prediction_type=kind)
         save_fp16(pipe, folder / "pipeline")  # evaluated as saved: fp16-rounded weights, float32 compute
         pipe.set_progress_bar_config(disable=True)
         students[name] = (pipe, time.perf_counter() - start)
@@ -227,23 +228,26 @@ def run(
         if name in students:
             models += [(f"{_LABELS[name]}{tag}@1", students[name][0], 1, 0.0, steps)]
     if "add" in students:
-        models += [(f"ADD{tag}@4", students["add"][0], 4, 0.0, steps)]
+        models += [(f"ADD{tag}@{n}", students["add"][0], n, 0.0, steps) for n in (2, 4)]
     models += [
         ("shipped student@1", shipped, 1, 0.0, RECIPE_STEPS),
         ("shipped student@4", shipped, 4, 0.0, RECIPE_STEPS),
     ]
 
-    specs = eval_specs()
+    specs = held_out_specs()
     real = real_images(specs)
     classifier = shipped_classifier().float()
     other = eval_specs(len(specs), seed=1)  # real images of other prompts: perfect pictures, not of these prompts
     reference = _scores(real_images(other), other, classifier=classifier, real=real)
-    results: dict[str, dict[str, Any]] = {"real (48 other prompts)": reference | dict.fromkeys(SHARPNESS[1:])}
+    results: dict[str, dict[str, Any]] = {
+        f"real ({len(other)} other prompts)": reference | dict.fromkeys(SHARPNESS[1:])
+    }
     rows, labels = [real[:GRID_PROMPTS]], ["real"]
     for label, pipe, n, guidance, trained in models:
         scores, images = evaluate_model(
-            pipe, specs, steps=n, guidance=guidance, classifier=classifier, real=real, repeats=repeats
-        )
+            pipe, specs, steps=n, guidance=guidance, classifier=classifier, real=real, repeats=repeats,
+            seed=HELD_OUT_SEED,
+        )  # fmt: skip
         results[label] = scores | {"steps": n, "guidance": guidance, "train_steps": trained}
         rows.append(images[:GRID_PROMPTS])
         labels.append(label)

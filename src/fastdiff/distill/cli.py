@@ -75,7 +75,10 @@ def run_distill(args: argparse.Namespace) -> int:
     config = dataclasses.replace(config, sample_prompts=tuple(captions[:4]))
     result = train(pipe, images, captions, out_dir=out, config=config, resume=args.resume)
     name = args.name or out.resolve().name
-    preset = export_student(pipe, result.student, out, name=name, height=resolution, width=resolution, license=licence)
+    preset = export_student(
+        pipe, result.student, out, name=name, height=resolution, width=resolution, license=licence,
+        prediction_type=config.student_prediction,
+    )  # fmt: skip
     last = result.log[-1] if result.log else {}
     losses = ", ".join(f"{k}={last[k]:.4g}" for k in ("loss_distill", "loss_adv_g", "loss_d") if k in last)
     print(f"trained {result.step} steps ({losses}); student preset {name!r}: {preset}")

@@ -35,6 +35,9 @@ class ADDConfig:
     # "teacher": its one-step x̂0 at the re-noised student output (ADD); "trajectory": the end of the teacher's
     # sampling path that the student's input lies on (needs `train(trajectories=...)`)
     distill_target: str = "teacher"
+    # what the student's output is read as: None keeps the teacher's parametrisation (ADD); "sample" makes it x̂0 at
+    # every timestep (as SDXL-Lightning's 1-step UNet), which cannot blow up the 1/α of an ε-student at t = 999
+    student_prediction: str | None = _flag(None, str, "'sample': the student outputs x̂0 (default: as the teacher)")
     disc_layers: tuple[int, ...] | None = None  # teacher down blocks (0..n-1) and mid block (n); None: all
     disc_hidden: int = 64  # channels of each discriminator head
     ema_decay: float = _flag(0.999, float, "EMA decay of the student")
@@ -56,6 +59,9 @@ class ADDConfig:
                 raise FastDiffError(f"{name} must be (lo, hi) with 0 ≤ lo ≤ hi ≤ 999, not {(lo, hi)}")
         if self.distill_target not in ("teacher", "trajectory"):
             raise FastDiffError(f"distill_target must be 'teacher' or 'trajectory', not {self.distill_target!r}")
+        if self.student_prediction not in (None, "epsilon", "v_prediction", "sample"):
+            kind = self.student_prediction
+            raise FastDiffError(f"student_prediction must be None, 'epsilon', 'v_prediction' or 'sample', not {kind!r}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise FastDiffError(f"mixed_precision must be 'no', 'fp16' or 'bf16', not {self.mixed_precision!r}")
         if not 0.0 <= self.ema_decay < 1.0:

@@ -26,22 +26,35 @@ PIPELINE_DIR = "pipeline"
 
 
 @torch.no_grad()
-def one_step_latents(pipe: Any, unet: Any, prompts: Sequence[str], noise: torch.Tensor) -> torch.Tensor:
-    """x̂0 of `unet` in one step from `noise` alone at t = 999: what a 1-step trailing Euler pipeline computes."""
+def one_step_latents(
+    pipe: Any, unet: Any, prompts: Sequence[str], noise: torch.Tensor, *, prediction_type: str | None = None
+) -> torch.Tensor:
+    """x̂0 of `unet` in one step from `noise` alone at t = 999: what a 1-step trailing Euler pipeline computes.
+    `prediction_type`: what `unet` outputs (default: what `pipe`'s scheduler says, the teacher's)."""
     schedule = NoiseSchedule(pipe.scheduler.config)
     t = torch.full((len(prompts),), schedule.num_train_timesteps - 1, device=unet.device)
     x_t = schedule.noise(torch.zeros_like(noise), noise, t, zero_terminal=True)  # (B, 4, H/8, W/8): σ·ε alone
     cond = encode_captions(pipe, prompts, height=noise.shape[2] * 8, width=noise.shape[3] * 8)
     out = unet(x_t.to(unet.dtype), t, return_dict=False, **cond.unet_kwargs())[0].float()
     alpha, sigma = schedule.alpha_sigma(t)
-    return predict_x0(out, x_t, alpha, sigma, prediction_type=schedule.prediction_type)
+    return predict_x0(out, x_t, alpha, sigma, prediction_type=prediction_type or schedule.prediction_type)
 
 
-def sample_grid(pipe: Any, unet: Any, prompts: Sequence[str], *, height: int, width: int, seed: int = 0) -> Image.Image:
-    """One-step samples of `unet` from fixed noise (`seed`), one column per prompt."""
+def sample_grid(
+    pipe: Any,
+    unet: Any,
+    prompts: Sequence[str],
+    *,
+    height: int,
+    width: int,
+    seed: int = 0,
+    prediction_type: str | None = None,
+) -> Image.Image:
+    """One-step samples of `unet` (outputs of `prediction_type`) from fixed noise (`seed`), one column per prompt."""
     shape = (len(prompts), unet.config.in_channels, height // 8, width // 8)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed)).to(unet.device)
-    return image_rows([decode_latents(pipe.vae, one_step_latents(pipe, unet, prompts, noise))])
+    latents = one_step_latents(pipe, unet, prompts, noise, prediction_type=prediction_type)
+    return image_rows([decode_latents(pipe.vae, latents)])
 
 
 def export_student(
@@ -54,18 +67,22 @@ def export_student(
     width: int,
     license: str = "unknown",
     description: str = "",
+    prediction_type: str | None = None,
 ) -> Path:
     """Write `pipe` with `student` as its UNet to `out_dir/pipeline` and its preset to `out_dir/preset.json`.
 
-    The preset is the SDXL-Turbo recipe: 1-4 steps (1 by default), guidance 0, Euler with trailing spacing.
+    The preset is the SDXL-Turbo recipe: 1-4 steps (1 by default), guidance 0, Euler with trailing spacing; for a
+    student trained with `student_prediction="sample"` (pass it as `prediction_type`), Euler reading x̂0.
     """
     out = Path(out_dir)
-    teacher = pipe.unet
+    teacher, scheduler = pipe.unet, pipe.scheduler
     pipe.register_modules(unet=student)
+    if prediction_type is not None:  # the folder's scheduler says what its UNet outputs, as diffusers reads it
+        pipe.register_modules(scheduler=type(scheduler).from_config(scheduler.config, prediction_type=prediction_type))
     try:
         pipe.save_pretrained(out / PIPELINE_DIR)
     finally:
-        pipe.register_modules(unet=teacher)
+        pipe.register_modules(unet=teacher, scheduler=scheduler)
     fields = {
         "name": name,
         "family": family_of(pipe),
@@ -75,7 +92,7 @@ def export_student(
         "guidance_scale": 0.0,
         "height": height,
         "width": width,
-        "scheduler": "euler-trailing",
+        "scheduler": "euler-trailing-x0" if prediction_type == "sample" else "euler-trailing",
         "license": license,
         "variant": None,  # float32 files only
         "description": description or f"ADD student of a {family_of(pipe)} teacher (fastdiff.distill)",

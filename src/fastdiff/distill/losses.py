@@ -25,8 +25,10 @@ def predict_x0(
 
 
 def distillation_loss(student_x0: torch.Tensor, teacher_x0: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    """c(s)·‖x̂θ − sg(x̂ψ)‖², mean over pixels then batch (ADD, Sauer et al. 2023, eq. 4)."""
-    per_sample = F.mse_loss(student_x0, teacher_x0.detach(), reduction="none").mean(dim=(1, 2, 3))
+    """c(s)·‖x̂θ − sg(x̂ψ)‖², the squared norm summed over each sample's elements, then the batch mean (ADD, Sauer et al.
+    2023, eq. 4). A mean over elements would divide λ by their number (256 for 4×8×8 latents) against the paper's
+    balance with the adversarial term."""
+    per_sample = F.mse_loss(student_x0, teacher_x0.detach(), reduction="none").sum(dim=(1, 2, 3))
     return (weight * per_sample).mean()
 
 

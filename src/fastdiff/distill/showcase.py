@@ -1,5 +1,6 @@
 """`fastdiff showcase`: the shipped toy models side by side, offline — the teacher at 20 steps against its ADD
-student at 1 step, one `FewStepGenerator` call per prompt: time per image, speed-up, prompt accuracy, and a PNG.
+student at 1 step, one `FewStepGenerator` call per prompt: time per image, speed-up, prompt accuracy, and a PNG, on
+the recipe's fixed prompts and on held-out ones (combinations of the grammar's words never trained on).
 """
 
 from __future__ import annotations
@@ -21,10 +22,10 @@ from ..bench.report import device_description
 from ..bench.timing import BUSY_CORES, Contention
 from ..generator import FewStepGenerator
 from .classifier import accuracy, images_to_tensor, shipped_classifier
-from .evaluation import eval_specs
+from .evaluation import eval_specs, held_out_specs
 from .shapes import ShapeSpec, caption
 
-__all__ = ["Row", "add_showcase_arguments", "compare", "run_showcase", "side_by_side"]
+__all__ = ["Row", "add_showcase_arguments", "compare", "prompt_sets", "run_showcase", "side_by_side"]
 
 RUNS = (("fastdiff-shapes-teacher", 20), ("fastdiff-shapes", 1))  # (preset, steps): the baseline first
 ATTRIBUTES = ("all", "shape", "color", "background", "position")
@@ -45,9 +46,8 @@ class Row:
     other_cores: float | None = None  # cores other processes kept busy during the median call (None: not counted)
 
 
-def _run(gen: FewStepGenerator, steps: int, specs: Sequence[ShapeSpec]) -> Row:
-    """Warm up (reported apart), then one call per prompt, seed i for prompt i."""
-    warmup = gen.warmup()
+def _run(gen: FewStepGenerator, steps: int, specs: Sequence[ShapeSpec], warmup: float) -> Row:
+    """One call per prompt, seed i for prompt i, on a generator warmed up in `warmup` seconds (reported apart)."""
     images, seconds, contention = [], [], Contention()
     for i, spec in enumerate(specs):
         contention.start()
@@ -61,10 +61,22 @@ def _run(gen: FewStepGenerator, steps: int, specs: Sequence[ShapeSpec]) -> Row:
     return Row(gen.preset.name, steps, str(gen.device), images, median, warmup, scores, contention.medians()[1])
 
 
-def compare(*, prompts: int = 48, device: str = "cpu") -> list[Row]:
-    """Each model of `RUNS` on the first `prompts` of the recipe's fixed prompt set."""
-    specs = eval_specs()[:prompts]
-    return [_run(FewStepGenerator.from_preset(name, device=device), steps, specs) for name, steps in RUNS]
+def prompt_sets(prompts: int) -> dict[str, list[ShapeSpec]]:
+    """The first `prompts` of the recipe's fixed set (`evaluation.eval_specs`, drawn from the grammar as the training
+    captions were) and of the held-out set (`evaluation.held_out_specs`: combinations absent from training)."""
+    return {"fixed": eval_specs()[:prompts], "held-out": held_out_specs()[:prompts]}
+
+
+def compare(*, prompts: int = 48, device: str = "cpu") -> dict[str, list[Row]]:
+    """Each model of `RUNS` on each of `prompt_sets(prompts)`: {set name: one row per model, the baseline first}."""
+    sets = prompt_sets(prompts)
+    rows: dict[str, list[Row]] = {name: [] for name in sets}
+    for preset, steps in RUNS:
+        gen = FewStepGenerator.from_preset(preset, device=device)
+        warmup = gen.warmup()
+        for name, specs in sets.items():
+            rows[name].append(_run(gen, steps, specs, warmup))
+    return rows
 
 
 def side_by_side(rows: Sequence[Row], prompts: Sequence[str], columns: int = 8) -> Image.Image:
@@ -108,6 +120,11 @@ def _busy_note(rows: Sequence[Row]) -> str | None:
     )
 
 
+def _record(row: Row) -> dict[str, object]:
+    """A row's fields for showcase.json, without its images."""
+    return {k: v for k, v in vars(row).items() if k != "images"}
+
+
 def add_showcase_arguments(parser: argparse.ArgumentParser) -> None:
     """The flags of `fastdiff showcase`."""
     parser.add_argument("--out", type=Path, default=Path("showcase"), help="folder for the PNG and the JSON")
@@ -125,26 +142,34 @@ def run_showcase(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     quiet_library_logs()
     start = time.perf_counter()
-    rows = compare(prompts=args.prompts, device=args.device)
-    prompts = [caption(s) for s in eval_specs()[: args.prompts]]
-    side_by_side(rows, prompts).save(args.out / "side-by-side.png")
-    for row in rows:
-        folder = args.out / row.preset
-        folder.mkdir(exist_ok=True)
-        for i, image in enumerate(row.images):
-            image.save(folder / f"{i:02d}.png")
-    device, note = device_description(torch.device(rows[0].device)), _busy_note(rows)
-    print(f"fastdiff showcase: the shipped toy models (64×64), {len(prompts)} new prompts, one call each, on")
-    print(f"{device}, {torch.get_num_threads()} threads; warm-up runs reported apart:\n")
-    print(_table(rows, busy=note is not None) + ("" if note is None else f"\n\n{note}"))
+    sets = compare(prompts=args.prompts, device=args.device)
+    prompts = {name: [caption(s) for s in specs] for name, specs in prompt_sets(args.prompts).items()}
+    for name, rows in sets.items():
+        suffix = "" if name == "fixed" else f"-{name}"
+        side_by_side(rows, prompts[name]).save(args.out / f"side-by-side{suffix}.png")
+        for row in rows:
+            folder = args.out / f"{row.preset}{suffix}"
+            folder.mkdir(parents=True, exist_ok=True)
+            for i, image in enumerate(row.images):
+                image.save(folder / f"{i:02d}.png")
+    rows = sets["fixed"]
+    device, note = device_description(torch.device(rows[0].device)), _busy_note([*rows, *sets["held-out"]])
+    print(f"fastdiff showcase: the shipped toy models (64×64), one call per prompt, on {device},")
+    print(f"{torch.get_num_threads()} threads; warm-up runs reported apart.\n")
+    print(f"{args.prompts} fixed prompts (drawn from the grammar as the training captions were):\n")
+    print(_table(rows, busy=note is not None))
+    print(f"\n{args.prompts} held-out prompts (combinations of the grammar's words never trained on):\n")
+    print(_table(sets["held-out"], busy=note is not None) + ("" if note is None else f"\n\n{note}"))
     print(f"\nwarm-up: {', '.join(f'{r.preset} {r.warmup_seconds:.2f} s' for r in rows)}")
     print("accuracy: the shipped classifier reads the prompt's attributes back (all four: the whole prompt)")
-    print(f"wrote {args.out / 'side-by-side.png'} (top: teacher@20, bottom: student@1)")
+    held_out_png = args.out / "side-by-side-held-out.png"
+    print(f"wrote {args.out / 'side-by-side.png'} and {held_out_png} (top: teacher@20, bottom: student@1)")
     print(f"done in {time.perf_counter() - start:.1f} s. Next: the real architectures' timing, random weights:")
     print("  fastdiff bench --weights random --device cpu --height 128 --width 128 --repeats 2")
     record = {
-        "prompts": prompts,
-        "rows": [{k: v for k, v in vars(r).items() if k != "images"} for r in rows],
+        "prompts": prompts["fixed"],
+        "rows": [_record(r) for r in rows],
+        "held_out": {"prompts": prompts["held-out"], "rows": [_record(r) for r in sets["held-out"]]},
         "device": device,
         "threads": torch.get_num_threads(),
         "busy": note is not None,

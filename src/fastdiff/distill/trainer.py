@@ -179,7 +179,8 @@ def generator_step(
         x_t = path[torch.arange(x0.shape[0]), index]
     out = run.student(x_t, t, return_dict=False, **cond.unet_kwargs())[0]
     alpha, sigma = schedule.alpha_sigma(t)
-    student_x0 = predict_x0(out.float(), x_t, alpha, sigma, prediction_type=schedule.prediction_type)
+    kind = config.student_prediction or schedule.prediction_type
+    student_x0 = predict_x0(out.float(), x_t, alpha, sigma, prediction_type=kind)
 
     if config.distill_target == "trajectory" and path is not None:  # no teacher call: its path was sampled once
         distill = distillation_loss(student_x0, x0, weight=torch.ones_like(alpha))
@@ -298,7 +299,10 @@ def train(
             _save(run, acc, out, step, seconds)
         if config.sample_every and step % config.sample_every == 0 and acc.is_main_process and config.sample_prompts:
             (out / "samples").mkdir(exist_ok=True)
-            grid = sample_grid(pipe, run.ema, config.sample_prompts, height=images.shape[2], width=images.shape[3])
+            grid = sample_grid(
+                pipe, run.ema, config.sample_prompts, height=images.shape[2], width=images.shape[3],
+                prediction_type=config.student_prediction,
+            )  # fmt: skip
             grid.save(out / "samples" / f"step-{step:07d}.png")
         if _out_of_time(config, seconds, acc):
             break
