@@ -237,7 +237,9 @@ def test_array_images_give_the_pil_image_and_diffusers_image(gen: FewStepGenerat
     expected = gen(PROMPT, image=photo, strength=0.5, steps=2, seed=6).image
     for array in (hwc, hwc[None], chw, chw[None], hwc.astype(np.float64)):
         got = gen(PROMPT, image=array, strength=0.5, steps=2, seed=6).image
-        assert equal(got, expected), (type(array), array.shape)
+        # A tensor takes diffusers' tensor branch of the image processor, which rounds in another order: on some
+        # CPUs (an AMD EPYC, family 25) a few pixels end 1/255 apart, the parity tolerance.
+        assert (equal if isinstance(array, np.ndarray) else close)(got, expected), (type(array), array.shape)
     reference = diffusers_img2img(gen, hwc, steps=2, strength=0.5, generator=seeded(6))[0]
     assert equal(expected, reference)
 

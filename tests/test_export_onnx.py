@@ -161,7 +161,7 @@ def test_fastdiff_shapes_exports_and_the_onnx_pipeline_gives_the_generators_imag
 
 
 def onnx_pipeline(sessions: dict[str, Any], manifest: dict[str, Any], tokenizer: Any, noise: Any, steps: int) -> Any:
-    """The page's arithmetic in numpy (Euler, epsilon prediction): tokens → embeddings → steps → decode → uint8."""
+    """The page's arithmetic in numpy (Euler on an ε or x̂0 prediction): tokens → embeddings → steps → decode → uint8."""
     ids = tokenizer(PROMPT, padding="max_length", max_length=manifest["tokenizers"][0]["max_length"]).input_ids
     (hidden,) = sessions["text_encoder"].run(None, {"input_ids": np.array([ids])})
     schedule = manifest["scheduler"]["schedules"][str(steps)]
@@ -169,8 +169,9 @@ def onnx_pipeline(sessions: dict[str, Any], manifest: dict[str, Any], tokenizer:
     for i, t in enumerate(schedule["timesteps"]):
         sigma, after = np.float32(schedule["sigmas"][i]), np.float32(schedule["sigmas"][i + 1])
         feeds = {"sample": x / np.sqrt(sigma * sigma + 1), "timestep": np.array([t], np.float32)}
-        (eps,) = sessions["unet"].run(None, {**feeds, "encoder_hidden_states": hidden})
-        x = x + (x - (x - sigma * eps)) / sigma * (after - sigma)
+        (out,) = sessions["unet"].run(None, {**feeds, "encoder_hidden_states": hidden})
+        x0 = out if manifest["scheduler"]["prediction_type"] == "sample" else x - sigma * out
+        x = x + (x - x0) / sigma * (after - sigma)
     (image,) = sessions["vae_decoder"].run(None, {"latents": x / np.float32(manifest["vae"]["scaling_factor"])})
     return np.round(np.clip(image[0] / 2 + 0.5, 0, 1) * 255).astype(np.uint8).transpose(1, 2, 0)
 

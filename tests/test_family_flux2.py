@@ -227,9 +227,12 @@ def test_max_level_keeps_the_vae_and_the_cuda_recipe_runs_on_cpu_tensors(
 def test_a_diffusers_folder_and_from_pipeline_give_the_same_image(tmp_path: Path, small_sizes: None) -> None:
     folder = save_tiny_pipeline("flux2", tmp_path / "klein", seed=3, fp16_variant=False)
     from_folder = FewStepGenerator.from_preset(NAME, source=folder, device="cpu", optimize="none")
-    wrapped = FewStepGenerator.from_pipeline(NAME, tiny_flux2_pipeline(seed=3))
+    wrapped = FewStepGenerator.from_pipeline(NAME, tiny_flux2_pipeline(seed=3), optimize="none")  # the same level
     call = {"seed": 9, **SIZE}
-    assert np.array_equal(_pixels(from_folder(PROMPT, **call).images[0]), _pixels(wrapped(PROMPT, **call).images[0]))
+    # Bit-equal weights, but mmapped files and in-memory tensors can take different oneDNN kernels (seen on an AMD
+    # EPYC, family 25): at most 1/255 apart, the parity tolerance.
+    difference = _pixels(from_folder(PROMPT, **call).images[0]) - _pixels(wrapped(PROMPT, **call).images[0])
+    assert np.abs(difference).max() <= 1
 
 
 def test_cached_klein_needs_no_download_and_an_uncached_one_is_named(

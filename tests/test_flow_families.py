@@ -237,9 +237,14 @@ def test_max_level_decodes_with_the_tiny_autoencoder(hub_cache: Path, small_size
 def test_a_diffusers_folder_and_from_pipeline_give_the_same_image(tmp_path: Path, small_sizes: None) -> None:
     folder = save_tiny_pipeline("flux", tmp_path / "flux", seed=3, fp16_variant=False)
     from_folder = FewStepGenerator.from_preset("flux-schnell", source=folder, device="cpu", optimize="none")
-    wrapped = FewStepGenerator.from_pipeline("flux-schnell", tiny_flux_pipeline(seed=3))
+    wrapped = FewStepGenerator.from_pipeline(
+        "flux-schnell", tiny_flux_pipeline(seed=3), optimize="none"
+    )  # the same level as the folder's: "default" may compute in bf16 where the CPU has it
     size = {"steps": 2, "seed": 9, "height": 128, "width": 128}
-    assert np.array_equal(_pixels(from_folder(PROMPT, **size).images[0]), _pixels(wrapped(PROMPT, **size).images[0]))
+    # Bit-equal weights, but mmapped files and in-memory tensors can take different oneDNN kernels (seen on an AMD
+    # EPYC, family 25): at most 1/255 apart, the parity tolerance.
+    difference = _pixels(from_folder(PROMPT, **size).images[0]) - _pixels(wrapped(PROMPT, **size).images[0])
+    assert np.abs(difference).max() <= 1
 
 
 def test_cached_flux_needs_no_download(hub_cache: Path) -> None:

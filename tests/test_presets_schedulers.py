@@ -77,7 +77,7 @@ EXPECTED: dict[str, tuple[str, str | None, str, dict[int, list[int]]]] = {
     "sana-sprint-1.6b": ("SCMScheduler", None, "trigflow", SCM),
     # The shipped toy models: the teacher with SD 1.5's own scheduler config, the student as SD-Turbo.
     "fastdiff-shapes-teacher": ("PNDMScheduler", "leading", "epsilon", PNDM),
-    "fastdiff-shapes": ("EulerDiscreteScheduler", "trailing", "epsilon", {n: TRAILING[n] for n in (1, 2, 3, 4)}),
+    "fastdiff-shapes": ("EulerDiscreteScheduler", "trailing", "sample", {n: TRAILING[n] for n in (1, 2, 3, 4)}),
 }
 # Presets allowing many step counts (SD 1.5's 1-150): only these counts are written out.
 WIDE = {"sd15", "fastdiff-shapes-teacher"}
