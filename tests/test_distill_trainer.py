@@ -211,7 +211,8 @@ def test_an_x0_student_trains_on_its_own_output_and_exports_an_x0_sampler(tmp_pa
     )
     assert json.loads(path.read_text())["scheduler"] == "euler-trailing-x0"
     saved = json.loads((tmp_path / "x0" / "pipeline" / "scheduler" / "scheduler_config.json").read_text())
-    assert saved["prediction_type"] == "sample"
+    assert saved["_class_name"] == "EulerDiscreteScheduler" and saved["prediction_type"] == "sample"
+    assert saved["timestep_spacing"] == "trailing"  # diffusers' own loading of the folder samples as the preset
     assert pipe.scheduler.config.prediction_type == "epsilon"  # the teacher's own scheduler is put back
     preset = load_preset_file(path, overwrite=True)
     generator = FewStepGenerator.from_preset(preset.name, device="cpu", dtype="float32")

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers import EulerDiscreteScheduler
 from PIL import Image
 
 from ..errors import FastDiffError
@@ -21,6 +22,7 @@ from .losses import predict_x0
 
 __all__ = ["export_student", "load_preset_file", "one_step_latents", "sample_grid"]
 
+_EULER: Any = EulerDiscreteScheduler  # diffusers' classes are untyped
 PRESET_FILE = "preset.json"
 PIPELINE_DIR = "pipeline"
 
@@ -77,8 +79,10 @@ def export_student(
     out = Path(out_dir)
     teacher, scheduler = pipe.unet, pipe.scheduler
     pipe.register_modules(unet=student)
-    if prediction_type is not None:  # the folder's scheduler says what its UNet outputs, as diffusers reads it
-        pipe.register_modules(scheduler=type(scheduler).from_config(scheduler.config, prediction_type=prediction_type))
+    if prediction_type is not None:  # the folder's scheduler says what its UNet outputs, as diffusers reads it:
+        # Euler trailing, the preset's sampler (the teacher's PNDM, say, takes no x̂0 prediction)
+        euler = _EULER.from_config(scheduler.config, timestep_spacing="trailing", prediction_type=prediction_type)
+        pipe.register_modules(scheduler=euler)
     try:
         pipe.save_pretrained(out / PIPELINE_DIR)
     finally:
