@@ -37,12 +37,12 @@ DTYPES: dict[str, torch.dtype] = {
 }
 
 
-@functools.cache
 def cpu_count() -> int:
     """The cores this process may run on (its affinity, which a container or `taskset` narrows)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
+@functools.cache
 def cpu_has_native_bf16() -> bool:
     """True when the CPU computes bf16 natively (avx512_bf16 or AMX), as OpenVINO's device capabilities say;
     False without OpenVINO. `cpu_bf16_pays` says whether it is also faster than fp32."""

@@ -168,8 +168,7 @@ def train_students(
             continue
         start = time.perf_counter()
         result = train(teacher, images, captions, out_dir=folder / "train", config=configs[name])
-        kind = configs[name].student_prediction or teacher.scheduler.config.prediction_type
-        pipe = student_pipeline(teacher, result.student.float(), prediction_type=kind)
+        pipe = student_pipeline(teacher, result.student.float(), prediction_type=configs[name].student_prediction)
         save_fp16(pipe, folder / "pipeline")  # evaluated as saved: fp16-rounded weights, float32 compute
         pipe.set_progress_bar_config(disable=True)
         students[name] = (pipe, time.perf_counter() - start)

@@ -59,9 +59,8 @@ class ADDConfig:
                 raise FastDiffError(f"{name} must be (lo, hi) with 0 ≤ lo ≤ hi ≤ 999, not {(lo, hi)}")
         if self.distill_target not in ("teacher", "trajectory"):
             raise FastDiffError(f"distill_target must be 'teacher' or 'trajectory', not {self.distill_target!r}")
-        if self.student_prediction not in (None, "epsilon", "v_prediction", "sample"):
-            kind = self.student_prediction
-            raise FastDiffError(f"student_prediction must be None, 'epsilon', 'v_prediction' or 'sample', not {kind!r}")
+        if self.student_prediction not in (None, "sample"):
+            raise FastDiffError(f"student_prediction must be None or 'sample', not {self.student_prediction!r}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
             raise FastDiffError(f"mixed_precision must be 'no', 'fp16' or 'bf16', not {self.mixed_precision!r}")
         if not 0.0 <= self.ema_decay < 1.0:

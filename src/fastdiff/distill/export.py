@@ -11,18 +11,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from diffusers import EulerDiscreteScheduler
 from PIL import Image
 
 from ..errors import FastDiffError
 from ..presets import Preset, register
+from ..schedulers import build_scheduler
 from .conditioning import NoiseSchedule, decode_latents, encode_captions, family_of
 from .evaluation import image_rows
 from .losses import predict_x0
 
 __all__ = ["export_student", "load_preset_file", "one_step_latents", "sample_grid"]
 
-_EULER: Any = EulerDiscreteScheduler  # diffusers' classes are untyped
 PRESET_FILE = "preset.json"
 PIPELINE_DIR = "pipeline"
 
@@ -77,12 +76,12 @@ def export_student(
     student trained with `student_prediction="sample"` (pass it as `prediction_type`), Euler reading x̂0.
     """
     out = Path(out_dir)
+    recipe = "euler-trailing-x0" if prediction_type == "sample" else "euler-trailing"
     teacher, scheduler = pipe.unet, pipe.scheduler
     pipe.register_modules(unet=student)
-    if prediction_type is not None:  # the folder's scheduler says what its UNet outputs, as diffusers reads it:
-        # Euler trailing, the preset's sampler (the teacher's PNDM, say, takes no x̂0 prediction)
-        euler = _EULER.from_config(scheduler.config, timestep_spacing="trailing", prediction_type=prediction_type)
-        pipe.register_modules(scheduler=euler)
+    if prediction_type == "sample":  # the folder's scheduler says its UNet outputs x̂0, as diffusers reads it: the
+        # preset's own sampler (the teacher's PNDM, say, takes no x̂0 prediction)
+        pipe.register_modules(scheduler=build_scheduler(recipe, scheduler))
     try:
         pipe.save_pretrained(out / PIPELINE_DIR)
     finally:
@@ -96,7 +95,7 @@ def export_student(
         "guidance_scale": 0.0,
         "height": height,
         "width": width,
-        "scheduler": "euler-trailing-x0" if prediction_type == "sample" else "euler-trailing",
+        "scheduler": recipe,
         "license": license,
         "variant": None,  # float32 files only
         "description": description or f"ADD student of a {family_of(pipe)} teacher (fastdiff.distill)",

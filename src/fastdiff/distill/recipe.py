@@ -194,13 +194,12 @@ def save_fp16(pipe: Any, folder: Path) -> int:
     return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
 
 
-def student_pipeline(pipe: Any, unet: Any, *, prediction_type: str = "epsilon") -> Any:
+def student_pipeline(pipe: Any, unet: Any, *, prediction_type: str | None = None) -> Any:
     """The teacher's VAE, text encoder and tokenizer with the student UNet and Euler trailing (SDXL-Turbo's recipe),
-    reading the UNet's output as `prediction_type` ("sample" for an x̂0 student)."""
+    reading the UNet's output as `prediction_type` (`ADDConfig.student_prediction`: None as the teacher, ε)."""
     parts = {k: getattr(pipe, k) for k in ("vae", "text_encoder", "tokenizer")}
-    euler = _D.EulerDiscreteScheduler.from_config(
-        SCHEDULER_CONFIG, timestep_spacing="trailing", prediction_type=prediction_type
-    )
+    kind = {"prediction_type": prediction_type} if prediction_type else {}
+    euler = _D.EulerDiscreteScheduler.from_config(SCHEDULER_CONFIG, timestep_spacing="trailing", **kind)
     return _D.StableDiffusionPipeline(
         **parts, unet=unet, scheduler=euler, safety_checker=None, feature_extractor=None, requires_safety_checker=False
     )
@@ -271,7 +270,7 @@ def _train_all(out: Path, steps: dict[str, int], seed: int) -> tuple[Any, Any, d
     config = student_config(steps["student"], guidance=guidance, seed=seed)
     images_u8 = torch.tensor(data.images).permute(0, 3, 1, 2).contiguous()
     result = train(pipe, images_u8, data.captions, out_dir=out / "add", config=config)
-    student = student_pipeline(pipe, result.student.float(), prediction_type=config.student_prediction or "epsilon")
+    student = student_pipeline(pipe, result.student.float(), prediction_type=config.student_prediction)
     sizes["student"] = save_fp16(student, out / "student")
     times["student"] = time.perf_counter() - clock - times["vae"] - times["teacher"]
     figures = {"steps": steps, "teacher_guidance": guidance, "guidance_search": guidance_scores}
