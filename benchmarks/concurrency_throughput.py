@@ -89,7 +89,7 @@ def main() -> None:
                 _images_per_s(gen, callers=callers, calls=args.calls, size=args.size, optimize_note=f"{callers}")
                 for _ in range(args.repeats)
             ]
-            mean = gen.stats.mean_batch_size if gen.coalescing is not None else 1.0  # max_batch=1: a lock, no queue
+            mean = gen.stats.mean_batch_size if gen.max_batch > 1 else 1.0  # max_batch=1: a lock, no queue
             rows.append((f"{callers} callers, max_batch={max_batch} (mean batch {mean:.2f})", statistics.median(runs)))
     base = rows[0][1]
     for name, value in rows:

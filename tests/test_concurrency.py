@@ -1,5 +1,5 @@
 """One generator, many threads: each call gets the images it would get alone; where they coalesce (`max_batch` > 1,
-`fastdiff.serving.coalescing`) concurrent calls share pipeline calls, elsewhere they take turns."""
+`fastdiff.serving.coalesced.CoalescingGenerator`) concurrent calls share pipeline calls, elsewhere they take turns."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import torch
 
 import fastdiff
 from fastdiff import FastDiffError, FastDiffWarning, FewStepGenerator
-from fastdiff.serving.coalescing import coalescer_for
+from fastdiff.serving.coalesced import CoalescingGenerator, batching
 
 SIZE = {"height": 64, "width": 64}
 
@@ -170,7 +170,7 @@ def test_a_bad_call_in_a_batch_fails_alone(gen: FewStepGenerator, monkeypatch: p
 
 def test_max_batch_one_turns_coalescing_off(load: Any, small_sizes: None, monkeypatch: pytest.MonkeyPatch) -> None:
     gen = FewStepGenerator.from_pipeline("sdxl-turbo", load("sdxl-turbo").pipeline, max_batch=1)
-    assert gen.coalescing is None and gen.max_batch == 1  # no queue: calls take turns on the generator's lock
+    assert type(gen) is FewStepGenerator and gen.max_batch == 1  # no queue: calls take turns on the generator's lock
     entered: list[int] = []  # calls that reached the pipeline call (and its lock)
     generate = gen._generate
 
@@ -191,12 +191,13 @@ def test_max_batch_one_turns_coalescing_off(load: Any, small_sizes: None, monkey
 def test_coalescing_is_on_by_default_where_it_pays(load: Any, small_sizes: None) -> None:
     """CUDA batches up to 8 images per pipeline call; the CPU does not (1.01x measured on the real SDXL-Turbo)."""
     gen = FewStepGenerator.from_pipeline("sdxl-turbo", load("sdxl-turbo").pipeline)
-    assert gen.device.type == "cpu" and gen.coalescing is None and gen.max_batch == 1
+    assert gen.device.type == "cpu" and type(gen) is FewStepGenerator and gen.max_batch == 1
     with pytest.raises(FastDiffError, match="pass max_batch=4 with it"):  # a wait for a batch that never forms
         FewStepGenerator.from_pipeline("sdxl-turbo", load("sdxl-turbo").pipeline, max_wait_ms=5)
-    cuda = coalescer_for(gen._generate, device=torch.device("cuda"), max_batch=None, max_wait_ms=0.0)
-    assert cuda is not None and cuda.max_batch == 8
-    assert coalescer_for(gen._generate, device=torch.device("cuda"), max_batch=1, max_wait_ms=0.0) is None
+    assert batching(torch.device("cuda"), max_batch=None, max_wait_ms=0.0) == (8, 0.0)
+    assert batching(torch.device("cuda"), max_batch=1, max_wait_ms=0.0) == (1, 0.0)
+    coalescing = FewStepGenerator.from_pipeline("sdxl-turbo", load("sdxl-turbo").pipeline, max_batch=4)
+    assert isinstance(coalescing, CoalescingGenerator) and coalescing.max_batch == 4
 
 
 def test_max_wait_lets_a_lone_call_wait_for_company(load: Any, small_sizes: None) -> None:

@@ -14,6 +14,7 @@ from PIL import Image
 
 from fastdiff import FastDiffError, FewStepGenerator
 from fastdiff.schedulers import img2img_schedule
+from fastdiff.serving.coalesced import CoalescingGenerator
 from fastdiff.testing.tiny import tiny_pipeline
 
 # Tiny models run at 64 px; the size warning is about real checkpoints. diffusers' schedulers call np.array() on
@@ -182,7 +183,7 @@ def test_callback_can_stop_a_call_as_in_diffusers(gen: FewStepGenerator) -> None
 
 def test_a_call_with_a_callback_runs_alone_beside_coalesced_calls(gen: FewStepGenerator) -> None:
     # Shares the modules; every batch waits up to 0.5 s to fill, so concurrent calls would be coalesced.
-    waiting = FewStepGenerator(gen.preset, gen.pipeline, max_batch=8, max_wait_ms=500)
+    waiting = CoalescingGenerator(gen.preset, gen.pipeline, max_batch=8, max_wait_ms=500)
     batch_sizes: list[int] = []
 
     def callback(pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:

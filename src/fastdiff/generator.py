@@ -2,8 +2,8 @@
 
 A call reads: validate (diffusers' call conventions, `conventions`; each prompt against the preset, `validation`)
 → encode (cached), denoise and decode (`denoising`) → `GenerationResult` (`result`). Building one:
-`loading`; changing its weights: `checkpoints`, `weights`. What runs around it (coalescing concurrent calls, `map`,
-the live session, bulk runs) is `fastdiff.serving`.
+`loading`; changing its weights: `checkpoints`, `weights`. Its calls take turns on one lock; what runs around it
+(coalescing concurrent calls, `CoalescingGenerator`; `map`; the live session; bulk runs) is `fastdiff.serving`.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from .openvino_engine import expected_shapes, openvino_forwards
 from .presets import Preset
 from .recipe import Optimizations, Recipe, decide_recipe
 from .result import GenerationResult, joined
-from .serving.coalescing import BatchStats, coalescer_for
+from .serving.coalescing import BatchStats
 from .serving.mapping import map_prompts
 from .validation import InputImage, Request, check_flag, resolve_request
 from .weights import WeightsIdentity, file_identity
@@ -51,8 +51,6 @@ class FewStepGenerator:
         pipe: Any,
         *,
         optimizations: Optimizations | Recipe | None = None,
-        max_batch: int | None = None,
-        max_wait_ms: float = 0.0,
         weights: WeightsIdentity | None = None,
     ) -> None:
         self.preset = preset
@@ -75,10 +73,6 @@ class FewStepGenerator:
         self._lock = threading.RLock()  # one pipeline call at a time: diffusers pipelines keep per-call state
         self._shapes: set[tuple[int, int, int]] = set()  # (height, width, UNet batch) seen, for torch.compile
         self._shapes_lock = threading.Lock()
-        # fastdiff.serving's queue that batches concurrent calls, where that pays (CUDA); None: they take turns
-        self.coalescing = coalescer_for(
-            self._generate, device=self.device, max_batch=max_batch, max_wait_ms=max_wait_ms
-        )
         for p in (pipe, self._img2img):
             if p is not None:
                 p.set_progress_bar_config(disable=True)
@@ -131,7 +125,7 @@ class FewStepGenerator:
             cache_dir=cache_dir,
             allow_pickle=allow_pickle,
         )
-        return cls(spec, pipe, optimizations=recipe, max_batch=max_batch, max_wait_ms=max_wait_ms, weights=weights)
+        return cls._built(spec, pipe, recipe, weights, max_batch=max_batch, max_wait_ms=max_wait_ms)
 
     @classmethod
     def from_pipeline(
@@ -156,7 +150,28 @@ class FewStepGenerator:
         own, weights = loading.adopt(
             spec, pipe, recipe, checkpoint=checkpoint, allow_pickle=allow_pickle, cache_key=cache_key
         )
-        return cls(spec, own, optimizations=recipe, max_batch=max_batch, max_wait_ms=max_wait_ms, weights=weights)
+        return cls._built(spec, own, recipe, weights, max_batch=max_batch, max_wait_ms=max_wait_ms)
+
+    @classmethod
+    def _built(
+        cls,
+        spec: Preset,
+        pipe: Any,
+        recipe: Recipe,
+        weights: WeightsIdentity,
+        *,
+        max_batch: int | None,
+        max_wait_ms: float,
+    ) -> FewStepGenerator:
+        """This generator over `pipe`, or fastdiff.serving's `CoalescingGenerator` where concurrent calls are batched
+        (`max_batch` > 1; None: by device, CUDA only)."""
+        from .serving.coalesced import CoalescingGenerator, batching
+
+        device = torch.device(pipe._execution_device)
+        batch, wait = batching(device, max_batch=max_batch, max_wait_ms=max_wait_ms)
+        if batch == 1 and not issubclass(cls, CoalescingGenerator):
+            return cls(spec, pipe, optimizations=recipe, weights=weights)
+        return CoalescingGenerator(spec, pipe, optimizations=recipe, weights=weights, max_batch=batch, max_wait_ms=wait)
 
     def __call__(
         self,
@@ -212,10 +227,11 @@ class FewStepGenerator:
             )
         for r in requests:  # in the caller's thread, where the warning belongs
             self.embedding_cache.warn_if_unread(self.pipeline, r.prompt, r.negative_prompt, r.guidance)
-        if self.coalescing is None:
-            return joined(self._generate(requests))
-        solo = requests[0].pass_through is not None or not kwargs["coalesce"]
-        return joined(self.coalescing.submit_call(requests, solo=solo))
+        return joined(self._run(requests, coalesce=kwargs["coalesce"]))
+
+    def _run(self, requests: Sequence[Request], *, coalesce: bool) -> list[GenerationResult]:
+        """One call's requests in one pipeline call, once the lock is free (`coalesce`: see CoalescingGenerator)."""
+        return self._generate(requests)
 
     def map(
         self,
@@ -254,18 +270,16 @@ class FewStepGenerator:
 
     @property
     def stats(self) -> BatchStats:
-        """The coalescing's counters (calls, batches, images per batch, queue wait p50/p95 in seconds)."""
-        if self.coalescing is None:
-            raise FastDiffError(
-                "this generator does not coalesce calls (max_batch=1; by default only CUDA does): its calls take "
-                "turns and are not counted; build it with max_batch=4 to batch them and count them"
-            )
-        return self.coalescing.stats()
+        """The coalescing's counters; a generator that does not coalesce has none, and says how to get them."""
+        raise FastDiffError(
+            "this generator does not coalesce calls (max_batch=1; by default only CUDA does): its calls take "
+            "turns and are not counted; build it with max_batch=4 to batch them and count them"
+        )
 
     @property
     def max_batch(self) -> int:
         """The most images one pipeline call makes when concurrent calls are coalesced (1: never)."""
-        return 1 if self.coalescing is None else self.coalescing.max_batch
+        return 1
 
     def load_lora(
         self,

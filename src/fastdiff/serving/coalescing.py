@@ -12,17 +12,11 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 
 from ..errors import FastDiffError
 
-if TYPE_CHECKING:
-    import torch
-
-    from ..result import GenerationResult
-    from ..validation import Request
-
-__all__ = ["DEFAULT_MAX_BATCH", "BatchStats", "Coalescer", "check_batching", "coalescer_for", "percentile", "run_each"]
+__all__ = ["DEFAULT_MAX_BATCH", "BatchStats", "Coalescer", "check_batching", "percentile", "run_each"]
 
 # `max_batch` by device type; 1 (never coalesce) where batching does not pay. CUDA: a batch of 8 costs far less than 8
 # calls. CPU (docs/serving.md): the real SDXL-Turbo is compute-bound, 4 coalesced callers made 1.01x the serial loop.
@@ -161,25 +155,3 @@ def check_batching(max_batch: object, max_wait_ms: object) -> tuple[int, float]:
     if not isinstance(max_wait_ms, (int, float)) or isinstance(max_wait_ms, bool) or not 0 <= max_wait_ms < 60_000:
         raise FastDiffError(f"max_wait_ms must be a number of milliseconds in [0, 60000), got {max_wait_ms!r}")
     return max_batch, float(max_wait_ms)
-
-
-def coalescer_for(
-    run: Callable[[Sequence[Request]], list[GenerationResult]],
-    *,
-    device: torch.device,
-    max_batch: int | None,
-    max_wait_ms: float,
-) -> Coalescer[Request, GenerationResult] | None:
-    """The queue that batches a generator's concurrent calls into `run` (its one pipeline call, under its lock), or
-    None where its calls only take turns: `max_batch` None is by device (`DEFAULT_MAX_BATCH`: 8 on CUDA, else 1)."""
-    from ..denoising import batch_key  # torch: imported with the generator, not with `fastdiff.serving`
-
-    batch, wait = check_batching(DEFAULT_MAX_BATCH.get(device.type, 1) if max_batch is None else max_batch, max_wait_ms)
-    if batch == 1 and wait and max_batch is None:
-        raise FastDiffError(
-            f"max_wait_ms waits for a batch to fill, and calls on {device.type} are not batched by default (no "
-            "faster there, docs/serving.md): pass max_batch=4 with it, or drop max_wait_ms"
-        )
-    if batch == 1:
-        return None
-    return Coalescer(run, key=batch_key, size=lambda r: r.num_images, max_batch=batch, max_wait_ms=wait)
