@@ -12,10 +12,8 @@ from ..denoising import batch_key
 from ..errors import FastDiffError
 from ..generator import FewStepGenerator
 from ..presets import Preset
-from ..recipe import Optimizations, Recipe
 from ..result import GenerationResult
 from ..validation import Request
-from ..weights import WeightsIdentity
 from .coalescing import DEFAULT_MAX_BATCH, BatchStats, Coalescer, check_batching
 
 __all__ = ["CoalescingGenerator", "batching"]
@@ -42,12 +40,12 @@ class CoalescingGenerator(FewStepGenerator):
         preset: Preset,
         pipe: Any,
         *,
-        optimizations: Optimizations | Recipe | None = None,
-        weights: WeightsIdentity | None = None,
         max_batch: int = DEFAULT_MAX_BATCH["cuda"],
         max_wait_ms: float = 0.0,
+        **kw: Any,
     ) -> None:
-        super().__init__(preset, pipe, optimizations=optimizations, weights=weights)
+        """`kw`: `optimizations` and `weights`, as `FewStepGenerator` takes them."""
+        super().__init__(preset, pipe, **kw)
         batch, wait = check_batching(max_batch, max_wait_ms)
         self.coalescing: Coalescer[Request, GenerationResult] = Coalescer(
             self._generate, key=batch_key, size=lambda r: r.num_images, max_batch=batch, max_wait_ms=wait
