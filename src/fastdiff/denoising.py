@@ -55,8 +55,17 @@ class EmbeddingCache:
         self._entries: OrderedDict[Key, Embeddings] = OrderedDict()
         self._tokenizer_lock = threading.Lock()
 
-    def encode(self, pipe: Any, adapter: ModelAdapter, prompt: str, negative: str | None, guidance: bool) -> Embeddings:
-        """The embeddings of one image's prompt: from the cache, else encoded by `adapter` (and stored)."""
+    def encode(
+        self,
+        pipe: Any,
+        adapter: ModelAdapter,
+        prompt: str,
+        negative: str | None,
+        guidance: bool,
+        *,
+        device: torch.device,
+    ) -> Embeddings:
+        """The embeddings of one image's prompt: from the cache, else encoded by `adapter` on `device` (and stored)."""
         key = (prompt, negative if guidance else None, guidance)
         if key in self._entries:
             self.hits += 1
@@ -65,7 +74,7 @@ class EmbeddingCache:
         self.misses += 1
         length = {} if self.max_sequence_length is None else {"max_sequence_length": self.max_sequence_length}
         with torch.no_grad(), self._tokenizer_lock:
-            value = adapter.encode(pipe, prompt, negative, guidance=guidance, **length)
+            value = adapter.encode(pipe, prompt, negative, guidance=guidance, device=device, **length)
         if self.maxsize:
             self._entries[key] = value
             while len(self._entries) > self.maxsize:
@@ -197,13 +206,16 @@ def generate_batch(
     *,
     cache: EmbeddingCache,
     clock: Callable[[], float],
+    device: torch.device,
 ) -> list[GenerationResult]:
     """encode → denoise → decode for compatible `requests`, timed per stage (the batch's time, in each result). The
     seconds the CPU engine spent making a module ready for a new shape are timed apart ("compile"): the stages are
     what every later call at this shape takes."""
     with compile_log() as compiled:
         marks = [(clock(), 0.0)]  # (clock, compile seconds so far) at each stage's end
-        embeds = [cache.encode(pipes[0], adapter, r.prompt, r.negative_prompt, r.guidance) for r in requests]
+        embeds = [
+            cache.encode(pipes[0], adapter, r.prompt, r.negative_prompt, r.guidance, device=device) for r in requests
+        ]
         marks.append((clock(), compiled.seconds))
         latents = denoise(preset, adapter, pipes, requests, embeds)
         marks.append((clock(), compiled.seconds))

@@ -55,6 +55,9 @@ class FewStepGenerator:
     ) -> None:
         self.preset = preset
         self.pipeline = pipe
+        # The device the pipeline computes on (with `enable_model_cpu_offload`, the accelerator, not the CPU), read
+        # once: diffusers' `_execution_device` walks every module (12 ms for SDXL), too slow for each call.
+        self.device = torch.device(pipe._execution_device)
         kind = family(preset.family)
         self.recipe = decide_recipe(optimizations or "none", self.device, family=kind)  # a Recipe is kept as decided
         self.optimizations = self.recipe.optimizations
@@ -76,11 +79,6 @@ class FewStepGenerator:
         for p in (pipe, self._img2img):
             if p is not None:
                 p.set_progress_bar_config(disable=True)
-
-    @property
-    def device(self) -> torch.device:
-        """The device the pipeline computes on (with `enable_model_cpu_offload`, the accelerator, not the CPU)."""
-        return torch.device(self.pipeline._execution_device)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -327,14 +325,22 @@ class FewStepGenerator:
         """Prompt embeddings for one image, from `embedding_cache` when this prompt was seen with these weights."""
         self.embedding_cache.warn_if_unread(self.pipeline, prompt, negative_prompt, guidance)
         with self._lock:
-            return self.embedding_cache.encode(self.pipeline, self.adapter, prompt, negative_prompt, guidance)
+            return self.embedding_cache.encode(
+                self.pipeline, self.adapter, prompt, negative_prompt, guidance, device=self.device
+            )
 
     def _generate(self, requests: Sequence[Request]) -> list[GenerationResult]:
         """One pipeline call for compatible `requests` (equal `batch_key`); one result per request."""
         with self._lock:
             pipes = (self.pipeline, self._img2img)
             return generate_batch(
-                self.preset, self.adapter, pipes, requests, cache=self.embedding_cache, clock=self._clock
+                self.preset,
+                self.adapter,
+                pipes,
+                requests,
+                cache=self.embedding_cache,
+                clock=self._clock,
+                device=self.device,
             )
 
     @property

@@ -30,7 +30,8 @@ class ModelAdapter(Protocol):
     """What fastdiff needs from a model family; everything else is the diffusers pipeline's own `__call__`.
 
     `encode` returns the embeddings of ONE image's prompt, exactly as the pipeline's `encode_prompt` computes
-    them (negative embeddings only when `guidance` is true), ready to be passed to the pipeline as keyword
+    them on `device` (the generator's, read once: diffusers' `_execution_device` walks every module) (negative
+    embeddings only when `guidance` is true), ready to be passed to the pipeline as keyword
     arguments; the pipeline repeats them per image. `encode_image` turns img2img inputs into the scaled initial
     latents `(B, 4, H/8, W/8)` in `dtype` that the img2img pipeline's `prepare_latents` would compute before adding
     noise (one VAE sample per generator, drawn from that generator), whatever the VAE's own dtype. `decode` turns
@@ -41,7 +42,9 @@ class ModelAdapter(Protocol):
     carry it, SANA-Sprint's binned ones carry another).
     """
 
-    def encode(self, pipe: Any, prompt: str, negative_prompt: str | None, *, guidance: bool) -> Embeddings:
+    def encode(
+        self, pipe: Any, prompt: str, negative_prompt: str | None, *, guidance: bool, device: torch.device
+    ) -> Embeddings:
         """Encode one prompt (and its negative when `guidance`) with the pipeline's text encoder(s)."""
         ...
 

@@ -25,12 +25,13 @@ class FluxAdapter:
         negative_prompt: str | None,
         *,
         guidance: bool,
+        device: torch.device,
         max_sequence_length: int | None = None,
     ) -> Embeddings:
         """`encode_prompt` for one image, as the pipeline calls it; its `text_ids` the pipeline rebuilds itself."""
         length = max_sequence_length or 512  # FluxPipeline's own default
         embeds, pooled, _ = pipe.encode_prompt(
-            prompt, device=pipe._execution_device, num_images_per_prompt=1, max_sequence_length=length
+            prompt, device=device, num_images_per_prompt=1, max_sequence_length=length
         )
         return {"prompt_embeds": embeds, "pooled_prompt_embeds": pooled}  # (1, L, 4096), (1, 768) for the real model
 

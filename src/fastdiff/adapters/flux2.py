@@ -30,10 +30,11 @@ class Flux2KleinAdapter:
         negative_prompt: str | None,
         *,
         guidance: bool,
+        device: torch.device,
         max_sequence_length: int | None = None,
     ) -> Embeddings:
         """`encode_prompt` for one image, as the pipeline calls it; its `text_ids` the pipeline rebuilds itself."""
-        device, length = pipe._execution_device, _length(max_sequence_length)
+        length = _length(max_sequence_length)
         embeds, _ = pipe.encode_prompt(prompt, device=device, num_images_per_prompt=1, max_sequence_length=length)
         if not guidance or pipe.config.is_distilled:
             return {"prompt_embeds": embeds}  # (1, L, 3 × 2560) for the real model

@@ -29,6 +29,7 @@ class QwenImageAdapter:
         negative_prompt: str | None,
         *,
         guidance: bool,
+        device: torch.device,
         max_sequence_length: int | None = None,
     ) -> Embeddings:
         """`encode_prompt` for one image, as the pipeline calls it, with each prompt's attention mask: a prompt keeps
@@ -37,9 +38,7 @@ class QwenImageAdapter:
         length = max_sequence_length or MAX_SEQUENCE_LENGTH
 
         def one(text: str) -> tuple[torch.Tensor, torch.Tensor]:
-            embeds, mask = pipe.encode_prompt(
-                text, device=pipe._execution_device, num_images_per_prompt=1, max_sequence_length=length
-            )
+            embeds, mask = pipe.encode_prompt(text, device=device, num_images_per_prompt=1, max_sequence_length=length)
             return embeds, torch.ones(
                 embeds.shape[:2], dtype=torch.long, device=embeds.device
             ) if mask is None else mask

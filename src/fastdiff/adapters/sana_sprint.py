@@ -38,13 +38,14 @@ class SanaSprintAdapter:
         negative_prompt: str | None,
         *,
         guidance: bool,
+        device: torch.device,
         max_sequence_length: int | None = None,
     ) -> Embeddings:
         """`encode_prompt` for one image with the pipeline's default instruction, as its call makes it."""
         embeds, mask = pipe.encode_prompt(
             prompt,
             num_images_per_prompt=1,
-            device=pipe._execution_device,
+            device=device,
             max_sequence_length=max_sequence_length or _MAX_SEQUENCE_LENGTH,
             complex_human_instruction=COMPLEX_HUMAN_INSTRUCTION,
         )

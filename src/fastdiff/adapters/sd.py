@@ -16,11 +16,11 @@ __all__ = ["StableDiffusionAdapter"]
 class StableDiffusionAdapter:
     """Adapter for `StableDiffusionPipeline` / `StableDiffusionImg2ImgPipeline` (SD 1.x, SD 2.x, SD-Turbo)."""
 
-    def encode(self, pipe: Any, prompt: str, negative_prompt: str | None, *, guidance: bool) -> Embeddings:
+    def encode(
+        self, pipe: Any, prompt: str, negative_prompt: str | None, *, guidance: bool, device: torch.device
+    ) -> Embeddings:
         """Same call as the pipeline makes, for one image."""
-        positive, negative = pipe.encode_prompt(
-            prompt, pipe._execution_device, 1, guidance, negative_prompt=negative_prompt
-        )
+        positive, negative = pipe.encode_prompt(prompt, device, 1, guidance, negative_prompt=negative_prompt)
         embeds = {"prompt_embeds": positive}
         if guidance:
             embeds["negative_prompt_embeds"] = negative

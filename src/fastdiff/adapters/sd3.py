@@ -28,6 +28,7 @@ class StableDiffusion3Adapter:
         negative_prompt: str | None,
         *,
         guidance: bool,
+        device: torch.device,
         max_sequence_length: int | None = None,
     ) -> Embeddings:
         """`encode_prompt` for one image, as the pipeline calls it (the same prompt for all three encoders)."""
@@ -35,7 +36,7 @@ class StableDiffusion3Adapter:
             prompt,
             None,
             None,
-            device=pipe._execution_device,
+            device=device,
             num_images_per_prompt=1,
             do_classifier_free_guidance=guidance,
             negative_prompt=negative_prompt,

@@ -40,11 +40,13 @@ def _latent_stats(vae: Any, like: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 class StableDiffusionXLAdapter:
     """Adapter for `StableDiffusionXLPipeline` / `StableDiffusionXLImg2ImgPipeline` (Turbo, Lightning, …)."""
 
-    def encode(self, pipe: Any, prompt: str, negative_prompt: str | None, *, guidance: bool) -> Embeddings:
+    def encode(
+        self, pipe: Any, prompt: str, negative_prompt: str | None, *, guidance: bool, device: torch.device
+    ) -> Embeddings:
         """Same call as the pipeline makes, for one image (zeros for an empty negative, as the repo config says)."""
         encoded = pipe.encode_prompt(
             prompt,
-            device=pipe._execution_device,
+            device=device,
             num_images_per_prompt=1,
             do_classifier_free_guidance=guidance,
             negative_prompt=negative_prompt,

@@ -25,12 +25,13 @@ class ZImageAdapter:
         negative_prompt: str | None,
         *,
         guidance: bool,
+        device: torch.device,
         max_sequence_length: int | None = None,
     ) -> Embeddings:
         """`encode_prompt` for one image, as the pipeline calls it (the chat template is applied there)."""
         embeds, negative = pipe.encode_prompt(
             prompt,
-            device=pipe._execution_device,
+            device=device,
             do_classifier_free_guidance=guidance,
             negative_prompt=negative_prompt,
             max_sequence_length=max_sequence_length or 512,  # ZImagePipeline's own default
