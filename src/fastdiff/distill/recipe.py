@@ -245,11 +245,12 @@ def _pick_guidance(pipe: Any) -> tuple[float, dict[str, dict[str, float]]]:
 
 def student_config(steps: int, *, guidance: float, seed: int) -> ADDConfig:
     """The shipped student's ADD run: λ = 2.5 (on the summed squared error, as the paper), teacher target guided at
-    `guidance`, student LR 1e-4, EMA 0.99; the student predicts x̂0 and sees t = 999 (its one-step input) as often
-    as the three other timesteps together (docs/notes/add-recipe-2026-12-06.md has the runs behind each choice)."""
+    `guidance`, student LR 1e-4, discriminator LR 1e-3, EMA 0.99; the student predicts x̂0 and sees t = 999 (its
+    one-step input) as often as the three other timesteps together (docs/notes/add-recipe-2026-12-06.md has the
+    runs behind each choice)."""
     return ADDConfig(
-        max_steps=steps, batch_size=16, learning_rate=1e-4, warmup_steps=20, ema_decay=0.99,
-        teacher_guidance_scale=guidance, seed=seed, student_prediction="sample",
+        max_steps=steps, batch_size=16, learning_rate=1e-4, disc_learning_rate=1e-3, warmup_steps=20,
+        ema_decay=0.99, teacher_guidance_scale=guidance, seed=seed, student_prediction="sample",
         student_timesteps=(999, 999, 999, 749, 499, 249),
     )  # fmt: skip
 
