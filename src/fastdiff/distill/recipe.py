@@ -51,8 +51,9 @@ MAX_TOKENS = 16  # the longest caption is 12 words, plus BOS and EOS
 # other core busy; keep these values, or --minutes 40 no longer gives the shipped weights.
 STEP_SECONDS = {"vae": 0.28, "teacher": 0.20, "student": 0.30}
 # Each stage's steps as a share of --minutes at those costs: 2571, 5400 and 3600 steps at the shipped 40. The
-# student's share grew from 0.15 (1200 steps) to 0.45 with the x̂0 student, so --minutes 40 now takes about an hour;
-# the VAE's and the teacher's steps, and so their weights, are unchanged.
+# student's share grew from 0.15 (1200 steps) to 0.45 with the x̂0 student; --minutes 40 took 40.5 to 44 min on
+# one core. The VAE's and the teacher's steps, and so
+# their weights, are unchanged.
 SHARE = {"vae": 0.30, "teacher": 0.45, "student": 0.45}
 GUIDANCES = (1.0, 2.0, 4.0, 7.5)  # the teacher's CFG scale at 20 steps is the best of these on held-out prompts
 
