@@ -19,8 +19,9 @@ import pytest
 from PIL import Image
 
 from fastdiff import FastDiffError, GenerationResult, presets
-from fastdiff.serving.bulk import Job, RunDir, image_name, make_jobs, prompts_sha256, read_prompt_file
 from fastdiff.serving.bulk.cli import add_batch_arguments, main, run_batch
+from fastdiff.serving.bulk.manifest import RunDir, image_name
+from fastdiff.serving.bulk.prompts import Job, make_jobs, prompts_sha256, read_prompt_file
 from fastdiff.serving.bulk.worker import LoadSpec, Worker
 
 PRESET = "sdxl-turbo"

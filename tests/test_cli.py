@@ -13,7 +13,7 @@ from PIL import Image
 
 from fastdiff import presets
 from fastdiff.cli import main
-from fastdiff.serving.bulk import image_name
+from fastdiff.serving.bulk.manifest import image_name
 from fastdiff.testing import save_tiny_pipeline
 
 from .cards import card_pipeline

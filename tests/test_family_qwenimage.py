@@ -270,6 +270,15 @@ def test_load_lora_on_the_transformer_is_diffusers_image(fuse: bool, tmp_path: P
     assert np.abs(after - expected).max() <= 1 and np.abs(after - before).max() > 4
 
 
+def test_from_pipeline_takes_a_checkpoint_into_the_transformer(tmp_path: Path, small_sizes: None) -> None:
+    """`checkpoint=` on a transformer family's pipeline: the LoRA fused, as `load_lora` fuses it."""
+    lora = tiny_lora("qwenimage", tmp_path / "style.safetensors", seed=5)
+    gen = FewStepGenerator.from_pipeline("qwen-image-lightning-4step", tiny_qwenimage_pipeline(seed=3), checkpoint=lora)
+    reference = FewStepGenerator.from_pipeline("qwen-image-lightning-4step", tiny_qwenimage_pipeline(seed=3))
+    reference.load_lora(lora)
+    assert np.array_equal(pixels(gen(PROMPT, seed=9, **SIZE).image), pixels(reference(PROMPT, seed=9, **SIZE).image))
+
+
 def test_cached_lightning_needs_no_download(hub_cache: Path, no_network: None) -> None:
     """`fastdiff download`'s files (the modules model_index names, the tokenizer's files, the LoRA) are all in the
     cache: nothing is fetched."""

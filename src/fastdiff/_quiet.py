@@ -10,7 +10,6 @@ import threading
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 __all__ = ["onnx_exporter", "quiet_library_logs", "silenced"]
 
@@ -71,8 +70,7 @@ def quiet_library_logs() -> None:
     from diffusers.utils import logging as diffusers_logging_module
     from transformers.utils import logging as transformers_logging_module
 
-    for module in (diffusers_logging_module, transformers_logging_module):
-        library: Any = module
+    for library in (diffusers_logging_module, transformers_logging_module):
         library.set_verbosity_error()
         library.disable_progress_bar()
 

@@ -6,6 +6,7 @@ is refused with a `FastDiffError` and the pipeline is left as it was.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -94,7 +95,9 @@ def _check_checkpoint_matches(preset: Preset, path: Path) -> None:
         )
 
 
-def _lora_state_check(path: Path) -> None:
+def apply_lora(pipe: Any, path: Path, *, scale: float = 1.0, adapters: dict[str, float] | None = None) -> None:
+    """Load a LoRA file at `scale`: fused into the base weights, its adapter layers dropped (no per-call cost); or,
+    given `adapters` (the unfused LoRAs, name → scale, updated), one more peft adapter run by `set_adapters`."""
     try:
         with safe_open(str(path), framework="pt") as handle:  # the header only: no tensor is read
             keys = list(handle.keys())
@@ -105,12 +108,6 @@ def _lora_state_check(path: Path) -> None:
             f"{path.name} holds no LoRA weights; is it a full UNet or transformer checkpoint "
             "(`load_checkpoint`, kind='unet')?"
         )
-
-
-def apply_lora(pipe: Any, path: Path, *, scale: float = 1.0, adapters: dict[str, float] | None = None) -> None:
-    """Load a LoRA file at `scale`: fused into the base weights, its adapter layers dropped (no per-call cost); or,
-    given `adapters` (the unfused LoRAs, name → scale, updated), one more peft adapter run by `set_adapters`."""
-    _lora_state_check(path)
     name = LORA_ADAPTER if adapters is None else f"lora{len(adapters) + 1}"
     had_adapters = bool(_adapter_names(pipe))
     try:
@@ -173,11 +170,8 @@ def checkpoint_path(
         return None
     if ckpt.is_pickle and not allow_pickle:  # refuse before a multi-GB download, not after
         raise pickle_refusal(Path(ckpt.filename))
-
-    def fetch(local: bool) -> Path:
-        return Path(hf_hub_download(ckpt.repo_id, ckpt.filename, local_files_only=local, cache_dir=cache_dir))
-
-    return cache_first(fetch, preset, local_files_only, cache_dir, dtype)
+    fetch = partial(hf_hub_download, ckpt.repo_id, ckpt.filename, cache_dir=cache_dir)
+    return Path(cache_first(fetch, preset, local_files_only, cache_dir, dtype))
 
 
 def apply_checkpoint(pipe: Any, preset: Preset, path: Path, *, allow_pickle: bool) -> None:

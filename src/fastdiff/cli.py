@@ -154,14 +154,10 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
     return parser
 
 
-def _print_warning(message: str) -> None:
-    print(f"warning: {message}", file=sys.stderr)  # one line per warning, no source echo
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `fastdiff` console script."""
     argv = sys.argv[1:] if argv is None else list(argv)
-    with routed_warnings(_print_warning):
+    with routed_warnings(lambda message: print(f"warning: {message}", file=sys.stderr)):  # one line, no source echo
         try:
             args = build_parser(argv).parse_args(argv)
             return int(args.func(args))

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -15,8 +15,7 @@ import torch
 
 from .errors import FastDiffError, did_you_mean
 from .families import FAMILIES
-from .presets import Preset
-from .validation import MAX_IMAGES, MAX_SIDE, Request, check_seed, resolve_request
+from .validation import MAX_IMAGES, Request, check_seed
 
 __all__ = ["REFUSED", "RENAMED", "diffusers_hint", "resolve_call", "translated"]
 
@@ -149,31 +148,17 @@ def _check_callback(callback: object, tensor_inputs: object, allowed: Sequence[s
 
 
 def resolve_call(
-    preset: Preset,
-    arguments: dict[str, Any],
-    *,
-    vae_scale_factor: int,
-    max_side: int = MAX_SIDE,
-    device: torch.device,
-    tensor_inputs: Sequence[str],
+    make: Callable[..., Request], arguments: dict[str, Any], *, device: torch.device, tensor_inputs: Sequence[str]
 ) -> list[Request]:
-    """A call's `arguments` (fastdiff's names, see `translated`) checked: one `Request` per prompt, in order. Image
-    *k* of the call is that of `seed + k` (None: a random seed) or comes from the call's *k*-th generator."""
-    shared = {k: arguments[k] for k in ("steps", "guidance_scale", "height", "width", "num_images", "image")}
-    requests = [
-        # seed 0 until every prompt is checked: the call's seed (or its generators) numbers all its images
-        resolve_request(
-            preset,
-            vae_scale_factor=vae_scale_factor,
-            max_side=max_side,
-            prompt=prompt,
-            negative_prompt=negative,
-            seed=0,
-            strength=arguments["strength"],
-            **shared,
-        )
-        for prompt, negative in _prompt_pairs(arguments["prompt"], arguments["negative_prompt"])
-    ]
+    """A call's `arguments` (fastdiff's names, see `translated`) checked: one `Request` per prompt, in order, made
+    by `make` (`resolve_request` with the generator's preset and sides). Image *k* of the call is that of `seed + k`
+    (None: a random seed) or comes from the call's *k*-th generator."""
+    shared = {
+        k: arguments[k] for k in ("steps", "guidance_scale", "height", "width", "num_images", "image", "strength")
+    }
+    pairs = _prompt_pairs(arguments["prompt"], arguments["negative_prompt"])
+    # seed 0 until every prompt is checked: the call's seed (or its generators) numbers all its images
+    requests = [make(prompt, negative_prompt=negative, seed=0, **shared) for prompt, negative in pairs]
     n = requests[0].num_images  # the same for every prompt
     total = len(requests) * n
     if total > MAX_IMAGES:  # one call is one pipeline call

@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from itertools import accumulate, pairwise
 from pathlib import Path
 from typing import Any
@@ -15,9 +15,9 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from .adapters import Embeddings, ModelAdapter
-from .adapters.base import clip_truncation
+from .devices import make_clock
 from .errors import warn
-from .families import family
+from .families import FamilySpec, family
 from .openvino_engine import compile_log
 from .presets import SHIPPED_MODELS, Preset
 from .result import GenerationResult
@@ -39,33 +39,21 @@ class EmbeddingCache:
     """
 
     def __init__(
-        self,
-        maxsize: int = 32,
-        *,
-        max_sequence_length: int | None = None,
-        warn_if_truncated: Callable[[Any, str, int | None], None] = clip_truncation,
+        self, maxsize: int, kind: FamilySpec, *, device: torch.device, max_sequence_length: int | None
     ) -> None:
         if maxsize < 0:
             raise ValueError("maxsize must be ≥ 0")
         self.maxsize = maxsize
+        self.family = kind  # its adapter encodes, its prompt-length check warns
+        self.device = device  # where prompts are encoded: the generator's
         self.max_sequence_length = max_sequence_length  # the preset's T5 prompt length (None: CLIP only)
-        self.warn_if_truncated = warn_if_truncated  # the family's prompt-length check
         self.hits = 0
         self.misses = 0
         self._entries: OrderedDict[Key, Embeddings] = OrderedDict()
         self._tokenizer_lock = threading.Lock()
 
-    def encode(
-        self,
-        pipe: Any,
-        adapter: ModelAdapter,
-        prompt: str,
-        negative: str | None,
-        guidance: bool,
-        *,
-        device: torch.device,
-    ) -> Embeddings:
-        """The embeddings of one image's prompt: from the cache, else encoded by `adapter` on `device` (and stored)."""
+    def encode(self, pipe: Any, prompt: str, negative: str | None, guidance: bool) -> Embeddings:
+        """The embeddings of one image's prompt: from the cache, else encoded by the family's adapter (and stored)."""
         key = (prompt, negative if guidance else None, guidance)
         if key in self._entries:
             self.hits += 1
@@ -74,7 +62,7 @@ class EmbeddingCache:
         self.misses += 1
         length = {} if self.max_sequence_length is None else {"max_sequence_length": self.max_sequence_length}
         with torch.no_grad(), self._tokenizer_lock:
-            value = adapter.encode(pipe, prompt, negative, guidance=guidance, device=device, **length)
+            value = self.family.adapter.encode(pipe, prompt, negative, guidance=guidance, device=self.device, **length)
         if self.maxsize:
             self._entries[key] = value
             while len(self._entries) > self.maxsize:
@@ -98,7 +86,7 @@ class EmbeddingCache:
                 )
             return
         with self._tokenizer_lock:
-            self.warn_if_truncated(pipe, prompt, self.max_sequence_length)
+            self.family.warn_if_truncated(pipe, prompt, self.max_sequence_length)
 
     def clear(self) -> None:
         """Forget every entry (the counters stay)."""
@@ -178,18 +166,16 @@ def denoise(
     kwargs.update(first.pass_through or {})
     if preset.eta is not None:
         kwargs["eta"] = preset.eta
-    timesteps = preset.timesteps
-    text2img, img2img = pipes
     if first.image is None:
-        pipe = text2img
+        pipe = pipes[0]
         kwargs.update(height=first.height, width=first.width, num_inference_steps=first.steps)
-        if timesteps is not None:
-            kwargs["timesteps"] = list(timesteps)
+        if preset.timesteps is not None:
+            kwargs["timesteps"] = list(preset.timesteps)
     else:
         assert first.strength is not None
-        pipe = img2img
+        pipe = pipes[1]
         width, height = batch_key(first)[1]
-        kwargs.update(spec.img2img_arguments(first.steps, first.strength, timesteps, height=height, width=width))
+        kwargs.update(spec.img2img_arguments(first.steps, first.strength, preset.timesteps, height=height, width=width))
         embedded = merged["prompt_embeds"]
         dtype = (embedded[0] if isinstance(embedded, list) else embedded).dtype  # diffusers' dtype for the image
         kwargs["image"] = _initial_latents(adapter, pipe, requests, noise, dtype)
@@ -205,29 +191,24 @@ def generate_batch(
     requests: Sequence[Request],
     *,
     cache: EmbeddingCache,
-    clock: Callable[[], float],
     device: torch.device,
 ) -> list[GenerationResult]:
     """encode → denoise → decode for compatible `requests`, timed per stage (the batch's time, in each result). The
     seconds the CPU engine spent making a module ready for a new shape are timed apart ("compile"): the stages are
     what every later call at this shape takes."""
+    clock = make_clock(device)
     with compile_log() as compiled:
-        marks = [(clock(), 0.0)]  # (clock, compile seconds so far) at each stage's end
-        embeds = [
-            cache.encode(pipes[0], adapter, r.prompt, r.negative_prompt, r.guidance, device=device) for r in requests
-        ]
-        marks.append((clock(), compiled.seconds))
+        marks = [clock()]  # stage bounds: the clock less the compile seconds so far (none yet)
+        embeds = [cache.encode(pipes[0], r.prompt, r.negative_prompt, r.guidance) for r in requests]
+        marks.append(clock() - compiled.seconds)
         latents = denoise(preset, adapter, pipes, requests, embeds)
-        marks.append((clock(), compiled.seconds))
+        marks.append(clock() - compiled.seconds)
         width, height = batch_key(requests[0])[1]
         takes_size = "height" in inspect.signature(adapter.decode).parameters  # FLUX.1, SANA-Sprint
         images = adapter.decode(pipes[0], latents, **({"height": height, "width": width} if takes_size else {}))
-        marks.append((clock(), compiled.seconds))
+        marks.append(clock() - compiled.seconds)
     compiled.announce(f"{images[0].width}x{images[0].height}")
-    timings = {
-        stage: (end - begin) - (compiled_by_end - compiled_by_begin)
-        for stage, ((begin, compiled_by_begin), (end, compiled_by_end)) in zip(STAGES, pairwise(marks), strict=True)
-    }
+    timings = {stage: end - begin for stage, (begin, end) in zip(STAGES, pairwise(marks), strict=True)}
     timings["total"] = sum(timings.values())
     if compiled.seconds:
         timings["compile"] = compiled.seconds

@@ -75,10 +75,6 @@ def rebuild(cls: Any, pipe: Any, **components: Any) -> Any:
     return built
 
 
-def _no_step_arguments(steps: int) -> dict[str, Any]:
-    return {}  # most pipelines take num_inference_steps alone
-
-
 @dataclass(frozen=True)
 class FamilySpec:
     """One model family: what loads it, what runs it, and the repos its defaults come from."""
@@ -92,7 +88,7 @@ class FamilySpec:
     denoiser: str = "unet"  # the pipeline attribute holding the denoising network ("transformer" for FLUX)
     img2img_arguments: Callable[..., dict[str, Any]] = unet_img2img_arguments  # its img2img call's schedule, size
     warn_if_truncated: Callable[[Any, str, int | None], None] = clip_truncation  # (pipe, prompt, max_sequence_length)
-    step_arguments: Callable[[int], dict[str, Any]] = _no_step_arguments  # the call's arguments a step count sets
+    step_arguments: Callable[[int], dict[str, Any]] = lambda steps: {}  # the call's arguments a step count sets
     # the pipeline generates at the aspect-ratio bin nearest the size asked and resizes the image back to it
     resolution_binning: bool = False
     cfg_above: float = 1.0  # the guidance_scale above which its pipeline runs classifier-free guidance

@@ -24,7 +24,7 @@ from .adapters import Embeddings
 from .checkpoints import apply_lora, load_denoiser_checkpoint, lora_file
 from .conventions import resolve_call, translated
 from .denoising import EmbeddingCache, batch_key, generate_batch
-from .devices import make_clock, resolve_device
+from .devices import resolve_device
 from .errors import FastDiffError, warn
 from .families import family
 from .openvino_engine import expected_shapes, openvino_forwards
@@ -64,15 +64,12 @@ class FewStepGenerator:
         self.adapter = kind.adapter
         self.weights = weights or WeightsIdentity(None)  # what every cache derived from the weights keys on
         self.embedding_cache = EmbeddingCache(
-            self.recipe.embedding_cache_size,
-            max_sequence_length=preset.max_sequence_length,
-            warn_if_truncated=kind.warn_if_truncated,
+            self.recipe.embedding_cache_size, kind, device=self.device, max_sequence_length=preset.max_sequence_length
         )
         self._adapters: dict[str, float] = {}  # unfused LoRAs of `load_lora(fuse=False)` and their scales
         self._img2img = kind.over(pipe, img2img=True)
         # what image sides must be multiples of (VAE × patch), and the longest the denoiser takes
         self._sides = {"vae_scale_factor": kind.size_multiple(pipe), "max_side": kind.max_side(pipe)}
-        self._clock = make_clock(self.device)
         self._lock = threading.RLock()  # one pipeline call at a time: diffusers pipelines keep per-call state
         self._shapes: set[tuple[int, int, int]] = set()  # (height, width, UNet batch) seen, for torch.compile
         self._shapes_lock = threading.Lock()
@@ -209,13 +206,7 @@ class FewStepGenerator:
         kwargs = translated(own, diffusers_arguments)
         # Without an img2img twin the image is refused by resolve_call.
         pipe = self.pipeline if kwargs["image"] is None or self._img2img is None else self._img2img
-        requests = resolve_call(
-            self.preset,
-            kwargs,
-            **self._sides,
-            device=self.device,
-            tensor_inputs=pipe._callback_tensor_inputs,
-        )
+        requests = resolve_call(self._request, kwargs, device=self.device, tensor_inputs=pipe._callback_tensor_inputs)
         if self.recipe.compile and (shape := self._new_shape(requests)):
             height, width, unet_batch = shape
             warn(
@@ -325,22 +316,14 @@ class FewStepGenerator:
         """Prompt embeddings for one image, from `embedding_cache` when this prompt was seen with these weights."""
         self.embedding_cache.warn_if_unread(self.pipeline, prompt, negative_prompt, guidance)
         with self._lock:
-            return self.embedding_cache.encode(
-                self.pipeline, self.adapter, prompt, negative_prompt, guidance, device=self.device
-            )
+            return self.embedding_cache.encode(self.pipeline, prompt, negative_prompt, guidance)
 
     def _generate(self, requests: Sequence[Request]) -> list[GenerationResult]:
         """One pipeline call for compatible `requests` (equal `batch_key`); one result per request."""
         with self._lock:
             pipes = (self.pipeline, self._img2img)
             return generate_batch(
-                self.preset,
-                self.adapter,
-                pipes,
-                requests,
-                cache=self.embedding_cache,
-                clock=self._clock,
-                device=self.device,
+                self.preset, self.adapter, pipes, requests, cache=self.embedding_cache, device=self.device
             )
 
     @property

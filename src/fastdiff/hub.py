@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from huggingface_hub import (
     constants,
@@ -112,7 +113,7 @@ def _missing_error(
 
 
 def cache_first(
-    fetch: Callable[[bool], T],
+    fetch: Callable[..., T],
     preset: Preset,
     local_files_only: bool | None,
     cache_dir: str | Path | None,
@@ -120,19 +121,19 @@ def cache_first(
     *,
     what: str | None = None,
 ) -> T:
-    """Call `fetch(local_files_only)`: the cache first when None, the network only for what is missing, and only
+    """Call `fetch(local_files_only=...)`: the cache first when None, the network only for what is missing, and only
     once the hub answers (no retry loop when it cannot). The `local_dir_use_symlinks` warning that diffusers' hub
     reads trigger in huggingface_hub is silenced."""
     if local_files_only is None:
         try:
             with silenced("hub"):
-                return fetch(True)
+                return fetch(local_files_only=True)
         except OSError as err:  # LocalEntryNotFoundError and diffusers' "not cached" are OSErrors
             if (why := _unreachable(preset.repo_id)) is not None:
                 raise _missing_error(preset, cache_dir, dtype, why=why, what=what, err=err) from None
     try:
         with silenced("hub"):
-            return fetch(bool(local_files_only))
+            return fetch(local_files_only=bool(local_files_only))
     except OSError as err:
         why = OFFLINE if local_files_only or constants.is_offline_mode() else ""
         why = why or f"could not be downloaded ({type(err).__name__}: {_first_line(err)})"
@@ -179,9 +180,10 @@ def download(
     suffix = _weights_suffix(preset, dtype)
     unet_from_checkpoint = preset.checkpoint is not None and preset.checkpoint.kind == "unet"
 
-    def fetch(local: bool) -> list[str]:
+    def fetch(*, local_files_only: bool) -> list[str]:
         # The files of the modules model_index.json names (not e.g. SDXL base's unused `vae_1_0/`).
-        index = hf_hub_download(preset.repo_id, "model_index.json", cache_dir=cache_dir, local_files_only=local)
+        where: dict[str, Any] = {"cache_dir": cache_dir, "local_files_only": local_files_only}
+        index = hf_hub_download(preset.repo_id, "model_index.json", **where)
         patterns = ["model_index.json"]
         for folder, value in json.loads(Path(index).read_text()).items():
             if folder.startswith("_") or not isinstance(value, list):
@@ -192,11 +194,9 @@ def download(
                 stem = suffix.removesuffix(".safetensors")  # "" or ".fp16"; shards: {name}{stem}-00001-of-00003…
                 for name in ("diffusion_pytorch_model", "model"):
                     patterns += [f"{folder}/{name}{suffix}", f"{folder}/{name}{stem}-*-of-*.safetensors"]
-        paths = [
-            snapshot_download(preset.repo_id, allow_patterns=patterns, cache_dir=cache_dir, local_files_only=local)
-        ]
+        paths = [snapshot_download(preset.repo_id, allow_patterns=patterns, **where)]
         if ckpt := preset.checkpoint:
-            paths.append(hf_hub_download(ckpt.repo_id, ckpt.filename, cache_dir=cache_dir, local_files_only=local))
+            paths.append(hf_hub_download(ckpt.repo_id, ckpt.filename, **where))
         return paths
 
     return cache_first(fetch, preset, None, cache_dir, dtype)
@@ -206,8 +206,5 @@ def download_tiny_vae(
     repo_id: str, *, preset: Preset, dtype: torch.dtype | str = "float16", cache_dir: str | Path | None = None
 ) -> str:
     """Fetch the tiny autoencoder `repo_id` that `preset` runs with at optimize="max" (cache first)."""
-
-    def fetch(local: bool) -> str:
-        return snapshot_download(repo_id, allow_patterns=TINY_VAE_FILES, cache_dir=cache_dir, local_files_only=local)
-
+    fetch = partial(snapshot_download, repo_id, allow_patterns=TINY_VAE_FILES, cache_dir=cache_dir)
     return cache_first(fetch, preset, None, cache_dir, dtype, what=f"tiny VAE {repo_id}")

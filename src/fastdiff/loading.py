@@ -8,13 +8,15 @@ a cached model loads offline exactly as online. The tiny autoencoders of optimiz
 from __future__ import annotations
 
 import re
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import torch
+from diffusers import UNet2DConditionModel
 from huggingface_hub import try_to_load_from_cache
 
-from .checkpoints import apply_checkpoint, build_unet, checkpoint_path, load_unet_state_dict
+from .checkpoints import apply_checkpoint, build_unet, checkpoint_path, load_unet_state_dict, pickle_refusal
 from .devices import offloaded, resolve_dtype
 from .errors import FastDiffError
 from .families import family
@@ -77,15 +79,19 @@ def load(
     kind, location = ("hub", preset.repo_id) if source is None else _classify_source(source)
     hub: dict[str, Any] = {"local_files_only": local_files_only, "cache_dir": cache_dir, "dtype": dtype}
     ckpt = checkpoint_path(preset, checkpoint, allow_pickle=allow_pickle, **hub)
-    _check_fits(preset, kind, location, ckpt, device=device, dtype=dtype, cache_dir=cache_dir)
+    unet = ckpt if preset.checkpoint is not None and preset.checkpoint.kind == "unet" else None
+    _check_fits(preset, kind, location, unet, device=device, dtype=dtype, cache_dir=cache_dir)
     components: dict[str, Any] = {}
-    if ckpt is not None and preset.checkpoint is not None and preset.checkpoint.kind == "unet":
+    if unet is not None:
         # A full UNet checkpoint replaces the repo's UNet: build it from the config alone (no second UNet read).
-        state = load_unet_state_dict(ckpt, allow_pickle=allow_pickle)
-        config = _unet_config(preset, preset.repo_id if kind == "file" else location, **hub)
-        components["unet"] = build_unet(config, state, name=ckpt.name, dtype=dtype)
+        state = load_unet_state_dict(unet, allow_pickle=allow_pickle)
+        config_repo = preset.repo_id if kind == "file" else location
+        read_config = partial(UNet2DConditionModel.load_config, config_repo, subfolder="unet", cache_dir=cache_dir)
+        local = Path(config_repo).is_dir()
+        config = read_config(local_files_only=True) if local else cache_first(read_config, preset, **hub)
+        components["unet"] = build_unet(config, state, name=unet.name, dtype=dtype)
     pipe = _load_pipeline(preset, kind, location, allow_pickle=allow_pickle, components=components, **hub)
-    if ckpt is not None and "unet" not in components:
+    if ckpt is not None and unet is None:
         apply_checkpoint(pipe, preset, ckpt, allow_pickle=allow_pickle)
     pipe.scheduler = build_scheduler(preset.scheduler, pipe.scheduler)
     if kind == "file":
@@ -101,15 +107,14 @@ def _check_fits(
     preset: Preset,
     kind: str,
     location: str,
-    ckpt: Path | None,
+    unet: Path | None,
     *,
     device: torch.device,
     dtype: torch.dtype,
     cache_dir: str | Path | None,
 ) -> None:
-    """Refuse, before any weights are read, a pipeline whose weights cannot fit `device` (memory.py); a pipeline not
-    on disk yet (to be downloaded) is not estimated."""
-    unet = ckpt if preset.checkpoint is not None and preset.checkpoint.kind == "unet" else None
+    """Refuse, before any weights are read, a pipeline whose weights cannot fit `device` (memory.py), `unet` a full
+    UNet checkpoint that replaces the pipeline's; a pipeline not on disk yet (to be downloaded) is not estimated."""
     if kind == "file":
         files = [Path(location)]
     else:
@@ -154,15 +159,16 @@ def adopt(
             f"{preset.name} needs a {kind.pipeline.__name__} (or its img2img twin), got {type(pipe).__name__}; "
             "pick a preset of its family, or build that pipeline from the same modules"
         )
-    kind.check_dtype(recipe.dtype or getattr(pipe, kind.denoiser).dtype)
+    dtype = recipe.dtype or getattr(pipe, kind.denoiser).dtype
+    kind.check_dtype(dtype)
     own = kind.over(pipe)
     own.scheduler = build_scheduler(preset.scheduler, type(pipe.scheduler).from_config(pipe.scheduler.config))
     if checkpoint is not None:
-        path = checkpoint_path(preset, checkpoint, local_files_only=True, cache_dir=None, dtype=own.unet.dtype)
+        path = checkpoint_path(preset, checkpoint, local_files_only=True, cache_dir=None, dtype=dtype)
         assert path is not None  # a given checkpoint always resolves
         apply_checkpoint(own, preset, path, allow_pickle=allow_pickle)
     provenance = None if cache_key is None else (f"cache_key={cache_key}",)
-    return _optimized(own, preset, recipe, provenance, dtype=recipe.dtype or getattr(own, kind.denoiser).dtype)
+    return _optimized(own, preset, recipe, provenance, dtype=dtype)
 
 
 def _optimized(
@@ -181,28 +187,6 @@ def _optimized(
     return apply_optimizations(pipe, recipe, tiny_vae=tiny, weights_keys=keys), weights
 
 
-def _unet_config(
-    preset: Preset,
-    location: str,
-    *,
-    local_files_only: bool | None,
-    cache_dir: str | Path | None,
-    dtype: torch.dtype,
-) -> dict[str, Any]:
-    """The UNet config of the pipeline (to build an empty UNet that a full UNet checkpoint fills)."""
-    from diffusers import UNet2DConditionModel
-
-    def fetch(local: bool) -> dict[str, Any]:
-        config: dict[str, Any] = UNet2DConditionModel.load_config(
-            location, subfolder="unet", local_files_only=local, cache_dir=cache_dir
-        )
-        return config
-
-    if Path(location).is_dir():
-        return fetch(True)
-    return cache_first(fetch, preset, local_files_only, cache_dir, dtype)
-
-
 def _load_pipeline(
     preset: Preset,
     kind: str,
@@ -216,25 +200,18 @@ def _load_pipeline(
 ) -> Any:
     """The diffusers pipeline of `preset` on the CPU, with `components` replaced."""
     pipeline_class: Any = family(preset.family).pipeline  # the family's own class, as its model card loads it
-    if kind == "file":
-        if location.endswith(".ckpt") and not allow_pickle:
-            raise FastDiffError(f"{Path(location).name} is a pickle checkpoint; pass allow_pickle=True to load it")
-
-        def fetch_single(local: bool) -> Any:
-            # config= takes the architecture and the scheduler from the preset's repo, never guessed from keys:
-            # a Turbo single file loaded with SDXL base's leading Euler gives noise (diffusers #6112).
-            return pipeline_class.from_single_file(
-                location, config=preset.repo_id, dtype=dtype, local_files_only=local, cache_dir=cache_dir, **components
-            )
-
-        return cache_first(fetch_single, preset, local_files_only, cache_dir, dtype)
+    if kind == "file" and location.endswith(".ckpt") and not allow_pickle:
+        raise pickle_refusal(Path(location))
     variant = fp16_variant(preset, dtype, location if kind == "folder" else "")
 
-    def fetch(local: bool) -> Any:
+    def fetch(*, local_files_only: bool) -> Any:
+        options = {"dtype": dtype, "local_files_only": local_files_only, "cache_dir": cache_dir, **components}
+        if kind == "file":
+            # config= takes the architecture and the scheduler from the preset's repo, never guessed from keys:
+            # a Turbo single file loaded with SDXL base's leading Euler gives noise (diffusers #6112).
+            return pipeline_class.from_single_file(location, config=preset.repo_id, **options)
         try:
-            return pipeline_class.from_pretrained(
-                location, local_files_only=local, dtype=dtype, variant=variant, cache_dir=cache_dir, **components
-            )
+            return pipeline_class.from_pretrained(location, variant=variant, **options)
         except ValueError as err:
             if variant is None or "variant" not in str(err):
                 raise
@@ -244,7 +221,7 @@ def _load_pipeline(
             ) from None
 
     if kind == "folder":
-        return fetch(True)
+        return fetch(local_files_only=True)
     return cache_first(fetch, preset, local_files_only, cache_dir, dtype)
 
 
@@ -270,12 +247,9 @@ def load_tiny_vae(
     if location is None:
         raise FastDiffError(f"tiny_vae must be 'auto', a hub id, a folder or an AutoencoderTiny, not {spec!r}")
     tiny: Any = AutoencoderTiny
-
-    def fetch(local: bool) -> Any:
-        return tiny.from_pretrained(str(location), dtype=dtype, local_files_only=local, cache_dir=cache_dir)
-
+    fetch = partial(tiny.from_pretrained, str(location), dtype=dtype, cache_dir=cache_dir)
     if Path(location).is_dir():
-        return fetch(True)
+        return fetch(local_files_only=True)
     return cache_first(fetch, preset, local_files_only, cache_dir, dtype, what=f"tiny VAE {location}")
 
 

@@ -16,7 +16,7 @@ import shutil
 import threading
 import weakref
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping
 from importlib.metadata import version as package_version
 from importlib.util import find_spec
 from pathlib import Path
@@ -28,7 +28,7 @@ from torch import nn
 from ._quiet import silenced
 from .openvino_int8 import compress_weights, quantize_fully
 
-__all__ = ["WEIGHT_FORMATS", "cache_dir", "compiled_model", "conversions", "openvino_usable"]
+__all__ = ["WEIGHT_FORMATS", "compiled_model", "conversions", "openvino_usable"]
 
 # Besides f32: NNCF's int8 weights, or int8 weights and activations (`openvino_int8`).
 WEIGHT_FORMATS = ("int8", "int8-full")
@@ -71,12 +71,6 @@ def conversions() -> dict[str, int]:
         return dict(_counts)
 
 
-def cache_dir() -> Path:
-    """Where converted models are kept: `$FASTDIFF_CACHE/openvino`, else `~/.cache/fastdiff/openvino`."""
-    root = os.environ.get("FASTDIFF_CACHE")
-    return (Path(root) if root else Path.home() / ".cache" / "fastdiff") / "openvino"
-
-
 @functools.cache
 def _core() -> Any:
     import openvino as ov
@@ -89,16 +83,14 @@ def _compile(model: Any, precision: str) -> Any:
     return _core().compile_model(model, "CPU", config)
 
 
-def _key(
-    weights_key: str, module: nn.Module, names: Sequence[str], example: Sequence[torch.Tensor], weights: str | None
-) -> str:
+def _key(weights_key: str, module: nn.Module, example: Mapping[str, torch.Tensor], weights: str | None) -> str:
     """The IR's name on disk: the weights' name, the module classes (a swapped class traces another graph), the
     input shapes and dtypes, the weight format and the software versions."""
     import openvino as ov
 
     packages = ("diffusers", "transformers", *(("nncf",) if weights else ()))
     classes = ",".join(sorted({type(m).__qualname__ for m in module.modules()}))
-    inputs = ";".join(f"{n}:{tuple(t.shape)}:{t.dtype}" for n, t in zip(names, example, strict=True))
+    inputs = ";".join(f"{n}:{tuple(t.shape)}:{t.dtype}" for n, t in example.items())
     versions = [ov.__version__, torch.__version__, *(package_version(p) for p in packages)]
     parts = [weights_key, classes, inputs, f"weights={weights}", _REVISION, *versions]
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:32]
@@ -108,29 +100,29 @@ def compiled_model(
     module: nn.Module,
     weights_key: str,
     call: Callable[..., tuple[torch.Tensor, ...]],
-    example: Sequence[torch.Tensor],
-    names: Sequence[str],
+    example: Mapping[str, torch.Tensor],
     *,
     precision: str | None,
     weights: str | None = None,
 ) -> tuple[Shared, bool]:
-    """`call` (tensors in, a tuple out, computed with `module`'s weights) compiled for `example`'s shapes in
+    """`call` (tensors in, a tuple out, computed with `module`'s weights) compiled for `example`'s names and shapes in
     `precision` (None: OpenVINO's default) and weight format `weights`, with whether it was converted now."""
-    key = _key(weights_key, module, names, example, weights)
+    key = _key(weights_key, module, example, weights)
     precision = precision or _core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
     live = f"{key}:{precision}:{torch.get_num_threads()}"
     with _lock:
         held = _live.get(live)
     if held is not None:
         return held, False
-    xml = cache_dir() / key / "model.xml"
+    root = os.environ.get("FASTDIFF_CACHE")
+    xml = (Path(root) if root else Path.home() / ".cache" / "fastdiff") / "openvino" / key / "model.xml"
     model = None
     if xml.is_file() and xml.with_suffix(".bin").is_file():
         with contextlib.suppress(RuntimeError):  # a truncated or foreign IR: convert again and overwrite it
             model = _compile(str(xml), precision)  # the weights memory-mapped from the IR
     if converted := model is None:
         with silenced("tracing"):  # tracing's notes on diffusers' code (and NNCF's calibration runs)
-            model = _compile(_convert(module, call, names, example, weights, xml.parent), precision)
+            model = _compile(_convert(module, call, example, weights, xml.parent), precision)
     shared = Shared(model)
     with _lock:
         _counts["conversions" if converted else "cache_loads"] += 1
@@ -141,8 +133,7 @@ def compiled_model(
 def _convert(
     module: nn.Module,
     call: Callable[..., tuple[torch.Tensor, ...]],
-    names: Sequence[str],
-    example: Sequence[torch.Tensor],
+    example: Mapping[str, torch.Tensor],
     weights: str | None,
     folder: Path,
 ) -> Any:
@@ -152,16 +143,16 @@ def _convert(
     traced = nn.Module()  # `call` as a module holding `module`: its weights are shared with the IR, not copied
     traced.inner, traced.forward = module, call
     with torch.no_grad():
-        model = ov.convert_model(traced, example_input=tuple(example), share_weights=True)
-    for port, name in zip(model.inputs, names, strict=True):
+        model = ov.convert_model(traced, example_input=tuple(example.values()), share_weights=True)
+    for port, name in zip(model.inputs, example, strict=True):
         port.get_tensor().set_names({name})
     # The converter leaves batch and spatial sizes dynamic; the CPU plugin plans memory and picks kernels once for
     # static ones (the SDXL UNet at 256²: 1.40 against 1.52 s per call). The trace is valid at its shapes only.
-    model.reshape({name: ov.PartialShape(list(t.shape)) for name, t in zip(names, example, strict=True)})
+    model.reshape({name: ov.PartialShape(list(t.shape)) for name, t in example.items()})
     if weights == "int8":
         model = compress_weights(model)
     elif weights == "int8-full":
-        model = quantize_fully(model, names, example)
+        model = quantize_fully(model, example)
     partial = folder.with_name(f"{folder.name}.{os.getpid()}.part")  # written as serialized: no in-memory copy
     partial.mkdir(parents=True, exist_ok=True)
     ov.save_model(model, partial / "model.xml", compress_to_fp16=False)

@@ -94,47 +94,44 @@ def compile_log() -> AbstractContextManager[CompileLog]:
     return _set(_log, CompileLog())
 
 
-def _flatten(kind: Kind, arguments: dict[str, Any]) -> tuple[list[str], list[torch.Tensor], dict[str, Any]] | None:
+def _flatten(kind: Kind, arguments: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
     """The call's tensors by name (dict entries as `name.key`) and its options; None when the engine cannot take
     the call (a non-tensor argument, a dtype numpy lacks)."""
-    names: list[str] = []
-    tensors: list[torch.Tensor] = []
+    tensors: dict[str, torch.Tensor] = {}
     options: dict[str, Any] = {}
-    arguments = {**arguments, **arguments.get("kwargs", {})}  # transformers' **kwargs
-    arguments.pop("kwargs", None)
+    arguments |= arguments.pop("kwargs", {})  # transformers' **kwargs
     for name, value in arguments.items():
         if name in _OPTIONS[kind]:
             options[name] = value
         elif value is None or (name == "output_attentions" and not value):
             continue
         elif kind == "unet" and name == "timestep" and isinstance(value, int | float):
-            names.append(name)
-            tensors.append(torch.tensor(value))
+            tensors[name] = torch.tensor(value)
         elif isinstance(value, torch.Tensor):
-            names.append(name)
-            tensors.append(value)
+            tensors[name] = value
         elif name in _DICTS and isinstance(value, dict) and all(isinstance(v, torch.Tensor) for v in value.values()):
-            for key in sorted(value):
-                names.append(f"{name}.{key}")
-                tensors.append(value[key])
+            tensors |= {f"{name}.{key}": value[key] for key in sorted(value)}
         else:
             return None
-    if any(t.dtype not in _DTYPES or t.device.type != "cpu" for t in tensors):
+    if any(t.dtype not in _DTYPES or t.device.type != "cpu" for t in tensors.values()):
         return None
-    return names, [t.detach().contiguous() for t in tensors], options
+    return {name: t.detach().contiguous() for name, t in tensors.items()}, options
 
 
-def _split_batch(tensors: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+def _split_batch(tensors: dict[str, torch.Tensor]) -> list[dict[str, torch.Tensor]]:
     """One call per item of the first tensor's batch (a scalar timestep goes whole): one compiled model per image
     size serves every batch, and a CPU is compute-bound anyway (4 coalesced SDXL-Turbo calls measured 1.01x)."""
-    batch = tensors[0].shape[0] if tensors[0].dim() else 1
-    return [[t[i : i + 1] if t.dim() and t.shape[0] == batch else t for t in tensors] for i in range(batch)]
+    first = next(iter(tensors.values()))
+    batch = first.shape[0] if first.dim() else 1
+    return [
+        {n: t[i : i + 1] if t.dim() and t.shape[0] == batch else t for n, t in tensors.items()} for i in range(batch)
+    ]
 
 
-def _unflatten(names: list[str], tensors: tuple[torch.Tensor, ...]) -> dict[str, Any]:
+def _unflatten(tensors: dict[str, torch.Tensor]) -> dict[str, Any]:
     """`_flatten`'s tensors as keyword arguments again (`name.key` into the dict `name`)."""
     kwargs: dict[str, Any] = {}
-    for name, tensor in zip(names, tensors, strict=True):
+    for name, tensor in tensors.items():
         head, _, key = name.partition(".")
         (kwargs.setdefault(head, {}) if key else kwargs)[key or name] = tensor
     return kwargs
@@ -171,42 +168,40 @@ class OpenVINOForward:
         return types.MethodType(type(self.module).forward, memo.get(id(self.module), self.module))
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        if _torch_only.get():
-            return self.torch_forward(*args, **kwargs)
-        flat = _flatten(self.kind, self._signature.bind(*args, **kwargs).arguments)
+        flat = None if _torch_only.get() else _flatten(self.kind, self._signature.bind(*args, **kwargs).arguments)
         if flat is None:
             return self.torch_forward(*args, **kwargs)
-        names, tensors, options = flat
+        tensors, options = flat
         items = _split_batch(tensors)
-        key = tuple((n, tuple(t.shape), t.dtype) for n, t in zip(names, items[0], strict=True))
+        key = tuple((n, tuple(t.shape), t.dtype) for n, t in items[0].items())
         model = self._entries.get(key)
         if model is None:
             with self._lock:
-                model = self._entries.get(key) or self._compile(key, names, items[0])
-        results = [model.infer([t.numpy() for t in item]) for item in items]
+                model = self._entries.get(key) or self._compile(key, items[0])
+        results = [model.infer([t.numpy() for t in item.values()]) for item in items]
         outputs = results[0] if len(results) == 1 else [torch.cat(parts) for parts in zip(*results, strict=True)]
         return self._rebuild(outputs, options)
 
-    def _compile(self, key: tuple[Any, ...], names: list[str], tensors: list[torch.Tensor]) -> Shared:
+    def _compile(self, key: tuple[Any, ...], example: dict[str, torch.Tensor]) -> Shared:
         def traced(*inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-            return self._traced_call(_unflatten(names, inputs))
+            return self._traced_call(_unflatten(dict(zip(example, inputs, strict=True))))
 
         start = time.perf_counter()
         if self._weights_key is None:  # unknown provenance: named by their hash, once per change
             self._weights_key = weights_hash(self.module)
         model, converted = compiled_model(
-            self.module, self._weights_key, traced, tensors, names, precision=self.precision, weights=self.weights
+            self.module, self._weights_key, traced, example, precision=self.precision, weights=self.weights
         )
         if self.kind == "text_encoder" and self._output is None:  # from the disk cache: learn the output fields
             with torch.no_grad():  # from one token, which costs next to nothing
-                self._traced_call(_unflatten(names, tuple(t[:, :1] for t in tensors)))
+                self._traced_call(_unflatten({n: t[:, :1] for n, t in example.items()}))
         self._entries[key] = model
         seconds, log = time.perf_counter() - start, _log.get() or CompileLog()
         log.seconds += seconds
         if converted:
             log.converted[self.kind] = log.converted.get(self.kind, 0.0) + seconds
         if _log.get() is None:  # outside a generation: said now
-            log.announce(", ".join(f"{n} {tuple(t.shape)}" for n, t in zip(names, tensors, strict=True)))
+            log.announce(", ".join(f"{n} {tuple(t.shape)}" for n, t in example.items()))
         return model
 
     def _traced_call(self, kwargs: dict[str, Any]) -> tuple[torch.Tensor, ...]:

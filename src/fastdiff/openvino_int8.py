@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from importlib.util import find_spec
 from typing import Any
 
@@ -82,7 +82,7 @@ def linears_as_convolutions(model: Any) -> int:
     return count
 
 
-def quantize_fully(model: Any, names: Sequence[str], example: Sequence[torch.Tensor]) -> Any:
+def quantize_fully(model: Any, example: Mapping[str, torch.Tensor]) -> Any:
     """`model` with its convolutions and linear layers in int8, weights and activations (NNCF's `quantize`,
     MIXED: asymmetric activations suit SiLU's outputs), the ranges measured on the `example` inputs and on
     `_CALIBRATION_DRAWS` redraws of its latents. Attention's products of two activations and `KEPT_F32` stay f32:
@@ -103,8 +103,8 @@ def quantize_fully(model: Any, names: Sequence[str], example: Sequence[torch.Ten
             t = torch.randn(t.shape, generator=generator, dtype=t.dtype) * t.std() + t.mean()
         return t.numpy()
 
-    samples = [[t.numpy() for t in example]]
-    samples += [[redrawn(n, t) for n, t in zip(names, example, strict=True)] for _ in range(_CALIBRATION_DRAWS)]
+    samples = [[t.numpy() for t in example.values()]]
+    samples += [[redrawn(n, t) for n, t in example.items()] for _ in range(_CALIBRATION_DRAWS)]
     ignored = nncf.IgnoredScope(types=["MatMul"], patterns=[KEPT_F32], validate=False)
     preset = nncf.QuantizationPreset.MIXED
     return nncf.quantize(model, nncf.Dataset(samples), subset_size=len(samples), ignored_scope=ignored, preset=preset)

@@ -54,15 +54,10 @@ def _subpixel_upsample(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     rows = torch.tensor(_PHASE_ROWS, dtype=conv.weight.dtype)
     taps = [torch.einsum("rk,oikl,sl->oirs", rows[a], conv.weight, rows[b]) for a in (0, 1) for b in (0, 1)]
     bias = None if conv.bias is None else conv.bias.repeat(4)
-    batch, _, height, width = x.shape
-    out = F.conv2d(x, torch.cat(taps), bias, padding=1)  # (B, 4·C, H+1, W+1), phase-major channels
-    channels = out.shape[1] // 4
-    rows_out = [
-        torch.stack([out[:, (2 * a + b) * channels : (2 * a + b + 1) * channels, a : a + height, b : b + width]
-                     for b in (0, 1)], dim=-1)
-        for a in (0, 1)
-    ]  # fmt: skip
-    return torch.stack(rows_out, dim=3).reshape(batch, channels, 2 * height, 2 * width)  # (B, C, H, 2, W, 2)
+    height, width = x.shape[-2:]
+    out = torch.unflatten(F.conv2d(x, torch.cat(taps), bias, padding=1), 1, (4, -1))  # (B, 4, C, H+1, W+1)
+    phases = [out[:, 2 * a + b, :, a : a + height, b : b + width] for a in (0, 1) for b in (0, 1)]
+    return F.pixel_shuffle(torch.stack(phases, dim=2).flatten(1, 2), 2)  # (B, C·4, H, W), C-major → (B, C, 2H, 2W)
 
 
 class SubpixelUpsample2D(Upsample2D):
@@ -92,18 +87,6 @@ def _use_subpixel_upsampling(decoder: nn.Module) -> None:
             sub.__class__ = SubpixelUpsample2D
 
 
-def _target_dtypes(pipe: Any, recipe: Recipe, vae: Any) -> dict[str, torch.dtype]:
-    """The dtype each module computes in under `recipe`: its dtype (or the loaded one), and bfloat16 for an fp16
-    VAE when `bf16_vae` (it has fp32's range: no overflow, no fp32 upcast; diffusers #4325)."""
-    dtype, names = recipe.dtype, ("unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3")
-    targets = {name: dtype or getattr(pipe, name).dtype for name in names if getattr(pipe, name, None) is not None}
-    denoiser = next(iter(targets))  # "unet", or FLUX's "transformer"
-    targets["vae"] = dtype or (vae.dtype if vae is pipe.vae else targets[denoiser])  # a tiny VAE runs as the denoiser
-    if recipe.bf16_vae and targets["vae"] == torch.float16:
-        targets["vae"] = torch.bfloat16
-    return targets
-
-
 def apply_optimizations(
     pipe: Any, recipe: Recipe, *, tiny_vae: Any = None, weights_keys: dict[str, str | None] | None = None
 ) -> Any:
@@ -114,10 +97,17 @@ def apply_optimizations(
 
     if not isinstance(recipe, Recipe):
         raise FastDiffError("apply_optimizations takes a Recipe: pass optimizations.recipe_for(device)")
-    targets = _target_dtypes(pipe, recipe, pipe.vae if tiny_vae is None else tiny_vae)
+    # The dtype each module computes in: the recipe's (or the loaded one; a tiny VAE runs as the denoiser), and
+    # bfloat16 for an fp16 VAE when `bf16_vae` (it has fp32's range: no overflow, no fp32 upcast; diffusers #4325).
+    dtype, names = recipe.dtype, ("unet", "transformer", "text_encoder", "text_encoder_2", "text_encoder_3")
+    targets = {name: dtype or getattr(pipe, name).dtype for name in names if getattr(pipe, name, None) is not None}
+    denoiser = next(iter(targets))  # "unet", or FLUX's "transformer"
+    targets["vae"] = dtype or (pipe.vae.dtype if tiny_vae is None else targets[denoiser])
+    if recipe.bf16_vae and targets["vae"] == torch.float16:
+        targets["vae"] = torch.bfloat16
     openvino = recipe.engine == "openvino"
     work = (recipe.channels_last, recipe.fuse_qkv, recipe.compile, tiny_vae is not None, openvino)
-    if not any(work) and all(getattr(pipe, name).dtype == dtype for name, dtype in targets.items()):
+    if not any(work) and all(getattr(pipe, name).dtype == target for name, target in targets.items()):
         return pipe  # "none": the very pipeline, for bit-parity
     own: dict[str, Any] = {name: own_copy(getattr(pipe, name)) for name in targets if name != "vae" or tiny_vae is None}
     if tiny_vae is not None:
@@ -127,7 +117,6 @@ def apply_optimizations(
         two_d = name in ("unet", "vae") and all(p.dim() < 5 for p in module.parameters())
         nhwc = torch.channels_last if recipe.channels_last and two_d else None
         module.to(pipe._execution_device, targets[name], memory_format=nhwc)
-    denoiser = next(iter(targets))  # "unet", or FLUX's "transformer"
     if recipe.fuse_qkv:  # where diffusers offers it: not Z-Image's transformer, the tiny VAE or Qwen-Image's VAE
         for module in (own[denoiser], own["vae"]):
             if hasattr(module, "fuse_qkv_projections"):

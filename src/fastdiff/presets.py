@@ -119,10 +119,11 @@ def _turbo(**recipe: Any) -> Preset:
     return Preset(**{**base, "license": "sai-nc-community", **recipe})
 
 
-def _sdxl_base(**recipe: Any) -> Preset:
-    """A checkpoint distilled from SDXL base and applied on top of it: its repo, 1024², guidance 0 unless named."""
+def _sdxl_base(steps: int, **recipe: Any) -> Preset:
+    """A checkpoint distilled from SDXL base for exactly `steps` steps and applied on top of it: its repo, 1024²,
+    guidance 0 unless named."""
     base = {"family": "sdxl", "repo_id": SDXL_BASE_REPO, "height": 1024, "width": 1024, "license": "openrail++"}
-    return Preset(**{**base, "guidance_scale": 0.0, **recipe})
+    return Preset(**{**base, "steps": (steps,), "default_steps": steps, "guidance_scale": 0.0, **recipe})
 
 
 def _lightning(steps: int, kind: Literal["unet", "lora"]) -> Preset:
@@ -131,10 +132,9 @@ def _lightning(steps: int, kind: Literal["unet", "lora"]) -> Preset:
     x0 = steps == 1
     filename = f"sdxl_lightning_{steps}step_{kind}{'_x0' if x0 else ''}.safetensors"
     return _sdxl_base(
+        steps,
         name=f"sdxl-lightning-{steps}step{'-lora' if kind == 'lora' else ''}",
         checkpoint=Checkpoint(LIGHTNING_REPO, filename, kind),
-        steps=(steps,),
-        default_steps=steps,
         scheduler="euler-trailing-x0" if x0 else "euler-trailing",
         description=f"SDXL-Lightning {steps}-step {kind} (progressive adversarial distillation)",
     )
@@ -144,10 +144,9 @@ def _hyper_lora(steps: int) -> Preset:
     # https://huggingface.co/ByteDance/Hyper-SD: LoRA fused; N-step LoRAs use DDIM trailing, the 1-step one TCD eta=1.
     one = steps == 1
     return _sdxl_base(
+        steps,
         name=f"hyper-sdxl-{steps}step-lora",
         checkpoint=Checkpoint(HYPER_REPO, f"Hyper-SDXL-{steps}step{'' if one else 's'}-lora.safetensors", "lora"),
-        steps=(steps,),
-        default_steps=steps,
         scheduler="tcd" if one else "ddim-trailing",
         eta=1.0 if one else None,
         description=f"Hyper-SDXL {steps}-step LoRA (trajectory segmented consistency distillation)",
@@ -180,10 +179,9 @@ def _dmd2(timesteps: tuple[int, ...]) -> Preset:
     # https://huggingface.co/tianweiy/DMD2: UNet (.bin, pickled), LCMScheduler on the card's explicit timesteps.
     steps = len(timesteps)
     return _sdxl_base(
+        steps,
         name=f"dmd2-sdxl-{steps}step",
         checkpoint=Checkpoint(DMD2_REPO, f"dmd2_sdxl_{steps}step_unet_fp16.bin", "unet"),
-        steps=(steps,),
-        default_steps=steps,
         scheduler="lcm",
         timesteps=timesteps,
         license="cc-by-nc-sa-4.0",
@@ -193,8 +191,9 @@ def _dmd2(timesteps: tuple[int, ...]) -> Preset:
 
 def _flow(**recipe: Any) -> Preset:
     """A flow-matching transformer preset: the cards' 1024², the repo's own files (bf16 on the hub: no fp16
-    variant) and, unless named, the repo's own scheduler config."""
-    return Preset(**{"height": 1024, "width": 1024, "variant": None, "scheduler": "repo", **recipe})
+    variant), its largest step count by default and, unless named, the repo's own scheduler config."""
+    base = {"height": 1024, "width": 1024, "variant": None, "scheduler": "repo", "default_steps": max(recipe["steps"])}
+    return Preset(**{**base, **recipe})
 
 
 def _qwen_lightning(steps: int) -> Preset:
@@ -206,7 +205,6 @@ def _qwen_lightning(steps: int) -> Preset:
         repo_id=QWEN_IMAGE_REPO,
         checkpoint=Checkpoint(QWEN_LIGHTNING_REPO, f"Qwen-Image-Lightning-{steps}steps-V2.0-bf16.safetensors", "lora"),
         steps=(steps,),
-        default_steps=steps,
         guidance_scale=1.0,
         scheduler="flow-euler-shift-3",
         license="apache-2.0",
@@ -222,7 +220,6 @@ def _sana_sprint(size: str, repo: str) -> Preset:
         family="sana-sprint",
         repo_id=repo,
         steps=(1, 2),
-        default_steps=2,
         guidance_scale=4.5,
         license="other",
         max_sequence_length=300,
@@ -230,18 +227,10 @@ def _sana_sprint(size: str, repo: str) -> Preset:
     )
 
 
-def _shipped(name: str, **recipe: object) -> Preset:
+def _shipped(name: str, **recipe: Any) -> Preset:
     """A preset for the packaged folder `distill/models/<name>`: SD 1.x wiring, 64×64, fp16 files, no variant."""
-    return Preset(
-        name=name,
-        family="sd1",
-        repo_id=str(SHIPPED_MODELS / name),
-        height=64,
-        width=64,
-        license="apache-2.0",
-        variant=None,
-        **recipe,  # type: ignore[arg-type]
-    )
+    base = {"family": "sd1", "repo_id": str(SHIPPED_MODELS / name), "height": 64, "width": 64, "variant": None}
+    return Preset(**{**base, "name": name, "license": "apache-2.0", **recipe})
 
 
 _BUILTIN: tuple[Preset, ...] = (
@@ -289,7 +278,6 @@ _BUILTIN: tuple[Preset, ...] = (
         family="flux",
         repo_id=FLUX_SCHNELL_REPO,
         steps=(1, 2, 3, 4),
-        default_steps=4,
         guidance_scale=0.0,
         license="apache-2.0",
         max_sequence_length=256,
@@ -302,7 +290,6 @@ _BUILTIN: tuple[Preset, ...] = (
         family="flux2",
         repo_id=FLUX2_KLEIN_4B_REPO,
         steps=(4,),
-        default_steps=4,
         guidance_scale=1.0,
         license="apache-2.0",
         max_sequence_length=512,
@@ -315,7 +302,6 @@ _BUILTIN: tuple[Preset, ...] = (
         family="zimage",
         repo_id=Z_IMAGE_TURBO_REPO,
         steps=(8,),
-        default_steps=8,
         guidance_scale=0.0,
         license="apache-2.0",
         max_sequence_length=512,
@@ -328,7 +314,6 @@ _BUILTIN: tuple[Preset, ...] = (
         family="sd3",
         repo_id=SD35_LARGE_TURBO_REPO,
         steps=(4,),
-        default_steps=4,
         guidance_scale=0.0,
         license="stabilityai-ai-community",
         max_sequence_length=256,

@@ -10,7 +10,7 @@ import math
 import re
 import secrets
 from dataclasses import dataclass, field
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeGuard
 
 import numpy as np
 import torch
@@ -73,11 +73,11 @@ def check_flag(name: str, value: object, *, optional: bool = False) -> None:
         raise FastDiffError(f"{name} must be {'True, False or None' if optional else 'True or False'}, got {value!r}")
 
 
-def _is_int(value: object) -> bool:
+def _is_int(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
@@ -94,7 +94,6 @@ def check_steps(preset: Preset, steps: object) -> int:
         return preset.default_steps
     if not _is_int(steps):
         raise FastDiffError(f"steps must be an int, not {steps!r}; {preset.name} runs {preset.steps_label()} steps")
-    assert isinstance(steps, int)
     if steps in preset.steps:
         return steps
     if len(preset.steps) == 1:
@@ -112,9 +111,8 @@ def check_seed(seed: object, num_images: int) -> int:
     """A seed in [0, 2**63); None picks one at random (and the result reports it)."""
     if seed is None:
         return secrets.randbelow(2**32)
-    if not _is_int(seed) or not 0 <= seed < MAX_SEED - num_images:  # type: ignore[operator]
+    if not _is_int(seed) or not 0 <= seed < MAX_SEED - num_images:
         raise FastDiffError(f"seed must be an int in [0, 2**63), got {seed!r}; e.g. seed=0")
-    assert isinstance(seed, int)
     return seed
 
 
@@ -122,12 +120,12 @@ def check_guidance(preset: Preset, guidance_scale: object) -> float:
     """A finite guidance ≥ 0; warn when a guidance-free model is given CFG."""
     if guidance_scale is None:
         return preset.guidance_scale
-    if not _is_number(guidance_scale) or not math.isfinite(guidance_scale) or guidance_scale < 0:  # type: ignore[arg-type, operator]
+    if not _is_number(guidance_scale) or not math.isfinite(guidance_scale) or guidance_scale < 0:
         raise FastDiffError(
             f"guidance_scale must be a finite number ≥ 0, got {guidance_scale!r}; "
             f"{preset.name} uses guidance_scale={preset.guidance_scale}"
         )
-    value = float(guidance_scale)  # type: ignore[arg-type]
+    value = float(guidance_scale)
     kind = family(preset.family)
     if preset.guidance_free and value > kind.cfg_above:
         warn(
@@ -141,9 +139,8 @@ def check_side(name: str, value: object, native: int, step: int, limit: int = MA
     """One image side: positive, a multiple of `step` (8 and the VAE factor), at most `limit`."""
     if value is None:
         return native
-    if not _is_int(value) or value <= 0:  # type: ignore[operator]
+    if not _is_int(value) or value <= 0:
         raise FastDiffError(f"{name} must be a positive int, got {value!r}; the preset's native {name} is {native}")
-    assert isinstance(value, int)
     if value > limit:
         raise FastDiffError(f"{name}={value} is larger than {limit}; the preset's native {name} is {native}")
     if value % step:
@@ -217,7 +214,7 @@ def check_img2img(
             f"image must be a PIL.Image.Image (or a float array in [0, 1], as in diffusers), not "
             f"{type(image).__name__}; use PIL.Image.open(path)"
         )
-    if strength is not None and (not _is_number(strength) or not 0 < strength <= 1):  # type: ignore[operator]
+    if strength is not None and (not _is_number(strength) or not 0 < strength <= 1):
         raise FastDiffError(f"strength must be in (0, 1], got {strength!r}; e.g. strength=0.5 keeps half the image")
     if not isinstance(image, Image.Image):
         _check_array_image(image, resize=resize)
@@ -227,7 +224,7 @@ def check_img2img(
             f"image is {width}x{height}; img2img takes sides from {step} to {max_side} pixels: resize it "
             "first, or pass height=/width= to resize it to the size you want"
         )
-    return default_strength if strength is None else float(strength)  # type: ignore[arg-type]
+    return default_strength if strength is None else float(strength)
 
 
 def check_explicit_strength(preset: Preset, steps: int, strength: float) -> None:
@@ -270,9 +267,8 @@ def resolve_request(
         )
     if negative_prompt is not None and not isinstance(negative_prompt, str):
         raise FastDiffError(f"negative_prompt must be a str or None, not {type(negative_prompt).__name__}")
-    if not _is_int(num_images) or not 1 <= num_images <= MAX_IMAGES:  # type: ignore[operator]
+    if not _is_int(num_images) or not 1 <= num_images <= MAX_IMAGES:
         raise FastDiffError(f"num_images must be an int in [1, {MAX_IMAGES}], got {num_images!r}")
-    assert isinstance(num_images, int)
     kind = family(preset.family)
     resolved_steps = check_steps(preset, steps)
     resolved_guidance = check_guidance(preset, guidance_scale)

@@ -72,13 +72,12 @@ def source_identity(location: str | Path, cache_dir: str | Path | None) -> str |
     """A local folder's `folder_identity`; a hub repo as cached: its snapshot's commit and the `folder_identity` of
     what is downloaded of it, None when the cache has no snapshot of it (nothing is fetched)."""
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
 
     if Path(location).is_dir():
         return folder_identity(location)
     repo_id = str(location)
     try:
         snapshot = Path(snapshot_download(repo_id, local_files_only=True, cache_dir=cache_dir))
-    except (LocalEntryNotFoundError, OSError, ValueError):
+    except (OSError, ValueError):  # LocalEntryNotFoundError is an OSError
         return None
     return f"{repo_id}@{snapshot.name}\n{folder_identity(snapshot)}"

@@ -103,13 +103,11 @@ def _config(args: argparse.Namespace) -> RunConfig:
     from .runner import RunConfig
 
     device = resolve_device(args.device)
-    height = args.height if args.height is not None else args.width  # one given: a square image
-    width = args.width if args.width is not None else args.height
     return RunConfig(
         device=device,
         dtype=resolve_dtype(args.dtype, device),
-        height=height,
-        width=width,
+        height=args.height or args.width,  # one given: a square image (`_check_arguments` refused 0)
+        width=args.width or args.height,
         repeats=args.repeats,
         warmup=args.warmup,
         repeat_prompt=args.repeat_prompt,
@@ -158,21 +156,6 @@ def _measure(args: argparse.Namespace) -> tuple[list[BenchRow], Meta]:
     return rows, meta
 
 
-def _write(args: argparse.Namespace, rows: list[BenchRow], meta: Meta) -> None:
-    from .report import format_table, to_markdown, write_json, write_plot
-
-    print(format_table(rows, meta))
-    if args.json_path:
-        print(f"wrote {write_json(args.json_path, rows, meta)}")
-    if args.markdown:
-        path = Path(args.markdown)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(to_markdown(rows, meta))
-        print(f"wrote {path}")
-    if args.plot and rows:
-        print(f"wrote {write_plot(args.plot, rows, meta, log_scale=args.log_scale)}")
-
-
 def run_bench(args: argparse.Namespace) -> int:
     """Run the scenarios of `args` (or read `--from-json`), print the table, write --json/--markdown/--plot; 0 on
     success, 2 on bad input."""
@@ -186,5 +169,16 @@ def run_bench(args: argparse.Namespace) -> int:
     except FastDiffError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    _write(args, rows, meta)
+    from .report import format_table, to_markdown, write_json, write_plot
+
+    print(format_table(rows, meta))
+    if args.json_path:
+        print(f"wrote {write_json(args.json_path, rows, meta)}")
+    if args.markdown:
+        path = Path(args.markdown)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(to_markdown(rows, meta))
+        print(f"wrote {path}")
+    if args.plot and rows:
+        print(f"wrote {write_plot(args.plot, rows, meta, log_scale=args.log_scale)}")
     return 0

@@ -8,7 +8,6 @@ import contextlib
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from types import TracebackType
 from typing import Any
 
 import torch
@@ -70,10 +69,7 @@ def device_peak_tflops(device_name: str, dtype: torch.dtype) -> float | None:
     """The dense half-precision peak of a known GPU; None on CPUs, unknown GPUs and float32 (TF32 or not)."""
     if dtype not in (torch.float16, torch.bfloat16):
         return None
-    for key, peak in DEVICE_PEAK_TFLOPS:
-        if key.lower() in device_name.lower():
-            return peak
-    return None
+    return next((peak for key, peak in DEVICE_PEAK_TFLOPS if key.lower() in device_name.lower()), None)
 
 
 def cpu_matmul_tflops(dtype: torch.dtype, *, size: int = 2048) -> float:
@@ -95,8 +91,7 @@ def stage_modules(pipe: Any) -> dict[str, list[nn.Module]]:
 
 def denoiser(pipe: Any) -> nn.Module:
     """The pipeline's denoising network: its UNet or its transformer."""
-    unet: nn.Module | None = getattr(pipe, "unet", None)
-    found: nn.Module = pipe.transformer if unet is None else unet
+    found: nn.Module = getattr(pipe, "unet", None) or pipe.transformer
     return found
 
 
@@ -125,7 +120,7 @@ class ModuleProbe:
             self._handles.append(module.register_forward_hook(after, with_kwargs=True))
         return self
 
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+    def __exit__(self, *exc: object) -> None:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()

@@ -122,7 +122,7 @@ class NotEnoughMemory(FastDiffError):
 
 def _check_memory(modules: list[nn.Module], *, device: torch.device, dtype: torch.dtype, repo_id: str) -> None:
     """Refuse to materialize what cannot fit, rather than being killed by the OOM killer halfway."""
-    need = sum(p.numel() for m in modules for p in m.parameters()) * torch.empty((), dtype=dtype).element_size()
+    need = sum(p.numel() for m in modules for p in m.parameters()) * dtype.itemsize
     free = available_memory(device)
     refused = check_fits(what=repo_id, needed=need, available=free, device=device, dtype=dtype, offload=False)
     if refused is not None:
@@ -133,9 +133,9 @@ def _module(library: str, cls_name: str, config: dict[str, Any]) -> nn.Module:
     """A module from its config by its library's public API: diffusers' `from_config`, transformers' `Class(config)`."""
     if library == "diffusers":
         model: nn.Module = getattr(diffusers, cls_name).from_config(config)
-        return model
-    cls = getattr(transformers, cls_name)
-    model = cls(cls.config_class.from_dict(config))
+    else:
+        cls = getattr(transformers, cls_name)
+        model = cls(cls.config_class.from_dict(config))
     return model
 
 
@@ -155,12 +155,6 @@ def meta_modules(arch: Architecture) -> dict[str, nn.Module]:
         return {name: _module(*spec) for name, spec in arch.modules.items()}
 
 
-def _tokenizer(cls_name: str, pad_token: str) -> Any:
-    """A tokenizer made in code for the repo's (`fastdiff.configs.tokenizer`): CLIP's byte-level one, else one word
-    a token."""
-    return byte_level_tokenizer(pad_token=pad_token) if cls_name.startswith("CLIP") else word_level_tokenizer()
-
-
 def random_components(
     arch: Architecture, *, device: torch.device, dtype: torch.dtype, seed: int = 0, folder: Path | None = None
 ) -> dict[str, Any]:
@@ -176,7 +170,11 @@ def random_components(
             path = Path(folder) / f"{weights_name(arch, dtype=dtype, seed=seed)}-{name}.safetensors"
             _memory_mapped(module, path, device=device, dtype=dtype, seed=seed + i)
         module.eval()
-    tokenizers = {name: _tokenizer(cls, pad) for name, (cls, pad) in arch.tokenizers.items()}
+    # Tokenizers made in code (`fastdiff.configs.tokenizer`): CLIP's byte-level one, else one word a token.
+    tokenizers = {
+        name: byte_level_tokenizer(pad_token=pad) if cls.startswith("CLIP") else word_level_tokenizer()
+        for name, (cls, pad) in arch.tokenizers.items()
+    }
     return {**modules, **tokenizers}
 
 
@@ -193,13 +191,12 @@ def random_tiny_vae(
 def pipeline_from(arch: Architecture, components: dict[str, Any]) -> Any:
     """A diffusers pipeline of `arch` over existing modules, with the repo's own scheduler; the components not built
     (SD's safety checker and feature extractor) are None, and no safety checker or watermark is asked for."""
-    scheduler = getattr(diffusers, arch.scheduler["_class_name"]).from_config(arch.scheduler)
     # The repo's default size lives in the denoiser's config; shared SDXL modules take the size of the repo in use.
     if "sample_size" in arch.config(arch.denoiser):
         components[arch.denoiser].register_to_config(sample_size=arch.config(arch.denoiser)["sample_size"])
     cls = getattr(diffusers, arch.pipeline)
     given = {**arch.flags, "requires_safety_checker": False, "add_watermarker": False, **components}
-    given["scheduler"] = scheduler
+    given["scheduler"] = getattr(diffusers, arch.scheduler["_class_name"]).from_config(arch.scheduler)
     parameters = list(inspect.signature(cls.__init__).parameters.values())[1:]
     return cls(**{p.name: given.get(p.name) for p in parameters if p.name in given or p.default is p.empty})
 

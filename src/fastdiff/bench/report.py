@@ -12,11 +12,11 @@ from typing import Any
 
 import torch
 
-from ..devices import cpu_has_native_bf16
+from ..devices import cpu_count, cpu_has_native_bf16
 from ..errors import FastDiffError
 from .flops import cpu_matmul_tflops
 from .runner import BenchRow, RunConfig
-from .timing import BUSY_CORES, PRESSURE_FAULTS, auto_cpu_threads, busy_cpus_elsewhere, cpu_count
+from .timing import BUSY_CORES, PRESSURE_FAULTS, auto_cpu_threads, busy_cpus_elsewhere
 
 __all__ = [
     "Meta",

@@ -262,7 +262,6 @@ def run_scenarios(
     each row's speedups."""
     rows: list[BenchRow] = []
     flop_cache: FlopCache = {}
-    # Consecutive rows doing the same work (preset and steps) run interleaved where the source can hold them all.
     same_work = itertools.groupby(scenarios, key=lambda s: (s.preset.name, s.steps) if source.shares_weights else id(s))
     try:
         for group in (list(group) for _, group in same_work):

@@ -132,14 +132,13 @@ class HubSource:
         self, *, device: torch.device, dtype: torch.dtype, clock: Clock, cache_dir: str | Path | None = None
     ) -> None:
         self.device, self.dtype, self.clock, self.cache_dir = device, dtype, clock, cache_dir
-        self._key: tuple[str, str, str | None, str] | None = None
-        self._loaded: Loaded | None = None
+        self._held: tuple[tuple[str, str, str | None, str], Loaded] | None = None  # the last load, by its key
 
     def load(self, scenario: Scenario) -> Loaded:
         """Load the scenario's weights unless the previous scenario used the very same ones."""
         key = (scenario.runner, scenario.optimize, scenario.openvino_weights, scenario.preset.name)
-        if self._loaded is not None and key == self._key:
-            return dataclasses.replace(self._loaded, shared=True)
+        if self._held is not None and self._held[0] == key:
+            return dataclasses.replace(self._held[1], shared=True)
         self.release()
         start = self.clock()
         with silenced("numpy-copy"):
@@ -156,9 +155,8 @@ class HubSource:
                 gen, pipe = None, self._diffusers_pipeline(scenario)
                 if scenario.runner == "openvino":
                     pipe = openvino_pipeline(pipe)
-        self._loaded = Loaded(pipe=pipe, generator=gen, load_s=self.clock() - start, shared=False)
-        self._key = key
-        return self._loaded
+        self._held = key, Loaded(pipe=pipe, generator=gen, load_s=self.clock() - start, shared=False)
+        return self._held[1]
 
     def _diffusers_pipeline(self, scenario: Scenario) -> Any:
         from huggingface_hub import try_to_load_from_cache
@@ -176,7 +174,7 @@ class HubSource:
 
     def release(self) -> None:
         """Drop the held pipeline."""
-        self._loaded, self._key = None, None
+        self._held = None
         _free(self.device)
 
 

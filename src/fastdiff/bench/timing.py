@@ -89,7 +89,10 @@ class PeakMemory:
         if self.device.type == "cuda":
             synchronize(self.device)
             return int(torch.cuda.max_memory_allocated(self.device))
-        return _peak_rss_bytes()
+        usage = _rusage()
+        if usage is None:
+            return 0
+        return int(usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024)  # bytes on macOS, else KiB
 
 
 def _rusage() -> Any:
@@ -99,13 +102,6 @@ def _rusage() -> Any:
     except ImportError:
         return None
     return resource.getrusage(resource.RUSAGE_SELF)
-
-
-def _peak_rss_bytes() -> int:
-    usage = _rusage()
-    if usage is None:
-        return 0
-    return int(usage.ru_maxrss if sys.platform == "darwin" else usage.ru_maxrss * 1024)  # bytes on macOS, else KiB
 
 
 def busy_cpus_elsewhere(*, interval: float = 0.3) -> int:

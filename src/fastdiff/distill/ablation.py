@@ -32,8 +32,6 @@ from .recipe import save_fp16, step_counts, student_config, student_pipeline
 from .shapes import ShapeSpec, caption, draw
 from .trainer import train
 
-_D: Any = diffusers  # its classes are untyped
-
 __all__ = [
     "RECIPE_STEPS",
     "VARIANTS",
@@ -46,6 +44,8 @@ __all__ = [
     "sharpness_split",
     "student_configs",
 ]
+
+_D: Any = diffusers  # its classes are untyped
 
 # The loss variants as (distill_weight, adversarial_weight): ADD (λ = 2.5, as the recipe), distillation only,
 # adversarial only.
@@ -157,7 +157,7 @@ def train_students(
     teacher: Any, out: Path, *, steps: int, variants: Sequence[str], seed: int = 0, reuse: bool = False
 ) -> dict[str, Any]:
     """Train each variant from `teacher` on the recipe's data (`reuse`: load it if saved); {variant: (pipe, s)}."""
-    images, captions = shapes_images(4096, seed=seed)  # as recipe._train_all
+    images, captions = shapes_images(4096, seed=seed)  # as recipe.run
     configs = student_configs(steps=steps, seed=seed)
     students: dict[str, Any] = {}
     for name in variants:
@@ -228,10 +228,7 @@ def run(
             models += [(f"{_LABELS[name]}{tag}@1", students[name][0], 1, 0.0, steps)]
     if "add" in students:
         models += [(f"ADD{tag}@{n}", students["add"][0], n, 0.0, steps) for n in (2, 4)]
-    models += [
-        ("shipped student@1", shipped, 1, 0.0, RECIPE_STEPS),
-        ("shipped student@4", shipped, 4, 0.0, RECIPE_STEPS),
-    ]
+    models += [(f"shipped student@{n}", shipped, n, 0.0, RECIPE_STEPS) for n in (1, 4)]
 
     specs = held_out_specs()
     real = real_images(specs)

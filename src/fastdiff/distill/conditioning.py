@@ -102,11 +102,11 @@ def encode_captions(pipe: Any, captions: Sequence[str], *, height: int, width: i
     return Conditioning(out[0], out.pooler_output)  # (B, 77, D), (B, D): CLIP's EOS token
 
 
-def _latent_stats(vae: Any, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """SDXL-style per-channel latent mean and std of the VAE config, when it has them."""
+def _latent_stats(vae: Any, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """SDXL-style per-channel latent mean and std of the VAE config; 0 and 1 (which change nothing) without them."""
     mean, std = getattr(vae.config, "latents_mean", None), getattr(vae.config, "latents_std", None)
     if mean is None or std is None:
-        return None
+        mean, std = [0.0], [1.0]
     return torch.tensor(mean).view(1, -1, 1, 1).to(like), torch.tensor(std).view(1, -1, 1, 1).to(like)
 
 
@@ -114,10 +114,8 @@ def _latent_stats(vae: Any, like: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 def encode_images(vae: Any, images: torch.Tensor) -> torch.Tensor:
     """(B, 3, H, W) in [-1, 1] → scaled latents (B, 4, H/8, W/8): the posterior's mean, so a batch is deterministic."""
     latents: torch.Tensor = vae.encode(images.to(vae.device, vae.dtype)).latent_dist.mode()
-    stats = _latent_stats(vae, latents)
-    if stats is not None:
-        latents = (latents - stats[0]) / stats[1]
-    scaled: torch.Tensor = latents * vae.config.scaling_factor
+    mean, std = _latent_stats(vae, latents)
+    scaled: torch.Tensor = (latents - mean) / std * vae.config.scaling_factor
     return scaled
 
 
@@ -125,8 +123,6 @@ def encode_images(vae: Any, images: torch.Tensor) -> torch.Tensor:
 def decode_latents(vae: Any, latents: torch.Tensor) -> torch.Tensor:
     """The inverse of `encode_images`: (B, 3, H, W) in about [-1, 1] (a plain decode: no safety checker)."""
     z = latents.to(vae.device, vae.dtype) / vae.config.scaling_factor
-    stats = _latent_stats(vae, z)
-    if stats is not None:
-        z = z * stats[1] + stats[0]
-    pixels: torch.Tensor = vae.decode(z, return_dict=False)[0].float()
+    mean, std = _latent_stats(vae, z)
+    pixels: torch.Tensor = vae.decode(z * std + mean, return_dict=False)[0].float()
     return pixels

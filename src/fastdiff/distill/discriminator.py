@@ -4,6 +4,7 @@ latents, each scored by a light head (StyleGAN-T's) conditioned on the pooled te
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -49,14 +50,10 @@ class TeacherFeatures:
             if module is last:
                 raise _Stop
 
-        handles = [m.register_forward_hook(keep) for m in self._modules]
-        try:
+        with contextlib.ExitStack() as hooks, contextlib.suppress(_Stop):
+            for module in self._modules:
+                hooks.enter_context(module.register_forward_hook(keep))
             self.unet(sample, timestep, return_dict=False, **conditioning)
-        except _Stop:
-            pass
-        finally:
-            for handle in handles:
-                handle.remove()
         return found
 
 

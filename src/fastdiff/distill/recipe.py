@@ -29,9 +29,9 @@ from .losses import predict_x0
 from .shapes import VOCABULARY, caption, make_shapes
 from .trainer import train
 
-_D: Any = diffusers  # its classes are untyped
-
 __all__ = ["SCHEDULER_CONFIG", "build_pipeline", "main", "save_fp16", "student_config", "student_pipeline", "tokenizer"]
+
+_D: Any = diffusers  # its classes are untyped
 
 # SD 1.5's scheduler/scheduler_config.json (PNDM over the scaled-linear DDPM betas).
 SCHEDULER_CONFIG: dict[str, Any] = {
@@ -256,9 +256,11 @@ def student_config(steps: int, *, guidance: float, seed: int) -> ADDConfig:
     )  # fmt: skip
 
 
-def _train_all(out: Path, steps: dict[str, int], seed: int) -> tuple[Any, Any, dict[str, Any]]:
-    """(a)-(d) of the module docstring: the teacher and student pipelines, and the figures of their training."""
-    clock, times = time.perf_counter(), {}
+def run(out: Path, *, minutes: float, seed: int = 0) -> dict[str, Any]:
+    """The whole recipe, (a)-(d) of the module docstring; returns (and writes to `out/figures.json`) its figures."""
+    torch.set_num_threads(1)
+    out.mkdir(parents=True, exist_ok=True)
+    steps, clock, times = step_counts(minutes), time.perf_counter(), {}
     data = make_shapes(4096, seed=seed)
     images = images_to_tensor(data.images)  # (N, 3, 64, 64) in [-1, 1]
     pipe = build_pipeline(seed)
@@ -276,16 +278,7 @@ def _train_all(out: Path, steps: dict[str, int], seed: int) -> tuple[Any, Any, d
     sizes["student"] = save_fp16(student, out / "student")
     times["student"] = time.perf_counter() - clock - times["vae"] - times["teacher"]
     figures = {"steps": steps, "teacher_guidance": guidance, "guidance_search": guidance_scores}
-    return pipe, student, figures | {"seconds": times, "bytes": sizes}
-
-
-def run(out: Path, *, minutes: float, seed: int = 0) -> dict[str, Any]:
-    """The whole recipe; returns (and writes to `out/figures.json`) its figures."""
-    torch.set_num_threads(1)
-    out.mkdir(parents=True, exist_ok=True)
-    clock = time.perf_counter()
-    pipe, student, figures = _train_all(out, step_counts(minutes), seed)
-    guidance = figures["teacher_guidance"]
+    figures |= {"seconds": times, "bytes": sizes}
     specs = eval_specs()
     figures["accuracy"] = {
         "teacher@20": prompt_accuracy(pipe, specs, steps=20, guidance=guidance),
@@ -295,7 +288,7 @@ def run(out: Path, *, minutes: float, seed: int = 0) -> dict[str, Any]:
     prompts = [caption(s) for s in specs[:12]]
     rows = [generate(pipe, prompts, steps=20, guidance=guidance), generate(student, prompts, steps=1, guidance=0.0)]
     image_rows(rows, out / "grid.png")
-    figures["seconds"]["total"] = time.perf_counter() - clock
+    times["total"] = time.perf_counter() - clock
     figures |= {"minutes": minutes, "seed": seed, "prompts_in_grid": prompts}
     (out / "figures.json").write_text(json.dumps(figures, indent=1) + "\n")
     return figures

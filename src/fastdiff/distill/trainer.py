@@ -7,6 +7,8 @@ cast and moved explicitly. All randomness comes from one CPU generator, so a che
 from __future__ import annotations
 
 import copy
+import csv
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -14,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_model, save_model
 
 from ..errors import FastDiffError
-from .checkpoint import LossLog, checkpoint_dir, latest_checkpoint, load_checkpoint, save_checkpoint
 from .conditioning import Conditioning, NoiseSchedule, encode_captions, encode_images
 from .config import ADDConfig
 from .discriminator import LADDDiscriminator, TeacherFeatures, default_layers, feature_channels
@@ -93,10 +95,11 @@ def _setup(pipe: Any, config: ADDConfig, acc: Any, size: tuple[int, int]) -> _Ru
         if getattr(pipe, name, None) is not None:  # the VAE stays float32: SDXL's overflows in fp16
             _freeze(getattr(pipe, name), torch.float32, acc.device)
     layers = config.disc_layers if config.disc_layers is not None else default_layers(teacher)
-    text_dim = encode_captions(pipe, [""], height=8, width=8).pooled.shape[1]
+    empty = encode_captions(pipe, [""], height=size[0], width=size[1])  # its width is the heads' text input's
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        heads = LADDDiscriminator(feature_channels(teacher, layers), text_dim=text_dim, hidden=config.disc_hidden)
+        channels = feature_channels(teacher, layers)
+        heads = LADDDiscriminator(channels, text_dim=empty.pooled.shape[1], hidden=config.disc_hidden)
     opt_g = torch.optim.AdamW(student.parameters(), lr=config.learning_rate, weight_decay=0.0)
     opt_d = torch.optim.AdamW(heads.parameters(), lr=config.disc_learning_rate, betas=(0.0, 0.99), weight_decay=0.0)
     warmup = max(config.warmup_steps, 1)
@@ -106,8 +109,7 @@ def _setup(pipe: Any, config: ADDConfig, acc: Any, size: tuple[int, int]) -> _Ru
     student, heads, opt_g, opt_d, sched_g, sched_d = acc.prepare(student, heads, opt_g, opt_d, sched_g, sched_d)
     ema = copy.deepcopy(acc.unwrap_model(student)).requires_grad_(False).eval()
     schedule = NoiseSchedule(pipe.scheduler.config)
-    guided = config.teacher_guidance_scale > 1.0
-    uncond = encode_captions(pipe, [""], height=size[0], width=size[1]).to_unet_dtype(teacher.dtype) if guided else None
+    uncond = empty.to_unet_dtype(teacher.dtype) if config.teacher_guidance_scale > 1.0 else None
     generator = torch.Generator().manual_seed(config.seed + 1000 * acc.process_index)
     features = TeacherFeatures(teacher, layers)
     return _Run(student, heads, ema, teacher, features, schedule, uncond, [opt_g, opt_d], [sched_g, sched_d], generator)
@@ -119,7 +121,8 @@ def _trained(run: _Run, acc: Any) -> dict[str, Any]:
 
 
 def _save(run: _Run, acc: Any, out: Path, step: int, seconds: float) -> None:
-    """A checkpoint of everything the next step reads (see `checkpoint.py`)."""
+    """A checkpoint of everything the next step reads, so that a run resumes bit for bit: the modules as
+    safetensors and the other states (main process only), and each process's RNG."""
     scaler = getattr(acc, "scaler", None)
     states = {
         "step": step,
@@ -128,21 +131,64 @@ def _save(run: _Run, acc: Any, out: Path, step: int, seconds: float) -> None:
         "schedulers": [s.state_dict() for s in run.schedulers],
         "scaler": scaler.state_dict() if scaler is not None else None,
     }
-    folder = checkpoint_dir(out, step)
-    modules = _trained(run, acc)
-    save_checkpoint(folder, modules=modules, states=states, generator=run.generator, process_index=acc.process_index)
+    folder = out / "checkpoints" / f"step-{step:07d}"
+    folder.mkdir(parents=True, exist_ok=True)
+    if acc.process_index == 0:
+        for name, module in _trained(run, acc).items():
+            save_model(module, str(folder / f"{name}.safetensors"))
+        torch.save(states, folder / "trainer_state.pt")
+    torch.save({"generator": run.generator.get_state()}, folder / f"rng-{acc.process_index}.pt")
+
+
+def _latest_checkpoint(out: Path) -> Path | None:
+    """The complete checkpoint with the highest step under `out`, or None."""
+    complete = [f for f in sorted((out / "checkpoints").glob("step-*")) if (f / "trainer_state.pt").is_file()]
+    return complete[-1] if complete else None
 
 
 def _resume(run: _Run, acc: Any, folder: Path) -> tuple[int, float]:
-    """Load a checkpoint into `run`; (step, training seconds) it was taken at."""
-    modules = _trained(run, acc)
-    states = load_checkpoint(folder, modules=modules, generator=run.generator, process_index=acc.process_index)
+    """Load a checkpoint into `run`; (step, training seconds) it was taken at. The states are loaded with
+    `weights_only=True`: no pickle runs code."""
+    for name, module in _trained(run, acc).items():
+        load_model(module, folder / f"{name}.safetensors")
+    run.generator.set_state(torch.load(folder / f"rng-{acc.process_index}.pt", weights_only=True)["generator"])
+    states = torch.load(folder / "trainer_state.pt", weights_only=True)
     saved = [*states["optimizers"], *states["schedulers"]]
     for obj, state in zip([*run.optimizers, *run.schedulers], saved, strict=True):
         obj.load_state_dict(state)
     if states.get("scaler") is not None and getattr(acc, "scaler", None) is not None:
         acc.scaler.load_state_dict(states["scaler"])
     return int(states["step"]), float(states["seconds"])
+
+
+class LossLog:
+    """Loss rows, appended to `losses.csv` as they come; `write_json` dumps them all to `losses.json`. A resumed
+    run keeps the rows up to its checkpoint. Only the main process writes (`write=False` elsewhere keeps no rows)."""
+
+    def __init__(self, out_dir: Path, *, resume_step: int | None, write: bool) -> None:
+        self.csv_path, self.write = out_dir / "losses.csv", write
+        self.rows: list[dict[str, float]] = []
+        if write and resume_step is not None and self.csv_path.is_file():
+            with self.csv_path.open(newline="") as f:  # rows after the checkpoint are re-run: drop them
+                rows = [{k: float(v) for k, v in r.items()} for r in csv.DictReader(f)]
+            self.rows = [r for r in rows if r["step"] <= resume_step]
+        if write:
+            with self.csv_path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=FIELDS)
+                writer.writeheader()
+                writer.writerows(self.rows)
+
+    def append(self, row: dict[str, float]) -> None:
+        """Add one row and append it to the CSV file."""
+        if self.write:
+            self.rows.append(row)
+            with self.csv_path.open("a", newline="") as f:
+                csv.DictWriter(f, fieldnames=FIELDS).writerow(row)
+
+    def write_json(self) -> None:
+        """Every row so far as a JSON list."""
+        if self.write:
+            (self.csv_path.parent / "losses.json").write_text(json.dumps(self.rows, indent=1))
 
 
 def _teacher_x0(run: _Run, x_s: torch.Tensor, s: torch.Tensor, cond: Conditioning, scale: float) -> torch.Tensor:
@@ -285,10 +331,10 @@ def train(
     out.mkdir(parents=True, exist_ok=True)
     run = _setup(pipe, config, acc, (images.shape[2], images.shape[3]))
     step, seconds = 0, 0.0
-    folder = latest_checkpoint(out) if resume is True else (Path(resume) if resume else None)
+    folder = _latest_checkpoint(out) if resume is True else (Path(resume) if resume else None)
     if folder is not None:
         step, seconds = _resume(run, acc, folder)
-    log = LossLog(out, FIELDS, resume_step=step if folder is not None else None, write=acc.is_main_process)
+    log = LossLog(out, resume_step=step if folder is not None else None, write=acc.is_main_process)
     start = time.monotonic() - seconds
     while step < config.max_steps:
         step += 1

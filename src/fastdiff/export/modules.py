@@ -197,7 +197,7 @@ def build_manifest(
 ) -> dict[str, Any]:
     """The whole manifest for the files in `models`, exported from `pipe` at `height` × `width`."""
     h, w = latent_size(pipe, height, width)
-    names = ["input_ids", *(f"input_ids_{i + 2}" for i in range(len(tokenizers(pipe)) - 1))]
+    text_inputs = next(m.inputs for m in models if m.name == "text_encoder")  # named by `components`
     constants: dict[str, list[float]] = {}
     if preset.family == "sdxl":  # original size, crop top-left, target size: the pipeline's defaults
         constants["time_ids"] = [float(v) for v in (height, width, 0, 0, height, width)]
@@ -223,6 +223,6 @@ def build_manifest(
             "tiny": type(decoder).__name__ == "AutoencoderTiny",
         },
         "unet_constants": constants,
-        "tokenizers": [tokenizer_spec(t, n) for t, n in zip(tokenizers(pipe), names, strict=True)],
+        "tokenizers": [tokenizer_spec(t, n) for t, n in zip(tokenizers(pipe), text_inputs, strict=True)],
         "models": {e.name: _model_spec(e) for e in models},
     }

@@ -59,8 +59,7 @@ def cache_dir() -> Path:
 def _get(url: str) -> bytes:
     try:
         with urllib.request.urlopen(url, timeout=TIMEOUT_S) as response:
-            data: bytes = response.read()
-            return data
+            return bytes(response.read())
     except urllib.error.HTTPError as err:  # the registry answered, and said no: not a network problem
         raise FastDiffError(f"the npm registry answered {err.code} for {url}") from err
     except (urllib.error.URLError, TimeoutError, OSError) as err:
@@ -95,7 +94,6 @@ def ort_web_files(dest: Path, *, version: str = ORT_WEB_VERSION, cache: Path | N
     """Copy the onnxruntime-web files the page loads into `dest`; returns their paths."""
     data = fetch_package("onnxruntime-web", version, cache=cache)
     dest.mkdir(parents=True, exist_ok=True)
-    written = []
     with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
         for name in ORT_WEB_FILES:
             path = f"package/dist/{name}"
@@ -103,10 +101,9 @@ def ort_web_files(dest: Path, *, version: str = ORT_WEB_VERSION, cache: Path | N
             if member is None:
                 raise FastDiffError(f"onnxruntime-web@{version} has no dist/{name}")
             (dest / name).write_bytes(member.read())
-            written.append(dest / name)
     notice = f"onnxruntime-web {version} (MIT licence, Microsoft), from the npm registry: {', '.join(ORT_WEB_FILES)}\n"
     (dest / "NOTICE.txt").write_text(notice)
-    return written
+    return [dest / name for name in ORT_WEB_FILES]
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ line, a line whose file is gone or changed, and stale temp files are cleared fir
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import os
@@ -35,16 +34,14 @@ def image_name(index: int) -> str:
 def write_atomic(path: Path, data: bytes) -> None:
     """Write `data` under `path` whole or not at all: temp file in the same folder, fsync, `os.replace`."""
     temp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")  # not mkstemp: that one makes 0600 files
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
-        with os.fdopen(fd, "wb") as file:
+        with temp.open("xb") as file:  # "x": a new file (O_EXCL), with the umask's permissions
             file.write(data)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temp, path)
     except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(temp)
+        temp.unlink(missing_ok=True)
         raise
 
 

@@ -123,9 +123,8 @@ class LiveSession:
                 raise TimeoutError(f"no frame for {target.prompt!r} within {timeout} s")
             if not answered():
                 raise FastDiffError(f"the session was closed before the frame for {target.prompt!r} was made")
-            outcome = self._outcome
-        assert outcome is not None
-        return outcome.unwrap()
+            assert self._outcome is not None
+            return self._outcome.unwrap()
 
     def latest(self) -> Frame | None:
         """The newest frame made so far (possibly of an older state), or None; never waits, never raises."""
