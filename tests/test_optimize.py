@@ -182,13 +182,11 @@ def test_a_load_decides_its_recipe_once(load: Any, monkeypatch: pytest.MonkeyPat
 
     pipe = load("sd-turbo").pipeline  # loaded (and decided) before counting
     decided: list[Optimizations] = []
-    decide = recipe._decide
-    monkeypatch.setattr(
-        recipe, "_decide", lambda opts, *device, **family: decided.append(opts) or decide(opts, *device, **family)
-    )
+    cpu = recipe._cpu
+    monkeypatch.setattr(recipe, "_cpu", lambda opts, **family: decided.append(opts) or cpu(opts, **family))
     gen = FewStepGenerator.from_pipeline("sd-turbo", pipe, optimize="default")
     assert decided == [Optimizations.level("default")] and gen.optimizations == Optimizations.level("default")
-    assert gen.recipe == decide(Optimizations.level("default"), "cpu", unet=True) and gen.recipe.device == "cpu"
+    assert gen.recipe == cpu(Optimizations.level("default"), unet=True) and gen.recipe.device == "cpu"
 
 
 def test_precision_is_one_knob_in_any_spelling() -> None:

@@ -1,7 +1,7 @@
 """What a load does to a pipeline: `Optimizations` is what a user asks, a `Recipe` what was decided for a device.
 
-Every device decides in one plain function (`_decide`), once per load; `optimize.apply_optimizations` then does
-what the `Recipe` says on whatever device the pipeline is (so the CUDA recipe is tested on CPU tensors).
+Each device decides in one plain function (`_cpu`, `_cuda`), once per load; `optimize.apply_optimizations` then
+does what the `Recipe` says on whatever device the pipeline is (so the CUDA recipe is tested on CPU tensors).
 "none" is bit-parity with diffusers; "default" takes every speedup whose image stays within a tested tolerance
 of "none"; "max" also swaps the VAE for the tiny autoencoder. Measured gains and costs: docs/performance.md.
 """
@@ -185,7 +185,8 @@ def decide_recipe(
     if isinstance(optimize, Recipe):
         recipe = optimize
     elif isinstance(optimize, Optimizations):
-        recipe = _decide(optimize, device.type, unet=family is None or family.denoiser == "unet")
+        unet = family is None or family.denoiser == "unet"
+        recipe = _cpu(optimize, unet=unet) if device.type == "cpu" else _cuda(optimize, device.type, unet=unet)
     else:
         raise FastDiffError(f"optimize must be 'none', 'default', 'max' or an Optimizations, not {optimize!r}")
     if recipe.fuse_qkv and family is not None and not family.fuse_qkv:
@@ -198,57 +199,76 @@ def decide_recipe(
     return recipe
 
 
-def _decide(opts: Optimizations, device: str, *, unet: bool) -> Recipe:
-    """`opts` on `device`, every "auto" decided. The CPU: OpenVINO ("auto": where installed) in bf16 where this CPU
-    computes it faster than fp32, else f32; the torch engine in the loaded dtype unless a precision is named (OpenVINO
-    takes it as its hint); layouts and torch.compile when asked. A transformer family (FLUX) runs torch: the OpenVINO
-    engine converts UNets only, for now. CUDA: channels_last, fused QKV and torch.compile where "auto" (with CUDA
-    graphs for a UNet; a transformer's repeated blocks compile regionally, where graphs per block are not measured),
-    and an fp16 VAE in bf16 under "auto" (always with "fp16"). Other accelerators (MPS): torch, every switch only
-    when asked."""
-    engine, auto = opts.engine, device == "cuda"
-    if engine == "openvino" and device != "cpu":
-        raise FastDiffError(f"engine='openvino' needs OpenVINO: it runs on the CPU, not {device}")
+def _cpu(opts: Optimizations, *, unet: bool) -> Recipe:
+    """The CPU: OpenVINO ("auto": where installed) in bf16 where this CPU computes it faster than fp32, else f32;
+    the torch engine in the loaded dtype unless a precision is named; layouts and torch.compile when asked. A
+    transformer family (FLUX) runs torch: the OpenVINO engine converts UNets only, for now."""
+    engine = opts.engine
     if engine == "openvino" and not unet:
         raise FastDiffError("the OpenVINO engine converts UNets only, not transformers: pass engine='torch'")
     if engine == "openvino" and not openvino_usable():
         raise FastDiffError("engine='openvino' needs OpenVINO: pip install openvino")
-    if engine == "auto" and device == "cpu":
+    if engine == "auto":
         wanted = os.environ.get("FASTDIFF_CPU_ENGINE", "auto")  # "torch" keeps the torch engine process-wide
         if wanted not in ("auto", "torch"):
             raise FastDiffError(f"FASTDIFF_CPU_ENGINE must be 'auto' or 'torch', not {wanted!r}")
         engine = "openvino" if unet and wanted == "auto" and openvino_usable() else "torch"
-    openvino = engine == "openvino"
-    weights = opts.openvino_weights
-    if weights is not None and weights not in WEIGHT_FORMATS:
-        raise FastDiffError(f"openvino_weights must be None or one of {WEIGHT_FORMATS}, not {weights!r}")
-    if weights is not None and not openvino:
-        raise FastDiffError(
-            f"openvino_weights={weights!r} compresses the OpenVINO engine's UNet, and this recipe runs torch: "
-            "use it on the CPU with OpenVINO installed (pip install openvino), without FASTDIFF_CPU_ENGINE=torch"
-        )
-    if weights is not None and not nncf_usable():
-        raise FastDiffError(f"openvino_weights={weights!r} needs NNCF: pip install 'fastdiff[int8]'")
-    if openvino and opts.precision == "fp16":
+    _check_openvino_weights(opts.openvino_weights, engine)
+    if engine == "torch":
+        return _recipe(opts, "cpu", auto=False)
+    if opts.precision == "fp16":
         raise FastDiffError("the OpenVINO engine computes in 'fp32' or 'bf16': pass engine='torch' for fp16")
-    bf16 = openvino and (opts.precision == "bf16" or (opts.precision == "auto" and cpu_bf16_pays()))
+    bf16 = opts.precision == "bf16" or (opts.precision == "auto" and cpu_bf16_pays())
+    return _recipe(opts, "cpu", auto=False, openvino_precision="bf16" if bf16 else "f32")
+
+
+def _cuda(opts: Optimizations, device: str, *, unet: bool = True) -> Recipe:
+    """CUDA: channels_last, fused QKV and torch.compile where "auto" (with CUDA graphs for a UNet; a transformer's
+    repeated blocks compile regionally, where graphs per block are not measured), and an fp16 VAE in bf16 under
+    "auto". Other accelerators (MPS): torch, every switch only when asked."""
+    if opts.engine == "openvino":
+        raise FastDiffError(f"engine='openvino' needs OpenVINO: it runs on the CPU, not {device}")
+    _check_openvino_weights(opts.openvino_weights, "torch")
+    return _recipe(opts, device, auto=device == "cuda", graphs=unet)
+
+
+def _recipe(
+    opts: Optimizations, device: str, *, auto: bool, openvino_precision: str | None = None, graphs: bool = True
+) -> Recipe:
+    """The recipe of `opts` on `device`, each "auto" switch decided as `auto`; the torch engine casts to a named
+    precision (OpenVINO takes it as its hint), and an fp16 VAE to bf16 with "fp16" (and "auto" where `auto`)."""
 
     def on(value: bool | Auto) -> bool:
         return auto if value == "auto" else bool(value)
 
+    torch_engine = openvino_precision is None
     return Recipe(
         device=device,
-        engine="openvino" if openvino else "torch",
-        dtype=None if openvino else DTYPES.get(str(opts.precision)),  # "auto", None: as loaded
-        bf16_vae=not openvino and (opts.precision == "fp16" or (auto and opts.precision == "auto")),
-        openvino_precision=("bf16" if bf16 else "f32") if openvino else None,
+        engine="torch" if torch_engine else "openvino",
+        dtype=DTYPES.get(str(opts.precision)) if torch_engine else None,  # "auto", None: as loaded
+        bf16_vae=torch_engine and (opts.precision == "fp16" or (auto and opts.precision == "auto")),
+        openvino_precision=openvino_precision,
         channels_last=on(opts.channels_last),
         fuse_qkv=on(opts.fuse_qkv),
         compile=on(opts.compile),
-        compile_mode=opts.compile_mode or ("reduce-overhead" if auto and unet and on(opts.compile) else None),
+        compile_mode=opts.compile_mode or ("reduce-overhead" if auto and graphs and on(opts.compile) else None),
         compile_backend=opts.compile_backend,
         tiny_vae=opts.tiny_vae,
         openvino_weights=opts.openvino_weights,
         embedding_cache_size=opts.embedding_cache_size,
         optimizations=opts,
     )
+
+
+def _check_openvino_weights(weights: str | None, engine: str) -> None:
+    if weights is None:
+        return
+    if weights not in WEIGHT_FORMATS:
+        raise FastDiffError(f"openvino_weights must be None or one of {WEIGHT_FORMATS}, not {weights!r}")
+    if engine != "openvino":
+        raise FastDiffError(
+            f"openvino_weights={weights!r} compresses the OpenVINO engine's UNet, and this recipe runs {engine}: "
+            "use it on the CPU with OpenVINO installed (pip install openvino), without FASTDIFF_CPU_ENGINE=torch"
+        )
+    if not nncf_usable():
+        raise FastDiffError(f"openvino_weights={weights!r} needs NNCF: pip install 'fastdiff[int8]'")
