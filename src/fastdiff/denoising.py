@@ -3,6 +3,7 @@ own loop, so the scheduler recipe is diffusers') → decode, timed per stage."""
 
 from __future__ import annotations
 
+import functools
 import inspect
 import threading
 from collections import OrderedDict
@@ -39,12 +40,12 @@ class EmbeddingCache:
     """
 
     def __init__(
-        self, maxsize: int, kind: FamilySpec, *, device: torch.device, max_sequence_length: int | None
+        self, maxsize: int, family: FamilySpec, *, device: torch.device, max_sequence_length: int | None
     ) -> None:
         if maxsize < 0:
             raise ValueError("maxsize must be ≥ 0")
         self.maxsize = maxsize
-        self.family = kind  # its adapter encodes, its prompt-length check warns
+        self.family = family  # its adapter encodes, its prompt-length check warns
         self.device = device  # where prompts are encoded: the generator's
         self.max_sequence_length = max_sequence_length  # the preset's T5 prompt length (None: CLIP only)
         self.hits = 0
@@ -184,6 +185,13 @@ def denoise(
     return out
 
 
+@functools.cache
+def _decode_takes_size(adapter_type: type[ModelAdapter]) -> bool:
+    """Whether an adapter class's `decode` takes `height=`/`width=` (FLUX.1, SANA-Sprint, Qwen-Image): read once per
+    class, not per call."""
+    return "height" in inspect.signature(adapter_type.decode).parameters
+
+
 def generate_batch(
     preset: Preset,
     adapter: ModelAdapter,
@@ -204,8 +212,8 @@ def generate_batch(
         latents = denoise(preset, adapter, pipes, requests, embeds)
         marks.append(clock() - compiled.seconds)
         width, height = batch_key(requests[0])[1]
-        takes_size = "height" in inspect.signature(adapter.decode).parameters  # FLUX.1, SANA-Sprint
-        images = adapter.decode(pipes[0], latents, **({"height": height, "width": width} if takes_size else {}))
+        size = {"height": height, "width": width} if _decode_takes_size(type(adapter)) else {}
+        images = adapter.decode(pipes[0], latents, **size)
         marks.append(clock() - compiled.seconds)
     compiled.announce(f"{images[0].width}x{images[0].height}")
     timings = {stage: end - begin for stage, (begin, end) in zip(STAGES, pairwise(marks), strict=True)}
