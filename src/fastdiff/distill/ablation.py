@@ -57,7 +57,7 @@ GRID_PROMPTS = 8
 ACCURACY = ("shape", "color", "background", "position", "size", "all")
 SHARPNESS = ("sharpness", "sharpness_edges", "sharpness_off_edges")
 _LUMA = (0.299, 0.587, 0.114)  # ITU-R BT.601
-RECIPE_STEPS = step_counts(40.0)["student"]  # the shipped student's steps (`recipe --minutes 40`: 3600)
+RECIPE_STEPS = step_counts(40.0)["student"]  # the shipped student's steps (`recipe --minutes 40`)
 
 
 def student_configs(*, steps: int, guidance: float = GUIDANCE, seed: int = 0) -> dict[str, ADDConfig]:
@@ -264,7 +264,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """`python -m fastdiff.distill.ablation --out DIR [--steps N] [--variants add,distill,adversarial]`."""
     parser = argparse.ArgumentParser(prog="python -m fastdiff.distill.ablation", description=__doc__)
     parser.add_argument("--out", required=True, type=Path, help="output folder")
-    parser.add_argument("--steps", type=int, default=RECIPE_STEPS, help="student steps (recipe: 3600)")
+    parser.add_argument("--steps", type=int, default=RECIPE_STEPS, help=f"student steps (recipe: {RECIPE_STEPS})")
     parser.add_argument(
         "--variants", default=",".join(VARIANTS), help="comma-separated subset of add,distill,adversarial"
     )
