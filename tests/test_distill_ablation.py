@@ -21,6 +21,7 @@ from fastdiff.distill.ablation import (
     student_configs,
 )
 from fastdiff.distill.evaluation import eval_specs, held_out_specs
+from fastdiff.distill.recipe import step_counts, training_trajectories
 from fastdiff.distill.shapes import sample_specs
 from fastdiff.testing import tiny_pipeline
 
@@ -88,16 +89,18 @@ def test_speckle_counts_as_sharpness_off_the_edges(real):
 
 def test_the_three_students_share_the_recipe_config_and_differ_only_in_the_loss_weights():
     assert RECIPE_STEPS == 3600  # the shipped run: --minutes 40
+    assert step_counts(40.0) == {"vae": 2571, "teacher": 5400, "tiny_vae": 8000, "student": 3600}
     configs = student_configs(steps=3600)
     assert set(configs) == set(VARIANTS) == {"add", "distill", "adversarial"}
     add = configs["add"]
     assert (add.max_steps, add.batch_size, add.learning_rate, add.ema_decay) == (3600, 16, 1e-4, 0.99)
     assert (add.warmup_steps, add.teacher_guidance_scale, add.seed) == (20, 2.0, 0)
     assert add.student_prediction == "sample" and add.student_timesteps == (999, 999, 999, 749, 499, 249)
+    assert add.distill_target == "trajectory"
     weights = {n: (c.distill_weight, c.adversarial_weight) for n, c in configs.items()}
-    assert weights == {"add": (2.5, 1.0), "distill": (2.5, 0.0), "adversarial": (0.0, 1.0)}
+    assert weights == {"add": (2.5, 3.0), "distill": (2.5, 0.0), "adversarial": (0.0, 3.0)}
     for config in configs.values():
-        assert dataclasses.replace(config, distill_weight=2.5, adversarial_weight=1.0) == add
+        assert dataclasses.replace(config, distill_weight=2.5, adversarial_weight=3.0) == add
 
 
 def test_the_loss_variants_really_switch_the_terms_in_a_micro_run(tmp_path):
@@ -106,8 +109,11 @@ def test_the_loss_variants_really_switch_the_terms_in_a_micro_run(tmp_path):
     students = {}
     for name, config in student_configs(steps=2).items():
         config = dataclasses.replace(config, batch_size=2, learning_rate=1e-3)
-        result = train(tiny_pipeline("sd1"), images, shapes.captions, out_dir=tmp_path / name, config=config)
-        d, a = VARIANTS[name]
+        pipe = tiny_pipeline("sd1")
+        paths = training_trajectories(pipe, shapes.captions, config)
+        result = train(pipe, images, shapes.captions, out_dir=tmp_path / name, config=config, trajectories=paths)
+        d, a = config.distill_weight, config.adversarial_weight
+        assert (d > 0, a > 0) == VARIANTS[name]
         for row in result.log:
             assert row["loss_distill"] > 0 and row["loss_adv_g"] != 0  # both terms are computed every time
             assert row["loss_g"] == pytest.approx(d * row["loss_distill"] + a * row["loss_adv_g"], rel=1e-5)

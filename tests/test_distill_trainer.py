@@ -277,6 +277,31 @@ def test_teacher_trajectories_are_the_trailing_euler_pipeline_and_feed_the_traje
     everything = teacher_trajectories(pipe, data[1], noise, steps=4, guidance=2.0, timesteps=(999, 499))
     result = train(pipe, *data, out_dir=tmp_path / "run", config=config, trajectories=everything)
     assert all(math.isfinite(r[k]) for r in result.log for k in LOSSES)
+    # The paths give the student's inputs and targets; the discriminator's real data are still the images.
+    flipped = train(pipe, data[0].flip(-1), data[1], out_dir=tmp_path / "flip", config=config, trajectories=everything)
+    assert [r["loss_distill"] for r in flipped.log][:1] == [r["loss_distill"] for r in result.log][:1]
+    assert [r["d_real"] for r in flipped.log] != [r["d_real"] for r in result.log]
+
+
+def test_the_tiny_autoencoder_learns_the_latents_both_ways_and_replaces_the_vae(tmp_path, data):
+    from diffusers import AutoencoderTiny
+
+    from fastdiff.distill.conditioning import decode_latents, encode_images
+    from fastdiff.distill.recipe import tiny_autoencoder, train_tiny_autoencoder, with_vae
+
+    pipe = tiny_pipeline("sd1")
+    images = data[0].float() / 127.5 - 1.0
+    latents = encode_images(pipe.vae, images)
+    tiny = tiny_autoencoder(seed=0)
+    before = (decode_latents(tiny, latents) - images).abs().mean(), (encode_images(tiny, images) - latents).abs().mean()
+    train_tiny_autoencoder(tiny, images, latents, 60, seed=0, log=tmp_path / "losses.csv")
+    after = (decode_latents(tiny, latents) - images).abs().mean(), (encode_images(tiny, images) - latents).abs().mean()
+    assert after[0] < 0.7 * before[0] and after[1] < 0.7 * before[1], (before, after)
+    assert (tmp_path / "losses.csv").read_text().count("\n") == 61
+    swapped = with_vae(pipe, tiny)
+    assert isinstance(swapped.vae, AutoencoderTiny) and swapped.unet is pipe.unet and swapped.vae_scale_factor == 8
+    out = swapped(data[1][0], num_inference_steps=2, output_type="pt", height=64, width=64).images
+    assert out.shape == (1, 3, 64, 64) and torch.isfinite(out).all()
 
 
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import warnings
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from fastdiff import FastDiffWarning, FewStepGenerator, Optimizations, openvino_cache
+from fastdiff import FastDiffWarning, FewStepGenerator, Optimizations, openvino_cache, presets
 from fastdiff._quiet import silenced
 
 GRAMMAR = "a red circle on a blue background"
@@ -82,6 +83,29 @@ def test_silenced_hides_only_its_noise_and_only_inside() -> None:
         trace_note()
     assert [str(w.message) for w in caught] == ["the user's own", "Converting a tensor to a Python boolean"]
     assert warnings.filters == before
+
+
+def test_loading_the_shipped_models_logs_no_diffusers_warning_but_others_still_show() -> None:
+    """Their `AutoencoderTiny` VAE makes diffusers log two lines a user can do nothing about; only those go."""
+    from diffusers import StableDiffusionPipeline
+    from diffusers.utils import logging as diffusers_logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # type: ignore[method-assign]
+    root = diffusers_logging.get_logger("diffusers")
+    root.addHandler(handler)
+    verbosity = diffusers_logging.get_verbosity()
+    diffusers_logging.set_verbosity_warning()  # a CLI test in this process may have set it to errors only
+    try:
+        pipe = StableDiffusionPipeline.from_pretrained(presets.get("fastdiff-shapes").repo_id)
+        assert type(pipe.vae).__name__ == "AutoencoderTiny"
+        assert records == []
+        logging.getLogger("diffusers.pipelines.pipeline_utils").warning("Expected types for unet: (A,), got B.")
+    finally:
+        root.removeHandler(handler)
+        diffusers_logging.set_verbosity(verbosity)
+    assert [r.getMessage() for r in records] == ["Expected types for unet: (A,), got B."]
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """The one home of library noise a fastdiff user can do nothing about, silenced narrowly, by its exact text:
 library warnings by `silenced(noise)` around one of fastdiff's own steps only (no process-wide filter), and
-transformers' torchvision log line by a filter on its logger. fastdiff's own `FastDiffWarning`s stay visible.
+transformers' torchvision log line and diffusers' two lines on a pipeline's `AutoencoderTiny` by filters on their
+loggers. fastdiff's own `FastDiffWarning`s stay visible.
 """
 
 from __future__ import annotations
@@ -37,6 +38,15 @@ _filters_lock = threading.RLock()
 
 def _torchvision_fallback(record: logging.LogRecord) -> bool:
     return "requires torchvision (not installed); falling back to" not in record.getMessage()
+
+
+def _tiny_vae_in_a_pipeline(record: logging.LogRecord) -> bool:
+    """diffusers' two log lines on loading a pipeline folder whose VAE is an `AutoencoderTiny` (the shipped
+    `fastdiff-shapes` models): its own saved `block_out_channels`, and the pipeline's `AutoencoderKL` annotation."""
+    message = record.getMessage()
+    saved_field = message.startswith("The config attributes {'block_out_channels'") and "AutoencoderTiny" in message
+    annotation = message.startswith("Expected types for vae:") and message.endswith("AutoencoderTiny'>.")
+    return not (saved_field or annotation)
 
 
 @contextmanager
@@ -76,3 +86,5 @@ def quiet_library_logs() -> None:
 
 
 logging.getLogger("transformers.utils.import_utils").addFilter(_torchvision_fallback)  # idempotent
+logging.getLogger("diffusers.configuration_utils").addFilter(_tiny_vae_in_a_pipeline)
+logging.getLogger("diffusers.pipelines.pipeline_utils").addFilter(_tiny_vae_in_a_pipeline)

@@ -28,7 +28,7 @@ from .classifier import ShapesClassifier, accuracy, images_to_tensor, shipped_cl
 from .config import ADDConfig
 from .data import shapes_images
 from .evaluation import HELD_OUT_SEED, eval_specs, generate, held_out_specs, image_rows
-from .recipe import save_fp16, step_counts, student_config, student_pipeline
+from .recipe import save_fp16, step_counts, student_config, student_pipeline, training_trajectories
 from .shapes import ShapeSpec, caption, draw
 from .trainer import train
 
@@ -47,9 +47,8 @@ __all__ = [
 
 _D: Any = diffusers  # its classes are untyped
 
-# The loss variants as (distill_weight, adversarial_weight): ADD (λ = 2.5, as the recipe), distillation only,
-# adversarial only.
-VARIANTS: dict[str, tuple[float, float]] = {"add": (2.5, 1.0), "distill": (2.5, 0.0), "adversarial": (0.0, 1.0)}
+# The loss variants as the terms each keeps: ADD (both, weighted as the recipe), distillation only, adversarial only.
+VARIANTS: dict[str, tuple[bool, bool]] = {"add": (True, True), "distill": (True, False), "adversarial": (False, True)}
 _LABELS = {"add": "ADD", "distill": "distill-only", "adversarial": "adv-only"}
 TEACHER, STUDENT = get("fastdiff-shapes-teacher"), get("fastdiff-shapes")  # shipped in the package
 GUIDANCE: float = TEACHER.guidance_scale  # the shipped teacher's CFG scale (2.0), its student's target guidance
@@ -61,10 +60,16 @@ RECIPE_STEPS = step_counts(40.0)["student"]  # the shipped student's steps (`rec
 
 
 def student_configs(*, steps: int, guidance: float = GUIDANCE, seed: int = 0) -> dict[str, ADDConfig]:
-    """The recipe's student `ADDConfig` (`recipe.student_config`) for each loss variant of `VARIANTS`."""
+    """The recipe's student `ADDConfig` (`recipe.student_config`) for each loss variant of `VARIANTS`: a term it
+    drops gets weight 0, the other keeps the recipe's weight."""
     base = student_config(steps, guidance=guidance, seed=seed)
     return {
-        name: dataclasses.replace(base, distill_weight=d, adversarial_weight=a) for name, (d, a) in VARIANTS.items()
+        name: dataclasses.replace(
+            base,
+            distill_weight=base.distill_weight if distill else 0.0,
+            adversarial_weight=base.adversarial_weight if adversarial else 0.0,
+        )
+        for name, (distill, adversarial) in VARIANTS.items()
     }
 
 
@@ -160,6 +165,7 @@ def train_students(
     images, captions = shapes_images(4096, seed=seed)  # as recipe.run
     configs = student_configs(steps=steps, seed=seed)
     students: dict[str, Any] = {}
+    paths = None  # the teacher's sampling paths, the same for every variant (the loss weights do not change them)
     for name in variants:
         folder = out / f"{name}-{steps}"
         if reuse and (folder / "pipeline" / "model_index.json").is_file():
@@ -167,7 +173,8 @@ def train_students(
             students[name] = (_load(folder / "pipeline"), rows[-1]["seconds"])  # the trainer's own clock
             continue
         start = time.perf_counter()
-        result = train(teacher, images, captions, out_dir=folder / "train", config=configs[name])
+        paths = training_trajectories(teacher, captions, configs[name]) if paths is None else paths
+        result = train(teacher, images, captions, out_dir=folder / "train", config=configs[name], trajectories=paths)
         pipe = student_pipeline(teacher, result.student.float(), prediction_type=configs[name].student_prediction)
         save_fp16(pipe, folder / "pipeline")  # evaluated as saved: fp16-rounded weights, float32 compute
         pipe.set_progress_bar_config(disable=True)
@@ -197,7 +204,8 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
-        formats = [(c, ".2f") for c in ACCURACY] + [("frechet", ".1f")] + [(c, ".2f") for c in SHARPNESS]
+        formats = [(c, ".2f") for c in ACCURACY] + [("frechet", ".1f")] + [(c, ".2f") for c in SHARPNESS[:2]]
+        formats += [("sharpness_off_edges", ".4f")]  # at two decimals every good model's speckle reads 0.01
         cells = ["—" if r.get(c) is None else format(r[c], f) for c, f in [*formats, ("seconds_per_image", ".4f")]]
         lines.append(f"| {name} | {r.get('train_steps') or '—'} | {' | '.join(cells)} |")
     return "\n".join(lines)

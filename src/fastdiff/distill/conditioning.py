@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion_img2img import retrieve_latents
 
 __all__ = ["Conditioning", "NoiseSchedule", "decode_latents", "encode_captions", "encode_images", "family_of"]
 
@@ -112,8 +113,10 @@ def _latent_stats(vae: Any, like: torch.Tensor) -> tuple[torch.Tensor, torch.Ten
 
 @torch.no_grad()
 def encode_images(vae: Any, images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) in [-1, 1] → scaled latents (B, 4, H/8, W/8): the posterior's mean, so a batch is deterministic."""
-    latents: torch.Tensor = vae.encode(images.to(vae.device, vae.dtype)).latent_dist.mode()
+    """(B, 3, H, W) in [-1, 1] → scaled latents (B, 4, H/8, W/8): the posterior's mean (so a batch is deterministic)
+    of an `AutoencoderKL`, the latents of an `AutoencoderTiny`, as diffusers' img2img pipelines read them."""
+    encoded = vae.encode(images.to(vae.device, vae.dtype))
+    latents: torch.Tensor = retrieve_latents(encoded, sample_mode="argmax")
     mean, std = _latent_stats(vae, latents)
     scaled: torch.Tensor = (latents - mean) / std * vae.config.scaling_factor
     return scaled

@@ -1,8 +1,10 @@
 """The recipe of the shipped `fastdiff-shapes` models, from scratch on the drawn `shapes` set (docs/distill.md).
 
-`python -m fastdiff.distill.recipe --out DIR [--minutes M]` trains (a) a tiny `AutoencoderKL`, (b) a tiny CLIP text
-encoder jointly with (c) the teacher UNet (SD 1.x wiring), then (d) its ADD student; the same command gives the same
-weights bit for bit. DIR gets `teacher/` and `student/` (fp16 diffusers folders), loss CSVs, a grid, `figures.json`.
+`python -m fastdiff.distill.recipe --out DIR [--minutes M]` trains (a) a tiny `AutoencoderKL`, whose latent space
+(b) a tiny CLIP text encoder and (c) the teacher UNet (SD 1.x wiring) are trained in, (d) the `AutoencoderTiny` both
+models ship with (its decoder draws the images of those latents, its encoder regresses them), then (e) the ADD student
+on the teacher's sampling paths; the same command gives the same weights bit for bit. DIR gets `teacher/` and
+`student/` (fp16 diffusers folders), loss CSVs, a grid, `figures.json`.
 """
 
 from __future__ import annotations
@@ -22,14 +24,25 @@ import torch.nn.functional as F
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from .classifier import images_to_tensor
-from .conditioning import NoiseSchedule, encode_captions
+from .conditioning import NoiseSchedule, encode_captions, encode_images
 from .config import ADDConfig
 from .evaluation import eval_specs, generate, image_rows, prompt_accuracy
 from .losses import predict_x0
 from .shapes import VOCABULARY, caption, make_shapes
 from .trainer import train
 
-__all__ = ["SCHEDULER_CONFIG", "build_pipeline", "main", "save_fp16", "student_config", "student_pipeline", "tokenizer"]
+__all__ = [
+    "SCHEDULER_CONFIG",
+    "build_pipeline",
+    "main",
+    "save_fp16",
+    "student_config",
+    "student_pipeline",
+    "teacher_trajectories",
+    "tokenizer",
+    "training_trajectories",
+    "with_vae",
+]
 
 _D: Any = diffusers  # its classes are untyped
 
@@ -47,14 +60,14 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 BOS, EOS, UNK = "<|startoftext|>", "<|endoftext|>", "<|unk|>"
 MAX_TOKENS = 16  # the longest caption is 12 words, plus BOS and EOS
 # Nominal seconds per step on one core, which split --minutes into step counts (fixed, so that a budget always
-# means the same steps). The shipped run (--minutes 40, 42.9 min in all) measured 0.38, 0.22 and 0.33 with the
-# other core busy; keep these values, or --minutes 40 no longer gives the shipped weights.
-STEP_SECONDS = {"vae": 0.28, "teacher": 0.20, "student": 0.30}
-# Each stage's steps as a share of --minutes at those costs: 2571, 5400 and 3600 steps at the shipped 40. The
-# student's share grew from 0.15 (1200 steps) to 0.45 with the x̂0 student; --minutes 40 took 40.5 to 44 min on
-# one core. The VAE's and the teacher's steps, and so
-# their weights, are unchanged.
-SHARE = {"vae": 0.30, "teacher": 0.45, "student": 0.45}
+# means the same steps). The shipped run (--minutes 40, 75.4 min in all) measured 0.27, 0.17, 0.21 (with the CFG
+# search) and 0.28 with the other core busy; keep these values, or --minutes 40 no longer gives the shipped weights.
+STEP_SECONDS = {"vae": 0.28, "teacher": 0.20, "tiny_vae": 0.225, "student": 0.30}
+# Each stage's steps as a share of --minutes at those costs: 2571, 5400, 8000 and 3600 steps at the shipped 40. The
+# student's share grew from 0.15 (1200 steps) to 0.45 with the x̂0 student, and the tiny autoencoder's was added
+# after them; the VAE's and the teacher's steps, and so their weights, are unchanged.
+SHARE = {"vae": 0.30, "teacher": 0.45, "tiny_vae": 0.75, "student": 0.45}
+TRAJECTORY_STEPS = 20  # the teacher's Euler steps along the student's sampling paths (its preset's 20)
 GUIDANCES = (1.0, 2.0, 4.0, 7.5)  # the teacher's CFG scale at 20 steps is the best of these on held-out prompts
 
 
@@ -154,14 +167,50 @@ def train_vae(vae: Any, images: torch.Tensor, steps: int, *, seed: int, log: Pat
 
     _loop(list(vae.parameters()), steps, 2e-3, loss_fn, log)
     vae.eval()
+    vae.register_to_config(scaling_factor=1.0)  # so that `_encode` gives the posterior means, whose std sets it
     vae.register_to_config(scaling_factor=float(1.0 / _encode(vae, images[:1024]).std()))
 
 
-@torch.no_grad()
 def _encode(vae: Any, images: torch.Tensor) -> torch.Tensor:
-    """Unscaled posterior means (N, 4, 8, 8) of (N, 3, 64, 64) images, 256 at a time."""
-    means = [vae.encode(images[i : i + 256]).latent_dist.mode() for i in range(0, len(images), 256)]
-    return torch.cat(means)
+    """The scaled latents (N, 4, 8, 8) the UNet sees of (N, 3, 64, 64) images, 256 at a time."""
+    return torch.cat([encode_images(vae, images[i : i + 256]) for i in range(0, len(images), 256)])
+
+
+def tiny_autoencoder(seed: int) -> Any:
+    """The untrained `AutoencoderTiny` (TAESD's layout at 16 channels, decoder blocks 1/1/1/0: 65 k parameters, 29 k
+    of them the decoder's) on the teacher's scaled latents: `scaling_factor` 1, so it reads and writes exactly what
+    the UNet sees."""
+    torch.manual_seed(seed)
+    return _D.AutoencoderTiny(
+        encoder_block_out_channels=(16,) * 4, num_encoder_blocks=(1, 1, 1, 1),
+        decoder_block_out_channels=(16,) * 4, num_decoder_blocks=(1, 1, 1, 0), scaling_factor=1.0,
+    )  # fmt: skip
+
+
+def train_tiny_autoencoder(
+    vae: Any, images: torch.Tensor, latents: torch.Tensor, steps: int, *, seed: int, log: Path
+) -> None:
+    """The decoder draws each image from its latent (and from that latent jittered by 0.1 of the latents' std, so
+    that a sampler's near misses also decode cleanly), L1 + L2; the encoder regresses the latents (MSE); batch 32.
+    Its target is the drawn image, not the KL decoder's: that decoder's blur and rings would be copied with it."""
+    g = torch.Generator().manual_seed(seed)
+    vae.train()
+
+    def loss_fn() -> torch.Tensor:
+        idx = torch.randint(images.shape[0], (32,), generator=g)
+        x, z = images[idx], latents[idx]
+        jitter = torch.where(torch.rand(32, 1, 1, 1, generator=g) < 0.5, 0.1 * latents.std(), 0.0)
+        error = vae.decode(z + jitter * torch.randn(z.shape, generator=g)).sample - x
+        loss: torch.Tensor = error.abs().mean() + error.pow(2).mean() + F.mse_loss(vae.encode(x).latents, z)
+        return loss
+
+    _loop(list(vae.parameters()), steps, 2e-3, loss_fn, log)
+    vae.eval()
+
+
+def with_vae(pipe: Any, vae: Any) -> Any:
+    """`pipe` (a `StableDiffusionPipeline`) with `vae` in place of its own."""
+    return _D.StableDiffusionPipeline(**(pipe.components | {"vae": vae}), requires_safety_checker=False)
 
 
 def train_teacher(
@@ -236,6 +285,16 @@ def teacher_trajectories(
     return torch.cat(out)
 
 
+def training_trajectories(pipe: Any, captions: Sequence[str], config: ADDConfig) -> torch.Tensor:
+    """The teacher's `TRAJECTORY_STEPS`-step sampling paths of `captions` at the student's timesteps and target
+    guidance (`teacher_trajectories`), from noise of seed `config.seed + 1`: the student's inputs and targets."""
+    noise = torch.randn(len(captions), 4, 8, 8, generator=torch.Generator().manual_seed(config.seed + 1))
+    return teacher_trajectories(
+        pipe, captions, noise, steps=TRAJECTORY_STEPS, guidance=config.teacher_guidance_scale,
+        timesteps=config.student_timesteps,
+    )  # fmt: skip
+
+
 def _pick_guidance(pipe: Any) -> tuple[float, dict[str, dict[str, float]]]:
     """The teacher's CFG scale at 20 steps: the best all-four accuracy (then colour) on 24 held-out prompts."""
     specs = eval_specs(24, seed=1)
@@ -245,19 +304,20 @@ def _pick_guidance(pipe: Any) -> tuple[float, dict[str, dict[str, float]]]:
 
 
 def student_config(steps: int, *, guidance: float, seed: int) -> ADDConfig:
-    """The shipped student's ADD run: λ = 2.5 (on the summed squared error, as the paper), teacher target guided at
-    `guidance`, student LR 1e-4, discriminator LR 1e-3, EMA 0.99; the student predicts x̂0 and sees t = 999 (its
-    one-step input) as often as the three other timesteps together (docs/notes/add-recipe-2026-12-06.md has the
-    runs behind each choice)."""
+    """The shipped student's ADD run: λ = 2.5 (on the summed squared error, as the paper) towards the end of the
+    teacher's sampling path (guided at `guidance`) that the student's input lies on, the adversarial term weighted
+    3 against the drawn images, student LR 1e-4, discriminator LR 1e-3, EMA 0.99; the student predicts x̂0 and sees
+    t = 999 (its one-step input) as often as the three other timesteps together (docs/notes/add-recipe-2026-12-06.md
+    and add-decoder-2026-12-07.md have the runs behind each choice)."""
     return ADDConfig(
         max_steps=steps, batch_size=16, learning_rate=1e-4, disc_learning_rate=1e-3, warmup_steps=20,
         ema_decay=0.99, teacher_guidance_scale=guidance, seed=seed, student_prediction="sample",
-        student_timesteps=(999, 999, 999, 749, 499, 249),
+        student_timesteps=(999, 999, 999, 749, 499, 249), distill_target="trajectory", adversarial_weight=3.0,
     )  # fmt: skip
 
 
 def run(out: Path, *, minutes: float, seed: int = 0) -> dict[str, Any]:
-    """The whole recipe, (a)-(d) of the module docstring; returns (and writes to `out/figures.json`) its figures."""
+    """The whole recipe, (a)-(e) of the module docstring; returns (and writes to `out/figures.json`) its figures."""
     torch.set_num_threads(1)
     out.mkdir(parents=True, exist_ok=True)
     steps, clock, times = step_counts(minutes), time.perf_counter(), {}
@@ -265,18 +325,23 @@ def run(out: Path, *, minutes: float, seed: int = 0) -> dict[str, Any]:
     images = images_to_tensor(data.images)  # (N, 3, 64, 64) in [-1, 1]
     pipe = build_pipeline(seed)
     train_vae(pipe.vae, images, steps["vae"], seed=seed, log=out / "vae_losses.csv")
-    latents = _encode(pipe.vae, images) * pipe.vae.config.scaling_factor  # (N, 4, 8, 8)
+    latents = _encode(pipe.vae, images)  # (N, 4, 8, 8)
     times["vae"] = time.perf_counter() - clock
     train_teacher(pipe, latents, data.captions, steps["teacher"], seed=seed, log=out / "teacher_losses.csv")
+    times["teacher"] = time.perf_counter() - clock - times["vae"]
+    tiny = tiny_autoencoder(seed)
+    train_tiny_autoencoder(tiny, images, latents, steps["tiny_vae"], seed=seed, log=out / "tiny_vae_losses.csv")
+    pipe = with_vae(pipe, tiny)
     sizes = {"teacher": save_fp16(pipe, out / "teacher")}
     guidance, guidance_scores = _pick_guidance(pipe)
-    times["teacher"] = time.perf_counter() - clock - times["vae"]
+    times["tiny_vae"] = time.perf_counter() - clock - times["vae"] - times["teacher"]
     config = student_config(steps["student"], guidance=guidance, seed=seed)
     images_u8 = torch.tensor(data.images).permute(0, 3, 1, 2).contiguous()
-    result = train(pipe, images_u8, data.captions, out_dir=out / "add", config=config)
+    paths = training_trajectories(pipe, data.captions, config)
+    result = train(pipe, images_u8, data.captions, out_dir=out / "add", config=config, trajectories=paths)
     student = student_pipeline(pipe, result.student.float(), prediction_type=config.student_prediction)
     sizes["student"] = save_fp16(student, out / "student")
-    times["student"] = time.perf_counter() - clock - times["vae"] - times["teacher"]
+    times["student"] = time.perf_counter() - clock - sum(times.values())
     figures = {"steps": steps, "teacher_guidance": guidance, "guidance_search": guidance_scores}
     figures |= {"seconds": times, "bytes": sizes}
     specs = eval_specs()

@@ -287,11 +287,11 @@ def _step(
     x = images[idx]
     x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()  # (B, 3, H, W) in [-1, 1]
     path = None if trajectories is None else trajectories[idx].to(acc.device, torch.float32)
-    latents = encode_images(pipe.vae, x).float() if path is None else path[:, -1]
+    latents = encode_images(pipe.vae, x).float()  # the discriminator's real data, with or without `path`
     cond = encode_captions(pipe, [captions[i] for i in idx.tolist()], height=x.shape[2], width=x.shape[3])
     cond = cond.to_unet_dtype(run.teacher.dtype)
     with acc.autocast():
-        loss_g, fake_x0, logs = generator_step(run, latents, cond, config, path)
+        loss_g, fake_x0, logs = generator_step(run, latents if path is None else path[:, -1], cond, config, path)
     _update(acc, loss_g, run.student, run.optimizers[0], run.schedulers[0], config.max_grad_norm)
     with torch.no_grad():
         for e, p in zip(run.ema.parameters(), acc.unwrap_model(run.student).parameters(), strict=True):
@@ -317,8 +317,10 @@ def train(
     """Distil `pipe.unet` into a few-step student (the returned EMA) on `images` (N, 3, H, W; uint8, or float in
     [-1, 1]); `pipe`'s modules are frozen and moved to the accelerator's device in place. `resume`: True for the
     latest checkpoint under `out_dir`, or a checkpoint folder. `trajectories` (N, T + 1, 4, h, w), the teacher's
-    samples of the captions (`teacher_trajectories`), replace the images' latents as the real data (LADD) and the
-    student's inputs."""
+    sampling paths of the captions (`recipe.teacher_trajectories`), give the student's inputs (and, with
+    `distill_target="trajectory"`, its targets); the discriminator's real data stays the images' latents (the
+    teacher's samples as real data, LADD's choice, left more speckle at our scale:
+    docs/notes/add-decoder-2026-12-07.md)."""
     config = config or ADDConfig()
     if len(captions) != images.shape[0]:
         raise ValueError(f"{images.shape[0]} images but {len(captions)} captions")
