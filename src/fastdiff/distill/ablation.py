@@ -204,8 +204,9 @@ def table(results: dict[str, dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in results.items():
-        formats = [(c, ".2f") for c in ACCURACY] + [("frechet", ".1f")] + [(c, ".2f") for c in SHARPNESS[:2]]
-        formats += [("sharpness_off_edges", ".4f")]  # at two decimals every good model's speckle reads 0.01
+        formats = [(c, ".2f") for c in ACCURACY] + [("frechet", ".1f")]
+        # at two decimals every good model's speckle off the edges reads 0.01
+        formats += [(c, ".4f" if c == "sharpness_off_edges" else ".2f") for c in SHARPNESS]
         cells = ["—" if r.get(c) is None else format(r[c], f) for c, f in [*formats, ("seconds_per_image", ".4f")]]
         lines.append(f"| {name} | {r.get('train_steps') or '—'} | {' | '.join(cells)} |")
     return "\n".join(lines)

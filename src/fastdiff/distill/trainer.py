@@ -215,7 +215,8 @@ def generator_step(
     run: _Run, x0: torch.Tensor, cond: Conditioning, config: ADDConfig, path: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
     """The student's loss λ·L_distill + L_adv,G on real latents `x0`, and x̂θ (detached) for the discriminator; with
-    `path` (B, T, 4, h, w), the teacher's latents at each student timestep, the student's inputs come from it."""
+    `path` (B, T + 1, 4, h, w), the teacher's latents at each student timestep and its sample, the student's inputs
+    come from it (and, with `distill_target="trajectory"`, its target: the sample)."""
     schedule = run.schedule
     index = torch.randint(len(config.student_timesteps), (x0.shape[0],), generator=run.generator)
     t = torch.tensor(config.student_timesteps)[index].to(x0.device)  # (B,)
@@ -229,7 +230,7 @@ def generator_step(
     student_x0 = predict_x0(out.float(), x_t, alpha, sigma, prediction_type=kind)
 
     if config.distill_target == "trajectory" and path is not None:  # no teacher call: its path was sampled once
-        distill = distillation_loss(student_x0, x0, weight=torch.ones_like(alpha))
+        distill = distillation_loss(student_x0, path[:, -1], weight=torch.ones_like(alpha))
     else:
         s = run.randint(*config.teacher_timestep_range, x0)
         x_s = schedule.noise(student_x0.detach(), run.randn(x0), s)  # the student's sample, never the real one
@@ -287,11 +288,11 @@ def _step(
     x = images[idx]
     x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()  # (B, 3, H, W) in [-1, 1]
     path = None if trajectories is None else trajectories[idx].to(acc.device, torch.float32)
-    latents = encode_images(pipe.vae, x).float()  # the discriminator's real data, with or without `path`
+    latents = encode_images(pipe.vae, x).float()  # the real data: always the discriminator's, also with `path`
     cond = encode_captions(pipe, [captions[i] for i in idx.tolist()], height=x.shape[2], width=x.shape[3])
     cond = cond.to_unet_dtype(run.teacher.dtype)
     with acc.autocast():
-        loss_g, fake_x0, logs = generator_step(run, latents if path is None else path[:, -1], cond, config, path)
+        loss_g, fake_x0, logs = generator_step(run, latents, cond, config, path)
     _update(acc, loss_g, run.student, run.optimizers[0], run.schedulers[0], config.max_grad_norm)
     with torch.no_grad():
         for e, p in zip(run.ema.parameters(), acc.unwrap_model(run.student).parameters(), strict=True):
