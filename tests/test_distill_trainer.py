@@ -304,6 +304,40 @@ def test_the_tiny_autoencoder_learns_the_latents_both_ways_and_replaces_the_vae(
     assert out.shape == (1, 3, 64, 64) and torch.isfinite(out).all()
 
 
+def test_real_latents_replace_the_encoded_images_as_the_discriminators_real_data(tmp_path, data):
+    from fastdiff.distill.conditioning import encode_images
+
+    config = _config(max_steps=3)
+    pipe = tiny_pipeline("sd1")
+    encoded = encode_images(pipe.vae, data[0].float() / 127.5 - 1.0)
+    default = train(pipe, *data, out_dir=tmp_path / "default", config=config)
+    given = train(tiny_pipeline("sd1"), *data, out_dir=tmp_path / "given", config=config, real_latents=encoded)
+    for key in ("loss_g", "d_real"):  # equal up to the encoder's batch size (16 at once here, 2 per step there)
+        assert [r[key] for r in given.log] == pytest.approx([r[key] for r in default.log], rel=1e-5)
+    other = train(tiny_pipeline("sd1"), *data, out_dir=tmp_path / "other", config=config, real_latents=-encoded)
+    assert other.log[0]["d_real"] != default.log[0]["d_real"]
+    assert other.log[0]["loss_g"] != default.log[0]["loss_g"]  # without paths they are also the student's inputs
+    with pytest.raises(ValueError, match="real latents"):
+        train(tiny_pipeline("sd1"), *data, out_dir=tmp_path / "bad", config=config, real_latents=encoded[:3])
+
+
+def test_refined_latents_are_redrawn_closer_by_the_decoder_and_stay_near_the_encoders(data):
+    from fastdiff.distill.conditioning import decode_latents, encode_images
+    from fastdiff.distill.recipe import refine_latents, tiny_autoencoder
+
+    vae = tiny_autoencoder(seed=0)
+    images = data[0].float() / 127.5 - 1.0
+    encoded = encode_images(vae, images)
+    refined = refine_latents(vae, data[0], steps=20, chunk=5)  # uint8 in, three chunks of 5, 5 and 6
+    assert refined.shape == encoded.shape and not refined.requires_grad
+    before = (decode_latents(vae, encoded) - images).abs().mean()
+    after = (decode_latents(vae, refined) - images).abs().mean()
+    assert after < 0.99 * before, (before, after)  # an untrained decoder: it cannot draw much from any latent
+    assert torch.equal(refine_latents(vae, images, steps=0), encoded)  # the start: the encoder's latents
+    loose = refine_latents(vae, images, steps=20, anchor=0.0)
+    assert (refined - encoded).norm() < (loose - encoded).norm()  # the anchor holds them nearer
+
+
 @pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction", "sample"])
 def test_predict_x0_inverts_each_parameterisation(prediction_type):
     from fastdiff.distill import predict_x0

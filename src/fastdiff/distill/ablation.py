@@ -28,7 +28,7 @@ from .classifier import ShapesClassifier, accuracy, images_to_tensor, shipped_cl
 from .config import ADDConfig
 from .data import shapes_images
 from .evaluation import HELD_OUT_SEED, eval_specs, generate, held_out_specs, image_rows
-from .recipe import save_fp16, step_counts, student_config, student_pipeline, training_trajectories
+from .recipe import refine_latents, save_fp16, step_counts, student_config, student_pipeline, training_trajectories
 from .shapes import ShapeSpec, caption, draw
 from .trainer import train
 
@@ -158,6 +158,19 @@ def _scores(
     }
 
 
+def refined_latents(teacher: Any, images: torch.Tensor, path: Path) -> torch.Tensor:
+    """The recipe's real data: `images`' latents refined for the teacher's decoder (`recipe.refine_latents`), saved
+    at `path` the first time (about 15 min on one core) for the variants trained in other processes."""
+    if path.is_file():
+        latents: torch.Tensor = torch.load(path)
+        return latents
+    latents = refine_latents(teacher.vae, images)
+    partial = path.with_suffix(".partial")
+    torch.save(latents, partial)
+    partial.replace(path)  # a process beside this one never reads a half-written file
+    return latents
+
+
 def train_students(
     teacher: Any, out: Path, *, steps: int, variants: Sequence[str], seed: int = 0, reuse: bool = False
 ) -> dict[str, Any]:
@@ -165,7 +178,7 @@ def train_students(
     images, captions = shapes_images(4096, seed=seed)  # as recipe.run
     configs = student_configs(steps=steps, seed=seed)
     students: dict[str, Any] = {}
-    paths = None  # the teacher's sampling paths, the same for every variant (the loss weights do not change them)
+    paths = real = None  # the teacher's sampling paths and the real data, the same for every variant
     for name in variants:
         folder = out / f"{name}-{steps}"
         if reuse and (folder / "pipeline" / "model_index.json").is_file():
@@ -174,7 +187,11 @@ def train_students(
             continue
         start = time.perf_counter()
         paths = training_trajectories(teacher, captions, configs[name]) if paths is None else paths
-        result = train(teacher, images, captions, out_dir=folder / "train", config=configs[name], trajectories=paths)
+        real = refined_latents(teacher, images, out / f"real-latents-s{seed}.pt") if real is None else real
+        result = train(
+            teacher, images, captions, out_dir=folder / "train", config=configs[name], trajectories=paths,
+            real_latents=real,
+        )  # fmt: skip
         pipe = student_pipeline(teacher, result.student.float(), prediction_type=configs[name].student_prediction)
         save_fp16(pipe, folder / "pipeline")  # evaluated as saved: fp16-rounded weights, float32 compute
         pipe.set_progress_bar_config(disable=True)

@@ -122,9 +122,9 @@ def encode_images(vae: Any, images: torch.Tensor) -> torch.Tensor:
     return scaled
 
 
-@torch.no_grad()
 def decode_latents(vae: Any, latents: torch.Tensor) -> torch.Tensor:
-    """The inverse of `encode_images`: (B, 3, H, W) in about [-1, 1] (a plain decode: no safety checker)."""
+    """The inverse of `encode_images`: (B, 3, H, W) in about [-1, 1] (a plain decode: no safety checker). Gradients
+    reach `latents` where they require them (`recipe.refine_latents`)."""
     z = latents.to(vae.device, vae.dtype) / vae.config.scaling_factor
     mean, std = _latent_stats(vae, z)
     pixels: torch.Tensor = vae.decode(z * std + mean, return_dict=False)[0].float()

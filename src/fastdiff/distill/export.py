@@ -41,6 +41,7 @@ def one_step_latents(
     return predict_x0(out, x_t, alpha, sigma, prediction_type=prediction_type or schedule.prediction_type)
 
 
+@torch.no_grad()
 def sample_grid(
     pipe: Any,
     unet: Any,

@@ -1,10 +1,11 @@
 """The recipe of the shipped `fastdiff-shapes` models, from scratch on the drawn `shapes` set (docs/distill.md).
 
-`python -m fastdiff.distill.recipe --out DIR [--minutes M]` trains (a) a tiny `AutoencoderKL`, whose latent space
-(b) a tiny CLIP text encoder and (c) the teacher UNet (SD 1.x wiring) are trained in, (d) the `AutoencoderTiny` both
-models ship with (its decoder draws the images of those latents, its encoder regresses them), then (e) the ADD student
-on the teacher's sampling paths; the same command gives the same weights bit for bit. DIR gets `teacher/` and
-`student/` (fp16 diffusers folders), loss CSVs, a grid, `figures.json`.
+`python -m fastdiff.distill.recipe --out DIR [--minutes M]` trains (a) a tiny `AutoencoderKL`, which sets the latent
+space, (b) the `AutoencoderTiny` both models ship with (its decoder draws the images of those latents, its encoder
+regresses them), then (c) refines each image's latent until that decoder redraws it, and trains (d) a tiny CLIP text
+encoder and the teacher UNet (SD 1.x wiring) on the refined latents and (e) the ADD student on the teacher's sampling
+paths, the refined latents its discriminator's real data; the same command gives the same weights bit for bit. DIR
+gets `teacher/` and `student/` (fp16 diffusers folders), loss CSVs, a grid, `figures.json`.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import torch.nn.functional as F
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
 
 from .classifier import images_to_tensor
-from .conditioning import NoiseSchedule, encode_captions, encode_images
+from .conditioning import NoiseSchedule, decode_latents, encode_captions, encode_images
 from .config import ADDConfig
 from .evaluation import eval_specs, generate, image_rows, prompt_accuracy
 from .losses import predict_x0
@@ -35,6 +36,7 @@ __all__ = [
     "SCHEDULER_CONFIG",
     "build_pipeline",
     "main",
+    "refine_latents",
     "save_fp16",
     "student_config",
     "student_pipeline",
@@ -208,6 +210,33 @@ def train_tiny_autoencoder(
     vae.eval()
 
 
+def refine_latents(
+    vae: Any, images: torch.Tensor, *, steps: int = 50, lr: float = 0.05, anchor: float = 0.01, chunk: int = 512
+) -> torch.Tensor:
+    """Latents (N, C, h, w) that `vae`'s decoder redraws `images` (N, 3, H, W; uint8, or float in [-1, 1]) from:
+    `steps` Adam steps on each latent from the encoder's, on the decode's L1 + L2 plus `anchor`·‖z − z_enc‖² (means);
+    `vae` is frozen. An encoder is fitted to all images at once and misses each one a little (the amortisation gap,
+    Cremer et al. 2018): here its latents lose small shapes that the decoder can draw
+    (docs/notes/add-ceiling-2026-12-07.md)."""
+    vae.requires_grad_(False)
+    out = []
+    for i in range(0, len(images), chunk):
+        x = images[i : i + chunk]
+        x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()
+        with torch.no_grad():
+            z_enc = encode_images(vae, x).float()
+        z = z_enc.clone().requires_grad_(True)
+        opt = torch.optim.Adam([z], lr=lr)
+        for _ in range(steps):
+            error = decode_latents(vae, z) - x
+            loss = error.abs().mean() + error.pow(2).mean() + anchor * (z - z_enc).pow(2).mean()
+            opt.zero_grad(set_to_none=True)
+            loss.backward()  # type: ignore[no-untyped-call]
+            opt.step()
+        out.append(z.detach())
+    return torch.cat(out)
+
+
 def with_vae(pipe: Any, vae: Any) -> Any:
     """`pipe` (a `StableDiffusionPipeline`) with `vae` in place of its own."""
     return _D.StableDiffusionPipeline(**(pipe.components | {"vae": vae}), requires_safety_checker=False)
@@ -327,18 +356,23 @@ def run(out: Path, *, minutes: float, seed: int = 0) -> dict[str, Any]:
     train_vae(pipe.vae, images, steps["vae"], seed=seed, log=out / "vae_losses.csv")
     latents = _encode(pipe.vae, images)  # (N, 4, 8, 8)
     times["vae"] = time.perf_counter() - clock
-    train_teacher(pipe, latents, data.captions, steps["teacher"], seed=seed, log=out / "teacher_losses.csv")
-    times["teacher"] = time.perf_counter() - clock - times["vae"]
     tiny = tiny_autoencoder(seed)
     train_tiny_autoencoder(tiny, images, latents, steps["tiny_vae"], seed=seed, log=out / "tiny_vae_losses.csv")
+    tiny.to(torch.float16).to(torch.float32)  # the latents are refined for the decoder that ships (in fp16)
+    times["tiny_vae"] = time.perf_counter() - clock - times["vae"]
+    refined = refine_latents(tiny, images)
+    times["refine"] = time.perf_counter() - clock - times["vae"] - times["tiny_vae"]
     pipe = with_vae(pipe, tiny)
+    train_teacher(pipe, refined, data.captions, steps["teacher"], seed=seed, log=out / "teacher_losses.csv")
     sizes = {"teacher": save_fp16(pipe, out / "teacher")}
     guidance, guidance_scores = _pick_guidance(pipe)
-    times["tiny_vae"] = time.perf_counter() - clock - times["vae"] - times["teacher"]
+    times["teacher"] = time.perf_counter() - clock - sum(times.values())
     config = student_config(steps["student"], guidance=guidance, seed=seed)
     images_u8 = torch.tensor(data.images).permute(0, 3, 1, 2).contiguous()
     paths = training_trajectories(pipe, data.captions, config)
-    result = train(pipe, images_u8, data.captions, out_dir=out / "add", config=config, trajectories=paths)
+    result = train(
+        pipe, images_u8, data.captions, out_dir=out / "add", config=config, trajectories=paths, real_latents=refined
+    )
     student = student_pipeline(pipe, result.student.float(), prediction_type=config.student_prediction)
     sizes["student"] = save_fp16(student, out / "student")
     times["student"] = time.perf_counter() - clock - sum(times.values())

@@ -282,14 +282,19 @@ def _step(
     run: _Run,
     acc: Any,
     trajectories: torch.Tensor | None,
+    real_latents: torch.Tensor | None,
 ) -> dict[str, float]:
     """One student update, one EMA update, one discriminator update, on a random batch (with replacement)."""
     idx = torch.randint(images.shape[0], (config.batch_size,), generator=run.generator)
-    x = images[idx]
-    x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()  # (B, 3, H, W) in [-1, 1]
     path = None if trajectories is None else trajectories[idx].to(acc.device, torch.float32)
-    latents = encode_images(pipe.vae, x).float()  # the real data: always the discriminator's, also with `path`
-    cond = encode_captions(pipe, [captions[i] for i in idx.tolist()], height=x.shape[2], width=x.shape[3])
+    if real_latents is None:  # the real data: always the discriminator's, also with `path`
+        x = images[idx]
+        x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()  # (B, 3, H, W) in [-1, 1]
+        latents = encode_images(pipe.vae, x).float()
+    else:
+        latents = real_latents[idx].to(acc.device, torch.float32)
+    height, width = images.shape[2], images.shape[3]
+    cond = encode_captions(pipe, [captions[i] for i in idx.tolist()], height=height, width=width)
     cond = cond.to_unet_dtype(run.teacher.dtype)
     with acc.autocast():
         loss_g, fake_x0, logs = generator_step(run, latents, cond, config, path)
@@ -314,6 +319,7 @@ def train(
     resume: bool | str | Path = False,
     accelerator: Any = None,
     trajectories: torch.Tensor | None = None,
+    real_latents: torch.Tensor | None = None,
 ) -> TrainResult:
     """Distil `pipe.unet` into a few-step student (the returned EMA) on `images` (N, 3, H, W; uint8, or float in
     [-1, 1]); `pipe`'s modules are frozen and moved to the accelerator's device in place. `resume`: True for the
@@ -321,12 +327,15 @@ def train(
     sampling paths of the captions (`recipe.teacher_trajectories`), give the student's inputs (and, with
     `distill_target="trajectory"`, its targets); the discriminator's real data stays the images' latents (the
     teacher's samples as real data, LADD's choice, left more speckle at our scale:
-    docs/notes/add-decoder-2026-12-07.md)."""
+    docs/notes/add-decoder-2026-12-07.md). `real_latents` (N, 4, h, w), where given, replace the images' latents as
+    the real data (`recipe.refine_latents`)."""
     config = config or ADDConfig()
     if len(captions) != images.shape[0]:
         raise ValueError(f"{images.shape[0]} images but {len(captions)} captions")
     if trajectories is not None and len(trajectories) != len(captions):
         raise ValueError(f"{len(trajectories)} trajectories but {len(captions)} captions")
+    if real_latents is not None and len(real_latents) != len(captions):
+        raise ValueError(f"{len(real_latents)} real latents but {len(captions)} captions")
     if config.distill_target == "trajectory" and trajectories is None:
         raise FastDiffError("distill_target='trajectory' needs train(trajectories=teacher_trajectories(...))")
     acc = accelerator or _accelerator(config)
@@ -341,7 +350,7 @@ def train(
     start = time.monotonic() - seconds
     while step < config.max_steps:
         step += 1
-        row = _step(pipe, images, captions, config, run, acc, trajectories)
+        row = _step(pipe, images, captions, config, run, acc, trajectories, real_latents)
         seconds = time.monotonic() - start
         log.append({"step": float(step), "seconds": seconds, **row})
         if config.checkpoint_every and step % config.checkpoint_every == 0:
