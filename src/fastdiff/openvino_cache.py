@@ -122,7 +122,10 @@ def compiled_model(
             model = _compile(str(xml), precision)  # the weights memory-mapped from the IR
     if converted := model is None:
         with silenced("tracing"):  # tracing's notes on diffusers' code (and NNCF's calibration runs)
-            model = _compile(_convert(module, call, example, weights, xml.parent), precision)
+            _convert(module, call, example, weights, xml.parent)
+        # Compiled from the saved IR, as every later cache hit is: saving transforms the graph (constant folding),
+        # and an in-memory model compiled as converted can differ from it in the last bit of a pixel.
+        model = _compile(str(xml), precision)
     shared = Shared(model)
     with _lock:
         _counts["conversions" if converted else "cache_loads"] += 1
@@ -136,8 +139,8 @@ def _convert(
     example: Mapping[str, torch.Tensor],
     weights: str | None,
     folder: Path,
-) -> Any:
-    """The IR of `call` at the example's static shapes, in `weights`' format, saved to `folder`."""
+) -> None:
+    """Save the IR of `call` at the example's static shapes, in `weights`' format, to `folder`."""
     import openvino as ov
 
     traced = nn.Module()  # `call` as a module holding `module`: its weights are shared with the IR, not copied
@@ -158,4 +161,3 @@ def _convert(
     ov.save_model(model, partial / "model.xml", compress_to_fp16=False)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(partial, folder)
-    return model

@@ -62,12 +62,12 @@ SCHEDULER_CONFIG: dict[str, Any] = {
 BOS, EOS, UNK = "<|startoftext|>", "<|endoftext|>", "<|unk|>"
 MAX_TOKENS = 16  # the longest caption is 12 words, plus BOS and EOS
 # Nominal seconds per step on one core, which split --minutes into step counts (fixed, so that a budget always
-# means the same steps). The shipped run (--minutes 40, 75.4 min in all) measured 0.27, 0.17, 0.21 (with the CFG
-# search) and 0.28 with the other core busy; keep these values, or --minutes 40 no longer gives the shipped weights.
+# means the same steps); the runs so far took 0.27, 0.17, 0.23 and 0.28 with the other core busy. Keep these values,
+# or --minutes 40 no longer gives the shipped weights. The latents' refinement has fixed steps of its own (50).
 STEP_SECONDS = {"vae": 0.28, "teacher": 0.20, "tiny_vae": 0.225, "student": 0.30}
 # Each stage's steps as a share of --minutes at those costs: 2571, 5400, 8000 and 3600 steps at the shipped 40. The
 # student's share grew from 0.15 (1200 steps) to 0.45 with the x̂0 student, and the tiny autoencoder's was added
-# after them; the VAE's and the teacher's steps, and so their weights, are unchanged.
+# after them; the VAE's and the teacher's steps are unchanged.
 SHARE = {"vae": 0.30, "teacher": 0.45, "tiny_vae": 0.75, "student": 0.45}
 TRAJECTORY_STEPS = 20  # the teacher's Euler steps along the student's sampling paths (its preset's 20)
 GUIDANCES = (1.0, 2.0, 4.0, 7.5)  # the teacher's CFG scale at 20 steps is the best of these on held-out prompts
@@ -221,7 +221,7 @@ def refine_latents(
     vae.requires_grad_(False)
     out = []
     for i in range(0, len(images), chunk):
-        x = images[i : i + chunk]
+        x = images[i : i + chunk].contiguous()  # a permuted layout would change the convolutions' sums and the latents
         x = x.float() / 127.5 - 1.0 if x.dtype == torch.uint8 else x.float()
         with torch.no_grad():
             z_enc = encode_images(vae, x).float()
