@@ -1,7 +1,9 @@
 """Issue 30 probe: the ablation's ADD student (3600 steps, the shipped recipe) whose discriminator's real data are
 the decoder-refined latents of its training images (invert_train.py) instead of the encoder's latents. With
 TEACHER_RUN=DIR (a teacher_inv.py output), from that teacher, on its sampling paths at its best CFG (this ran as a copy, invadd2.py, differing in those lines only).
-Usage: [TEACHER_RUN=DIR] python invadd.py SEED OUT LATENTS.pt [key=value ...]"""
+With FRESH=1, the adversarial term (and the discriminator's fakes) come from a second student call at t = 999 on
+fresh noise (this ran as a copy, fresh.py, differing in those lines only).
+Usage: [TEACHER_RUN=DIR] [FRESH=1] python invadd.py SEED OUT LATENTS.pt [key=value ...]"""
 import dataclasses, json, os, sys, time, torch
 from pathlib import Path
 from fastdiff.distill import trainer as T
@@ -14,6 +16,34 @@ seed, out, INV = int(sys.argv[1]), Path(sys.argv[2]), torch.load(sys.argv[3])
 changes = {k: eval(v) for k, v in (a.split("=", 1) for a in sys.argv[4:])}
 RUN = Path(os.environ["TEACHER_RUN"]) if "TEACHER_RUN" in os.environ else None
 BEST = json.loads((RUN / "result.json").read_text())["best"] if RUN else GUIDANCE
+
+
+def generator_step(run, x0, cond, config, path=None):  # trainer.generator_step, adversarial term on fresh noise
+    from fastdiff.distill.losses import distillation_loss, hinge_g_loss, predict_x0
+    schedule = run.schedule
+    index = torch.randint(len(config.student_timesteps), (x0.shape[0],), generator=run.generator)
+    t = torch.tensor(config.student_timesteps)[index].to(x0.device)
+    x_t = path[torch.arange(x0.shape[0]), index]
+    kind = config.student_prediction or schedule.prediction_type
+    out = run.student(x_t, t, return_dict=False, **cond.unet_kwargs())[0]
+    alpha, sigma = schedule.alpha_sigma(t)
+    student_x0 = predict_x0(out.float(), x_t, alpha, sigma, prediction_type=kind)
+    distill = distillation_loss(student_x0, path[:, -1], weight=torch.ones_like(alpha))
+    t1 = torch.full_like(t, 999)
+    x_f = schedule.noise(x0, run.randn(x0), t1, zero_terminal=True)  # pure noise at zero terminal SNR
+    out_f = run.student(x_f, t1, return_dict=False, **cond.unet_kwargs())[0]
+    a1, s1 = schedule.alpha_sigma(t1)
+    fresh_x0 = predict_x0(out_f.float(), x_f, a1, s1, prediction_type=kind)
+    t_hat, eps = run.randint(*config.disc_timestep_range, x0), run.randn(x0)
+    fake = T._features(run, fresh_x0, t_hat, eps, cond)
+    adversarial = hinge_g_loss(run.heads(fake, cond.pooled, t_hat))
+    loss = config.distill_weight * distill + config.adversarial_weight * adversarial
+    logs = {"loss_g": loss.item(), "loss_distill": distill.item(), "loss_adv_g": adversarial.item()}
+    return loss, fresh_x0.detach(), logs
+
+
+if os.environ.get("FRESH"):  # fresh.py's run: the adversarial term on fresh noise
+    T.generator_step = generator_step
 
 
 def _step(pipe, images, captions, config, run, acc, trajectories):  # trainer._step with latents = INV[idx]
