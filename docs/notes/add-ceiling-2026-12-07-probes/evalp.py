@@ -1,11 +1,11 @@
 """Issue 30 probe: students given as NAME=FOLDER, scored by `ablation.evaluate_model` on the 96 held-out prompts at
-the held-out noise seed and +1, +2 (accuracy only is compared; times are not, other work ran beside)."""
+the held-out noise seed and +1, +2 (accuracy only is compared; times are not, other work ran beside). THREADS=N: torch threads (default 1)."""
 import json, sys, torch
 from pathlib import Path
 from fastdiff.distill.ablation import _load, evaluate_model, real_images
 from fastdiff.distill.classifier import shipped_classifier
 from fastdiff.distill.evaluation import HELD_OUT_SEED, held_out_specs
-torch.set_num_threads(1)
+torch.set_num_threads(int(__import__("os").environ.get("THREADS", 1)))
 specs = held_out_specs(); real = real_images(specs); clf = shipped_classifier().float()
 out = {}
 for a in sys.argv[1:]:
