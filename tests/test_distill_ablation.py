@@ -96,7 +96,7 @@ def test_the_three_students_share_the_recipe_config_and_differ_only_in_the_loss_
     assert (add.max_steps, add.batch_size, add.learning_rate, add.ema_decay) == (3600, 16, 1e-4, 0.99)
     assert (add.warmup_steps, add.teacher_guidance_scale, add.seed) == (20, 2.0, 0)
     assert add.student_prediction == "sample" and add.student_timesteps == (999, 999, 999, 749, 499, 249)
-    assert add.distill_target == "trajectory"
+    assert add.distill_target == "teacher"  # the paper's score distillation, from the paths' points
     weights = {n: (c.distill_weight, c.adversarial_weight) for n, c in configs.items()}
     assert weights == {"add": (2.5, 3.0), "distill": (2.5, 0.0), "adversarial": (0.0, 3.0)}
     for config in configs.values():

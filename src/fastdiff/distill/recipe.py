@@ -333,15 +333,16 @@ def _pick_guidance(pipe: Any) -> tuple[float, dict[str, dict[str, float]]]:
 
 
 def student_config(steps: int, *, guidance: float, seed: int) -> ADDConfig:
-    """The shipped student's ADD run: λ = 2.5 (on the summed squared error, as the paper) towards the end of the
-    teacher's sampling path (guided at `guidance`) that the student's input lies on, the adversarial term weighted
-    3 against the drawn images, student LR 1e-4, discriminator LR 1e-3, EMA 0.99; the student predicts x̂0 and sees
-    t = 999 (its one-step input) as often as the three other timesteps together (docs/notes/add-recipe-2026-12-06.md
-    and add-decoder-2026-12-07.md have the runs behind each choice)."""
+    """The shipped student's ADD run: the paper's score distillation, λ = 2.5 on the summed squared error towards the
+    teacher's x̂0 (guided at `guidance`) of the student's output re-noised to s ~ U[20, 980], from inputs on the
+    teacher's sampling paths; the adversarial term weighted 3 against the refined real latents; student LR 1e-4,
+    discriminator LR 1e-3, EMA 0.99; the student predicts x̂0 and sees t = 999 (its one-step input) as often as the
+    three other timesteps together (docs/notes/add-recipe-2026-12-06.md, add-decoder-2026-12-07.md and
+    add-ceiling-2026-12-07.md have the runs behind each choice)."""
     return ADDConfig(
         max_steps=steps, batch_size=16, learning_rate=1e-4, disc_learning_rate=1e-3, warmup_steps=20,
         ema_decay=0.99, teacher_guidance_scale=guidance, seed=seed, student_prediction="sample",
-        student_timesteps=(999, 999, 999, 749, 499, 249), distill_target="trajectory", adversarial_weight=3.0,
+        student_timesteps=(999, 999, 999, 749, 499, 249), distill_target="teacher", adversarial_weight=3.0,
     )  # fmt: skip
 
 
