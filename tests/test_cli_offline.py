@@ -88,6 +88,27 @@ def _children_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+@pytest.mark.parametrize("command", ["generate", "batch"])
+def test_wrong_step_count_is_refused_before_the_weights_are_looked_for(
+    command: str, unreachable_hub: dict[str, str], tmp_path: Path
+) -> None:
+    """A count the preset's checkpoint was not distilled for is the error, not the missing download it would need."""
+    (tmp_path / "prompts.txt").write_text("a cat\n")
+    where = (
+        ["a cat", "--output", str(tmp_path / "cat.png")]
+        if command == "generate"
+        else [str(tmp_path / "prompts.txt"), "--out", str(tmp_path / "run")]
+    )
+    done = fastdiff(command, *where, "--preset", "sdxl-lightning-4step", "--steps", "2", env=unreachable_hub)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1, done.stderr
+    assert lines[0] == (
+        "error: sdxl-lightning-4step runs exactly 4 steps (its checkpoint was distilled for that count), got steps=2; "
+        "for 2 steps use sdxl-lightning-2step"
+    )
+    assert "imported: []" in done.stdout and not (tmp_path / "run").exists()
+
+
 def test_hf_hub_offline_without_cache_is_one_line(unreachable_hub: dict[str, str]) -> None:
     done = fastdiff("download", "sd-turbo", "--dtype", "float16", env=unreachable_hub | {"HF_HUB_OFFLINE": "1"})
     assert done.returncode == 2

@@ -36,7 +36,7 @@ def _cmd_generate(args: argparse.Namespace) -> int:
         raise FastDiffError(f"--output must be a .png file, got {args.output!r}")
     if not output.parent.is_dir():
         raise FastDiffError(f"--output folder {str(output.parent)!r} does not exist; create it first")
-    cli_options.check_weights_reachable(args)
+    cli_options.check_before_loading(args)
     from PIL import Image, UnidentifiedImageError
 
     image = None

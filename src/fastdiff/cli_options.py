@@ -13,7 +13,7 @@ __all__ = [
     "add_sampling_options",
     "add_size_options",
     "add_weight_options",
-    "check_weights_reachable",
+    "check_before_loading",
     "load_options",
     "sampling_options",
 ]
@@ -65,8 +65,12 @@ def add_sampling_options(parser: argparse.ArgumentParser, *, seed_default: int |
     add_size_options(parser)
 
 
-def check_weights_reachable(args: argparse.Namespace) -> None:
-    """Fail in one line, before torch loads, when the weights are neither cached nor downloadable."""
+def check_before_loading(args: argparse.Namespace, *, weights: bool = True) -> None:
+    """Fail in one line, before torch loads: on a step count the preset does not run (first, so that nobody fetches
+    a model to learn it), then, with `weights`, when the weights are neither cached nor downloadable."""
+    preset_table.check_steps(preset_table.get(args.preset), getattr(args, "steps", None))
+    if not weights:
+        return
     from .hub import check_cached_or_reachable  # huggingface_hub: 0.2 s that --help does without
 
     if args.source is not None:  # a local folder or file, or another repo: loading checks it

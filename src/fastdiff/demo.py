@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from .cli_options import add_model_options, add_size_options, check_weights_reachable, load_options
+from .cli_options import add_model_options, add_size_options, check_before_loading, load_options
 from .errors import FastDiffError, routed_warnings
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def run_demo(args: argparse.Namespace) -> int:
     """Load the preset, open a live session and serve the page until interrupted; returns the exit status."""
     from importlib.util import find_spec
 
-    check_weights_reachable(args)  # the weights and Gradio first: loading torch only to fail on either is slow
+    check_before_loading(args)  # the weights and Gradio first: loading torch only to fail on either is slow
     if find_spec("gradio") is None:
         raise FastDiffError("fastdiff demo needs Gradio: pip install 'fastdiff[demo]'")
     from .generator import FewStepGenerator

@@ -7,6 +7,7 @@ eta, guidance, LoRA fused). Adding a family is one row here and at most one reci
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -20,6 +21,7 @@ __all__ = [
     "Family",
     "Preset",
     "all_presets",
+    "check_steps",
     "get",
     "is_shipped",
     "names",
@@ -372,6 +374,33 @@ def get(name: str | Preset) -> Preset:
 def is_shipped(preset: Preset) -> bool:
     """True for a model that ships inside the package: nothing to download, no hub cache involved."""
     return Path(preset.repo_id).parent == SHIPPED_MODELS
+
+
+def _sibling_for(preset: Preset, steps: int) -> Preset | None:
+    """The preset of the same family variant distilled for `steps` (sdxl-lightning-4step → -2step)."""
+    stem = re.sub(r"\d+step", "#step", preset.name)
+    same = (p for p in all_presets() if re.sub(r"\d+step", "#step", p.name) == stem and steps in p.steps)
+    return next((p for p in same if p.name != preset.name), None)
+
+
+def check_steps(preset: Preset, steps: object) -> int:
+    """Default or validate the step count against the preset's allowed set (torch-free, so that the CLI refuses a
+    wrong count before it checks for, or downloads, any weights)."""
+    if steps is None:
+        return preset.default_steps
+    if not isinstance(steps, int) or isinstance(steps, bool):
+        raise FastDiffError(f"steps must be an int, not {steps!r}; {preset.name} runs {preset.steps_label()} steps")
+    if steps in preset.steps:
+        return steps
+    if len(preset.steps) == 1:
+        hint = f"{preset.name} runs exactly {preset.steps[0]} steps (its checkpoint was distilled for that count)"
+    else:
+        hint = f"{preset.name} runs {preset.steps_label()} steps"
+    sibling = _sibling_for(preset, steps)
+    plural = "s" if steps != 1 else ""
+    nearest = min(preset.steps, key=lambda allowed: (abs(allowed - steps), allowed))
+    fix = f"; for {steps} step{plural} use {sibling.name}" if sibling else f"; use steps={nearest}"
+    raise FastDiffError(f"{hint}, got steps={steps}{fix}")
 
 
 def register(preset: Preset, *, overwrite: bool = False) -> Preset:

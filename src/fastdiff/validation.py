@@ -7,7 +7,6 @@ gets a `FastDiffWarning`. How a whole call in diffusers' style becomes requests 
 from __future__ import annotations
 
 import math
-import re
 import secrets
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias, TypeGuard
@@ -18,7 +17,7 @@ from PIL import Image
 
 from .errors import FastDiffError, warn
 from .families import family
-from .presets import Preset, all_presets
+from .presets import Preset, check_steps
 from .schedulers import img2img_schedule
 
 __all__ = [
@@ -79,32 +78,6 @@ def _is_int(value: object) -> TypeGuard[int]:
 
 def _is_number(value: object) -> TypeGuard[int | float]:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _sibling_for(preset: Preset, steps: int) -> Preset | None:
-    """The preset of the same family variant distilled for `steps` (sdxl-lightning-4step → -2step)."""
-    stem = re.sub(r"\d+step", "#step", preset.name)
-    same = (p for p in all_presets() if re.sub(r"\d+step", "#step", p.name) == stem and steps in p.steps)
-    return next((p for p in same if p.name != preset.name), None)
-
-
-def check_steps(preset: Preset, steps: object) -> int:
-    """Default or validate the step count against the preset's allowed set."""
-    if steps is None:
-        return preset.default_steps
-    if not _is_int(steps):
-        raise FastDiffError(f"steps must be an int, not {steps!r}; {preset.name} runs {preset.steps_label()} steps")
-    if steps in preset.steps:
-        return steps
-    if len(preset.steps) == 1:
-        hint = f"{preset.name} runs exactly {preset.steps[0]} steps (its checkpoint was distilled for that count)"
-    else:
-        hint = f"{preset.name} runs {preset.steps_label()} steps"
-    sibling = _sibling_for(preset, steps)
-    plural = "s" if steps != 1 else ""
-    nearest = min(preset.steps, key=lambda allowed: (abs(allowed - steps), allowed))
-    fix = f"; for {steps} step{plural} use {sibling.name}" if sibling else f"; use steps={nearest}"
-    raise FastDiffError(f"{hint}, got steps={steps}{fix}")
 
 
 def check_seed(seed: object, num_images: int) -> int:

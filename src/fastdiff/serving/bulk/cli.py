@@ -102,8 +102,9 @@ def run_batch(args: argparse.Namespace) -> int:
     from tqdm import tqdm  # type: ignore[import-untyped, unused-ignore]
 
     preset = preset_table.get(args.preset).name  # a wrong name is refused before DIR is touched
-    if args.ray is None:  # Ray workers read their own nodes' caches, not this machine's
-        cli_options.check_weights_reachable(args)  # and weights that cannot load: in one line, before torch loads
+    # the step count, and weights that cannot load (not with Ray: its workers read their own nodes' caches), in one
+    # line before torch loads
+    cli_options.check_before_loading(args, weights=args.ray is None)
     entries = read_prompt_file(args.prompts)
     jobs = make_jobs(entries, base_seed=args.seed, defaults=cli_options.sampling_options(args))
     spec = _load_spec(args)
