@@ -4,8 +4,10 @@
 space, (b) the `AutoencoderTiny` both models ship with (its decoder draws the images of those latents, its encoder
 regresses them), then (c) refines each image's latent until that decoder redraws it, and trains (d) a tiny CLIP text
 encoder and the teacher UNet (SD 1.x wiring) on the refined latents and (e) the ADD student on the teacher's sampling
-paths, the refined latents its discriminator's real data; the same command gives the same weights bit for bit. DIR
-gets `teacher/` and `student/` (fp16 diffusers folders), loss CSVs, a grid, `figures.json`.
+paths, the refined latents its discriminator's real data. On one kind of CPU the same command gives the same
+weights bit for bit; another kind's fp32 kernels round differently, and training makes other weights of the same
+recipe (docs/distill.md). DIR gets `teacher/` and `student/` (fp16 diffusers folders), loss CSVs, a grid,
+`figures.json`.
 """
 
 from __future__ import annotations
