@@ -2,6 +2,7 @@
 
 Each row reproduces its model card's diffusers snippet (scheduler, spacing, prediction type, explicit timesteps,
 eta, guidance, LoRA fused). Adding a family is one row here and at most one recipe in `schedulers.py`.
+`check_steps` holds a step count to a row's allowed set, torch-free, so that the CLI can refuse it before loading.
 """
 
 from __future__ import annotations
