@@ -1,5 +1,6 @@
-"""Issue 30 probe: the recipe's student stage (e) from a saved teacher on the Intel seed-0 run's refined latents
-(refined-s0.pt, from longt.py). `python stud.py TEACHER_RUN OUT` (TEACHER_RUN/teacher, TEACHER_RUN/figures.json)."""
+"""Issue 30 probe: the recipe's student stage (e) from a saved teacher on a recipe run's refined latents
+(refined-sSEED.pt, from longt.py). `python stud.py TEACHER_RUN OUT [SEED]` (TEACHER_RUN/teacher,
+TEACHER_RUN/figures.json; SEED the recipe's seed, 0 by default)."""
 import json, sys, time, torch
 from pathlib import Path
 from fastdiff.distill import recipe as R
@@ -9,12 +10,13 @@ from fastdiff.distill.shapes import make_shapes
 from fastdiff.distill.trainer import train
 torch.set_num_threads(1)
 run, out = Path(sys.argv[1]), Path(sys.argv[2])
+seed = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 clock = time.perf_counter()
-data = make_shapes(4096, seed=0)
-refined = torch.load("/work/exp10/refined-s0.pt")
+data = make_shapes(4096, seed=seed)
+refined = torch.load(f"/work/exp10/refined-s{seed}.pt")
 pipe = _load(run / "teacher")
 guidance = json.loads((run / "figures.json").read_text())["teacher_guidance"]
-config = R.student_config(R.step_counts(40.0)["student"], guidance=guidance, seed=0)
+config = R.student_config(R.step_counts(40.0)["student"], guidance=guidance, seed=seed)
 images_u8 = torch.tensor(data.images).permute(0, 3, 1, 2).contiguous()
 paths = R.training_trajectories(pipe, data.captions, config)
 result = train(pipe, images_u8, data.captions, out_dir=out / "add", config=config, trajectories=paths, real_latents=refined)
