@@ -88,15 +88,16 @@ def test_speckle_counts_as_sharpness_off_the_edges(real):
 
 
 def test_the_three_students_share_the_recipe_config_and_differ_only_in_the_loss_weights():
-    assert RECIPE_STEPS == 3600  # the shipped run: --minutes 40
-    assert step_counts(40.0) == {"vae": 2571, "teacher": 5400, "tiny_vae": 8000, "student": 3600}
-    configs = student_configs(steps=3600)
+    assert RECIPE_STEPS == 7200  # the shipped run: --minutes 40
+    assert step_counts(40.0) == {"vae": 2571, "teacher": 10800, "tiny_vae": 8000, "student": 7200}
+    configs = student_configs(steps=7200)
     assert set(configs) == set(VARIANTS) == {"add", "distill", "adversarial"}
     add = configs["add"]
-    assert (add.max_steps, add.batch_size, add.learning_rate, add.ema_decay) == (3600, 16, 1e-4, 0.99)
+    assert (add.max_steps, add.batch_size, add.learning_rate, add.ema_decay) == (7200, 16, 1e-4, 0.99)
     assert (add.warmup_steps, add.teacher_guidance_scale, add.seed) == (20, 2.0, 0)
     assert add.student_prediction == "sample" and add.student_timesteps == (999, 999, 999, 749, 499, 249)
     assert add.distill_target == "teacher"  # the paper's score distillation, from the paths' points
+    assert add.teacher_target_steps == 4  # towards the teacher's 4-step DDIM sample, not its one-step x̂0
     weights = {n: (c.distill_weight, c.adversarial_weight) for n, c in configs.items()}
     assert weights == {"add": (2.5, 3.0), "distill": (2.5, 0.0), "adversarial": (0.0, 3.0)}
     for config in configs.values():

@@ -153,6 +153,33 @@ def test_noise_schedule_matches_diffusers():
     assert torch.allclose(noisy[1], theirs.add_noise(x0, eps, t)[1], atol=1e-5)
 
 
+def test_a_several_step_teacher_target_is_diffusers_ddim_from_the_renoised_output():
+    from diffusers import DDIMScheduler
+
+    from fastdiff.distill.trainer import _Run, _teacher_target, _teacher_x0
+
+    pipe = tiny_pipeline("sd1")
+    run = _Run(*(None,) * 3, pipe.unet, None, NoiseSchedule(pipe.scheduler.config), None, [], [], torch.Generator())
+    cond = encode_captions(pipe, ["a red circle", "a blue square"], height=64, width=64)
+    x_s, s = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)), torch.tensor([800, 800])
+    seen: list[list[int]] = []
+    pipe.unet.register_forward_pre_hook(lambda _, args: seen.append(args[1].tolist()))
+    with torch.no_grad():
+        ours = _teacher_target(run, x_s, s, cond, 1.0, 4)
+        assert seen == [[800, 800], [600, 600], [400, 400], [200, 200]]  # s·(k − j)/k
+        one_step = _teacher_target(run, x_s, s, cond, 1.0, 1)
+        assert torch.equal(one_step, _teacher_x0(run, x_s, s, cond, 1.0))  # one step is ADD's target
+        ddim = DDIMScheduler.from_config(pipe.scheduler.config, steps_offset=0, timestep_spacing="leading")
+        ddim.set_timesteps(5)
+        assert ddim.timesteps.tolist() == [800, 600, 400, 200, 0]
+        x = x_s
+        for t in ddim.timesteps[:4]:
+            out = ddim.step(pipe.unet(x, t, **cond.unet_kwargs()).sample, t, x)
+            x, theirs = out.prev_sample, out.pred_original_sample
+    assert torch.allclose(ours, theirs, atol=1e-5), (ours - theirs).abs().max()
+    assert not torch.allclose(ours, one_step, atol=1e-3)
+
+
 @pytest.mark.parametrize(
     ("changes", "message"),
     [
@@ -162,6 +189,7 @@ def test_noise_schedule_matches_diffusers():
         ({"mixed_precision": "fp8"}, "mixed_precision"),
         ({"ema_decay": 1.0}, "ema_decay"),
         ({"distill_target": "real"}, "distill_target"),
+        ({"teacher_target_steps": 0}, "teacher_target_steps"),
         ({"student_prediction": "x0"}, "student_prediction must be None or 'sample'"),
     ],
 )

@@ -32,6 +32,7 @@ class ADDConfig:
     teacher_timestep_range: tuple[int, int] = (20, 980)  # s ~ U, the teacher's re-noising level
     disc_timestep_range: tuple[int, int] = (0, 750)  # t̂ ~ U, the discriminator's re-noising level (LADD/AMD)
     teacher_guidance_scale: float = _flag(1.0, float, "CFG scale of the teacher's target; 1 is one plain call")
+    teacher_target_steps: int = _flag(1, int, "DDIM steps of the teacher's target from the re-noised output (1: ADD)")
     # "teacher": its one-step x̂0 at the re-noised student output (ADD); "trajectory": the end of the teacher's
     # sampling path that the student's input lies on (needs `train(trajectories=...)`)
     distill_target: str = "teacher"
@@ -51,6 +52,8 @@ class ADDConfig:
     def __post_init__(self) -> None:
         if self.max_steps < 1 or self.batch_size < 1:
             raise FastDiffError("max_steps and batch_size must be ≥ 1")
+        if self.teacher_target_steps < 1:
+            raise FastDiffError(f"teacher_target_steps must be ≥ 1, not {self.teacher_target_steps}")
         if not self.student_timesteps or not all(0 <= t < 1000 for t in self.student_timesteps):
             raise FastDiffError(f"student_timesteps must lie in [0, 999], not {self.student_timesteps}")
         for name in ("teacher_timestep_range", "disc_timestep_range"):

@@ -205,6 +205,23 @@ def _teacher_x0(run: _Run, x_s: torch.Tensor, s: torch.Tensor, cond: Conditionin
     return predict_x0(out.float(), x_s, alpha, sigma, prediction_type=run.schedule.prediction_type)
 
 
+def _teacher_target(
+    run: _Run, x_s: torch.Tensor, s: torch.Tensor, cond: Conditioning, scale: float, steps: int
+) -> torch.Tensor:
+    """The distillation target from (x_s, s): the teacher's one-step x̂0 (ADD) when `steps` is 1; otherwise its DDIM
+    sample (Song et al. 2021) over `steps` steps at s·(k − j)/k, each its guided x̂0 re-noised with its own ε. The
+    student's output is still what gets re-noised, so this stays ADD's target, only nearer the teacher's sample."""
+    x, t = x_s, s
+    for j in range(1, steps):
+        x0 = _teacher_x0(run, x, t, cond, scale)
+        following = (s.float() * (steps - j) / steps).round().long().clamp(min=1)
+        alpha, sigma = (v.view(-1, 1, 1, 1) for v in run.schedule.alpha_sigma(t))
+        alpha_next, sigma_next = (v.view(-1, 1, 1, 1) for v in run.schedule.alpha_sigma(following))
+        eps = (x.float() - alpha * x0) / sigma
+        x, t = (alpha_next * x0 + sigma_next * eps).to(x_s.dtype), following
+    return _teacher_x0(run, x, t, cond, scale)
+
+
 def _features(run: _Run, x0: torch.Tensor, t_hat: torch.Tensor, eps: torch.Tensor, cond: Conditioning) -> Any:
     """The frozen teacher's features of `x0` re-noised to t̂ (gradients reach `x0` when it requires them)."""
     x_t = run.schedule.noise(x0, eps, t_hat)
@@ -234,7 +251,8 @@ def generator_step(
     else:
         s = run.randint(*config.teacher_timestep_range, x0)
         x_s = schedule.noise(student_x0.detach(), run.randn(x0), s)  # the student's sample, never the real one
-        target = _teacher_x0(run, x_s.to(run.teacher.dtype), s, cond, config.teacher_guidance_scale)
+        scale, k = config.teacher_guidance_scale, config.teacher_target_steps
+        target = _teacher_target(run, x_s.to(run.teacher.dtype), s, cond, scale, k)
         distill = distillation_loss(student_x0, target, weight=schedule.alpha_sigma(s)[0])  # c(s) = α_s
 
     t_hat, eps = run.randint(*config.disc_timestep_range, x0), run.randn(x0)
