@@ -216,9 +216,8 @@ def _teacher_target(
         x0 = _teacher_x0(run, x, t, cond, scale)
         following = (s.float() * (steps - j) / steps).round().long().clamp(min=1)
         alpha, sigma = (v.view(-1, 1, 1, 1) for v in run.schedule.alpha_sigma(t))
-        alpha_next, sigma_next = (v.view(-1, 1, 1, 1) for v in run.schedule.alpha_sigma(following))
         eps = (x.float() - alpha * x0) / sigma
-        x, t = (alpha_next * x0 + sigma_next * eps).to(x_s.dtype), following
+        x, t = run.schedule.noise(x0, eps, following).to(x_s.dtype), following
     return _teacher_x0(run, x, t, cond, scale)
 
 
